@@ -71,7 +71,6 @@ sock=$dir/mysqld.sock
 pidfile=$dir/mysqld.pid
 log=$dir/mysqld.log
 envfile=$dir/env
-portfile=$dir/port
 tmpdir=$dir/tmp
 
 # unix socket paths are limited to 107 bytes
@@ -195,11 +194,7 @@ do_start() {
 
   # already running for DIR?
   if p=$(server_pid) && answers; then
-    if [ -s "$portfile" ]; then
-      port=$(cat "$portfile")
-    else
-      port=$(sql -e 'SELECT @@port') || die "cannot read port of running server"
-    fi
+    port=$(sql -e 'SELECT @@port') || die "cannot read port of running server"
     write_env "$port"
     cat "$envfile"
     return 0
@@ -313,7 +308,6 @@ EOF
     exit 1
   fi
 
-  echo "$port" > "$portfile"
   write_env "$port"
   cat "$envfile"
 }
