@@ -1,0 +1,48 @@
+# ecp: PGXS build of ecp.so, plus the test and demo entry points.
+#
+#   make            build ecp.so and the Elasticsearch stand-in (test/esd)
+#   make install    install the extension into pg_config's directories
+#   make test       install missing Debian packages, build, install, run every
+#                   suite (pg_regress + TAP + stand-in) as an unprivileged user
+#   make demo       throwaway cluster + stand-in + a real sync, with progress
+
+EXTENSION  = ecp
+MODULE_big = ecp
+EXT_VERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" ecp.control)
+OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+DATA       = $(sort $(wildcard sql/ecp--*.sql))
+PGFILEDESC = "ecp - sync large data sets into Elasticsearch"
+
+PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -I$(srcdir)/src -DECP_VERSION='"$(EXT_VERSION)"'
+# PostgreSQL's own flags stay; ours are added on top. -Wextra's unused-parameter
+# fires on every PG_FUNCTION_ARGS function that ignores fcinfo, so that one
+# is relaxed; everything else is an error.
+PG_CFLAGS  = -Wall -Wextra -Werror -Wno-unused-parameter
+SHLIB_LINK = -lcurl -ljansson
+
+# pg_regress runs against a temporary instance with ecp (and pg_cron) preloaded.
+REGRESS      = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/ecp--%,$(wildcard sql/*.sql))))
+REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=./test/regress.conf
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+all: esd
+
+.PHONY: esd test demo bench
+esd:
+	$(MAKE) -C test/esd
+
+test:
+	bash test/scripts/run-all.sh
+
+demo:
+	bash test/scripts/demo.sh
+
+bench:
+	bash test/bench/run.sh
+
+clean: clean-esd
+clean-esd:
+	-$(MAKE) -C test/esd clean

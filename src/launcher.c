@@ -1,0 +1,217 @@
+/*
+ * launcher.c: the ecp launcher, one static background worker per cluster.
+ *
+ * It connects to ecp.database_name, wakes on its latch or once a second,
+ * and (from the sync engine on) starts the workers of due runs.  Until
+ * CREATE EXTENSION ecp has run in its database it waits quietly, checking
+ * again on every wake-up, instead of failing and being restarted in a loop.
+ *
+ * Signals only set flags and the latch (PATTERNS.md): the default SIGTERM
+ * handler would raise FATAL wherever the process happens to be.
+ */
+#include "ecp.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+
+static volatile sig_atomic_t got_sigterm = false;
+
+static void
+launcher_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+void
+ecp_register_launcher(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	/* Never BGW_NEVER_RESTART: the launcher must come back after a crash. */
+	worker.bgw_restart_time = ECP_LAUNCHER_RESTART_SECONDS;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ecp");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ecp_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, ECP_LAUNCHER_TYPE);
+	snprintf(worker.bgw_type, BGW_MAXLEN, ECP_LAUNCHER_TYPE);
+	RegisterBackgroundWorker(&worker);
+}
+
+/* before_shmem_exit callback: leave no stale pid or latch behind. */
+static void
+launcher_detach(int code, Datum arg)
+{
+	EcpSharedState *state = ecp_shared();
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	if (state->launcher_pid == MyProcPid)
+	{
+		state->launcher_pid = 0;
+		state->launcher_latch = NULL;
+		state->launcher_connected = false;
+	}
+	LWLockRelease(state->lock);
+}
+
+static void
+launcher_attach(void)
+{
+	EcpSharedState *state = ecp_shared();
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	state->launcher_pid = MyProcPid;
+	state->launcher_latch = MyLatch;
+	state->launcher_connected = false;
+	LWLockRelease(state->lock);
+	before_shmem_exit(launcher_detach, (Datum) 0);
+}
+
+/*
+ * Wait on the latch for up to one nap; true when the launcher should go on.
+ * WL_EXIT_ON_PM_DEATH ends the process if the postmaster dies.
+ */
+static bool
+launcher_nap(void)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ECP_LAUNCHER_NAPTIME_MS, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+	return !got_sigterm;
+}
+
+/*
+ * While our database is being dropped (or was dropped), stay unconnected:
+ * connecting to it would block DROP DATABASE, or fail with FATAL and make
+ * the postmaster restart us in a loop.  CREATE DATABASE of the same name
+ * clears the hold (utility_hook.c) and sets our latch.
+ */
+static void
+wait_while_database_held(void)
+{
+	bool		logged = false;
+
+	while (ecp_database_is_held())
+	{
+		if (!logged)
+		{
+			ereport(LOG,
+					(errmsg("ecp launcher is waiting for database \"%s\" to be created",
+							ecp_database_name)));
+			logged = true;
+		}
+		if (!launcher_nap())
+			proc_exit(1);
+	}
+}
+
+/* Is the extension created in our database?  One short transaction. */
+static bool
+extension_is_created(void)
+{
+	bool		created;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	pgstat_report_activity(STATE_RUNNING, "checking for extension ecp");
+	created = OidIsValid(get_extension_oid(ECP_EXTENSION_NAME, true));
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return created;
+}
+
+static void
+report_extension_change(bool created)
+{
+	if (created)
+		ereport(LOG,
+				(errmsg("ecp launcher is active in database \"%s\"", ecp_database_name)));
+	else
+		ereport(LOG,
+				(errmsg("ecp launcher is waiting for CREATE EXTENSION ecp in database \"%s\"",
+						ecp_database_name)));
+}
+
+static void
+connect_to_database(void)
+{
+	EcpSharedState *state = ecp_shared();
+
+	BackgroundWorkerInitializeConnection(ecp_database_name, NULL, 0);
+	pgstat_report_appname(ECP_LAUNCHER_TYPE);
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	state->launcher_connected = true;
+	LWLockRelease(state->lock);
+
+	ereport(LOG,
+			(errmsg("ecp launcher started (version %s), connected to database \"%s\"",
+					ECP_VERSION, ecp_database_name)));
+}
+
+void
+ecp_launcher_main(Datum main_arg)
+{
+	bool		was_created = false;
+	bool		first_check = true;
+
+	pqsignal(SIGTERM, launcher_sigterm);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+
+	launcher_attach();
+	wait_while_database_held();
+	connect_to_database();
+
+	while (!got_sigterm)
+	{
+		bool		created;
+
+		/* Our database is about to be dropped: get out of its way. */
+		if (ecp_database_is_held())
+		{
+			ereport(LOG,
+					(errmsg("ecp launcher is leaving database \"%s\" so that it can be dropped",
+							ecp_database_name)));
+			break;
+		}
+
+		created = extension_is_created();
+		if (first_check || created != was_created)
+			report_extension_change(created);
+		first_check = false;
+		was_created = created;
+
+		if (!launcher_nap())
+			break;
+	}
+
+	/*
+	 * Exit code 1 makes the postmaster start us again after
+	 * ECP_LAUNCHER_RESTART_SECONDS (exit 0 would unregister the launcher for
+	 * good).  During a shutdown the postmaster does not restart anything.
+	 */
+	proc_exit(1);
+}

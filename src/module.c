@@ -1,0 +1,45 @@
+/*
+ * module.c: what PostgreSQL calls when it loads ecp.so.
+ *
+ * Defines the GUCs and installs the hooks.  The launcher is registered only
+ * while shared_preload_libraries is processed: a static background worker
+ * cannot be registered later, and without it no run would ever start.
+ */
+#include "ecp.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+char	   *ecp_database_name = NULL;
+
+void		_PG_init(void);
+
+static void
+define_gucs(void)
+{
+	DefineCustomStringVariable("ecp.database_name",
+							   "Database the ecp launcher connects to.",
+							   "ecp's tables live in this database; create the extension there.",
+							   &ecp_database_name,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	MarkGUCPrefixReserved("ecp");
+}
+
+void
+_PG_init(void)
+{
+	define_gucs();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	ecp_shmem_install_hooks();
+	ecp_utility_hook_install();
+	ecp_register_launcher();
+}

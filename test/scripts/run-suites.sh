@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs the suites as the unprivileged user, inside the workspace copy of the
+# tree.  Appends "<suite> <passed> <failed>" lines to the counts file ($1).
+# ECP_SUITES selects suites (default: all): regress tap esd.
+set -uo pipefail
+counts=$1
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/common.sh"
+cd "$here/../.."
+suites=${ECP_SUITES:-regress tap esd}
+
+run_regress() {
+	local log=regress.log rc passed failed
+	make -s installcheck >"$log" 2>&1
+	rc=$?
+	cat "$log"
+	passed=$(grep -cE '\.\.\. ok' "$log")
+	failed=$(grep -cE '\.\.\. (FAILED|failed)' "$log")
+	# pg_regress itself failing (no instance, bad config) is a failure too.
+	if [ "$rc" != 0 ] && [ "$failed" = 0 ]; then failed=1; fi
+	if [ "$failed" != 0 ] && [ -f regression.diffs ]; then
+		echo "---- regression.diffs ----"
+		cat regression.diffs
+	fi
+	echo "regress $passed $failed" >>"$counts"
+}
+
+run_tap() {
+	local label=$1; shift
+	local out rc line
+	out=$(mktemp)
+	ECP_TAP_LIB="$PG_TEST_PERL:$PWD/test/perl" perl test/scripts/tap-run.pl "$label" "$@" | tee "$out"
+	line=$(grep '^TAP_COUNTS ' "$out" | tail -n 1)
+	if [ -n "$line" ]; then
+		echo "${line#TAP_COUNTS }" >>"$counts"
+	else
+		echo "$label 0 1" >>"$counts"
+	fi
+	rm -f "$out"
+}
+
+for suite in $suites; do
+	echo "==== suite: $suite ===="
+	case $suite in
+	regress) run_regress ;;
+	tap) run_tap tap test/t/*.pl ;;
+	esd) ESD_BIN=$PWD/test/esd/esd run_tap esd test/esd/t/*.t ;;
+	*) echo "unknown suite $suite"; echo "$suite 0 1" >>"$counts" ;;
+	esac
+done

@@ -1,0 +1,141 @@
+# The ecp launcher: starts with the server, waits quietly before CREATE
+# EXTENSION, comes back after pg_terminate_backend and an immediate restart,
+# and never blocks DROP EXTENSION or DROP DATABASE.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('launcher');
+$node->init;
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'ecp'\n");
+$node->start;
+
+my $launcher_sql =
+  "SELECT pid FROM pg_stat_activity WHERE backend_type = 'ecp launcher' AND datname = 'postgres'";
+
+sub launcher_pid
+{
+	return $node->safe_psql('postgres', $launcher_sql);
+}
+
+sub wait_for_launcher
+{
+	my ($why, $not_pid) = @_;
+	my $cond = defined $not_pid ? " AND pid <> $not_pid" : '';
+	ok($node->poll_query_until('postgres', "SELECT count(*) = 1 FROM ($launcher_sql$cond) l"),
+		"launcher running: $why");
+	return launcher_pid();
+}
+
+# Wait (with the framework's timeout) for a log line after $offset.
+sub log_shows
+{
+	my ($regexp, $offset, $name) = @_;
+	ok(eval { $node->wait_for_log($regexp, $offset); 1 }, $name);
+}
+
+sub log_since
+{
+	my ($offset) = @_;
+	return substr(slurp_file($node->logfile), $offset);
+}
+
+# --- starts with the server, quiet before CREATE EXTENSION -----------------
+my $pid = wait_for_launcher('after start');
+
+# The launcher re-checks for the extension on every wake-up and reports its
+# check in pg_stat_activity.state_change: wait for three checks to pass.
+my $changes = 0;
+my $last = '';
+for (my $tries = 0; $changes < 3 && $tries < 600; $tries++)
+{
+	my $now = $node->safe_psql('postgres',
+		"SELECT state_change FROM pg_stat_activity WHERE pid = $pid");
+	if ($now ne '' && $now ne $last) { $changes++; $last = $now; }
+	select(undef, undef, undef, 0.1) if $changes < 3;
+}
+is($changes, 3, 'launcher keeps checking for the extension');
+is(launcher_pid(), $pid, 'launcher did not restart while waiting for CREATE EXTENSION');
+my $log = slurp_file($node->logfile);
+like($log, qr/ecp launcher is waiting for CREATE EXTENSION ecp in database "postgres"/,
+	'launcher says once what it is waiting for');
+my @waits = ($log =~ /waiting for CREATE EXTENSION/g);
+is(scalar @waits, 1, 'and says it only once');
+unlike($log, qr/(ERROR|FATAL|PANIC):/, 'no errors before CREATE EXTENSION');
+
+# --- CREATE EXTENSION: the launcher notices -----------------------------
+my $offset = length(slurp_file($node->logfile));
+$node->safe_psql('postgres', 'CREATE EXTENSION ecp');
+log_shows(qr/ecp launcher is active/, $offset,
+	'launcher notices CREATE EXTENSION');
+is($node->safe_psql('postgres', 'SELECT ecp.launcher_pid()'), $pid, 'ecp.launcher_pid() shows it');
+is($node->safe_psql('postgres', 'SELECT ecp.version()'), '0.1', 'ecp.version()');
+
+# --- pg_terminate_backend: the postmaster starts it again ------------------
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+my $new_pid = wait_for_launcher('after pg_terminate_backend', $pid);
+isnt($new_pid, $pid, 'a new launcher process');
+is($node->safe_psql('postgres', 'SELECT ecp.launcher_pid()'), $new_pid,
+	'shared memory shows the new launcher');
+
+# --- immediate restart (crash recovery) ----------------------------------
+$node->restart(mode => 'immediate');
+$pid = wait_for_launcher('after restart(immediate)');
+is($node->safe_psql('postgres', 'SELECT ecp.launcher_pid()'), $pid,
+	'launcher registered again after crash recovery');
+
+# --- DROP EXTENSION is not blocked; the launcher goes back to waiting ------
+$offset = length(slurp_file($node->logfile));
+my ($ret, $out, $err) = $node->psql('postgres', 'DROP EXTENSION ecp',
+	timeout => 30);
+is($ret, 0, 'DROP EXTENSION succeeds while the launcher runs');
+log_shows(qr/waiting for CREATE EXTENSION/, $offset,
+	'launcher goes back to waiting after DROP EXTENSION');
+is(launcher_pid(), $pid, 'launcher survives DROP EXTENSION');
+$node->safe_psql('postgres', 'CREATE EXTENSION ecp');
+
+# --- DROP DATABASE of another database with ecp in it ---------------------
+$node->safe_psql('postgres', 'CREATE DATABASE other');
+$node->safe_psql('other', 'CREATE EXTENSION ecp');
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE other', timeout => 30);
+is($ret, 0, 'DROP DATABASE of a database with ecp succeeds');
+
+# --- DROP DATABASE of the launcher's own database ---------------------------
+$node->safe_psql('postgres', 'CREATE DATABASE ecpdb');
+$node->safe_psql('ecpdb', 'CREATE EXTENSION ecp');
+$node->append_conf('postgresql.conf', "ecp.database_name = 'ecpdb'\n");
+$node->restart;
+$launcher_sql =~ s/datname = 'postgres'/datname = 'ecpdb'/;
+$pid = wait_for_launcher('connected to ecpdb');
+
+# A drop that fails (someone is still connected) lets the launcher come back.
+my $holder = $node->background_psql('ecpdb');
+$holder->query_safe('SELECT 1');
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE ecpdb', timeout => 60);
+isnt($ret, 0, 'DROP DATABASE fails while a session is connected');
+like($err, qr/being accessed by other users/, '... for the usual reason');
+$holder->quit;
+$pid = wait_for_launcher('back in ecpdb after the failed drop');
+
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE ecpdb', timeout => 60);
+is($ret, 0, 'DROP DATABASE of the launcher\'s database succeeds') or diag $err;
+# A launcher that is not connected to a database is not in pg_stat_activity,
+# but shared memory knows it.
+ok($node->poll_query_until('postgres',
+		"SELECT ecp.launcher_pid() IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'ecp launcher')"),
+	'launcher waits, unconnected, for the database to come back');
+log_shows(qr/ecp launcher is waiting for database "ecpdb" to be created/, 0,
+	'and says so');
+$offset = length(slurp_file($node->logfile));
+$node->safe_psql('postgres', 'CREATE DATABASE ecpdb');
+wait_for_launcher('reconnected after CREATE DATABASE');
+$node->safe_psql('ecpdb', 'CREATE EXTENSION ecp');
+log_shows(qr/ecp launcher is active in database "ecpdb"/, $offset,
+	'launcher active again in the re-created database');
+unlike(log_since(0), qr/(FATAL|PANIC):.*ecp|database "ecpdb" does not exist/,
+	'no launcher crash loop at any point');
+
+$node->stop;
+done_testing();
