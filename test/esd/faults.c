@@ -1,0 +1,350 @@
+/*
+ * Fault injection and authentication.
+ *
+ * The fault set is replaced as a whole (PUT /_esd/faults or --faults): the
+ * JSON is parsed into a new struct and swapped in under the lock, so
+ * counters ("first N", "every K") always start from zero for a new set.
+ */
+#include "esd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct rule {
+    bool on;
+    long long first;     /* > 0: the first N matching events */
+    long long every;     /* > 0: every K-th matching event */
+    long long seen;
+    bool all_requests;   /* match every non-control request, not only _bulk */
+} rule_t;
+
+typedef struct faults {
+    json_t *spec;
+    rule_t bulk_reject;
+    int bulk_reject_status;
+    rule_t item_reject;
+    int item_reject_status;
+    double fraction;
+    uint64_t rng;
+    char **poison;
+    int npoison;
+    rule_t delay;
+    int64_t delay_ms;
+    rule_t drop;
+    char *auth_basic, *auth_apikey;
+} faults_t;
+
+static pthread_mutex_t g_flock = PTHREAD_MUTEX_INITIALIZER;
+static faults_t *g_faults;
+
+static void faults_free(faults_t *f)
+{
+    if (!f)
+        return;
+    if (f->spec)
+        json_decref(f->spec);
+    for (int i = 0; i < f->npoison; i++)
+        free(f->poison[i]);
+    free(f->poison);
+    free(f->auth_basic);
+    free(f->auth_apikey);
+    free(f);
+}
+
+/* true when the event counted now is affected */
+static bool rule_hit(rule_t *r)
+{
+    if (!r->on)
+        return false;
+    long long n = ++r->seen;
+    if (r->first > 0)
+        return n <= r->first;
+    if (r->every > 0)
+        return n % r->every == 0;
+    return true;
+}
+
+/* --------------------------------------------------------------- */
+/* parsing                                                         */
+/* --------------------------------------------------------------- */
+static bool bad(char *err, size_t n, const char *msg, const char *key)
+{
+    snprintf(err, n, msg, key);
+    return false;
+}
+
+static bool parse_rule(const json_t *o, rule_t *r, const char *key, bool all_default, char *err,
+                       size_t n, const char **extra)
+{
+    r->on = true;
+    r->all_requests = all_default;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)o, k, v) {
+        if (!strcmp(k, "first") || !strcmp(k, "every")) {
+            if (!json_is_integer(v) || json_integer_value(v) < 1)
+                return bad(err, n, "[%s] first/every must be positive integers", key);
+            *(strcmp(k, "first") ? &r->every : &r->first) = json_integer_value(v);
+        } else if (!strcmp(k, "match")) {
+            const char *m = json_string_value(v);
+            if (!m || (strcmp(m, "bulk") && strcmp(m, "all")))
+                return bad(err, n, "[%s] match must be \"bulk\" or \"all\"", key);
+            r->all_requests = !strcmp(m, "all");
+        } else {
+            bool ok = false;
+            for (int i = 0; extra && extra[i]; i++)
+                ok |= !strcmp(extra[i], k);
+            if (!ok) {
+                snprintf(err, n, "[%s] unknown key [%s]", key, k);
+                return false;
+            }
+        }
+    }
+    if (r->first > 0 && r->every > 0)
+        return bad(err, n, "[%s] use either first or every, not both", key);
+    return true;
+}
+
+static bool parse_status(const json_t *o, const char *key, const int *allowed, int *out, char *err, size_t n)
+{
+    const json_t *s = json_object_get(o, "status");
+    if (!s) {
+        *out = allowed[0];
+        return true;
+    }
+    for (int i = 0; allowed[i]; i++)
+        if (json_is_integer(s) && json_integer_value(s) == allowed[i]) {
+            *out = allowed[i];
+            return true;
+        }
+    return bad(err, n, "[%s] unsupported status", key);
+}
+
+static bool parse_one(faults_t *f, const char *k, const json_t *v, char *err, size_t n)
+{
+    static const int bulk_st[] = {429, 500, 502, 503, 504, 0};
+    static const int item_st[] = {429, 503, 500, 0};
+    static const char *st_keys[] = {"status", NULL};
+    static const char *item_keys[] = {"status", "fraction", "seed", NULL};
+    static const char *delay_keys[] = {"ms", NULL};
+    if (!strcmp(k, "bulk_reject")) {
+        if (!json_is_object(v)) return bad(err, n, "[%s] must be an object", k);
+        return parse_status(v, k, bulk_st, &f->bulk_reject_status, err, n) &&
+               parse_rule(v, &f->bulk_reject, k, false, err, n, st_keys);
+    }
+    if (!strcmp(k, "item_reject")) {
+        if (!json_is_object(v)) return bad(err, n, "[%s] must be an object", k);
+        if (!parse_status(v, k, item_st, &f->item_reject_status, err, n) ||
+            !parse_rule(v, &f->item_reject, k, false, err, n, item_keys))
+            return false;
+        const json_t *fr = json_object_get(v, "fraction"), *sd = json_object_get(v, "seed");
+        if (fr && (!json_is_number(fr) || json_number_value(fr) < 0 || json_number_value(fr) > 1))
+            return bad(err, n, "[%s] fraction must be a number between 0 and 1", k);
+        if (sd && !json_is_integer(sd))
+            return bad(err, n, "[%s] seed must be an integer", k);
+        f->fraction = fr ? json_number_value(fr) : 1.0;
+        f->rng = sd ? (uint64_t)json_integer_value(sd) : 42;
+        return true;
+    }
+    if (!strcmp(k, "poison_field")) {
+        json_t *arr = json_is_string(v) ? json_pack("[O]", v) : json_incref((json_t *)v);
+        size_t i;
+        json_t *x;
+        bool ok = json_is_array(arr) && json_array_size(arr);
+        json_array_foreach(arr, i, x) ok &= json_is_string(x);
+        if (ok) {
+            f->poison = xcalloc(json_array_size(arr), sizeof(char *));
+            json_array_foreach(arr, i, x) f->poison[f->npoison++] = xstrdup(json_string_value(x));
+        }
+        json_decref(arr);
+        return ok ? true : bad(err, n, "[%s] must be a field name or an array of field names", k);
+    }
+    if (!strcmp(k, "delay_ms")) {
+        if (json_is_integer(v) && json_integer_value(v) >= 0) {
+            f->delay.on = true;
+            f->delay.all_requests = true;
+            f->delay_ms = json_integer_value(v);
+            return true;
+        }
+        if (!json_is_object(v) || !json_is_integer(json_object_get(v, "ms")) ||
+            json_integer_value(json_object_get(v, "ms")) < 0)
+            return bad(err, n, "[%s] must be a number of milliseconds or {\"ms\":N,...}", k);
+        f->delay_ms = json_integer_value(json_object_get(v, "ms"));
+        return parse_rule(v, &f->delay, k, true, err, n, delay_keys);
+    }
+    if (!strcmp(k, "drop")) {
+        if (!json_is_object(v)) return bad(err, n, "[%s] must be an object", k);
+        return parse_rule(v, &f->drop, k, false, err, n, NULL);
+    }
+    if (!strcmp(k, "auth")) {
+        const char *b = json_string_value(json_object_get(v, "basic"));
+        const char *a = json_string_value(json_object_get(v, "api_key"));
+        if (!json_is_object(v) || (!b && !a) || (b && !strchr(b, ':')))
+            return bad(err, n, "[%s] must be {\"basic\":\"user:pass\"} or {\"api_key\":\"ENCODED\"}", k);
+        f->auth_basic = b ? xstrdup(b) : NULL;
+        f->auth_apikey = a ? xstrdup(a) : NULL;
+        return true;
+    }
+    snprintf(err, n, "unknown fault [%s]; known: bulk_reject, item_reject, poison_field, delay_ms, drop, auth", k);
+    return false;
+}
+
+bool faults_set(const json_t *spec, char *err, size_t n)
+{
+    if (!json_is_object(spec))
+        return bad(err, n, "%s", "faults must be a JSON object");
+    faults_t *f = xcalloc(1, sizeof *f);
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)spec, k, v) {
+        if (!parse_one(f, k, v, err, n)) {
+            faults_free(f);
+            return false;
+        }
+    }
+    f->spec = json_deep_copy(spec);
+    pthread_mutex_lock(&g_flock);
+    faults_t *old = g_faults;
+    g_faults = f;
+    pthread_mutex_unlock(&g_flock);
+    faults_free(old);
+    return true;
+}
+
+json_t *faults_get(void)
+{
+    pthread_mutex_lock(&g_flock);
+    json_t *j = g_faults ? json_deep_copy(g_faults->spec) : json_object();
+    pthread_mutex_unlock(&g_flock);
+    return j;
+}
+
+void faults_clear(void)
+{
+    pthread_mutex_lock(&g_flock);
+    faults_t *old = g_faults;
+    g_faults = NULL;
+    pthread_mutex_unlock(&g_flock);
+    faults_free(old);
+}
+
+/* --------------------------------------------------------------- */
+/* decisions                                                       */
+/* --------------------------------------------------------------- */
+void faults_pre_request(bool is_bulk, pre_fault_t *out)
+{
+    out->drop = false;
+    out->delay_ms = 0;
+    pthread_mutex_lock(&g_flock);
+    faults_t *f = g_faults;
+    if (f) {
+        if ((is_bulk || f->drop.all_requests) && rule_hit(&f->drop))
+            out->drop = true;
+        else if ((is_bulk || f->delay.all_requests) && rule_hit(&f->delay))
+            out->delay_ms = f->delay_ms;
+    }
+    pthread_mutex_unlock(&g_flock);
+}
+
+int faults_bulk_reject(void)
+{
+    int st = 0;
+    pthread_mutex_lock(&g_flock);
+    if (g_faults && rule_hit(&g_faults->bulk_reject))
+        st = g_faults->bulk_reject_status;
+    pthread_mutex_unlock(&g_flock);
+    return st;
+}
+
+/* Deterministic: the n-th item since the fault set decides from a seeded
+ * generator, so a test with the same items sees the same rejections. */
+int faults_item_reject(void)
+{
+    int st = 0;
+    pthread_mutex_lock(&g_flock);
+    faults_t *f = g_faults;
+    if (f && rule_hit(&f->item_reject)) {
+        double x = (double)(splitmix64(&f->rng) >> 11) * (1.0 / 9007199254740992.0);
+        if (x < f->fraction)
+            st = f->item_reject_status;
+    }
+    pthread_mutex_unlock(&g_flock);
+    return st;
+}
+
+bool faults_has_poison(void)
+{
+    pthread_mutex_lock(&g_flock);
+    bool p = g_faults && g_faults->npoison;
+    pthread_mutex_unlock(&g_flock);
+    return p;
+}
+
+bool faults_poison(const json_t *src, const char *raw, size_t len, char *field, size_t fsz)
+{
+    (void)raw;
+    (void)len;
+    bool hit = false;
+    pthread_mutex_lock(&g_flock);
+    for (int i = 0; g_faults && src && i < g_faults->npoison && !hit; i++) {
+        if (json_object_get(src, g_faults->poison[i])) {
+            snprintf(field, fsz, "%s", g_faults->poison[i]);
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&g_flock);
+    return hit;
+}
+
+/* --------------------------------------------------------------- */
+/* authentication                                                  */
+/* --------------------------------------------------------------- */
+static void deny(req_t *r, resp_t *rs, const char *reason)
+{
+    json_t *c = err_cause("security_exception", reason);
+    json_object_set_new(c, "header", json_pack("{s:[s,s]}", "WWW-Authenticate",
+                                               "Basic realm=\"security\", charset=\"UTF-8\"", "ApiKey"));
+    resp_error_obj(rs, 401, c);
+    resp_add_header(rs, "WWW-Authenticate", "Basic realm=\"security\", charset=\"UTF-8\"");
+    resp_add_header(rs, "WWW-Authenticate", "ApiKey");
+    (void)r;
+}
+
+bool auth_check(req_t *r, resp_t *rs)
+{
+    char basic[512] = "", apikey[512] = "";
+    pthread_mutex_lock(&g_flock);
+    const char *b = g_faults && (g_faults->auth_basic || g_faults->auth_apikey) ? g_faults->auth_basic : g_cfg.auth_basic;
+    const char *a = g_faults && (g_faults->auth_basic || g_faults->auth_apikey) ? g_faults->auth_apikey : g_cfg.auth_apikey;
+    if (b) snprintf(basic, sizeof basic, "%s", b);
+    if (a) snprintf(apikey, sizeof apikey, "%s", a);
+    pthread_mutex_unlock(&g_flock);
+    if (!basic[0] && !apikey[0])
+        return true;
+    const char *h = req_hdr(r, "Authorization");
+    char msg[1200];
+    if (!h || !*h) {
+        snprintf(msg, sizeof msg, "missing authentication credentials for REST request [%s]", r->path);
+        deny(r, rs, msg);
+        return false;
+    }
+    if (!strncasecmp(h, "Basic ", 6)) {
+        char dec[512];
+        int n = b64_decode(h + 6, strlen(h + 6), dec, sizeof dec);
+        if (n > 0 && basic[0] && !strcmp(dec, basic))
+            return true;
+        char *colon = n > 0 ? strchr(dec, ':') : NULL;
+        if (colon)
+            *colon = '\0';
+        snprintf(msg, sizeof msg, "unable to authenticate user [%s] for REST request [%s]",
+                 n > 0 ? dec : "", r->path);
+        deny(r, rs, msg);
+        return false;
+    }
+    if (!strncasecmp(h, "ApiKey ", 7) && apikey[0] && !strcmp(h + 7, apikey))
+        return true;
+    deny(r, rs, "unable to authenticate with provided credentials and anonymous access is not allowed for this request");
+    return false;
+}
