@@ -12,6 +12,7 @@
 #include <time.h>
 
 #define CHUNK 256   /* ops parsed outside the lock, then executed under it */
+#define HEADER_ROOM 64
 
 /* --------------------------------------------------------------- */
 /* item results                                                    */
@@ -52,6 +53,28 @@ static void set_errorf(item_result_t *res, int status, const char *type, const c
     set_error(res, status, err_cause(type, msg));
 }
 
+static inline void put_lit(sb_t *s, const char *p, size_t n)
+{
+    memcpy(s->buf + s->len, p, n);
+    s->len += n;
+}
+#define LIT(s, str) put_lit(s, str, sizeof(str) - 1)
+
+/* caller guarantees room (sb_grow) for the fixed parts */
+static inline void put_int(sb_t *s, long long v)
+{
+    char tmp[24];
+    int i = 24;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        tmp[--i] = '-';
+    put_lit(s, tmp + i, (size_t)(24 - i));
+}
+
 void item_write(sb_t *s, const char *opname, const item_result_t *res, int compat)
 {
     sb_puts(s, "{\"");
@@ -66,15 +89,27 @@ void item_write(sb_t *s, const char *opname, const item_result_t *res, int compa
     else
         sb_puts(s, "null");
     if (res->ok) {
-        sb_printf(s, ",\"_version\":%lld,\"result\":\"%s\"", (long long)res->version, res->result);
+        sb_grow(s, 256);
+        LIT(s, ",\"_version\":");
+        put_int(s, res->version);
+        LIT(s, ",\"result\":\"");
+        put_lit(s, res->result, strlen(res->result));
+        LIT(s, "\"");
         if (res->forced_refresh)
-            sb_puts(s, ",\"forced_refresh\":true");
-        if (!strcmp(res->result, "noop"))   /* nothing was written to any shard */
-            sb_puts(s, ",\"_shards\":{\"total\":0,\"successful\":0,\"failed\":0}");
-        else
-            sb_printf(s, ",\"_shards\":{\"total\":%d,\"successful\":1,\"failed\":0}", res->shards_total);
-        sb_printf(s, ",\"_seq_no\":%lld,\"_primary_term\":1", (long long)res->seq_no);
-        sb_printf(s, ",\"status\":%d}}", res->status);
+            LIT(s, ",\"forced_refresh\":true");
+        if (!strcmp(res->result, "noop")) {   /* nothing was written to any shard */
+            LIT(s, ",\"_shards\":{\"total\":0,\"successful\":0,\"failed\":0}");
+        } else {
+            LIT(s, ",\"_shards\":{\"total\":");
+            put_int(s, res->shards_total);
+            LIT(s, ",\"successful\":1,\"failed\":0}");
+        }
+        LIT(s, ",\"_seq_no\":");
+        put_int(s, res->seq_no);
+        LIT(s, ",\"_primary_term\":1,\"status\":");
+        put_int(s, res->status);
+        LIT(s, "}}");
+        s->buf[s->len] = '\0';
     } else {
         sb_printf(s, ",\"status\":%d,\"error\":", res->status);
         sb_json_value(s, res->error);
@@ -487,6 +522,7 @@ static void account(bulk_run_t *br, const item_result_t *res, enum op_kind kind)
 {
     if (br->nitems)
         sb_putc(&br->items, ',');
+    sb_grow(&br->items, 512);
     item_write(&br->items, op_name(kind), res, br->r->compat);
     br->nitems++;
     if (res->error)
@@ -668,15 +704,18 @@ static void bulk_reject_response(resp_t *rs, int status)
     }
 }
 
+/* The items were rendered after HEADER_ROOM reserved bytes; the header goes
+ * there, padded with JSON whitespace, so a response of tens of megabytes is
+ * never copied again. */
 static void finish_response(bulk_run_t *br, resp_t *rs, int64_t t0)
 {
-    sb_t out;
-    sb_init(&out, br->items.len + 64);
-    sb_printf(&out, "{\"errors\":%s,\"took\":%lld,\"items\":[", br->errors ? "true" : "false",
-              (long long)(mono_ms() - t0));
-    sb_append(&out, br->items.buf ? br->items.buf : "", br->items.len);
-    sb_puts(&out, "]}");
-    resp_sb(rs, 200, &out);
+    char head[HEADER_ROOM + 1];
+    int n = snprintf(head, sizeof head, "{\"errors\":%s,\"took\":%lld,\"items\":[",
+                     br->errors ? "true" : "false", (long long)(mono_ms() - t0));
+    memcpy(br->items.buf, head, (size_t)n);
+    memset(br->items.buf + n, ' ', HEADER_ROOM - (size_t)n);
+    sb_append(&br->items, "]}", 2);
+    resp_sb(rs, 200, &br->items);
     rs->items = (int)br->nitems;
 }
 
@@ -704,7 +743,16 @@ void handle_bulk(req_t *r, resp_t *rs, const char *path_index)
     bulk_req_t b;
     memset(&b, 0, sizeof b);
     bool discard = g_cfg.discard;
-    sb_init(&br.items, discard ? r->body_len / 3 + 256 : 4096);
+    /* reuse the connection's spare buffer: fresh memory of this size would be
+     * page-faulted in on every request */
+    if (r->spare && r->spare->buf) {
+        br.items = *r->spare;
+        memset(r->spare, 0, sizeof *r->spare);
+        br.items.len = 0;
+    }
+    sb_grow(&br.items, (discard ? r->body_len / 3 : 4096) + HEADER_ROOM);
+    memset(br.items.buf, ' ', HEADER_ROOM);
+    br.items.len = HEADER_ROOM;
     if (discard) {
         b.on_op = discard_op;
         b.ctx = &br;

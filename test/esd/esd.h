@@ -111,6 +111,7 @@ typedef struct req {
     size_t body_len;
     int compat;              /* compatible-with=N, 0 if none */
     bool head;
+    sb_t *spare;             /* reusable big buffer of this connection */
 } req_t;
 
 typedef struct resp {

@@ -27,6 +27,8 @@
 typedef struct conn_state {
     sb_t body;       /* request body as received */
     sb_t plain;      /* decompressed body (gzip requests only) */
+    sb_t spare;      /* big response buffer kept for the next request */
+    sb_t inflight;   /* response body being sent (MHD_RESPMEM_PERSISTENT) */
 } conn_state_t;
 
 typedef struct reqctx {
@@ -54,6 +56,8 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         conn_state_t *cs = *socket_context;
         sb_free(&cs->body);
         sb_free(&cs->plain);
+        sb_free(&cs->spare);
+        sb_free(&cs->inflight);
         free(cs);
         *socket_context = NULL;
     }
@@ -76,6 +80,16 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         if (cs->plain.cap > KEEP_BUFFER_MAX)
             sb_free(&cs->plain);
         cs->body.len = cs->plain.len = 0;
+        /* the response has been sent: its buffer becomes the spare */
+        if (cs->inflight.buf) {
+            if (cs->inflight.cap <= KEEP_BUFFER_MAX && !cs->spare.buf) {
+                cs->spare = cs->inflight;
+                cs->spare.len = 0;
+            } else {
+                sb_free(&cs->inflight);
+            }
+            memset(&cs->inflight, 0, sizeof cs->inflight);
+        }
     }
     free(rc);
     *con_cls = NULL;
@@ -345,10 +359,19 @@ static void render(req_t *r, resp_t *rs, sb_t *out)
     }
 }
 
-static enum MHD_Result send_response(struct MHD_Connection *c, req_t *r, resp_t *rs, sb_t *body)
+#define PERSIST_MIN (256u << 10)
+
+static enum MHD_Result send_response(struct MHD_Connection *c, req_t *r, resp_t *rs, sb_t *body,
+                                     conn_state_t *cs)
 {
     struct MHD_Response *mr;
-    if (body->buf && body->len) {
+    if (cs && body->buf && body->len >= PERSIST_MIN && !cs->inflight.buf) {
+        /* kept until the request completes, then reused (see on_completed) */
+        cs->inflight = *body;
+        memset(body, 0, sizeof *body);
+        mr = MHD_create_response_from_buffer(cs->inflight.len, cs->inflight.buf,
+                                             MHD_RESPMEM_PERSISTENT);
+    } else if (body->buf && body->len) {
         size_t len;
         char *buf = sb_detach(body, &len);
         mr = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
@@ -505,6 +528,7 @@ static enum MHD_Result finish(struct MHD_Connection *c, reqctx_t *rc, const char
         r.body = "";
     }
     r.body_len = rc->cs->body.len;
+    r.spare = &rc->cs->spare;
 
     resp_t rs;
     memset(&rs, 0, sizeof rs);
@@ -527,7 +551,7 @@ static enum MHD_Result finish(struct MHD_Connection *c, reqctx_t *rc, const char
         render(&r, &rs, &out);
         if (!rc->is_control && !rc->is_sink)
             log_request(rc, &r, furl, rs.status, rs.items);
-        ret = send_response(c, &r, &rs, &out);
+        ret = send_response(c, &r, &rs, &out, rc->cs);
     }
     free(furl);
     resp_cleanup(&rs);
@@ -568,7 +592,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                     memset(&rs, 0, sizeof rs);
                     rs.status = 417;
                     sb_t out = {NULL, 0, 0};
-                    return send_response(c, NULL, &rs, &out);
+                    return send_response(c, NULL, &rs, &out, NULL);
                 }
                 rc->too_big = true;
             } else {
