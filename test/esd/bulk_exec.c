@@ -193,8 +193,8 @@ static bool version_checks(const bulk_op_t *op, const doc_t *cur, item_result_t 
         bool ok = op->vtype == VT_EXTERNAL ? op->version > cur->version : op->version >= cur->version;
         if (!ok) {
             set_errorf(res, 409, "version_conflict_engine_exception",
-                       "[%s]: version conflict, current version [%lld] is higher %sthan the one provided [%lld]",
-                       res->id, (long long)cur->version, op->vtype == VT_EXTERNAL ? "or equal to " : "",
+                       "[%s]: version conflict, current version [%lld] is higher %s the one provided [%lld]",
+                       res->id, (long long)cur->version, op->vtype == VT_EXTERNAL ? "or equal to" : "than",
                        op->version);
             return false;
         }

@@ -198,8 +198,11 @@ void handle_index_create(req_t *r, resp_t *rs, const char *name)
 {
     json_error_t e;
     json_t *body = r->body_len ? json_loadb(r->body, r->body_len, 0, &e) : json_object();
-    if (!body) {
-        resp_error(rs, 400, "parse_exception", "failed to parse request body: %s", e.text);
+    if (!body || !json_is_object(body)) {
+        if (body)
+            json_decref(body);
+        resp_error(rs, 400, "parse_exception", "failed to parse request body: %s",
+                   body ? "the body must be a JSON object" : e.text);
         return;
     }
     json_t *settings = NULL, *mappings = NULL;

@@ -213,6 +213,10 @@ static void route_top(req_t *r, resp_t *rs)
             method_not_allowed(r, rs, "GET, HEAD");
         return;
     }
+    if (r->nseg == 1 && is(r, "PUT")) {
+        handle_index_create(r, rs, s0);   /* rejected by the index name rules */
+        return;
+    }
     no_handler(r, rs);
 }
 
