@@ -148,7 +148,7 @@ sub start {
             if ($p =~ /^(\d+)/) {
                 $self->{port} = $1;
                 my $r = eval { $self->{http}->get($self->url . '/') };
-                return $self if $r && $r->{status} == 200;
+                return $self if $r && $r->{status} != 599;   # 401 with --auth is an answer too
             }
         }
         sleep 0.02;
