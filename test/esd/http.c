@@ -424,7 +424,8 @@ static void log_request(reqctx_t *rc, req_t *r, const char *url, int status, int
     e.url = xstrdup(url);
     e.headers = json_object();
     for (int i = 0; i < r->nhdrs; i++)
-        json_object_set_new(e.headers, r->hdrs[i].key, json_string(r->hdrs[i].val ? r->hdrs[i].val : ""));
+        json_object_set_new(e.headers, r->hdrs[i].key,
+                            json_string(r->hdrs[i].val ? r->hdrs[i].val : "") ?: json_string("?"));
     size_t keep = r->body_len < g_cfg.log_body_max ? r->body_len : g_cfg.log_body_max;
     e.body = r->body ? xstrndup(r->body, keep) : xstrdup("");
     e.body_bytes = r->body_len;

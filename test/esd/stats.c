@@ -171,6 +171,21 @@ void reqlog_add(reqlog_t *e)
     pthread_mutex_unlock(&R.lock);
 }
 
+/* Bodies are logged as JSON strings; binary or cut-off UTF-8 is made ASCII. */
+static json_t *body_string(const char *p, size_t n)
+{
+    json_t *s = json_stringn(p, n);
+    if (s)
+        return s;
+    char *copy = xstrndup(p, n);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)copy[i] >= 0x80 || copy[i] == '\0')
+            copy[i] = '?';
+    s = json_stringn(copy, n);
+    free(copy);
+    return s;
+}
+
 json_t *reqlog_json(int n)
 {
     pthread_mutex_lock(&R.lock);
@@ -181,11 +196,12 @@ json_t *reqlog_json(int n)
     size_t start = (R.next + REQLOG_MAX - want) % REQLOG_MAX;
     for (size_t k = 0; k < want; k++) {
         reqlog_t *e = &R.ring[(start + k) % REQLOG_MAX];
-        json_t *o = json_pack("{s:I,s:s,s:s,s:O,s:I,s:I,s:s%,s:b,s:i,s:i,s:I}",
+        size_t bl = strlen(e->body);
+        json_t *o = json_pack("{s:I,s:s?,s:s?,s:O,s:I,s:I,s:o,s:b,s:i,s:i,s:I}",
                               "time", (json_int_t)e->t_ms, "method", e->method, "url", e->url,
                               "headers", e->headers, "body_bytes", (json_int_t)e->body_bytes,
-                              "wire_bytes", (json_int_t)e->wire_bytes, "body", e->body,
-                              strlen(e->body), "body_truncated", strlen(e->body) < e->body_bytes,
+                              "wire_bytes", (json_int_t)e->wire_bytes, "body", body_string(e->body, bl),
+                              "body_truncated", bl < e->body_bytes,
                               "items", e->items, "status", e->status,
                               "duration_ms", (json_int_t)e->duration_ms);
         if (o)
