@@ -3,6 +3,7 @@ use strict;
 use warnings;
 use Test::More;
 use IO::Socket::INET;
+use POSIX ();
 use EsdServer;
 
 my $es = EsdServer->start(extra_args => ['--no-refresh-timer']);
@@ -184,4 +185,13 @@ close $sock;
 is($h->{'x-opaque-id'}, 'trace-1', 'X-Opaque-Id echoed');
 
 ok($es->stop, 'clean exit on SIGTERM');
+
+# SIGINT: exit status 0
+my $other = EsdServer->start();
+my $pid = $other->pid;
+kill 'INT', $pid;
+my $reaped = 0;
+for (1 .. 500) { if (waitpid($pid, POSIX::WNOHANG()) == $pid) { $reaped = 1; last } select(undef, undef, undef, 0.02) }
+ok($reaped && $? == 0, 'clean exit 0 on SIGINT');
+$other->{pid} = undef;
 done_testing();

@@ -203,6 +203,9 @@ is($req->{status}, 200, 'logged status');
 is($req->{body}, docs('log', 1, 2), 'logged body');
 ok($req->{time} > 1e12, 'epoch ms time');
 is(scalar @{ $es->requests(3) }, 3, 'n limits the entries');
+($st) = $es->delete('/_esd/requests');
+is($st, 200, 'DELETE /_esd/requests');
+is(scalar @{ $es->requests(10) }, 0, 'request log cleared');
 
 # ---- stats ----
 $es->request('DELETE', '/_esd/stats');
