@@ -1,0 +1,871 @@
+/*
+ * http_client.c: libcurl for a background worker (PATTERNS.md).
+ *
+ * CURLOPT_NOSIGNAL, http/https only, connect and total timeouts, an error
+ * buffer, TCP keep-alive, no redirects, no "Expect: 100-continue", a capped
+ * response buffer, optional gzip request bodies.
+ *
+ * The easy handle is driven by a private multi handle with a 100 ms poll
+ * loop instead of curl_easy_perform: the easy interface only wakes about
+ * once a second while a server is silent, so a pause/cancel/shutdown could
+ * wait that long.  The multi handle owns the connection cache, so the
+ * kept-alive connection survives between requests (curl_easy_reset keeps
+ * it too).  Nothing here calls exit/abort/longjmp; every path frees what it
+ * allocated.
+ */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "http_client.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <zlib.h>
+
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000L
+#define DEFAULT_REQUEST_TIMEOUT_MS 60000L
+#define DEFAULT_MAX_RESPONSE_BYTES ((size_t) 64 << 20)
+#define POLL_INTERVAL_MS 100
+
+typedef struct ResponseBuffer
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+	size_t		max;
+	int			too_large;
+	int			out_of_memory;
+} ResponseBuffer;
+
+struct EcpHttpClient
+{
+	CURLM	   *multi;
+	CURL	   *easy;
+	long		connect_timeout_ms;
+	long		request_timeout_ms;
+	size_t		max_response_bytes;
+	int			gzip_requests;
+	int			insecure;
+	int			(*should_abort) (void *arg);
+	void	   *abort_arg;
+	char	   *auth_line;		/* "Authorization: <value>" */
+	const char *auth_value;		/* points into auth_line, for redaction */
+	char	   *user_agent;
+	char	   *ca_file;
+	/* per request */
+	ResponseBuffer buf;
+	int			aborted;
+	char		errbuf[CURL_ERROR_SIZE];
+};
+
+static int	global_done = 0;
+
+static char *
+dup_string(const char *s)
+{
+	size_t		n;
+	char	   *copy;
+
+	if (s == NULL)
+		return NULL;
+	n = strlen(s);
+	copy = malloc(n + 1);
+	if (copy)
+		memcpy(copy, s, n + 1);
+	return copy;
+}
+
+static void
+set_err(char *err, size_t errlen, const char *msg)
+{
+	if (err && errlen > 0)
+		snprintf(err, errlen, "%s", msg);
+}
+
+int
+ecp_http_global_init(char *err, size_t errlen)
+{
+	CURLcode	rc;
+
+	if (global_done)
+		return 0;
+	rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (rc != CURLE_OK)
+	{
+		if (err && errlen > 0)
+			snprintf(err, errlen, "curl_global_init failed: %s", curl_easy_strerror(rc));
+		return -1;
+	}
+	global_done = 1;
+	return 0;
+}
+
+/* A header value must not smuggle in another header line. */
+static int
+has_line_break(const char *s)
+{
+	return strpbrk(s, "\r\n") != NULL;
+}
+
+EcpHttpClient *
+ecp_http_client_create(const EcpHttpConfig *cfg, char *err, size_t errlen)
+{
+	EcpHttpClient *client;
+
+	if (cfg == NULL)
+	{
+		set_err(err, errlen, "no HTTP client configuration");
+		return NULL;
+	}
+	if ((cfg->auth_header && has_line_break(cfg->auth_header)) ||
+		(cfg->user_agent && has_line_break(cfg->user_agent)))
+	{
+		set_err(err, errlen, "the Authorization or User-Agent value contains a line break");
+		return NULL;
+	}
+	client = calloc(1, sizeof(EcpHttpClient));
+	if (client == NULL)
+	{
+		set_err(err, errlen, "out of memory");
+		return NULL;
+	}
+	client->connect_timeout_ms = cfg->connect_timeout_ms > 0 ?
+		cfg->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
+	client->request_timeout_ms = cfg->request_timeout_ms > 0 ?
+		cfg->request_timeout_ms : DEFAULT_REQUEST_TIMEOUT_MS;
+	client->max_response_bytes = cfg->max_response_bytes > 0 ?
+		cfg->max_response_bytes : DEFAULT_MAX_RESPONSE_BYTES;
+	client->gzip_requests = cfg->gzip_requests;
+	client->insecure = cfg->insecure;
+	client->should_abort = cfg->should_abort;
+	client->abort_arg = cfg->abort_arg;
+
+	if (cfg->auth_header && cfg->auth_header[0])
+	{
+		static const char prefix[] = "Authorization: ";
+		size_t		n = strlen(cfg->auth_header);
+
+		client->auth_line = malloc(sizeof(prefix) + n);
+		if (client->auth_line == NULL)
+			goto oom;
+		memcpy(client->auth_line, prefix, sizeof(prefix) - 1);
+		memcpy(client->auth_line + sizeof(prefix) - 1, cfg->auth_header, n + 1);
+		client->auth_value = client->auth_line + sizeof(prefix) - 1;
+	}
+	if (cfg->user_agent && (client->user_agent = dup_string(cfg->user_agent)) == NULL)
+		goto oom;
+	if (cfg->ca_file && cfg->ca_file[0] && (client->ca_file = dup_string(cfg->ca_file)) == NULL)
+		goto oom;
+
+	client->multi = curl_multi_init();
+	client->easy = curl_easy_init();
+	if (client->multi == NULL || client->easy == NULL)
+	{
+		set_err(err, errlen, "could not create a curl handle (out of memory?)");
+		ecp_http_client_destroy(client);
+		return NULL;
+	}
+	return client;
+
+oom:
+	set_err(err, errlen, "out of memory");
+	ecp_http_client_destroy(client);
+	return NULL;
+}
+
+void
+ecp_http_client_destroy(EcpHttpClient *client)
+{
+	if (client == NULL)
+		return;
+	/* the easy handle is never left in the multi handle between requests */
+	if (client->easy)
+		curl_easy_cleanup(client->easy);
+	if (client->multi)
+		curl_multi_cleanup(client->multi);
+	if (client->auth_line)
+	{
+		/* do not leave the secret lying around in freed memory */
+		memset(client->auth_line, 0, strlen(client->auth_line));
+		free(client->auth_line);
+	}
+	free(client->user_agent);
+	free(client->ca_file);
+	free(client->buf.data);
+	free(client);
+}
+
+void
+ecp_http_response_free(EcpHttpResponse *resp)
+{
+	if (resp == NULL)
+		return;
+	free(resp->body);
+	free(resp->content_type);
+	resp->body = NULL;
+	resp->body_len = 0;
+	resp->content_type = NULL;
+}
+
+static size_t
+collect_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	ResponseBuffer *buf = userdata;
+	size_t		n = size * nmemb;
+
+	if (n > buf->max - buf->len)
+	{
+		buf->too_large = 1;
+		return 0;				/* curl fails with CURLE_WRITE_ERROR */
+	}
+	if (buf->len + n + 1 > buf->cap)
+	{
+		size_t		cap = buf->cap ? buf->cap : 16384;
+		char	   *grown;
+
+		while (cap < buf->len + n + 1)
+			cap *= 2;
+		if (cap > buf->max + 1)
+			cap = buf->max + 1;
+		grown = realloc(buf->data, cap);
+		if (grown == NULL)
+		{
+			buf->out_of_memory = 1;
+			return 0;
+		}
+		buf->data = grown;
+		buf->cap = cap;
+	}
+	memcpy(buf->data + buf->len, ptr, n);
+	buf->len += n;
+	buf->data[buf->len] = '\0';
+	return n;
+}
+
+static int
+progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	EcpHttpClient *client = arg;
+
+	(void) dltotal;
+	(void) dlnow;
+	(void) ultotal;
+	(void) ulnow;
+	if (client->should_abort && client->should_abort(client->abort_arg))
+	{
+		client->aborted = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* gzip body into a malloc'd buffer; NULL on failure. */
+static char *
+gzip_body(const char *body, size_t len, size_t *out_len)
+{
+	z_stream	zs;
+	size_t		cap;
+	char	   *out;
+
+	if (len > (size_t) UINT_MAX - 1024)
+		return NULL;
+	cap = (size_t) compressBound((uLong) len) + 64;		/* + gzip header/trailer */
+	out = malloc(cap);
+	if (out == NULL)
+		return NULL;
+	memset(&zs, 0, sizeof(zs));
+	if (deflateInit2(&zs, Z_BEST_SPEED, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+	{
+		free(out);
+		return NULL;
+	}
+	zs.next_in = (Bytef *) body;
+	zs.avail_in = (uInt) len;
+	zs.next_out = (Bytef *) out;
+	zs.avail_out = (uInt) cap;
+	if (deflate(&zs, Z_FINISH) != Z_STREAM_END)
+	{
+		deflateEnd(&zs);
+		free(out);
+		return NULL;
+	}
+	*out_len = (size_t) zs.total_out;
+	deflateEnd(&zs);
+	return out;
+}
+
+/* Append to a header list without losing it when curl runs out of memory. */
+static int
+append_header(struct curl_slist **list, const char *line)
+{
+	struct curl_slist *next = curl_slist_append(*list, line);
+
+	if (next == NULL)
+		return -1;
+	*list = next;
+	return 0;
+}
+
+/* Does a "Name: value" list contain a header called name? */
+static int
+has_header(const char *const *headers, const char *name)
+{
+	size_t		n = strlen(name);
+
+	for (int i = 0; headers && headers[i]; i++)
+		if (strncasecmp(headers[i], name, n) == 0 &&
+			(headers[i][n] == ':' || headers[i][n] == ';'))
+			return 1;
+	return 0;
+}
+
+/* NULL on out-of-memory. */
+static struct curl_slist *
+build_headers(EcpHttpClient *client, const char *content_type, int sends_body, int gzip,
+			  const char *const *extra_headers, int *failed)
+{
+	struct curl_slist *headers = NULL;
+	char	   *line = NULL;
+
+	*failed = 0;
+	if (!has_header(extra_headers, "Accept") &&
+		append_header(&headers, "Accept: application/json") != 0)
+		goto fail;
+	/* no 100-continue: ES answers it with 417/413 oddly (ES_API.md 1.4) */
+	if (append_header(&headers, "Expect:") != 0)
+		goto fail;
+	if (!has_header(extra_headers, "Content-Type"))
+	{
+		if (content_type)
+		{
+			size_t		n = strlen(content_type) + sizeof("Content-Type: ");
+
+			line = malloc(n);
+			if (line == NULL)
+				goto fail;
+			snprintf(line, n, "Content-Type: %s", content_type);
+			if (append_header(&headers, line) != 0)
+				goto fail;
+			free(line);
+			line = NULL;
+		}
+		else if (sends_body)
+		{
+			/* keep curl from sending application/x-www-form-urlencoded */
+			if (append_header(&headers, "Content-Type:") != 0)
+				goto fail;
+		}
+	}
+	if (gzip && append_header(&headers, "Content-Encoding: gzip") != 0)
+		goto fail;
+	if (client->auth_line && !has_header(extra_headers, "Authorization") &&
+		append_header(&headers, client->auth_line) != 0)
+		goto fail;
+	for (int i = 0; extra_headers && extra_headers[i]; i++)
+		if (append_header(&headers, extra_headers[i]) != 0)
+			goto fail;
+	return headers;
+
+fail:
+	free(line);
+	curl_slist_free_all(headers);
+	*failed = 1;
+	return NULL;
+}
+
+/* Overwrite every occurrence of secret (NUL-terminated) in s with '*'. */
+static void
+redact(char *s, const char *secret)
+{
+	size_t		n = secret ? strlen(secret) : 0;
+	char	   *p = s;
+	char	   *hit;
+
+	if (n < 3)
+		return;					/* too short to tell from ordinary text */
+	while ((hit = strstr(p, secret)) != NULL)
+	{
+		memset(hit, '*', n);
+		p = hit + n;
+	}
+}
+
+/* Remove credentials (Authorization value, URL user info) from resp->error. */
+static void
+scrub_error(EcpHttpClient *client, const char *url, EcpHttpResponse *resp)
+{
+	const char *start;
+
+	if (client->auth_value)
+	{
+		const char *space = strchr(client->auth_value, ' ');
+
+		redact(resp->error, client->auth_value);
+		if (space)
+			redact(resp->error, space + 1);	/* the token without its scheme */
+	}
+	start = url ? strstr(url, "://") : NULL;
+	if (start)
+	{
+		const char *end;
+		const char *at;
+
+		start += 3;
+		end = start + strcspn(start, "/?#");
+		at = memchr(start, '@', (size_t) (end - start));
+		if (at && at > start && (size_t) (at - start) < sizeof(resp->error))
+		{
+			char		userinfo[sizeof(resp->error)];
+			char	   *colon;
+
+			memcpy(userinfo, start, (size_t) (at - start));
+			userinfo[at - start] = '\0';
+			redact(resp->error, userinfo);
+			colon = strchr(userinfo, ':');
+			if (colon)
+				redact(resp->error, colon + 1);	/* the password alone */
+		}
+	}
+}
+
+static const char *
+curl_code_name(CURLcode rc)
+{
+	switch (rc)
+	{
+		case CURLE_UNSUPPORTED_PROTOCOL:
+			return "CURLE_UNSUPPORTED_PROTOCOL";
+		case CURLE_URL_MALFORMAT:
+			return "CURLE_URL_MALFORMAT";
+		case CURLE_COULDNT_RESOLVE_PROXY:
+			return "CURLE_COULDNT_RESOLVE_PROXY";
+		case CURLE_COULDNT_RESOLVE_HOST:
+			return "CURLE_COULDNT_RESOLVE_HOST";
+		case CURLE_COULDNT_CONNECT:
+			return "CURLE_COULDNT_CONNECT";
+		case CURLE_WEIRD_SERVER_REPLY:
+			return "CURLE_WEIRD_SERVER_REPLY";
+		case CURLE_HTTP2:
+			return "CURLE_HTTP2";
+		case CURLE_PARTIAL_FILE:
+			return "CURLE_PARTIAL_FILE";
+		case CURLE_WRITE_ERROR:
+			return "CURLE_WRITE_ERROR";
+		case CURLE_READ_ERROR:
+			return "CURLE_READ_ERROR";
+		case CURLE_OUT_OF_MEMORY:
+			return "CURLE_OUT_OF_MEMORY";
+		case CURLE_OPERATION_TIMEDOUT:
+			return "CURLE_OPERATION_TIMEDOUT";
+		case CURLE_RANGE_ERROR:
+			return "CURLE_RANGE_ERROR";
+		case CURLE_SSL_CONNECT_ERROR:
+			return "CURLE_SSL_CONNECT_ERROR";
+		case CURLE_BAD_FUNCTION_ARGUMENT:
+			return "CURLE_BAD_FUNCTION_ARGUMENT";
+		case CURLE_ABORTED_BY_CALLBACK:
+			return "CURLE_ABORTED_BY_CALLBACK";
+		case CURLE_TOO_MANY_REDIRECTS:
+			return "CURLE_TOO_MANY_REDIRECTS";
+		case CURLE_UNKNOWN_OPTION:
+			return "CURLE_UNKNOWN_OPTION";
+		case CURLE_GOT_NOTHING:
+			return "CURLE_GOT_NOTHING";
+		case CURLE_SSL_ENGINE_NOTFOUND:
+			return "CURLE_SSL_ENGINE_NOTFOUND";
+		case CURLE_SEND_ERROR:
+			return "CURLE_SEND_ERROR";
+		case CURLE_RECV_ERROR:
+			return "CURLE_RECV_ERROR";
+		case CURLE_SSL_CERTPROBLEM:
+			return "CURLE_SSL_CERTPROBLEM";
+		case CURLE_SSL_CIPHER:
+			return "CURLE_SSL_CIPHER";
+		case CURLE_PEER_FAILED_VERIFICATION:
+			return "CURLE_PEER_FAILED_VERIFICATION";
+		case CURLE_BAD_CONTENT_ENCODING:
+			return "CURLE_BAD_CONTENT_ENCODING";
+		case CURLE_FILESIZE_EXCEEDED:
+			return "CURLE_FILESIZE_EXCEEDED";
+		case CURLE_SEND_FAIL_REWIND:
+			return "CURLE_SEND_FAIL_REWIND";
+		case CURLE_SSL_CACERT_BADFILE:
+			return "CURLE_SSL_CACERT_BADFILE";
+		case CURLE_SSL_SHUTDOWN_FAILED:
+			return "CURLE_SSL_SHUTDOWN_FAILED";
+		case CURLE_AGAIN:
+			return "CURLE_AGAIN";
+		case CURLE_SSL_CRL_BADFILE:
+			return "CURLE_SSL_CRL_BADFILE";
+		case CURLE_SSL_ISSUER_ERROR:
+			return "CURLE_SSL_ISSUER_ERROR";
+		default:
+			return NULL;
+	}
+}
+
+static EcpHttpOutcome
+classify_failure(EcpHttpClient *client, CURLcode rc, EcpHttpResponse *resp)
+{
+	const char *name = curl_code_name(rc);
+	const char *text = client->errbuf[0] ? client->errbuf : curl_easy_strerror(rc);
+	char		code[48];
+
+	if (client->aborted || rc == CURLE_ABORTED_BY_CALLBACK)
+	{
+		snprintf(resp->error, sizeof(resp->error),
+				 "request abandoned by the caller (pause, cancel or shutdown)");
+		return ECP_HTTP_ABORTED;
+	}
+	if (client->buf.too_large || rc == CURLE_FILESIZE_EXCEEDED)
+	{
+		snprintf(resp->error, sizeof(resp->error), "response larger than %zu bytes",
+				 client->max_response_bytes);
+		return ECP_HTTP_TOO_LARGE;
+	}
+	if (client->buf.out_of_memory)
+		text = "out of memory while reading the response";
+
+	if (name)
+		snprintf(code, sizeof(code), "%s", name);
+	else
+		snprintf(code, sizeof(code), "curl error %d", (int) rc);
+	snprintf(resp->error, sizeof(resp->error), "%.200s [%.40s]", text, code);
+
+	switch (rc)
+	{
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+		case CURLE_BAD_FUNCTION_ARGUMENT:
+		case CURLE_UNKNOWN_OPTION:
+		case CURLE_NOT_BUILT_IN:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_SSL_CRL_BADFILE:
+		case CURLE_SSL_ISSUER_ERROR:
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_ENGINE_NOTFOUND:
+		case CURLE_TOO_MANY_REDIRECTS:
+			return ECP_HTTP_SETUP;
+		default:
+			return ECP_HTTP_TRANSPORT;
+	}
+}
+
+static double
+now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+/* Options that apply to every request (curl_easy_reset cleared them). */
+static void
+set_common_options(EcpHttpClient *client)
+{
+	CURL	   *curl = client->easy;
+
+	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+	curl_easy_setopt(curl, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+	curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, client->errbuf);
+	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, client->connect_timeout_ms);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, client->request_timeout_ms);
+	curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(curl, CURLOPT_TCP_KEEPIDLE, 30L);
+	curl_easy_setopt(curl, CURLOPT_TCP_KEEPINTVL, 15L);
+	curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_body);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &client->buf);
+	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, progress);
+	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, client);
+	if (client->user_agent)
+		curl_easy_setopt(curl, CURLOPT_USERAGENT, client->user_agent);
+	if (client->ca_file)
+		curl_easy_setopt(curl, CURLOPT_CAINFO, client->ca_file);
+	if (client->insecure)
+	{
+		curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+}
+
+/* Method names are HTTP tokens; keep it to letters. */
+static int
+valid_method(const char *method)
+{
+	if (method == NULL || method[0] == '\0' || strlen(method) > 16)
+		return 0;
+	for (const char *p = method; *p; p++)
+		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z')))
+			return 0;
+	return 1;
+}
+
+/*
+ * Run the transfer on the multi handle, asking should_abort every
+ * POLL_INTERVAL_MS.  Returns the transfer's CURLcode.
+ */
+static CURLcode
+run_transfer(EcpHttpClient *client, EcpHttpResponse *resp)
+{
+	CURLMcode	mc;
+	CURLcode	result = CURLE_OK;
+	int			running = 1;
+	int			done = 0;
+
+	mc = curl_multi_add_handle(client->multi, client->easy);
+	if (mc != CURLM_OK)
+	{
+		snprintf(client->errbuf, sizeof(client->errbuf), "curl_multi_add_handle: %s",
+				 curl_multi_strerror(mc));
+		return CURLE_OUT_OF_MEMORY;
+	}
+	while (!done)
+	{
+		CURLMsg    *msg;
+		int			left;
+
+		mc = curl_multi_perform(client->multi, &running);
+		if (mc != CURLM_OK)
+		{
+			snprintf(client->errbuf, sizeof(client->errbuf), "curl_multi_perform: %s",
+					 curl_multi_strerror(mc));
+			result = CURLE_RECV_ERROR;
+			break;
+		}
+		while ((msg = curl_multi_info_read(client->multi, &left)) != NULL)
+		{
+			if (msg->msg == CURLMSG_DONE && msg->easy_handle == client->easy)
+			{
+				result = msg->data.result;
+				done = 1;
+			}
+		}
+		if (done)
+			break;
+		if (running == 0)
+		{
+			/* finished without a DONE message: should not happen */
+			snprintf(client->errbuf, sizeof(client->errbuf), "transfer ended without a result");
+			result = CURLE_RECV_ERROR;
+			break;
+		}
+		if (client->aborted ||
+			(client->should_abort && client->should_abort(client->abort_arg)))
+		{
+			client->aborted = 1;
+			result = CURLE_ABORTED_BY_CALLBACK;
+			break;
+		}
+#if LIBCURL_VERSION_NUM >= 0x074200
+		mc = curl_multi_poll(client->multi, NULL, 0, POLL_INTERVAL_MS, NULL);
+#else
+		mc = curl_multi_wait(client->multi, NULL, 0, POLL_INTERVAL_MS, NULL);
+#endif
+		if (mc != CURLM_OK)
+		{
+			snprintf(client->errbuf, sizeof(client->errbuf), "curl_multi_poll: %s",
+					 curl_multi_strerror(mc));
+			result = CURLE_RECV_ERROR;
+			break;
+		}
+	}
+	if (result == CURLE_OK)
+	{
+		char	   *ctype = NULL;
+
+		curl_easy_getinfo(client->easy, CURLINFO_RESPONSE_CODE, &resp->status);
+		curl_easy_getinfo(client->easy, CURLINFO_NUM_CONNECTS, &resp->new_connections);
+		if (curl_easy_getinfo(client->easy, CURLINFO_CONTENT_TYPE, &ctype) == CURLE_OK && ctype)
+			resp->content_type = dup_string(ctype);
+	}
+	/* an unfinished transfer's connection is closed here, never reused */
+	curl_multi_remove_handle(client->multi, client->easy);
+	return result;
+}
+
+EcpHttpOutcome
+ecp_http_request(EcpHttpClient *client, const char *method, const char *url,
+				 const char *content_type, const char *body, size_t body_len,
+				 const char *const *extra_headers, EcpHttpResponse *resp)
+{
+	struct curl_slist *headers = NULL;
+	char	   *compressed = NULL;
+	const char *send = body;
+	size_t		send_len = body_len;
+	int			is_head;
+	int			sends_body;
+	int			gzip;
+	int			failed;
+	double		start = now_seconds();
+	CURLcode	rc;
+	EcpHttpOutcome outcome = ECP_HTTP_OK;
+
+	if (resp == NULL)
+		return ECP_HTTP_SETUP;
+	memset(resp, 0, sizeof(*resp));
+
+	if (client == NULL || url == NULL || url[0] == '\0' || !valid_method(method))
+	{
+		snprintf(resp->error, sizeof(resp->error), "%s",
+				 client == NULL ? "no HTTP client" :
+				 (url == NULL || url[0] == '\0') ? "no URL" : "invalid HTTP method");
+		outcome = ECP_HTTP_SETUP;
+		goto out;
+	}
+	if ((content_type && has_line_break(content_type)) || has_line_break(url))
+	{
+		snprintf(resp->error, sizeof(resp->error), "line break in the URL or Content-Type");
+		outcome = ECP_HTTP_SETUP;
+		goto out;
+	}
+	for (int i = 0; extra_headers && extra_headers[i]; i++)
+		if (has_line_break(extra_headers[i]) || strchr(extra_headers[i], ':') == NULL)
+		{
+			snprintf(resp->error, sizeof(resp->error),
+					 "extra header %d is not a single \"Name: value\" line", i + 1);
+			outcome = ECP_HTTP_SETUP;
+			goto out;
+		}
+
+	is_head = strcmp(method, "HEAD") == 0;
+	sends_body = !is_head && (body != NULL || strcmp(method, "POST") == 0 ||
+							  strcmp(method, "PUT") == 0);
+	if (!sends_body || body == NULL)
+	{
+		send = "";
+		send_len = 0;
+	}
+	gzip = sends_body && client->gzip_requests && send_len > 0;
+	if (gzip)
+	{
+		compressed = gzip_body(body, body_len, &send_len);
+		if (compressed == NULL)
+		{
+			snprintf(resp->error, sizeof(resp->error),
+					 "gzip compression of a %zu-byte body failed", body_len);
+			outcome = ECP_HTTP_SETUP;
+			goto out;
+		}
+		send = compressed;
+	}
+
+	headers = build_headers(client, content_type, sends_body, gzip, extra_headers, &failed);
+	if (failed)
+	{
+		snprintf(resp->error, sizeof(resp->error), "out of memory building the request headers");
+		outcome = ECP_HTTP_TRANSPORT;
+		goto out;
+	}
+
+	/* fresh options; the connection cache (in the multi handle) stays */
+	curl_easy_reset(client->easy);
+	client->errbuf[0] = '\0';
+	client->aborted = 0;
+	client->buf.len = 0;
+	client->buf.too_large = 0;
+	client->buf.out_of_memory = 0;
+	client->buf.max = client->max_response_bytes;
+	if (client->buf.data)
+		client->buf.data[0] = '\0';
+	set_common_options(client);
+
+	if (client->should_abort && client->should_abort(client->abort_arg))
+	{
+		snprintf(resp->error, sizeof(resp->error),
+				 "request abandoned by the caller (pause, cancel or shutdown)");
+		outcome = ECP_HTTP_ABORTED;
+		goto out;
+	}
+
+	curl_easy_setopt(client->easy, CURLOPT_URL, url);
+	curl_easy_setopt(client->easy, CURLOPT_HTTPHEADER, headers);
+	if (is_head)
+		curl_easy_setopt(client->easy, CURLOPT_NOBODY, 1L);
+	else
+	{
+		/* a Content-Length over the cap fails before any byte is read */
+		curl_easy_setopt(client->easy, CURLOPT_MAXFILESIZE_LARGE,
+						 (curl_off_t) client->max_response_bytes);
+		if (sends_body)
+		{
+			curl_easy_setopt(client->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) send_len);
+			curl_easy_setopt(client->easy, CURLOPT_POSTFIELDS, send);
+		}
+		if (strcmp(method, "POST") != 0)
+			curl_easy_setopt(client->easy, CURLOPT_CUSTOMREQUEST, method);
+	}
+
+	rc = run_transfer(client, resp);
+	if (rc == CURLE_OK)
+	{
+		if (client->buf.data && client->buf.len > 0)
+		{
+			/* hand the buffer over; shrink it if it is mostly empty */
+			if (client->buf.cap > 2 * (client->buf.len + 1) + 4096)
+			{
+				char	   *copy = malloc(client->buf.len + 1);
+
+				if (copy)
+				{
+					memcpy(copy, client->buf.data, client->buf.len + 1);
+					resp->body = copy;
+				}
+			}
+			if (resp->body == NULL)
+			{
+				resp->body = client->buf.data;
+				client->buf.data = NULL;
+				client->buf.cap = 0;
+			}
+			resp->body_len = client->buf.len;
+		}
+	}
+	else
+	{
+		resp->status = 0;
+		free(resp->content_type);
+		resp->content_type = NULL;
+		outcome = classify_failure(client, rc, resp);
+		scrub_error(client, url, resp);
+	}
+	/* never keep a big buffer between requests */
+	if (client->buf.cap > 65536)
+	{
+		free(client->buf.data);
+		client->buf.data = NULL;
+		client->buf.cap = 0;
+	}
+	client->buf.len = 0;
+
+out:
+	if (resp->body == NULL)
+	{
+		resp->body = malloc(1);
+		if (resp->body)
+			resp->body[0] = '\0';
+		resp->body_len = 0;
+	}
+	resp->seconds = now_seconds() - start;
+	free(compressed);
+	curl_slist_free_all(headers);
+	return outcome;
+}

@@ -1,0 +1,89 @@
+/*
+ * http_client.h: a small libcurl client for one worker process.
+ *
+ * Plain C99, no PostgreSQL headers: it never ereports, longjmps, exits or
+ * aborts, and reports errors through return values and the response's
+ * error buffer.  One client (one easy handle driven by a private multi
+ * handle) is created per worker and reused, so the connection is kept
+ * alive across requests.  Not thread-safe: one client per thread.
+ */
+#ifndef ECP_HTTP_CLIENT_H
+#define ECP_HTTP_CLIENT_H
+
+#include <stddef.h>
+
+typedef struct EcpHttpClient EcpHttpClient;
+
+typedef struct EcpHttpConfig
+{
+	long		connect_timeout_ms; /* <= 0: 5000 */
+	long		request_timeout_ms; /* total per request; <= 0: 60000 */
+	const char *auth_header;	/* value of Authorization ("Basic ...",
+								 * "ApiKey ...", "Bearer ..."), or NULL */
+	const char *user_agent;		/* or NULL */
+	size_t		max_response_bytes; /* larger bodies -> ECP_HTTP_TOO_LARGE;
+									 * 0: 64 MiB */
+	int			gzip_requests;	/* send bodies with Content-Encoding: gzip */
+	const char *ca_file;		/* CA bundle for https, NULL: system default */
+	int			insecure;		/* skip TLS verification (tests only) */
+
+	/*
+	 * Polled at least every 100 ms while a request runs (and whenever data
+	 * moves); nonzero abandons the request (ECP_HTTP_ABORTED).  Must be cheap
+	 * and must not longjmp.  May be NULL.
+	 */
+	int			(*should_abort) (void *arg);
+	void	   *abort_arg;
+} EcpHttpConfig;
+
+typedef enum EcpHttpOutcome
+{
+	ECP_HTTP_OK = 0,			/* an HTTP status arrived (any status) */
+	ECP_HTTP_TRANSPORT,			/* refused/reset/timeout/DNS/TLS handshake:
+								 * transient */
+	ECP_HTTP_ABORTED,			/* should_abort asked for it */
+	ECP_HTTP_TOO_LARGE,			/* response over max_response_bytes */
+	ECP_HTTP_SETUP				/* bad URL, method, header, CA file or
+								 * certificate: a configuration error */
+} EcpHttpOutcome;
+
+typedef struct EcpHttpResponse
+{
+	long		status;			/* HTTP status when ECP_HTTP_OK, else 0 */
+	char	   *body;			/* malloc'd, NUL-terminated, "" for HEAD and
+								 * for outcomes other than ECP_HTTP_OK (NULL
+								 * only if out of memory); free with
+								 * ecp_http_response_free */
+	size_t		body_len;
+	char	   *content_type;	/* malloc'd or NULL */
+	char		error[256];		/* why, for outcomes other than ECP_HTTP_OK;
+								 * never holds credentials */
+	double		seconds;		/* wall time of the request */
+	long		new_connections;	/* connections opened for it: 0 when a
+									 * kept-alive one was reused */
+} EcpHttpResponse;
+
+/* curl_global_init once per process; 0 on success, else -1 and err. */
+extern int	ecp_http_global_init(char *err, size_t errlen);
+
+/* NULL on failure (err says why).  cfg's strings are copied. */
+extern EcpHttpClient *ecp_http_client_create(const EcpHttpConfig *cfg, char *err, size_t errlen);
+
+/*
+ * method: GET, HEAD (no body read), POST, PUT, DELETE or another token.
+ * body may be NULL (POST/PUT then send an empty body).  extra_headers: a
+ * NULL-terminated list of "Name: value" lines, or NULL; an Accept or
+ * Content-Type line there replaces the default.  resp is always filled in
+ * (free it with ecp_http_response_free whatever the outcome).
+ */
+extern EcpHttpOutcome ecp_http_request(EcpHttpClient *client, const char *method, const char *url,
+									   const char *content_type, const char *body, size_t body_len,
+									   const char *const *extra_headers, EcpHttpResponse *resp);
+
+/* Frees body and content_type; safe on a zeroed or already freed response. */
+extern void ecp_http_response_free(EcpHttpResponse *resp);
+
+/* Closes the kept-alive connection; NULL is a no-op. */
+extern void ecp_http_client_destroy(EcpHttpClient *client);
+
+#endif
