@@ -19,7 +19,7 @@ PG_CPPFLAGS = -I$(srcdir)/src -DECP_VERSION='"$(EXT_VERSION)"'
 # fires on every PG_FUNCTION_ARGS function that ignores fcinfo, so that one
 # is relaxed; everything else is an error.
 PG_CFLAGS  = -Wall -Wextra -Werror -Wno-unused-parameter
-SHLIB_LINK = -lcurl -ljansson
+SHLIB_LINK = -lcurl -ljansson -lz
 
 # pg_regress runs against a temporary instance with ecp (and pg_cron) preloaded.
 REGRESS      = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/ecp--%,$(wildcard sql/*.sql))))

@@ -9,6 +9,7 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 
@@ -27,6 +28,25 @@
 
 /* GUCs (module.c) */
 extern char *ecp_database_name;
+extern int	ecp_max_workers;
+
+/*
+ * One slot per possible sync worker.  The launcher reserves a slot before
+ * it registers the worker (so a part is never started twice); the worker
+ * fills in its pid and latch when it attaches and clears the slot when it
+ * exits.  stop_requested is how pause and cancel reach a worker that is in
+ * the middle of an HTTP request.
+ */
+typedef struct EcpWorkerSlot
+{
+	bool		in_use;
+	int64		run_id;
+	int32		part_no;
+	pid_t		pid;			/* 0 until the worker attached */
+	Latch	   *latch;
+	TimestampTz reserved_at;
+	bool		stop_requested;
+} EcpWorkerSlot;
 
 /*
  * Live state shared by all backends.  Only plain data: durable state lives
@@ -45,6 +65,9 @@ typedef struct EcpSharedState
 	 * CREATE DATABASE of that name clears the flag.
 	 */
 	bool		database_held;
+
+	int			nslots;			/* ecp.max_workers at server start */
+	EcpWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } EcpSharedState;
 
 /* shmem.c */
@@ -54,6 +77,24 @@ extern void ecp_wake_launcher(void);
 extern pid_t ecp_launcher_pid(void);
 extern void ecp_set_database_held(bool held);
 extern bool ecp_database_is_held(void);
+extern int	ecp_reserve_slot(int64 run_id, int32 part_no);
+extern void ecp_release_slot(int slot);
+extern bool ecp_part_has_slot(int64 run_id, int32 part_no);
+extern void ecp_attach_slot(int slot);
+extern bool ecp_stop_requested(int slot);
+extern void ecp_request_stop(int64 run_id);
+
+/* query_check.c */
+extern char *ecp_statement_text(const char *query);
+
+/* commit_signals.c */
+extern void ecp_commit_signals_install(void);
+
+/* scheduler.c */
+extern void ecp_schedule_runs(void);
+
+/* worker.c */
+extern PGDLLEXPORT void ecp_worker_main(Datum main_arg);
 
 /* launcher.c */
 extern void ecp_register_launcher(void);

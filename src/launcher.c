@@ -154,6 +154,31 @@ report_extension_change(bool created)
 						ecp_database_name)));
 }
 
+/*
+ * One scheduling pass.  An error (say, the extension dropped between the
+ * check and the pass) is logged and the pass retried on the next wake-up,
+ * instead of restarting the launcher.
+ */
+static void
+schedule_runs_safely(void)
+{
+	MemoryContext pass_context = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		ecp_schedule_runs();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(pass_context);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	PG_END_TRY();
+}
+
 static void
 connect_to_database(void)
 {
@@ -203,6 +228,8 @@ ecp_launcher_main(Datum main_arg)
 			report_extension_change(created);
 		first_check = false;
 		was_created = created;
+		if (created)
+			schedule_runs_safely();
 
 		if (!launcher_nap())
 			break;

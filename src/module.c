@@ -14,6 +14,7 @@
 PG_MODULE_MAGIC;
 
 char	   *ecp_database_name = NULL;
+int			ecp_max_workers = 8;
 
 void		_PG_init(void);
 
@@ -28,6 +29,14 @@ define_gucs(void)
 							   PGC_POSTMASTER,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+	DefineCustomIntVariable("ecp.max_workers",
+							"Maximum number of ecp sync workers running at once.",
+							"Each takes one of max_worker_processes.",
+							&ecp_max_workers,
+							8, 1, 1024,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("ecp");
 }
 
@@ -41,5 +50,6 @@ _PG_init(void)
 
 	ecp_shmem_install_hooks();
 	ecp_utility_hook_install();
+	ecp_commit_signals_install();
 	ecp_register_launcher();
 }

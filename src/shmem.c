@@ -10,6 +10,7 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
+#include "utils/timestamp.h"
 
 #define ECP_TRANCHE_NAME "ecp"
 
@@ -17,12 +18,19 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static EcpSharedState *shared_state = NULL;
 
+static Size
+shared_state_size(void)
+{
+	return add_size(offsetof(EcpSharedState, slots),
+					mul_size(sizeof(EcpWorkerSlot), ecp_max_workers));
+}
+
 static void
 ecp_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(EcpSharedState)));
+	RequestAddinShmemSpace(MAXALIGN(shared_state_size()));
 	RequestNamedLWLockTranche(ECP_TRANCHE_NAME, 1);
 }
 
@@ -35,11 +43,12 @@ ecp_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared_state = ShmemInitStruct("ecp shared state", sizeof(EcpSharedState), &found);
+	shared_state = ShmemInitStruct("ecp shared state", shared_state_size(), &found);
 	if (!found)
 	{
-		memset(shared_state, 0, sizeof(EcpSharedState));
+		memset(shared_state, 0, shared_state_size());
 		shared_state->lock = &(GetNamedLWLockTranche(ECP_TRANCHE_NAME))->lock;
+		shared_state->nslots = ecp_max_workers;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -113,4 +122,98 @@ ecp_database_is_held(void)
 	held = state->database_held;
 	LWLockRelease(state->lock);
 	return held;
+}
+
+/*
+ * Reserve a free worker slot for a part; -1 when all are taken.  Reserved
+ * slots whose worker never attached are reclaimed by the launcher through
+ * ecp_release_slot.
+ */
+int
+ecp_reserve_slot(int64 run_id, int32 part_no)
+{
+	EcpSharedState *state = ecp_shared();
+	int			found = -1;
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < state->nslots; i++)
+	{
+		EcpWorkerSlot *slot = &state->slots[i];
+
+		if (!slot->in_use)
+		{
+			memset(slot, 0, sizeof(*slot));
+			slot->in_use = true;
+			slot->run_id = run_id;
+			slot->part_no = part_no;
+			slot->reserved_at = GetCurrentTimestamp();
+			found = i;
+			break;
+		}
+	}
+	LWLockRelease(state->lock);
+	return found;
+}
+
+void
+ecp_release_slot(int slot)
+{
+	EcpSharedState *state = ecp_shared();
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	memset(&state->slots[slot], 0, sizeof(EcpWorkerSlot));
+	LWLockRelease(state->lock);
+}
+
+bool
+ecp_part_has_slot(int64 run_id, int32 part_no)
+{
+	EcpSharedState *state = ecp_shared();
+	bool		found = false;
+
+	LWLockAcquire(state->lock, LW_SHARED);
+	for (int i = 0; i < state->nslots && !found; i++)
+		found = state->slots[i].in_use && state->slots[i].run_id == run_id &&
+			state->slots[i].part_no == part_no;
+	LWLockRelease(state->lock);
+	return found;
+}
+
+void
+ecp_attach_slot(int slot)
+{
+	EcpSharedState *state = ecp_shared();
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	state->slots[slot].pid = MyProcPid;
+	state->slots[slot].latch = MyLatch;
+	LWLockRelease(state->lock);
+}
+
+/* Read without the lock: a bool, polled often, set once. */
+bool
+ecp_stop_requested(int slot)
+{
+	return ((volatile EcpWorkerSlot *) &ecp_shared()->slots[slot])->stop_requested;
+}
+
+/* Ask every worker of a run to stop what it is doing and look at the run. */
+void
+ecp_request_stop(int64 run_id)
+{
+	EcpSharedState *state = ecp_shared();
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < state->nslots; i++)
+	{
+		EcpWorkerSlot *slot = &state->slots[i];
+
+		if (slot->in_use && slot->run_id == run_id)
+		{
+			slot->stop_requested = true;
+			if (slot->latch)
+				SetLatch(slot->latch);
+		}
+	}
+	LWLockRelease(state->lock);
 }

@@ -107,8 +107,30 @@ sub _binary {
     return File::Spec->catfile($root, 'test', 'esd', 'esd');
 }
 
+# With ECP_ES_URL set, tests talk to that real Elasticsearch/OpenSearch
+# instead of starting esd; a test that needs esd's control endpoints
+# (faults, stats, request log) is skipped, saying why.
+sub external_url { return $ENV{ECP_ES_URL} }
+
+sub require_stand_in {
+    my ($class, $why) = @_;
+    return unless external_url();
+    require Test::More;
+    Test::More::plan(skip_all => "needs the esd stand-in ($why); ECP_ES_URL is set");
+}
+
 sub start {
     my ($class, %o) = @_;
+    if (my $external = external_url()) {
+        $class->require_stand_in('start options') if grep { $o{$_} } qw(discard faults auth flavor extra_args max_content_length);
+        $external =~ s{/+$}{};
+        return bless {
+            external => $external,
+            owner    => $$,
+            json     => JSON::PP->new->utf8->canonical->allow_nonref,
+            http     => EsdServer::HTTP->new(keep_alive => 1, timeout => 60),
+        }, $class;
+    }
     my $bin = _binary();
     croak "esd binary not found or not executable: $bin (build it with make -C test/esd)" unless -x $bin;
     my $dir = tempdir('esd-XXXXXX', TMPDIR => 1, CLEANUP => 1);
@@ -167,7 +189,7 @@ sub _slurp {
 }
 
 sub port { $_[0]{port} }
-sub url  { 'http://127.0.0.1:' . $_[0]{port} }
+sub url  { $_[0]{external} // 'http://127.0.0.1:' . $_[0]{port} }
 sub pid  { $_[0]{pid} }
 
 sub request {
@@ -216,6 +238,8 @@ sub bulk {
 }
 
 sub _ctl {
+    croak "esd control endpoint needed, but ECP_ES_URL points at a real cluster: call EsdServer->require_stand_in first"
+        if $_[0]{external};
     my ($self, $method, $path, $body) = @_;
     my ($st, $b) = $self->request($method, $path, $body);
     croak "esd control $method $path failed ($st): " . (ref $b ? $self->{json}->encode($b) : ($b // ''))

@@ -63,8 +63,76 @@ BEGIN
 END $$;
 \pset footer off
 SELECT ecp.version() AS version, ecp.launcher_pid() AS launcher_pid;
-SELECT * FROM ecp.launcher;
 SQL
-echo "== launcher log"
-grep -E 'ecp launcher' "$work/postgres.log" || true
-echo "== demo done; stopping everything"
+
+rows=${ECP_DEMO_ROWS:-1000000}
+echo "== creating $rows sample orders (10 columns: numeric, timestamptz, text, jsonb, NULLs)"
+psql_demo <<SQL
+CREATE TABLE orders (
+    id          bigint PRIMARY KEY,
+    customer    text NOT NULL,
+    status      text NOT NULL,
+    amount      numeric(12,2) NOT NULL,
+    currency    char(3) NOT NULL,
+    items       integer NOT NULL,
+    created_at  timestamptz NOT NULL,
+    shipped_at  timestamptz,
+    note        text,
+    attributes  jsonb NOT NULL
+);
+INSERT INTO orders
+SELECT g,
+       'customer-' || (g % 50000),
+       (ARRAY['new', 'paid', 'shipped', 'delivered', 'returned'])[1 + g % 5],
+       round((g % 100000) / 7.0, 2),
+       (ARRAY['EUR', 'USD', 'GBP'])[1 + g % 3],
+       1 + g % 9,
+       timestamptz '2025-01-01 00:00:00+00' + g * interval '17 seconds',
+       CASE WHEN g % 5 >= 2 THEN timestamptz '2025-01-02 00:00:00+00' + g * interval '17 seconds' END,
+       CASE WHEN g % 10 = 0 THEN 'gift: "wrap it", ' || chr(10) || 'thanks ✓' END,
+       jsonb_build_object('channel', (ARRAY['web', 'app', 'store'])[1 + g % 3],
+                          'coupon', CASE WHEN g % 4 = 0 THEN 'SPRING' || g % 100 END,
+                          'lines', jsonb_build_array(g % 13, g % 17))
+  FROM generate_series(1, $rows) g;
+ANALYZE orders;
+SQL
+
+echo "== one document, as ecp.preview shows it"
+psql_demo -At -c "SELECT jsonb_pretty(d) FROM ecp.preview('SELECT * FROM orders ORDER BY id', 1) d"
+
+echo "== syncing into the stand-in ($es_url/orders)"
+run=$(psql_demo -At <<SQL
+SELECT ecp.create_consumer('demo-es', '$es_url');
+SELECT ecp.create_task('orders', 'demo-es', 'orders', query => 'SELECT * FROM orders',
+                       options => '{"batch_size": 5000}');
+SELECT ecp.start('orders');
+SQL
+)
+run=$(echo "$run" | tail -n 1)
+echo "run $run started; progress every second from ecp.progress:"
+deadline=$((SECONDS + ${ECP_DEMO_TIMEOUT:-900}))
+while :; do
+	line=$(psql_demo -At -F ' | ' -c "SELECT state, processed || '/' || coalesce(total::text, '?'),
+	         coalesce(percent::text, '?') || '%', coalesce(docs_per_second::text, '-') || ' docs/s',
+	         'eta ' || coalesce(eta::text, '-'), 'elapsed ' || date_trunc('second', duration)::text
+	    FROM ecp.progress WHERE run_id = $run")
+	echo "  $line"
+	case $line in succeeded*|failed*|cancelled*) break ;; esac
+	[ $SECONDS -lt $deadline ] || { echo "demo: the run did not finish in time" >&2; exit 1; }
+	sleep 1
+done
+
+echo "== the result"
+psql_demo <<SQL
+\pset footer off
+SELECT run_id, task, state, processed, failed, total, duration, operator, last_error
+  FROM ecp.progress WHERE run_id = $run;
+SELECT at::time(0) AS at, action, operator, content FROM ecp.flow WHERE run_id = $run ORDER BY at;
+SQL
+curl -fsS -X POST "$es_url/orders/_refresh" >/dev/null
+echo "documents in the index: $(curl -fsS "$es_url/orders/_count" | sed 's/.*"count":\([0-9]*\).*/\1/')"
+echo "GET $es_url/orders/_doc/42:"
+curl -fsS "$es_url/orders/_doc/42"; echo
+state=$(psql_demo -At -c "SELECT state FROM ecp.progress WHERE run_id = $run")
+echo "== demo done ($state); stopping everything"
+[ "$state" = succeeded ]

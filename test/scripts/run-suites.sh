@@ -44,7 +44,7 @@ for suite in $suites; do
 	case $suite in
 	regress) run_regress ;;
 	tap) run_tap tap test/t/*.pl ;;
-	esd) ESD_BIN=$PWD/test/esd/esd run_tap esd test/esd/t/*.t ;;
+	esd) ECP_ES_URL= ESD_BIN=$PWD/test/esd/esd run_tap esd test/esd/t/*.t ;;
 	*) echo "unknown suite $suite"; echo "$suite 0 1" >>"$counts" ;;
 	esac
 done

@@ -1,0 +1,128 @@
+-- The SQL surface of the sync engine: good and bad arguments, clear errors
+-- with SQLSTATEs, and nothing changed by a refused call.  The launcher runs
+-- in database "postgres", so runs created here stay where the calls put
+-- them (the TAP suite covers real runs).
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+CREATE TABLE orders (id bigint PRIMARY KEY, customer text, amount numeric(12,2));
+INSERT INTO orders SELECT g, 'c' || g, g * 1.5 FROM generate_series(1, 5) g;
+
+-- consumers -----------------------------------------------------------------
+SELECT ecp.create_consumer('es', 'http://127.0.0.1:9200/');
+SELECT ecp.create_consumer('es_auth', 'https://es.example:9200',
+                           options => '{"username": "sync", "password": "s3cret", "request_timeout_ms": 30000}');
+SELECT ecp.create_consumer('es', 'http://127.0.0.1:9200');
+SELECT ecp.create_consumer('bad name!', 'http://127.0.0.1:9200');
+SELECT ecp.create_consumer('es2', 'ftp://127.0.0.1');
+SELECT ecp.create_consumer('es2', 'http://sync:s3cret@127.0.0.1:9200');
+SELECT ecp.create_consumer('es2', 'http://127.0.0.1:9200', 'kafka');
+SELECT ecp.create_consumer('es2', 'http://127.0.0.1:9200', options => '{"colour": "blue"}');
+SELECT ecp.create_consumer('es2', 'http://127.0.0.1:9200', options => '{"username": "sync"}');
+SELECT ecp.create_consumer('es2', 'http://127.0.0.1:9200', options => '{"request_timeout_ms": -5}');
+SELECT ecp.create_consumer('es2', 'http://127.0.0.1:9200', options => '[1]');
+SELECT ecp.create_consumer('es2', 'http://127.0.0.1:9200',
+                           options => '{"api_key": "k", "username": "u", "password": "p"}');
+-- credentials never show in the views
+SELECT name, kind, url, options FROM ecp.consumers ORDER BY name;
+SELECT action, content FROM ecp.flow WHERE action = 'create_consumer' ORDER BY at;
+
+-- tasks ---------------------------------------------------------------------
+SELECT ecp.create_task('orders', 'es', 'orders', query => 'SELECT * FROM orders;') AS task_id;
+SELECT name, consumer, index, query, options FROM ecp.tasks;
+SELECT ecp.create_task('orders', 'es', 'orders', query => 'SELECT * FROM orders');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT 1; SELECT 2');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'DELETE FROM orders');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM orders FOR UPDATE');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * INTO copy FROM orders');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELEC * FROM orders');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM no_such_table');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT id, customer AS id FROM orders');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'VACUUM orders');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM orders', options => '{"batch_size": 0}');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM orders', options => '{"batch_size": 1e6}');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM orders', options => '{"nope": 1}');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM orders', options => '{"id_column": "sku"}');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM orders', options => '{"op": "upsert"}');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM orders', options => '{"batch_bytes": 10}');
+SELECT ecp.create_task('t2', 'es', 'Orders', query => 'SELECT * FROM orders');
+SELECT ecp.create_task('t2', 'es', '_orders', query => 'SELECT * FROM orders');
+SELECT ecp.create_task('t2', 'nope', 'orders', query => 'SELECT * FROM orders');
+SELECT ecp.create_task('t2', 'es', 'orders', ids => ARRAY['1']);
+SELECT ecp.create_task('t2', 'es', 'orders');
+-- none of the refused calls left anything behind
+SELECT count(*) AS tasks FROM ecp.task;
+SELECT count(*) AS consumers FROM ecp.consumer;
+
+-- preview -------------------------------------------------------------------
+SELECT * FROM ecp.preview('SELECT * FROM orders ORDER BY id', 2);
+SELECT * FROM ecp.preview('SELECT 1 AS one; -- trailing comment');
+SELECT * FROM ecp.preview('SELECT * FROM orders', 0);
+SELECT * FROM ecp.preview('DELETE FROM orders RETURNING *');
+SELECT * FROM ecp.preview('SELECT * FROM orders', -1);
+SELECT count(*) AS orders_left FROM orders;
+
+-- runs ----------------------------------------------------------------------
+SELECT ecp.start('orders') AS run \gset
+SELECT run_id = :run AS same_run, task, state, processed, failed, operator FROM ecp.progress;
+SELECT ecp.start('orders');
+SELECT ecp.start('nope');
+SELECT ecp.resume(:run);
+SELECT ecp.pause(:run);
+SELECT ecp.pause(:run);
+SELECT ecp.resume(:run);
+SELECT state FROM ecp.progress WHERE run_id = :run;
+SELECT ecp.cancel(:run);
+SELECT ecp.cancel(:run);
+SELECT ecp.pause(NULL);
+SELECT ecp.pause(987654321);
+SELECT state, finished_at IS NOT NULL AS finished FROM ecp.progress WHERE run_id = :run;
+-- a finished run cannot be brought back by hand either
+UPDATE ecp.run SET state = 'running' WHERE id = :run;
+SELECT action, operator = current_user AS by_me, content - 'duration' AS content
+  FROM ecp.flow WHERE run_id = :run ORDER BY at;
+
+-- privileges ----------------------------------------------------------------
+CREATE ROLE ecp_regress_alice;
+GRANT USAGE ON SCHEMA public TO ecp_regress_alice;
+SET ROLE ecp_regress_alice;
+SELECT count(*) AS runs_alice_sees FROM ecp.progress;
+SELECT count(*) AS consumers_alice_sees FROM ecp.consumer;
+SELECT count(*) AS flow_alice_sees FROM ecp.flow;
+SELECT ecp.pause(:run);
+SELECT ecp.create_task('alice', 'es', 'orders', query => 'SELECT * FROM orders');
+SELECT ecp.create_consumer('alice_es', 'http://127.0.0.1:9200');
+SELECT ecp.create_task('alice', 'alice_es', 'orders', query => 'SELECT * FROM orders');
+SELECT ecp.create_task('alice', 'alice_es', 'numbers', query => 'SELECT g AS id FROM generate_series(1, 3) g');
+INSERT INTO ecp.flow_log (action, operator, owner) VALUES ('forged', 'postgres', 'ecp_regress_alice');
+RESET ROLE;
+SELECT name, owner::text = current_user AS mine FROM ecp.consumers ORDER BY name;
+SELECT name, owner::text = current_user AS mine FROM ecp.tasks ORDER BY name;
+
+-- SQLSTATEs of refused calls ------------------------------------------------
+CREATE FUNCTION pg_temp.sqlstate_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE sql;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE;
+END $$;
+SELECT call, pg_temp.sqlstate_of(call) AS sqlstate FROM (VALUES
+    ($$SELECT ecp.create_consumer('es', 'http://127.0.0.1:9200')$$),
+    ($$SELECT ecp.create_consumer('x', 'ftp://h')$$),
+    ($$SELECT ecp.create_consumer('x', 'http://h:1', options => '{"bad": 1}')$$),
+    ($$SELECT ecp.create_task('x', 'nope', 'i', query => 'SELECT 1')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELECT 1; SELECT 2')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'DELETE FROM orders')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELEC 1')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELECT * FROM nowhere')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELECT 1 AS a, 2 AS a')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELECT 1 AS a', options => '{"id_column": "b"}')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', ids => '{1}')$$),
+    ($$SELECT ecp.start('nope')$$),
+    ($$SELECT ecp.pause(424242)$$),
+    ($$SELECT ecp.resume(1)$$)
+) AS calls(call);
+
+REVOKE USAGE ON SCHEMA public FROM ecp_regress_alice;
+DROP ROLE ecp_regress_alice;

@@ -1,0 +1,32 @@
+/*
+ * batch.c: documents to NDJSON, the body of a _bulk request.
+ *
+ * One action line and (except for delete) one source line per document,
+ * each ending in '\n', the last one too.  The target index is in the URL
+ * (/{index}/_bulk), so action lines carry only the _id.  The source line
+ * is the row's JSON exactly as PostgreSQL serialised it: jsonb's text
+ * form never contains a raw newline.
+ */
+#include "sync.h"
+
+#include "utils/json.h"
+
+void
+ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config, const EcpDoc *doc)
+{
+	const char *op = config->op;
+	bool		is_update = strcmp(op, "update") == 0;
+
+	appendStringInfo(body, "{\"%s\":{\"_id\":", op);
+	escape_json(body, doc->id);
+	appendStringInfoString(body, "}}\n");
+
+	if (strcmp(op, "delete") == 0)
+		return;
+	if (is_update)
+		appendStringInfoString(body, "{\"doc\":");
+	appendStringInfoString(body, doc->json);
+	if (is_update)
+		appendStringInfoString(body, ",\"doc_as_upsert\":true}");
+	appendStringInfoChar(body, '\n');
+}

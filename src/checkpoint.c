@@ -1,0 +1,330 @@
+/*
+ * checkpoint.c: the durable side of a worker: what it reads about its run
+ * at start, and what it commits after each acknowledged batch (checkpoint,
+ * counters, heartbeat and dead letters in one transaction), at the end,
+ * and on failure.  All of it as the run's owner.
+ */
+#include "sync.h"
+
+#include "catalog/pg_type.h"
+#include "common/base64.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+static char *
+copy_text(HeapTuple tuple, TupleDesc desc, const char *column)
+{
+	char	   *value = SPI_getvalue(tuple, desc, SPI_fnumber(desc, column));
+	char	   *copy;
+
+	if (value == NULL)
+		return NULL;
+	copy = MemoryContextStrdup(TopMemoryContext, value);
+	return copy;
+}
+
+static char *
+basic_auth(const char *user, const char *password)
+{
+	char	   *plain = psprintf("%s:%s", user, password);
+	int			len = strlen(plain);
+	int			enc_len = pg_b64_enc_len(len);
+	char	   *encoded = palloc(enc_len + 1);
+	int			n = pg_b64_encode(plain, len, encoded, enc_len);
+
+	encoded[Max(n, 0)] = '\0';
+	return MemoryContextStrdup(TopMemoryContext, psprintf("Basic %s", encoded));
+}
+
+#define CONFIG_SQL \
+	"SELECT t.name AS task_name, t.query, t.index_name, t.search_path, " \
+	"       t.options->>'id_column' AS id_column, " \
+	"       coalesce(t.options->>'key_column', t.options->>'id_column') AS key_column, " \
+	"       coalesce(t.options->>'op', 'index') AS op, " \
+	"       coalesce((t.options->>'batch_size')::int, 1000) AS batch_size, " \
+	"       coalesce((t.options->>'batch_bytes')::int, 5242880) AS batch_bytes, " \
+	"       coalesce((t.options->>'exact_total')::boolean, false) AS exact_total, " \
+	"       c.url, c.options->>'username' AS username, c.options->>'password' AS password, " \
+	"       c.options->>'api_key' AS api_key, c.options->>'ca_file' AS ca_file, " \
+	"       coalesce((c.options->>'insecure')::boolean, false) AS insecure, " \
+	"       coalesce((c.options->>'gzip')::boolean, false) AS gzip, " \
+	"       coalesce((c.options->>'connect_timeout_ms')::int, 5000) AS connect_timeout_ms, " \
+	"       coalesce((c.options->>'request_timeout_ms')::int, 60000) AS request_timeout_ms, " \
+	"       r.state AS run_state, (r.total IS NOT NULL) AS has_total, " \
+	"       p.last_key, p.processed, p.failed " \
+	"  FROM ecp.run r JOIN ecp.task t ON t.id = r.task_id " \
+	"  JOIN ecp.consumer c ON c.id = t.consumer_id " \
+	"  JOIN ecp.part p ON p.run_id = r.id " \
+	" WHERE r.id = $1 AND p.part_no = $2"
+
+static bool
+bool_column(HeapTuple tuple, TupleDesc desc, const char *column)
+{
+	char	   *v = SPI_getvalue(tuple, desc, SPI_fnumber(desc, column));
+
+	return v && v[0] == 't';
+}
+
+static long
+long_column(HeapTuple tuple, TupleDesc desc, const char *column)
+{
+	char	   *v = SPI_getvalue(tuple, desc, SPI_fnumber(desc, column));
+
+	return v ? atol(v) : 0;
+}
+
+/* Read the task, consumer, run and part a worker was started for. */
+void
+ecp_checkpoint_load(EcpPartConfig *config)
+{
+	Oid			types[2] = {INT8OID, INT4OID};
+	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
+	HeapTuple	tuple;
+	TupleDesc	desc;
+	char	   *user, *password, *api_key;
+
+	ecp_begin_as_owner(config);
+	SPI_connect();
+	if (SPI_execute_with_args(CONFIG_SQL, 2, types, values, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+	{
+		SPI_finish();
+		ecp_commit_as_owner();
+		config->run_state = "gone";
+		return;
+	}
+	tuple = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	config->task_name = copy_text(tuple, desc, "task_name");
+	config->query = copy_text(tuple, desc, "query");
+	config->index_name = copy_text(tuple, desc, "index_name");
+	config->search_path = copy_text(tuple, desc, "search_path");
+	config->id_column = copy_text(tuple, desc, "id_column");
+	config->key_column = copy_text(tuple, desc, "key_column");
+	config->op = copy_text(tuple, desc, "op");
+	config->batch_size = (int) long_column(tuple, desc, "batch_size");
+	config->batch_bytes = (int) long_column(tuple, desc, "batch_bytes");
+	config->exact_total = bool_column(tuple, desc, "exact_total");
+	config->url = copy_text(tuple, desc, "url");
+	config->ca_file = copy_text(tuple, desc, "ca_file");
+	config->insecure = bool_column(tuple, desc, "insecure");
+	config->gzip = bool_column(tuple, desc, "gzip");
+	config->connect_timeout_ms = long_column(tuple, desc, "connect_timeout_ms");
+	config->request_timeout_ms = long_column(tuple, desc, "request_timeout_ms");
+	config->run_state = copy_text(tuple, desc, "run_state");
+	config->has_total = bool_column(tuple, desc, "has_total");
+	config->last_key = copy_text(tuple, desc, "last_key");
+	config->processed = long_column(tuple, desc, "processed");
+	config->failed = long_column(tuple, desc, "failed");
+
+	user = SPI_getvalue(tuple, desc, SPI_fnumber(desc, "username"));
+	password = SPI_getvalue(tuple, desc, SPI_fnumber(desc, "password"));
+	api_key = SPI_getvalue(tuple, desc, SPI_fnumber(desc, "api_key"));
+	if (user && password)
+		config->auth_header = basic_auth(user, password);
+	else if (api_key)
+		config->auth_header = MemoryContextStrdup(TopMemoryContext, psprintf("ApiKey %s", api_key));
+
+	/* The stored query as one statement, ready to wrap. */
+	config->query = MemoryContextStrdup(TopMemoryContext, ecp_statement_text(config->query));
+	SPI_finish();
+	ecp_commit_as_owner();
+}
+
+static int
+owner_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "ecp: bookkeeping statement failed (SPI code %d): %s", rc, sql);
+	return rc;
+}
+
+/*
+ * Mark the run and part running and record that a worker started.  False
+ * when the run is no longer pending or running (paused or cancelled since
+ * the launcher looked).
+ */
+bool
+ecp_checkpoint_claim(EcpPartConfig *config)
+{
+	Oid			types[3] = {INT8OID, INT4OID, TEXTOID};
+	Datum		values[3];
+	bool		running;
+
+	values[0] = Int64GetDatum(config->run_id);
+	values[1] = Int32GetDatum(config->part_no);
+	values[2] = CStringGetTextDatum(config->last_key ? config->last_key : "");
+
+	ecp_begin_as_owner(config);
+	SPI_connect();
+	owner_exec("UPDATE ecp.run SET state = 'running', started_at = coalesce(started_at, now()) "
+			   " WHERE id = $1 AND state = 'pending'", 1, types, values, NULL);
+	owner_exec("UPDATE ecp.part SET state = 'running', worker_pid = pg_backend_pid(), "
+			   "       heartbeat_at = now(), started_at = coalesce(started_at, now()) "
+			   " WHERE run_id = $1 AND part_no = $2", 2, types, values, NULL);
+	owner_exec("SELECT 1 FROM ecp.run WHERE id = $1 AND state = 'running'", 1, types, values, NULL);
+	running = SPI_processed == 1;
+	if (running)
+		owner_exec("SELECT ecp._flow_event($1, 'worker started', "
+				   "  jsonb_build_object('part', $2, 'pid', pg_backend_pid(), "
+				   "                     'resume_after_key', nullif($3, '')))",
+				   3, types, values, NULL);
+	SPI_finish();
+	ecp_commit_as_owner();
+	return running;
+}
+
+void
+ecp_checkpoint_set_total(EcpPartConfig *config, int64 total, bool is_estimate)
+{
+	Oid			types[3] = {INT8OID, INT8OID, BOOLOID};
+	Datum		values[3] = {Int64GetDatum(config->run_id), Int64GetDatum(total),
+	BoolGetDatum(is_estimate)};
+
+	ecp_begin_as_owner(config);
+	SPI_connect();
+	owner_exec("UPDATE ecp.run SET total = $2, total_is_estimate = $3 WHERE id = $1",
+			   3, types, values, NULL);
+	SPI_finish();
+	ecp_commit_as_owner();
+	config->has_total = true;
+}
+
+static void
+insert_dead_letter(EcpPartConfig *config, const char *doc_id, int status,
+				   const char *error_type, const char *reason)
+{
+	Oid			types[5] = {INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', doc_id ? ' ' : 'n', status ? ' ' : 'n',
+	error_type ? ' ' : 'n', reason ? ' ' : 'n'};
+
+	values[0] = Int64GetDatum(config->run_id);
+	values[1] = doc_id ? CStringGetTextDatum(doc_id) : (Datum) 0;
+	values[2] = Int32GetDatum(status);
+	values[3] = error_type ? CStringGetTextDatum(error_type) : (Datum) 0;
+	values[4] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+	owner_exec("INSERT INTO ecp.failed_doc (run_id, doc_id, status, error_type, reason, owner) "
+			   "SELECT $1, $2, $3, $4, $5, owner FROM ecp.run WHERE id = $1",
+			   5, types, values, nulls);
+}
+
+/* The run's state, read in a transaction of its own. */
+char *
+ecp_checkpoint_run_state(EcpPartConfig *config)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(config->run_id)};
+	char	   *state = "gone";
+
+	ecp_begin_as_owner(config);
+	SPI_connect();
+	owner_exec("SELECT state FROM ecp.run WHERE id = $1", 1, types, values, NULL);
+	if (SPI_processed == 1)
+		state = MemoryContextStrdup(TopMemoryContext,
+									SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	SPI_finish();
+	ecp_commit_as_owner();
+	return state;
+}
+
+/*
+ * After the sink acknowledged the batch: dead letters, then the checkpoint
+ * with counters and heartbeat, all in one transaction.  Returns the run's
+ * state, so a pause or cancel is seen at the next batch at the latest.
+ */
+char *
+ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
+					double docs_per_second)
+{
+	Oid			types[6] = {INT8OID, INT4OID, TEXTOID, INT8OID, INT8OID, FLOAT8OID};
+	Datum		values[6];
+	int64		ok = 0,
+				failed = 0;
+	char	   *state = "gone";
+	const char *last_key = batch->docs[batch->ndocs - 1].key;
+
+	ecp_begin_as_owner(config);
+	SPI_connect();
+	for (int i = 0; i < batch->ndocs; i++)
+	{
+		if (results[i].outcome == ECP_DOC_OK)
+			ok++;
+		else if (results[i].outcome == ECP_DOC_FAILED)
+		{
+			failed++;
+			insert_dead_letter(config, batch->docs[i].id, results[i].status,
+							   results[i].error_type, results[i].reason);
+		}
+	}
+	values[0] = Int64GetDatum(config->run_id);
+	values[1] = Int32GetDatum(config->part_no);
+	values[2] = CStringGetTextDatum(last_key);
+	values[3] = Int64GetDatum(ok);
+	values[4] = Int64GetDatum(failed);
+	values[5] = Float8GetDatum(docs_per_second);
+	owner_exec("UPDATE ecp.part SET last_key = $3, processed = processed + $4, "
+			   "       failed = failed + $5, batches = batches + 1, heartbeat_at = now(), "
+			   "       docs_per_second = $6 "
+			   " WHERE run_id = $1 AND part_no = $2", 6, types, values, NULL);
+	owner_exec("SELECT state FROM ecp.run WHERE id = $1", 1, types, values, NULL);
+	if (SPI_processed == 1)
+		state = MemoryContextStrdup(TopMemoryContext,
+									SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	SPI_finish();
+	ecp_commit_as_owner();
+
+	config->last_key = MemoryContextStrdup(TopMemoryContext, last_key);
+	config->processed += ok;
+	config->failed += failed;
+	return state;
+}
+
+/* The part is done; the run succeeds when it was its last running part. */
+void
+ecp_checkpoint_finish(EcpPartConfig *config, int64 null_keys)
+{
+	Oid			types[3] = {INT8OID, INT4OID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no),
+	Int64GetDatum(null_keys)};
+
+	ecp_begin_as_owner(config);
+	SPI_connect();
+	if (null_keys > 0)
+		insert_dead_letter(config, NULL, 0, "null_key",
+						   psprintf(INT64_FORMAT " rows have NULL in key column \"%s\"; they cannot be paged or given an _id",
+									null_keys, config->key_column));
+	owner_exec("UPDATE ecp.part SET state = 'done', finished_at = now(), heartbeat_at = now(), "
+			   "       docs_per_second = NULL, failed = failed + $3 "
+			   " WHERE run_id = $1 AND part_no = $2", 3, types, values, NULL);
+	owner_exec("UPDATE ecp.run SET state = 'succeeded', finished_at = now() "
+			   " WHERE id = $1 AND state = 'running' "
+			   "   AND NOT EXISTS (SELECT 1 FROM ecp.part WHERE run_id = $1 AND state <> 'done')",
+			   1, types, values, NULL);
+	SPI_finish();
+	ecp_commit_as_owner();
+	ereport(LOG,
+			(errmsg("ecp run " INT64_FORMAT " part %d finished", config->run_id, config->part_no)));
+}
+
+/* The run fails with error as last_error; its checkpoint is kept. */
+void
+ecp_checkpoint_fail(EcpPartConfig *config, const char *error)
+{
+	Oid			types[3] = {INT8OID, TEXTOID, INT4OID};
+	Datum		values[3] = {Int64GetDatum(config->run_id), CStringGetTextDatum(error),
+	Int32GetDatum(config->part_no)};
+
+	ecp_begin_as_owner(config);
+	SPI_connect();
+	owner_exec("UPDATE ecp.part SET state = 'failed', heartbeat_at = now(), docs_per_second = NULL "
+			   " WHERE run_id = $1 AND part_no = $3", 3, types, values, NULL);
+	owner_exec("UPDATE ecp.run SET state = 'failed', finished_at = now(), last_error = $2 "
+			   " WHERE id = $1 AND state IN ('pending', 'running')", 2, types, values, NULL);
+	SPI_finish();
+	ecp_commit_as_owner();
+}

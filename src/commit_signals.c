@@ -1,0 +1,76 @@
+/*
+ * commit_signals.c: wake the launcher and signal workers when the
+ * transaction that asked for it commits (pg_net's pattern).  Before the
+ * commit, the launcher would not see the new run, and a worker would find
+ * its run unchanged; after an abort nothing must happen at all.
+ */
+#include "ecp.h"
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "nodes/pg_list.h"
+#include "utils/memutils.h"
+
+PG_FUNCTION_INFO_V1(ecp_wake_launcher_at_commit);
+PG_FUNCTION_INFO_V1(ecp_signal_run_at_commit);
+
+static bool wake_at_commit = false;
+static List *runs_to_signal = NIL;	/* int64 run ids, in TopMemoryContext */
+
+static void
+forget_pending(void)
+{
+	wake_at_commit = false;
+	list_free_deep(runs_to_signal);
+	runs_to_signal = NIL;
+}
+
+static void
+commit_signals_callback(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		forget_pending();
+		return;
+	}
+	if (event != XACT_EVENT_COMMIT)
+		return;
+	foreach(lc, runs_to_signal)
+		ecp_request_stop(*(int64 *) lfirst(lc));
+	if (wake_at_commit || runs_to_signal != NIL)
+		ecp_wake_launcher();
+	forget_pending();
+}
+
+void
+ecp_commit_signals_install(void)
+{
+	RegisterXactCallback(commit_signals_callback, NULL);
+}
+
+/* ecp._wake_launcher_at_commit() */
+Datum
+ecp_wake_launcher_at_commit(PG_FUNCTION_ARGS)
+{
+	(void) ecp_shared();		/* error now, not at commit, if not preloaded */
+	wake_at_commit = true;
+	PG_RETURN_VOID();
+}
+
+/* ecp._signal_run_at_commit(run bigint) */
+Datum
+ecp_signal_run_at_commit(PG_FUNCTION_ARGS)
+{
+	MemoryContext old;
+	int64	   *run_id;
+
+	(void) ecp_shared();
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	run_id = palloc(sizeof(int64));
+	*run_id = PG_GETARG_INT64(0);
+	runs_to_signal = lappend(runs_to_signal, run_id);
+	MemoryContextSwitchTo(old);
+	PG_RETURN_VOID();
+}

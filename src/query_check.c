@@ -1,0 +1,155 @@
+/*
+ * query_check.c: ecp._check_query(query), the gate every source query
+ * passes before it is stored or previewed.
+ *
+ * PostgreSQL's own parser decides what the text is: exactly one statement,
+ * a plain SELECT (no INTO, no locking clause, no data-modifying WITH).
+ * Then the query is planned and started with LIMIT 0 as the caller, so the
+ * executor checks every table and column privilege (also inside views,
+ * subqueries and CTEs) without reading a row.
+ */
+#include "ecp.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "nodes/parsenodes.h"
+#include "parser/analyze.h"
+#include "tcop/tcopprot.h"
+#include "tcop/cmdtag.h"
+#include "tcop/utility.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+PG_FUNCTION_INFO_V1(ecp_check_query);
+PG_FUNCTION_INFO_V1(ecp_statement_text_sql);
+
+static void
+refuse(const char *why, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("source query is not a plain SELECT: %s", why),
+			 errhint("%s", hint)));
+}
+
+/*
+ * The text of the one statement in query, without a trailing ';' or
+ * comments after it, ready to be wrapped as a subquery.
+ */
+char *
+ecp_statement_text(const char *query)
+{
+	List	   *statements = pg_parse_query(query);
+	RawStmt    *raw;
+	int			len;
+
+	if (list_length(statements) != 1)
+		return pstrdup(query);
+	raw = linitial_node(RawStmt, statements);
+	len = raw->stmt_len > 0 ? raw->stmt_len : (int) strlen(query) - raw->stmt_location;
+	return pnstrdup(query + raw->stmt_location, len);
+}
+
+static SelectStmt *
+single_select(const char *query)
+{
+	List	   *statements = pg_parse_query(query);
+	RawStmt    *raw;
+
+	if (list_length(statements) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("source query must be exactly one SELECT statement, found %d statements",
+						list_length(statements)),
+				 errhint("Remove the extra statements and any ';' between them.")));
+	raw = linitial_node(RawStmt, statements);
+	if (!IsA(raw->stmt, SelectStmt))
+		refuse(psprintf("it is a %s statement", GetCommandTagName(CreateCommandTag(raw->stmt))),
+			   "Only SELECT queries can be a source; ecp never writes to your tables.");
+	if (((SelectStmt *) raw->stmt)->intoClause)
+		refuse("SELECT INTO creates a table", "Remove the INTO clause.");
+	return (SelectStmt *) raw->stmt;
+}
+
+static void
+check_analyzed(const char *query)
+{
+	List	   *statements = pg_parse_query(query);
+	Query	   *analyzed = parse_analyze_fixedparams(linitial_node(RawStmt, statements),
+													 query, NULL, 0, NULL);
+
+	if (analyzed->commandType != CMD_SELECT || analyzed->utilityStmt != NULL)
+		refuse("it does not return rows", "Use a SELECT ... FROM ... query.");
+	if (analyzed->hasModifyingCTE)
+		refuse("it contains a data-modifying WITH (INSERT/UPDATE/DELETE in a CTE)",
+			   "Remove the data-modifying CTE; a source only reads.");
+	if (analyzed->rowMarks != NIL)
+		refuse("it has a locking clause (FOR UPDATE/SHARE)",
+			   "Remove the locking clause: ecp reads in short transactions and must not lock rows.");
+}
+
+/*
+ * Start the query with LIMIT 0 as the caller: privilege errors surface
+ * here, and the result descriptor gives the column names.
+ */
+static ArrayType *
+output_columns(const char *query)
+{
+	StringInfoData sql;
+	TupleDesc	desc;
+	Datum	   *names;
+	int			ncolumns;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT * FROM (%s\n) AS \"ecp:row\" LIMIT 0",
+					 ecp_statement_text(query));
+
+	SPI_connect();
+	if (SPI_execute(sql.data, true, 0) != SPI_OK_SELECT)
+		refuse("it does not return rows", "Use a SELECT ... FROM ... query.");
+	desc = SPI_tuptable->tupdesc;
+	ncolumns = desc->natts;
+	names = palloc(sizeof(Datum) * Max(ncolumns, 1));
+	for (int i = 0; i < ncolumns; i++)
+	{
+		const char *name = NameStr(TupleDescAttr(desc, i)->attname);
+
+		for (int j = 0; j < i; j++)
+			if (strcmp(name, NameStr(TupleDescAttr(desc, j)->attname)) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DUPLICATE_COLUMN),
+						 errmsg("source query returns column \"%s\" twice", name),
+						 errdetail("A document can hold each field once; one value would be lost."),
+						 errhint("Give each output column a distinct alias.")));
+		names[i] = CStringGetTextDatum(name);
+	}
+	SPI_finish();
+	if (ncolumns == 0)
+		refuse("it returns no columns", "Select at least an id column.");
+	return construct_array(names, ncolumns, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+/* ecp._check_query(query text) RETURNS text[] (output column names) */
+Datum
+ecp_check_query(PG_FUNCTION_ARGS)
+{
+	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	(void) single_select(query);
+	check_analyzed(query);
+	PG_RETURN_ARRAYTYPE_P(output_columns(query));
+}
+
+/* ecp._statement_text(query text) RETURNS text, after the same checks */
+Datum
+ecp_statement_text_sql(PG_FUNCTION_ARGS)
+{
+	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	(void) single_select(query);
+	check_analyzed(query);
+	(void) output_columns(query);
+	PG_RETURN_TEXT_P(cstring_to_text(ecp_statement_text(query)));
+}

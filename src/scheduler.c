@@ -1,0 +1,185 @@
+/*
+ * scheduler.c: the launcher's pass over the runs.
+ *
+ * Every wake-up the launcher reconciles the tables with the live workers
+ * instead of trusting events (PATTERNS.md): every part of a pending or
+ * running run that has no worker slot gets a dynamic worker, up to
+ * ecp.max_workers.  Paused, cancelled and finished runs are left alone.
+ */
+#include "ecp.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "worker_args.h"
+
+/* A reserved slot whose worker has not attached after this long is free. */
+#define SLOT_ATTACH_TIMEOUT_MS 60000
+
+/* Handles of the workers this launcher started, by slot. */
+static BackgroundWorkerHandle **worker_handles = NULL;
+
+static void
+ensure_handles(void)
+{
+	if (worker_handles == NULL)
+		worker_handles = MemoryContextAllocZero(TopMemoryContext,
+												sizeof(BackgroundWorkerHandle *) * ecp_max_workers);
+}
+
+/*
+ * Free slots whose worker stopped before attaching (fork failure, or a
+ * worker that died before its first statement), so their part is retried.
+ */
+static void
+reclaim_slots(void)
+{
+	EcpSharedState *state = ecp_shared();
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < state->nslots; i++)
+	{
+		EcpWorkerSlot slot;
+		pid_t		pid;
+		bool		stale;
+
+		LWLockAcquire(state->lock, LW_SHARED);
+		slot = state->slots[i];
+		LWLockRelease(state->lock);
+		if (!slot.in_use || slot.pid != 0)
+			continue;
+
+		if (worker_handles[i] != NULL)
+			stale = GetBackgroundWorkerPid(worker_handles[i], &pid) == BGWH_STOPPED;
+		else
+			stale = TimestampDifferenceExceeds(slot.reserved_at, now, SLOT_ATTACH_TIMEOUT_MS);
+		if (stale)
+		{
+			ereport(LOG,
+					(errmsg("ecp worker for run " INT64_FORMAT " part %d stopped before it started; it will be started again",
+							slot.run_id, slot.part_no)));
+			ecp_release_slot(i);
+			if (worker_handles[i])
+				pfree(worker_handles[i]);
+			worker_handles[i] = NULL;
+		}
+	}
+}
+
+/* Register one dynamic worker for a part; false when none could be had. */
+static bool
+start_worker(int64 run_id, int32 part_no, Oid owner)
+{
+	BackgroundWorker worker;
+	EcpWorkerArgs args;
+	BackgroundWorkerHandle *handle;
+	int			slot = ecp_reserve_slot(run_id, part_no);
+
+	if (slot < 0)
+		return false;			/* all ecp.max_workers slots busy */
+
+	args.database = MyDatabaseId;
+	args.owner = owner;
+	args.run_id = run_id;
+	args.part_no = part_no;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher decides */
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ecp");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ecp_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "ecp worker run " INT64_FORMAT " part %d", run_id, part_no);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "ecp worker");
+	worker.bgw_main_arg = Int32GetDatum(slot);
+	worker.bgw_notify_pid = MyProcPid;
+	StaticAssertStmt(sizeof(EcpWorkerArgs) <= BGW_EXTRALEN, "worker args too large");
+	memcpy(worker.bgw_extra, &args, sizeof(args));
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		ecp_release_slot(slot);
+		ereport(WARNING,
+				(errmsg("ecp could not start a worker for run " INT64_FORMAT ": no background worker slot is free",
+						run_id),
+				 errhint("Raise max_worker_processes (it must exceed ecp.max_workers plus other workers); ecp retries every second.")));
+		return false;
+	}
+	worker_handles[slot] = handle;
+	return true;
+}
+
+typedef struct RunnablePart
+{
+	int64		run_id;
+	int32		part_no;
+	Oid			owner;
+} RunnablePart;
+
+/* The parts that should have a worker, read in one short transaction. */
+static RunnablePart *
+runnable_parts(int *count)
+{
+	RunnablePart *parts = NULL;
+
+	*count = 0;
+	SPI_connect();
+	if (SPI_execute("SELECT p.run_id, p.part_no, r.owner::oid"
+					"  FROM ecp.run r JOIN ecp.part p ON p.run_id = r.id"
+					" WHERE r.state IN ('pending', 'running')"
+					"   AND p.state IN ('pending', 'running')"
+					" ORDER BY r.id, p.part_no", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ecp: could not read runnable parts");
+
+	parts = MemoryContextAlloc(CurTransactionContext,
+							   sizeof(RunnablePart) * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		parts[i].run_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		parts[i].part_no = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull));
+		parts[i].owner = DatumGetObjectId(SPI_getbinval(tuple, desc, 3, &isnull));
+	}
+	*count = (int) SPI_processed;
+	SPI_finish();
+	return parts;
+}
+
+void
+ecp_schedule_runs(void)
+{
+	RunnablePart *parts;
+	int			count;
+
+	ensure_handles();
+	reclaim_slots();
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "scheduling ecp runs");
+
+	parts = runnable_parts(&count);
+	for (int i = 0; i < count; i++)
+	{
+		if (ecp_part_has_slot(parts[i].run_id, parts[i].part_no))
+			continue;
+		if (!start_worker(parts[i].run_id, parts[i].part_no, parts[i].owner))
+			break;
+	}
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}

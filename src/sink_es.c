@@ -1,0 +1,175 @@
+/*
+ * sink_es.c: send a batch to Elasticsearch with _bulk and judge each
+ * document from the response.
+ *
+ * The page is split into requests of at most batch_bytes (a document
+ * larger than that goes alone).  HTTP 200 does not mean success: the
+ * items[] of the response are walked in request order (bulk_response.c).
+ * filter_path keeps the response small but leaves one entry per item.
+ */
+#include "sync.h"
+
+#include "miscadmin.h"
+#include "utils/memutils.h"
+
+#include "bulk_response.h"
+#include "http_client.h"
+
+#define BULK_FILTER_PATH \
+	"errors,items.*.status,items.*.error.type,items.*.error.reason,items.*.error.caused_by.reason"
+#define MAX_RESPONSE_BYTES (64 * 1024 * 1024)
+
+static EcpHttpClient *client = NULL;
+static char *bulk_url = NULL;
+
+static int
+abort_transfer(void *arg)
+{
+	return ecp_worker_should_stop((const EcpPartConfig *) arg);
+}
+
+void
+ecp_sink_open(EcpPartConfig *config)
+{
+	EcpHttpConfig http;
+	char		err[256];
+
+	if (ecp_http_global_init(err, sizeof(err)) != 0)
+		ereport(ERROR, (errmsg("ecp could not initialise libcurl: %s", err)));
+
+	memset(&http, 0, sizeof(http));
+	http.connect_timeout_ms = config->connect_timeout_ms;
+	http.request_timeout_ms = config->request_timeout_ms;
+	http.auth_header = config->auth_header;
+	http.user_agent = "ecp/" ECP_VERSION;
+	http.max_response_bytes = MAX_RESPONSE_BYTES;
+	http.should_abort = abort_transfer;
+	http.abort_arg = config;
+	http.gzip_requests = config->gzip;
+	http.ca_file = config->ca_file;
+	http.insecure = config->insecure;
+
+	client = ecp_http_client_create(&http, err, sizeof(err));
+	if (client == NULL)
+		ereport(ERROR, (errmsg("ecp could not create an HTTP client: %s", err)));
+	bulk_url = MemoryContextStrdup(TopMemoryContext,
+								   psprintf("%s/%s/_bulk?filter_path=%s", config->url,
+											config->index_name, BULK_FILTER_PATH));
+}
+
+void
+ecp_sink_close(void)
+{
+	if (client)
+		ecp_http_client_destroy(client);
+	client = NULL;
+}
+
+static void
+copy_item_results(const EcpBulkResult *parsed, const int *members, EcpDocResult *results)
+{
+	for (int i = 0; i < parsed->nitems; i++)
+	{
+		const EcpBulkItem *item = &parsed->items[i];
+		EcpDocResult *result = &results[members[i]];
+
+		result->status = item->status;
+		result->outcome = item->klass == ECP_ITEM_OK ? ECP_DOC_OK :
+			item->klass == ECP_ITEM_RETRY ? ECP_DOC_RETRY : ECP_DOC_FAILED;
+		result->error_type = item->error_type ? pstrdup(item->error_type) : NULL;
+		result->reason = item->reason ? pstrdup(item->reason) : NULL;
+	}
+}
+
+/*
+ * Send one request holding the documents listed in members (indexes into
+ * the batch) and fill their results.  Returns ECP_SEND_DONE, or why not
+ * (with *error set for failures).
+ */
+static EcpSendStatus
+send_request(EcpPartConfig *config, StringInfo body, const int *members, int nmembers,
+			 EcpDocResult *results, char **error)
+{
+	EcpHttpResponse response;
+	EcpHttpOutcome outcome;
+	EcpBulkResult parsed;
+	char		err[512];
+	EcpSendStatus status = ECP_SEND_DONE;
+
+	memset(&response, 0, sizeof(response));
+	outcome = ecp_http_request(client, "POST", bulk_url, "application/x-ndjson",
+							   body->data, body->len, NULL, &response);
+	if (outcome == ECP_HTTP_ABORTED)
+		status = ECP_SEND_STOPPED;
+	else if (outcome != ECP_HTTP_OK)
+	{
+		*error = psprintf("POST %s/%s/_bulk failed: %s", config->url, config->index_name,
+						  response.error);
+		status = ECP_SEND_FAILED;
+	}
+	else if (response.status < 200 || response.status > 299)
+	{
+		ecp_error_summary(response.body, response.body_len, response.status, err, sizeof(err));
+		*error = psprintf("POST %s/%s/_bulk answered HTTP %ld: %s", config->url,
+						  config->index_name, response.status, err);
+		status = ECP_SEND_FAILED;
+	}
+	else if (ecp_bulk_parse(response.body, response.body_len, nmembers, config->op, 0,
+							&parsed, err, sizeof(err)) != 0)
+	{
+		*error = psprintf("the _bulk response of %s could not be read: %s", config->url, err);
+		status = ECP_SEND_FAILED;
+	}
+	else
+	{
+		copy_item_results(&parsed, members, results);
+		ecp_bulk_result_free(&parsed);
+	}
+	ecp_http_response_free(&response);
+	return status;
+}
+
+/*
+ * Send the batch in requests of at most batch_bytes (a larger document
+ * goes alone).  A document without _id is a dead letter, never sent.
+ */
+EcpSendStatus
+ecp_sink_send(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results, char **error)
+{
+	StringInfoData body;
+	int		   *members = palloc(sizeof(int) * Max(batch->ndocs, 1));
+	int			nmembers = 0;
+	EcpSendStatus status;
+
+	initStringInfo(&body);
+	for (int i = 0; i < batch->ndocs; i++)
+	{
+		int			before = body.len;
+
+		if (batch->docs[i].id == NULL)
+		{
+			results[i].outcome = ECP_DOC_FAILED;
+			results[i].error_type = "null_id";
+			results[i].reason = psprintf("id column \"%s\" is NULL (key %s)",
+										 config->id_column, batch->docs[i].key);
+			continue;
+		}
+		ecp_batch_append_ndjson(&body, config, &batch->docs[i]);
+		if (body.len > config->batch_bytes && nmembers > 0)
+		{
+			/* Over the byte limit: send what came before this document. */
+			body.len = before;
+			body.data[before] = '\0';
+			status = send_request(config, &body, members, nmembers, results, error);
+			if (status != ECP_SEND_DONE)
+				return status;
+			resetStringInfo(&body);
+			nmembers = 0;
+			ecp_batch_append_ndjson(&body, config, &batch->docs[i]);
+		}
+		members[nmembers++] = i;
+	}
+	if (nmembers > 0)
+		return send_request(config, &body, members, nmembers, results, error);
+	return ECP_SEND_DONE;
+}

@@ -1,0 +1,177 @@
+/*
+ * source_query.c: read the script source in keyset pages.
+ *
+ *   SELECT key::text, id::text, to_jsonb(row)::text
+ *     FROM (<query>) AS "ecp:row"
+ *    WHERE key > $1::<key type>          -- the checkpoint; IS NOT NULL at first
+ *    ORDER BY key LIMIT <batch_size>
+ *
+ * Each page runs in its own short transaction as the run's owner, so no
+ * snapshot is held for the whole run.  PostgreSQL serialises the row
+ * (to_jsonb), so every type, FDW types included, is handled once.  The
+ * alias "ecp:row" cannot be captured by a user column name by accident.
+ */
+#include "sync.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#define ROW_ALIAS "\"ecp:row\""
+
+static char *page_sql_first = NULL;	/* in TopMemoryContext */
+static char *page_sql_next = NULL;
+
+static char *
+column_ref(const char *column)
+{
+	return psprintf(ROW_ALIAS ".%s", quote_identifier(column));
+}
+
+static void
+apply_search_path(const EcpPartConfig *config)
+{
+	if (config->search_path)
+		(void) set_config_option("search_path", config->search_path,
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SET, true, 0, false);
+}
+
+/* The SQL type name of the key column, to cast the checkpoint back. */
+static char *
+key_type_name(const EcpPartConfig *config)
+{
+	char	   *sql = psprintf("SELECT %s FROM (%s\n) AS " ROW_ALIAS " LIMIT 0",
+							   column_ref(config->key_column), config->query);
+	Oid			type;
+
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ecp: could not read the key column of the source query");
+	type = SPI_gettypeid(SPI_tuptable->tupdesc, 1);
+	return format_type_be(type);
+}
+
+void
+ecp_source_prepare(EcpPartConfig *config)
+{
+	char	   *key = column_ref(config->key_column);
+	char	   *select;
+	char	   *type;
+	MemoryContext old;
+
+	ecp_begin_as_owner(config);
+	apply_search_path(config);
+	SPI_connect();
+	type = key_type_name(config);
+	select = psprintf("SELECT (%s)::text, (%s)::text, to_jsonb(" ROW_ALIAS ")::text FROM (%s\n) AS " ROW_ALIAS,
+					  key, column_ref(config->id_column), config->query);
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	page_sql_first = psprintf("%s WHERE %s IS NOT NULL ORDER BY %s LIMIT %d",
+							  select, key, key, config->batch_size);
+	page_sql_next = psprintf("%s WHERE %s > $1::%s ORDER BY %s LIMIT %d",
+							 select, key, type, key, config->batch_size);
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	ecp_commit_as_owner();
+}
+
+static char *
+text_or_null(HeapTuple tuple, TupleDesc desc, int column)
+{
+	bool		isnull;
+	Datum		value = SPI_getbinval(tuple, desc, column, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(value);
+}
+
+/* Read the page after the checkpoint into batch; false when none is left. */
+bool
+ecp_source_read_page(EcpPartConfig *config, EcpBatch *batch)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	int			rc;
+	MemoryContext old;
+
+	ecp_begin_as_owner(config);
+	apply_search_path(config);
+	SPI_connect();
+	if (config->last_key == NULL)
+		rc = SPI_execute(page_sql_first, true, 0);
+	else
+	{
+		args[0] = CStringGetTextDatum(config->last_key);
+		rc = SPI_execute_with_args(page_sql_next, 1, argtypes, args, NULL, true, 0);
+	}
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "ecp: reading a page of the source failed (SPI code %d)", rc);
+
+	old = MemoryContextSwitchTo(batch->context);
+	batch->ndocs = (int) SPI_processed;
+	batch->docs = palloc0(sizeof(EcpDoc) * Max(batch->ndocs, 1));
+	for (int i = 0; i < batch->ndocs; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		batch->docs[i].key = text_or_null(tuple, desc, 1);
+		batch->docs[i].id = text_or_null(tuple, desc, 2);
+		batch->docs[i].json = text_or_null(tuple, desc, 3);
+	}
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	ecp_commit_as_owner();
+	return batch->ndocs > 0;
+}
+
+/* One bigint from a query run as the owner. */
+static int64
+owner_count(EcpPartConfig *config, const char *sql)
+{
+	bool		isnull;
+	int64		value = 0;
+
+	ecp_begin_as_owner(config);
+	apply_search_path(config);
+	SPI_connect();
+	if (SPI_execute(sql, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			value = DatumGetInt64(d);
+	}
+	SPI_finish();
+	ecp_commit_as_owner();
+	return value;
+}
+
+/*
+ * The planner's row estimate (cheap), or an exact count when the task asks
+ * for it (a full scan: worth it only when the table is not huge).
+ */
+int64
+ecp_source_total(EcpPartConfig *config, bool *is_estimate)
+{
+	*is_estimate = !config->exact_total;
+	if (config->exact_total)
+		return owner_count(config,
+						   psprintf("SELECT count(*) FROM (%s\n) AS " ROW_ALIAS, config->query));
+	return owner_count(config,
+					   psprintf("SELECT ecp._estimate_rows(%s)", quote_literal_cstr(config->query)));
+}
+
+/*
+ * Rows whose key is NULL cannot be paged (NULL > x is never true): count
+ * them at the end so they are reported, never silently skipped.
+ */
+int64
+ecp_source_count_null_keys(EcpPartConfig *config)
+{
+	return owner_count(config,
+					   psprintf("SELECT count(*) FROM (%s\n) AS " ROW_ALIAS " WHERE %s IS NULL",
+								config->query, column_ref(config->key_column)));
+}

@@ -1,0 +1,121 @@
+/*
+ * sync.h: the data a sync worker carries through its loop, and the parts
+ * of the flow it calls: source (source_query.c) -> batch (batch.c) ->
+ * sink (sink_es.c) -> checkpoint (checkpoint.c).
+ */
+#ifndef ECP_SYNC_H
+#define ECP_SYNC_H
+
+#include "ecp.h"
+
+#include "lib/stringinfo.h"
+#include "utils/palloc.h"
+
+/* Everything a worker needs to know about its run, read once at start. */
+typedef struct EcpPartConfig
+{
+	int64		run_id;
+	int32		part_no;
+	Oid			owner;
+	int			slot;
+
+	/* task */
+	char	   *task_name;
+	char	   *query;			/* one SELECT, without trailing ';' */
+	char	   *index_name;
+	char	   *id_column;
+	char	   *key_column;
+	char	   *op;				/* index | create | update | delete */
+	int			batch_size;
+	int			batch_bytes;
+	bool		exact_total;
+	char	   *search_path;
+
+	/* consumer */
+	char	   *url;
+	char	   *auth_header;	/* "Basic ..." / "ApiKey ..." or NULL */
+	char	   *ca_file;
+	bool		insecure;
+	bool		gzip;
+	long		connect_timeout_ms;
+	long		request_timeout_ms;
+
+	/* run / part */
+	char	   *run_state;
+	bool		has_total;
+	char	   *last_key;		/* checkpoint, NULL at the start */
+	int64		processed;
+	int64		failed;
+} EcpPartConfig;
+
+/* One document read from the source. */
+typedef struct EcpDoc
+{
+	char	   *key;			/* key column as text: the checkpoint */
+	char	   *id;				/* _id, NULL when the id column is NULL */
+	char	   *json;			/* to_jsonb(row)::text */
+} EcpDoc;
+
+typedef struct EcpBatch
+{
+	MemoryContext context;		/* everything of the batch; reset per page */
+	EcpDoc	   *docs;
+	int			ndocs;
+} EcpBatch;
+
+/* How the sink judged one document. */
+typedef enum EcpDocOutcome
+{
+	ECP_DOC_OK,
+	ECP_DOC_RETRY,				/* transient: 429 / 5xx for this item */
+	ECP_DOC_FAILED				/* data error: dead letter */
+} EcpDocOutcome;
+
+typedef struct EcpDocResult
+{
+	EcpDocOutcome outcome;
+	int			status;
+	char	   *error_type;
+	char	   *reason;
+} EcpDocResult;
+
+/* What sending a batch came to. */
+typedef enum EcpSendStatus
+{
+	ECP_SEND_DONE,				/* every document has a result */
+	ECP_SEND_STOPPED,			/* pause/cancel/shutdown interrupted it */
+	ECP_SEND_FAILED				/* whole-request failure: see error */
+} EcpSendStatus;
+
+/* worker.c: transactions as the run's owner */
+extern void ecp_begin_as_owner(const EcpPartConfig *config);
+extern void ecp_commit_as_owner(void);
+extern bool ecp_worker_should_stop(const EcpPartConfig *config);
+
+/* source_query.c */
+extern void ecp_source_prepare(EcpPartConfig *config);
+extern bool ecp_source_read_page(EcpPartConfig *config, EcpBatch *batch);
+extern int64 ecp_source_total(EcpPartConfig *config, bool *is_estimate);
+extern int64 ecp_source_count_null_keys(EcpPartConfig *config);
+
+/* batch.c */
+extern void ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config,
+									const EcpDoc *doc);
+
+/* sink_es.c */
+extern void ecp_sink_open(EcpPartConfig *config);
+extern EcpSendStatus ecp_sink_send(EcpPartConfig *config, EcpBatch *batch,
+								   EcpDocResult *results, char **error);
+extern void ecp_sink_close(void);
+
+/* checkpoint.c */
+extern void ecp_checkpoint_load(EcpPartConfig *config);
+extern bool ecp_checkpoint_claim(EcpPartConfig *config);
+extern void ecp_checkpoint_set_total(EcpPartConfig *config, int64 total, bool is_estimate);
+extern char *ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch,
+								 EcpDocResult *results, double docs_per_second);
+extern void ecp_checkpoint_finish(EcpPartConfig *config, int64 null_keys);
+extern void ecp_checkpoint_fail(EcpPartConfig *config, const char *error);
+extern char *ecp_checkpoint_run_state(EcpPartConfig *config);
+
+#endif

@@ -1,0 +1,295 @@
+/*
+ * worker.c: one sync worker runs one part of a run.
+ *
+ * It connects to the database as the bootstrap superuser only to be able
+ * to act for owners that cannot log in, and does every transaction as the
+ * run's owner (SECURITY_LOCAL_USERID_CHANGE: the source query cannot SET
+ * ROLE back).  The loop: read a keyset page in a short transaction, send
+ * it, and commit the checkpoint with the counters only after the sink
+ * acknowledged it.  No transaction or snapshot is held across HTTP.
+ */
+#include "sync.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "tcop/tcopprot.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "worker_args.h"
+
+static volatile sig_atomic_t got_sigterm = false;
+static int	my_slot = -1;
+
+/* The user context to return to after a transaction as the owner. */
+static Oid	saved_user;
+static int	saved_sec_context;
+
+#define RATE_SAMPLES 16
+#define RATE_WINDOW_MS 10000
+
+/* Documents acknowledged over time, for docs_per_second. */
+typedef struct RateWindow
+{
+	TimestampTz at[RATE_SAMPLES];
+	int64		done[RATE_SAMPLES];
+	int			next;
+	int			count;
+} RateWindow;
+
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+static void
+worker_detach(int code, Datum arg)
+{
+	if (my_slot >= 0)
+		ecp_release_slot(my_slot);
+}
+
+void
+ecp_begin_as_owner(const EcpPartConfig *config)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	GetUserIdAndSecContext(&saved_user, &saved_sec_context);
+	SetUserIdAndSecContext(config->owner, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+void
+ecp_commit_as_owner(void)
+{
+	PopActiveSnapshot();
+	SetUserIdAndSecContext(saved_user, saved_sec_context);
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+}
+
+/* Pause, cancel and shutdown all end in "stop and look at the run". */
+bool
+ecp_worker_should_stop(const EcpPartConfig *config)
+{
+	return got_sigterm || ecp_stop_requested(config->slot);
+}
+
+static double
+rate_add(RateWindow *window, int64 done)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			oldest;
+	long		secs;
+	int			usecs;
+	double		elapsed;
+
+	window->at[window->next] = now;
+	window->done[window->next] = done;
+	window->next = (window->next + 1) % RATE_SAMPLES;
+	if (window->count < RATE_SAMPLES)
+		window->count++;
+
+	/* the oldest sample still inside the window */
+	oldest = (window->next - window->count + RATE_SAMPLES) % RATE_SAMPLES;
+	while (window->count > 2 &&
+		   TimestampDifferenceExceeds(window->at[oldest], now, RATE_WINDOW_MS))
+	{
+		oldest = (oldest + 1) % RATE_SAMPLES;
+		window->count--;
+	}
+	TimestampDifference(window->at[oldest], now, &secs, &usecs);
+	elapsed = secs + usecs / 1e6;
+	if (window->count < 2 || elapsed <= 0)
+		return 0;
+	return (done - window->done[oldest]) / elapsed;
+}
+
+static int
+count_outcome(const EcpDocResult *results, int n, EcpDocOutcome outcome)
+{
+	int			count = 0;
+
+	for (int i = 0; i < n; i++)
+		count += results[i].outcome == outcome;
+	return count;
+}
+
+static const EcpDocResult *
+first_retry(const EcpDocResult *results, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (results[i].outcome == ECP_DOC_RETRY)
+			return &results[i];
+	return &results[0];
+}
+
+/* After a stop request: go on only if the run is still running. */
+static bool
+run_still_running(EcpPartConfig *config)
+{
+	char	   *state;
+
+	if (got_sigterm)
+		return false;
+	state = ecp_checkpoint_run_state(config);
+	if (strcmp(state, "running") == 0)
+	{
+		ecp_shared()->slots[config->slot].stop_requested = false;
+		return true;
+	}
+	ereport(LOG,
+			(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
+					config->run_id, config->part_no, state)));
+	return false;
+}
+
+static void
+sync_part(EcpPartConfig *config)
+{
+	EcpBatch	batch;
+	RateWindow	rate;
+	int64		done = config->processed + config->failed;
+
+	memset(&rate, 0, sizeof(rate));
+	batch.context = AllocSetContextCreate(TopMemoryContext, "ecp batch", ALLOCSET_DEFAULT_SIZES);
+
+	if (!ecp_checkpoint_claim(config))
+		return;
+	ecp_source_prepare(config);
+	if (!config->has_total)
+	{
+		bool		is_estimate;
+		int64		total = ecp_source_total(config, &is_estimate);
+
+		ecp_checkpoint_set_total(config, total, is_estimate);
+	}
+	ecp_sink_open(config);
+	(void) rate_add(&rate, done);
+
+	for (;;)
+	{
+		EcpDocResult *results;
+		EcpSendStatus status;
+		char	   *error = NULL;
+		char	   *state;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ecp_worker_should_stop(config) && !run_still_running(config))
+			break;
+
+		MemoryContextReset(batch.context);
+		pgstat_report_activity(STATE_RUNNING, "reading a page");
+		if (!ecp_source_read_page(config, &batch))
+		{
+			ecp_checkpoint_finish(config, ecp_source_count_null_keys(config));
+			break;
+		}
+
+		pgstat_report_activity(STATE_RUNNING, "sending a batch");
+		results = MemoryContextAllocZero(batch.context, sizeof(EcpDocResult) * batch.ndocs);
+		status = ecp_sink_send(config, &batch, results, &error);
+		if (status == ECP_SEND_STOPPED)
+			continue;			/* nothing acknowledged; look at the run */
+		if (status == ECP_SEND_FAILED)
+		{
+			ecp_checkpoint_fail(config, error);
+			break;
+		}
+
+		if (count_outcome(results, batch.ndocs, ECP_DOC_RETRY) > 0)
+		{
+			/* The checkpoint stays before this page: nothing is skipped. */
+			ecp_checkpoint_fail(config,
+								psprintf("%d of %d documents were rejected as transient (first: HTTP %d %s); the run stops with its checkpoint before them",
+										 count_outcome(results, batch.ndocs, ECP_DOC_RETRY), batch.ndocs,
+										 first_retry(results, batch.ndocs)->status,
+										 first_retry(results, batch.ndocs)->error_type ?
+										 first_retry(results, batch.ndocs)->error_type : ""));
+			break;
+		}
+		done += batch.ndocs;
+		state = ecp_checkpoint_save(config, &batch, results, rate_add(&rate, done));
+		if (strcmp(state, "running") != 0)
+		{
+			ereport(LOG,
+					(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
+							config->run_id, config->part_no, state)));
+			break;
+		}
+	}
+	ecp_sink_close();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * An error in the loop (the source query failed, a type cannot be cast,
+ * ...) fails the run with the message instead of killing the worker.
+ */
+static void
+sync_part_or_fail(EcpPartConfig *config)
+{
+	MemoryContext context = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		sync_part(config);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ecp_sink_close();
+		ereport(LOG,
+				(errmsg("ecp run " INT64_FORMAT " failed: %s", config->run_id, edata->message)));
+		ecp_checkpoint_fail(config, edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+void
+ecp_worker_main(Datum main_arg)
+{
+	EcpWorkerArgs args;
+	EcpPartConfig config;
+
+	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+	my_slot = DatumGetInt32(main_arg);
+
+	pqsignal(SIGTERM, worker_sigterm);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+
+	ecp_attach_slot(my_slot);
+	before_shmem_exit(worker_detach, (Datum) 0);
+
+	BackgroundWorkerInitializeConnectionByOid(args.database, InvalidOid, 0);
+	pgstat_report_appname("ecp worker");
+
+	memset(&config, 0, sizeof(config));
+	config.run_id = args.run_id;
+	config.part_no = args.part_no;
+	config.owner = args.owner;
+	config.slot = my_slot;
+
+	ecp_checkpoint_load(&config);
+	if (strcmp(config.run_state, "pending") == 0 || strcmp(config.run_state, "running") == 0)
+		sync_part_or_fail(&config);
+
+	proc_exit(0);
+}

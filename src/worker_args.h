@@ -1,0 +1,15 @@
+/*
+ * worker_args.h: what the launcher hands a sync worker in bgw_extra.
+ */
+#ifndef ECP_WORKER_ARGS_H
+#define ECP_WORKER_ARGS_H
+
+typedef struct EcpWorkerArgs
+{
+	Oid			database;
+	Oid			owner;			/* the run's owner: the worker acts as this role */
+	int64		run_id;
+	int32		part_no;
+} EcpWorkerArgs;
+
+#endif

@@ -1,0 +1,74 @@
+# EcpTest: shared helpers for ecp's TAP tests.
+#
+#   my $node = EcpTest::new_node('name');        # ecp preloaded, started, extension created
+#   EcpTest::wait_for_run($node, $run_id, 'succeeded', 180);
+#   EcpTest::run_state($node, $run_id);
+package EcpTest;
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+sub new_node
+{
+	my ($name, %opts) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf('postgresql.conf', join("\n",
+		"shared_preload_libraries = 'ecp'",
+		"max_worker_processes = 16",
+		"log_min_messages = log",
+		@{ $opts{conf} // [] }) . "\n");
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION ecp');
+	return $node;
+}
+
+sub run_state
+{
+	my ($node, $run) = @_;
+	return $node->safe_psql('postgres', "SELECT state FROM ecp.run WHERE id = $run");
+}
+
+# Poll until the run reaches $want (or a final state); returns the state.
+sub wait_for_run
+{
+	my ($node, $run, $want, $timeout) = @_;
+	$timeout //= 180;
+	my $deadline = time + $timeout;
+	my $state = '';
+	while (time < $deadline)
+	{
+		$state = run_state($node, $run);
+		return $state if $state eq $want;
+		return $state if $state =~ /^(succeeded|failed|cancelled)$/;
+		sleep 0.1;
+	}
+	diag("run $run still $state after ${timeout}s: "
+		  . $node->safe_psql('postgres', "SELECT row_to_json(p) FROM ecp.progress p WHERE run_id = $run"));
+	return $state;
+}
+
+# Poll a SQL condition (returns 't') with a timeout; true when it held.
+sub poll
+{
+	my ($node, $sql, $timeout) = @_;
+	my $deadline = time + ($timeout // 60);
+	while (time < $deadline)
+	{
+		return 1 if $node->safe_psql('postgres', $sql) eq 't';
+		sleep 0.05;
+	}
+	return 0;
+}
+
+sub worker_count
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ecp worker'");
+}
+
+1;

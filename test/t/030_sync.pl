@@ -1,0 +1,218 @@
+# The sync engine end to end against the stand-in: every type that matters
+# arrives exactly as to_jsonb(row) with _id = key; pause, resume, cancel;
+# the flow; a non-superuser runs its own task as itself.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use HTTP::Tiny;
+use JSON::PP;
+use Time::HiRes qw(sleep);
+use EcpTest;
+use EsdServer;
+
+EsdServer->require_stand_in("delay faults and request counts");
+
+my $node = EcpTest::new_node('sync');
+my $es = EsdServer->start();
+my $url = $es->url;
+my $json = JSON::PP->new->utf8->allow_bignum->canonical;
+
+# All documents of an index, re-encoded exactly (allow_bignum keeps every
+# digit), as COPY text lines "id\tjson".
+sub index_as_copy_lines
+{
+	my ($index, $sort_field) = @_;
+	$es->refresh($index);
+	my ($lines, $after) = ('', undef);
+	for (;;)
+	{
+		my $query = { size => 10000, sort => [ { $sort_field => 'asc' } ],
+			query => { match_all => {} },
+			(defined $after ? (search_after => $after) : ()) };
+		my $res = HTTP::Tiny->new->post("$url/$index/_search",
+			{ headers => { 'Content-Type' => 'application/json' }, content => encode_json($query) });
+		die "search failed: $res->{status} $res->{content}" unless $res->{success};
+		my $hits = $json->decode($res->{content})->{hits}{hits};
+		last unless @$hits;
+		for my $hit (@$hits)
+		{
+			my $doc = $json->encode($hit->{_source});
+			$doc =~ s/\\/\\\\/g;
+			$lines .= "$hit->{_id}\t$doc\n";
+		}
+		$after = $hits->[-1]{sort};
+	}
+	return $lines;
+}
+
+sub load_index_into
+{
+	my ($table, $index, $sort_field) = @_;
+	my $lines = index_as_copy_lines($index, $sort_field);
+	$node->safe_psql('postgres',
+		"DROP TABLE IF EXISTS $table; CREATE TABLE $table (id text, doc jsonb);\n"
+		  . "COPY $table FROM STDIN;\n$lines\\.\n");
+}
+
+# --- every type that matters, 100,000 rows ----------------------------------
+$node->safe_psql('postgres', q{
+CREATE TABLE typed (
+    id bigint PRIMARY KEY,
+    amount numeric(38,10),
+    big numeric,
+    ratio double precision,
+    created timestamptz,
+    day date,
+    note text,
+    tags text[],
+    counts int[],
+    attrs jsonb,
+    flag boolean,
+    uid uuid,
+    missing text
+);
+INSERT INTO typed
+SELECT g,
+       (g * 1234567.0123456789)::numeric(38,10),
+       ('123456789012345678901234567890.' || g)::numeric,
+       g / 7.0::float8,
+       timestamptz '2024-01-01 00:00:00+00' + g * interval '1 minute',
+       date '2020-01-01' + (g % 1000),
+       CASE g % 5
+         WHEN 0 THEN 'quote " and backslash \ here'
+         WHEN 1 THEN E'line one\nline two\ttabbed'
+         WHEN 2 THEN 'unicode: Grüße, 東京, emoji 🚀'
+         WHEN 3 THEN ''
+         ELSE NULL END,
+       ARRAY['a' || g, 'b"' || g],
+       ARRAY[g, g + 1, NULL],
+       jsonb_build_object('k', g, 'nested', jsonb_build_object('deep', ARRAY[1, 2]), 'null', NULL),
+       g % 2 = 0,
+       md5(g::text)::uuid,
+       NULL
+  FROM generate_series(1, 100000) g;
+ANALYZE typed;
+});
+$node->safe_psql('postgres', "SELECT ecp.create_consumer('esd', '$url')");
+$node->safe_psql('postgres',
+	"SELECT ecp.create_task('typed', 'esd', 'typed', query => 'SELECT * FROM typed', "
+	  . "options => '{\"batch_size\": 5000}')");
+my $run = $node->safe_psql('postgres', "SELECT ecp.start('typed')");
+is(EcpTest::wait_for_run($node, $run, 'succeeded'), 'succeeded', 'the typed run succeeds');
+is($node->safe_psql('postgres',
+		"SELECT processed || ' ' || failed || ' ' || percent FROM ecp.progress WHERE run_id = $run"),
+	'100000 0 100.0', 'progress: 100,000 processed, none failed, 100%');
+is($node->safe_psql('postgres', "SELECT total > 0 AND finished_at >= started_at FROM ecp.progress WHERE run_id = $run"),
+	't', 'progress has a total and timings');
+$es->refresh('typed');
+is($es->count('typed'), 100000, 'the stand-in holds 100,000 documents');
+
+load_index_into('es_typed', 'typed', 'id');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM typed t FULL JOIN es_typed e ON e.id = t.id::text
+	 WHERE e.doc IS DISTINCT FROM to_jsonb(t)}), '0',
+	'every document equals to_jsonb(row), with _id = id')
+  or diag($node->safe_psql('postgres', q{
+	SELECT t.id, e.doc, to_jsonb(t) FROM typed t FULL JOIN es_typed e ON e.id = t.id::text
+	 WHERE e.doc IS DISTINCT FROM to_jsonb(t) LIMIT 2}));
+is($node->safe_psql('postgres', q{
+	SELECT e.doc->>'note' FROM es_typed e WHERE e.id = '2'}),
+	'unicode: Grüße, 東京, emoji 🚀', 'unicode survives');
+is($node->safe_psql('postgres', q{SELECT e.doc->>'big' FROM es_typed e WHERE e.id = '42'}),
+	'123456789012345678901234567890.42', 'numeric precision survives');
+
+# --- pause, resume, cancel -------------------------------------------------
+$node->safe_psql('postgres', q{
+CREATE TABLE slow AS SELECT g AS id, 'item ' || g AS name FROM generate_series(1, 20000) g;
+ALTER TABLE slow ADD PRIMARY KEY (id);
+});
+$node->safe_psql('postgres',
+	"SELECT ecp.create_task('slow', 'esd', 'slow', query => 'SELECT * FROM slow', "
+	  . "options => '{\"batch_size\": 200}')");
+# Each bulk request takes 100 ms: 100 requests, time enough to pause.
+$es->set_faults({ delay_ms => 100 });
+$run = $node->safe_psql('postgres', "SELECT ecp.start('slow')");
+ok(EcpTest::poll($node, "SELECT processed >= 1000 FROM ecp.progress WHERE run_id = $run", 60),
+	'the slow run makes progress');
+$node->safe_psql('postgres', "SELECT ecp.pause($run)");
+is(EcpTest::run_state($node, $run), 'paused', 'pause is immediate in the table');
+ok(EcpTest::poll($node,
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'ecp worker'", 10),
+	'the worker stops after pause');
+my $items_at_pause = $es->stats->{bulk_items};
+my $processed_at_pause = $node->safe_psql('postgres', "SELECT processed FROM ecp.progress WHERE run_id = $run");
+ok($processed_at_pause < 20000, "paused mid-run ($processed_at_pause of 20000)");
+# Observe that nothing arrives while paused (an absence: a short window, not a sync).
+sleep 2;
+is($es->stats->{bulk_items}, $items_at_pause, 'nothing more arrives while paused');
+is(EcpTest::run_state($node, $run), 'paused', 'still paused');
+
+$node->safe_psql('postgres', "SELECT ecp.resume($run)");
+$es->clear_faults;
+is(EcpTest::wait_for_run($node, $run, 'succeeded'), 'succeeded', 'the resumed run finishes');
+$es->refresh('slow');
+is($es->count('slow'), 20000, 'no id is missing after pause and resume');
+is($node->safe_psql('postgres', "SELECT processed FROM ecp.progress WHERE run_id = $run"),
+	'20000', 'processed counts every document once');
+is($node->safe_psql('postgres',
+		"SELECT string_agg(action, ',' ORDER BY at) FROM ecp.flow WHERE run_id = $run"),
+	'start,worker started,pause,resume,worker started,finished',
+	'the flow has every step');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM ecp.flow WHERE run_id = $run AND operator <> current_user"),
+	'0', 'each flow row names the operator');
+is($node->safe_psql('postgres',
+		"SELECT (content->>'processed')::int FROM ecp.flow WHERE run_id = $run AND action = 'finished'"),
+	'20000', 'the finished row carries the counts');
+
+# cancel: a cancelled run sends nothing more
+$es->reset;
+$es->set_faults({ delay_ms => 100 });
+$node->safe_psql('postgres', "SELECT ecp.create_task('slow2', 'esd', 'slow2', query => 'SELECT * FROM slow', options => '{\"batch_size\": 200}')");
+$run = $node->safe_psql('postgres', "SELECT ecp.start('slow2')");
+ok(EcpTest::poll($node, "SELECT processed >= 600 FROM ecp.progress WHERE run_id = $run", 60),
+	'the run to cancel makes progress');
+$node->safe_psql('postgres', "SELECT ecp.cancel($run)");
+ok(EcpTest::poll($node,
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'ecp worker'", 10),
+	'the worker stops after cancel');
+my $items_at_cancel = $es->stats->{bulk_items};
+sleep 2;
+is($es->stats->{bulk_items}, $items_at_cancel, 'nothing more arrives after cancel');
+is(EcpTest::run_state($node, $run), 'cancelled', 'the run is cancelled');
+ok($items_at_cancel < 20000, 'cancelled mid-run');
+is($node->safe_psql('postgres', "SELECT count(*) FROM ecp.flow WHERE run_id = $run AND action = 'cancel'"),
+	'1', 'the flow records the cancel');
+$es->clear_faults;
+
+# --- a non-superuser runs its own task, as itself -----------------------------
+$node->safe_psql('postgres', q{
+CREATE ROLE bob LOGIN;
+CREATE TABLE bob_items (id int PRIMARY KEY, label text);
+INSERT INTO bob_items SELECT g, 'b' || g FROM generate_series(1, 500) g;
+GRANT SELECT ON bob_items TO bob;
+CREATE TABLE secret_items (id int PRIMARY KEY);
+});
+my ($ret, $out, $err) = $node->psql('postgres', "SET ROLE bob; SELECT ecp.create_consumer('bob_es', '$url');"
+	  . " SELECT ecp.create_task('bob', 'bob_es', 'bob', query => 'SELECT id, label, current_user AS synced_by FROM bob_items');"
+	  . " SELECT ecp.start('bob');");
+is($ret, 0, 'bob creates and starts his task') or diag $err;
+my $bob_run = (split /\n/, $out)[-1];
+is(EcpTest::wait_for_run($node, $bob_run, 'succeeded'), 'succeeded', "bob's run succeeds");
+is($es->doc('bob', '7')->{synced_by}, 'bob', 'the worker read the source as bob, not as a superuser');
+is($node->safe_psql('postgres', "SET ROLE bob; SELECT count(*) FROM ecp.progress"), '1',
+	'bob sees only his own run');
+is($node->safe_psql('postgres', "SET ROLE bob; SELECT count(*) FROM ecp.flow WHERE run_id <> $bob_run"), '0',
+	"bob sees no flow of others' runs");
+is($node->safe_psql('postgres', "SELECT operator FROM ecp.flow WHERE run_id = $bob_run AND action = 'finished'"),
+	'bob', 'the flow names bob as operator of his run');
+($ret, $out, $err) = $node->psql('postgres',
+	"SET ROLE bob; SELECT ecp.create_task('bob2', 'bob_es', 'x', query => 'SELECT * FROM secret_items')");
+isnt($ret, 0, 'bob cannot sync a table he cannot read');
+like($err, qr/permission denied for table secret_items/, '... permission denied');
+
+$es->stop;
+$node->stop;
+done_testing();
