@@ -62,6 +62,13 @@ typedef struct EcpBulkResult
 extern int	ecp_bulk_parse(const char *body, size_t len, int expected_items, const char *op,
 						   int flags, EcpBulkResult *out, char *err, size_t errlen);
 
+/*
+ * 1 (default): ecp_bulk_parse reads statuses with a fast scanner and uses
+ * jansson only for failed items and for anything unusual; 0: jansson for
+ * everything (the tests compare both).
+ */
+extern int	ecp_bulk_use_scanner;
+
 /* Frees the items; safe on a zeroed or already freed result. */
 extern void ecp_bulk_result_free(EcpBulkResult *result);
 
