@@ -11,6 +11,7 @@
 #include "sync.h"
 
 #include "access/xact.h"
+#include "portability/instr_time.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -154,12 +155,32 @@ run_still_running(EcpPartConfig *config)
 	return false;
 }
 
+/* Where a worker's time went, logged when its part ends. */
+typedef struct PhaseTimes
+{
+	double		read_ms;
+	double		send_ms;
+	double		checkpoint_ms;
+} PhaseTimes;
+
+static double
+ms_since(instr_time start)
+{
+	instr_time	now;
+
+	INSTR_TIME_SET_CURRENT(now);
+	INSTR_TIME_SUBTRACT(now, start);
+	return INSTR_TIME_GET_MILLISEC(now);
+}
+
 static void
 sync_part(EcpPartConfig *config)
 {
 	EcpBatch	batch;
 	RateWindow	rate;
 	int64		done = config->processed + config->failed;
+	PhaseTimes	times = {0, 0, 0};
+	instr_time	start;
 
 	memset(&rate, 0, sizeof(rate));
 	batch.context = AllocSetContextCreate(TopMemoryContext, "ecp batch", ALLOCSET_DEFAULT_SIZES);
@@ -190,15 +211,19 @@ sync_part(EcpPartConfig *config)
 
 		MemoryContextReset(batch.context);
 		pgstat_report_activity(STATE_RUNNING, "reading a page");
+		INSTR_TIME_SET_CURRENT(start);
 		if (!ecp_source_read_page(config, &batch))
 		{
 			ecp_checkpoint_finish(config, ecp_source_count_null_keys(config));
 			break;
 		}
 
+		times.read_ms += ms_since(start);
 		pgstat_report_activity(STATE_RUNNING, "sending a batch");
+		INSTR_TIME_SET_CURRENT(start);
 		results = MemoryContextAllocZero(batch.context, sizeof(EcpDocResult) * batch.ndocs);
 		status = ecp_sink_send(config, &batch, results, &error);
+		times.send_ms += ms_since(start);
 		if (status == ECP_SEND_STOPPED)
 			continue;			/* nothing acknowledged; look at the run */
 		if (status == ECP_SEND_FAILED)
@@ -219,7 +244,9 @@ sync_part(EcpPartConfig *config)
 			break;
 		}
 		done += batch.ndocs;
+		INSTR_TIME_SET_CURRENT(start);
 		state = ecp_checkpoint_save(config, &batch, results, rate_add(&rate, done));
+		times.checkpoint_ms += ms_since(start);
 		if (strcmp(state, "running") != 0)
 		{
 			ereport(LOG,
@@ -230,6 +257,9 @@ sync_part(EcpPartConfig *config)
 	}
 	ecp_sink_close();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	ereport(LOG,
+			(errmsg("ecp worker for run " INT64_FORMAT " part %d spent %.0f ms reading, %.0f ms sending, %.0f ms checkpointing",
+					config->run_id, config->part_no, times.read_ms, times.send_ms, times.checkpoint_ms)));
 }
 
 /*

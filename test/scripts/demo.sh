@@ -8,51 +8,21 @@ top=$(cd "$here/../.." && pwd)
 cd "$top"
 
 bash test/scripts/install-deps.sh
-. "$here/common.sh"
-
 echo "== building and installing ecp"
 make -s all
 if [ "$(id -u)" = 0 ]; then make -s install; else make -s install || {
 	echo "make install needs to write to $(pg_config --pkglibdir): run as root" >&2; exit 1; }; fi
 
-work=$(mktemp -d /tmp/ecp-demo.XXXXXX)
-chmod 755 "$work"
-[ "$(id -u)" = 0 ] && chown "$ECP_TEST_USER" "$work"
-pgdata="$work/pgdata"
-esd_pid=""
-
-cleanup() {
-	set +e
-	[ -n "$esd_pid" ] && kill "$esd_pid" 2>/dev/null && wait "$esd_pid" 2>/dev/null
-	[ -f "$pgdata/postmaster.pid" ] && as_test_user pg_ctl -D "$pgdata" -m fast -w stop >/dev/null
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A free port for PostgreSQL: ask the kernel for one.
-pg_port=$(perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1",LocalPort=>0)->sockport')
-
-echo "== starting a throwaway cluster in $pgdata (port $pg_port)"
-as_test_user initdb -D "$pgdata" -A trust -E UTF8 --locale=C >"$work/initdb.log"
-cat >>"$pgdata/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $pg_port
-unix_socket_directories = '$work'
-shared_preload_libraries = 'ecp'
-CONF
-as_test_user pg_ctl -D "$pgdata" -l "$work/postgres.log" -w start >/dev/null
-psql_demo() { as_test_user psql -X -q -h "$work" -p "$pg_port" -d postgres -v ON_ERROR_STOP=1 "$@"; }
-
-echo "== starting the Elasticsearch stand-in"
-./test/esd/esd --port 0 --port-file "$work/esd.port" >"$work/esd.log" 2>&1 &
-esd_pid=$!
-for _ in $(seq 1 100); do [ -s "$work/esd.port" ] && break; sleep 0.1; done
-es_url="http://127.0.0.1:$(cat "$work/esd.port")"
-curl -fsS "$es_url/" | head -c 400; echo
+. "$here/throwaway.sh"
+throwaway_init demo
+throwaway_start_pg
+echo "== started a throwaway cluster in $pgdata (port $pg_port)"
+throwaway_start_esd
+echo "== started the Elasticsearch stand-in at $es_url"
+curl -fsS "$es_url/" | head -c 300; echo
 
 echo "== ecp in the cluster"
-psql_demo <<'SQL'
+tpsql <<'SQL'
 CREATE EXTENSION ecp;
 DO $$
 BEGIN
@@ -67,41 +37,13 @@ SQL
 
 rows=${ECP_DEMO_ROWS:-1000000}
 echo "== creating $rows sample orders (10 columns: numeric, timestamptz, text, jsonb, NULLs)"
-psql_demo <<SQL
-CREATE TABLE orders (
-    id          bigint PRIMARY KEY,
-    customer    text NOT NULL,
-    status      text NOT NULL,
-    amount      numeric(12,2) NOT NULL,
-    currency    char(3) NOT NULL,
-    items       integer NOT NULL,
-    created_at  timestamptz NOT NULL,
-    shipped_at  timestamptz,
-    note        text,
-    attributes  jsonb NOT NULL
-);
-INSERT INTO orders
-SELECT g,
-       'customer-' || (g % 50000),
-       (ARRAY['new', 'paid', 'shipped', 'delivered', 'returned'])[1 + g % 5],
-       round((g % 100000) / 7.0, 2),
-       (ARRAY['EUR', 'USD', 'GBP'])[1 + g % 3],
-       1 + g % 9,
-       timestamptz '2025-01-01 00:00:00+00' + g * interval '17 seconds',
-       CASE WHEN g % 5 >= 2 THEN timestamptz '2025-01-02 00:00:00+00' + g * interval '17 seconds' END,
-       CASE WHEN g % 10 = 0 THEN 'gift: "wrap it", ' || chr(10) || 'thanks ✓' END,
-       jsonb_build_object('channel', (ARRAY['web', 'app', 'store'])[1 + g % 3],
-                          'coupon', CASE WHEN g % 4 = 0 THEN 'SPRING' || g % 100 END,
-                          'lines', jsonb_build_array(g % 13, g % 17))
-  FROM generate_series(1, $rows) g;
-ANALYZE orders;
-SQL
+tpsql -v rows="$rows" -f "$here/sample_orders.sql"
 
 echo "== one document, as ecp.preview shows it"
-psql_demo -At -c "SELECT jsonb_pretty(d) FROM ecp.preview('SELECT * FROM orders ORDER BY id', 1) d"
+tpsql -At -c "SELECT jsonb_pretty(d) FROM ecp.preview('SELECT * FROM orders ORDER BY id', 1) d"
 
 echo "== syncing into the stand-in ($es_url/orders)"
-run=$(psql_demo -At <<SQL
+run=$(tpsql -At <<SQL
 SELECT ecp.create_consumer('demo-es', '$es_url');
 SELECT ecp.create_task('orders', 'demo-es', 'orders', query => 'SELECT * FROM orders',
                        options => '{"batch_size": 5000}');
@@ -112,7 +54,7 @@ run=$(echo "$run" | tail -n 1)
 echo "run $run started; progress every second from ecp.progress:"
 deadline=$((SECONDS + ${ECP_DEMO_TIMEOUT:-900}))
 while :; do
-	line=$(psql_demo -At -F ' | ' -c "SELECT state, processed || '/' || coalesce(total::text, '?'),
+	line=$(tpsql -At -F ' | ' -c "SELECT state, processed || '/' || coalesce(total::text, '?'),
 	         coalesce(percent::text, '?') || '%', coalesce(docs_per_second::text, '-') || ' docs/s',
 	         'eta ' || coalesce(eta::text, '-'), 'elapsed ' || date_trunc('second', duration)::text
 	    FROM ecp.progress WHERE run_id = $run")
@@ -123,7 +65,7 @@ while :; do
 done
 
 echo "== the result"
-psql_demo <<SQL
+tpsql <<SQL
 \pset footer off
 SELECT run_id, task, state, processed, failed, total, duration, operator, last_error
   FROM ecp.progress WHERE run_id = $run;
@@ -133,6 +75,6 @@ curl -fsS -X POST "$es_url/orders/_refresh" >/dev/null
 echo "documents in the index: $(curl -fsS "$es_url/orders/_count" | sed 's/.*"count":\([0-9]*\).*/\1/')"
 echo "GET $es_url/orders/_doc/42:"
 curl -fsS "$es_url/orders/_doc/42"; echo
-state=$(psql_demo -At -c "SELECT state FROM ecp.progress WHERE run_id = $run")
+state=$(tpsql -At -c "SELECT state FROM ecp.progress WHERE run_id = $run")
 echo "== demo done ($state); stopping everything"
 [ "$state" = succeeded ]
