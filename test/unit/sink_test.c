@@ -831,6 +831,91 @@ bulk(EcpHttpClient *c, const char *index, const char *ndjson, EcpHttpResponse *r
 							strlen(ndjson), NULL, resp);
 }
 
+/*
+ * A one-shot server for what esd cannot do: answers the i-th connection
+ * with a chunked (no Content-Length) body of sizes[i] bytes, like ES does
+ * for large responses.  Returns the child's pid; *port gets the port.
+ */
+static pid_t
+start_chunked_server(const size_t *sizes, int nconn, int *port)
+{
+	int			s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa;
+	socklen_t	sl = sizeof(sa);
+	int			one = 1;
+	pid_t		pid;
+
+	*port = 0;
+	if (s < 0)
+		return -1;
+	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(s, (struct sockaddr *) &sa, sizeof(sa)) != 0 || listen(s, 4) != 0 ||
+		getsockname(s, (struct sockaddr *) &sa, &sl) != 0)
+	{
+		close(s);
+		return -1;
+	}
+	*port = ntohs(sa.sin_port);
+	pid = fork();
+	if (pid != 0)
+	{
+		close(s);
+		return pid;
+	}
+	/* child */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	alarm(20);
+	signal(SIGPIPE, SIG_IGN);
+	for (int i = 0; i < nconn; i++)
+	{
+		int			c = accept(s, NULL, NULL);
+		char		req[8192];
+		size_t		got = 0;
+		char		chunk[4096 + 32];
+		const char *head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+		"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+		size_t		left = sizes[i];
+
+		if (c < 0)
+			_exit(1);
+		/* read the request head */
+		while (got < sizeof(req) - 1)
+		{
+			ssize_t		n = read(c, req + got, sizeof(req) - 1 - got);
+
+			if (n <= 0)
+				break;
+			got += (size_t) n;
+			req[got] = '\0';
+			if (strstr(req, "\r\n\r\n"))
+				break;
+		}
+		if (write(c, head, strlen(head)) < 0)
+			left = 0;
+		while (left > 0)
+		{
+			size_t		n = left < 4096 ? left : 4096;
+			int			h = sprintf(chunk, "%zx\r\n", n);
+
+			memset(chunk + h, 'x', n);
+			memcpy(chunk + h + n, "\r\n", 2);
+			if (write(c, chunk, (size_t) h + n + 2) < 0)
+				break;
+			left -= n;
+		}
+		if (write(c, "0\r\n\r\n", 5) < 0)
+			left = 0;
+		shutdown(c, SHUT_WR);
+		while (read(c, req, sizeof(req)) > 0)
+			;
+		close(c);
+	}
+	_exit(0);
+}
+
 /* ------------------------------------------------------------ HTTP tests */
 
 static void
@@ -1216,6 +1301,55 @@ test_http(EcpHttpClient *ctl)
 	ok(o == ECP_HTTP_OK && resp.status == 200 && resp.body_len <= 64,
 	   "a small answer under the cap still works (%s)", resp.body ? resp.body : "");
 	ecp_http_response_free(&resp);
+	ecp_http_client_destroy(c);
+
+	/* response cap on a chunked body (no Content-Length): the write callback path */
+	{
+		size_t		sizes[] = {100000, 10000};
+		int			port;
+		pid_t		pid = start_chunked_server(sizes, 2, &port);
+		char		u[128];
+		int			status;
+
+		default_config(&cfg);
+		cfg.max_response_bytes = 10000;
+		c = make_client(&cfg);
+		snprintf(u, sizeof(u), "http://127.0.0.1:%d/", port);
+		o = ecp_http_request(c, "GET", u, NULL, NULL, 0, NULL, &resp);
+		ok(pid > 0 && o == ECP_HTTP_TOO_LARGE && resp.body_len == 0,
+		   "chunked 100000-byte body with a 10000-byte cap -> ECP_HTTP_TOO_LARGE (%s)", resp.error);
+		ecp_http_response_free(&resp);
+		o = ecp_http_request(c, "GET", u, NULL, NULL, 0, NULL, &resp);
+		ok(o == ECP_HTTP_OK && resp.status == 200 && resp.body_len == 10000 &&
+		   strlen(resp.body) == 10000, "chunked body of exactly the cap is accepted");
+		ecp_http_response_free(&resp);
+		ecp_http_client_destroy(c);
+		if (pid > 0)
+		{
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+		}
+	}
+
+	/* TLS settings */
+	default_config(&cfg);
+	cfg.ca_file = "/nonexistent/ca.pem";
+	c = make_client(&cfg);
+	{
+		char		u[128];
+
+		snprintf(u, sizeof(u), "https://127.0.0.1:%d/", esd_port);
+		o = ecp_http_request(c, "GET", u, NULL, NULL, 0, NULL, &resp);
+		ok(o == ECP_HTTP_SETUP, "https with a missing CA file -> ECP_HTTP_SETUP (%s)", resp.error);
+		ecp_http_response_free(&resp);
+		ecp_http_client_destroy(c);
+		default_config(&cfg);
+		cfg.insecure = 1;
+		c = make_client(&cfg);
+		o = ecp_http_request(c, "GET", u, NULL, NULL, 0, NULL, &resp);
+		ok(o == ECP_HTTP_TRANSPORT, "https to a plain-HTTP port -> ECP_HTTP_TRANSPORT (%s)", resp.error);
+		ecp_http_response_free(&resp);
+	}
 	ecp_http_client_destroy(c);
 
 	/* many requests on one client: bounded, reused */
