@@ -123,6 +123,25 @@ is($node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', q{SELECT e.doc->>'big' FROM es_typed e WHERE e.id = '42'}),
 	'123456789012345678901234567890.42', 'numeric precision survives');
 
+# --- documents the sink refuses go to failed_docs; the run goes on ---------
+$es->put('/poisoned', { mappings => { properties => { amount => { type => 'long' } } } });
+$node->safe_psql('postgres',
+	"SELECT ecp.create_task('poisoned', 'esd', 'poisoned', "
+	  . "query => 'SELECT g AS id, CASE WHEN g % 100 = 0 THEN ''cheap'' END AS amount FROM generate_series(1, 1000) g', "
+	  . "options => '{\"batch_size\": 300}')");
+$run = $node->safe_psql('postgres', "SELECT ecp.start('poisoned')");
+is(EcpTest::wait_for_run($node, $run, 'succeeded'), 'succeeded', 'a run with refused documents succeeds');
+is($node->safe_psql('postgres', "SELECT processed || ' ' || failed FROM ecp.progress WHERE run_id = $run"),
+	'990 10', 'progress counts 990 processed and 10 failed');
+is($node->safe_psql('postgres', "SELECT string_agg(doc_id, ',' ORDER BY doc_id::int) FROM ecp.failed_docs WHERE run_id = $run"),
+	'100,200,300,400,500,600,700,800,900,1000', 'failed_docs names each refused id');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM ecp.failed_docs WHERE run_id = $run AND status = 400 "
+		  . "AND error_type = 'document_parsing_exception' AND reason LIKE '%amount%'"),
+	'10', 'with status, error type and a reason naming the field');
+$es->refresh('poisoned');
+is($es->count('poisoned'), 990, 'every other document is indexed');
+
 # --- pause, resume, cancel -------------------------------------------------
 $node->safe_psql('postgres', q{
 CREATE TABLE slow AS SELECT g AS id, 'item ' || g AS name FROM generate_series(1, 20000) g;
