@@ -401,6 +401,20 @@ BEGIN
     RETURN r;
 END $$;
 
+-- Runs are carried out only in the launcher's database: say so at once
+-- instead of leaving a run pending without a word.
+CREATE FUNCTION ecp._warn_if_not_launcher_database(run bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    launcher_db text := current_setting('ecp.database_name', true);
+BEGIN
+    IF launcher_db IS DISTINCT FROM current_database() THEN
+        RAISE WARNING 'run % will wait: the ecp launcher works in database "%", not in "%"',
+              run, coalesce(launcher_db, '(ecp is not preloaded)'), current_database()
+              USING HINT = 'Create tasks in the database named by ecp.database_name, or change that setting and restart.';
+    END IF;
+END $$;
+
 CREATE FUNCTION ecp.start(task text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -426,6 +440,7 @@ BEGIN
     INSERT INTO ecp.run (task_id, owner) VALUES (t.id, t.owner) RETURNING id INTO run_id;
     INSERT INTO ecp.part (run_id, part_no, owner) VALUES (run_id, 0, t.owner);
     PERFORM ecp._wake_launcher_at_commit();
+    PERFORM ecp._warn_if_not_launcher_database(run_id);
     RETURN run_id;
 END $$;
 
@@ -445,6 +460,7 @@ BEGIN
     PERFORM ecp._run_for_update(run, ARRAY['paused'], 'resumed');
     UPDATE ecp.run SET state = 'running' WHERE id = run;
     PERFORM ecp._wake_launcher_at_commit();
+    PERFORM ecp._warn_if_not_launcher_database(run);
 END $$;
 
 CREATE FUNCTION ecp.cancel(run bigint) RETURNS void

@@ -27,7 +27,7 @@ define_gucs(void)
 							   &ecp_database_name,
 							   "postgres",
 							   PGC_POSTMASTER,
-							   GUC_SUPERUSER_ONLY,
+							   0,
 							   NULL, NULL, NULL);
 	DefineCustomIntVariable("ecp.max_workers",
 							"Maximum number of ecp sync workers running at once.",

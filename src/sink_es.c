@@ -15,8 +15,11 @@
 #include "bulk_response.h"
 #include "http_client.h"
 
+/* "error" keeps a whole-request error envelope intact on servers that
+ * (unlike Elasticsearch) filter error responses too. */
 #define BULK_FILTER_PATH \
-	"errors,items.*.status,items.*.error.type,items.*.error.reason,items.*.error.caused_by.reason"
+	"errors,items.*.status,items.*.error.type,items.*.error.reason," \
+	"items.*.error.caused_by.reason,error,status"
 #define MAX_RESPONSE_BYTES (64 * 1024 * 1024)
 
 static EcpHttpClient *client = NULL;

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs the suites as the unprivileged user, inside the workspace copy of the
 # tree.  Appends "<suite> <passed> <failed>" lines to the counts file ($1).
-# ECP_SUITES selects suites (default: all): regress tap esd.
+# ECP_SUITES selects suites (default: all): regress tap esd unit.
 set -uo pipefail
 counts=$1
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/common.sh"
 cd "$here/../.."
-suites=${ECP_SUITES:-regress tap esd}
+suites=${ECP_SUITES:-regress tap esd unit}
 
 run_regress() {
 	local log=regress.log rc passed failed
@@ -44,6 +44,7 @@ for suite in $suites; do
 	case $suite in
 	regress) run_regress ;;
 	tap) run_tap tap test/t/*.pl ;;
+	unit) ESD_BIN=$PWD/test/esd/esd run_tap unit test/unit/run.sh ;;
 	esd) ECP_ES_URL= ESD_BIN=$PWD/test/esd/esd run_tap esd test/esd/t/*.t ;;
 	*) echo "unknown suite $suite"; echo "$suite 0 1" >>"$counts" ;;
 	esac

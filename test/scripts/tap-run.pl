@@ -15,6 +15,8 @@ my $harness = TAP::Harness->new({
 	timer     => 1,
 	lib       => [ split /:/, ($ENV{ECP_TAP_LIB} // '') ],
 	color     => 0,
+	# .pl/.t files run under perl; anything else (a script printing TAP) as is
+	exec      => sub { my ($h, $file) = @_; return $file =~ /\.(pl|t)$/ ? undef : ['bash', $file]; },
 });
 my $aggregate = $harness->runtests(@files);
 

@@ -215,12 +215,14 @@ GRANT SELECT ON bob_items TO bob;
 CREATE TABLE secret_items (id int PRIMARY KEY);
 });
 my ($ret, $out, $err) = $node->psql('postgres', "SET ROLE bob; SELECT ecp.create_consumer('bob_es', '$url');"
-	  . " SELECT ecp.create_task('bob', 'bob_es', 'bob', query => 'SELECT id, label, current_user AS synced_by FROM bob_items');"
+	  . " SELECT ecp.create_task('bob', 'bob_es', 'bob', query => 'SELECT id, label, current_user AS synced_by FROM bob_items', options => '{\"exact_total\": true}');"
 	  . " SELECT ecp.start('bob');");
 is($ret, 0, 'bob creates and starts his task') or diag $err;
 my $bob_run = (split /\n/, $out)[-1];
 is(EcpTest::wait_for_run($node, $bob_run, 'succeeded'), 'succeeded', "bob's run succeeds");
 is($es->doc('bob', '7')->{synced_by}, 'bob', 'the worker read the source as bob, not as a superuser');
+is($node->safe_psql('postgres', "SELECT total || ' ' || total_is_estimate FROM ecp.run WHERE id = $bob_run"),
+	'500 false', 'exact_total counts the rows exactly');
 is($node->safe_psql('postgres', "SET ROLE bob; SELECT count(*) FROM ecp.progress"), '1',
 	'bob sees only his own run');
 is($node->safe_psql('postgres', "SET ROLE bob; SELECT count(*) FROM ecp.flow WHERE run_id <> $bob_run"), '0',

@@ -7,7 +7,6 @@
  *
  *   ESD_BIN=test/esd/esd test/unit/sink_test
  *
- * UNIT_NO_PERF=1 skips the timing assertion (e.g. under valgrind).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -448,11 +447,7 @@ test_parse_speed(void)
 	ecp_bulk_use_scanner = 1;
 	ok(rc_scan == 0 && rc_jansson == 0,
 	   "1000-item filter_path response (%zu bytes, 10 failed items) parses both ways", len);
-	if (getenv("UNIT_NO_PERF"))
-		skip("timing (UNIT_NO_PERF set)");
-	else
-		ok(us_scan < 500.0, "parsing 1000 items takes %.0f us (< 500 us; jansson alone: %.0f us)",
-		   us_scan, us_jansson);
+	/* a figure, not an assertion: speed is for benchmarks, not tests */
 	diag("%.1f us per 1000-item response (jansson-only path: %.1f us)", us_scan, us_jansson);
 	free(body);
 }
