@@ -213,20 +213,29 @@ insert_dead_letter(EcpPartConfig *config, const char *doc_id, int status,
 			   5, types, values, nulls);
 }
 
+/* The run's state ("gone" when deleted), inside an open SPI connection. */
+static char *
+select_run_state(EcpPartConfig *config)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(config->run_id)};
+
+	owner_exec("SELECT state FROM ecp.run WHERE id = $1", 1, types, values, NULL);
+	if (SPI_processed != 1)
+		return "gone";
+	return MemoryContextStrdup(TopMemoryContext,
+							   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+}
+
 /* The run's state, read in a transaction of its own. */
 char *
 ecp_checkpoint_run_state(EcpPartConfig *config)
 {
-	Oid			types[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(config->run_id)};
-	char	   *state = "gone";
+	char	   *state;
 
 	ecp_begin_as_owner(config);
 	SPI_connect();
-	owner_exec("SELECT state FROM ecp.run WHERE id = $1", 1, types, values, NULL);
-	if (SPI_processed == 1)
-		state = MemoryContextStrdup(TopMemoryContext,
-									SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	state = select_run_state(config);
 	SPI_finish();
 	ecp_commit_as_owner();
 	return state;
@@ -245,7 +254,7 @@ ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *result
 	Datum		values[6];
 	int64		ok = 0,
 				failed = 0;
-	char	   *state = "gone";
+	char	   *state;
 	const char *last_key = batch->docs[batch->ndocs - 1].key;
 
 	ecp_begin_as_owner(config);
@@ -271,10 +280,7 @@ ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *result
 			   "       failed = failed + $5, batches = batches + 1, heartbeat_at = now(), "
 			   "       docs_per_second = $6 "
 			   " WHERE run_id = $1 AND part_no = $2", 6, types, values, NULL);
-	owner_exec("SELECT state FROM ecp.run WHERE id = $1", 1, types, values, NULL);
-	if (SPI_processed == 1)
-		state = MemoryContextStrdup(TopMemoryContext,
-									SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	state = select_run_state(config);
 	SPI_finish();
 	ecp_commit_as_owner();
 

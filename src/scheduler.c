@@ -80,6 +80,8 @@ start_worker(int64 run_id, int32 part_no, Oid owner)
 	BackgroundWorker worker;
 	EcpWorkerArgs args;
 	BackgroundWorkerHandle *handle;
+	MemoryContext old_context;
+	bool		registered;
 	int			slot = ecp_reserve_slot(run_id, part_no);
 
 	if (slot < 0)
@@ -103,7 +105,11 @@ start_worker(int64 run_id, int32 part_no, Oid owner)
 	StaticAssertStmt(sizeof(EcpWorkerArgs) <= BGW_EXTRALEN, "worker args too large");
 	memcpy(worker.bgw_extra, &args, sizeof(args));
 
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	/* the handle outlives this transaction: it is checked on later passes */
+	old_context = MemoryContextSwitchTo(TopMemoryContext);
+	registered = RegisterDynamicBackgroundWorker(&worker, &handle);
+	MemoryContextSwitchTo(old_context);
+	if (!registered)
 	{
 		ecp_release_slot(slot);
 		ereport(WARNING,
@@ -112,6 +118,8 @@ start_worker(int64 run_id, int32 part_no, Oid owner)
 				 errhint("Raise max_worker_processes (it must exceed ecp.max_workers plus other workers); ecp retries every second.")));
 		return false;
 	}
+	if (worker_handles[slot])
+		pfree(worker_handles[slot]);
 	worker_handles[slot] = handle;
 	return true;
 }
