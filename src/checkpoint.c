@@ -213,18 +213,22 @@ insert_dead_letter(EcpPartConfig *config, const char *doc_id, int status,
 			   5, types, values, nulls);
 }
 
-/* The run's state ("gone" when deleted), inside an open SPI connection. */
+/*
+ * The run's state ("gone" when deleted), inside an open SPI connection.
+ * A static buffer: it is read once per batch and must not pile up.
+ */
 static char *
 select_run_state(EcpPartConfig *config)
 {
+	static char state[NAMEDATALEN];
 	Oid			types[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(config->run_id)};
 
 	owner_exec("SELECT state FROM ecp.run WHERE id = $1", 1, types, values, NULL);
 	if (SPI_processed != 1)
 		return "gone";
-	return MemoryContextStrdup(TopMemoryContext,
-							   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	strlcpy(state, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), sizeof(state));
+	return state;
 }
 
 /* The run's state, read in a transaction of its own. */
@@ -284,6 +288,8 @@ ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *result
 	SPI_finish();
 	ecp_commit_as_owner();
 
+	if (config->last_key)
+		pfree(config->last_key);
 	config->last_key = MemoryContextStrdup(TopMemoryContext, last_key);
 	config->processed += ok;
 	config->failed += failed;

@@ -31,6 +31,13 @@ static int	my_slot = -1;
 static Oid	saved_user;
 static int	saved_sec_context;
 
+/*
+ * The memory context the loop works in (the batch's): commit switches to
+ * TopMemoryContext, and whatever the loop allocates after it must still be
+ * freed with the batch, or every page would leak its NDJSON body.
+ */
+static MemoryContext loop_context;
+
 #define RATE_SAMPLES 16
 #define RATE_WINDOW_MS 10000
 
@@ -63,6 +70,7 @@ worker_detach(int code, Datum arg)
 void
 ecp_begin_as_owner(const EcpPartConfig *config)
 {
+	loop_context = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	GetUserIdAndSecContext(&saved_user, &saved_sec_context);
@@ -76,6 +84,7 @@ ecp_commit_as_owner(void)
 	PopActiveSnapshot();
 	SetUserIdAndSecContext(saved_user, saved_sec_context);
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(loop_context);
 	pgstat_report_stat(false);
 }
 
@@ -206,10 +215,12 @@ sync_part(EcpPartConfig *config)
 		char	   *state;
 
 		CHECK_FOR_INTERRUPTS();
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(batch.context);
+		MemoryContextSwitchTo(batch.context);
 		if (ecp_worker_should_stop(config) && !run_still_running(config))
 			break;
 
-		MemoryContextReset(batch.context);
 		pgstat_report_activity(STATE_RUNNING, "reading a page");
 		INSTR_TIME_SET_CURRENT(start);
 		if (!ecp_source_read_page(config, &batch))
@@ -255,6 +266,7 @@ sync_part(EcpPartConfig *config)
 			break;
 		}
 	}
+	MemoryContextSwitchTo(TopMemoryContext);
 	ecp_sink_close();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	ereport(LOG,
