@@ -489,7 +489,11 @@ static void parse_source(bulk_op_t *op)
 /* --------------------------------------------------------------- */
 typedef struct bulk_run {
     req_t *r;
-    sb_t items;
+    sb_t items;                  /* the response: HEADER_ROOM bytes, then the items */
+    bulk_filter_t *bf;           /* filter_path, applied while writing */
+    bool check;                  /* esd_filter_check: also render unfiltered */
+    sb_t full;                   /* ... here */
+    size_t shown;                /* items written after filtering */
     bool errors;
     int refresh;                 /* 0 none, 1 true, 2 wait_for */
     const char *routing;
@@ -520,10 +524,15 @@ static void note_touched(bulk_run_t *br, const char *name)
 
 static void account(bulk_run_t *br, const item_result_t *res, enum op_kind kind)
 {
-    if (br->nitems)
-        sb_putc(&br->items, ',');
-    sb_grow(&br->items, 512);
-    item_write(&br->items, op_name(kind), res, br->r->compat);
+    if (!br->bf || br->check) {
+        sb_t *s = br->bf ? &br->full : &br->items;
+        if (br->nitems)
+            sb_putc(s, ',');
+        sb_grow(s, 512);
+        item_write(s, op_name(kind), res, br->r->compat);
+    }
+    if (br->bf && bulk_filter_item(br->bf, &br->items, br->shown == 0, kind, res))
+        br->shown++;
     br->nitems++;
     if (res->error)
         br->errors = true;
@@ -707,16 +716,74 @@ static void bulk_reject_response(resp_t *rs, int status)
 /* The items were rendered after HEADER_ROOM reserved bytes; the header goes
  * there, padded with JSON whitespace, so a response of tens of megabytes is
  * never copied again. */
-static void finish_response(bulk_run_t *br, resp_t *rs, int64_t t0)
+static void finish_unfiltered(sb_t *s, bool errors, long long took)
 {
     char head[HEADER_ROOM + 1];
     int n = snprintf(head, sizeof head, "{\"errors\":%s,\"took\":%lld,\"items\":[",
-                     br->errors ? "true" : "false", (long long)(mono_ms() - t0));
-    memcpy(br->items.buf, head, (size_t)n);
-    memset(br->items.buf + n, ' ', HEADER_ROOM - (size_t)n);
-    sb_append(&br->items, "]}", 2);
+                     errors ? "true" : "false", took);
+    memcpy(s->buf, head, (size_t)n);
+    memset(s->buf + n, ' ', HEADER_ROOM - (size_t)n);
+    sb_append(s, "]}", 2);
+}
+
+/* esd_filter_check: {"fast": <this path's body>, "generic": <the generic
+ * filter applied to the unfiltered body>}, both as JSON strings, so that a
+ * test can compare them byte for byte. */
+static void check_body(bulk_run_t *br, long long took)
+{
+    finish_unfiltered(&br->full, br->errors, took);
+    sb_t generic = {NULL, 0, 0};
+    if (!filter_path_render(br->full.buf, br->full.len, req_arg(br->r, "filter_path"), &generic))
+        sb_append(&generic, br->full.buf, br->full.len);
+    sb_t out;
+    sb_init(&out, br->items.len + generic.len + 64);
+    sb_puts(&out, "{\"fast\":");
+    sb_json_str(&out, br->items.buf, br->items.len);
+    sb_puts(&out, ",\"generic\":");
+    sb_json_str(&out, generic.buf, generic.len);
+    sb_putc(&out, '}');
+    sb_free(&generic);
+    sb_free(&br->items);
+    br->items = out;
+}
+
+static void finish_response(bulk_run_t *br, resp_t *rs, int64_t t0)
+{
+    long long took = (long long)(mono_ms() - t0);
+    if (!br->bf) {
+        finish_unfiltered(&br->items, br->errors, took);
+    } else {
+        bulk_filter_finish(br->bf, &br->items, HEADER_ROOM, br->shown, br->errors, took);
+        if (br->check)
+            check_body(br, took);
+        rs->no_filter = true;   /* already filtered */
+    }
     resp_sb(rs, 200, &br->items);
     rs->items = (int)br->nitems;
+}
+
+static void setup_filter(bulk_run_t *br)
+{
+    const char *fp = req_arg(br->r, "filter_path");
+    if (!fp || !*fp)
+        return;
+    br->bf = bulk_filter_new(fp, br->r->compat);
+    br->check = req_arg(br->r, "esd_filter_check") != NULL;
+    if (br->check) {
+        sb_init(&br->full, 4096 + HEADER_ROOM);
+        memset(br->full.buf, ' ', HEADER_ROOM);
+        br->full.len = HEADER_ROOM;
+    }
+}
+
+static void bulk_run_free(bulk_run_t *br)
+{
+    sb_free(&br->items);
+    sb_free(&br->full);
+    bulk_filter_free(br->bf);
+    for (size_t i = 0; i < br->ntouched; i++)
+        free(br->touched[i]);
+    free(br->touched);
 }
 
 void handle_bulk(req_t *r, resp_t *rs, const char *path_index)
@@ -753,6 +820,7 @@ void handle_bulk(req_t *r, resp_t *rs, const char *path_index)
     sb_grow(&br.items, (discard ? r->body_len / 3 : 4096) + HEADER_ROOM);
     memset(br.items.buf, ' ', HEADER_ROOM);
     br.items.len = HEADER_ROOM;
+    setup_filter(&br);
     if (discard) {
         b.on_op = discard_op;
         b.ctx = &br;
@@ -762,7 +830,7 @@ void handle_bulk(req_t *r, resp_t *rs, const char *path_index)
     json_t *err = NULL;
     if (!bulk_parse(r->body, r->body_len, r->compat, &b, &err)) {
         resp_error_obj(rs, 400, err);
-        sb_free(&br.items);
+        bulk_run_free(&br);
         bulk_req_free(&b);
         return;
     }
@@ -772,9 +840,6 @@ void handle_bulk(req_t *r, resp_t *rs, const char *path_index)
     finish_response(&br, rs, t0);
     stats_bulk(now_ms(), br.nitems, r->body_len, br.ok_items);
     stats_items(br.counts);
-    sb_free(&br.items);
-    for (size_t i = 0; i < br.ntouched; i++)
-        free(br.touched[i]);
-    free(br.touched);
+    bulk_run_free(&br);
     bulk_req_free(&b);
 }

@@ -375,6 +375,48 @@ void handle_control(req_t *r, resp_t *rs);
 /* filter_path (filter_path.c)                                         */
 /* ------------------------------------------------------------------ */
 json_t *filter_path_apply(json_t *root, const char *spec);   /* consumes root */
+/* parse + filter + render; false when buf is not JSON (out untouched) */
+bool filter_path_render(const char *buf, size_t len, const char *spec, sb_t *out);
+
+/* The same filter decided while writing (bulk responses, bulk_filter.c). */
+typedef struct fp_spec fp_spec_t;
+typedef struct fp_state {
+    int p, i;
+} fp_state_t;
+typedef struct fp_cur {
+    const fp_spec_t *spec;
+    fp_state_t *inc, *exc;       /* live pattern states */
+    int ninc, nexc;
+    bool inc_all;                /* everything below is included */
+} fp_cur_t;
+enum fp_ctx { FP_ROOT, FP_KEY, FP_ELEM };   /* where a value sits */
+
+fp_spec_t *fp_compile(const char *spec);
+void fp_spec_free(fp_spec_t *f);
+void fp_root(const fp_spec_t *f, fp_cur_t *c);
+#define FP_IN 1    /* an include pattern is alive below the key (c is set) */
+#define FP_OUT 2   /* an exclude pattern ends on the key: it is removed */
+/* 0 when no include pattern survives the key (c then owns nothing) */
+int fp_child(const fp_cur_t *parent, const char *key, fp_cur_t *c);
+void fp_cur_free(fp_cur_t *c);
+/* whether a container that survived include but has no child left is
+ * still written */
+bool fp_empty_kept(const fp_cur_t *c, enum fp_ctx ctx);
+/* writes v filtered; false (nothing written) when it disappears.  *inc:
+ * whether it survived the include pass (its parent then does too). */
+bool fp_write(sb_t *s, const json_t *v, const fp_cur_t *c, enum fp_ctx ctx, bool *inc);
+
+/* _bulk responses written already filtered (bulk_filter.c) */
+typedef struct bulk_filter bulk_filter_t;
+bulk_filter_t *bulk_filter_new(const char *spec, int compat);
+void bulk_filter_free(bulk_filter_t *bf);
+/* appends one item (with a leading ',' unless first); false if it vanished */
+bool bulk_filter_item(const bulk_filter_t *bf, sb_t *s, bool first, enum op_kind kind,
+                      const item_result_t *res);
+/* s = room reserved bytes + the items written by bulk_filter_item; makes it
+ * the whole response body */
+void bulk_filter_finish(const bulk_filter_t *bf, sb_t *s, size_t room, size_t shown, bool errors,
+                        long long took);
 
 /* ------------------------------------------------------------------ */
 /* statistics and request log (stats.c)                               */

@@ -15,14 +15,16 @@ typedef struct fpat {
     int n;
 } fpat_t;
 
-typedef struct fstate {
-    int p, i;
-} fstate_t;
+typedef fp_state_t fstate_t;
 
 typedef struct fset {
     fpat_t *pats;
     int n;
 } fset_t;
+
+struct fp_spec {
+    fset_t inc, exc;
+};
 
 static void compile(const char *spec, fset_t *inc, fset_t *exc)
 {
@@ -46,6 +48,8 @@ static void compile(const char *spec, fset_t *inc, fset_t *exc)
             fp->seg = xrealloc(fp->seg, (size_t)(fp->n + 1) * sizeof(char *));
             fp->seg[fp->n++] = xstrdup(sg);
         }
+        if (!fp->n)
+            set->n--;   /* only dots ("."): no segment to match */
     }
     free(copy);
 }
@@ -175,25 +179,199 @@ static fstate_t *initial(const fset_t *set)
     return st;
 }
 
+fp_spec_t *fp_compile(const char *spec)
+{
+    fp_spec_t *f = xcalloc(1, sizeof *f);
+    compile(spec, &f->inc, &f->exc);
+    return f;
+}
+
+void fp_spec_free(fp_spec_t *f)
+{
+    if (!f)
+        return;
+    set_free(&f->inc);
+    set_free(&f->exc);
+    free(f);
+}
+
 json_t *filter_path_apply(json_t *root, const char *spec)
 {
-    fset_t inc = {NULL, 0}, exc = {NULL, 0};
-    compile(spec, &inc, &exc);
+    fp_spec_t *f = fp_compile(spec);
     json_t *out = root;
-    if (inc.n) {
-        fstate_t *st = initial(&inc);
-        out = keep(&inc, root, st, inc.n);
+    if (f->inc.n) {
+        fstate_t *st = initial(&f->inc);
+        out = keep(&f->inc, root, st, f->inc.n);
         free(st);
         json_decref(root);
         if (!out)
             out = json_object();
     }
-    if (exc.n) {
-        fstate_t *st = initial(&exc);
-        drop(&exc, out, st, exc.n);
+    if (f->exc.n) {
+        fstate_t *st = initial(&f->exc);
+        drop(&f->exc, out, st, f->exc.n);
         free(st);
     }
-    set_free(&inc);
-    set_free(&exc);
+    fp_spec_free(f);
     return out;
+}
+
+/* The generic path for a pre-rendered body: parse, filter, render again.
+ * Returns false (out untouched) when the body does not parse. */
+bool filter_path_render(const char *buf, size_t len, const char *spec, sb_t *out)
+{
+    json_error_t e;
+    json_t *j = json_parse_precise(buf, len, JSON_DECODE_ANY, &e);
+    if (!j)
+        return false;
+    j = filter_path_apply(j, spec);
+    sb_json_value(out, j);
+    json_decref(j);
+    return true;
+}
+
+/* --------------------------------------------------------------- */
+/* cursors: the same filter, decided key by key while writing       */
+/* --------------------------------------------------------------- */
+/* A cursor is the filter's state at one node of the output:
+ *   include: inc_all (a prefix matched fully: everything below is kept) or
+ *            the pattern states still alive;
+ *   exclude: the pattern states still alive (none: nothing below is
+ *            excluded).
+ * keep() then drop() compute, node by node, exactly this:
+ *   - keep(): a key survives when some include state survives it; a scalar
+ *     survives only under inc_all; a container survives under inc_all or
+ *     when one of its children survives ("survives include");
+ *   - drop() then removes the keys an exclude pattern ends on, and the
+ *     values of keys with a live exclude state that it left empty; it never
+ *     removes array elements, nor the root.
+ * So a child removed by drop() still counts for its parent's survival of
+ * keep(): {"a":{"b":1}} with a.b,-a.b gives {} but inside an array [{}]. */
+void fp_root(const fp_spec_t *f, fp_cur_t *c)
+{
+    memset(c, 0, sizeof *c);
+    c->spec = f;
+    c->inc_all = f->inc.n == 0;
+    if (f->inc.n) {
+        c->inc = initial(&f->inc);
+        c->ninc = f->inc.n;
+    }
+    if (f->exc.n) {
+        c->exc = initial(&f->exc);
+        c->nexc = f->exc.n;
+    }
+}
+
+void fp_cur_free(fp_cur_t *c)
+{
+    free(c->inc);
+    free(c->exc);
+    c->inc = c->exc = NULL;
+    c->ninc = c->nexc = 0;
+}
+
+int fp_child(const fp_cur_t *p, const char *key, fp_cur_t *c)
+{
+    memset(c, 0, sizeof *c);
+    c->spec = p->spec;
+    c->inc_all = p->inc_all;
+    if (!p->inc_all) {
+        if (step(&p->spec->inc, p->inc, p->ninc, key, &c->inc, &c->ninc)) {
+            c->inc_all = true;
+            free(c->inc);
+            c->inc = NULL;
+            c->ninc = 0;
+        } else if (!c->ninc) {
+            fp_cur_free(c);
+            return 0;
+        }
+    }
+    int r = FP_IN;
+    if (p->nexc && step(&p->spec->exc, p->exc, p->nexc, key, &c->exc, &c->nexc))
+        r |= FP_OUT;
+    if (!c->nexc || (r & FP_OUT)) {
+        free(c->exc);   /* below an excluded key only include survival matters */
+        c->exc = NULL;
+        c->nexc = 0;
+    }
+    return r;
+}
+
+bool fp_empty_kept(const fp_cur_t *c, enum fp_ctx ctx)
+{
+    return ctx != FP_KEY || !c->nexc;
+}
+
+static int write_members(sb_t *s, const json_t *v, const fp_cur_t *c, bool *inc)
+{
+    int n = 0;
+    const char *k;
+    json_t *x;
+    sb_putc(s, '{');
+    json_object_foreach((json_t *)v, k, x) {
+        fp_cur_t cc;
+        int r = fp_child(c, k, &cc);
+        if (!r)
+            continue;
+        size_t mark = s->len;
+        if (n)
+            sb_putc(s, ',');
+        sb_json_cstr(s, k);
+        sb_putc(s, ':');
+        bool ci;
+        if (fp_write(s, x, &cc, FP_KEY, &ci) && !(r & FP_OUT))
+            n++;
+        else
+            s->len = mark;
+        *inc |= ci;
+        fp_cur_free(&cc);
+    }
+    sb_putc(s, '}');
+    return n;
+}
+
+static int write_elems(sb_t *s, const json_t *v, const fp_cur_t *c, bool *inc)
+{
+    int n = 0;
+    size_t i;
+    json_t *x;
+    sb_putc(s, '[');
+    json_array_foreach((json_t *)v, i, x) {
+        size_t mark = s->len;
+        if (n)
+            sb_putc(s, ',');
+        bool ci;
+        if (fp_write(s, x, c, FP_ELEM, &ci))
+            n++;
+        else
+            s->len = mark;
+        *inc |= ci;
+    }
+    sb_putc(s, ']');
+    return n;
+}
+
+bool fp_write(sb_t *s, const json_t *v, const fp_cur_t *c, enum fp_ctx ctx, bool *inc)
+{
+    *inc = c->inc_all;
+    if (c->inc_all && !c->nexc) {
+        sb_json_value(s, v);
+        return true;
+    }
+    bool obj = json_is_object(v);
+    if (!obj && !json_is_array(v)) {
+        if (c->inc_all)
+            sb_json_value(s, v);
+        return c->inc_all;
+    }
+    size_t mark = s->len;
+    int n = obj ? write_members(s, v, c, inc) : write_elems(s, v, c, inc);
+    if (*inc && (n || fp_empty_kept(c, ctx)))
+        return true;
+    s->len = mark;
+    s->buf[mark] = '\0';
+    if (ctx != FP_ROOT)
+        return false;
+    sb_puts(s, "{}");   /* keep() found nothing: the generic path answers {} */
+    return true;
 }

@@ -330,17 +330,13 @@ static void render(req_t *r, resp_t *rs, sb_t *out)
 {
     const char *fp = req_arg(r, "filter_path");
     if (fp && *fp && !rs->no_filter && rs->status != 413) {
-        if (rs->has_raw && !rs->ctype) {
-            json_error_t e;
-            json_t *j = json_parse_precise(rs->raw.buf, rs->raw.len, JSON_DECODE_ANY, &e);
-            if (j) {
-                sb_free(&rs->raw);
-                rs->has_raw = false;
-                rs->json = j;
-            }
-        }
-        if (rs->json)
+        sb_t f = {NULL, 0, 0};
+        if (rs->has_raw && !rs->ctype && filter_path_render(rs->raw.buf, rs->raw.len, fp, &f)) {
+            sb_free(&rs->raw);
+            rs->raw = f;
+        } else if (rs->json) {
             rs->json = filter_path_apply(rs->json, fp);
+        }
     }
     if (rs->has_raw) {
         *out = rs->raw;
