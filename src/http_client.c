@@ -63,6 +63,14 @@ struct EcpHttpClient
 	ResponseBuffer buf;
 	int			aborted;
 	char		errbuf[CURL_ERROR_SIZE];
+	/* the request between ecp_http_begin and ecp_http_finish */
+	int			in_flight;
+	int			transfer_done;	/* curl already reported DONE */
+	CURLcode	transfer_result;
+	struct curl_slist *pending_headers;
+	char	   *pending_compressed;
+	char	   *pending_url;
+	double		pending_start;
 };
 
 static int	global_done = 0;
@@ -185,7 +193,15 @@ ecp_http_client_destroy(EcpHttpClient *client)
 {
 	if (client == NULL)
 		return;
-	/* the easy handle is never left in the multi handle between requests */
+	/* a request begun and never finished (an error while it ran) */
+	if (client->in_flight)
+	{
+		curl_multi_remove_handle(client->multi, client->easy);
+		free(client->pending_compressed);
+		curl_slist_free_all(client->pending_headers);
+		free(client->pending_url);
+	}
+	/* otherwise the easy handle is never left in the multi handle */
 	if (client->easy)
 		curl_easy_cleanup(client->easy);
 	if (client->multi)
@@ -619,60 +635,72 @@ valid_method(const char *method)
 	return 1;
 }
 
+/* Collect curl's DONE message for our handle, if it came. */
+static void
+read_done_message(EcpHttpClient *client)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(client->multi, &left)) != NULL)
+		if (msg->msg == CURLMSG_DONE && msg->easy_handle == client->easy)
+		{
+			client->transfer_result = msg->data.result;
+			client->transfer_done = 1;
+		}
+}
+
 /*
- * Run the transfer on the multi handle, asking should_abort every
- * POLL_INTERVAL_MS.  Returns the transfer's CURLcode.
+ * Hand the transfer to the multi handle and let curl write what the socket
+ * takes now, without waiting: the kernel sends the rest of a body that fits
+ * its buffers while the caller reads the next page.
  */
-static CURLcode
-run_transfer(EcpHttpClient *client, EcpHttpResponse *resp)
+static void
+start_transfer(EcpHttpClient *client)
 {
 	CURLMcode	mc;
-	CURLcode	result = CURLE_OK;
-	int			running = 1;
-	int			done = 0;
+	int			running;
 
+	client->transfer_done = 0;
+	client->transfer_result = CURLE_OK;
 	mc = curl_multi_add_handle(client->multi, client->easy);
 	if (mc != CURLM_OK)
 	{
 		snprintf(client->errbuf, sizeof(client->errbuf), "curl_multi_add_handle: %s",
 				 curl_multi_strerror(mc));
-		return CURLE_OUT_OF_MEMORY;
+		client->transfer_result = CURLE_OUT_OF_MEMORY;
+		client->transfer_done = 1;
+		return;
 	}
-	while (!done)
+	mc = curl_multi_perform(client->multi, &running);
+	if (mc != CURLM_OK)
 	{
-		CURLMsg    *msg;
-		int			left;
+		snprintf(client->errbuf, sizeof(client->errbuf), "curl_multi_perform: %s",
+				 curl_multi_strerror(mc));
+		client->transfer_result = CURLE_RECV_ERROR;
+		client->transfer_done = 1;
+		return;
+	}
+	read_done_message(client);
+}
 
-		mc = curl_multi_perform(client->multi, &running);
-		if (mc != CURLM_OK)
-		{
-			snprintf(client->errbuf, sizeof(client->errbuf), "curl_multi_perform: %s",
-					 curl_multi_strerror(mc));
-			result = CURLE_RECV_ERROR;
-			break;
-		}
-		while ((msg = curl_multi_info_read(client->multi, &left)) != NULL)
-		{
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == client->easy)
-			{
-				result = msg->data.result;
-				done = 1;
-			}
-		}
-		if (done)
-			break;
-		if (running == 0)
-		{
-			/* finished without a DONE message: should not happen */
-			snprintf(client->errbuf, sizeof(client->errbuf), "transfer ended without a result");
-			result = CURLE_RECV_ERROR;
-			break;
-		}
+/*
+ * Drive the transfer to its end, asking should_abort every
+ * POLL_INTERVAL_MS.  Returns the transfer's CURLcode.
+ */
+static CURLcode
+complete_transfer(EcpHttpClient *client, EcpHttpResponse *resp)
+{
+	CURLMcode	mc;
+	int			running = 1;
+
+	while (!client->transfer_done)
+	{
 		if (client->aborted ||
 			(client->should_abort && client->should_abort(client->abort_arg)))
 		{
 			client->aborted = 1;
-			result = CURLE_ABORTED_BY_CALLBACK;
+			client->transfer_result = CURLE_ABORTED_BY_CALLBACK;
 			break;
 		}
 #if LIBCURL_VERSION_NUM >= 0x074200
@@ -680,15 +708,25 @@ run_transfer(EcpHttpClient *client, EcpHttpResponse *resp)
 #else
 		mc = curl_multi_wait(client->multi, NULL, 0, POLL_INTERVAL_MS, NULL);
 #endif
+		if (mc == CURLM_OK)
+			mc = curl_multi_perform(client->multi, &running);
 		if (mc != CURLM_OK)
 		{
-			snprintf(client->errbuf, sizeof(client->errbuf), "curl_multi_poll: %s",
+			snprintf(client->errbuf, sizeof(client->errbuf), "curl_multi_perform: %s",
 					 curl_multi_strerror(mc));
-			result = CURLE_RECV_ERROR;
+			client->transfer_result = CURLE_RECV_ERROR;
+			break;
+		}
+		read_done_message(client);
+		if (!client->transfer_done && running == 0)
+		{
+			/* finished without a DONE message: should not happen */
+			snprintf(client->errbuf, sizeof(client->errbuf), "transfer ended without a result");
+			client->transfer_result = CURLE_RECV_ERROR;
 			break;
 		}
 	}
-	if (result == CURLE_OK)
+	if (client->transfer_result == CURLE_OK)
 	{
 		char	   *ctype = NULL;
 
@@ -699,13 +737,49 @@ run_transfer(EcpHttpClient *client, EcpHttpResponse *resp)
 	}
 	/* an unfinished transfer's connection is closed here, never reused */
 	curl_multi_remove_handle(client->multi, client->easy);
-	return result;
+	return client->transfer_result;
 }
 
 EcpHttpOutcome
 ecp_http_request(EcpHttpClient *client, const char *method, const char *url,
 				 const char *content_type, const char *body, size_t body_len,
 				 const char *const *extra_headers, EcpHttpResponse *resp)
+{
+	EcpHttpOutcome outcome = ecp_http_begin(client, method, url, content_type, body, body_len,
+											extra_headers, resp);
+
+	if (outcome != ECP_HTTP_OK)
+		return outcome;
+	return ecp_http_finish(client, resp);
+}
+
+/* Free what a request held; fill an empty body for failed outcomes. */
+static void
+end_request(EcpHttpClient *client, EcpHttpResponse *resp, double start)
+{
+	if (resp->body == NULL)
+	{
+		resp->body = malloc(1);
+		if (resp->body)
+			resp->body[0] = '\0';
+		resp->body_len = 0;
+	}
+	resp->seconds = now_seconds() - start;
+	if (client == NULL)
+		return;
+	free(client->pending_compressed);
+	curl_slist_free_all(client->pending_headers);
+	free(client->pending_url);
+	client->pending_compressed = NULL;
+	client->pending_headers = NULL;
+	client->pending_url = NULL;
+	client->in_flight = 0;
+}
+
+EcpHttpOutcome
+ecp_http_begin(EcpHttpClient *client, const char *method, const char *url,
+			   const char *content_type, const char *body, size_t body_len,
+			   const char *const *extra_headers, EcpHttpResponse *resp)
 {
 	struct curl_slist *headers = NULL;
 	char	   *compressed = NULL;
@@ -716,7 +790,6 @@ ecp_http_request(EcpHttpClient *client, const char *method, const char *url,
 	int			gzip;
 	int			failed;
 	double		start = now_seconds();
-	CURLcode	rc;
 	EcpHttpOutcome outcome = ECP_HTTP_OK;
 
 	if (resp == NULL)
@@ -814,7 +887,37 @@ ecp_http_request(EcpHttpClient *client, const char *method, const char *url,
 			curl_easy_setopt(client->easy, CURLOPT_CUSTOMREQUEST, method);
 	}
 
-	rc = run_transfer(client, resp);
+	/* the transfer goes on until ecp_http_finish: keep what it uses */
+	client->pending_headers = headers;
+	client->pending_compressed = compressed;
+	client->pending_url = dup_string(url);
+	client->pending_start = start;
+	client->in_flight = 1;
+	start_transfer(client);
+	return ECP_HTTP_OK;
+
+out:
+	if (client)
+	{
+		client->pending_headers = headers;
+		client->pending_compressed = compressed;
+	}
+	end_request(client, resp, start);
+	return outcome;
+}
+
+EcpHttpOutcome
+ecp_http_finish(EcpHttpClient *client, EcpHttpResponse *resp)
+{
+	EcpHttpOutcome outcome = ECP_HTTP_OK;
+	CURLcode	rc;
+
+	if (client == NULL || !client->in_flight)
+	{
+		snprintf(resp->error, sizeof(resp->error), "no request in flight");
+		return ECP_HTTP_SETUP;
+	}
+	rc = complete_transfer(client, resp);
 	if (rc == CURLE_OK)
 	{
 		if (client->buf.data && client->buf.len > 0)
@@ -845,7 +948,7 @@ ecp_http_request(EcpHttpClient *client, const char *method, const char *url,
 		free(resp->content_type);
 		resp->content_type = NULL;
 		outcome = classify_failure(client, rc, resp);
-		scrub_error(client, url, resp);
+		scrub_error(client, client->pending_url ? client->pending_url : "", resp);
 	}
 	/* never keep a big buffer between requests */
 	if (client->buf.cap > 65536)
@@ -855,17 +958,6 @@ ecp_http_request(EcpHttpClient *client, const char *method, const char *url,
 		client->buf.cap = 0;
 	}
 	client->buf.len = 0;
-
-out:
-	if (resp->body == NULL)
-	{
-		resp->body = malloc(1);
-		if (resp->body)
-			resp->body[0] = '\0';
-		resp->body_len = 0;
-	}
-	resp->seconds = now_seconds() - start;
-	free(compressed);
-	curl_slist_free_all(headers);
+	end_request(client, resp, client->pending_start);
 	return outcome;
 }

@@ -80,6 +80,19 @@ extern EcpHttpOutcome ecp_http_request(EcpHttpClient *client, const char *method
 									   const char *content_type, const char *body, size_t body_len,
 									   const char *const *extra_headers, EcpHttpResponse *resp);
 
+/*
+ * The same request in two steps, so the caller can work while it runs:
+ * ecp_http_begin hands curl the request and returns at once (ECP_HTTP_OK:
+ * started; anything else: it already failed, resp says why, and there is
+ * nothing to finish).  ecp_http_finish waits for the answer and fills
+ * resp.  body must stay valid until ecp_http_finish returns; one request
+ * in flight per client.
+ */
+extern EcpHttpOutcome ecp_http_begin(EcpHttpClient *client, const char *method, const char *url,
+									 const char *content_type, const char *body, size_t body_len,
+									 const char *const *extra_headers, EcpHttpResponse *resp);
+extern EcpHttpOutcome ecp_http_finish(EcpHttpClient *client, EcpHttpResponse *resp);
+
 /* Frees body and content_type; safe on a zeroed or already freed response. */
 extern void ecp_http_response_free(EcpHttpResponse *resp);
 

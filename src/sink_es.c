@@ -23,6 +23,22 @@
 #define MAX_RESPONSE_BYTES (64 * 1024 * 1024)
 
 static EcpHttpClient *client = NULL;
+
+/*
+ * The last request of a page, begun and not yet answered: the worker
+ * reads the next page meanwhile.  Everything here lives in the batch's
+ * memory, which is kept until ecp_sink_finish.
+ */
+typedef struct InFlight
+{
+	bool		active;
+	StringInfoData body;
+	int		   *members;
+	int			nmembers;
+	EcpDocResult *results;
+} InFlight;
+
+static InFlight in_flight;
 static char *bulk_url = NULL;
 
 static int
@@ -63,6 +79,7 @@ ecp_sink_open(EcpPartConfig *config)
 void
 ecp_sink_close(void)
 {
+	in_flight.active = false;
 	if (client)
 		ecp_http_client_destroy(client);
 	client = NULL;
@@ -84,14 +101,33 @@ copy_item_results(const EcpBulkResult *parsed, const int *members, EcpDocResult 
 	}
 }
 
+
+static EcpSendStatus
+begin_request(EcpPartConfig *config, StringInfo body, EcpHttpResponse *response, char **error)
+{
+	EcpHttpOutcome outcome;
+
+	memset(response, 0, sizeof(*response));
+	outcome = ecp_http_begin(client, "POST", bulk_url, "application/x-ndjson",
+							 body->data, body->len, NULL, response);
+	if (outcome == ECP_HTTP_OK)
+		return ECP_SEND_DONE;
+	if (outcome == ECP_HTTP_ABORTED)
+		return ECP_SEND_STOPPED;
+	*error = psprintf("POST %s/%s/_bulk failed: %s", config->url, config->index_name,
+					  response->error);
+	ecp_http_response_free(response);
+	return ECP_SEND_FAILED;
+}
+
 /*
- * Send one request holding the documents listed in members (indexes into
- * the batch) and fill their results.  Returns ECP_SEND_DONE, or why not
- * (with *error set for failures).
+ * Wait for the answer of the request in flight and fill the results of the
+ * documents listed in members (indexes into the batch).  Returns
+ * ECP_SEND_DONE, or why not (with *error set for failures).
  */
 static EcpSendStatus
-send_request(EcpPartConfig *config, StringInfo body, const int *members, int nmembers,
-			 EcpDocResult *results, char **error)
+finish_request(EcpPartConfig *config, const int *members, int nmembers,
+			   EcpDocResult *results, char **error)
 {
 	EcpHttpResponse response;
 	EcpHttpOutcome outcome;
@@ -100,8 +136,7 @@ send_request(EcpPartConfig *config, StringInfo body, const int *members, int nme
 	EcpSendStatus status = ECP_SEND_DONE;
 
 	memset(&response, 0, sizeof(response));
-	outcome = ecp_http_request(client, "POST", bulk_url, "application/x-ndjson",
-							   body->data, body->len, NULL, &response);
+	outcome = ecp_http_finish(client, &response);
 	if (outcome == ECP_HTTP_ABORTED)
 		status = ECP_SEND_STOPPED;
 	else if (outcome != ECP_HTTP_OK)
@@ -132,18 +167,33 @@ send_request(EcpPartConfig *config, StringInfo body, const int *members, int nme
 	return status;
 }
 
+static EcpSendStatus
+send_request(EcpPartConfig *config, StringInfo body, const int *members, int nmembers,
+			 EcpDocResult *results, char **error)
+{
+	EcpHttpResponse response;
+	EcpSendStatus status = begin_request(config, body, &response, error);
+
+	if (status != ECP_SEND_DONE)
+		return status;
+	return finish_request(config, members, nmembers, results, error);
+}
+
 /*
  * Send the batch in requests of at most batch_bytes (a larger document
- * goes alone).  A document without _id is a dead letter, never sent.
+ * goes alone); the last request is only begun: ecp_sink_finish completes
+ * it.  A document without _id is a dead letter, never sent.
  */
 EcpSendStatus
-ecp_sink_send(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results, char **error)
+ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results, char **error)
 {
 	StringInfoData body;
 	int		   *members = palloc(sizeof(int) * Max(batch->ndocs, 1));
 	int			nmembers = 0;
 	EcpSendStatus status;
+	EcpHttpResponse response;
 
+	Assert(!in_flight.active);
 	initStringInfo(&body);
 	for (int i = 0; i < batch->ndocs; i++)
 	{
@@ -172,7 +222,27 @@ ecp_sink_send(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results, cha
 		}
 		members[nmembers++] = i;
 	}
-	if (nmembers > 0)
-		return send_request(config, &body, members, nmembers, results, error);
-	return ECP_SEND_DONE;
+	if (nmembers == 0)
+		return ECP_SEND_DONE;
+	status = begin_request(config, &body, &response, error);
+	if (status == ECP_SEND_DONE)
+	{
+		in_flight.active = true;
+		in_flight.body = body;
+		in_flight.members = members;
+		in_flight.nmembers = nmembers;
+		in_flight.results = results;
+	}
+	return status;
+}
+
+/* Complete the page begun by ecp_sink_begin (nothing to do if none). */
+EcpSendStatus
+ecp_sink_finish(EcpPartConfig *config, char **error)
+{
+	if (!in_flight.active)
+		return ECP_SEND_DONE;
+	in_flight.active = false;
+	return finish_request(config, in_flight.members, in_flight.nmembers,
+						  in_flight.results, error);
 }

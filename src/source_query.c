@@ -87,9 +87,12 @@ text_or_null(HeapTuple tuple, TupleDesc desc, int column)
 	return isnull ? NULL : TextDatumGetCString(value);
 }
 
-/* Read the page after the checkpoint into batch; false when none is left. */
+/*
+ * Read the page after after_key (NULL: from the start) into batch; false
+ * when none is left.
+ */
 bool
-ecp_source_read_page(EcpPartConfig *config, EcpBatch *batch)
+ecp_source_read_page(EcpPartConfig *config, const char *after_key, EcpBatch *batch)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
@@ -99,11 +102,11 @@ ecp_source_read_page(EcpPartConfig *config, EcpBatch *batch)
 	ecp_begin_as_owner(config);
 	apply_search_path(config);
 	SPI_connect();
-	if (config->last_key == NULL)
+	if (after_key == NULL)
 		rc = SPI_execute(page_sql_first, true, 0);
 	else
 	{
-		args[0] = CStringGetTextDatum(config->last_key);
+		args[0] = CStringGetTextDatum(after_key);
 		rc = SPI_execute_with_args(page_sql_next, 1, argtypes, args, NULL, true, 0);
 	}
 	if (rc != SPI_OK_SELECT)

@@ -94,7 +94,8 @@ extern bool ecp_worker_should_stop(const EcpPartConfig *config);
 
 /* source_query.c */
 extern void ecp_source_prepare(EcpPartConfig *config);
-extern bool ecp_source_read_page(EcpPartConfig *config, EcpBatch *batch);
+extern bool ecp_source_read_page(EcpPartConfig *config, const char *after_key,
+								 EcpBatch *batch);
 extern int64 ecp_source_total(EcpPartConfig *config, bool *is_estimate);
 extern int64 ecp_source_count_null_keys(EcpPartConfig *config);
 
@@ -104,8 +105,9 @@ extern void ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config
 
 /* sink_es.c */
 extern void ecp_sink_open(EcpPartConfig *config);
-extern EcpSendStatus ecp_sink_send(EcpPartConfig *config, EcpBatch *batch,
-								   EcpDocResult *results, char **error);
+extern EcpSendStatus ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch,
+									EcpDocResult *results, char **error);
+extern EcpSendStatus ecp_sink_finish(EcpPartConfig *config, char **error);
 extern void ecp_sink_close(void);
 
 /* checkpoint.c */

@@ -182,17 +182,80 @@ ms_since(instr_time start)
 	return INSTR_TIME_GET_MILLISEC(now);
 }
 
+/* Read the page after after_key into page, in the page's own memory. */
+static bool
+read_page(EcpPartConfig *config, const char *after_key, EcpBatch *page, PhaseTimes *times)
+{
+	instr_time	start;
+	bool		found;
+
+	MemoryContextSwitchTo(TopMemoryContext);
+	MemoryContextReset(page->context);
+	MemoryContextSwitchTo(page->context);
+	pgstat_report_activity(STATE_RUNNING, "reading a page");
+	INSTR_TIME_SET_CURRENT(start);
+	found = ecp_source_read_page(config, after_key, page);
+	times->read_ms += ms_since(start);
+	return found;
+}
+
+/*
+ * Send page: every request but the last, then (while the last one runs)
+ * read the next page into next, then wait for the last answer.  Reading
+ * thus overlaps with the sink's work.  *next_found says whether a next
+ * page was read.
+ */
+static EcpSendStatus
+send_page(EcpPartConfig *config, EcpBatch *page, EcpDocResult *results, EcpBatch *next,
+		  bool *next_found, char **error, PhaseTimes *times)
+{
+	instr_time	start;
+	EcpSendStatus status;
+
+	pgstat_report_activity(STATE_RUNNING, "sending a batch");
+	INSTR_TIME_SET_CURRENT(start);
+	status = ecp_sink_begin(config, page, results, error);
+	times->send_ms += ms_since(start);
+	if (status != ECP_SEND_DONE)
+		return status;
+
+	*next_found = read_page(config, page->docs[page->ndocs - 1].key, next, times);
+
+	MemoryContextSwitchTo(page->context);
+	pgstat_report_activity(STATE_RUNNING, "waiting for the sink");
+	INSTR_TIME_SET_CURRENT(start);
+	status = ecp_sink_finish(config, error);
+	times->send_ms += ms_since(start);
+	return status;
+}
+
+static void
+fail_on_transient(EcpPartConfig *config, EcpDocResult *results, int ndocs)
+{
+	const EcpDocResult *first = first_retry(results, ndocs);
+
+	/* The checkpoint stays before this page: nothing is skipped. */
+	ecp_checkpoint_fail(config,
+						psprintf("%d of %d documents were rejected as transient (first: HTTP %d %s); the run stops with its checkpoint before them",
+								 count_outcome(results, ndocs, ECP_DOC_RETRY), ndocs,
+								 first->status, first->error_type ? first->error_type : ""));
+}
+
 static void
 sync_part(EcpPartConfig *config)
 {
-	EcpBatch	batch;
+	EcpBatch	pages[2];
+	int			current = 0;
+	bool		have_page = false;	/* pages[current] is read, not yet sent */
 	RateWindow	rate;
 	int64		done = config->processed + config->failed;
 	PhaseTimes	times = {0, 0, 0};
 	instr_time	start;
 
 	memset(&rate, 0, sizeof(rate));
-	batch.context = AllocSetContextCreate(TopMemoryContext, "ecp batch", ALLOCSET_DEFAULT_SIZES);
+	for (int i = 0; i < 2; i++)
+		pages[i].context = AllocSetContextCreate(TopMemoryContext, "ecp page",
+												 ALLOCSET_DEFAULT_SIZES);
 
 	if (!ecp_checkpoint_claim(config))
 		return;
@@ -209,54 +272,46 @@ sync_part(EcpPartConfig *config)
 
 	for (;;)
 	{
+		EcpBatch   *page = &pages[current];
 		EcpDocResult *results;
 		EcpSendStatus status;
+		bool		next_found = false;
 		char	   *error = NULL;
 		char	   *state;
 
 		CHECK_FOR_INTERRUPTS();
-		MemoryContextSwitchTo(TopMemoryContext);
-		MemoryContextReset(batch.context);
-		MemoryContextSwitchTo(batch.context);
 		if (ecp_worker_should_stop(config) && !run_still_running(config))
 			break;
-
-		pgstat_report_activity(STATE_RUNNING, "reading a page");
-		INSTR_TIME_SET_CURRENT(start);
-		if (!ecp_source_read_page(config, &batch))
+		if (!have_page && !read_page(config, config->last_key, page, &times))
 		{
 			ecp_checkpoint_finish(config, ecp_source_count_null_keys(config));
 			break;
 		}
+		have_page = true;
 
-		times.read_ms += ms_since(start);
-		pgstat_report_activity(STATE_RUNNING, "sending a batch");
-		INSTR_TIME_SET_CURRENT(start);
-		results = MemoryContextAllocZero(batch.context, sizeof(EcpDocResult) * batch.ndocs);
-		status = ecp_sink_send(config, &batch, results, &error);
-		times.send_ms += ms_since(start);
+		MemoryContextSwitchTo(page->context);
+		results = palloc0(sizeof(EcpDocResult) * page->ndocs);
+		status = send_page(config, page, results, &pages[1 - current], &next_found,
+						   &error, &times);
 		if (status == ECP_SEND_STOPPED)
-			continue;			/* nothing acknowledged; look at the run */
+		{
+			have_page = false;	/* re-read from the checkpoint if we go on */
+			continue;
+		}
 		if (status == ECP_SEND_FAILED)
 		{
 			ecp_checkpoint_fail(config, error);
 			break;
 		}
-
-		if (count_outcome(results, batch.ndocs, ECP_DOC_RETRY) > 0)
+		if (count_outcome(results, page->ndocs, ECP_DOC_RETRY) > 0)
 		{
-			/* The checkpoint stays before this page: nothing is skipped. */
-			ecp_checkpoint_fail(config,
-								psprintf("%d of %d documents were rejected as transient (first: HTTP %d %s); the run stops with its checkpoint before them",
-										 count_outcome(results, batch.ndocs, ECP_DOC_RETRY), batch.ndocs,
-										 first_retry(results, batch.ndocs)->status,
-										 first_retry(results, batch.ndocs)->error_type ?
-										 first_retry(results, batch.ndocs)->error_type : ""));
+			fail_on_transient(config, results, page->ndocs);
 			break;
 		}
-		done += batch.ndocs;
+
+		done += page->ndocs;
 		INSTR_TIME_SET_CURRENT(start);
-		state = ecp_checkpoint_save(config, &batch, results, rate_add(&rate, done));
+		state = ecp_checkpoint_save(config, page, results, rate_add(&rate, done));
 		times.checkpoint_ms += ms_since(start);
 		if (strcmp(state, "running") != 0)
 		{
@@ -265,6 +320,12 @@ sync_part(EcpPartConfig *config)
 							config->run_id, config->part_no, state)));
 			break;
 		}
+		if (!next_found)
+		{
+			ecp_checkpoint_finish(config, ecp_source_count_null_keys(config));
+			break;
+		}
+		current = 1 - current;	/* the page read ahead is next */
 	}
 	MemoryContextSwitchTo(TopMemoryContext);
 	ecp_sink_close();

@@ -964,6 +964,30 @@ test_http(EcpHttpClient *ctl)
 	   "GET after HEAD works on the same connection");
 	ecp_http_response_free(&resp);
 
+	/* begin/finish: the request runs while the caller does other work */
+	{
+		char		doc[] = "{\"index\":{\"_id\":\"bf\"}}\n{\"n\":7}\n";
+
+		o = ecp_http_begin(c, "POST", url("/unit-idx/_bulk"), "application/x-ndjson",
+						   doc, strlen(doc), NULL, &resp);
+		ok(o == ECP_HTTP_OK, "begin starts a request");
+		o = ecp_http_finish(c, &resp);
+		ok(o == ECP_HTTP_OK && resp.status == 200 && contains(resp.body, "\"_id\":\"bf\"") &&
+		   resp.new_connections == 0, "finish returns its answer, on the kept-alive connection");
+		ecp_http_response_free(&resp);
+		o = ecp_http_finish(c, &resp);
+		ok(o == ECP_HTTP_SETUP && contains(resp.error, "no request in flight"),
+		   "finish without begin is refused");
+		o = ecp_http_begin(c, "POST", url("/unit-idx/_bulk"), "application/x-ndjson",
+						   doc, strlen(doc), NULL, &resp);
+		ok(o == ECP_HTTP_OK, "a request begun and never finished ...");
+		ecp_http_client_destroy(c);
+		c = make_client(&cfg);
+		o = ecp_http_request(c, "GET", url("/"), NULL, NULL, 0, NULL, &resp);
+		ok(o == ECP_HTTP_OK && resp.status == 200, "... is dropped with its client (no leak under valgrind)");
+		ecp_http_response_free(&resp);
+	}
+
 	/* POST without a body (Content-Length: 0) */
 	o = ecp_http_request(c, "POST", url("/unit-idx/_refresh"), NULL, NULL, 0, NULL, &resp);
 	ok(o == ECP_HTTP_OK && resp.status == 200, "POST without a body -> %ld", resp.status);
