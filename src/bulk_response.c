@@ -22,6 +22,18 @@
 
 #include <jansson.h>
 
+/* Add one item of class klass to the result's counters. */
+static void
+count_class(EcpBulkResult *out, EcpItemClass klass)
+{
+	if (klass == ECP_ITEM_OK)
+		out->n_ok++;
+	else if (klass == ECP_ITEM_RETRY)
+		out->n_retry++;
+	else
+		out->n_data_error++;
+}
+
 #define MAX_ITEM_STRING 1000	/* bytes kept of error.type / reason */
 #define MAX_PREFIX_CHARS 200	/* characters quoted from a non-JSON body */
 
@@ -712,20 +724,7 @@ fast_parse(const char *body, size_t len, int expected_items, const char *op, int
 		goto fallback;
 
 	for (int i = 0; i < n; i++)
-	{
-		switch (out->items[i].klass)
-		{
-			case ECP_ITEM_OK:
-				out->n_ok++;
-				break;
-			case ECP_ITEM_RETRY:
-				out->n_retry++;
-				break;
-			case ECP_ITEM_DATA_ERROR:
-				out->n_data_error++;
-				break;
-		}
-	}
+		count_class(out, out->items[i].klass);
 	return SCAN_OK;
 
 fallback:
@@ -829,18 +828,7 @@ ecp_bulk_parse(const char *body, size_t len, int expected_items, const char *op,
 			ecp_bulk_result_free(out);
 			return -1;
 		}
-		switch (item->klass)
-		{
-			case ECP_ITEM_OK:
-				out->n_ok++;
-				break;
-			case ECP_ITEM_RETRY:
-				out->n_retry++;
-				break;
-			case ECP_ITEM_DATA_ERROR:
-				out->n_data_error++;
-				break;
-		}
+		count_class(out, item->klass);
 	}
 	json_decref(root);
 	return 0;
