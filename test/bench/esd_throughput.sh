@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # esd discard-mode throughput: NDJSON bytes per wall second that one esd core
 # accepts, validates and answers, compared with a trivial sink on the same
-# server (/_esd/sink only reads and discards the body).
+# server (/_esd/sink only reads and discards the body), and with the
+# filter_path ecp sends on every bulk request (the items filtered while they
+# are written, bulk_filter.c).
 #
 #   test/bench/esd_throughput.sh [MiB-per-file (default 64)] [repeats (default 8)]
 #
@@ -67,7 +69,7 @@ run() {   # run PATH -> prints seconds
     local path=$1 args=()
     for ((i = 0; i < reps; i++)); do
         [ $i -gt 0 ] && args+=(--next)
-        args+=(-s -o /dev/null --max-time 50 -H 'Content-Type: application/x-ndjson' -H 'Expect:'
+        args+=(-s -g -o /dev/null --max-time 50 -H 'Content-Type: application/x-ndjson' -H 'Expect:'
                -X POST -T "$tmp/bulk.ndjson" "$url$path")
     done
     local t0 t1
@@ -86,12 +88,20 @@ curl -s --max-time 50 -H 'Content-Type: application/x-ndjson' -H 'Expect:' \
     --data-binary "@$tmp/bulk.ndjson" "$url/_bulk?filter_path=errors" >"$tmp/check.json"
 grep -q '"errors":false' "$tmp/check.json" || { echo "unexpected bulk answer: $(head -c 300 "$tmp/check.json")"; exit 1; }
 
+# what ecp sends (the filter is applied while the items are written)
+ecp_filter='errors,items.*.status,items.*.error.type,items.*.error.reason,items.*.error.caused_by.reason'
+
 t_sink=$(run /_esd/sink)
 t_bulk=$(run /_bulk)
+t_filt=$(run "/_bulk?filter_path=$ecp_filter")
 total=$((size * reps))
-mbps_bulk=$(echo "$total / $t_bulk / 1000000" | bc -l)
-mbps_sink=$(echo "$total / $t_sink / 1000000" | bc -l)
+mbps() { echo "$total / $1 / 1000000" | bc -l; }
+mbps_sink=$(mbps "$t_sink")
+mbps_bulk=$(mbps "$t_bulk")
+mbps_filt=$(mbps "$t_filt")
 printf 'file: %d bytes x %d requests, one keep-alive connection, esd on cpu %d\n' "$size" "$reps" "$esd_cpu"
 printf 'sink  (/_esd/sink, read and discard): %8.1f MB/s  (%.2f s)\n' "$mbps_sink" "$t_sink"
 printf 'bulk  (/_bulk --discard, full items): %8.1f MB/s  (%.2f s)\n' "$mbps_bulk" "$t_bulk"
-printf 'ratio bulk/sink: %.2f\n' "$(echo "$mbps_bulk / $mbps_sink" | bc -l)"
+printf 'bulk  (same, with ecp'"'"'s filter_path):  %8.1f MB/s  (%.2f s)\n' "$mbps_filt" "$t_filt"
+printf 'ratio bulk/sink: %.2f   filtered/unfiltered time: %.2f\n' \
+    "$(echo "$mbps_bulk / $mbps_sink" | bc -l)" "$(echo "$t_filt / $t_bulk" | bc -l)"

@@ -109,11 +109,19 @@ void sb_json_cstr(sb_t *s, const char *p)
     sb_json_str(s, p, strlen(p));
 }
 
+/* without printf: bulk responses write several integers per item */
 void sb_json_int(sb_t *s, long long v)
 {
     char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%lld", v);
-    sb_append(s, tmp, (size_t)n);
+    int i = 24;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        tmp[--i] = '-';
+    sb_append(s, tmp + i, (size_t)(24 - i));
 }
 
 /* Shortest representation that parses back to the same double, always with

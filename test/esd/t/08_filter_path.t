@@ -102,6 +102,26 @@ sub mixed_store {
     );
 }
 
+# many documents, some with the poisoned field, without JSON::PP (fast)
+sub many {
+    my ($idx, $n, $every) = @_;
+    return join '', map { qq({"index":{"_index":"$idx","_id":"x$_"}}\n{"v":$_) . ($_ % $every ? '' : ',"bad":1') . "}\n" } 1 .. $n;
+}
+
+# random specs over the names a bulk response has
+sub random_spec {
+    my @seg = qw(items * ** index create update delete status error type reason caused_by
+                 _shards total _id errors took err* *s _* nothing root_cause);
+    my @pats;
+    for (1 .. 1 + int rand 3) {
+        my $p = join '.', map { $seg[rand @seg] } 1 .. 1 + int rand 4;
+        $p = "items.$p" if rand() < 0.5;
+        $p = "-$p" if rand() < 0.3;
+        push @pats, $p;
+    }
+    return join ',', @pats;
+}
+
 my @ok = map { ({ index => { _index => 'ok', _id => "k$_" } }, { v => $_ }) } 1 .. 20;
 
 # ---- store mode ----
@@ -137,9 +157,15 @@ my @ok = map { ({ index => { _index => 'ok', _id => "k$_" } }, { v => $_ }) } 1 
     is($c, '{"error":{"type":"illegal_argument_exception"},"status":400}', 'its error is filtered too');
 
     # a big request: the buffers grow
-    my $big = nd(map { ({ index => { _index => 'big', _id => "x$_" } }, { v => $_, $_ % 7 ? () : (bad => 1) }) } 1 .. 3000);
+    my $big = many('big', 3000, 7);
     $es->set_faults({ poison_field => 'bad', item_reject => { status => 429, every => 11 } });
     check($es, $big, $_, 'store 3000 items') for ($ECP, '-items.*._shards', 'items.*.error', 'took');
+
+    # random specs (fixed seed: reproducible; ESD_FUZZ_SEED / ESD_FUZZ_N for
+    # a longer run), on a mixed response
+    srand($ENV{ESD_FUZZ_SEED} // 20240611);
+    $es->set_faults({ poison_field => 'bad', item_reject => { status => 429, every => 5 } });
+    check($es, mixed_store(4), random_spec(), 'store random') for 1 .. ($ENV{ESD_FUZZ_N} // 300);
     $es->stop;
 }
 
@@ -164,7 +190,7 @@ my @ok = map { ({ index => { _index => 'ok', _id => "k$_" } }, { v => $_ }) } 1 
     my ($st, $c) = raw_bulk($es, nd(@ok), 'filter_path=took');
     like($c, qr/^\{"took":\d+\}$/, 'filter_path=took: no items rendered');
 
-    my $big = nd(map { ({ index => { _index => 'big', _id => "x$_" } }, { v => $_, $_ % 5 ? () : (bad => 1) }) } 1 .. 5000);
+    my $big = many('big', 5000, 5);
     $es->set_faults({ poison_field => 'bad', item_reject => { status => 429, every => 13 } });
     check($es, $big, $_, 'discard 5000 items') for ($ECP, '-items.*._shards', 'items.*.error', 'items.*._id');
     $es->stop;
