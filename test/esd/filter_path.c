@@ -4,6 +4,11 @@
  * empty objects and arrays.  Arrays are transparent, as in ES.  This
  * reproduces the items.*.error gotcha of ES_API.md 2.8.  Also used for
  * _source includes/excludes.
+ *
+ * Two forms of the same filter: filter_path_apply() on a jansson tree (the
+ * reference, used for every endpoint), and cursors (fp_child, fp_write) that
+ * decide key by key while a response is written, so that _bulk responses are
+ * never parsed back (bulk_filter.c).
  */
 #include "esd.h"
 
