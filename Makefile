@@ -30,6 +30,10 @@ include $(PGXS)
 
 all: esd
 
+# PGXS tracks no header dependencies: rebuild every object when a header
+# changes, or objects compiled against an old struct layout get linked.
+$(OBJS): $(wildcard src/*.h)
+
 .PHONY: esd test demo bench
 esd:
 	$(MAKE) -C test/esd

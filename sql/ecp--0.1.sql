@@ -210,11 +210,15 @@ BEGIN
                  WHEN 'number' THEN jsonb_typeof(v) = 'number' AND (v::text)::numeric >= 0
                  WHEN 'integer' THEN jsonb_typeof(v) = 'number'
                                      AND (v::text)::numeric = trunc((v::text)::numeric)
-                                     AND (v::text)::numeric > 0
+                                     AND (v::text)::numeric BETWEEN 1 AND 2147483647
+                 WHEN 'count' THEN jsonb_typeof(v) = 'number'
+                                   AND (v::text)::numeric = trunc((v::text)::numeric)
+                                   AND (v::text)::numeric BETWEEN 0 AND 2147483647
                END;
         IF NOT valid THEN
             RAISE EXCEPTION 'option "%" of a % must be %, not %', k, what,
                   CASE want WHEN 'integer' THEN 'a positive integer'
+                            WHEN 'count' THEN 'zero or a positive integer'
                             WHEN 'number' THEN 'a non-negative number'
                             WHEN 'boolean' THEN 'true or false'
                             ELSE 'a string' END, v::text
@@ -257,7 +261,8 @@ $$;
 
 CREATE FUNCTION ecp._task_option_spec() RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
     SELECT '{"id_column": "text", "key_column": "text", "batch_size": "integer",
-             "batch_bytes": "integer", "op": "text", "exact_total": "boolean"}'::jsonb
+             "batch_bytes": "integer", "op": "text", "exact_total": "boolean",
+             "max_retries": "count", "retry_base_ms": "integer", "retry_max_ms": "integer"}'::jsonb
 $$;
 
 CREATE FUNCTION ecp._consumer_option_spec() RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
@@ -457,8 +462,10 @@ CREATE FUNCTION ecp.resume(run bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 BEGIN
-    PERFORM ecp._run_for_update(run, ARRAY['paused'], 'resumed');
-    UPDATE ecp.run SET state = 'running' WHERE id = run;
+    PERFORM ecp._run_for_update(run, ARRAY['paused', 'failed'], 'resumed');
+    -- a failed run kept its checkpoints: its failed parts go on from them
+    UPDATE ecp.part SET state = 'running' WHERE run_id = run AND state = 'failed';
+    UPDATE ecp.run SET state = 'running', finished_at = NULL WHERE id = run;
     PERFORM ecp._wake_launcher_at_commit();
     PERFORM ecp._warn_if_not_launcher_database(run);
 END $$;
@@ -514,7 +521,7 @@ BEGIN
     ELSE
         action := CASE
             WHEN NEW.state = 'paused' THEN 'pause'
-            WHEN NEW.state = 'running' AND OLD.state = 'paused' THEN 'resume'
+            WHEN NEW.state = 'running' AND OLD.state IN ('paused', 'failed') THEN 'resume'
             WHEN NEW.state = 'running' THEN 'running'
             WHEN NEW.state = 'cancelled' THEN 'cancel'
             WHEN NEW.state = 'succeeded' THEN 'finished'
@@ -555,7 +562,8 @@ BEGIN
     IF NEW.state IS DISTINCT FROM OLD.state AND NOT (
          (OLD.state = 'pending'  AND NEW.state IN ('running', 'paused', 'cancelled', 'failed', 'succeeded')) OR
          (OLD.state = 'running'  AND NEW.state IN ('paused', 'cancelled', 'failed', 'succeeded')) OR
-         (OLD.state = 'paused'   AND NEW.state IN ('running', 'cancelled'))) THEN
+         (OLD.state = 'paused'   AND NEW.state IN ('running', 'cancelled')) OR
+         (OLD.state = 'failed'   AND NEW.state = 'running')) THEN
         RAISE EXCEPTION 'run % cannot go from % to %', OLD.id, OLD.state, NEW.state
               USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;

@@ -46,6 +46,9 @@ basic_auth(const char *user, const char *password)
 	"       coalesce((t.options->>'batch_size')::int, 1000) AS batch_size, " \
 	"       coalesce((t.options->>'batch_bytes')::int, 5242880) AS batch_bytes, " \
 	"       coalesce((t.options->>'exact_total')::boolean, false) AS exact_total, " \
+	"       (t.options->>'max_retries')::int AS max_retries, " \
+	"       (t.options->>'retry_base_ms')::int AS retry_base_ms, " \
+	"       (t.options->>'retry_max_ms')::int AS retry_max_ms, " \
 	"       c.url, c.options->>'username' AS username, c.options->>'password' AS password, " \
 	"       c.options->>'api_key' AS api_key, c.options->>'ca_file' AS ca_file, " \
 	"       coalesce((c.options->>'insecure')::boolean, false) AS insecure, " \
@@ -73,6 +76,14 @@ long_column(HeapTuple tuple, TupleDesc desc, const char *column)
 	char	   *v = SPI_getvalue(tuple, desc, SPI_fnumber(desc, column));
 
 	return v ? atol(v) : 0;
+}
+
+static long
+long_column_or(HeapTuple tuple, TupleDesc desc, const char *column, long fallback)
+{
+	char	   *v = SPI_getvalue(tuple, desc, SPI_fnumber(desc, column));
+
+	return v ? atol(v) : fallback;
 }
 
 /* Read the task, consumer, run and part a worker was started for. */
@@ -107,6 +118,9 @@ ecp_checkpoint_load(EcpPartConfig *config)
 	config->batch_size = (int) long_column(tuple, desc, "batch_size");
 	config->batch_bytes = (int) long_column(tuple, desc, "batch_bytes");
 	config->exact_total = bool_column(tuple, desc, "exact_total");
+	config->max_retries = (int) long_column_or(tuple, desc, "max_retries", ecp_max_retries);
+	config->retry_base_ms = (int) long_column_or(tuple, desc, "retry_base_ms", ecp_retry_base_ms);
+	config->retry_max_ms = (int) long_column_or(tuple, desc, "retry_max_ms", ecp_retry_max_ms);
 	config->url = copy_text(tuple, desc, "url");
 	config->ca_file = copy_text(tuple, desc, "ca_file");
 	config->insecure = bool_column(tuple, desc, "insecure");
@@ -337,6 +351,42 @@ ecp_checkpoint_fail(EcpPartConfig *config, const char *error)
 			   " WHERE run_id = $1 AND part_no = $3", 3, types, values, NULL);
 	owner_exec("UPDATE ecp.run SET state = 'failed', finished_at = now(), last_error = $2 "
 			   " WHERE id = $1 AND state IN ('pending', 'running')", 2, types, values, NULL);
+	SPI_finish();
+	ecp_commit_as_owner();
+}
+
+/* Renew the part's heartbeat (while the worker waits). */
+void
+ecp_checkpoint_heartbeat(EcpPartConfig *config)
+{
+	Oid			types[2] = {INT8OID, INT4OID};
+	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
+
+	ecp_begin_as_owner(config);
+	SPI_connect();
+	owner_exec("UPDATE ecp.part SET heartbeat_at = now() WHERE run_id = $1 AND part_no = $2",
+			   2, types, values, NULL);
+	SPI_finish();
+	ecp_commit_as_owner();
+}
+
+/* A flow event of this part (retry, ...); content is a JSON object. */
+void
+ecp_checkpoint_event(EcpPartConfig *config, const char *action, const char *content_json)
+{
+	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INT4OID};
+	Datum		values[4];
+
+	values[0] = Int64GetDatum(config->run_id);
+	values[1] = CStringGetTextDatum(action);
+	values[2] = CStringGetTextDatum(content_json);
+	values[3] = Int32GetDatum(config->part_no);
+	ecp_begin_as_owner(config);
+	SPI_connect();
+	owner_exec("SELECT ecp._flow_event($1, $2, jsonb_build_object('part', $4) || $3::jsonb)",
+			   4, types, values, NULL);
+	owner_exec("UPDATE ecp.part SET heartbeat_at = now() WHERE run_id = $1 AND part_no = $4",
+			   4, types, values, NULL);
 	SPI_finish();
 	ecp_commit_as_owner();
 }

@@ -29,6 +29,10 @@
 /* GUCs (module.c) */
 extern char *ecp_database_name;
 extern int	ecp_max_workers;
+extern int	ecp_max_retries;
+extern int	ecp_retry_base_ms;
+extern int	ecp_retry_max_ms;
+extern int	ecp_heartbeat_interval;	/* seconds */
 
 /*
  * One slot per possible sync worker.  The launcher reserves a slot before

@@ -15,6 +15,10 @@ PG_MODULE_MAGIC;
 
 char	   *ecp_database_name = NULL;
 int			ecp_max_workers = 8;
+int			ecp_max_retries = 10;
+int			ecp_retry_base_ms = 1000;
+int			ecp_retry_max_ms = 30000;
+int			ecp_heartbeat_interval = 5;
 
 void		_PG_init(void);
 
@@ -37,6 +41,22 @@ define_gucs(void)
 							PGC_POSTMASTER,
 							0,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("ecp.max_retries",
+							"Default for the task option max_retries: attempts per batch after a transient failure.",
+							NULL, &ecp_max_retries, 10, 0, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("ecp.retry_base_ms",
+							"Default for the task option retry_base_ms: the unit of the Fibonacci back-off.",
+							NULL, &ecp_retry_base_ms, 1000, 1, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("ecp.retry_max_ms",
+							"Default for the task option retry_max_ms: the longest back-off wait.",
+							NULL, &ecp_retry_max_ms, 30000, 1, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("ecp.heartbeat_interval",
+							"How often a worker renews its heartbeat, also while it waits.",
+							NULL, &ecp_heartbeat_interval, 5, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("ecp");
 }
 

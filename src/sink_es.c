@@ -117,6 +117,24 @@ begin_request(EcpPartConfig *config, StringInfo body, EcpHttpResponse *response,
 	*error = psprintf("POST %s/%s/_bulk failed: %s", config->url, config->index_name,
 					  response->error);
 	ecp_http_response_free(response);
+	return outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
+}
+
+/* The failure class of a whole-request HTTP status, and what to tell. */
+static EcpSendStatus
+classify_status(long status, const char **hint)
+{
+	*hint = "";
+	if (status == 429 || status == 502 || status == 503 || status == 504)
+		return ECP_SEND_TRANSIENT;
+	if (status == 401 || status == 403)
+		*hint = "; check the consumer's credentials (options username/password or api_key) and the role's index privileges";
+	else if (status == 413)
+		*hint = "; the request is larger than the cluster accepts (http.max_content_length): lower the task's batch_bytes";
+	else if (status == 404)
+		*hint = "; the index does not exist and the cluster does not create it: create it, or allow auto-creation";
+	else if (status >= 400 && status < 500)
+		*hint = "; the cluster refused the whole request: check the URL, index name and task options";
 	return ECP_SEND_FAILED;
 }
 
@@ -143,14 +161,16 @@ finish_request(EcpPartConfig *config, const int *members, int nmembers,
 	{
 		*error = psprintf("POST %s/%s/_bulk failed: %s", config->url, config->index_name,
 						  response.error);
-		status = ECP_SEND_FAILED;
+		status = outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
 	}
 	else if (response.status < 200 || response.status > 299)
 	{
+		const char *hint;
+
+		status = classify_status(response.status, &hint);
 		ecp_error_summary(response.body, response.body_len, response.status, err, sizeof(err));
-		*error = psprintf("POST %s/%s/_bulk answered HTTP %ld: %s", config->url,
-						  config->index_name, response.status, err);
-		status = ECP_SEND_FAILED;
+		*error = psprintf("POST %s/%s/_bulk answered HTTP %ld: %s%s", config->url,
+						  config->index_name, response.status, err, hint);
 	}
 	else if (ecp_bulk_parse(response.body, response.body_len, nmembers, config->op, 0,
 							&parsed, err, sizeof(err)) != 0)
@@ -180,23 +200,27 @@ send_request(EcpPartConfig *config, StringInfo body, const int *members, int nme
 }
 
 /*
- * Send the batch in requests of at most batch_bytes (a larger document
- * goes alone); the last request is only begun: ecp_sink_finish completes
- * it.  A document without _id is a dead letter, never sent.
+ * Send the batch (or the documents listed in subset) in requests of at
+ * most batch_bytes (a larger document goes alone); the last request is
+ * only begun: ecp_sink_finish completes it.  A document without _id is a
+ * dead letter, never sent.
  */
 EcpSendStatus
-ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results, char **error)
+ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch, const int *subset, int nsubset,
+			   EcpDocResult *results, char **error)
 {
 	StringInfoData body;
 	int		   *members = palloc(sizeof(int) * Max(batch->ndocs, 1));
 	int			nmembers = 0;
+	int			count = subset ? nsubset : batch->ndocs;
 	EcpSendStatus status;
 	EcpHttpResponse response;
 
 	Assert(!in_flight.active);
 	initStringInfo(&body);
-	for (int i = 0; i < batch->ndocs; i++)
+	for (int k = 0; k < count; k++)
 	{
+		int			i = subset ? subset[k] : k;
 		int			before = body.len;
 
 		if (batch->docs[i].id == NULL)

@@ -28,6 +28,9 @@ typedef struct EcpPartConfig
 	char	   *op;				/* index | create | update | delete */
 	int			batch_size;
 	int			batch_bytes;
+	int			max_retries;	/* per batch */
+	int			retry_base_ms;
+	int			retry_max_ms;
 	bool		exact_total;
 	char	   *search_path;
 
@@ -84,13 +87,17 @@ typedef enum EcpSendStatus
 {
 	ECP_SEND_DONE,				/* every document has a result */
 	ECP_SEND_STOPPED,			/* pause/cancel/shutdown interrupted it */
-	ECP_SEND_FAILED				/* whole-request failure: see error */
+	ECP_SEND_TRANSIENT,			/* connect/reset/timeout, 429/502/503/504:
+								 * retry the same documents */
+	ECP_SEND_FAILED				/* configuration: credentials, bad request;
+								 * retrying cannot help (see error) */
 } EcpSendStatus;
 
 /* worker.c: transactions as the run's owner */
 extern void ecp_begin_as_owner(const EcpPartConfig *config);
 extern void ecp_commit_as_owner(void);
 extern bool ecp_worker_should_stop(const EcpPartConfig *config);
+extern bool ecp_worker_wait(EcpPartConfig *config, long wait_ms);
 
 /* source_query.c */
 extern void ecp_source_prepare(EcpPartConfig *config);
@@ -106,6 +113,7 @@ extern void ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config
 /* sink_es.c */
 extern void ecp_sink_open(EcpPartConfig *config);
 extern EcpSendStatus ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch,
+									const int *subset, int nsubset,
 									EcpDocResult *results, char **error);
 extern EcpSendStatus ecp_sink_finish(EcpPartConfig *config, char **error);
 extern void ecp_sink_close(void);
@@ -119,5 +127,8 @@ extern char *ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch,
 extern void ecp_checkpoint_finish(EcpPartConfig *config, int64 null_keys);
 extern void ecp_checkpoint_fail(EcpPartConfig *config, const char *error);
 extern char *ecp_checkpoint_run_state(EcpPartConfig *config);
+extern void ecp_checkpoint_heartbeat(EcpPartConfig *config);
+extern void ecp_checkpoint_event(EcpPartConfig *config, const char *action,
+								 const char *content_json);
 
 #endif

@@ -21,6 +21,8 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
 
 #include "worker_args.h"
 
@@ -40,6 +42,17 @@ static MemoryContext loop_context;
 
 #define RATE_SAMPLES 16
 #define RATE_WINDOW_MS 10000
+
+/* A C string as a JSON string literal. */
+static char *
+quote_json(const char *text)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	escape_json(&buf, text ? text : "");
+	return buf.data;
+}
 
 /* Documents acknowledged over time, for docs_per_second. */
 typedef struct RateWindow
@@ -95,6 +108,41 @@ ecp_worker_should_stop(const EcpPartConfig *config)
 	return got_sigterm || ecp_stop_requested(config->slot);
 }
 
+/*
+ * Wait wait_ms on the latch, renewing the heartbeat every
+ * ecp.heartbeat_interval; false as soon as pause, cancel or shutdown asks
+ * the worker to stop (so a back-off never delays them, and is never
+ * counted as a failure).
+ */
+bool
+ecp_worker_wait(EcpPartConfig *config, long wait_ms)
+{
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+	TimestampTz next_beat = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														ecp_heartbeat_interval * 1000L);
+
+	for (;;)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		long		timeout;
+
+		if (ecp_worker_should_stop(config))
+			return false;
+		if (now >= end)
+			return true;
+		if (now >= next_beat)
+		{
+			ecp_checkpoint_heartbeat(config);
+			next_beat = TimestampTzPlusMilliseconds(now, ecp_heartbeat_interval * 1000L);
+		}
+		timeout = TimestampDifferenceMilliseconds(now, Min(end, next_beat));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(timeout, 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
 static double
 rate_add(RateWindow *window, int64 done)
 {
@@ -123,25 +171,6 @@ rate_add(RateWindow *window, int64 done)
 	if (window->count < 2 || elapsed <= 0)
 		return 0;
 	return (done - window->done[oldest]) / elapsed;
-}
-
-static int
-count_outcome(const EcpDocResult *results, int n, EcpDocOutcome outcome)
-{
-	int			count = 0;
-
-	for (int i = 0; i < n; i++)
-		count += results[i].outcome == outcome;
-	return count;
-}
-
-static const EcpDocResult *
-first_retry(const EcpDocResult *results, int n)
-{
-	for (int i = 0; i < n; i++)
-		if (results[i].outcome == ECP_DOC_RETRY)
-			return &results[i];
-	return &results[0];
 }
 
 /* After a stop request: go on only if the run is still running. */
@@ -206,20 +235,25 @@ read_page(EcpPartConfig *config, const char *after_key, EcpBatch *page, PhaseTim
  * page was read.
  */
 static EcpSendStatus
-send_page(EcpPartConfig *config, EcpBatch *page, EcpDocResult *results, EcpBatch *next,
-		  bool *next_found, char **error, PhaseTimes *times)
+send_page(EcpPartConfig *config, EcpBatch *page, const int *subset, int nsubset,
+		  EcpDocResult *results, EcpBatch *next, bool *next_found, bool *read_ahead,
+		  char **error, PhaseTimes *times)
 {
 	instr_time	start;
 	EcpSendStatus status;
 
 	pgstat_report_activity(STATE_RUNNING, "sending a batch");
 	INSTR_TIME_SET_CURRENT(start);
-	status = ecp_sink_begin(config, page, results, error);
+	status = ecp_sink_begin(config, page, subset, nsubset, results, error);
 	times->send_ms += ms_since(start);
 	if (status != ECP_SEND_DONE)
 		return status;
 
-	*next_found = read_page(config, page->docs[page->ndocs - 1].key, next, times);
+	if (!*read_ahead)
+	{
+		*next_found = read_page(config, page->docs[page->ndocs - 1].key, next, times);
+		*read_ahead = true;
+	}
 
 	MemoryContextSwitchTo(page->context);
 	pgstat_report_activity(STATE_RUNNING, "waiting for the sink");
@@ -229,16 +263,95 @@ send_page(EcpPartConfig *config, EcpBatch *page, EcpDocResult *results, EcpBatch
 	return status;
 }
 
-static void
-fail_on_transient(EcpPartConfig *config, EcpDocResult *results, int ndocs)
+/* Fibonacci back-off: 1, 1, 2, 3, 5, 8, ... x base, capped. */
+static long
+backoff_ms(const EcpPartConfig *config, int attempt)
 {
-	const EcpDocResult *first = first_retry(results, ndocs);
+	long		a = 1,
+				b = 1;
 
-	/* The checkpoint stays before this page: nothing is skipped. */
-	ecp_checkpoint_fail(config,
-						psprintf("%d of %d documents were rejected as transient (first: HTTP %d %s); the run stops with its checkpoint before them",
-								 count_outcome(results, ndocs, ECP_DOC_RETRY), ndocs,
-								 first->status, first->error_type ? first->error_type : ""));
+	for (int i = 2; i < attempt && a * config->retry_base_ms < config->retry_max_ms; i++)
+	{
+		long		next = a + b;
+
+		a = b;
+		b = next;
+	}
+	return Min((long) (attempt <= 2 ? 1 : b) * config->retry_base_ms, (long) config->retry_max_ms);
+}
+
+/* The documents to send again: those the sink answered 429/5xx for. */
+static int
+collect_retries(const EcpDocResult *results, int ndocs, int *subset, char **why)
+{
+	int			n = 0;
+
+	for (int i = 0; i < ndocs; i++)
+		if (results[i].outcome == ECP_DOC_RETRY)
+			subset[n++] = i;
+	if (n > 0)
+		*why = psprintf("%d of %d documents rejected with HTTP %d %s", n, ndocs,
+						results[subset[0]].status,
+						results[subset[0]].error_type ? results[subset[0]].error_type : "");
+	return n;
+}
+
+/*
+ * Send a page until every document has a final answer: transient failures
+ * (the whole request, or single documents answered 429/5xx) are sent again,
+ * only the failed part, after a Fibonacci back-off, at most max_retries
+ * times.  The first attempt reads the next page while the sink works.
+ */
+static EcpSendStatus
+send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *results,
+					   EcpBatch *next, bool *next_found, char **error, PhaseTimes *times)
+{
+	int		   *subset = palloc(sizeof(int) * Max(page->ndocs, 1));
+	int			nsubset = 0;
+	bool		all = true;
+	bool		read_ahead = false;
+
+	for (int attempt = 1;; attempt++)
+	{
+		EcpSendStatus status;
+		char	   *why = NULL;
+		long		wait_ms;
+
+		status = send_page(config, page, all ? NULL : subset, nsubset, results, next,
+						   next_found, &read_ahead, &why, times);
+		if (status == ECP_SEND_STOPPED || status == ECP_SEND_FAILED)
+		{
+			*error = why;
+			return status;
+		}
+		if (status == ECP_SEND_DONE)
+		{
+			int			n = collect_retries(results, page->ndocs, subset, &why);
+
+			if (n == 0)
+				break;
+			nsubset = n;
+			all = false;
+		}
+		if (attempt > config->max_retries)
+		{
+			*error = psprintf("retries exhausted after %d attempts (max_retries %d): %s; the checkpoint is kept, ecp.resume continues from it",
+							  attempt, config->max_retries, why);
+			return ECP_SEND_FAILED;
+		}
+		wait_ms = backoff_ms(config, attempt);
+		ecp_checkpoint_event(config, "retry",
+							 psprintf("{\"attempt\": %d, \"wait_ms\": %ld, \"documents\": %d, \"error\": %s}",
+									  attempt, wait_ms, all ? page->ndocs : nsubset,
+									  quote_json(why)));
+		pgstat_report_activity(STATE_RUNNING, "waiting to retry");
+		if (!ecp_worker_wait(config, wait_ms))
+			return ECP_SEND_STOPPED;
+	}
+	if (!read_ahead)
+		*next_found = read_page(config, page->docs[page->ndocs - 1].key, next, times);
+	MemoryContextSwitchTo(page->context);
+	return ECP_SEND_DONE;
 }
 
 static void
@@ -291,21 +404,16 @@ sync_part(EcpPartConfig *config)
 
 		MemoryContextSwitchTo(page->context);
 		results = palloc0(sizeof(EcpDocResult) * page->ndocs);
-		status = send_page(config, page, results, &pages[1 - current], &next_found,
-						   &error, &times);
+		status = send_page_with_retries(config, page, results, &pages[1 - current],
+										&next_found, &error, &times);
 		if (status == ECP_SEND_STOPPED)
 		{
 			have_page = false;	/* re-read from the checkpoint if we go on */
 			continue;
 		}
-		if (status == ECP_SEND_FAILED)
+		if (status != ECP_SEND_DONE)
 		{
 			ecp_checkpoint_fail(config, error);
-			break;
-		}
-		if (count_outcome(results, page->ndocs, ECP_DOC_RETRY) > 0)
-		{
-			fail_on_transient(config, results, page->ndocs);
 			break;
 		}
 
