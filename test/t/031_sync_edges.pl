@@ -74,7 +74,7 @@ $es->clear_faults;
 
 $node->safe_psql('postgres', "SELECT ecp.create_consumer('nowhere', 'http://127.0.0.1:1')");
 $node->safe_psql('postgres',
-	"SELECT ecp.create_task('nowhere', 'nowhere', 'x', query => 'SELECT 1 AS id')");
+	"SELECT ecp.create_task('nowhere', 'nowhere', 'x', query => 'SELECT 1 AS id', options => '{\"max_retries\": 1, \"retry_base_ms\": 10}')");
 $run = $node->safe_psql('postgres', "SELECT ecp.start('nowhere')");
 is(EcpTest::wait_for_run($node, $run, 'failed'), 'failed', 'a refused connection fails the run');
 like($node->safe_psql('postgres', "SELECT last_error FROM ecp.progress WHERE run_id = $run"),

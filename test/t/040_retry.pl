@@ -9,6 +9,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use EcpTest;
 use EsdServer;
+use JSON::PP;
 
 EsdServer->require_stand_in('fault injection');
 my $node = EcpTest::new_node('retry');
@@ -75,6 +76,16 @@ like($node->safe_psql('postgres', "SELECT last_error FROM ecp.progress WHERE run
 is($node->safe_psql('postgres', "SELECT count(*) FROM ecp.flow WHERE run_id = $run AND action = 'retry'"), '0',
 	'and nothing was retried');
 $es->clear_faults;
+
+# --- a missing index with auto-creation off is a configuration failure ------
+$es->set_config({ auto_create_index => JSON::PP::false });
+$run = start_task('noindex', '{"retry_base_ms": 10}');
+is(EcpTest::wait_for_run($node, $run, 'failed'), 'failed', 'missing index, auto-create off: the run fails');
+like($node->safe_psql('postgres', "SELECT last_error FROM ecp.progress WHERE run_id = $run"),
+	qr/index "noindex" does not exist .*create the index/, 'saying to create the index');
+is($node->safe_psql('postgres', "SELECT count(*) FROM ecp.failed_docs WHERE run_id = $run"), '0',
+	'without filling failed_docs');
+$es->set_config({ auto_create_index => JSON::PP::true });
 
 # --- 503 storm longer than max_retries: failed, checkpoint kept, resume -------
 $es->set_faults({ bulk_reject => { status => 503, every => 1 } });
