@@ -464,7 +464,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM ecp._run_for_update(run, ARRAY['paused', 'failed'], 'resumed');
     -- a failed run kept its checkpoints: its failed parts go on from them
-    UPDATE ecp.part SET state = 'running' WHERE run_id = run AND state = 'failed';
+    UPDATE ecp.part SET state = 'pending' WHERE run_id = run AND state = 'failed';
     UPDATE ecp.run SET state = 'running', finished_at = NULL WHERE id = run;
     PERFORM ecp._wake_launcher_at_commit();
     PERFORM ecp._warn_if_not_launcher_database(run);

@@ -12,6 +12,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 static char *
 copy_text(HeapTuple tuple, TupleDesc desc, const char *column)
@@ -165,31 +166,70 @@ owner_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nu
 bool
 ecp_checkpoint_claim(EcpPartConfig *config)
 {
-	Oid			types[3] = {INT8OID, INT4OID, TEXTOID};
-	Datum		values[3];
-	bool		running;
+	Oid			types[4] = {INT8OID, INT4OID, TEXTOID, TIMESTAMPTZOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', config->has_heartbeat ? ' ' : 'n'};
+	bool		claimed;
+	bool		running = false;
 
 	values[0] = Int64GetDatum(config->run_id);
 	values[1] = Int32GetDatum(config->part_no);
 	values[2] = CStringGetTextDatum(config->last_key ? config->last_key : "");
+	values[3] = TimestampTzGetDatum(config->heartbeat_seen);
 
 	ecp_begin_as_owner(config);
 	SPI_connect();
-	owner_exec("UPDATE ecp.run SET state = 'running', started_at = coalesce(started_at, now()) "
-			   " WHERE id = $1 AND state = 'pending'", 1, types, values, NULL);
+
+	/*
+	 * Compare-and-set on the heartbeat the launcher saw: if anyone renewed
+	 * it since (a late worker, another launcher), this worker stands down,
+	 * so a part never runs twice.
+	 */
 	owner_exec("UPDATE ecp.part SET state = 'running', worker_pid = pg_backend_pid(), "
 			   "       heartbeat_at = now(), started_at = coalesce(started_at, now()) "
-			   " WHERE run_id = $1 AND part_no = $2", 2, types, values, NULL);
-	owner_exec("SELECT 1 FROM ecp.run WHERE id = $1 AND state = 'running'", 1, types, values, NULL);
-	running = SPI_processed == 1;
-	if (running)
+			   " WHERE run_id = $1 AND part_no = $2 AND heartbeat_at IS NOT DISTINCT FROM $4",
+			   4, types, values, nulls);
+	claimed = SPI_processed == 1;
+	if (claimed)
+	{
+		owner_exec("UPDATE ecp.run SET state = 'running', started_at = coalesce(started_at, now()) "
+				   " WHERE id = $1 AND state = 'pending'", 1, types, values, NULL);
+		owner_exec("SELECT 1 FROM ecp.run WHERE id = $1 AND state = 'running'", 1, types, values, NULL);
+		running = SPI_processed == 1;
+	}
+	if (running && config->recovering)
+		owner_exec("SELECT ecp._flow_event($1, 'recovered', "
+				   "  jsonb_build_object('part', $2, 'pid', pg_backend_pid(), "
+				   "                     'interrupted_at', $4, 'resume_after_key', nullif($3, '')))",
+				   4, types, values, nulls);
+	else if (running)
 		owner_exec("SELECT ecp._flow_event($1, 'worker started', "
 				   "  jsonb_build_object('part', $2, 'pid', pg_backend_pid(), "
 				   "                     'resume_after_key', nullif($3, '')))",
 				   3, types, values, NULL);
 	SPI_finish();
 	ecp_commit_as_owner();
+	if (!claimed)
+		ereport(LOG,
+				(errmsg("ecp worker for run " INT64_FORMAT " part %d stands down: another worker claimed the part",
+						config->run_id, config->part_no)));
 	return running;
+}
+
+/* The run was paused or cancelled: the part waits, unclaimed. */
+void
+ecp_checkpoint_release(EcpPartConfig *config)
+{
+	Oid			types[2] = {INT8OID, INT4OID};
+	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
+
+	ecp_begin_as_owner(config);
+	SPI_connect();
+	owner_exec("UPDATE ecp.part SET state = 'pending', worker_pid = NULL, docs_per_second = NULL "
+			   " WHERE run_id = $1 AND part_no = $2 AND state = 'running'",
+			   2, types, values, NULL);
+	SPI_finish();
+	ecp_commit_as_owner();
 }
 
 void

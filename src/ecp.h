@@ -33,6 +33,7 @@ extern int	ecp_max_retries;
 extern int	ecp_retry_base_ms;
 extern int	ecp_retry_max_ms;
 extern int	ecp_heartbeat_interval;	/* seconds */
+extern int	ecp_recovery_timeout;	/* seconds */
 
 /*
  * One slot per possible sync worker.  The launcher reserves a slot before

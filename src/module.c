@@ -19,6 +19,7 @@ int			ecp_max_retries = 10;
 int			ecp_retry_base_ms = 1000;
 int			ecp_retry_max_ms = 30000;
 int			ecp_heartbeat_interval = 5;
+int			ecp_recovery_timeout = 60;
 
 void		_PG_init(void);
 
@@ -56,6 +57,10 @@ define_gucs(void)
 	DefineCustomIntVariable("ecp.heartbeat_interval",
 							"How often a worker renews its heartbeat, also while it waits.",
 							NULL, &ecp_heartbeat_interval, 5, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("ecp.recovery_timeout",
+							"A running part whose heartbeat is older than this and that has no worker is restarted.",
+							NULL, &ecp_recovery_timeout, 60, 1, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("ecp");
 }

@@ -73,10 +73,22 @@ reclaim_slots(void)
 	}
 }
 
+typedef struct RunnablePart
+{
+	int64		run_id;
+	int32		part_no;
+	Oid			owner;
+	bool		recovering;
+	bool		has_heartbeat;
+	TimestampTz heartbeat;
+} RunnablePart;
+
 /* Register one dynamic worker for a part; false when none could be had. */
 static bool
-start_worker(int64 run_id, int32 part_no, Oid owner)
+start_worker(const RunnablePart *part)
 {
+	int64		run_id = part->run_id;
+	int32		part_no = part->part_no;
 	BackgroundWorker worker;
 	EcpWorkerArgs args;
 	BackgroundWorkerHandle *handle;
@@ -87,10 +99,14 @@ start_worker(int64 run_id, int32 part_no, Oid owner)
 	if (slot < 0)
 		return false;			/* all ecp.max_workers slots busy */
 
+	memset(&args, 0, sizeof(args));
 	args.database = MyDatabaseId;
-	args.owner = owner;
+	args.owner = part->owner;
 	args.run_id = run_id;
 	args.part_no = part_no;
+	args.recovering = part->recovering;
+	args.has_heartbeat = part->has_heartbeat;
+	args.heartbeat_seen = part->heartbeat;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -124,26 +140,29 @@ start_worker(int64 run_id, int32 part_no, Oid owner)
 	return true;
 }
 
-typedef struct RunnablePart
-{
-	int64		run_id;
-	int32		part_no;
-	Oid			owner;
-} RunnablePart;
-
 /* The parts that should have a worker, read in one short transaction. */
 static RunnablePart *
 runnable_parts(int *count)
 {
 	RunnablePart *parts = NULL;
 
+	/*
+	 * Pending parts start at once.  A part still marked running lost its
+	 * worker (crash, kill, shutdown): it is recovered when its heartbeat is
+	 * older than ecp.recovery_timeout, or older than this server's start.
+	 */
+	char	   *sql = psprintf("SELECT p.run_id, p.part_no, r.owner::oid, p.state = 'running', p.heartbeat_at"
+							   "  FROM ecp.run r JOIN ecp.part p ON p.run_id = r.id"
+							   " WHERE r.state IN ('pending', 'running')"
+							   "   AND (p.state = 'pending' OR (p.state = 'running' AND"
+							   "        (p.heartbeat_at IS NULL OR p.heartbeat_at < pg_postmaster_start_time()"
+							   "         OR p.heartbeat_at < now() - interval '%d seconds')))"
+							   " ORDER BY r.id, p.part_no", ecp_recovery_timeout);
+
 	*count = 0;
 	SPI_connect();
-	if (SPI_execute("SELECT p.run_id, p.part_no, r.owner::oid"
-					"  FROM ecp.run r JOIN ecp.part p ON p.run_id = r.id"
-					" WHERE r.state IN ('pending', 'running')"
-					"   AND p.state IN ('pending', 'running')"
-					" ORDER BY r.id, p.part_no", true, 0) != SPI_OK_SELECT)
+
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "ecp: could not read runnable parts");
 
 	parts = MemoryContextAlloc(CurTransactionContext,
@@ -157,6 +176,9 @@ runnable_parts(int *count)
 		parts[i].run_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
 		parts[i].part_no = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull));
 		parts[i].owner = DatumGetObjectId(SPI_getbinval(tuple, desc, 3, &isnull));
+		parts[i].recovering = DatumGetBool(SPI_getbinval(tuple, desc, 4, &isnull));
+		parts[i].heartbeat = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull));
+		parts[i].has_heartbeat = !isnull;
 	}
 	*count = (int) SPI_processed;
 	SPI_finish();
@@ -182,7 +204,7 @@ ecp_schedule_runs(void)
 	{
 		if (ecp_part_has_slot(parts[i].run_id, parts[i].part_no))
 			continue;
-		if (!start_worker(parts[i].run_id, parts[i].part_no, parts[i].owner))
+		if (!start_worker(&parts[i]))
 			break;
 	}
 

@@ -18,6 +18,9 @@ typedef struct EcpPartConfig
 	int32		part_no;
 	Oid			owner;
 	int			slot;
+	bool		recovering;		/* a worker of this part died before */
+	bool		has_heartbeat;
+	TimestampTz heartbeat_seen; /* by the launcher: the claim's compare-and-set */
 
 	/* task */
 	char	   *task_name;
@@ -128,6 +131,7 @@ extern void ecp_checkpoint_finish(EcpPartConfig *config, int64 null_keys);
 extern void ecp_checkpoint_fail(EcpPartConfig *config, const char *error);
 extern char *ecp_checkpoint_run_state(EcpPartConfig *config);
 extern void ecp_checkpoint_heartbeat(EcpPartConfig *config);
+extern void ecp_checkpoint_release(EcpPartConfig *config);
 extern void ecp_checkpoint_event(EcpPartConfig *config, const char *action,
 								 const char *content_json);
 

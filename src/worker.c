@@ -190,6 +190,7 @@ run_still_running(EcpPartConfig *config)
 	ereport(LOG,
 			(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
 					config->run_id, config->part_no, state)));
+	ecp_checkpoint_release(config);
 	return false;
 }
 
@@ -447,6 +448,7 @@ sync_part(EcpPartConfig *config)
 			ereport(LOG,
 					(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
 							config->run_id, config->part_no, state)));
+			ecp_checkpoint_release(config);
 			break;
 		}
 		if (!next_found)
@@ -518,6 +520,9 @@ ecp_worker_main(Datum main_arg)
 	config.part_no = args.part_no;
 	config.owner = args.owner;
 	config.slot = my_slot;
+	config.recovering = args.recovering;
+	config.has_heartbeat = args.has_heartbeat;
+	config.heartbeat_seen = args.heartbeat_seen;
 
 	ecp_checkpoint_load(&config);
 	if (strcmp(config.run_state, "pending") == 0 || strcmp(config.run_state, "running") == 0)
