@@ -555,6 +555,43 @@ BEGIN
       FROM ecp.run r WHERE r.id = run AND pg_has_role(r.owner, 'MEMBER');
 END $$;
 
+-- Alerts: a flow row 'alert' and NOTIFY ecp_alert with a JSON payload
+-- (delivered at commit, like any NOTIFY).  The launcher also POSTs them to
+-- ecp.alert_webhook when it is set.
+CREATE FUNCTION ecp._alert(run bigint, class text, attempts integer, error text)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    payload jsonb;
+BEGIN
+    SELECT ru.id, ru.task_id, t.name AS task, ru.owner INTO r
+      FROM ecp.run ru JOIN ecp.task t ON t.id = ru.task_id WHERE ru.id = run;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    payload := jsonb_build_object('run', run, 'task', r.task, 'owner', r.owner::text,
+                                  'class', class, 'attempts', attempts,
+                                  'error', left(error, 2000), 'at', now());
+    INSERT INTO ecp.flow_log (task_id, run_id, action, content, operator, owner)
+    VALUES (r.task_id, run, 'alert', payload, current_user, r.owner);
+    PERFORM pg_notify('ecp_alert', payload::text);
+END $$;
+
+-- Every run failure is an alert.
+CREATE FUNCTION ecp._alert_on_failure() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ecp._alert(NEW.id,
+                       CASE WHEN NEW.last_error LIKE 'retries exhausted%' THEN 'retries exhausted'
+                            ELSE 'failed' END,
+                       (regexp_match(NEW.last_error, 'after (\d+) attempts'))[1]::integer,
+                       NEW.last_error);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER alert AFTER UPDATE OF state ON ecp.run
+    FOR EACH ROW WHEN (NEW.state = 'failed' AND OLD.state IS DISTINCT FROM 'failed')
+    EXECUTE FUNCTION ecp._alert_on_failure();
+
 -- Only legal state changes; a finished run stays finished.
 CREATE FUNCTION ecp._check_run_transition() RETURNS trigger
 LANGUAGE plpgsql AS $$

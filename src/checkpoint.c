@@ -430,3 +430,21 @@ ecp_checkpoint_event(EcpPartConfig *config, const char *action, const char *cont
 	SPI_finish();
 	ecp_commit_as_owner();
 }
+
+/* An alert about this run: flow row, NOTIFY ecp_alert (at commit). */
+void
+ecp_checkpoint_alert(EcpPartConfig *config, const char *class, int attempts, const char *error)
+{
+	Oid			types[4] = {INT8OID, TEXTOID, INT4OID, TEXTOID};
+	Datum		values[4];
+
+	values[0] = Int64GetDatum(config->run_id);
+	values[1] = CStringGetTextDatum(class);
+	values[2] = Int32GetDatum(attempts);
+	values[3] = CStringGetTextDatum(error ? error : "");
+	ecp_begin_as_owner(config);
+	SPI_connect();
+	owner_exec("SELECT ecp._alert($1, $2, $3, $4)", 4, types, values, NULL);
+	SPI_finish();
+	ecp_commit_as_owner();
+}

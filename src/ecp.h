@@ -34,6 +34,8 @@ extern int	ecp_retry_base_ms;
 extern int	ecp_retry_max_ms;
 extern int	ecp_heartbeat_interval;	/* seconds */
 extern int	ecp_recovery_timeout;	/* seconds */
+extern int	ecp_alert_after;
+extern char *ecp_alert_webhook;
 
 /*
  * One slot per possible sync worker.  The launcher reserves a slot before
@@ -97,6 +99,9 @@ extern void ecp_commit_signals_install(void);
 
 /* scheduler.c */
 extern void ecp_schedule_runs(void);
+
+/* alerts.c */
+extern void ecp_post_alerts(void);
 
 /* worker.c */
 extern PGDLLEXPORT void ecp_worker_main(Datum main_arg);

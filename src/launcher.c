@@ -167,6 +167,7 @@ schedule_runs_safely(void)
 	PG_TRY();
 	{
 		ecp_schedule_runs();
+		ecp_post_alerts();
 	}
 	PG_CATCH();
 	{

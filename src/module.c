@@ -20,6 +20,8 @@ int			ecp_retry_base_ms = 1000;
 int			ecp_retry_max_ms = 30000;
 int			ecp_heartbeat_interval = 5;
 int			ecp_recovery_timeout = 60;
+int			ecp_alert_after = 3;
+char	   *ecp_alert_webhook = NULL;
 
 void		_PG_init(void);
 
@@ -62,6 +64,15 @@ define_gucs(void)
 							"A running part whose heartbeat is older than this and that has no worker is restarted.",
 							NULL, &ecp_recovery_timeout, 60, 1, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("ecp.alert_after",
+							"Alert after this many consecutive failed attempts of a batch.",
+							NULL, &ecp_alert_after, 3, 1, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	/* superuser-only: a webhook URL often carries a token */
+	DefineCustomStringVariable("ecp.alert_webhook",
+							   "URL the launcher POSTs every alert to (JSON), best effort; empty: none.",
+							   NULL, &ecp_alert_webhook, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("ecp");
 }
 

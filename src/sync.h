@@ -132,6 +132,8 @@ extern void ecp_checkpoint_fail(EcpPartConfig *config, const char *error);
 extern char *ecp_checkpoint_run_state(EcpPartConfig *config);
 extern void ecp_checkpoint_heartbeat(EcpPartConfig *config);
 extern void ecp_checkpoint_release(EcpPartConfig *config);
+extern void ecp_checkpoint_alert(EcpPartConfig *config, const char *class, int attempts,
+								 const char *error);
 extern void ecp_checkpoint_event(EcpPartConfig *config, const char *action,
 								 const char *content_json);
 

@@ -361,6 +361,8 @@ send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *resu
 							  attempt, config->max_retries, why);
 			return ECP_SEND_FAILED;
 		}
+		if (attempt == ecp_alert_after)
+			ecp_checkpoint_alert(config, "transient", attempt, why);
 		wait_ms = backoff_ms(config, attempt);
 		ecp_checkpoint_event(config, "retry",
 							 psprintf("{\"attempt\": %d, \"wait_ms\": %ld, \"documents\": %d, \"error\": %s}",
