@@ -70,7 +70,9 @@ CREATE TABLE ecp.run (
     created_at  timestamptz NOT NULL DEFAULT now(),
     started_at  timestamptz,
     finished_at timestamptz,
-    last_error  text
+    last_error  text,
+    only_ids    text[],         -- ecp.retry_failed: sync just these ids
+    retry_of    bigint REFERENCES ecp.run(id) ON DELETE SET NULL
 );
 CREATE INDEX ON ecp.run (task_id);
 CREATE INDEX ON ecp.run (state) WHERE state IN ('pending', 'running');
@@ -449,6 +451,42 @@ BEGIN
     RETURN run_id;
 END $$;
 
+-- A new run of the same task over the ids in failed_docs of a finished
+-- run (after fixing the data or the mapping).
+CREATE FUNCTION ecp.retry_failed(run bigint) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    r ecp.run;
+    ids text[];
+    busy bigint;
+    new_run bigint;
+BEGIN
+    r := ecp._run_for_update(run, ARRAY['succeeded', 'failed', 'cancelled'], 'retried');
+    SELECT array_agg(DISTINCT f.doc_id ORDER BY f.doc_id) INTO ids
+      FROM ecp.failed_doc f WHERE f.run_id = run AND f.doc_id IS NOT NULL;
+    IF ids IS NULL THEN
+        RAISE EXCEPTION 'run % has no failed documents with an id to retry', run
+              USING ERRCODE = 'no_data_found',
+                    HINT = 'SELECT * FROM ecp.failed_docs WHERE run_id = ' || run || ' shows what failed.';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('ecp.start'), r.task_id::integer);
+    SELECT id INTO busy FROM ecp.run
+     WHERE task_id = r.task_id AND state IN ('pending', 'running', 'paused') LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'the task of run % already has run % in progress', run, busy
+              USING ERRCODE = 'object_in_use',
+                    HINT = 'Wait for it, or ecp.cancel(' || busy || ') first.';
+    END IF;
+    INSERT INTO ecp.run (task_id, owner, only_ids, retry_of, total, total_is_estimate)
+    VALUES (r.task_id, r.owner, ids, run, cardinality(ids), false)
+    RETURNING id INTO new_run;
+    INSERT INTO ecp.part (run_id, part_no, owner) VALUES (new_run, 0, r.owner);
+    PERFORM ecp._wake_launcher_at_commit();
+    PERFORM ecp._warn_if_not_launcher_database(new_run);
+    RETURN new_run;
+END $$;
+
 CREATE FUNCTION ecp.pause(run bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
@@ -514,6 +552,10 @@ DECLARE
 BEGIN
     IF TG_OP = 'INSERT' THEN
         action := 'start';
+        IF NEW.retry_of IS NOT NULL THEN
+            content := jsonb_build_object('retry_failed_of', NEW.retry_of,
+                                          'ids', cardinality(NEW.only_ids));
+        END IF;
     ELSIF NEW.state IS NOT DISTINCT FROM OLD.state
           OR (OLD.state = 'pending' AND NEW.state = 'running') THEN
         -- a worker taking up a pending run records "worker started" itself

@@ -57,6 +57,7 @@ basic_auth(const char *user, const char *password)
 	"       coalesce((c.options->>'connect_timeout_ms')::int, 5000) AS connect_timeout_ms, " \
 	"       coalesce((c.options->>'request_timeout_ms')::int, 60000) AS request_timeout_ms, " \
 	"       r.state AS run_state, (r.total IS NOT NULL) AS has_total, " \
+	"       r.only_ids::text AS only_ids, " \
 	"       p.last_key, p.processed, p.failed " \
 	"  FROM ecp.run r JOIN ecp.task t ON t.id = r.task_id " \
 	"  JOIN ecp.consumer c ON c.id = t.consumer_id " \
@@ -129,6 +130,7 @@ ecp_checkpoint_load(EcpPartConfig *config)
 	config->connect_timeout_ms = long_column(tuple, desc, "connect_timeout_ms");
 	config->request_timeout_ms = long_column(tuple, desc, "request_timeout_ms");
 	config->run_state = copy_text(tuple, desc, "run_state");
+	config->only_ids = copy_text(tuple, desc, "only_ids");
 	config->has_total = bool_column(tuple, desc, "has_total");
 	config->last_key = copy_text(tuple, desc, "last_key");
 	config->processed = long_column(tuple, desc, "processed");

@@ -54,6 +54,19 @@ key_type_name(const EcpPartConfig *config)
 	return format_type_be(type);
 }
 
+/*
+ * ecp.retry_failed: only the listed ids.  Compared as text, the way they
+ * were recorded (the ids of failed documents, a bounded list).
+ */
+static char *
+only_ids_filter(const EcpPartConfig *config)
+{
+	if (config->only_ids == NULL)
+		return "";
+	return psprintf(" AND (%s)::text = ANY (%s::text[])", column_ref(config->id_column),
+					quote_literal_cstr(config->only_ids));
+}
+
 void
 ecp_source_prepare(EcpPartConfig *config)
 {
@@ -69,10 +82,10 @@ ecp_source_prepare(EcpPartConfig *config)
 	select = psprintf("SELECT (%s)::text, (%s)::text, to_jsonb(" ROW_ALIAS ")::text FROM (%s\n) AS " ROW_ALIAS,
 					  key, column_ref(config->id_column), config->query);
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	page_sql_first = psprintf("%s WHERE %s IS NOT NULL ORDER BY %s LIMIT %d",
-							  select, key, key, config->batch_size);
-	page_sql_next = psprintf("%s WHERE %s > $1::%s ORDER BY %s LIMIT %d",
-							 select, key, type, key, config->batch_size);
+	page_sql_first = psprintf("%s WHERE %s IS NOT NULL%s ORDER BY %s LIMIT %d",
+							  select, key, only_ids_filter(config), key, config->batch_size);
+	page_sql_next = psprintf("%s WHERE %s > $1::%s%s ORDER BY %s LIMIT %d",
+							 select, key, type, only_ids_filter(config), key, config->batch_size);
 	MemoryContextSwitchTo(old);
 	SPI_finish();
 	ecp_commit_as_owner();
@@ -174,6 +187,8 @@ ecp_source_total(EcpPartConfig *config, bool *is_estimate)
 int64
 ecp_source_count_null_keys(EcpPartConfig *config)
 {
+	if (config->only_ids != NULL)
+		return 0;				/* a retry of listed ids pages no NULL keys */
 	return owner_count(config,
 					   psprintf("SELECT count(*) FROM (%s\n) AS " ROW_ALIAS " WHERE %s IS NULL",
 								config->query, column_ref(config->key_column)));

@@ -36,6 +36,7 @@ typedef struct EcpPartConfig
 	int			retry_max_ms;
 	bool		exact_total;
 	char	   *search_path;
+	char	   *only_ids;		/* text of a text[] (ecp.retry_failed), or NULL */
 
 	/* consumer */
 	char	   *url;

@@ -125,8 +125,9 @@ is($node->safe_psql('postgres', q{SELECT e.doc->>'big' FROM es_typed e WHERE e.i
 # --- documents the sink refuses go to failed_docs; the run goes on ---------
 $es->put('/poisoned', { mappings => { properties => { amount => { type => 'long' } } } });
 $node->safe_psql('postgres',
-	"SELECT ecp.create_task('poisoned', 'esd', 'poisoned', "
-	  . "query => 'SELECT g AS id, CASE WHEN g % 100 = 0 THEN ''cheap'' END AS amount FROM generate_series(1, 1000) g', "
+	"CREATE TABLE poison_src AS SELECT g AS id, CASE WHEN g % 100 = 0 THEN 'cheap' END AS amount FROM generate_series(1, 1000) g");
+$node->safe_psql('postgres',
+	"SELECT ecp.create_task('poisoned', 'esd', 'poisoned', query => 'SELECT * FROM poison_src', "
 	  . "options => '{\"batch_size\": 300}')");
 $run = $node->safe_psql('postgres', "SELECT ecp.start('poisoned')");
 is(EcpTest::wait_for_run($node, $run, 'succeeded'), 'succeeded', 'a run with refused documents succeeds');
@@ -140,6 +141,19 @@ is($node->safe_psql('postgres',
 	'10', 'with status, error type and a reason naming the field');
 $es->refresh('poisoned');
 is($es->count('poisoned'), 990, 'every other document is indexed');
+
+# after fixing the data, ecp.retry_failed sends just the failed ids again
+$node->safe_psql('postgres', "UPDATE poison_src SET amount = NULL WHERE amount = 'cheap'");
+my $retry = $node->safe_psql('postgres', "SELECT ecp.retry_failed($run)");
+is(EcpTest::wait_for_run($node, $retry, 'succeeded'), 'succeeded', 'ecp.retry_failed runs over the failed ids');
+is($node->safe_psql('postgres', "SELECT processed || ' ' || failed || ' ' || total FROM ecp.progress WHERE run_id = $retry"),
+	'10 0 10', 'exactly the 10 failed documents, now accepted');
+is($node->safe_psql('postgres', "SELECT content->>'retry_failed_of' FROM ecp.flow WHERE run_id = $retry AND action = 'start'"),
+	$run, 'the flow links the retry to its run');
+$es->refresh('poisoned');
+is($es->count('poisoned'), 1000, 'the index is complete');
+my (undef, undef, $retry_err) = $node->psql('postgres', "SELECT ecp.retry_failed($retry)");
+like($retry_err, qr/run $retry has no failed documents with an id to retry/, 'nothing to retry is an error');
 
 # --- a non-superuser runs its own task, as itself -----------------------------
 $node->safe_psql('postgres', q{
