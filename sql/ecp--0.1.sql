@@ -88,6 +88,7 @@ CREATE TABLE ecp.part (
     processed   bigint NOT NULL DEFAULT 0,
     failed      bigint NOT NULL DEFAULT 0,
     batches     bigint NOT NULL DEFAULT 0,
+    recoveries  integer NOT NULL DEFAULT 0,  -- restarts since the last acknowledged batch
     docs_per_second double precision,
     heartbeat_at timestamptz,
     worker_pid  integer,
@@ -502,7 +503,8 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM ecp._run_for_update(run, ARRAY['paused', 'failed'], 'resumed');
     -- a failed run kept its checkpoints: its failed parts go on from them
-    UPDATE ecp.part SET state = 'pending' WHERE run_id = run AND state = 'failed';
+    UPDATE ecp.part SET state = 'pending', recoveries = 0
+     WHERE run_id = run AND state IN ('failed', 'running');
     UPDATE ecp.run SET state = 'running', finished_at = NULL WHERE id = run;
     PERFORM ecp._wake_launcher_at_commit();
     PERFORM ecp._warn_if_not_launcher_database(run);
@@ -706,6 +708,16 @@ SELECT t.id, t.name, c.name AS consumer, t.index_name AS index, t.query, t.optio
 COMMENT ON VIEW ecp.tasks IS 'task definitions';
 
 GRANT SELECT ON ecp.progress, ecp.flow, ecp.failed_docs, ecp.consumers, ecp.tasks TO PUBLIC;
+
+-- Fibonacci back-off: 1, 1, 2, 3, 5, ... x base_ms, capped at max_ms.
+CREATE FUNCTION ecp._backoff_ms(attempt integer, base_ms integer, max_ms integer)
+RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
+    WITH RECURSIVE fib(n, a, b) AS (
+        SELECT 1, 1::bigint, 1::bigint
+        UNION ALL
+        SELECT n + 1, b, a + b FROM fib WHERE n < greatest(attempt, 1) AND a * base_ms < max_ms)
+    SELECT least((SELECT a FROM fib ORDER BY n DESC LIMIT 1) * base_ms, max_ms::bigint)
+$$;
 
 -- The planner's estimate of the rows a query returns (for ecp.progress.total).
 CREATE FUNCTION ecp._estimate_rows(query text) RETURNS bigint

@@ -187,7 +187,11 @@ ecp_checkpoint_claim(EcpPartConfig *config)
 	 * it since (a late worker, another launcher), this worker stands down,
 	 * so a part never runs twice.
 	 */
-	owner_exec("UPDATE ecp.part SET state = 'running', worker_pid = pg_backend_pid(), "
+	owner_exec(config->recovering ?
+			   "UPDATE ecp.part SET state = 'running', worker_pid = pg_backend_pid(), "
+			   "       heartbeat_at = now(), recoveries = recoveries + 1 "
+			   " WHERE run_id = $1 AND part_no = $2 AND heartbeat_at IS NOT DISTINCT FROM $4" :
+			   "UPDATE ecp.part SET state = 'running', worker_pid = pg_backend_pid(), "
 			   "       heartbeat_at = now(), started_at = coalesce(started_at, now()) "
 			   " WHERE run_id = $1 AND part_no = $2 AND heartbeat_at IS NOT DISTINCT FROM $4",
 			   4, types, values, nulls);
@@ -338,7 +342,7 @@ ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *result
 	values[5] = Float8GetDatum(docs_per_second);
 	owner_exec("UPDATE ecp.part SET last_key = $3, processed = processed + $4, "
 			   "       failed = failed + $5, batches = batches + 1, heartbeat_at = now(), "
-			   "       docs_per_second = $6 "
+			   "       docs_per_second = $6, recoveries = 0 "
 			   " WHERE run_id = $1 AND part_no = $2", 6, types, values, NULL);
 	state = select_run_state(config);
 	SPI_finish();

@@ -140,6 +140,52 @@ start_worker(const RunnablePart *part)
 	return true;
 }
 
+/* SQL for a task's integer option with the GUC as default. */
+static char *
+task_option_or(const char *option, int fallback)
+{
+	return psprintf("coalesce((t.options->>'%s')::int, %d)", option, fallback);
+}
+
+/*
+ * A part whose workers died more than max_retries times in a row (without
+ * acknowledging a batch in between) fails its run instead of spinning.
+ */
+static void
+fail_dying_parts(void)
+{
+	char	   *sql = psprintf("SELECT p.run_id, p.part_no, p.recoveries FROM ecp.run r"
+							   "  JOIN ecp.part p ON p.run_id = r.id JOIN ecp.task t ON t.id = r.task_id"
+							   " WHERE r.state = 'running' AND p.state = 'running' AND p.recoveries > %s"
+							   "   AND (p.heartbeat_at < pg_postmaster_start_time()"
+							   "        OR p.heartbeat_at < now() - interval '%d seconds')",
+							   task_option_or("max_retries", ecp_max_retries), ecp_recovery_timeout);
+
+	SPITupleTable *found;
+	uint64		nfound;
+
+	SPI_connect();
+	SPI_execute(sql, true, 0);
+	found = SPI_tuptable;		/* kept: the UPDATEs below replace SPI_tuptable */
+	nfound = SPI_processed;
+	for (uint64 i = 0; i < nfound; i++)
+	{
+		bool		isnull;
+		int64		run_id = DatumGetInt64(SPI_getbinval(found->vals[i], found->tupdesc, 1, &isnull));
+		int32		part_no = DatumGetInt32(SPI_getbinval(found->vals[i], found->tupdesc, 2, &isnull));
+		int32		deaths = DatumGetInt32(SPI_getbinval(found->vals[i], found->tupdesc, 3, &isnull));
+
+		if (ecp_part_has_slot(run_id, part_no))
+			continue;			/* a worker is alive after all */
+		SPI_execute(psprintf("UPDATE ecp.run SET state = 'failed', finished_at = now(), last_error = "
+							 "'the worker of part %d died %d times in a row without finishing a batch; "
+							 "the checkpoint is kept: see the server log, then ecp.resume(" INT64_FORMAT ")' "
+							 "WHERE id = " INT64_FORMAT " AND state = 'running'",
+							 part_no, deaths, run_id, run_id), false, 0);
+	}
+	SPI_finish();
+}
+
 /* The parts that should have a worker, read in one short transaction. */
 static RunnablePart *
 runnable_parts(int *count)
@@ -153,11 +199,17 @@ runnable_parts(int *count)
 	 */
 	char	   *sql = psprintf("SELECT p.run_id, p.part_no, r.owner::oid, p.state = 'running', p.heartbeat_at"
 							   "  FROM ecp.run r JOIN ecp.part p ON p.run_id = r.id"
+							   "  JOIN ecp.task t ON t.id = r.task_id"
 							   " WHERE r.state IN ('pending', 'running')"
 							   "   AND (p.state = 'pending' OR (p.state = 'running' AND"
 							   "        (p.heartbeat_at IS NULL OR p.heartbeat_at < pg_postmaster_start_time()"
-							   "         OR p.heartbeat_at < now() - interval '%d seconds')))"
-							   " ORDER BY r.id, p.part_no", ecp_recovery_timeout);
+							   "         OR p.heartbeat_at < now() - interval '%d seconds')"
+							   /* a part that keeps dying waits a Fibonacci back-off */
+							   "        AND coalesce(p.heartbeat_at, '-infinity') + make_interval(secs => "
+							   "            ecp._backoff_ms(p.recoveries, %s, %s) / 1000.0) < now()))"
+							   " ORDER BY r.id, p.part_no", ecp_recovery_timeout,
+							   task_option_or("retry_base_ms", ecp_retry_base_ms),
+							   task_option_or("retry_max_ms", ecp_retry_max_ms));
 
 	*count = 0;
 	SPI_connect();
@@ -199,6 +251,7 @@ ecp_schedule_runs(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "scheduling ecp runs");
 
+	fail_dying_parts();
 	parts = runnable_parts(&count);
 	for (int i = 0; i < count; i++)
 	{

@@ -75,6 +75,34 @@ $node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
 $es->clear_faults;
 check_finished('terminated', $run);
 
+# --- a part that keeps dying: back-off, then the run fails --------------------
+$es->reset;
+$es->set_faults({ delay_ms => 20000 });    # no batch is ever acknowledged
+$node->safe_psql('postgres',
+	"SELECT ecp.create_task('dying', 'esd', 'dying', query => 'SELECT * FROM items', "
+	  . "options => '{\"batch_size\": $batch, \"max_retries\": 2, \"retry_base_ms\": 100}')");
+$run = $node->safe_psql('postgres', "SELECT ecp.start('dying')");
+my $kills = 0;
+for (1 .. 6)
+{
+	last unless EcpTest::poll($node,
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'ecp worker' OR "
+		  . "(SELECT state FROM ecp.run WHERE id = $run) = 'failed'", 60);
+	last if EcpTest::run_state($node, $run) eq 'failed';
+	# kill it once it has claimed its part (its own pid in the part)
+	EcpTest::poll($node, "SELECT worker_pid IS NOT NULL AND worker_pid IN (SELECT pid FROM pg_stat_activity) FROM ecp.part WHERE run_id = $run", 30);
+	kill 'KILL', worker_pid();
+	$kills++;
+	$node->poll_query_until('postgres', 'SELECT true');
+}
+is(EcpTest::wait_for_run($node, $run, 'failed', 60), 'failed', "a part killed $kills times fails its run");
+like($node->safe_psql('postgres', "SELECT last_error FROM ecp.progress WHERE run_id = $run"),
+	qr/the worker of part 0 died 3 times in a row .*ecp\.resume/, 'saying the worker keeps dying');
+is($kills, 4, 'after max_retries (2) recoveries and one more death');
+$es->clear_faults;
+$node->safe_psql('postgres', "SELECT ecp.resume($run)");
+is(EcpTest::wait_for_run($node, $run, 'succeeded', 120), 'succeeded', 'ecp.resume finishes it once the cause is gone');
+
 $es->stop;
 $node->stop;
 done_testing();
