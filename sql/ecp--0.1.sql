@@ -614,7 +614,7 @@ BEGIN
         RETURN;
     END IF;
     payload := jsonb_build_object('run', run, 'task', r.task, 'owner', r.owner::text,
-                                  'class', class, 'attempts', attempts,
+                                  'class', class, 'kind', class, 'attempts', attempts,
                                   'error', left(error, 2000), 'at', now());
     INSERT INTO ecp.flow_log (task_id, run_id, action, content, operator, owner)
     VALUES (r.task_id, run, 'alert', payload, current_user, r.owner);
