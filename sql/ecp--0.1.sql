@@ -423,12 +423,40 @@ BEGIN
     END IF;
 END $$;
 
-CREATE FUNCTION ecp.start(task text) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+-- A new pending run of a task (all its rows, or only_ids), unless the task
+-- already has one in progress: two runs of one task would race on the index.
+CREATE FUNCTION ecp._create_run(task_id bigint, only_ids text[], retry_of bigint)
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
 DECLARE
     t ecp.task;
     busy bigint;
     run_id bigint;
+BEGIN
+    SELECT * INTO t FROM ecp.task WHERE id = task_id;
+    -- two concurrent calls for one task must not both pass the check below
+    PERFORM pg_advisory_xact_lock(hashtext('ecp.start'), t.id::integer);
+    SELECT id INTO busy FROM ecp.run
+     WHERE ecp.run.task_id = t.id AND state IN ('pending', 'running', 'paused') LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'task "%" already has run % in progress', t.name, busy
+              USING ERRCODE = 'object_in_use',
+                    HINT = 'Wait for it, or ecp.cancel(' || busy || ') first.';
+    END IF;
+    INSERT INTO ecp.run (task_id, owner, only_ids, retry_of, total, total_is_estimate)
+    VALUES (t.id, t.owner, only_ids, retry_of, cardinality(only_ids),
+            CASE WHEN only_ids IS NOT NULL THEN false END)
+    RETURNING id INTO run_id;
+    INSERT INTO ecp.part (run_id, part_no, owner) VALUES (run_id, 0, t.owner);
+    PERFORM ecp._wake_launcher_at_commit();
+    PERFORM ecp._warn_if_not_launcher_database(run_id);
+    RETURN run_id;
+END $$;
+
+CREATE FUNCTION ecp.start(task text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t ecp.task;
 BEGIN
     SELECT * INTO t FROM ecp.task WHERE name = start.task;
     IF NOT FOUND THEN
@@ -436,20 +464,7 @@ BEGIN
               USING ERRCODE = 'undefined_object',
                     HINT = 'Create it with ecp.create_task(name, consumer, index, query => ...).';
     END IF;
-    -- Two start() calls for one task must not both pass the check below.
-    PERFORM pg_advisory_xact_lock(hashtext('ecp.start'), t.id::integer);
-    SELECT id INTO busy FROM ecp.run
-     WHERE task_id = t.id AND state IN ('pending', 'running', 'paused') LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'task "%" already has run % in progress', task, busy
-              USING ERRCODE = 'object_in_use',
-                    HINT = 'Wait for it, or ecp.cancel(' || busy || ') first.';
-    END IF;
-    INSERT INTO ecp.run (task_id, owner) VALUES (t.id, t.owner) RETURNING id INTO run_id;
-    INSERT INTO ecp.part (run_id, part_no, owner) VALUES (run_id, 0, t.owner);
-    PERFORM ecp._wake_launcher_at_commit();
-    PERFORM ecp._warn_if_not_launcher_database(run_id);
-    RETURN run_id;
+    RETURN ecp._create_run(t.id, NULL, NULL);
 END $$;
 
 -- A new run of the same task over the ids in failed_docs of a finished
@@ -460,8 +475,6 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r ecp.run;
     ids text[];
-    busy bigint;
-    new_run bigint;
 BEGIN
     r := ecp._run_for_update(run, ARRAY['succeeded', 'failed', 'cancelled'], 'retried');
     SELECT array_agg(DISTINCT f.doc_id ORDER BY f.doc_id) INTO ids
@@ -471,21 +484,7 @@ BEGIN
               USING ERRCODE = 'no_data_found',
                     HINT = 'SELECT * FROM ecp.failed_docs WHERE run_id = ' || run || ' shows what failed.';
     END IF;
-    PERFORM pg_advisory_xact_lock(hashtext('ecp.start'), r.task_id::integer);
-    SELECT id INTO busy FROM ecp.run
-     WHERE task_id = r.task_id AND state IN ('pending', 'running', 'paused') LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'the task of run % already has run % in progress', run, busy
-              USING ERRCODE = 'object_in_use',
-                    HINT = 'Wait for it, or ecp.cancel(' || busy || ') first.';
-    END IF;
-    INSERT INTO ecp.run (task_id, owner, only_ids, retry_of, total, total_is_estimate)
-    VALUES (r.task_id, r.owner, ids, run, cardinality(ids), false)
-    RETURNING id INTO new_run;
-    INSERT INTO ecp.part (run_id, part_no, owner) VALUES (new_run, 0, r.owner);
-    PERFORM ecp._wake_launcher_at_commit();
-    PERFORM ecp._warn_if_not_launcher_database(new_run);
-    RETURN new_run;
+    RETURN ecp._create_run(r.task_id, ids, run);
 END $$;
 
 CREATE FUNCTION ecp.pause(run bigint) RETURNS void
