@@ -121,8 +121,19 @@ SELECT call, pg_temp.sqlstate_of(call) AS sqlstate FROM (VALUES
     ($$SELECT ecp.create_task('x', 'es', 'i', ids => '{1}')$$),
     ($$SELECT ecp.start('nope')$$),
     ($$SELECT ecp.pause(424242)$$),
-    ($$SELECT ecp.resume(1)$$)
+    ($$SELECT ecp.resume(1)$$),
+    ($$SELECT ecp.retry_failed(424242)$$),
+    ($$SELECT ecp.retry_failed(1)$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELECT 1 AS a', options => '{"max_retries": -1}')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELECT 1 AS a', options => '{"retry_base_ms": 0}')$$)
 ) AS calls(call);
+-- retry_failed of a run that is still going
+SELECT ecp.start('orders') AS run2 \gset
+SELECT ecp.retry_failed(:run2);
+SELECT ecp.cancel(:run2);
+-- max_retries 0 is allowed (fail at the first transient error)
+SELECT ecp.create_task('no_retries', 'es', 'orders', query => 'SELECT * FROM orders',
+                       options => '{"max_retries": 0}') > 0 AS created;
 
 REVOKE USAGE ON SCHEMA public FROM ecp_regress_alice;
 DROP ROLE ecp_regress_alice;
