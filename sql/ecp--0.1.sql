@@ -265,13 +265,15 @@ $$;
 CREATE FUNCTION ecp._task_option_spec() RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
     SELECT '{"id_column": "text", "key_column": "text", "batch_size": "integer",
              "batch_bytes": "integer", "op": "text", "exact_total": "boolean",
-             "max_retries": "count", "retry_base_ms": "integer", "retry_max_ms": "integer"}'::jsonb
+             "max_retries": "count", "retry_base_ms": "integer", "retry_max_ms": "integer",
+             "rate_limit": "number"}'::jsonb
 $$;
 
 CREATE FUNCTION ecp._consumer_option_spec() RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
     SELECT '{"username": "text", "password": "text", "api_key": "text",
              "ca_file": "text", "insecure": "boolean", "gzip": "boolean",
-             "connect_timeout_ms": "integer", "request_timeout_ms": "integer"}'::jsonb
+             "connect_timeout_ms": "integer", "request_timeout_ms": "integer",
+             "rate_limit": "number"}'::jsonb
 $$;
 
 -- ---------------------------------------------------------------------------
@@ -485,6 +487,33 @@ BEGIN
                     HINT = 'SELECT * FROM ecp.failed_docs WHERE run_id = ' || run || ' shows what failed.';
     END IF;
     RETURN ecp._create_run(r.task_id, ids, run);
+END $$;
+
+-- Change a task's rate limit (documents per second, 0 = unlimited), also
+-- while it runs: the launcher pushes it to the workers within a second.
+CREATE FUNCTION ecp.set_rate(task text, docs_per_second numeric) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t ecp.task;
+BEGIN
+    IF docs_per_second IS NULL OR docs_per_second < 0 THEN
+        RAISE EXCEPTION 'invalid rate % for task "%"', coalesce(docs_per_second::text, 'NULL'), task
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Give documents per second, 0 for unlimited.';
+    END IF;
+    SELECT * INTO t FROM ecp.task WHERE name = set_rate.task;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', coalesce(task, 'NULL')
+              USING ERRCODE = 'undefined_object';
+    END IF;
+    UPDATE ecp.task SET options = jsonb_set(options, '{rate_limit}', to_jsonb(docs_per_second))
+     WHERE id = t.id;
+    INSERT INTO ecp.flow_log (task_id, action, content, operator, owner)
+    VALUES (t.id, 'set_rate',
+            jsonb_build_object('task', t.name, 'old', coalesce((t.options->>'rate_limit')::numeric, 0),
+                               'new', docs_per_second),
+            current_user, t.owner);
+    PERFORM ecp._wake_launcher_at_commit();
 END $$;
 
 CREATE FUNCTION ecp.pause(run bigint) RETURNS void
@@ -727,3 +756,41 @@ BEGIN
     EXECUTE 'EXPLAIN (FORMAT JSON) ' || query INTO plan;
     RETURN (plan -> 0 -> 'Plan' ->> 'Plan Rows')::numeric::bigint;
 END $$;
+
+-- The rate limiters as they are now (shared memory).
+CREATE FUNCTION ecp._rate_buckets(OUT kind text, OUT id bigint, OUT rate float8,
+                                  OUT tokens float8, OUT waiting integer)
+RETURNS SETOF record AS 'MODULE_PATHNAME', 'ecp_rate_buckets' LANGUAGE C STRICT VOLATILE;
+
+CREATE VIEW ecp.rate_limits WITH (security_invoker = true) AS
+SELECT b.kind,
+       coalesce(t.name, c.name) AS name,
+       b.rate AS configured_rate,
+       b.rate AS effective_rate,
+       round(coalesce(m.docs_per_second, 0)::numeric, 1) AS measured_rate,
+       round(b.tokens::numeric, 1) AS tokens,
+       b.waiting AS waiting_workers
+  FROM ecp._rate_buckets() b
+  LEFT JOIN ecp.task t ON b.kind = 'task' AND t.id = b.id
+  LEFT JOIN ecp.consumer c ON b.kind = 'consumer' AND c.id = b.id
+  LEFT JOIN LATERAL (
+       SELECT sum(p.docs_per_second) AS docs_per_second
+         FROM ecp.run r JOIN ecp.part p ON p.run_id = r.id
+         JOIN ecp.task tt ON tt.id = r.task_id
+        WHERE r.state = 'running' AND p.state = 'running'
+          AND ((b.kind = 'task' AND tt.id = b.id) OR (b.kind = 'consumer' AND tt.consumer_id = b.id))) m ON true
+ WHERE t.id IS NOT NULL OR c.id IS NOT NULL;
+COMMENT ON VIEW ecp.rate_limits IS 'live rate limits: configured, effective and measured documents per second';
+GRANT SELECT ON ecp.rate_limits TO PUBLIC;
+
+-- Task options may be changed with a plain UPDATE (rate_limit, say): they
+-- are checked like create_task's.
+GRANT UPDATE (options) ON ecp.task TO PUBLIC;
+CREATE FUNCTION ecp._check_task_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ecp._check_options(NEW.options, ecp._task_option_spec(), 'task');
+    RETURN NEW;
+END $$;
+CREATE TRIGGER check_options BEFORE UPDATE OF options ON ecp.task
+    FOR EACH ROW EXECUTE FUNCTION ecp._check_task_update();

@@ -41,6 +41,7 @@ basic_auth(const char *user, const char *password)
 
 #define CONFIG_SQL \
 	"SELECT t.name AS task_name, t.query, t.index_name, t.search_path, " \
+	"       t.id AS task_id, c.id AS consumer_id, " \
 	"       t.options->>'id_column' AS id_column, " \
 	"       coalesce(t.options->>'key_column', t.options->>'id_column') AS key_column, " \
 	"       coalesce(t.options->>'op', 'index') AS op, " \
@@ -111,6 +112,8 @@ ecp_checkpoint_load(EcpPartConfig *config)
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	config->task_name = copy_text(tuple, desc, "task_name");
+	config->task_id = long_column(tuple, desc, "task_id");
+	config->consumer_id = long_column(tuple, desc, "consumer_id");
 	config->query = copy_text(tuple, desc, "query");
 	config->index_name = copy_text(tuple, desc, "index_name");
 	config->search_path = copy_text(tuple, desc, "search_path");

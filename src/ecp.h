@@ -100,6 +100,14 @@ extern void ecp_commit_signals_install(void);
 /* scheduler.c */
 extern void ecp_schedule_runs(void);
 
+/* limiter.c */
+extern Size ecp_limiter_shmem_size(void);
+extern void ecp_limiter_shmem_init(void);
+extern void ecp_limiter_set(char kind, int64 id, double rate);
+extern double ecp_limiter_rate(int64 task_id, int64 consumer_id);
+extern long ecp_limiter_take(int64 task_id, int64 consumer_id, int n, bool waiting);
+extern void ecp_limiter_done_waiting(int64 task_id);
+
 /* alerts.c */
 extern void ecp_post_alerts(void);
 

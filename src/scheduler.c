@@ -186,6 +186,32 @@ fail_dying_parts(void)
 	SPI_finish();
 }
 
+/*
+ * Push the configured rates to shared memory, every pass: ecp.set_rate and
+ * a plain UPDATE of the option alike take effect within a second.
+ */
+static void
+refresh_rates(void)
+{
+	SPI_connect();
+	SPI_execute("SELECT 't', t.id, coalesce((t.options->>'rate_limit')::float8, 0) FROM ecp.task t"
+				" WHERE EXISTS (SELECT 1 FROM ecp.run r WHERE r.task_id = t.id AND r.state IN ('pending', 'running'))"
+				" UNION ALL "
+				"SELECT 'c', c.id, coalesce((c.options->>'rate_limit')::float8, 0) FROM ecp.consumer c",
+				true, 0);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *kind = SPI_getvalue(tuple, desc, 1);
+
+		ecp_limiter_set(kind[0], DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull)),
+						DatumGetFloat8(SPI_getbinval(tuple, desc, 3, &isnull)));
+	}
+	SPI_finish();
+}
+
 /* The parts that should have a worker, read in one short transaction. */
 static RunnablePart *
 runnable_parts(int *count)
@@ -251,6 +277,7 @@ ecp_schedule_runs(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "scheduling ecp runs");
 
+	refresh_rates();
 	fail_dying_parts();
 	parts = runnable_parts(&count);
 	for (int i = 0; i < count; i++)

@@ -31,6 +31,7 @@ ecp_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(shared_state_size()));
+	RequestAddinShmemSpace(MAXALIGN(ecp_limiter_shmem_size()));
 	RequestNamedLWLockTranche(ECP_TRANCHE_NAME, 1);
 }
 
@@ -50,6 +51,7 @@ ecp_shmem_startup(void)
 		shared_state->lock = &(GetNamedLWLockTranche(ECP_TRANCHE_NAME))->lock;
 		shared_state->nslots = ecp_max_workers;
 	}
+	ecp_limiter_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

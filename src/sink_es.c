@@ -102,12 +102,45 @@ copy_item_results(const EcpBulkResult *parsed, const int *members, EcpDocResult 
 }
 
 
+/*
+ * Take ndocs tokens from the task's and the consumer's rate buckets,
+ * waiting (interruptibly) until they are there; false when a pause,
+ * cancel or shutdown ended the wait.
+ */
+static bool
+take_tokens(EcpPartConfig *config, int ndocs)
+{
+	bool		waited = false;
+	bool		stopped = false;
+
+	for (;;)
+	{
+		long		wait_ms = ecp_limiter_take(config->task_id, config->consumer_id, ndocs, !waited);
+
+		if (wait_ms == 0)
+			break;
+		waited = true;
+		/* short naps: a rate raised meanwhile is seen at once */
+		if (!ecp_worker_wait(config, Min(wait_ms, 100)))
+		{
+			stopped = true;
+			break;
+		}
+	}
+	if (waited)
+		ecp_limiter_done_waiting(config->task_id);
+	return !stopped;
+}
+
 static EcpSendStatus
-begin_request(EcpPartConfig *config, StringInfo body, EcpHttpResponse *response, char **error)
+begin_request(EcpPartConfig *config, StringInfo body, int ndocs, EcpHttpResponse *response,
+			  char **error)
 {
 	EcpHttpOutcome outcome;
 
 	memset(response, 0, sizeof(*response));
+	if (!take_tokens(config, ndocs))
+		return ECP_SEND_STOPPED;
 	outcome = ecp_http_begin(client, "POST", bulk_url, "application/x-ndjson",
 							 body->data, body->len, NULL, response);
 	if (outcome == ECP_HTTP_OK)
@@ -192,7 +225,7 @@ send_request(EcpPartConfig *config, StringInfo body, const int *members, int nme
 			 EcpDocResult *results, char **error)
 {
 	EcpHttpResponse response;
-	EcpSendStatus status = begin_request(config, body, &response, error);
+	EcpSendStatus status = begin_request(config, body, nmembers, &response, error);
 
 	if (status != ECP_SEND_DONE)
 		return status;
@@ -213,6 +246,10 @@ ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch, const int *subset, int ns
 	int		   *members = palloc(sizeof(int) * Max(batch->ndocs, 1));
 	int			nmembers = 0;
 	int			count = subset ? nsubset : batch->ndocs;
+	double		rate = ecp_limiter_rate(config->task_id, config->consumer_id);
+
+	/* under a rate limit, requests of 1/20 s worth keep the flow even */
+	int			max_docs = rate > 0 ? Max(1, (int) (rate / 20)) : INT_MAX;
 	EcpSendStatus status;
 	EcpHttpResponse response;
 
@@ -231,6 +268,15 @@ ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch, const int *subset, int ns
 										 config->id_column, batch->docs[i].key);
 			continue;
 		}
+		if (nmembers >= max_docs)
+		{
+			status = send_request(config, &body, members, nmembers, results, error);
+			if (status != ECP_SEND_DONE)
+				return status;
+			resetStringInfo(&body);
+			nmembers = 0;
+			before = 0;
+		}
 		ecp_batch_append_ndjson(&body, config, &batch->docs[i]);
 		if (body.len > config->batch_bytes && nmembers > 0)
 		{
@@ -248,7 +294,7 @@ ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch, const int *subset, int ns
 	}
 	if (nmembers == 0)
 		return ECP_SEND_DONE;
-	status = begin_request(config, &body, &response, error);
+	status = begin_request(config, &body, nmembers, &response, error);
 	if (status == ECP_SEND_DONE)
 	{
 		in_flight.active = true;

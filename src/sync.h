@@ -18,6 +18,8 @@ typedef struct EcpPartConfig
 	int32		part_no;
 	Oid			owner;
 	int			slot;
+	int64		task_id;		/* rate limit buckets */
+	int64		consumer_id;
 	bool		recovering;		/* a worker of this part died before */
 	bool		has_heartbeat;
 	TimestampTz heartbeat_seen; /* by the launcher: the claim's compare-and-set */
