@@ -174,8 +174,9 @@ ecp_limiter_take(int64 task_id, int64 consumer_id, int n, bool waiting)
 		if (c && c->rate > 0)
 			c->tokens -= n;
 	}
-	if (t)
-		t->waiting += waiting ? 1 : 0;
+	/* counted once per wait: the caller says done when it got its tokens */
+	if (t && waiting && wait_ms > 0)
+		t->waiting++;
 	LWLockRelease(state->lock);
 	return wait_ms;
 }

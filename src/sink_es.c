@@ -115,6 +115,7 @@ take_tokens(EcpPartConfig *config, int ndocs)
 
 	for (;;)
 	{
+		/* the first shortfall registers this worker as waiting */
 		long		wait_ms = ecp_limiter_take(config->task_id, config->consumer_id, ndocs, !waited);
 
 		if (wait_ms == 0)

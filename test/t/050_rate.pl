@@ -84,6 +84,35 @@ is(EcpTest::wait_for_run($node, $run, 'succeeded', 120), 'succeeded', 'unlimited
 my ($rc, $o, $e) = $node->psql('postgres', "UPDATE ecp.task SET options = options || '{\"rate_limit\": -1}' WHERE name = 'changing'");
 like($e, qr/option "rate_limit" of a task must be a non-negative number/, 'a bad rate in a plain UPDATE is refused');
 
+# --- two runs on one consumer share its limit ----------------------------------
+$es->reset;
+$node->safe_psql('postgres', "SELECT ecp.create_consumer('shared', '" . $es->url . "', options => '{\"rate_limit\": 3000}')");
+for my $name ('left', 'right')
+{
+	$node->safe_psql('postgres',
+		"SELECT ecp.create_task('$name', 'shared', '$name', query => 'SELECT * FROM items WHERE id <= 15000', "
+		  . "options => '{\"batch_size\": 1000}')");
+}
+my @runs = map { $node->safe_psql('postgres', "SELECT ecp.start('$_')") } ('left', 'right');
+is(EcpTest::wait_for_run($node, $_, 'succeeded', 120), 'succeeded', "run $_ on the shared consumer succeeds") for @runs;
+($first, $last) = seconds_of_run();
+@counts = per_second($first + 1, $last - 1);
+ok(@counts >= 6, 'both runs took about 10 s together (' . scalar(@counts) . ' whole seconds)');
+is(scalar(grep { $_ > 3300 } @counts), 0, 'together they never exceed the consumer limit of 3,000/s (' . join(',', @counts) . ')');
+
+# --- a pause during a long rate-limit wait --------------------------------------
+$node->safe_psql('postgres',
+	"SELECT ecp.create_task('trickle', 'esd', 'trickle', query => 'SELECT * FROM items', "
+	  . "options => '{\"batch_size\": 1000, \"rate_limit\": 20}')");
+$run = $node->safe_psql('postgres', "SELECT ecp.start('trickle')");
+ok(EcpTest::poll($node, "SELECT waiting_workers = 1 FROM ecp.rate_limits WHERE kind = 'task' AND name = 'trickle'", 60),
+	'the worker waits for tokens (ecp.rate_limits shows it)');
+$node->safe_psql('postgres', "SELECT ecp.pause($run)");
+ok(EcpTest::poll($node, "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'ecp worker'", 5),
+	'pause ends the wait at once');
+is(EcpTest::run_state($node, $run), 'paused', 'the run is paused');
+$node->safe_psql('postgres', "SELECT ecp.cancel($run)");
+
 $es->stop;
 $node->stop;
 done_testing();
