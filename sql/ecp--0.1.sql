@@ -759,14 +759,14 @@ END $$;
 
 -- The rate limiters as they are now (shared memory).
 CREATE FUNCTION ecp._rate_buckets(OUT kind text, OUT id bigint, OUT rate float8,
-                                  OUT tokens float8, OUT waiting integer)
+                                  OUT effective float8, OUT tokens float8, OUT waiting integer)
 RETURNS SETOF record AS 'MODULE_PATHNAME', 'ecp_rate_buckets' LANGUAGE C STRICT VOLATILE;
 
 CREATE VIEW ecp.rate_limits WITH (security_invoker = true) AS
 SELECT b.kind,
        coalesce(t.name, c.name) AS name,
        b.rate AS configured_rate,
-       b.rate AS effective_rate,
+       round(b.effective::numeric, 1) AS effective_rate,
        round(coalesce(m.docs_per_second, 0)::numeric, 1) AS measured_rate,
        round(b.tokens::numeric, 1) AS tokens,
        b.waiting AS waiting_workers

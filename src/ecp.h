@@ -107,6 +107,7 @@ extern void ecp_limiter_set(char kind, int64 id, double rate);
 extern double ecp_limiter_rate(int64 task_id, int64 consumer_id);
 extern long ecp_limiter_take(int64 task_id, int64 consumer_id, int n, bool waiting);
 extern void ecp_limiter_done_waiting(int64 task_id);
+extern void ecp_limiter_feedback(int64 consumer_id, bool throttled);
 
 /* alerts.c */
 extern void ecp_post_alerts(void);

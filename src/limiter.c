@@ -24,7 +24,9 @@ typedef struct EcpRateBucket
 	bool		in_use;
 	char		kind;			/* 't' task, 'c' consumer */
 	int64		id;
-	double		rate;			/* documents per second; 0: unlimited */
+	double		rate;			/* configured documents per second; 0: unlimited */
+	double		effective;		/* after 429s (AIMD), never above rate */
+	TimestampTz raised_at;		/* last additive increase */
 	double		tokens;
 	TimestampTz refilled_at;
 	int			waiting;		/* workers waiting for tokens now */
@@ -95,8 +97,8 @@ refill(EcpRateBucket *b, TimestampTz now)
 {
 	double		elapsed = (now - b->refilled_at) / 1000000.0;
 
-	if (b->rate > 0 && elapsed > 0)
-		b->tokens = Min(b->rate, b->tokens + b->rate * elapsed);
+	if (b->effective > 0 && elapsed > 0)
+		b->tokens = Min(b->effective, b->tokens + b->effective * elapsed);
 	b->refilled_at = now;
 }
 
@@ -113,6 +115,7 @@ ecp_limiter_set(char kind, int64 id, double rate)
 	{
 		refill(b, GetCurrentTimestamp());
 		b->rate = rate;
+		b->effective = rate;
 		b->tokens = Min(b->tokens, rate);	/* the burst follows the rate */
 	}
 	LWLockRelease(state->lock);
@@ -129,10 +132,10 @@ ecp_limiter_rate(int64 task_id, int64 consumer_id)
 	LWLockAcquire(state->lock, LW_SHARED);
 	t = find_bucket('t', task_id, false);
 	c = find_bucket('c', consumer_id, false);
-	if (t && t->rate > 0)
-		rate = t->rate;
-	if (c && c->rate > 0 && (rate == 0 || c->rate < rate))
-		rate = c->rate;
+	if (t && t->effective > 0)
+		rate = t->effective;
+	if (c && c->effective > 0 && (rate == 0 || c->effective < rate))
+		rate = c->effective;
 	LWLockRelease(state->lock);
 	return rate;
 }
@@ -140,9 +143,9 @@ ecp_limiter_rate(int64 task_id, int64 consumer_id)
 static long
 shortfall_ms(EcpRateBucket *b, int n)
 {
-	if (b == NULL || b->rate <= 0 || b->tokens >= n)
+	if (b == NULL || b->effective <= 0 || b->tokens >= n)
 		return 0;
-	return (long) ceil((n - b->tokens) / b->rate * 1000.0);
+	return (long) ceil((n - b->tokens) / b->effective * 1000.0);
 }
 
 /*
@@ -165,13 +168,13 @@ ecp_limiter_take(int64 task_id, int64 consumer_id, int n, bool waiting)
 	if (c)
 		refill(c, now);
 	/* a request never needs more than a full bucket */
-	wait_ms = Max(shortfall_ms(t, t ? Min(n, (int) ceil(t->rate)) : n),
-				  shortfall_ms(c, c ? Min(n, (int) ceil(c->rate)) : n));
+	wait_ms = Max(shortfall_ms(t, t ? Min(n, (int) ceil(t->effective)) : n),
+				  shortfall_ms(c, c ? Min(n, (int) ceil(c->effective)) : n));
 	if (wait_ms == 0)
 	{
-		if (t && t->rate > 0)
+		if (t && t->effective > 0)
 			t->tokens -= n;
-		if (c && c->rate > 0)
+		if (c && c->effective > 0)
 			c->tokens -= n;
 	}
 	/* counted once per wait: the caller says done when it got its tokens */
@@ -179,6 +182,40 @@ ecp_limiter_take(int64 task_id, int64 consumer_id, int n, bool waiting)
 		t->waiting++;
 	LWLockRelease(state->lock);
 	return wait_ms;
+}
+
+/*
+ * Adaptive protection (AIMD) of a consumer with a configured rate: a 429
+ * halves its effective rate (down to 5% of the configured one); each
+ * second without one adds back a tenth of the configured rate, never
+ * more than it.
+ */
+void
+ecp_limiter_feedback(int64 consumer_id, bool throttled)
+{
+	EcpSharedState *state = ecp_shared();
+	TimestampTz now = GetCurrentTimestamp();
+	EcpRateBucket *c;
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	c = find_bucket('c', consumer_id, false);
+	if (c && c->rate > 0)
+	{
+		refill(c, now);
+		if (throttled)
+		{
+			c->effective = Max(c->rate * 0.05, c->effective * 0.5);
+			c->tokens = Min(c->tokens, c->effective);
+			c->raised_at = now;
+		}
+		else if (c->effective < c->rate &&
+				 TimestampDifferenceExceeds(c->raised_at, now, 1000))
+		{
+			c->effective = Min(c->rate, c->effective + c->rate * 0.1);
+			c->raised_at = now;
+		}
+	}
+	LWLockRelease(state->lock);
 }
 
 /* A worker stopped waiting on the task's bucket. */
@@ -197,7 +234,7 @@ ecp_limiter_done_waiting(int64 task_id)
 
 PG_FUNCTION_INFO_V1(ecp_rate_buckets);
 
-/* ecp._rate_buckets(): kind, id, rate, tokens, waiting of every bucket. */
+/* ecp._rate_buckets(): kind, id, rate, effective, tokens, waiting of every bucket. */
 Datum
 ecp_rate_buckets(PG_FUNCTION_ARGS)
 {
@@ -209,16 +246,17 @@ ecp_rate_buckets(PG_FUNCTION_ARGS)
 	for (int i = 0; i < rate_table->nbuckets; i++)
 	{
 		EcpRateBucket *b = &rate_table->buckets[i];
-		Datum		values[5];
-		bool		nulls[5] = {false, false, false, false, false};
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
 
 		if (!b->in_use)
 			continue;
 		values[0] = CStringGetTextDatum(b->kind == 't' ? "task" : "consumer");
 		values[1] = Int64GetDatum(b->id);
 		values[2] = Float8GetDatum(b->rate);
-		values[3] = Float8GetDatum(b->tokens);
-		values[4] = Int32GetDatum(b->waiting);
+		values[3] = Float8GetDatum(b->effective);
+		values[4] = Float8GetDatum(b->tokens);
+		values[5] = Int32GetDatum(b->waiting);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	LWLockRelease(state->lock);

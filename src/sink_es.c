@@ -202,6 +202,8 @@ finish_request(EcpPartConfig *config, const int *members, int nmembers,
 		const char *hint;
 
 		status = classify_status(response.status, &hint);
+		if (response.status == 429)
+			ecp_limiter_feedback(config->consumer_id, true);
 		ecp_error_summary(response.body, response.body_len, response.status, err, sizeof(err));
 		*error = psprintf("POST %s/%s/_bulk answered HTTP %ld: %s%s", config->url,
 						  config->index_name, response.status, err, hint);
@@ -215,6 +217,8 @@ finish_request(EcpPartConfig *config, const int *members, int nmembers,
 	else
 	{
 		copy_item_results(&parsed, members, results);
+		/* items answered 429 slow the consumer down; a clean answer lets it climb */
+		ecp_limiter_feedback(config->consumer_id, parsed.n_retry > 0);
 		ecp_bulk_result_free(&parsed);
 	}
 	ecp_http_response_free(&response);

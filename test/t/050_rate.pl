@@ -113,6 +113,21 @@ ok(EcpTest::poll($node, "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend
 is(EcpTest::run_state($node, $run), 'paused', 'the run is paused');
 $node->safe_psql('postgres', "SELECT ecp.cancel($run)");
 
+# --- a 429 storm lowers the consumer's effective rate, which climbs back -----
+$es->reset;
+$node->safe_psql('postgres', "SELECT ecp.create_consumer('guarded', '" . $es->url . "', options => '{\"rate_limit\": 2000}')");
+$node->safe_psql('postgres',
+	"SELECT ecp.create_task('stormy', 'guarded', 'stormy', query => 'SELECT * FROM items', "
+	  . "options => '{\"batch_size\": 1000, \"retry_base_ms\": 20, \"max_retries\": 50}')");
+$es->set_faults({ item_reject => { status => 429, fraction => 0.3, seed => 3 } });
+$run = $node->safe_psql('postgres', "SELECT ecp.start('stormy')");
+ok(EcpTest::poll($node, "SELECT effective_rate < 1000 FROM ecp.rate_limits WHERE kind = 'consumer' AND name = 'guarded'", 60),
+	'429s cut the effective rate of the consumer (multiplicative decrease)');
+$es->clear_faults;
+ok(EcpTest::poll($node, "SELECT effective_rate = 2000 FROM ecp.rate_limits WHERE kind = 'consumer' AND name = 'guarded'", 60),
+	'after the storm it climbs back to the configured limit, and no higher (additive increase)');
+is(EcpTest::wait_for_run($node, $run, 'succeeded', 120), 'succeeded', 'the run completes');
+
 $es->stop;
 $node->stop;
 done_testing();
