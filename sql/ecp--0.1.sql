@@ -506,13 +506,9 @@ BEGIN
         RAISE EXCEPTION 'task "%" does not exist', coalesce(task, 'NULL')
               USING ERRCODE = 'undefined_object';
     END IF;
+    -- the flow row comes from the trigger on task options, as for an UPDATE
     UPDATE ecp.task SET options = jsonb_set(options, '{rate_limit}', to_jsonb(docs_per_second))
      WHERE id = t.id;
-    INSERT INTO ecp.flow_log (task_id, action, content, operator, owner)
-    VALUES (t.id, 'set_rate',
-            jsonb_build_object('task', t.name, 'old', coalesce((t.options->>'rate_limit')::numeric, 0),
-                               'new', docs_per_second),
-            current_user, t.owner);
     PERFORM ecp._wake_launcher_at_commit();
 END $$;
 
@@ -794,3 +790,19 @@ BEGIN
 END $$;
 CREATE TRIGGER check_options BEFORE UPDATE OF options ON ecp.task
     FOR EACH ROW EXECUTE FUNCTION ecp._check_task_update();
+
+-- Every change of a rate limit is a flow row with operator, old and new.
+CREATE FUNCTION ecp._flow_on_rate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO ecp.flow_log (task_id, action, content, operator, owner)
+    VALUES (NEW.id, 'set_rate',
+            jsonb_build_object('task', NEW.name,
+                               'old', coalesce((OLD.options->>'rate_limit')::numeric, 0),
+                               'new', coalesce((NEW.options->>'rate_limit')::numeric, 0)),
+            current_user, NEW.owner);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER flow_rate AFTER UPDATE OF options ON ecp.task
+    FOR EACH ROW WHEN (OLD.options->'rate_limit' IS DISTINCT FROM NEW.options->'rate_limit')
+    EXECUTE FUNCTION ecp._flow_on_rate();

@@ -35,9 +35,18 @@ read -r state processed run_ms <<<"$(tpsql -At -F ' ' -c "SELECT state, processe
 [ "$state" = succeeded ] || { echo "run $state" >&2; exit 1; }
 bytes=$(curl -fsS "$es_url/_esd/stats" | sed 's/.*"bulk_bytes":\([0-9]*\).*/\1/')
 
-awk -v rows="$rows" -v base="$base_ms" -v run="$run_ms" -v bytes="$bytes" -v batch="$batch" 'BEGIN {
+# The same sync under a rate limit far above the actual rate: what the
+# limiter itself costs.
+tpsql -At -c "SELECT ecp.create_task('orders_limited', 'bench', 'orders_limited', query => 'SELECT * FROM orders', options => '{\"batch_size\": $batch, \"rate_limit\": 100000000}')" >/dev/null
+run2=$(tpsql -At -c "SELECT ecp.start('orders_limited')")
+tpsql_wait "SELECT state IN ('succeeded', 'failed', 'cancelled') FROM ecp.run WHERE id = $run2" 3600 ||
+	{ echo "the limited run did not finish" >&2; exit 1; }
+limited_ms=$(tpsql -At -c "SELECT round(extract(epoch FROM duration) * 1000) FROM ecp.progress WHERE run_id = $run2")
+
+awk -v rows="$rows" -v limited="$limited_ms" -v base="$base_ms" -v run="$run_ms" -v bytes="$bytes" -v batch="$batch" 'BEGIN {
 	printf "rows %d, batch_size %d\n", rows, batch
 	printf "baseline  COPY to_jsonb -> /dev/null: %8.0f ms  %9.0f rows/s\n", base, rows / (base / 1000)
 	printf "ecp sync  -> esd --discard:           %8.0f ms  %9.0f docs/s  %.1f MB/s of NDJSON\n", run, rows / (run / 1000), bytes / 1e6 / (run / 1000)
 	printf "ratio ecp / baseline (time):          %8.2f\n", run / base
+	printf "with rate_limit 1e8 (far above):      %8.0f ms  limiter cost %+.1f%% of the unlimited time\n", limited, (limited / run - 1) * 100
 }'

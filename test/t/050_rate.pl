@@ -75,8 +75,10 @@ $changed = time;
 ok(wait_timeline_past($changed + 4), 'running at 1,500/s');
 my @slow = per_second($changed + 2, $changed + 4);
 is(scalar(grep { $_ < 1350 || $_ > 1650 } @slow), 0, 'a plain UPDATE of rate_limit holds within a second (' . join(',', @slow) . ')');
-is($node->safe_psql('postgres', "SELECT content->>'old' || '->' || (content->>'new') FROM ecp.flow WHERE action = 'set_rate'"),
-	'1000->3000', 'the flow records set_rate with the old and new values');
+is($node->safe_psql('postgres',
+		"SELECT string_agg(content->>'old' || '->' || (content->>'new') || ' by ' || operator, ', ' ORDER BY at) FROM ecp.flow WHERE action = 'set_rate'"),
+	'1000->3000 by postgres, 3000->1500 by postgres',
+	'the flow records each change, by set_rate or UPDATE, with operator, old and new values');
 like($node->safe_psql('postgres', "SELECT configured_rate FROM ecp.rate_limits WHERE kind = 'task' AND name = 'changing'"),
 	qr/^1500$/, 'ecp.rate_limits shows the configured rate');
 $node->safe_psql('postgres', "SELECT ecp.set_rate('changing', 0)");
