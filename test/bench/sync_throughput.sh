@@ -35,18 +35,28 @@ read -r state processed run_ms <<<"$(tpsql -At -F ' ' -c "SELECT state, processe
 [ "$state" = succeeded ] || { echo "run $state" >&2; exit 1; }
 bytes=$(curl -fsS "$es_url/_esd/stats" | sed 's/.*"bulk_bytes":\([0-9]*\).*/\1/')
 
-# The same sync under a rate limit far above the actual rate: what the
-# limiter itself costs.
+# The limiter's own cost: the same sync with a rate limit far above the
+# actual rate, alternating with unlimited runs (the minimum of 3 each, as
+# single runs on a shared 2-core machine vary by several percent).
+run_once() { # task name -> milliseconds
+	local r
+	r=$(tpsql -At -c "SELECT ecp.start('$1')")
+	tpsql_wait "SELECT state IN ('succeeded', 'failed', 'cancelled') FROM ecp.run WHERE id = $r" 3600 ||
+		{ echo "run of $1 did not finish" >&2; exit 1; }
+	tpsql -At -c "SELECT round(extract(epoch FROM duration) * 1000) FROM ecp.progress WHERE run_id = $r"
+}
 tpsql -At -c "SELECT ecp.create_task('orders_limited', 'bench', 'orders_limited', query => 'SELECT * FROM orders', options => '{\"batch_size\": $batch, \"rate_limit\": 100000000}')" >/dev/null
-run2=$(tpsql -At -c "SELECT ecp.start('orders_limited')")
-tpsql_wait "SELECT state IN ('succeeded', 'failed', 'cancelled') FROM ecp.run WHERE id = $run2" 3600 ||
-	{ echo "the limited run did not finish" >&2; exit 1; }
-limited_ms=$(tpsql -At -c "SELECT round(extract(epoch FROM duration) * 1000) FROM ecp.progress WHERE run_id = $run2")
+free_ms=$run_ms
+limited_ms=999999999
+for _ in 1 2 3; do
+	ms=$(run_once orders_limited); [ "$ms" -lt "$limited_ms" ] && limited_ms=$ms
+	ms=$(run_once orders); [ "$ms" -lt "$free_ms" ] && free_ms=$ms
+done
 
-awk -v rows="$rows" -v limited="$limited_ms" -v base="$base_ms" -v run="$run_ms" -v bytes="$bytes" -v batch="$batch" 'BEGIN {
+awk -v rows="$rows" -v limited="$limited_ms" -v free="$free_ms" -v base="$base_ms" -v run="$run_ms" -v bytes="$bytes" -v batch="$batch" 'BEGIN {
 	printf "rows %d, batch_size %d\n", rows, batch
 	printf "baseline  COPY to_jsonb -> /dev/null: %8.0f ms  %9.0f rows/s\n", base, rows / (base / 1000)
 	printf "ecp sync  -> esd --discard:           %8.0f ms  %9.0f docs/s  %.1f MB/s of NDJSON\n", run, rows / (run / 1000), bytes / 1e6 / (run / 1000)
 	printf "ratio ecp / baseline (time):          %8.2f\n", run / base
-	printf "with rate_limit 1e8 (far above):      %8.0f ms  limiter cost %+.1f%% of the unlimited time\n", limited, (limited / run - 1) * 100
+	printf "limiter cost, limit far above the rate: %+.1f%% (best of 3+1 unlimited %.0f ms, best of 3 limited %.0f ms)\n", (limited / free - 1) * 100, free, limited
 }'
