@@ -913,6 +913,68 @@ start_chunked_server(const size_t *sizes, int nconn, int *port)
 
 /* ------------------------------------------------------------ HTTP tests */
 
+/* esd's count of _bulk requests it has answered, or -1. */
+static long
+answered_bulk_requests(EcpHttpClient *ctl)
+{
+	EcpHttpResponse resp;
+	json_t	   *root = NULL;
+	long		n = -1;
+
+	if (ecp_http_request(ctl, "GET", url("/_esd/stats"), NULL, NULL, 0, NULL, &resp) == ECP_HTTP_OK &&
+		resp.status == 200)
+		root = json_loadb(resp.body, resp.body_len, 0, NULL);
+	ecp_http_response_free(&resp);
+	if (root && json_is_integer(json_object_get(root, "bulk_requests")))
+		n = (long) json_integer_value(json_object_get(root, "bulk_requests"));
+	json_decref(root);
+	return n;
+}
+
+/*
+ * ecp_http_begin writes the whole body (when the socket takes it) before
+ * returning, so the server works on the request while the caller does
+ * something else: a 1 MB request is answered before finish is called.
+ * With one curl_multi_perform only the first 64 kB would have gone out.
+ */
+static void
+test_begin_sends_whole_body(EcpHttpClient *ctl)
+{
+	EcpHttpConfig cfg;
+	EcpHttpClient *c;
+	EcpHttpResponse resp;
+	EcpHttpOutcome o;
+	int			ndocs = 5000;
+	size_t		cap = (size_t) ndocs * 256;
+	char	   *body = malloc(cap);
+	size_t		len = 0;
+	long		before, after = -1;
+	double		deadline;
+
+	default_config(&cfg);
+	c = make_client(&cfg);
+	for (int i = 0; i < ndocs && body; i++)
+		len += (size_t) snprintf(body + len, cap - len,
+								 "{\"index\":{\"_id\":\"w%d\"}}\n{\"n\":%d,\"pad\":\"%0180d\"}\n", i, i, i);
+	before = answered_bulk_requests(ctl);
+	o = ecp_http_begin(c, "POST", url("/unit-overlap/_bulk?filter_path=errors"), "application/x-ndjson",
+					   body, len, NULL, &resp);
+	ok(o == ECP_HTTP_OK && len > 900000, "begin of a %zu-byte _bulk request", len);
+	/* no finish yet: only the server can move the request on now */
+	deadline = now() + 10;
+	while (o == ECP_HTTP_OK && now() < deadline &&
+		   (after = answered_bulk_requests(ctl)) <= before)
+		usleep(10000);
+	ok(before >= 0 && after == before + 1,
+	   "the server answered it before finish was called (bulk_requests %ld -> %ld)", before, after);
+	o = ecp_http_finish(c, &resp);
+	ok(o == ECP_HTTP_OK && resp.status == 200 && contains(resp.body, "\"errors\":false"),
+	   "finish returns its answer (%ld)", resp.status);
+	ecp_http_response_free(&resp);
+	ecp_http_client_destroy(c);
+	free(body);
+}
+
 static void
 test_http(EcpHttpClient *ctl)
 {
@@ -1440,6 +1502,7 @@ main(void)
 			if (ok(ctl != NULL, "control client"))
 			{
 				test_http(ctl);
+				test_begin_sends_whole_body(ctl);
 				ecp_http_client_destroy(ctl);
 			}
 		}
