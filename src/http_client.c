@@ -18,6 +18,7 @@
 #endif
 
 #include "http_client.h"
+#include "http_errors.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -400,141 +401,17 @@ fail:
 	return NULL;
 }
 
-/* Overwrite every occurrence of secret (NUL-terminated) in s with '*'. */
-static void
-redact(char *s, const char *secret)
-{
-	size_t		n = secret ? strlen(secret) : 0;
-	char	   *p = s;
-	char	   *hit;
-
-	if (n < 3)
-		return;					/* too short to tell from ordinary text */
-	while ((hit = strstr(p, secret)) != NULL)
-	{
-		memset(hit, '*', n);
-		p = hit + n;
-	}
-}
-
 /* Remove credentials (Authorization value, URL user info) from resp->error. */
 static void
 scrub_error(EcpHttpClient *client, const char *url, EcpHttpResponse *resp)
 {
-	const char *start;
-
-	if (client->auth_value)
-	{
-		const char *space = strchr(client->auth_value, ' ');
-
-		redact(resp->error, client->auth_value);
-		if (space)
-			redact(resp->error, space + 1);	/* the token without its scheme */
-	}
-	start = url ? strstr(url, "://") : NULL;
-	if (start)
-	{
-		const char *end;
-		const char *at;
-
-		start += 3;
-		end = start + strcspn(start, "/?#");
-		at = memchr(start, '@', (size_t) (end - start));
-		if (at && at > start && (size_t) (at - start) < sizeof(resp->error))
-		{
-			char		userinfo[sizeof(resp->error)];
-			char	   *colon;
-
-			memcpy(userinfo, start, (size_t) (at - start));
-			userinfo[at - start] = '\0';
-			redact(resp->error, userinfo);
-			colon = strchr(userinfo, ':');
-			if (colon)
-				redact(resp->error, colon + 1);	/* the password alone */
-		}
-	}
-}
-
-static const char *
-curl_code_name(CURLcode rc)
-{
-	switch (rc)
-	{
-		case CURLE_UNSUPPORTED_PROTOCOL:
-			return "CURLE_UNSUPPORTED_PROTOCOL";
-		case CURLE_URL_MALFORMAT:
-			return "CURLE_URL_MALFORMAT";
-		case CURLE_COULDNT_RESOLVE_PROXY:
-			return "CURLE_COULDNT_RESOLVE_PROXY";
-		case CURLE_COULDNT_RESOLVE_HOST:
-			return "CURLE_COULDNT_RESOLVE_HOST";
-		case CURLE_COULDNT_CONNECT:
-			return "CURLE_COULDNT_CONNECT";
-		case CURLE_WEIRD_SERVER_REPLY:
-			return "CURLE_WEIRD_SERVER_REPLY";
-		case CURLE_HTTP2:
-			return "CURLE_HTTP2";
-		case CURLE_PARTIAL_FILE:
-			return "CURLE_PARTIAL_FILE";
-		case CURLE_WRITE_ERROR:
-			return "CURLE_WRITE_ERROR";
-		case CURLE_READ_ERROR:
-			return "CURLE_READ_ERROR";
-		case CURLE_OUT_OF_MEMORY:
-			return "CURLE_OUT_OF_MEMORY";
-		case CURLE_OPERATION_TIMEDOUT:
-			return "CURLE_OPERATION_TIMEDOUT";
-		case CURLE_RANGE_ERROR:
-			return "CURLE_RANGE_ERROR";
-		case CURLE_SSL_CONNECT_ERROR:
-			return "CURLE_SSL_CONNECT_ERROR";
-		case CURLE_BAD_FUNCTION_ARGUMENT:
-			return "CURLE_BAD_FUNCTION_ARGUMENT";
-		case CURLE_ABORTED_BY_CALLBACK:
-			return "CURLE_ABORTED_BY_CALLBACK";
-		case CURLE_TOO_MANY_REDIRECTS:
-			return "CURLE_TOO_MANY_REDIRECTS";
-		case CURLE_UNKNOWN_OPTION:
-			return "CURLE_UNKNOWN_OPTION";
-		case CURLE_GOT_NOTHING:
-			return "CURLE_GOT_NOTHING";
-		case CURLE_SSL_ENGINE_NOTFOUND:
-			return "CURLE_SSL_ENGINE_NOTFOUND";
-		case CURLE_SEND_ERROR:
-			return "CURLE_SEND_ERROR";
-		case CURLE_RECV_ERROR:
-			return "CURLE_RECV_ERROR";
-		case CURLE_SSL_CERTPROBLEM:
-			return "CURLE_SSL_CERTPROBLEM";
-		case CURLE_SSL_CIPHER:
-			return "CURLE_SSL_CIPHER";
-		case CURLE_PEER_FAILED_VERIFICATION:
-			return "CURLE_PEER_FAILED_VERIFICATION";
-		case CURLE_BAD_CONTENT_ENCODING:
-			return "CURLE_BAD_CONTENT_ENCODING";
-		case CURLE_FILESIZE_EXCEEDED:
-			return "CURLE_FILESIZE_EXCEEDED";
-		case CURLE_SEND_FAIL_REWIND:
-			return "CURLE_SEND_FAIL_REWIND";
-		case CURLE_SSL_CACERT_BADFILE:
-			return "CURLE_SSL_CACERT_BADFILE";
-		case CURLE_SSL_SHUTDOWN_FAILED:
-			return "CURLE_SSL_SHUTDOWN_FAILED";
-		case CURLE_AGAIN:
-			return "CURLE_AGAIN";
-		case CURLE_SSL_CRL_BADFILE:
-			return "CURLE_SSL_CRL_BADFILE";
-		case CURLE_SSL_ISSUER_ERROR:
-			return "CURLE_SSL_ISSUER_ERROR";
-		default:
-			return NULL;
-	}
+	ecp_http_redact(resp->error, client->auth_value, url);
 }
 
 static EcpHttpOutcome
 classify_failure(EcpHttpClient *client, CURLcode rc, EcpHttpResponse *resp)
 {
-	const char *name = curl_code_name(rc);
+	const char *name = ecp_http_curl_code_name(rc);
 	const char *text = client->errbuf[0] ? client->errbuf : curl_easy_strerror(rc);
 	char		code[48];
 

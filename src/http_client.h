@@ -12,6 +12,8 @@
 
 #include <stddef.h>
 
+#define ECP_HTTP_ERROR_SIZE 256
+
 typedef struct EcpHttpClient EcpHttpClient;
 
 typedef struct EcpHttpConfig
@@ -56,7 +58,7 @@ typedef struct EcpHttpResponse
 								 * ecp_http_response_free */
 	size_t		body_len;
 	char	   *content_type;	/* malloc'd or NULL */
-	char		error[256];		/* why, for outcomes other than ECP_HTTP_OK;
+	char		error[ECP_HTTP_ERROR_SIZE];	/* why, for outcomes other than ECP_HTTP_OK;
 								 * never holds credentials */
 	double		seconds;		/* wall time of the request */
 	long		new_connections;	/* connections opened for it: 0 when a
