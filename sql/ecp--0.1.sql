@@ -266,8 +266,34 @@ CREATE FUNCTION ecp._task_option_spec() RETURNS jsonb LANGUAGE sql IMMUTABLE AS 
     SELECT '{"id_column": "text", "key_column": "text", "batch_size": "integer",
              "batch_bytes": "integer", "op": "text", "exact_total": "boolean",
              "max_retries": "count", "retry_base_ms": "integer", "retry_max_ms": "integer",
-             "rate_limit": "number"}'::jsonb
+             "rate_limit": "number", "paging": "text"}'::jsonb
 $$;
+
+-- The values of task options that have a range or a set of words; by
+-- create_task and by an UPDATE of ecp.task.options.
+CREATE FUNCTION ecp._check_task_option_values(options jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF options ? 'op' AND options->>'op' NOT IN ('index', 'create', 'update', 'delete') THEN
+        RAISE EXCEPTION 'option "op" must be index, create, update or delete, not "%"', options->>'op'
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF options ? 'paging' AND options->>'paging' NOT IN ('auto', 'keyset', 'window') THEN
+        RAISE EXCEPTION 'option "paging" must be auto, keyset or window, not "%"', options->>'paging'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'auto pages foreign tables by key windows and everything else by keyset.';
+    END IF;
+    IF (options->>'batch_size')::numeric > 100000 THEN
+        RAISE EXCEPTION 'option "batch_size" % is larger than 100000', options->>'batch_size'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Elastic recommends requests of a few MB; 500 to 5000 documents is typical.';
+    END IF;
+    IF (options->>'batch_bytes')::numeric NOT BETWEEN 1024 AND 104857600 THEN
+        RAISE EXCEPTION 'option "batch_bytes" % is not between 1024 and 104857600', options->>'batch_bytes'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Elasticsearch refuses requests over http.max_content_length (100mb by default).';
+    END IF;
+END $$;
 
 CREATE FUNCTION ecp._consumer_option_spec() RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
     SELECT '{"username": "text", "password": "text", "api_key": "text",
@@ -347,20 +373,7 @@ BEGIN
     END IF;
     PERFORM ecp._check_index_name(index);
     PERFORM ecp._check_options(options, ecp._task_option_spec(), 'task');
-    IF options ? 'op' AND options->>'op' NOT IN ('index', 'create', 'update', 'delete') THEN
-        RAISE EXCEPTION 'option "op" must be index, create, update or delete, not "%"', options->>'op'
-              USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF (options->>'batch_size')::numeric > 100000 THEN
-        RAISE EXCEPTION 'option "batch_size" % is larger than 100000', options->>'batch_size'
-              USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'Elastic recommends requests of a few MB; 500 to 5000 documents is typical.';
-    END IF;
-    IF (options->>'batch_bytes')::numeric NOT BETWEEN 1024 AND 104857600 THEN
-        RAISE EXCEPTION 'option "batch_bytes" % is not between 1024 and 104857600', options->>'batch_bytes'
-              USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'Elasticsearch refuses requests over http.max_content_length (100mb by default).';
-    END IF;
+    PERFORM ecp._check_task_option_values(options);
     columns := ecp._check_query(query);
     FOREACH col IN ARRAY ARRAY[options->>'id_column', options->>'key_column'] LOOP
         IF col IS NOT NULL AND NOT col = ANY (columns) THEN
@@ -786,6 +799,7 @@ CREATE FUNCTION ecp._check_task_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM ecp._check_options(NEW.options, ecp._task_option_spec(), 'task');
+    PERFORM ecp._check_task_option_values(NEW.options);
     RETURN NEW;
 END $$;
 CREATE TRIGGER check_options BEFORE UPDATE OF options ON ecp.task

@@ -42,6 +42,7 @@ SELECT ecp.create_task('t2', 'es', 'orders', query => 'VACUUM orders');
 SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM orders', options => '{"batch_size": 0}');
 SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM orders', options => '{"batch_size": 1e6}');
 SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM orders', options => '{"nope": 1}');
+SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM orders', options => '{"paging": "sideways"}');
 SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM orders', options => '{"id_column": "sku"}');
 SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM orders', options => '{"op": "upsert"}');
 SELECT ecp.create_task('t2', 'es', 'orders', query => 'SELECT * FROM orders', options => '{"batch_bytes": 10}');

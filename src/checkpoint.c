@@ -45,6 +45,7 @@ basic_auth(const char *user, const char *password)
 	"       t.options->>'id_column' AS id_column, " \
 	"       coalesce(t.options->>'key_column', t.options->>'id_column') AS key_column, " \
 	"       coalesce(t.options->>'op', 'index') AS op, " \
+	"       coalesce(t.options->>'paging', 'auto') AS paging, " \
 	"       coalesce((t.options->>'batch_size')::int, 1000) AS batch_size, " \
 	"       coalesce((t.options->>'batch_bytes')::int, 5242880) AS batch_bytes, " \
 	"       coalesce((t.options->>'exact_total')::boolean, false) AS exact_total, " \
@@ -120,6 +121,7 @@ ecp_checkpoint_load(EcpPartConfig *config)
 	config->id_column = copy_text(tuple, desc, "id_column");
 	config->key_column = copy_text(tuple, desc, "key_column");
 	config->op = copy_text(tuple, desc, "op");
+	config->paging = copy_text(tuple, desc, "paging");
 	config->batch_size = (int) long_column(tuple, desc, "batch_size");
 	config->batch_bytes = (int) long_column(tuple, desc, "batch_bytes");
 	config->exact_total = bool_column(tuple, desc, "exact_total");

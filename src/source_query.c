@@ -1,5 +1,6 @@
 /*
- * source_query.c: read the script source in keyset pages.
+ * source_query.c: read the script source in keyset pages (or, over
+ * foreign tables, in key windows: source_window.c).
  *
  *   SELECT key::text, id::text, to_jsonb(row)::text
  *     FROM (<query>) AS "ecp:row"
@@ -24,6 +25,7 @@
 
 static char *page_sql_first = NULL;	/* in TopMemoryContext */
 static char *page_sql_next = NULL;
+static bool by_windows = false;
 
 static char *
 column_ref(const char *column)
@@ -40,18 +42,16 @@ apply_search_path(const EcpPartConfig *config)
 								 GUC_ACTION_SET, true, 0, false);
 }
 
-/* The SQL type name of the key column, to cast the checkpoint back. */
-static char *
-key_type_name(const EcpPartConfig *config)
+/* The type of the key column: the checkpoint is cast back to it. */
+static Oid
+key_type(const EcpPartConfig *config)
 {
 	char	   *sql = psprintf("SELECT %s FROM (%s\n) AS " ROW_ALIAS " LIMIT 0",
 							   column_ref(config->key_column), config->query);
-	Oid			type;
 
 	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "ecp: could not read the key column of the source query");
-	type = SPI_gettypeid(SPI_tuptable->tupdesc, 1);
-	return format_type_be(type);
+	return SPI_gettypeid(SPI_tuptable->tupdesc, 1);
 }
 
 /*
@@ -71,22 +71,33 @@ void
 ecp_source_prepare(EcpPartConfig *config)
 {
 	char	   *key = column_ref(config->key_column);
+	char	   *select_list;
 	char	   *select;
-	char	   *type;
+	Oid			type;
 	MemoryContext old;
 
 	ecp_begin_as_owner(config);
 	apply_search_path(config);
 	SPI_connect();
-	type = key_type_name(config);
-	select = psprintf("SELECT (%s)::text, (%s)::text, to_jsonb(" ROW_ALIAS ")::text FROM (%s\n) AS " ROW_ALIAS,
-					  key, column_ref(config->id_column), config->query);
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	page_sql_first = psprintf("%s WHERE %s IS NOT NULL%s ORDER BY %s LIMIT %d",
-							  select, key, only_ids_filter(config), key, config->batch_size);
-	page_sql_next = psprintf("%s WHERE %s > $1::%s%s ORDER BY %s LIMIT %d",
-							 select, key, type, only_ids_filter(config), key, config->batch_size);
-	MemoryContextSwitchTo(old);
+	type = key_type(config);
+	select_list = psprintf("(%s)::text, (%s)::text, to_jsonb(" ROW_ALIAS ")::text",
+						   key, column_ref(config->id_column));
+	by_windows = ecp_source_window_wanted(config,
+										  psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS, config->query),
+										  type);
+	if (by_windows)
+		ecp_source_window_prepare(config, select_list, key, only_ids_filter(config));
+	else
+	{
+		select = psprintf("SELECT %s FROM (%s\n) AS " ROW_ALIAS, select_list, config->query);
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		page_sql_first = psprintf("%s WHERE %s IS NOT NULL%s ORDER BY %s LIMIT %d",
+								  select, key, only_ids_filter(config), key, config->batch_size);
+		page_sql_next = psprintf("%s WHERE %s > $1::%s%s ORDER BY %s LIMIT %d",
+								 select, key, format_type_be(type), only_ids_filter(config), key,
+								 config->batch_size);
+		MemoryContextSwitchTo(old);
+	}
 	SPI_finish();
 	ecp_commit_as_owner();
 }
@@ -100,21 +111,14 @@ text_or_null(HeapTuple tuple, TupleDesc desc, int column)
 	return isnull ? NULL : TextDatumGetCString(value);
 }
 
-/*
- * Read the page after after_key (NULL: from the start) into batch; false
- * when none is left.
- */
-bool
-ecp_source_read_page(EcpPartConfig *config, const char *after_key, EcpBatch *batch)
+/* The keyset page after after_key (NULL: the first) into SPI_tuptable. */
+static bool
+read_keyset_page(const char *after_key)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 	int			rc;
-	MemoryContext old;
 
-	ecp_begin_as_owner(config);
-	apply_search_path(config);
-	SPI_connect();
 	if (after_key == NULL)
 		rc = SPI_execute(page_sql_first, true, 0);
 	else
@@ -124,9 +128,27 @@ ecp_source_read_page(EcpPartConfig *config, const char *after_key, EcpBatch *bat
 	}
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "ecp: reading a page of the source failed (SPI code %d)", rc);
+	return SPI_processed > 0;
+}
+
+/*
+ * Read the page after after_key (NULL: from the start) into batch; false
+ * when none is left.
+ */
+bool
+ecp_source_read_page(EcpPartConfig *config, const char *after_key, EcpBatch *batch)
+{
+	MemoryContext old;
+	bool		found;
+
+	ecp_begin_as_owner(config);
+	apply_search_path(config);
+	SPI_connect();
+	found = by_windows ? ecp_source_window_read(config, after_key)
+		: read_keyset_page(after_key);
 
 	old = MemoryContextSwitchTo(batch->context);
-	batch->ndocs = (int) SPI_processed;
+	batch->ndocs = found ? (int) SPI_processed : 0;
 	batch->docs = palloc0(sizeof(EcpDoc) * Max(batch->ndocs, 1));
 	for (int i = 0; i < batch->ndocs; i++)
 	{

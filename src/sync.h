@@ -30,6 +30,7 @@ typedef struct EcpPartConfig
 	char	   *index_name;
 	char	   *id_column;
 	char	   *key_column;
+	char	   *paging;			/* auto | keyset | window */
 	char	   *op;				/* index | create | update | delete */
 	int			batch_size;
 	int			batch_bytes;
@@ -111,6 +112,13 @@ extern bool ecp_source_read_page(EcpPartConfig *config, const char *after_key,
 								 EcpBatch *batch);
 extern int64 ecp_source_total(EcpPartConfig *config, bool *is_estimate);
 extern int64 ecp_source_count_null_keys(EcpPartConfig *config);
+
+/* source_window.c: key windows over foreign tables */
+extern bool ecp_source_window_wanted(const EcpPartConfig *config, const char *base_sql,
+									 Oid key_type);
+extern void ecp_source_window_prepare(const EcpPartConfig *config, const char *select_list,
+									  const char *key, const char *filter);
+extern bool ecp_source_window_read(const EcpPartConfig *config, const char *after_key);
 
 /* batch.c */
 extern void ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config,

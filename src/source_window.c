@@ -1,0 +1,275 @@
+/*
+ * source_window.c: read a source over foreign tables in key windows.
+ *
+ * A keyset page (WHERE key > $1 ORDER BY key LIMIT n) is pushed to MySQL
+ * by mysql_fdw as ORDER BY key IS NULL, key, which MySQL cannot serve from
+ * the primary key: every page sorts all remaining rows (PATTERNS.md).  A
+ * window sends range predicates only, which MySQL answers with a range scan
+ * of the primary key; the OFFSET 0 fence keeps ORDER BY and LIMIT local:
+ *
+ *   SELECT key::text, id::text, to_jsonb(row)::text
+ *     FROM (SELECT * FROM (<query>) AS "ecp:row"
+ *            WHERE key > $1 AND key <= $2 OFFSET 0) AS "ecp:row"
+ *    ORDER BY key LIMIT <batch_size>
+ *
+ * The window's width follows the density of keys: it grows when windows
+ * come back sparse or empty and shrinks to the keys a full page spanned,
+ * so a page holds about batch_size rows and never more (LIMIT, local
+ * top-N sort).  Windows need an integer key; the checkpoint stays the
+ * last key sent, so restarts and pauses work as with keyset pages.
+ */
+#include "sync.h"
+
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "common/int.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/plannodes.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/plancache.h"
+
+#define ROW_ALIAS "\"ecp:row\""
+
+/* how fast a window may grow from one page to the next */
+#define MAX_GROWTH 8.0
+#define MAX_SPAN ((double) PG_INT64_MAX / 16)
+
+typedef struct WindowState
+{
+	bool		foreign;		/* the query reads a foreign table */
+	bool		has_rows;		/* the source had a key at prepare time */
+	int64		min_key;
+	int64		max_key;		/* raised if rows appear beyond it */
+	double		span;			/* keys per window */
+	char	   *window_sql;		/* in TopMemoryContext */
+	char	   *max_after_sql;
+} WindowState;
+
+static WindowState window;
+
+/* Does the (analysed and planned) query read a foreign table? */
+static bool
+reads_foreign_table(const char *sql)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, 0, NULL);
+	CachedPlan *cplan;
+	ListCell   *lc;
+	bool		foreign = false;
+
+	if (plan == NULL)
+		elog(ERROR, "ecp: could not plan the source query (SPI code %d)", SPI_result);
+	cplan = SPI_plan_get_cached_plan(plan);
+	if (cplan == NULL)
+		return false;
+	foreach(lc, cplan->stmt_list)
+	{
+		PlannedStmt *stmt = lfirst_node(PlannedStmt, lc);
+		ListCell   *rc;
+
+		/* the flat range table holds every relation, views' too */
+		foreach(rc, stmt->rtable)
+		{
+			RangeTblEntry *rte = lfirst_node(RangeTblEntry, rc);
+
+			if (rte->rtekind == RTE_RELATION && rte->relkind == RELKIND_FOREIGN_TABLE)
+				foreign = true;
+		}
+	}
+	ReleaseCachedPlan(cplan, NULL);
+	SPI_freeplan(plan);
+	return foreign;
+}
+
+static bool
+is_integer_type(Oid type)
+{
+	return type == INT2OID || type == INT4OID || type == INT8OID;
+}
+
+/*
+ * Should this source be read in windows?  paging 'keyset' never, 'window'
+ * always (an integer key is required), 'auto' when the query reads a
+ * foreign table and the key is an integer.
+ */
+bool
+ecp_source_window_wanted(const EcpPartConfig *config, const char *base_sql, Oid key_type)
+{
+	if (strcmp(config->paging, "keyset") == 0)
+		return false;
+	if (strcmp(config->paging, "window") == 0)
+	{
+		window.foreign = reads_foreign_table(base_sql);
+		if (!is_integer_type(key_type))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("option \"paging\" 'window' needs an integer key column, and \"%s\" is %s",
+							config->key_column, format_type_be(key_type)),
+					 errhint("Set option key_column to an integer column of the query, or paging to 'keyset'.")));
+		return true;
+	}
+	window.foreign = reads_foreign_table(base_sql);
+	if (!window.foreign)
+		return false;
+	if (!is_integer_type(key_type))
+	{
+		/* LOG, not WARNING: a background worker's warnings are easy to filter out */
+		ereport(LOG,
+				(errmsg("ecp task \"%s\" reads a foreign table by keyset pages: its key column \"%s\" is %s, not an integer",
+						config->task_name, config->key_column, format_type_be(key_type)),
+				 errdetail("A foreign server may sort all remaining rows for every page."),
+				 errhint("Set option key_column to an integer column to page by key windows.")));
+		return false;
+	}
+	return true;
+}
+
+/* Run sql (one row of int8 columns) with an optional int8 argument. */
+static bool
+int8_row(const char *sql, const int64 *arg, int64 *values, int ncolumns)
+{
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	int			rc;
+
+	if (arg)
+		args[0] = Int64GetDatum(*arg);
+	rc = SPI_execute_with_args(sql, arg ? 1 : 0, argtypes, args, NULL, true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "ecp: reading the key range of the source failed (SPI code %d)", rc);
+	for (int i = 0; i < ncolumns; i++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &isnull);
+
+		if (isnull)
+			return false;
+		values[i] = DatumGetInt64(d);
+	}
+	return true;
+}
+
+/*
+ * Build the window queries and find the key range.  select is the
+ * SELECT list over "ecp:row"; key the key column reference; filter the
+ * extra predicate (" AND ..." or "").  Inside SPI, as the owner.
+ */
+void
+ecp_source_window_prepare(const EcpPartConfig *config, const char *select_list,
+						  const char *key, const char *filter)
+{
+	char	   *from = psprintf("(%s\n) AS " ROW_ALIAS, config->query);
+
+	/*
+	 * PostgreSQL plans min() and max() as ORDER BY key LIMIT 1, which
+	 * mysql_fdw pushes with the filesort of the whole table; an (unused)
+	 * CTE turns that rewrite off, and the aggregates go to the foreign
+	 * server whole, which answers them from its primary key.  Local tables
+	 * keep the rewrite: it uses their index.
+	 */
+	const char *fence = window.foreign ? "WITH ecp_no_minmax AS (SELECT) " : "";
+	int64		bounds[2];
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	window.window_sql = psprintf("SELECT %s FROM (SELECT * FROM %s WHERE %s > $1 AND %s <= $2%s OFFSET 0) AS "
+								 ROW_ALIAS " ORDER BY %s LIMIT %d",
+								 select_list, from, key, key, filter, key, config->batch_size);
+	window.max_after_sql = psprintf("%sSELECT max(%s)::int8 FROM %s WHERE %s > $1%s",
+									fence, key, from, key, filter);
+	MemoryContextSwitchTo(old);
+
+	window.has_rows = int8_row(psprintf("%sSELECT min(%s)::int8, max(%s)::int8 FROM %s WHERE %s IS NOT NULL%s",
+										fence, key, key, from, key, filter),
+							   NULL, bounds, 2);
+	window.min_key = bounds[0];
+	window.max_key = bounds[1];
+	/* first guess: keys are dense */
+	window.span = config->batch_size;
+	if (window.has_rows && window.min_key == PG_INT64_MIN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("the key column \"%s\" of task \"%s\" holds the smallest bigint, which key windows cannot start below",
+						config->key_column, config->task_name),
+				 errhint("Set option paging to 'keyset' for this task.")));
+	ereport(LOG,
+			(errmsg("ecp worker for run " INT64_FORMAT " part %d reads the source in key windows of \"%s\"",
+					config->run_id, config->part_no, config->key_column)));
+}
+
+/* The next width after a window of span keys returned n of batch rows. */
+static double
+next_span(double span, int n, int batch, int64 lo, int64 last_key)
+{
+	double		next;
+
+	if (n >= batch)				/* full: as wide as the keys it spanned */
+		next = Max(1.0, (double) last_key - (double) lo);
+	else if (n == 0)
+		next = span * MAX_GROWTH;
+	else						/* aim at 90% of a page at this density */
+		next = Min(span * MAX_GROWTH, span * batch * 0.9 / n);
+	return Min(Max(next, 1.0), MAX_SPAN);
+}
+
+static int64
+last_key_of_result(void)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[SPI_processed - 1], SPI_tuptable->tupdesc, 1, &isnull);
+
+	/* the key column arrives as text: it is an integer here */
+	return isnull ? 0 : DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(TextDatumGetCString(d))));
+}
+
+/* The upper end of the window of span keys after lo, at most the last key. */
+static int64
+window_end(int64 lo, double span)
+{
+	int64		width = (int64) span;
+	int64		room;
+
+	if (!pg_sub_s64_overflow(window.max_key, lo, &room) && room <= width)
+		return window.max_key;
+	return lo + width;			/* below max_key: cannot overflow */
+}
+
+/*
+ * Read the rows after after_key (NULL: from the start) into SPI_tuptable;
+ * false when the keys are exhausted.  Windows are tried, wider each time,
+ * until one has rows.  Inside SPI, as the owner.
+ */
+bool
+ecp_source_window_read(const EcpPartConfig *config, const char *after_key)
+{
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	int64		lo;
+
+	if (!window.has_rows)
+		return false;
+	lo = after_key ? DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(after_key)))
+		: window.min_key - 1;
+	for (;;)
+	{
+		Datum		args[2];
+		int64		hi;
+		int			rc;
+
+		CHECK_FOR_INTERRUPTS();
+		/* past the known end: rows added meanwhile move it */
+		if (lo >= window.max_key &&
+			!int8_row(window.max_after_sql, &lo, &window.max_key, 1))
+			return false;
+		hi = window_end(lo, window.span);
+		args[0] = Int64GetDatum(lo);
+		args[1] = Int64GetDatum(hi);
+		rc = SPI_execute_with_args(window.window_sql, 2, argtypes, args, NULL, true, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "ecp: reading a key window of the source failed (SPI code %d)", rc);
+		window.span = next_span(window.span, (int) SPI_processed, config->batch_size, lo,
+								SPI_processed > 0 ? last_key_of_result() : hi);
+		if (SPI_processed > 0)
+			return true;
+		lo = hi;				/* an empty window: the next one starts behind it */
+	}
+}

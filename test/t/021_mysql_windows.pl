@@ -1,0 +1,179 @@
+# ecp reading MySQL through mysql_fdw: a task over a foreign table pages by
+# key windows (WHERE key > $a AND key <= $b, ORDER BY and LIMIT kept local),
+# never by a pushed ORDER BY ... LIMIT, which MySQL answers with a filesort
+# of all remaining rows for every page (PATTERNS.md, 020_mysql_fdw.pl).
+#
+# What MariaDB was asked is read from its general log.  Also: windows adapt
+# to dense, gappy and sparse keys and deliver every row exactly once; the
+# paging option forces keyset or windows; a text key over a foreign table
+# falls back to keyset and says so in the log; windows over a local table with
+# negative keys and a NULL key.
+#
+# Needs the MariaDB of test/scripts/mariadb.sh (make test starts it);
+# without it this test FAILS on purpose.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use EcpTest;
+use EcpMysql;
+use EsdServer;
+
+my $my = EcpMysql->from_env;
+if (!$my)
+{
+	fail('MariaDB connection info in the environment (ECP_MYSQL_PORT)');
+	diag(EcpMysql::missing_env_message());
+	done_testing();
+	exit 1;
+}
+EsdServer::require_stand_in('needs bulk_items counts from the stand-in');
+
+# 30,000 rows in three regions: every third key, a dense block after a gap
+# of millions, and keys 256 apart (one table of a 16 x 16 sharding).
+my $NROWS = 30000;
+$my->query(q{
+	DROP TABLE IF EXISTS win_orders;
+	CREATE TABLE win_orders (
+		id       BIGINT PRIMARY KEY,
+		code     VARCHAR(20) NOT NULL,
+		customer VARCHAR(64) NOT NULL,
+		amount   DECIMAL(12,2) NOT NULL
+	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+	INSERT INTO win_orders SELECT seq * 3, CONCAT('a', seq), CONCAT('cust-', seq % 97), seq / 100 FROM seq_1_to_10000;
+	INSERT INTO win_orders SELECT 5000000 + seq, CONCAT('b', seq), 'dense', seq / 100 FROM seq_1_to_10000;
+	INSERT INTO win_orders SELECT 9000000 + seq * 256, CONCAT('c', seq), 'sparse', seq / 100 FROM seq_1_to_10000;
+});
+is($my->query('SELECT COUNT(*) FROM win_orders'), $NROWS, 'MariaDB: win_orders loaded');
+
+my $node = EcpTest::new_node('windows');
+my $es = EsdServer->start();
+my $url = $es->url;
+$my->setup_fdw($node, 'postgres', 'shard_00');
+$node->safe_psql('postgres', qq{
+	IMPORT FOREIGN SCHEMA ecp_test LIMIT TO (win_orders) FROM SERVER shard_00 INTO public;
+	SELECT ecp.create_consumer('es', '$url');
+});
+
+# The statements MariaDB received while $code ran (Query, Prepare, Execute).
+sub remote_statements
+{
+	my ($code) = @_;
+	$my->query(q{
+		SET GLOBAL log_output = 'TABLE';
+		TRUNCATE mysql.general_log;
+		SET GLOBAL general_log = 1;
+	});
+	$code->();
+	$my->query('SET GLOBAL general_log = 0');
+	my @rows = $my->rows(q{
+		SELECT REPLACE(REPLACE(CONVERT(argument USING utf8mb4), '\n', ' '), '\t', ' ')
+		  FROM mysql.general_log
+		 WHERE command_type IN ('Query', 'Prepare', 'Execute')
+		   AND CONVERT(argument USING utf8mb4) LIKE '%win_orders%'
+		   AND CONVERT(argument USING utf8mb4) NOT LIKE '%general_log%'});
+	$my->query('TRUNCATE mysql.general_log');
+	return map { $_->[0] } @rows;
+}
+
+sub sync_task
+{
+	my ($task, $expect_state) = @_;
+	my $before = $es->stats->{bulk_items};
+	my $run = $node->safe_psql('postgres', "SELECT ecp.start('$task')");
+	my $state = EcpTest::wait_for_run($node, $run, $expect_state // 'succeeded', 180);
+	return ($run, $state, $es->stats->{bulk_items} - $before);
+}
+
+# --- auto: a foreign table with an integer key pages by windows -------------
+$node->safe_psql('postgres', q{
+	SELECT ecp.create_task('win', 'es', 'win', query => 'SELECT * FROM win_orders',
+	                       options => '{"batch_size": 1000}');
+});
+my $log_offset = -s $node->logfile;
+my ($run, $state, $sent);
+my @remote = remote_statements(sub { ($run, $state, $sent) = sync_task('win') });
+is($state, 'succeeded', 'a sync of the foreign table succeeds');
+is($sent, $NROWS, "every row was sent once ($sent items for $NROWS rows)");
+$es->refresh('win');
+is($es->count('win'), $NROWS, 'the index holds every id');
+is_deeply($es->doc('win', '9002560'),
+	{ id => 9002560, code => 'c10', customer => 'sparse', amount => 0.10 },
+	'a document is to_jsonb of its row');
+like(slurp_file($node->logfile, $log_offset), qr/reads the source in key windows of "id"/,
+	'the worker says it reads in key windows');
+
+my @windows = grep { /`id` > .*`id` <= /i } @remote;
+my @sorted = grep { /ORDER BY/i } @remote;
+my @limited = grep { /\bLIMIT\b/i && !/\bLIMIT 0\b/i } @remote;
+is(scalar(@sorted), 0, 'no statement sent to MariaDB has an ORDER BY')
+  or diag(join("\n", @sorted[0 .. ($#sorted < 4 ? $#sorted : 4)]));
+is(scalar(@limited), 0, 'no statement sent to MariaDB has a LIMIT')
+  or diag(join("\n", @limited[0 .. ($#limited < 4 ? $#limited : 4)]));
+ok((grep { /SELECT min\(`id`\), max\(`id`\) FROM/i } @remote),
+	'the key range is one min/max aggregate answered by MariaDB (no sort)');
+# 30 pages of 1,000 at least; adapting to the density costs a few more
+ok(@windows >= 30 && @windows <= 120,
+	scalar(@windows) . ' key-window statements for 30,000 rows in pages of 1,000');
+
+# --- paging keyset: the same source by pushed keyset pages ------------------
+$node->safe_psql('postgres', q{
+	SELECT ecp.create_task('keyset', 'es', 'keyset', query => 'SELECT * FROM win_orders',
+	                       options => '{"batch_size": 5000, "paging": "keyset"}');
+});
+@remote = remote_statements(sub { ($run, $state, $sent) = sync_task('keyset') });
+is($state, 'succeeded', 'paging keyset: the sync succeeds');
+is($sent, $NROWS, 'paging keyset: every row sent once');
+ok((grep { /ORDER BY/i && /LIMIT 5000/i } @remote) >= 6,
+	'paging keyset: MariaDB gets ORDER BY ... LIMIT pages (what windows avoid)');
+
+# --- a text key over a foreign table: keyset, with a warning ----------------
+$node->safe_psql('postgres', q{
+	SELECT ecp.create_task('textkey', 'es', 'textkey',
+	                       query => 'SELECT code, id FROM win_orders WHERE id < 3000',
+	                       options => '{"batch_size": 300}');
+});
+$log_offset = -s $node->logfile;
+($run, $state, $sent) = sync_task('textkey');
+is($state, 'succeeded', 'a text key over a foreign table: the sync succeeds');
+is($sent, 999, 'a text key over a foreign table: every row sent once');
+like(slurp_file($node->logfile, $log_offset),
+	qr/LOG:.*task "textkey" reads a foreign table by keyset pages: its key column "code" is character varying/,
+	'a text key over a foreign table: the log says why windows are not used');
+
+# --- paging window needs an integer key ---------------------------------------
+$node->safe_psql('postgres', q{
+	SELECT ecp.create_task('badwin', 'es', 'badwin', query => 'SELECT code, id FROM win_orders',
+	                       options => '{"paging": "window"}');
+});
+($run, $state) = sync_task('badwin', 'failed');
+is($state, 'failed', 'paging window with a text key: the run fails');
+like($node->safe_psql('postgres', "SELECT last_error FROM ecp.progress WHERE run_id = $run"),
+	qr/option "paging" 'window' needs an integer key column, and "code" is character varying/,
+	'paging window with a text key: last_error says what to change');
+
+my ($rc, $out, $err) = $node->psql('postgres', q{
+	UPDATE ecp.task SET options = options || '{"paging": "windows"}' WHERE name = 'win'});
+like($err, qr/option "paging" must be auto, keyset or window, not "windows"/,
+	'an UPDATE to an unknown paging value is refused');
+
+# --- windows over a local table: negative keys, gaps, a NULL key ------------
+$node->safe_psql('postgres', q{
+	CREATE TABLE local_sparse (k int, v text);
+	INSERT INTO local_sparse SELECT g * 7919 - 40000000, 'v' || g FROM generate_series(1, 5000) g;
+	INSERT INTO local_sparse SELECT g, 'dense' FROM generate_series(100000, 102999) g;
+	INSERT INTO local_sparse VALUES (NULL, 'no key'), (2147483647, 'int max');
+	SELECT ecp.create_task('local', 'es', 'local', query => 'SELECT * FROM local_sparse',
+	                       options => '{"batch_size": 700, "paging": "window"}');
+});
+($run, $state, $sent) = sync_task('local');
+is($state, 'succeeded', 'paging window over a local table: the sync succeeds');
+is($sent, 8001, 'paging window over a local table: every keyed row sent once (8001)');
+$es->refresh('local');
+is($es->count('local'), 8001, 'paging window over a local table: the index holds every keyed row');
+like($node->safe_psql('postgres', "SELECT reason FROM ecp.failed_docs WHERE run_id = $run AND error_type = 'null_key'"),
+	qr/^1 rows have NULL in key column "k"/, 'paging window over a local table: the NULL key is reported, not skipped');
+
+$node->stop;
+done_testing();
