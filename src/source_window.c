@@ -12,11 +12,14 @@
  *            WHERE key > $1 AND key <= $2 OFFSET 0) AS "ecp:row"
  *    ORDER BY key LIMIT <batch_size>
  *
- * The window's width follows the density of keys: it grows when windows
- * come back sparse or empty and shrinks to the keys a full page spanned,
- * so a page holds about batch_size rows and never more (LIMIT, local
- * top-N sort).  Windows need an integer key; the checkpoint stays the
- * last key sent, so restarts and pauses work as with keyset pages.
+ * The window's width follows the density of keys: it widens when windows
+ * come back sparse and narrows to the keys a full page spanned; past an
+ * empty window the next starts before the next key (a pushed min()).  A
+ * wide window is counted first and narrowed if it holds more than a few
+ * pages, so a window's rows stay bounded (mysql_fdw buffers a result), and
+ * a page holds batch_size rows at most (LIMIT, local top-N sort).  Windows
+ * need an integer key; the checkpoint stays the last key sent, so
+ * restarts and pauses work as with keyset pages.
  */
 #include "sync.h"
 
@@ -34,6 +37,15 @@
 
 /* how fast a window may grow from one page to the next */
 #define MAX_GROWTH 8.0
+
+/*
+ * A window of more keys than MAX_WINDOW_PAGES pages is counted before it
+ * is read (a cheap aggregate on the server) and narrowed if it holds more
+ * rows than that: mysql_fdw buffers a whole result, so one window never
+ * holds more than MAX_WINDOW_PAGES pages of rows, whatever the keys do
+ * (a narrower one cannot: keys are unique integers).
+ */
+#define MAX_WINDOW_PAGES 4
 #define MAX_SPAN ((double) PG_INT64_MAX / 16)
 
 typedef struct WindowState
@@ -43,8 +55,11 @@ typedef struct WindowState
 	int64		min_key;
 	int64		max_key;		/* raised if rows appear beyond it */
 	double		span;			/* keys per window */
-	char	   *window_sql;		/* in TopMemoryContext */
-	char	   *max_after_sql;
+	/* in TopMemoryContext: */
+	char	   *window_sql;		/* the rows of ($1, $2] */
+	char	   *count_sql;		/* how many rows ($1, $2] holds */
+	char	   *next_key_sql;	/* the first key after $1 */
+	char	   *max_after_sql;	/* the last key after $1 */
 } WindowState;
 
 static WindowState window;
@@ -125,17 +140,21 @@ ecp_source_window_wanted(const EcpPartConfig *config, const char *base_sql, Oid 
 	return true;
 }
 
-/* Run sql (one row of int8 columns) with an optional int8 argument. */
+/*
+ * Run sql (one row of int8 columns) with nargs int8 arguments into values;
+ * false if a column is NULL.
+ */
 static bool
-int8_row(const char *sql, const int64 *arg, int64 *values, int ncolumns)
+int8_row(const char *sql, int nargs, const int64 *arg, int64 *values, int ncolumns)
 {
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1];
+	Oid			argtypes[2] = {INT8OID, INT8OID};
+	Datum		args[2];
 	int			rc;
 
-	if (arg)
-		args[0] = Int64GetDatum(*arg);
-	rc = SPI_execute_with_args(sql, arg ? 1 : 0, argtypes, args, NULL, true, 1);
+	Assert(nargs <= 2);
+	for (int i = 0; i < nargs; i++)
+		args[i] = Int64GetDatum(arg[i]);
+	rc = SPI_execute_with_args(sql, nargs, argtypes, args, NULL, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "ecp: reading the key range of the source failed (SPI code %d)", rc);
 	for (int i = 0; i < ncolumns; i++)
@@ -175,13 +194,17 @@ ecp_source_window_prepare(const EcpPartConfig *config, const char *select_list,
 	window.window_sql = psprintf("SELECT %s FROM (SELECT * FROM %s WHERE %s > $1 AND %s <= $2%s OFFSET 0) AS "
 								 ROW_ALIAS " ORDER BY %s LIMIT %d",
 								 select_list, from, key, key, filter, key, config->batch_size);
+	window.count_sql = psprintf("%sSELECT count(*)::int8 FROM %s WHERE %s > $1 AND %s <= $2%s",
+								fence, from, key, key, filter);
+	window.next_key_sql = psprintf("%sSELECT min(%s)::int8 FROM %s WHERE %s > $1%s",
+								   fence, key, from, key, filter);
 	window.max_after_sql = psprintf("%sSELECT max(%s)::int8 FROM %s WHERE %s > $1%s",
 									fence, key, from, key, filter);
 	MemoryContextSwitchTo(old);
 
 	window.has_rows = int8_row(psprintf("%sSELECT min(%s)::int8, max(%s)::int8 FROM %s WHERE %s IS NOT NULL%s",
 										fence, key, key, from, key, filter),
-							   NULL, bounds, 2);
+							   0, NULL, bounds, 2);
 	window.min_key = bounds[0];
 	window.max_key = bounds[1];
 	/* first guess: keys are dense */
@@ -205,8 +228,8 @@ next_span(double span, int n, int batch, int64 lo, int64 last_key)
 
 	if (n >= batch)				/* full: as wide as the keys it spanned */
 		next = Max(1.0, (double) last_key - (double) lo);
-	else if (n == 0)
-		next = span * MAX_GROWTH;
+	else if (n == 0)			/* says nothing about density */
+		next = span;
 	else						/* aim at 90% of a page at this density */
 		next = Min(span * MAX_GROWTH, span * batch * 0.9 / n);
 	return Min(Max(next, 1.0), MAX_SPAN);
@@ -234,15 +257,48 @@ window_end(int64 lo, double span)
 	return lo + width;			/* below max_key: cannot overflow */
 }
 
+/* Could the window (lo, hi] hold more than MAX_WINDOW_PAGES pages? */
+static bool
+needs_count(int64 lo, int64 hi, int batch)
+{
+	return (double) hi - (double) lo > (double) MAX_WINDOW_PAGES * batch;
+}
+
+static int64
+count_window(int64 lo, int64 hi)
+{
+	int64		bounds[2] = {lo, hi};
+	int64		n = 0;
+
+	(void) int8_row(window.count_sql, 2, bounds, &n, 1);
+	return n;
+}
+
+/*
+ * Past an empty window ending at hi: *lo moves to just before the next key
+ * (one aggregate the server answers from its index, however wide the gap);
+ * false when no key follows.
+ */
+static bool
+skip_gap(int64 hi, int64 *lo)
+{
+	int64		next;
+
+	if (!int8_row(window.next_key_sql, 1, &hi, &next, 1))
+		return false;
+	*lo = next - 1;				/* next > hi >= PG_INT64_MIN: no overflow */
+	return true;
+}
+
 /*
  * Read the rows after after_key (NULL: from the start) into SPI_tuptable;
- * false when the keys are exhausted.  Windows are tried, wider each time,
- * until one has rows.  Inside SPI, as the owner.
+ * false when the keys are exhausted.  Inside SPI, as the owner.
  */
 bool
 ecp_source_window_read(const EcpPartConfig *config, const char *after_key)
 {
 	Oid			argtypes[2] = {INT8OID, INT8OID};
+	int			batch = config->batch_size;
 	int64		lo;
 
 	if (!window.has_rows)
@@ -258,18 +314,36 @@ ecp_source_window_read(const EcpPartConfig *config, const char *after_key)
 		CHECK_FOR_INTERRUPTS();
 		/* past the known end: rows added meanwhile move it */
 		if (lo >= window.max_key &&
-			!int8_row(window.max_after_sql, &lo, &window.max_key, 1))
+			!int8_row(window.max_after_sql, 1, &lo, &window.max_key, 1))
 			return false;
 		hi = window_end(lo, window.span);
+		if (needs_count(lo, hi, batch))
+		{
+			int64		n = count_window(lo, hi);
+
+			if (n > (int64) MAX_WINDOW_PAGES * batch)
+			{
+				/* aim at one page at the density just counted */
+				window.span = Max(1.0, window.span * batch / n);
+				continue;
+			}
+			if (n == 0)
+			{
+				if (!skip_gap(hi, &lo))
+					return false;
+				continue;
+			}
+		}
 		args[0] = Int64GetDatum(lo);
 		args[1] = Int64GetDatum(hi);
 		rc = SPI_execute_with_args(window.window_sql, 2, argtypes, args, NULL, true, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "ecp: reading a key window of the source failed (SPI code %d)", rc);
-		window.span = next_span(window.span, (int) SPI_processed, config->batch_size, lo,
+		window.span = next_span(window.span, (int) SPI_processed, batch, lo,
 								SPI_processed > 0 ? last_key_of_result() : hi);
 		if (SPI_processed > 0)
 			return true;
-		lo = hi;				/* an empty window: the next one starts behind it */
+		if (!skip_gap(hi, &lo))
+			return false;
 	}
 }
