@@ -5,3 +5,4 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bash "$here/esd_throughput.sh"
 bash "$here/sync_throughput.sh"
+bash "$here/mysql_paging.sh"
