@@ -51,7 +51,8 @@ $my->query(q{
 });
 is($my->query('SELECT COUNT(*) FROM win_orders'), $NROWS, 'MariaDB: win_orders loaded');
 
-my $node = EcpTest::new_node('windows');
+my $node = EcpTest::new_node('windows',
+	conf => [ 'restart_after_crash = on', 'ecp.recovery_timeout = 2', 'ecp.heartbeat_interval = 1' ]);
 my $es = EsdServer->start();
 my $url = $es->url;
 $my->setup_fdw($node, 'postgres', 'shard_00');
@@ -140,6 +141,40 @@ ok($largest >= 1000 && $largest <= 4000,
 	"the largest window held $largest rows (a page is 1,000, the bound 4,000)");
 ok((grep { /SELECT count\(\*\) FROM/i } @remote),
 	'wide windows were counted by MariaDB before they were read');
+
+# --- pause, resume and a killed worker, in the middle of windows --------------
+# Each bulk request takes 50 ms (40 pages): time enough to pause and to kill.
+$node->safe_psql('postgres', q{
+	SELECT ecp.create_task('win2', 'es', 'win2', query => 'SELECT * FROM win_orders',
+	                       options => '{"batch_size": 1000}');
+});
+$es->set_faults({ delay_ms => 50 });
+my $items_before = $es->stats->{bulk_items};
+$run = $node->safe_psql('postgres', "SELECT ecp.start('win2')");
+ok(EcpTest::poll($node, "SELECT processed >= 5000 FROM ecp.progress WHERE run_id = $run", 60),
+	'windows, interrupted run: progress');
+$node->safe_psql('postgres', "SELECT ecp.pause($run)");
+ok(EcpTest::poll($node,
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'ecp worker'", 10),
+	'windows: the worker stops after pause');
+$node->safe_psql('postgres', "SELECT ecp.resume($run)");
+ok(EcpTest::poll($node, "SELECT processed >= 20000 FROM ecp.progress WHERE run_id = $run", 60),
+	'windows: the resumed run goes on');
+my $pid = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'ecp worker'");
+ok($pid =~ /^\d+$/ && kill('KILL', $pid), "windows: worker $pid killed with SIGKILL");
+$es->clear_faults;
+ok($node->poll_query_until('postgres', 'SELECT true'), 'the server is back after the crash');
+is(EcpTest::wait_for_run($node, $run, 'succeeded'), 'succeeded',
+	'windows: the run recovers and finishes');
+is($node->safe_psql('postgres', "SELECT processed FROM ecp.progress WHERE run_id = $run"),
+	$NROWS, 'windows: processed counts every row once');
+$es->refresh('win2');
+is($es->count('win2'), $NROWS, 'windows: no id is missing after pause, resume and a crash');
+$sent = $es->stats->{bulk_items} - $items_before;
+# after the pause and the kill, at most the page in flight is sent again
+ok($sent >= $NROWS && $sent <= $NROWS + 2 * 1000,
+	"windows: every row arrived, at most a page each time again ($sent items)");
 
 # --- paging keyset: the same source by pushed keyset pages ------------------
 $node->safe_psql('postgres', q{
