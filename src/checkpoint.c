@@ -310,6 +310,19 @@ ecp_checkpoint_run_state(EcpPartConfig *config)
 	return state;
 }
 
+/* A source that learns its size as it reads refines the run's estimate. */
+static void
+update_estimated_total(EcpPartConfig *config)
+{
+	int64		total = ecp_source_estimated_total(config);
+	Oid			types[2] = {INT8OID, INT8OID};
+	Datum		values[2] = {Int64GetDatum(config->run_id), Int64GetDatum(total)};
+
+	if (total >= 0)
+		owner_exec("UPDATE ecp.run SET total = $2 WHERE id = $1 AND total_is_estimate",
+				   2, types, values, NULL);
+}
+
 /*
  * After the sink acknowledged the batch: dead letters, then the checkpoint
  * with counters and heartbeat, all in one transaction.  Returns the run's
@@ -349,15 +362,16 @@ ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *result
 			   "       failed = failed + $5, batches = batches + 1, heartbeat_at = now(), "
 			   "       docs_per_second = $6, recoveries = 0 "
 			   " WHERE run_id = $1 AND part_no = $2", 6, types, values, NULL);
-	state = select_run_state(config);
-	SPI_finish();
-	ecp_commit_as_owner();
-
+	/* an error aborts the worker: the new position may be set before commit */
 	if (config->last_key)
 		pfree(config->last_key);
 	config->last_key = MemoryContextStrdup(TopMemoryContext, last_key);
 	config->processed += ok;
 	config->failed += failed;
+	update_estimated_total(config);
+	state = select_run_state(config);
+	SPI_finish();
+	ecp_commit_as_owner();
 	return state;
 }
 

@@ -195,6 +195,8 @@ int64
 ecp_source_total(EcpPartConfig *config, bool *is_estimate)
 {
 	*is_estimate = !config->exact_total;
+	if (by_windows && !config->exact_total)
+		return ecp_source_window_total(config->processed + config->failed, config->last_key);
 	if (config->exact_total)
 		return owner_count(config,
 						   psprintf("SELECT count(*) FROM (%s\n) AS " ROW_ALIAS, config->query));
@@ -214,4 +216,16 @@ ecp_source_count_null_keys(EcpPartConfig *config)
 	return owner_count(config,
 					   psprintf("SELECT count(*) FROM (%s\n) AS " ROW_ALIAS " WHERE %s IS NULL",
 								config->query, column_ref(config->key_column)));
+}
+
+/*
+ * A better estimate of the run's total at a checkpoint, or -1 to keep the
+ * one there is: windowed sources learn the density of their keys.
+ */
+int64
+ecp_source_estimated_total(const EcpPartConfig *config)
+{
+	if (!by_windows || config->exact_total)
+		return -1;
+	return ecp_source_window_total(config->processed + config->failed, config->last_key);
 }

@@ -60,6 +60,11 @@ typedef struct WindowState
 	char	   *count_sql;		/* how many rows ($1, $2] holds */
 	char	   *next_key_sql;	/* the first key after $1 */
 	char	   *max_after_sql;	/* the last key after $1 */
+	/* what this worker has read, for the estimate of the total */
+	bool		reading;
+	int64		first_lo;		/* where its first window started */
+	int64		last_read;		/* the last key it read */
+	int64		rows_read;
 } WindowState;
 
 static WindowState window;
@@ -305,6 +310,11 @@ ecp_source_window_read(const EcpPartConfig *config, const char *after_key)
 		return false;
 	lo = after_key ? DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(after_key)))
 		: window.min_key - 1;
+	if (!window.reading)
+	{
+		window.reading = true;
+		window.first_lo = lo;
+	}
 	for (;;)
 	{
 		Datum		args[2];
@@ -339,11 +349,39 @@ ecp_source_window_read(const EcpPartConfig *config, const char *after_key)
 		rc = SPI_execute_with_args(window.window_sql, 2, argtypes, args, NULL, true, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "ecp: reading a key window of the source failed (SPI code %d)", rc);
-		window.span = next_span(window.span, (int) SPI_processed, batch, lo,
-								SPI_processed > 0 ? last_key_of_result() : hi);
 		if (SPI_processed > 0)
+		{
+			window.last_read = last_key_of_result();
+			window.rows_read += SPI_processed;
+			window.span = next_span(window.span, (int) SPI_processed, batch, lo, window.last_read);
 			return true;
+		}
 		if (!skip_gap(hi, &lo))
 			return false;
 	}
+}
+
+/*
+ * The planner knows nothing of a foreign table's size (mysql_fdw says 1000
+ * rows), so the total of a windowed source is estimated from its keys:
+ * every key of the range at first, then the keys left after the checkpoint
+ * times the density of the keys read so far.  -1 when there is nothing to
+ * estimate from.
+ */
+int64
+ecp_source_window_total(int64 rows_done, const char *checkpoint_key)
+{
+	double		left,
+				density;
+	int64		after;
+
+	if (!window.has_rows)
+		return rows_done;
+	if (checkpoint_key == NULL || window.rows_read == 0)
+		return rows_done + (int64) Min((double) window.max_key - (double) window.min_key + 1,
+									   (double) PG_INT64_MAX / 2);
+	after = DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(checkpoint_key)));
+	density = window.rows_read / Max(1.0, (double) window.last_read - (double) window.first_lo);
+	left = Max(0.0, (double) window.max_key - (double) after) * Min(1.0, density);
+	return rows_done + (int64) Min(left, (double) PG_INT64_MAX / 2);
 }

@@ -112,6 +112,7 @@ extern bool ecp_source_read_page(EcpPartConfig *config, const char *after_key,
 								 EcpBatch *batch);
 extern int64 ecp_source_total(EcpPartConfig *config, bool *is_estimate);
 extern int64 ecp_source_count_null_keys(EcpPartConfig *config);
+extern int64 ecp_source_estimated_total(const EcpPartConfig *config);
 
 /* source_window.c: key windows over foreign tables */
 extern bool ecp_source_window_wanted(const EcpPartConfig *config, const char *base_sql,
@@ -119,6 +120,7 @@ extern bool ecp_source_window_wanted(const EcpPartConfig *config, const char *ba
 extern void ecp_source_window_prepare(const EcpPartConfig *config, const char *select_list,
 									  const char *key, const char *filter);
 extern bool ecp_source_window_read(const EcpPartConfig *config, const char *after_key);
+extern int64 ecp_source_window_total(int64 rows_done, const char *checkpoint_key);
 
 /* batch.c */
 extern void ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config,

@@ -108,6 +108,10 @@ is_deeply($es->doc('win', '9002560'),
 	'a document is to_jsonb of its row');
 like(slurp_file($node->logfile, $log_offset), qr/reads the source in key windows of "id"/,
 	'the worker says it reads in key windows');
+# mysql_fdw tells the planner 1000 rows; windows estimate from the keys
+is($node->safe_psql('postgres',
+		"SELECT p.total || ' ' || r.total_is_estimate || ' ' || p.percent FROM ecp.progress p JOIN ecp.run r ON r.id = p.run_id WHERE run_id = $run"),
+	"$NROWS true 100.0", 'the estimated total ends at the rows read (not the planner\'s 1000)');
 
 my @windows = grep { /`id` > .*`id` <= /i && !/count\(/i } @remote;
 my @sorted = grep { /ORDER BY/i } @remote;
@@ -157,6 +161,10 @@ $node->safe_psql('postgres', "SELECT ecp.pause($run)");
 ok(EcpTest::poll($node,
 		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'ecp worker'", 10),
 	'windows: the worker stops after pause');
+my ($done_at_pause, $total_at_pause) = split /\|/, $node->safe_psql('postgres',
+	"SELECT processed, total FROM ecp.progress WHERE run_id = $run");
+ok($total_at_pause > $done_at_pause,
+	"windows: mid-run the estimated total ($total_at_pause) exceeds what is done ($done_at_pause)");
 $node->safe_psql('postgres', "SELECT ecp.resume($run)");
 ok(EcpTest::poll($node, "SELECT processed >= 15000 FROM ecp.progress WHERE run_id = $run", 60),
 	'windows: the resumed run goes on');
