@@ -122,6 +122,20 @@ extern void ecp_source_window_prepare(const EcpPartConfig *config, const char *s
 extern bool ecp_source_window_read(const EcpPartConfig *config, const char *after_key);
 extern int64 ecp_source_window_total(int64 rows_done, const char *checkpoint_key);
 
+/* retry.c: back-off, and retries of transient source errors */
+typedef bool (*EcpSourceStep) (EcpPartConfig *config, void *arg);
+typedef enum EcpSourceOutcome
+{
+	ECP_SOURCE_TRUE,			/* the step ran and answered true */
+	ECP_SOURCE_FALSE,			/* ... false */
+	ECP_SOURCE_STOPPED			/* pause, cancel or shutdown ended a wait */
+} EcpSourceOutcome;
+extern long ecp_backoff_ms(const EcpPartConfig *config, int attempt);
+extern bool ecp_source_error_is_transient(int sqlerrcode);
+extern bool ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result);
+extern EcpSourceOutcome ecp_source_with_retries(EcpPartConfig *config, EcpSourceStep step,
+												void *arg);
+
 /* batch.c */
 extern void ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config,
 									const EcpDoc *doc);

@@ -4,9 +4,10 @@
  * It connects to the database as the bootstrap superuser only to be able
  * to act for owners that cannot log in, and does every transaction as the
  * run's owner (SECURITY_LOCAL_USERID_CHANGE: the source query cannot SET
- * ROLE back).  The loop: read a keyset page in a short transaction, send
- * it, and commit the checkpoint with the counters only after the sink
- * acknowledged it.  No transaction or snapshot is held across HTTP.
+ * ROLE back).  The loop: read a page in a short transaction, send it, and
+ * commit the checkpoint with the counters only after the sink acknowledged
+ * it.  No transaction or snapshot is held across HTTP.  Transient errors
+ * of the source and of the sink are retried with back-off (retry.c).
  */
 #include "sync.h"
 
@@ -229,15 +230,39 @@ read_page(EcpPartConfig *config, const char *after_key, EcpBatch *page, PhaseTim
 	return found;
 }
 
+/* What a page read needs, as one argument of a retried source step. */
+typedef struct PageRead
+{
+	const char *after_key;
+	EcpBatch   *page;
+	PhaseTimes *times;
+} PageRead;
+
+static bool
+read_page_step(EcpPartConfig *config, void *arg)
+{
+	PageRead   *read = (PageRead *) arg;
+
+	return read_page(config, read->after_key, read->page, read->times);
+}
+
+/* Whether the page after the one being sent was read, while it was sent. */
+typedef enum NextPage
+{
+	NEXT_UNKNOWN,				/* not read (yet, or a transient error) */
+	NEXT_READ,
+	NEXT_NONE					/* read: the source is exhausted */
+} NextPage;
+
 /*
  * Send page: every request but the last, then (while the last one runs)
  * read the next page into next, then wait for the last answer.  Reading
- * thus overlaps with the sink's work.  *next_found says whether a next
+ * thus overlaps with the sink's work.  *next_state says whether a next
  * page was read.
  */
 static EcpSendStatus
 send_page(EcpPartConfig *config, EcpBatch *page, const int *subset, int nsubset,
-		  EcpDocResult *results, EcpBatch *next, bool *next_found, bool *read_ahead,
+		  EcpDocResult *results, EcpBatch *next, NextPage *next_state, bool *read_ahead,
 		  char **error, PhaseTimes *times)
 {
 	instr_time	start;
@@ -252,8 +277,16 @@ send_page(EcpPartConfig *config, EcpBatch *page, const int *subset, int nsubset,
 
 	if (!*read_ahead)
 	{
-		*next_found = read_page(config, page->docs[page->ndocs - 1].key, next, times);
-		*read_ahead = true;
+		/* no back-off while a request is in flight: a failed read is tried
+		 * again from the checkpoint after this page */
+		PageRead	read = {page->docs[page->ndocs - 1].key, next, times};
+		bool		found;
+
+		if (ecp_source_try(config, read_page_step, &read, &found))
+		{
+			*next_state = found ? NEXT_READ : NEXT_NONE;
+			*read_ahead = true;
+		}
 	}
 
 	MemoryContextSwitchTo(page->context);
@@ -262,23 +295,6 @@ send_page(EcpPartConfig *config, EcpBatch *page, const int *subset, int nsubset,
 	status = ecp_sink_finish(config, error);
 	times->send_ms += ms_since(start);
 	return status;
-}
-
-/* Fibonacci back-off: 1, 1, 2, 3, 5, 8, ... x base, capped. */
-static long
-backoff_ms(const EcpPartConfig *config, int attempt)
-{
-	long		a = 1,
-				b = 1;
-
-	for (int i = 2; i < attempt && a * config->retry_base_ms < config->retry_max_ms; i++)
-	{
-		long		next = a + b;
-
-		a = b;
-		b = next;
-	}
-	return Min((long) (attempt <= 2 ? 1 : b) * config->retry_base_ms, (long) config->retry_max_ms);
 }
 
 /*
@@ -320,7 +336,7 @@ collect_retries(const EcpDocResult *results, int ndocs, int *subset, char **why)
  */
 static EcpSendStatus
 send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *results,
-					   EcpBatch *next, bool *next_found, char **error, PhaseTimes *times)
+					   EcpBatch *next, NextPage *next_state, char **error, PhaseTimes *times)
 {
 	int		   *subset = palloc(sizeof(int) * Max(page->ndocs, 1));
 	int			nsubset = 0;
@@ -334,7 +350,7 @@ send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *resu
 		long		wait_ms;
 
 		status = send_page(config, page, all ? NULL : subset, nsubset, results, next,
-						   next_found, &read_ahead, &why, times);
+						   next_state, &read_ahead, &why, times);
 		if (status == ECP_SEND_STOPPED || status == ECP_SEND_FAILED)
 		{
 			*error = why;
@@ -363,7 +379,7 @@ send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *resu
 		}
 		if (attempt == ecp_alert_after)
 			ecp_checkpoint_alert(config, "transient", attempt, why);
-		wait_ms = backoff_ms(config, attempt);
+		wait_ms = ecp_backoff_ms(config, attempt);
 		ecp_checkpoint_event(config, "retry",
 							 psprintf("{\"attempt\": %d, \"wait_ms\": %ld, \"documents\": %d, \"error\": %s}",
 									  attempt, wait_ms, all ? page->ndocs : nsubset,
@@ -372,10 +388,31 @@ send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *resu
 		if (!ecp_worker_wait(config, wait_ms))
 			return ECP_SEND_STOPPED;
 	}
-	if (!read_ahead)
-		*next_found = read_page(config, page->docs[page->ndocs - 1].key, next, times);
 	MemoryContextSwitchTo(page->context);
 	return ECP_SEND_DONE;
+}
+
+/* Ready the source (and the run's total), as a retried source step. */
+static bool
+prepare_step(EcpPartConfig *config, void *arg)
+{
+	ecp_source_prepare(config);
+	if (!config->has_total)
+	{
+		bool		is_estimate;
+		int64		total = ecp_source_total(config, &is_estimate);
+
+		ecp_checkpoint_set_total(config, total, is_estimate);
+	}
+	return true;
+}
+
+/* The source is exhausted: count the rows it could not page, and finish. */
+static bool
+finish_step(EcpPartConfig *config, void *arg)
+{
+	ecp_checkpoint_finish(config, ecp_source_count_null_keys(config));
+	return true;
 }
 
 static void
@@ -383,6 +420,7 @@ sync_part(EcpPartConfig *config)
 {
 	EcpBatch	pages[2];
 	int			current = 0;
+	bool		prepared = false;
 	bool		have_page = false;	/* pages[current] is read, not yet sent */
 	RateWindow	rate;
 	int64		done = config->processed + config->failed;
@@ -396,40 +434,48 @@ sync_part(EcpPartConfig *config)
 
 	if (!ecp_checkpoint_claim(config))
 		return;
-	ecp_source_prepare(config);
-	if (!config->has_total)
-	{
-		bool		is_estimate;
-		int64		total = ecp_source_total(config, &is_estimate);
-
-		ecp_checkpoint_set_total(config, total, is_estimate);
-	}
 	ecp_sink_open(config);
 	(void) rate_add(&rate, done);
 
+	/* every stop (a wait ended by pause, cancel, shutdown) comes back here */
 	for (;;)
 	{
 		EcpBatch   *page = &pages[current];
 		EcpDocResult *results;
 		EcpSendStatus status;
-		bool		next_found = false;
+		NextPage	next_state = NEXT_UNKNOWN;
 		char	   *error = NULL;
 		char	   *state;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ecp_worker_should_stop(config) && !run_still_running(config))
 			break;
-		if (!have_page && !read_page(config, config->last_key, page, &times))
+		if (!prepared)
 		{
-			ecp_checkpoint_finish(config, ecp_source_count_null_keys(config));
-			break;
+			if (ecp_source_with_retries(config, prepare_step, NULL) == ECP_SOURCE_STOPPED)
+				continue;
+			prepared = true;
 		}
-		have_page = true;
+		if (!have_page)
+		{
+			PageRead	read = {config->last_key, page, &times};
+			EcpSourceOutcome outcome = ecp_source_with_retries(config, read_page_step, &read);
+
+			if (outcome == ECP_SOURCE_STOPPED)
+				continue;
+			if (outcome == ECP_SOURCE_FALSE)
+			{
+				if (ecp_source_with_retries(config, finish_step, NULL) == ECP_SOURCE_STOPPED)
+					continue;
+				break;
+			}
+			have_page = true;
+		}
 
 		MemoryContextSwitchTo(page->context);
 		results = palloc0(sizeof(EcpDocResult) * page->ndocs);
 		status = send_page_with_retries(config, page, results, &pages[1 - current],
-										&next_found, &error, &times);
+										&next_state, &error, &times);
 		if (status == ECP_SEND_STOPPED)
 		{
 			have_page = false;	/* re-read from the checkpoint if we go on */
@@ -453,12 +499,19 @@ sync_part(EcpPartConfig *config)
 			ecp_checkpoint_release(config);
 			break;
 		}
-		if (!next_found)
+		if (next_state == NEXT_READ)
 		{
-			ecp_checkpoint_finish(config, ecp_source_count_null_keys(config));
+			current = 1 - current;	/* the page read ahead is next */
+			continue;
+		}
+		/* the source ended, or its read-ahead failed: read from the checkpoint */
+		have_page = false;
+		if (next_state == NEXT_NONE)
+		{
+			if (ecp_source_with_retries(config, finish_step, NULL) == ECP_SOURCE_STOPPED)
+				continue;
 			break;
 		}
-		current = 1 - current;	/* the page read ahead is next */
 	}
 	MemoryContextSwitchTo(TopMemoryContext);
 	ecp_sink_close();

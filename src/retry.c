@@ -1,0 +1,164 @@
+/*
+ * retry.c: the Fibonacci back-off, and retries of the source.
+ *
+ * A source can fail for a moment as a sink can: MySQL restarts or fails
+ * over, a connection drops, a lock wait or a statement times out, a
+ * deadlock or serialization failure rolls the read back.  Such errors are
+ * retried like a sink's transient failures (same back-off, max_retries,
+ * flow rows and alert); any other error (a missing column, a bad cast, a
+ * privilege) still fails the run at once with its message.  A step is
+ * retried whole, in a new transaction: reading a page again from the same
+ * key is harmless.
+ */
+#include "sync.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+
+/* Fibonacci back-off: 1, 1, 2, 3, 5, 8, ... x base, capped. */
+long
+ecp_backoff_ms(const EcpPartConfig *config, int attempt)
+{
+	long		a = 1,
+				b = 1;
+
+	for (int i = 2; i < attempt && a * config->retry_base_ms < config->retry_max_ms; i++)
+	{
+		long		next = a + b;
+
+		a = b;
+		b = next;
+	}
+	return Min((long) (attempt <= 2 ? 1 : b) * config->retry_base_ms, (long) config->retry_max_ms);
+}
+
+/*
+ * Errors of a source that may pass by themselves: connections (class 08),
+ * transaction rollbacks such as deadlocks and serialization failures (40),
+ * insufficient resources (53), operator intervention such as a statement
+ * timeout (57), a lock timeout, and the foreign-data wrapper's "could not
+ * connect" and "could not execute" (mysql_fdw reports a lost MySQL server
+ * with the latter, and reconnects on the next query).
+ */
+bool
+ecp_source_error_is_transient(int sqlerrcode)
+{
+	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return category == ERRCODE_CONNECTION_EXCEPTION ||
+		category == ERRCODE_TRANSACTION_ROLLBACK ||
+		category == ERRCODE_INSUFFICIENT_RESOURCES ||
+		category == ERRCODE_OPERATOR_INTERVENTION ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		sqlerrcode == ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION ||
+		sqlerrcode == ERRCODE_FDW_UNABLE_TO_CREATE_EXECUTION;
+}
+
+/* The last transient error of the source, for flow rows and last_error. */
+static char last_error[1024];
+static int	last_sqlerrcode;
+
+static char *
+quote_source_error(void)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	escape_json(&buf, last_error);
+	return buf.data;
+}
+
+/*
+ * Run step once.  A transient error is caught (the transaction aborted,
+ * the error kept in last_error) and makes this return false; any other
+ * error goes on up and fails the run.
+ */
+static bool
+try_step(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result)
+{
+	MemoryContext context = CurrentMemoryContext;
+	volatile bool caught = false;
+
+	PG_TRY();
+	{
+		*result = step(config, arg);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		if (!ecp_source_error_is_transient(edata->sqlerrcode))
+		{
+			FreeErrorData(edata);
+			MemoryContextSwitchTo(context);
+			PG_RE_THROW();
+		}
+		FlushErrorState();
+		/* also gives the worker its own user back (AbortTransaction) */
+		AbortCurrentTransaction();
+		snprintf(last_error, sizeof(last_error), "reading the source failed: %s (SQLSTATE %s)",
+				 edata->message, unpack_sql_state(edata->sqlerrcode));
+		last_sqlerrcode = edata->sqlerrcode;
+		FreeErrorData(edata);
+		MemoryContextSwitchTo(context);
+		caught = true;
+	}
+	PG_END_TRY();
+	return !caught;
+}
+
+/*
+ * Run step once, with no waiting (a request may be in flight): true when
+ * it ran (its answer in *result), false after a transient error, which is
+ * logged.
+ */
+bool
+ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result)
+{
+	if (try_step(config, step, arg, result))
+		return true;
+	ereport(LOG,
+			(errmsg("ecp worker for run " INT64_FORMAT " part %d: %s; trying again after the page in flight",
+					config->run_id, config->part_no, last_error)));
+	return false;
+}
+
+/*
+ * Run step until it runs without a transient error, backing off between
+ * attempts like the sink's retries: ECP_SOURCE_TRUE or ECP_SOURCE_FALSE
+ * (its answer), or ECP_SOURCE_STOPPED when pause, cancel or shutdown ended
+ * a wait.  When the retries run out the run fails with the last error and
+ * keeps its checkpoint.
+ */
+EcpSourceOutcome
+ecp_source_with_retries(EcpPartConfig *config, EcpSourceStep step, void *arg)
+{
+	for (int attempt = 1;; attempt++)
+	{
+		bool		result = false;
+		long		wait_ms;
+
+		if (try_step(config, step, arg, &result))
+			return result ? ECP_SOURCE_TRUE : ECP_SOURCE_FALSE;
+		if (attempt > config->max_retries)
+			ereport(ERROR,
+					(errcode(last_sqlerrcode),
+					 errmsg("retries exhausted after %d attempts (max_retries %d): %s; the checkpoint is kept, ecp.resume continues from it",
+							attempt, config->max_retries, last_error)));
+		if (attempt == ecp_alert_after)
+			ecp_checkpoint_alert(config, "transient", attempt, last_error);
+		wait_ms = ecp_backoff_ms(config, attempt);
+		ecp_checkpoint_event(config, "retry",
+							 psprintf("{\"attempt\": %d, \"wait_ms\": %ld, \"source\": true, \"error\": %s}",
+									  attempt, wait_ms, quote_source_error()));
+		pgstat_report_activity(STATE_RUNNING, "waiting to read the source again");
+		if (!ecp_worker_wait(config, wait_ms))
+			return ECP_SOURCE_STOPPED;
+	}
+}
