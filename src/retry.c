@@ -126,6 +126,9 @@ ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *resul
 	ereport(LOG,
 			(errmsg("ecp worker for run " INT64_FORMAT " part %d: %s; trying again after the page in flight",
 					config->run_id, config->part_no, last_error)));
+	ecp_checkpoint_event(config, "retry",
+						 psprintf("{\"attempt\": 1, \"wait_ms\": 0, \"source\": true, \"after_page_in_flight\": true, \"error\": %s}",
+								  quote_source_error()));
 	return false;
 }
 

@@ -184,6 +184,39 @@ $sent = $es->stats->{bulk_items} - $items_before;
 ok($sent >= $NROWS && $sent <= $NROWS + 2 * 1000,
 	"windows: every row arrived, at most a page each time again ($sent items)");
 
+# --- MariaDB drops the connection mid-run: the read is retried -----------------
+# KILL CONNECTION makes mysql_fdw's next query fail ("server has gone away",
+# SQLSTATE HV00L); mysql_fdw forgets the connection and makes a new one.
+$node->safe_psql('postgres', q{
+	SELECT ecp.create_task('win3', 'es', 'win3', query => 'SELECT * FROM win_orders',
+	                       options => '{"batch_size": 1000, "retry_base_ms": 100}');
+});
+$es->set_faults({ delay_ms => 100 });
+$run = $node->safe_psql('postgres', "SELECT ecp.start('win3')");
+ok(EcpTest::poll($node, "SELECT processed >= 5000 FROM ecp.progress WHERE run_id = $run", 60),
+	'connection killed: the run makes progress');
+my $killed = 0;
+for my $attempt (1 .. 2)
+{
+	for my $row ($my->rows(q{
+		SELECT ID FROM information_schema.PROCESSLIST
+		 WHERE USER = 'ecp' AND ID <> CONNECTION_ID() AND COMMAND <> 'Daemon'}))
+	{
+		$my->query("KILL CONNECTION $row->[0]");
+		$killed++;
+	}
+	last if EcpTest::poll($node,
+		"SELECT count(*) >= 1 FROM ecp.flow WHERE run_id = $run AND action = 'retry' AND content->>'source' = 'true'", 5);
+}
+ok($killed >= 1, "MariaDB killed $killed connection(s) of mysql_fdw");
+like($node->safe_psql('postgres',
+		"SELECT content->>'error' FROM ecp.flow WHERE run_id = $run AND action = 'retry' AND content->>'source' = 'true' LIMIT 1"),
+	qr/MySQL.*\(SQLSTATE HV00L\)/s, 'the lost connection is a retry of the source');
+$es->clear_faults;
+is(EcpTest::wait_for_run($node, $run, 'succeeded'), 'succeeded', 'connection killed: the run finishes');
+$es->refresh('win3');
+is($es->count('win3'), $NROWS, 'connection killed: no id is missing');
+
 # --- paging keyset: the same source by pushed keyset pages ------------------
 $node->safe_psql('postgres', q{
 	SELECT ecp.create_task('keyset', 'es', 'keyset', query => 'SELECT * FROM win_orders',
