@@ -146,6 +146,25 @@ ok($largest >= 1000 && $largest <= 4000,
 ok((grep { /SELECT count\(\*\) FROM/i } @remote),
 	'wide windows were counted by MariaDB before they were read');
 
+# --- ecp.retry_failed over windows: the ids go to MariaDB, no scan ------------
+# (the failed documents of the first run are made up: the sink refused none)
+$node->safe_psql('postgres', qq{
+	INSERT INTO ecp.failed_doc (run_id, doc_id, status, error_type, reason, owner)
+	SELECT $run, d, 400, 'mapper_parsing_exception', 'made up', current_user::regrole
+	  FROM unnest(ARRAY['6', '5000001', '9002560', '11570000']) d;
+});
+my $retry;
+@remote = remote_statements(sub {
+	$retry = $node->safe_psql('postgres', "SELECT ecp.retry_failed($run)");
+	EcpTest::wait_for_run($node, $retry, 'succeeded', 60);
+});
+is($node->safe_psql('postgres', "SELECT state || ' ' || processed FROM ecp.progress WHERE run_id = $retry"),
+	'succeeded 4', 'retry_failed over windows sends the 4 failed ids');
+# (LIMIT 0: the column types, no row; ?: a statement prepared, then executed)
+my @unfiltered = grep { !/`id`\s+IN \(/i && !/\bLIMIT 0$/ && !/\?/ } @remote;
+is(scalar(@unfiltered), 0, 'every statement that reads rows names the ids (`id` IN (...))')
+  or diag(join("\n", @unfiltered[0 .. ($#unfiltered < 4 ? $#unfiltered : 4)]));
+
 # --- pause, resume and a killed worker, in the middle of windows --------------
 # Each bulk request takes 100 ms (40 pages): time enough to pause and to kill.
 $node->safe_psql('postgres', q{
