@@ -99,6 +99,25 @@ $run = run_task('ops3', 'SELECT g AS id FROM generate_series(1, 5) g', '{"op": "
 is($node->safe_psql('postgres', "SELECT processed || ' ' || failed FROM ecp.progress WHERE run_id = $run"),
 	'5 0', 'op delete of missing documents counts them done (404 not_found is what a sync wants)');
 
+# --- retry_failed with text ids (compared as text) and uuid ids (as uuid) -------
+for my $case (
+	[ 'text_ids', q{SELECT 'order-' || g AS id, g AS n FROM generate_series(1, 50) g},
+		[ 'order-7', 'order-42' ] ],
+	[ 'uuid_ids', q{SELECT md5(g::text)::uuid AS id, g AS n FROM generate_series(1, 50) g},
+		[ map { $node->safe_psql('postgres', "SELECT md5('$_')::uuid") } 3, 9 ] ])
+{
+	my ($name, $query, $ids) = @$case;
+	$run = run_task($name, $query, '{}');
+	my $list = join(', ', map { "'$_'" } @$ids);
+	$node->safe_psql('postgres', qq{
+		INSERT INTO ecp.failed_doc (run_id, doc_id, status, error_type, reason, owner)
+		SELECT $run, d, 400, 'made_up', 'made up', current_user::regrole FROM unnest(ARRAY[$list]) d});
+	my $retry = $node->safe_psql('postgres', "SELECT ecp.retry_failed($run)");
+	is(EcpTest::wait_for_run($node, $retry, 'succeeded'), 'succeeded', "$name: retry_failed succeeds");
+	is($node->safe_psql('postgres', "SELECT processed FROM ecp.progress WHERE run_id = $retry"),
+		'2', "$name: exactly the 2 failed ids are sent again");
+}
+
 $es->stop;
 $node->stop;
 done_testing();
