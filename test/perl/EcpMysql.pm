@@ -2,7 +2,7 @@
 # test/scripts/mariadb.sh (connection info comes from the ECP_MYSQL_* env).
 #
 #   use EcpMysql;
-#   my $my = EcpMysql->from_env or die EcpMysql::missing_env_message();
+#   my $my = EcpMysql->require_env;              # or a failed test and exit
 #   $my->query("SELECT 1");                     # stdout, tab separated rows
 #   my @rows = $my->rows("SELECT id, x FROM t"); # ([id, x], ...), NULL -> undef
 #   $my->setup_fdw($node, 'postgres', 'my_server');   # character_set utf8mb4
@@ -33,6 +33,20 @@ sub from_env
 		client   => $ENV{MARIADB_CLIENT}     // 'mariadb',
 	};
 	return bless $self, $class;
+}
+
+# from_env, or else a failed test and exit: a test that needs MariaDB must
+# not pass (or be skipped) silently when it was not started.
+sub require_env
+{
+	my ($class) = @_;
+	my $self = $class->from_env;
+	return $self if $self;
+	require Test::More;
+	Test::More::fail('MariaDB connection info in the environment (ECP_MYSQL_PORT)');
+	Test::More::diag(missing_env_message());
+	Test::More::done_testing();
+	exit 1;
 }
 
 sub missing_env_message

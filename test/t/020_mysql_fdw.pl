@@ -22,14 +22,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use EcpMysql;
 
-my $my = EcpMysql->from_env;
-if (!$my)
-{
-	fail('MariaDB connection info in the environment (ECP_MYSQL_PORT)');
-	diag(EcpMysql::missing_env_message());
-	done_testing();
-	exit 1;
-}
+my $my = EcpMysql->require_env;
 
 # Cluster->init runs pg_regress --config-auth; plain prove does not set it.
 if (!$ENV{PG_REGRESS})

@@ -20,14 +20,7 @@ use EcpTest;
 use EcpMysql;
 use EsdServer;
 
-my $my = EcpMysql->from_env;
-if (!$my)
-{
-	fail('MariaDB connection info in the environment (ECP_MYSQL_PORT)');
-	diag(EcpMysql::missing_env_message());
-	done_testing();
-	exit 1;
-}
+my $my = EcpMysql->require_env;
 EsdServer::require_stand_in('needs bulk_items counts from the stand-in');
 
 # 40,000 rows in four regions: every third key, a dense block after a gap
