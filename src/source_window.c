@@ -118,9 +118,9 @@ ecp_source_window_wanted(const EcpPartConfig *config, const char *base_sql, Oid 
 {
 	if (strcmp(config->paging, "keyset") == 0)
 		return false;
+	window.foreign = reads_foreign_table(base_sql);
 	if (strcmp(config->paging, "window") == 0)
 	{
-		window.foreign = reads_foreign_table(base_sql);
 		if (!is_integer_type(key_type))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -129,7 +129,6 @@ ecp_source_window_wanted(const EcpPartConfig *config, const char *base_sql, Oid 
 					 errhint("Set option key_column to an integer column of the query, or paging to 'keyset'.")));
 		return true;
 	}
-	window.foreign = reads_foreign_table(base_sql);
 	if (!window.foreign)
 		return false;
 	if (!is_integer_type(key_type))
