@@ -11,6 +11,8 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "host_policy.h"
+
 PG_MODULE_MAGIC;
 
 char	   *ecp_database_name = NULL;
@@ -73,6 +75,7 @@ define_gucs(void)
 							   "URL the launcher POSTs every alert to (JSON), best effort; empty: none.",
 							   NULL, &ecp_alert_webhook, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	ecp_host_policy_define_gucs();
 	MarkGUCPrefixReserved("ecp");
 }
 
