@@ -37,6 +37,19 @@ count_class(EcpBulkResult *out, EcpItemClass klass)
 #define MAX_ITEM_STRING 1000	/* bytes kept of error.type / reason */
 #define MAX_PREFIX_CHARS 200	/* characters quoted from a non-JSON body */
 
+/*
+ * Bounds on what jansson is given (finding M5).  jansson builds a tree of
+ * about 70 bytes per byte of "[{},{},...]": a 64 MiB body from a hostile or
+ * broken server would take several GB.  The scanner reads any size without
+ * allocating; jansson only reads one failed item's error object (at most
+ * ECP_BULK_ITEM_JSON_MAX), a whole body the scanner cannot read (at most
+ * ECP_BULK_FALLBACK_JSON_MAX, about 35 MB of tree at worst) and the error
+ * envelope of a non-2xx answer (within its first ECP_ERROR_BODY_JSON_MAX).
+ */
+#define ECP_BULK_ITEM_JSON_MAX (64 * 1024)
+#define ECP_BULK_FALLBACK_JSON_MAX (512 * 1024)
+#define ECP_ERROR_BODY_JSON_MAX (64 * 1024)
+
 int			ecp_bulk_use_scanner = 1;
 
 /* Length of the longest prefix of s[0..len) that fits in max bytes without
@@ -577,6 +590,34 @@ key_is(const unsigned char *key, size_t klen, int escaped, const char *name)
 	return !escaped && klen == strlen(name) && memcmp(key, name, klen) == 0;
 }
 
+/*
+ * The error of a failed item the scanner found between inner and
+ * inner_end: jansson unescapes its strings (rare).  An error object over
+ * ECP_BULK_ITEM_JSON_MAX is not handed to jansson; the item keeps its
+ * status and class, and its reason says so.
+ */
+static int
+read_scanned_error(const unsigned char *inner, const unsigned char *inner_end, EcpBulkItem *item)
+{
+	size_t		len = (size_t) (inner_end - inner);
+	json_t	   *entry;
+	char		text[120];
+
+	if (len > ECP_BULK_ITEM_JSON_MAX)
+	{
+		snprintf(text, sizeof(text), "(an error of %zu bytes, over the %d bytes ecp reads)",
+				 len, ECP_BULK_ITEM_JSON_MAX);
+		item->reason = dup_capped(text, MAX_ITEM_STRING);
+		return SCAN_OK;
+	}
+	entry = json_loadb((const char *) inner, len, JSON_ALLOW_NUL, NULL);
+	if (entry == NULL)
+		return SCAN_FALLBACK;
+	read_item_error(entry, item);
+	json_decref(entry);
+	return SCAN_OK;
+}
+
 /* One element of items[]: {"<action>": {..., "status": N, "error": ...}} */
 static int
 sc_item(Scanner *s, const char *op, int flags, EcpBulkItem *item)
@@ -644,16 +685,7 @@ sc_item(Scanner *s, const char *op, int flags, EcpBulkItem *item)
 	else
 		item->klass = classify(item->status, (const char *) action, action_len, flags);
 	if (item->klass != ECP_ITEM_OK && has_error)
-	{
-		/* rare: let jansson unescape the strings of this item only */
-		json_t	   *entry = json_loadb((const char *) inner, (size_t) (inner_end - inner),
-									   JSON_ALLOW_NUL, NULL);
-
-		if (entry == NULL)
-			return SCAN_FALLBACK;
-		read_item_error(entry, item);
-		json_decref(entry);
-	}
+		return read_scanned_error(inner, inner_end, item);
 	return SCAN_OK;
 }
 
@@ -763,6 +795,14 @@ ecp_bulk_parse(const char *body, size_t len, int expected_items, const char *op,
 	if (ecp_bulk_use_scanner &&
 		fast_parse(body, len, expected_items, op, flags, out) == SCAN_OK)
 		return 0;
+	if (ecp_bulk_use_scanner && len > ECP_BULK_FALLBACK_JSON_MAX)
+	{
+		if (err && errlen > 0)
+			snprintf(err, errlen, "_bulk response of %zu bytes is not a readable _bulk answer "
+					 "(only answers up to %d bytes are parsed in full when the scanner cannot read them)",
+					 len, ECP_BULK_FALLBACK_JSON_MAX);
+		return -1;
+	}
 
 	/* JSON_ALLOW_NUL: a \u0000 quoted in a reason must not sink the batch */
 	root = json_loadb(body, len, JSON_ALLOW_NUL, &jerr);
@@ -883,24 +923,73 @@ printable_prefix(const char *body, size_t len, TextBuf *tb)
 	}
 }
 
+/*
+ * The "error" member of a JSON object body that is too large to parse
+ * whole, parsed alone when it ends within the first
+ * ECP_ERROR_BODY_JSON_MAX bytes (Elasticsearch writes it first); NULL
+ * otherwise.  The caller owns the reference.
+ */
+static json_t *
+error_from_prefix(const char *body, size_t len)
+{
+	Scanner		s;
+	const unsigned char *key;
+	const unsigned char *value;
+	size_t		klen;
+	int			escaped;
+	int			more;
+
+	s.p = (const unsigned char *) body;
+	s.end = s.p + (len < ECP_ERROR_BODY_JSON_MAX ? len : ECP_ERROR_BODY_JSON_MAX);
+	sc_ws(&s);
+	if (sc_peek(&s) != '{')
+		return NULL;
+	s.p++;
+	sc_ws(&s);
+	do
+	{
+		if (sc_key(&s, &key, &klen, &escaped) != SCAN_OK)
+			return NULL;
+		value = s.p;
+		if (sc_skip_value(&s, 1) != SCAN_OK)
+			return NULL;
+		if (key_is(key, klen, escaped, "error"))
+			return json_loadb((const char *) value, (size_t) (s.p - value),
+							  JSON_ALLOW_NUL | JSON_DECODE_ANY, NULL);
+		if (sc_next(&s, '}', &more) != SCAN_OK)
+			return NULL;
+	} while (more);
+	return NULL;
+}
+
+/* The "error" member of body (a new reference), or NULL; bounded memory. */
+static json_t *
+error_member(const char *body, size_t len)
+{
+	json_t	   *root;
+	json_t	   *error;
+
+	if (body == NULL || len == 0)
+		return NULL;
+	if (len > ECP_ERROR_BODY_JSON_MAX)
+		return error_from_prefix(body, len);
+	root = json_loadb(body, len, JSON_ALLOW_NUL, NULL);
+	error = json_is_object(root) ? json_incref(json_object_get(root, "error")) : NULL;
+	json_decref(root);
+	return error;
+}
+
 void
 ecp_error_summary(const char *body, size_t len, long status, char *out, size_t outlen)
 {
-	json_error_t jerr;
-	json_t	   *root = NULL;
-	json_t	   *error = NULL;
+	json_t	   *error;
 	TextBuf		tb;
 
 	(void) status;
 	if (out == NULL || outlen == 0)
 		return;
 	tb_init(&tb, out, outlen);
-	if (body != NULL && len > 0)
-	{
-		root = json_loadb(body, len, JSON_ALLOW_NUL, &jerr);
-		if (json_is_object(root))
-			error = json_object_get(root, "error");
-	}
+	error = error_member(body, len);
 	if (json_is_string(error))
 		tb_append(&tb, json_string_value(error));
 	else if (json_is_object(error) &&
@@ -921,6 +1010,5 @@ ecp_error_summary(const char *body, size_t len, long status, char *out, size_t o
 		printable_prefix(body, len, &tb);
 	if (tb.len == 0 && !tb.full)
 		tb_append(&tb, "(empty body)");
-	if (root)
-		json_decref(root);
+	json_decref(error);
 }

@@ -58,6 +58,11 @@ typedef struct EcpBulkResult
  * zeroed when the body is not JSON, has no items array, has a different
  * number of items than expected_items, or an item is not a single-key object
  * with an integer status.
+ *
+ * Memory is bounded whatever the body (finding M5): the scanner allocates
+ * only the items; a failed item's error object over 64 KiB is not parsed
+ * (its reason says so); a body the scanner cannot read is parsed whole
+ * only up to 512 KiB, a larger one is -1 ("not a readable _bulk answer").
  */
 extern int	ecp_bulk_parse(const char *body, size_t len, int expected_items, const char *op,
 						   int flags, EcpBulkResult *out, char *err, size_t errlen);
@@ -77,7 +82,8 @@ extern void ecp_bulk_result_free(EcpBulkResult *result);
  * the ES envelope (plus " (caused by: ...)" when present), the string for
  * {"error":"..."}, else the first 200 printable characters of the body
  * (HTML from a proxy), or "(empty body)".  Always NUL-terminates (when
- * outlen > 0); never cuts a UTF-8 character.
+ * outlen > 0); never cuts a UTF-8 character.  A body over 64 KiB is not
+ * parsed whole: only an "error" member within its first 64 KiB is read.
  */
 extern void ecp_error_summary(const char *body, size_t len, long status, char *out, size_t outlen);
 

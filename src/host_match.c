@@ -238,7 +238,8 @@ hm_is_metadata_name(const char *host)
 
 /*
  * Copy a DNS name, lower case, without one trailing dot, into out; -1 when
- * it is not one (labels of letters, digits, '-' and '_', 1 to 63 bytes).
+ * it is not one (labels of letters, digits, '-' and '_', 1 to 63 bytes,
+ * not beginning or ending with '-').
  * A name whose last label is numeric is an IPv4 form curl and getaddrinfo
  * read as an address ("127.1", "2130706433"): refused as a name.
  */
@@ -258,20 +259,20 @@ normalise_name(const char *text, size_t len, char *out, size_t outlen)
 
 		if (c == '.')
 		{
-			if (label == 0)
+			if (label == 0 || text[i - 1] == '-')
 				return -1;
 			label = 0;
 			last_all_digits = 1;
 			out[i] = '.';
 			continue;
 		}
-		if (!(is_alnum(c) || c == '-' || c == '_') || ++label > 63)
+		if (!(is_alnum(c) || c == '-' || c == '_') || ++label > 63 || (label == 1 && c == '-'))
 			return -1;
 		if (!is_digit(c))
 			last_all_digits = 0;
 		out[i] = to_lower(c);
 	}
-	if (label == 0 || last_all_digits)
+	if (label == 0 || last_all_digits || text[len - 1] == '-')
 		return -1;
 	out[len] = '\0';
 	return 0;

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Build and run the unit tests of src/http_client.c and src/bulk_response.c.
-# Prints TAP; exits non-zero when a test fails.
+# Build and run the unit tests of the plain-C parts of ecp (see Makefile):
+# every program prints TAP with its plan last; this merges them into one
+# stream, numbered through, with one plan at the end.  Exits non-zero when
+# a test fails or a program fails (a crash is never a silent pass).
 #
 #   test/unit/run.sh              # as any user; builds test/esd/esd if missing
 #   VALGRIND=1 test/unit/run.sh   # under valgrind (leaks are errors; no timing check)
@@ -9,6 +11,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
+programs=(sink_test host_match_test hostile_body_test)
 
 if [ -z "${ESD_BIN:-}" ]; then
 	ESD_BIN="$root/test/esd/esd"
@@ -18,12 +21,36 @@ if [ -z "${ESD_BIN:-}" ]; then
 fi
 export ESD_BIN
 
-make -s -C "$here" sink_test >&2
+make -s -C "$here" "${programs[@]}" >&2
 
-if [ -n "${VALGRIND:-}" ]; then
-	export UNIT_NO_PERF=1
-	exec valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible \
-		--errors-for-leak-kinds=definite,indirect,possible --error-exitcode=9 \
-		"$here/sink_test"
-fi
-exec "$here/sink_test"
+run_one() {
+	local program=$1
+	if [ -n "${VALGRIND:-}" ]; then
+		export UNIT_NO_PERF=1
+		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible \
+			--errors-for-leak-kinds=definite,indirect,possible --error-exitcode=9 \
+			"$here/$program"
+	else
+		"$here/$program"
+	fi
+}
+
+run_all() {
+	local status=0 program
+	for program in "${programs[@]}"; do
+		echo "# ---- $program"
+		if ! run_one "$program"; then
+			echo "# $program exited with a failure"
+			status=1
+		fi
+	done
+	return $status
+}
+
+# pipefail: the exit status is run_all's when a program failed
+run_all | awk '
+	/^(not )?ok [0-9]+/ { n++; sub(/ok [0-9]+/, "ok " n); print; next }
+	/^1\.\.[0-9]+/ { next }
+	{ print }
+	/^# .* exited with a failure$/ { failed = 1 }
+	END { if (failed) { n++; print "not ok " n " - a test program failed" } print "1.." n }'
