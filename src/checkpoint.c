@@ -2,14 +2,19 @@
  * checkpoint.c: the durable side of a worker: what it reads about its run
  * at start, and what it commits after each acknowledged batch (checkpoint,
  * counters, heartbeat and dead letters in one transaction), at the end,
- * and on failure.  All of it as the run's owner.
+ * and on failure.  All of it as bookkeeping (sandbox.c): the worker's own
+ * user with a pinned search_path, ecp's fixed statements only, each run
+ * and part addressed by its id.  Nothing read here is trusted before
+ * config_check.c has looked at it.
  */
 #include "sync.h"
+#include "host_policy.h"
 
 #include "catalog/pg_type.h"
 #include "common/base64.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -39,31 +44,37 @@ basic_auth(const char *user, const char *password)
 	return MemoryContextStrdup(TopMemoryContext, psprintf("Basic %s", encoded));
 }
 
+/*
+ * Every field as text (options too: a cast in SQL would fail the whole
+ * statement on one bad value), and the owners of all four rows.
+ */
 #define CONFIG_SQL \
 	"SELECT t.name AS task_name, t.query, t.index_name, t.search_path, " \
 	"       t.id AS task_id, c.id AS consumer_id, " \
 	"       t.options->>'id_column' AS id_column, " \
 	"       coalesce(t.options->>'key_column', t.options->>'id_column') AS key_column, " \
-	"       coalesce(t.options->>'op', 'index') AS op, " \
-	"       coalesce(t.options->>'paging', 'auto') AS paging, " \
-	"       coalesce((t.options->>'batch_size')::int, 1000) AS batch_size, " \
-	"       coalesce((t.options->>'batch_bytes')::int, 5242880) AS batch_bytes, " \
-	"       coalesce((t.options->>'exact_total')::boolean, false) AS exact_total, " \
-	"       (t.options->>'max_retries')::int AS max_retries, " \
-	"       (t.options->>'retry_base_ms')::int AS retry_base_ms, " \
-	"       (t.options->>'retry_max_ms')::int AS retry_max_ms, " \
+	"       t.options->>'op' AS op, t.options->>'paging' AS paging, " \
+	"       t.options->>'batch_size' AS batch_size, t.options->>'batch_bytes' AS batch_bytes, " \
+	"       t.options->>'exact_total' AS exact_total, " \
+	"       t.options->>'max_retries' AS max_retries, " \
+	"       t.options->>'retry_base_ms' AS retry_base_ms, " \
+	"       t.options->>'retry_max_ms' AS retry_max_ms, " \
 	"       c.url, c.options->>'username' AS username, c.options->>'password' AS password, " \
 	"       c.options->>'api_key' AS api_key, c.options->>'ca_file' AS ca_file, " \
-	"       coalesce((c.options->>'insecure')::boolean, false) AS insecure, " \
-	"       coalesce((c.options->>'gzip')::boolean, false) AS gzip, " \
-	"       coalesce((c.options->>'connect_timeout_ms')::int, 5000) AS connect_timeout_ms, " \
-	"       coalesce((c.options->>'request_timeout_ms')::int, 60000) AS request_timeout_ms, " \
+	"       c.options->>'insecure' AS insecure, c.options->>'gzip' AS gzip, " \
+	"       c.options->>'connect_timeout_ms' AS connect_timeout_ms, " \
+	"       c.options->>'request_timeout_ms' AS request_timeout_ms, " \
 	"       r.state AS run_state, (r.total IS NOT NULL) AS has_total, " \
 	"       r.only_ids::text AS only_ids, " \
-	"       p.last_key, p.processed, p.failed " \
-	"  FROM ecp.run r JOIN ecp.task t ON t.id = r.task_id " \
-	"  JOIN ecp.consumer c ON c.id = t.consumer_id " \
-	"  JOIN ecp.part p ON p.run_id = r.id " \
+	"       p.last_key, p.processed, p.failed, " \
+	"       r.owner::oid AS run_owner, t.owner::oid AS task_owner, " \
+	"       c.owner::oid AS consumer_owner, p.owner::oid AS part_owner, " \
+	"       a.rolname AS owner_name, " \
+	"       (a.rolcanlogin AND (a.rolvaliduntil IS NULL OR a.rolvaliduntil > now())) AS owner_can_login " \
+	"  FROM ecp.run r JOIN ecp.part p ON p.run_id = r.id " \
+	"  LEFT JOIN ecp.task t ON t.id = r.task_id " \
+	"  LEFT JOIN ecp.consumer c ON c.id = t.consumer_id " \
+	"  LEFT JOIN pg_catalog.pg_authid a ON a.oid = r.owner::oid " \
 	" WHERE r.id = $1 AND p.part_no = $2"
 
 static bool
@@ -82,15 +93,101 @@ long_column(HeapTuple tuple, TupleDesc desc, const char *column)
 	return v ? atol(v) : 0;
 }
 
-static long
-long_column_or(HeapTuple tuple, TupleDesc desc, const char *column, long fallback)
+static char *
+value_of(HeapTuple tuple, TupleDesc desc, const char *column)
 {
-	char	   *v = SPI_getvalue(tuple, desc, SPI_fnumber(desc, column));
-
-	return v ? atol(v) : fallback;
+	return SPI_getvalue(tuple, desc, SPI_fnumber(desc, column));
 }
 
-/* Read the task, consumer, run and part a worker was started for. */
+static Oid
+oid_column(HeapTuple tuple, TupleDesc desc, const char *column)
+{
+	char	   *v = value_of(tuple, desc, column);
+
+	return v ? (Oid) strtoul(v, NULL, 10) : InvalidOid;
+}
+
+/* Who the run belongs to, and whether that role may still act. */
+static void
+load_owner(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
+{
+	char	   *name = value_of(tuple, desc, "owner_name");
+
+	ecp_config_check_owners(oid_column(tuple, desc, "run_owner"),
+							oid_column(tuple, desc, "task_owner"),
+							oid_column(tuple, desc, "consumer_owner"),
+							oid_column(tuple, desc, "part_owner"));
+	if (oid_column(tuple, desc, "run_owner") != config->owner)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("run " INT64_FORMAT " changed owner since its worker was started", config->run_id)));
+	ecp_config_check_owner_login(config->owner, name, value_of(tuple, desc, "owner_can_login"));
+	config->owner_name = MemoryContextStrdup(TopMemoryContext, name);
+}
+
+static const char *const op_words[] = {"index", "create", "update", "delete", NULL};
+static const char *const paging_words[] = {"auto", "keyset", "window", NULL};
+
+/* The task's fields, each checked: what a worker acts on. */
+static void
+load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
+{
+	const char *recreate = "Recreate the task with ecp.create_task.";
+
+	config->task_name = copy_text(tuple, desc, "task_name");
+	ecp_config_required(config->task_name, "the run's task", "The task was deleted; start a new run of an existing task.");
+	config->task_id = long_column(tuple, desc, "task_id");
+	config->raw_query = copy_text(tuple, desc, "query");
+	ecp_config_required(config->raw_query, "the task's query", recreate);
+	config->index_name = copy_text(tuple, desc, "index_name");
+	ecp_config_check_index(config->index_name);
+	config->search_path = copy_text(tuple, desc, "search_path");
+	config->id_column = copy_text(tuple, desc, "id_column");
+	ecp_config_required(config->id_column, "the task's option \"id_column\"", recreate);
+	config->key_column = copy_text(tuple, desc, "key_column");
+	config->op = (char *) ecp_config_word(value_of(tuple, desc, "op"), "op", op_words);
+	config->paging = (char *) ecp_config_word(value_of(tuple, desc, "paging"), "paging", paging_words);
+	config->batch_size = ecp_config_int(value_of(tuple, desc, "batch_size"), "batch_size", 1000, 1, 100000);
+	config->batch_bytes = ecp_config_int(value_of(tuple, desc, "batch_bytes"), "batch_bytes",
+										 5242880, 1024, 104857600);
+	config->exact_total = ecp_config_bool(value_of(tuple, desc, "exact_total"), "exact_total", false);
+	config->max_retries = ecp_config_int(value_of(tuple, desc, "max_retries"), "max_retries",
+										 ecp_max_retries, 0, 1000);
+	config->retry_base_ms = ecp_config_int(value_of(tuple, desc, "retry_base_ms"), "retry_base_ms",
+										   ecp_retry_base_ms, 1, 3600000);
+	config->retry_max_ms = ecp_config_int(value_of(tuple, desc, "retry_max_ms"), "retry_max_ms",
+										  ecp_retry_max_ms, 1, 3600000);
+}
+
+/* The consumer's fields, each checked; credentials into a header. */
+static void
+load_consumer(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
+{
+	char	   *user = value_of(tuple, desc, "username");
+	char	   *password = value_of(tuple, desc, "password");
+	char	   *api_key = value_of(tuple, desc, "api_key");
+
+	config->consumer_id = long_column(tuple, desc, "consumer_id");
+	config->url = copy_text(tuple, desc, "url");
+	ecp_config_check_url(config->url);
+	config->ca_file = copy_text(tuple, desc, "ca_file");
+	config->insecure = ecp_config_bool(value_of(tuple, desc, "insecure"), "insecure", false);
+	config->gzip = ecp_config_bool(value_of(tuple, desc, "gzip"), "gzip", false);
+	config->connect_timeout_ms = ecp_config_int(value_of(tuple, desc, "connect_timeout_ms"),
+												"connect_timeout_ms", 5000, 1, 600000);
+	config->request_timeout_ms = ecp_config_int(value_of(tuple, desc, "request_timeout_ms"),
+												"request_timeout_ms", 60000, 1, 3600000);
+	if (user && password)
+		config->auth_header = basic_auth(user, password);
+	else if (api_key)
+		config->auth_header = MemoryContextStrdup(TopMemoryContext, psprintf("ApiKey %s", api_key));
+}
+
+/*
+ * Read the task, consumer, run and part a worker was started for, and
+ * check every field.  An ERROR here names the bad field; the caller fails
+ * the run with it.
+ */
 void
 ecp_checkpoint_load(EcpPartConfig *config)
 {
@@ -98,61 +195,34 @@ ecp_checkpoint_load(EcpPartConfig *config)
 	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
 	HeapTuple	tuple;
 	TupleDesc	desc;
-	char	   *user, *password, *api_key;
 
-	ecp_begin_as_owner(config);
+	ecp_begin_bookkeeping();
 	SPI_connect();
 	if (SPI_execute_with_args(CONFIG_SQL, 2, types, values, NULL, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 	{
 		SPI_finish();
-		ecp_commit_as_owner();
+		ecp_commit_bookkeeping();
 		config->run_state = "gone";
 		return;
 	}
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	config->task_name = copy_text(tuple, desc, "task_name");
-	config->task_id = long_column(tuple, desc, "task_id");
-	config->consumer_id = long_column(tuple, desc, "consumer_id");
-	config->query = copy_text(tuple, desc, "query");
-	config->index_name = copy_text(tuple, desc, "index_name");
-	config->search_path = copy_text(tuple, desc, "search_path");
-	config->id_column = copy_text(tuple, desc, "id_column");
-	config->key_column = copy_text(tuple, desc, "key_column");
-	config->op = copy_text(tuple, desc, "op");
-	config->paging = copy_text(tuple, desc, "paging");
-	config->batch_size = (int) long_column(tuple, desc, "batch_size");
-	config->batch_bytes = (int) long_column(tuple, desc, "batch_bytes");
-	config->exact_total = bool_column(tuple, desc, "exact_total");
-	config->max_retries = (int) long_column_or(tuple, desc, "max_retries", ecp_max_retries);
-	config->retry_base_ms = (int) long_column_or(tuple, desc, "retry_base_ms", ecp_retry_base_ms);
-	config->retry_max_ms = (int) long_column_or(tuple, desc, "retry_max_ms", ecp_retry_max_ms);
-	config->url = copy_text(tuple, desc, "url");
-	config->ca_file = copy_text(tuple, desc, "ca_file");
-	config->insecure = bool_column(tuple, desc, "insecure");
-	config->gzip = bool_column(tuple, desc, "gzip");
-	config->connect_timeout_ms = long_column(tuple, desc, "connect_timeout_ms");
-	config->request_timeout_ms = long_column(tuple, desc, "request_timeout_ms");
 	config->run_state = copy_text(tuple, desc, "run_state");
 	config->only_ids = copy_text(tuple, desc, "only_ids");
 	config->has_total = bool_column(tuple, desc, "has_total");
 	config->last_key = copy_text(tuple, desc, "last_key");
 	config->processed = long_column(tuple, desc, "processed");
 	config->failed = long_column(tuple, desc, "failed");
-
-	user = SPI_getvalue(tuple, desc, SPI_fnumber(desc, "username"));
-	password = SPI_getvalue(tuple, desc, SPI_fnumber(desc, "password"));
-	api_key = SPI_getvalue(tuple, desc, SPI_fnumber(desc, "api_key"));
-	if (user && password)
-		config->auth_header = basic_auth(user, password);
-	else if (api_key)
-		config->auth_header = MemoryContextStrdup(TopMemoryContext, psprintf("ApiKey %s", api_key));
-
-	/* The stored query as one statement, ready to wrap. */
-	config->query = MemoryContextStrdup(TopMemoryContext, ecp_statement_text(config->query));
+	if (strcmp(config->run_state, "pending") == 0 || strcmp(config->run_state, "running") == 0)
+	{
+		load_owner(config, tuple, desc);
+		load_task(config, tuple, desc);
+		load_consumer(config, tuple, desc);
+		config->target_unrestricted = ecp_host_policy_role_exempt(config->owner);
+	}
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_bookkeeping();
 }
 
 static int
@@ -184,7 +254,7 @@ ecp_checkpoint_claim(EcpPartConfig *config)
 	values[2] = CStringGetTextDatum(config->last_key ? config->last_key : "");
 	values[3] = TimestampTzGetDatum(config->heartbeat_seen);
 
-	ecp_begin_as_owner(config);
+	ecp_begin_bookkeeping();
 	SPI_connect();
 
 	/*
@@ -219,7 +289,7 @@ ecp_checkpoint_claim(EcpPartConfig *config)
 				   "                     'resume_after_key', nullif($3, '')))",
 				   3, types, values, NULL);
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_bookkeeping();
 	if (!claimed)
 		ereport(LOG,
 				(errmsg("ecp worker for run " INT64_FORMAT " part %d stands down: another worker claimed the part",
@@ -234,13 +304,13 @@ ecp_checkpoint_release(EcpPartConfig *config)
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
 
-	ecp_begin_as_owner(config);
+	ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("UPDATE ecp.part SET state = 'pending', worker_pid = NULL, docs_per_second = NULL "
 			   " WHERE run_id = $1 AND part_no = $2 AND state = 'running'",
 			   2, types, values, NULL);
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_bookkeeping();
 }
 
 void
@@ -250,12 +320,12 @@ ecp_checkpoint_set_total(EcpPartConfig *config, int64 total, bool is_estimate)
 	Datum		values[3] = {Int64GetDatum(config->run_id), Int64GetDatum(total),
 	BoolGetDatum(is_estimate)};
 
-	ecp_begin_as_owner(config);
+	ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("UPDATE ecp.run SET total = $2, total_is_estimate = $3 WHERE id = $1",
 			   3, types, values, NULL);
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_bookkeeping();
 	config->has_total = true;
 }
 
@@ -302,11 +372,11 @@ ecp_checkpoint_run_state(EcpPartConfig *config)
 {
 	char	   *state;
 
-	ecp_begin_as_owner(config);
+	ecp_begin_bookkeeping();
 	SPI_connect();
 	state = select_run_state(config);
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_bookkeeping();
 	return state;
 }
 
@@ -339,7 +409,7 @@ ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *result
 	char	   *state;
 	const char *last_key = batch->docs[batch->ndocs - 1].key;
 
-	ecp_begin_as_owner(config);
+	ecp_begin_bookkeeping();
 	SPI_connect();
 	for (int i = 0; i < batch->ndocs; i++)
 	{
@@ -371,7 +441,7 @@ ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *result
 	update_estimated_total(config);
 	state = select_run_state(config);
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_bookkeeping();
 	return state;
 }
 
@@ -383,7 +453,7 @@ ecp_checkpoint_finish(EcpPartConfig *config, int64 null_keys)
 	Datum		values[3] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no),
 	Int64GetDatum(null_keys)};
 
-	ecp_begin_as_owner(config);
+	ecp_begin_bookkeeping();
 	SPI_connect();
 	if (null_keys > 0)
 		insert_dead_letter(config, NULL, 0, "null_key",
@@ -392,32 +462,84 @@ ecp_checkpoint_finish(EcpPartConfig *config, int64 null_keys)
 	owner_exec("UPDATE ecp.part SET state = 'done', finished_at = now(), heartbeat_at = now(), "
 			   "       docs_per_second = NULL, failed = failed + $3 "
 			   " WHERE run_id = $1 AND part_no = $2", 3, types, values, NULL);
+	/*
+	 * Lock the run first: two parts finishing at once would otherwise each
+	 * see the other unfinished, and neither would end the run.
+	 */
+	owner_exec("SELECT 1 FROM ecp.run WHERE id = $1 FOR UPDATE", 1, types, values, NULL);
 	owner_exec("UPDATE ecp.run SET state = 'succeeded', finished_at = now() "
 			   " WHERE id = $1 AND state = 'running' "
 			   "   AND NOT EXISTS (SELECT 1 FROM ecp.part WHERE run_id = $1 AND state <> 'done')",
 			   1, types, values, NULL);
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_bookkeeping();
 	ereport(LOG,
 			(errmsg("ecp run " INT64_FORMAT " part %d finished", config->run_id, config->part_no)));
 }
 
-/* The run fails with error as last_error; its checkpoint is kept. */
-void
-ecp_checkpoint_fail(EcpPartConfig *config, const char *error)
+/* At most this many bytes of an error go into last_error (and the flow). */
+#define MAX_ERROR_BYTES 2000
+
+/* error cut to MAX_ERROR_BYTES on a character boundary. */
+static char *
+bounded_error(const char *error)
+{
+	int			len = strlen(error);
+
+	if (len <= MAX_ERROR_BYTES)
+		return pstrdup(error);
+	len = pg_mbcliplen(error, len, MAX_ERROR_BYTES - 4);
+	return psprintf("%.*s ...", len, error);
+}
+
+static void
+record_failure(EcpPartConfig *config, const char *error)
 {
 	Oid			types[3] = {INT8OID, TEXTOID, INT4OID};
 	Datum		values[3] = {Int64GetDatum(config->run_id), CStringGetTextDatum(error),
 	Int32GetDatum(config->part_no)};
 
-	ecp_begin_as_owner(config);
+	ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("UPDATE ecp.part SET state = 'failed', heartbeat_at = now(), docs_per_second = NULL "
 			   " WHERE run_id = $1 AND part_no = $3", 3, types, values, NULL);
 	owner_exec("UPDATE ecp.run SET state = 'failed', finished_at = now(), last_error = $2 "
 			   " WHERE id = $1 AND state IN ('pending', 'running')", 2, types, values, NULL);
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_bookkeeping();
+}
+
+/*
+ * The run fails with error as last_error; its checkpoint is kept.  This
+ * is the worker's last word, so it must not fail itself: when recording
+ * the error fails (whatever the reason), a short fixed message is
+ * recorded instead, and the first error goes to the server log.
+ */
+void
+ecp_checkpoint_fail(EcpPartConfig *config, const char *error)
+{
+	MemoryContext context = CurrentMemoryContext;
+	char	   *bounded = bounded_error(error ? error : "unknown error");
+
+	PG_TRY();
+	{
+		record_failure(config, bounded);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("ecp run " INT64_FORMAT " failed, and recording its error failed too: %s; the error was: %s",
+						config->run_id, edata->message, bounded)));
+		record_failure(config, psprintf("the run failed; its error could not be recorded (SQLSTATE %s), see the server log",
+										unpack_sql_state(edata->sqlerrcode)));
+	}
+	PG_END_TRY();
 }
 
 /* Renew the part's heartbeat (while the worker waits). */
@@ -427,12 +549,12 @@ ecp_checkpoint_heartbeat(EcpPartConfig *config)
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
 
-	ecp_begin_as_owner(config);
+	ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("UPDATE ecp.part SET heartbeat_at = now() WHERE run_id = $1 AND part_no = $2",
 			   2, types, values, NULL);
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_bookkeeping();
 }
 
 /* A flow event of this part (retry, ...); content is a JSON object. */
@@ -446,14 +568,14 @@ ecp_checkpoint_event(EcpPartConfig *config, const char *action, const char *cont
 	values[1] = CStringGetTextDatum(action);
 	values[2] = CStringGetTextDatum(content_json);
 	values[3] = Int32GetDatum(config->part_no);
-	ecp_begin_as_owner(config);
+	ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("SELECT ecp._flow_event($1, $2, jsonb_build_object('part', $4) || $3::jsonb)",
 			   4, types, values, NULL);
 	owner_exec("UPDATE ecp.part SET heartbeat_at = now() WHERE run_id = $1 AND part_no = $4",
 			   4, types, values, NULL);
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_bookkeeping();
 }
 
 /* An alert about this run: flow row, NOTIFY ecp_alert (at commit). */
@@ -467,9 +589,9 @@ ecp_checkpoint_alert(EcpPartConfig *config, const char *class, int attempts, con
 	values[1] = CStringGetTextDatum(class);
 	values[2] = Int32GetDatum(attempts);
 	values[3] = CStringGetTextDatum(error ? error : "");
-	ecp_begin_as_owner(config);
+	ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("SELECT ecp._alert($1, $2, $3, $4)", 4, types, values, NULL);
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_bookkeeping();
 }

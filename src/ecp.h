@@ -53,7 +53,18 @@ typedef struct EcpWorkerSlot
 	Latch	   *latch;
 	TimestampTz reserved_at;
 	bool		stop_requested;
+
+	/*
+	 * Which reservation this is: the launcher hands it to the worker (at
+	 * ECP_SLOT_GENERATION_OFFSET of bgw_extra), and a worker that attaches
+	 * after its slot was reclaimed and given to another part finds a
+	 * different one and leaves the slot alone.
+	 */
+	uint64		generation;
 } EcpWorkerSlot;
+
+/* Where in bgw_extra the launcher puts the slot's generation (a uint64). */
+#define ECP_SLOT_GENERATION_OFFSET 120
 
 /*
  * Live state shared by all backends.  Only plain data: durable state lives
@@ -73,6 +84,15 @@ typedef struct EcpSharedState
 	 */
 	bool		database_held;
 
+	/*
+	 * The backend whose DROP DATABASE set the hold, while it runs; 0 once
+	 * the drop committed (the hold then lasts until CREATE DATABASE).  A
+	 * hold whose holder is gone is stale: the launcher drops it.
+	 */
+	pid_t		database_held_by;
+
+	uint64		slot_generations;	/* last generation handed out */
+
 	int			nslots;			/* ecp.max_workers at server start */
 	EcpWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } EcpSharedState;
@@ -90,15 +110,24 @@ extern bool ecp_part_has_slot(int64 run_id, int32 part_no);
 extern void ecp_attach_slot(int slot);
 extern bool ecp_stop_requested(int slot);
 extern void ecp_request_stop(int64 run_id);
+extern uint64 ecp_slot_generation(int slot);
+extern bool ecp_reclaim_slot(int slot, uint64 generation);
+extern void ecp_hold_database(void);
+extern void ecp_release_database_hold(void);
+extern void ecp_keep_database_hold(void);
+extern bool ecp_drop_stale_database_hold(void);
 
 /* query_check.c */
 extern char *ecp_statement_text(const char *query);
+extern char *ecp_checked_statement_text(const char *query);
 
 /* commit_signals.c */
 extern void ecp_commit_signals_install(void);
 
 /* scheduler.c */
 extern void ecp_schedule_runs(void);
+extern int	ecp_max_workers_per_role;
+extern void ecp_scheduler_define_gucs(void);
 
 /* limiter.c */
 extern Size ecp_limiter_shmem_size(void);
@@ -109,8 +138,21 @@ extern long ecp_limiter_take(int64 task_id, int64 consumer_id, int n, bool waiti
 extern void ecp_limiter_done_waiting(int64 task_id);
 extern void ecp_limiter_feedback(int64 consumer_id, bool throttled);
 
+/* A bucket the launcher's pass wants: a task ('t') or consumer ('c') rate. */
+typedef struct EcpRateWant
+{
+	char		kind;
+	int64		id;
+	double		rate;			/* documents per second, > 0 */
+} EcpRateWant;
+extern int	ecp_limiter_sync(const EcpRateWant *wants, int n);
+extern void ecp_limiter_forget_waits(void);
+
 /* alerts.c */
 extern void ecp_post_alerts(void);
+
+/* sandbox.c */
+extern void ecp_sandbox_define_gucs(void);
 
 /* worker.c */
 extern PGDLLEXPORT void ecp_worker_main(Datum main_arg);
@@ -118,6 +160,7 @@ extern PGDLLEXPORT void ecp_worker_main(Datum main_arg);
 /* launcher.c */
 extern void ecp_register_launcher(void);
 extern PGDLLEXPORT void ecp_launcher_main(Datum main_arg);
+extern bool ecp_launcher_stopping(void);
 
 /* utility_hook.c */
 extern void ecp_utility_hook_install(void);

@@ -83,6 +83,7 @@ void
 _PG_init(void)
 {
 	define_gucs();
+	ecp_sandbox_define_gucs();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

@@ -21,9 +21,11 @@
 #include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 
 PG_FUNCTION_INFO_V1(ecp_check_query);
 PG_FUNCTION_INFO_V1(ecp_statement_text_sql);
+PG_FUNCTION_INFO_V1(ecp_check_query_with_path);
 
 static void
 refuse(const char *why, const char *hint)
@@ -131,6 +133,19 @@ output_columns(const char *query)
 	return construct_array(names, ncolumns, TEXTOID, -1, false, TYPALIGN_INT);
 }
 
+/*
+ * The worker's gate: the stored query gets the same checks as at
+ * create_task (one plain SELECT), so a row written some other way never
+ * reaches SPI as several statements or as anything but a SELECT.
+ */
+char *
+ecp_checked_statement_text(const char *query)
+{
+	(void) single_select(query);
+	check_analyzed(query);
+	return ecp_statement_text(query);
+}
+
 /* ecp._check_query(query text) RETURNS text[] (output column names) */
 Datum
 ecp_check_query(PG_FUNCTION_ARGS)
@@ -152,4 +167,74 @@ ecp_statement_text_sql(PG_FUNCTION_ARGS)
 	check_analyzed(query);
 	(void) output_columns(query);
 	PG_RETURN_TEXT_P(cstring_to_text(ecp_statement_text(query)));
+}
+
+/*
+ * The checks of _check_query, with an error's position shown in the
+ * query itself: the statement the caller ran (an INSERT into ecp.task by
+ * a trigger, create_task) holds the query only as a value.
+ */
+static ArrayType *
+checked_columns(const char *query)
+{
+	MemoryContext context = CurrentMemoryContext;
+	ErrorContextCallback *outer_context = error_context_stack;
+	ArrayType  *columns = NULL;
+
+	/* no caller's callback may move the position into its own statement */
+	error_context_stack = NULL;
+	PG_TRY();
+	{
+		(void) single_select(query);
+		check_analyzed(query);
+		columns = output_columns(query);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		error_context_stack = outer_context;
+		MemoryContextSwitchTo(context);
+		edata = CopyErrorData();
+		if (edata->cursorpos > 0 && edata->internalquery == NULL)
+		{
+			FlushErrorState();
+			edata->internalpos = edata->cursorpos;
+			edata->internalquery = pstrdup(query);
+			edata->cursorpos = 0;
+			ReThrowError(edata);
+		}
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	error_context_stack = outer_context;
+	return columns;
+}
+
+/*
+ * ecp._check_query(query text, search_path text) RETURNS text[]: the same
+ * checks with the search_path the query will be read with (the task's),
+ * so the validating trigger can pin its own search_path.  The setting
+ * lives in a GUC nest level of its own and is gone when this returns.
+ */
+Datum
+ecp_check_query_with_path(PG_FUNCTION_ARGS)
+{
+	char	   *query;
+	ArrayType  *columns;
+	int			nest_level;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("a task needs a source query"),
+				 errhint("Pass query => 'SELECT id, ... FROM ...'.")));
+	query = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	nest_level = NewGUCNestLevel();
+	if (!PG_ARGISNULL(1))
+		(void) set_config_option("search_path", text_to_cstring(PG_GETARG_TEXT_PP(1)),
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	columns = checked_columns(query);
+	AtEOXact_GUC(true, nest_level);
+	PG_RETURN_ARRAYTYPE_P(columns);
 }

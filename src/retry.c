@@ -72,16 +72,24 @@ quote_source_error(void)
 	return buf.data;
 }
 
+/* How one attempt of a source step ended. */
+typedef enum StepOutcome
+{
+	STEP_RAN,					/* its answer is in *result */
+	STEP_TRANSIENT,				/* a transient error, kept in last_error */
+	STEP_STOPPED				/* a stop request interrupted its query */
+} StepOutcome;
+
 /*
- * Run step once.  A transient error is caught (the transaction aborted,
- * the error kept in last_error) and makes this return false; any other
- * error goes on up and fails the run.
+ * Run step once.  A transient error, or the query cancel a stop request
+ * causes (sandbox.c), is caught, the transaction aborted; any other error
+ * goes on up and fails the run.
  */
-static bool
+static StepOutcome
 try_step(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result)
 {
 	MemoryContext context = CurrentMemoryContext;
-	volatile bool caught = false;
+	volatile StepOutcome outcome = STEP_RAN;
 
 	PG_TRY();
 	{
@@ -90,10 +98,12 @@ try_step(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result)
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		bool		stopped;
 
 		MemoryContextSwitchTo(TopMemoryContext);
 		edata = CopyErrorData();
-		if (!ecp_source_error_is_transient(edata->sqlerrcode))
+		stopped = edata->sqlerrcode == ERRCODE_QUERY_CANCELED && ecp_worker_should_stop(config);
+		if (!stopped && !ecp_source_error_is_transient(edata->sqlerrcode))
 		{
 			FreeErrorData(edata);
 			MemoryContextSwitchTo(context);
@@ -102,27 +112,34 @@ try_step(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result)
 		FlushErrorState();
 		/* also gives the worker its own user back (AbortTransaction) */
 		AbortCurrentTransaction();
-		snprintf(last_error, sizeof(last_error), "reading the source failed: %s (SQLSTATE %s)",
-				 edata->message, unpack_sql_state(edata->sqlerrcode));
-		last_sqlerrcode = edata->sqlerrcode;
+		if (!stopped)
+		{
+			snprintf(last_error, sizeof(last_error), "reading the source failed: %s (SQLSTATE %s)",
+					 edata->message, unpack_sql_state(edata->sqlerrcode));
+			last_sqlerrcode = edata->sqlerrcode;
+		}
 		FreeErrorData(edata);
 		MemoryContextSwitchTo(context);
-		caught = true;
+		outcome = stopped ? STEP_STOPPED : STEP_TRANSIENT;
 	}
 	PG_END_TRY();
-	return !caught;
+	return outcome;
 }
 
 /*
  * Run step once, with no waiting (a request may be in flight): true when
  * it ran (its answer in *result), false after a transient error, which is
- * logged.
+ * logged, or a stop.
  */
 bool
 ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result)
 {
-	if (try_step(config, step, arg, result))
+	StepOutcome outcome = try_step(config, step, arg, result);
+
+	if (outcome == STEP_RAN)
 		return true;
+	if (outcome == STEP_STOPPED)
+		return false;
 	ereport(LOG,
 			(errmsg("ecp worker for run " INT64_FORMAT " part %d: %s; trying again after the page in flight",
 					config->run_id, config->part_no, last_error)));
@@ -146,9 +163,12 @@ ecp_source_with_retries(EcpPartConfig *config, EcpSourceStep step, void *arg)
 	{
 		bool		result = false;
 		long		wait_ms;
+		StepOutcome outcome = try_step(config, step, arg, &result);
 
-		if (try_step(config, step, arg, &result))
+		if (outcome == STEP_RAN)
 			return result ? ECP_SOURCE_TRUE : ECP_SOURCE_FALSE;
+		if (outcome == STEP_STOPPED)
+			return ECP_SOURCE_STOPPED;
 		if (attempt > config->max_retries)
 			ereport(ERROR,
 					(errcode(last_sqlerrcode),

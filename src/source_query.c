@@ -33,15 +33,6 @@ column_ref(const char *column)
 	return psprintf(ROW_ALIAS ".%s", quote_identifier(column));
 }
 
-static void
-apply_search_path(const EcpPartConfig *config)
-{
-	if (config->search_path)
-		(void) set_config_option("search_path", config->search_path,
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SET, true, 0, false);
-}
-
 /*
  * The types of the key column (the checkpoint is cast back to it) and of
  * the id column (ecp.retry_failed compares ids in it).
@@ -91,7 +82,9 @@ ecp_source_prepare(EcpPartConfig *config)
 	MemoryContext old;
 
 	ecp_begin_as_owner(config);
-	apply_search_path(config);
+	if (config->query == NULL)
+		config->query = MemoryContextStrdup(TopMemoryContext,
+											ecp_checked_statement_text(config->raw_query));
 	SPI_connect();
 	column_types(config, &type, &id_type);
 	filter = only_ids_filter(config, id_type);
@@ -157,7 +150,6 @@ ecp_source_read_page(EcpPartConfig *config, const char *after_key, EcpBatch *bat
 	bool		found;
 
 	ecp_begin_as_owner(config);
-	apply_search_path(config);
 	SPI_connect();
 	found = by_windows ? ecp_source_window_read(config, after_key)
 		: read_keyset_page(after_key);
@@ -188,7 +180,6 @@ owner_count(EcpPartConfig *config, const char *sql)
 	int64		value = 0;
 
 	ecp_begin_as_owner(config);
-	apply_search_path(config);
 	SPI_connect();
 	if (SPI_execute(sql, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 	{
@@ -200,6 +191,38 @@ owner_count(EcpPartConfig *config, const char *sql)
 	SPI_finish();
 	ecp_commit_as_owner();
 	return value;
+}
+
+/*
+ * "Plan Rows" of the top plan node in EXPLAIN (FORMAT JSON) output, or 0
+ * when it cannot be read.
+ */
+static int64
+plan_rows(const char *explain_json)
+{
+	const char *at = explain_json ? strstr(explain_json, "\"Plan Rows\":") : NULL;
+	double		rows;
+
+	if (at == NULL)
+		return 0;
+	rows = strtod(at + strlen("\"Plan Rows\":"), NULL);
+	return (rows > 0 && rows < 9.2e18) ? (int64) rows : 0;
+}
+
+/* The planner's estimate of the query's rows, planned as the owner. */
+static int64
+planner_rows(EcpPartConfig *config)
+{
+	int64		rows = 0;
+
+	ecp_begin_as_owner(config);
+	SPI_connect();
+	if (SPI_execute(psprintf("EXPLAIN (FORMAT JSON) %s", config->query), true, 0) >= 0 &&
+		SPI_tuptable != NULL && SPI_processed >= 1)
+		rows = plan_rows(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	SPI_finish();
+	ecp_commit_as_owner();
+	return rows;
 }
 
 /*
@@ -215,8 +238,7 @@ ecp_source_total(EcpPartConfig *config, bool *is_estimate)
 	if (config->exact_total)
 		return owner_count(config,
 						   psprintf("SELECT count(*) FROM (%s\n) AS " ROW_ALIAS, config->query));
-	return owner_count(config,
-					   psprintf("SELECT ecp._estimate_rows(%s)", quote_literal_cstr(config->query)));
+	return planner_rows(config);
 }
 
 /*

@@ -17,6 +17,7 @@ typedef struct EcpPartConfig
 	int64		run_id;
 	int32		part_no;
 	Oid			owner;
+	char	   *owner_name;
 	int			slot;
 	int64		task_id;		/* rate limit buckets */
 	int64		consumer_id;
@@ -26,6 +27,7 @@ typedef struct EcpPartConfig
 
 	/* task */
 	char	   *task_name;
+	char	   *raw_query;		/* as stored; checked when the source is prepared */
 	char	   *query;			/* one SELECT, without trailing ';' */
 	char	   *index_name;
 	char	   *id_column;
@@ -49,6 +51,7 @@ typedef struct EcpPartConfig
 	bool		gzip;
 	long		connect_timeout_ms;
 	long		request_timeout_ms;
+	bool		target_unrestricted;	/* owner exempt from the outbound host policy */
 
 	/* run / part */
 	char	   *run_state;
@@ -100,9 +103,17 @@ typedef enum EcpSendStatus
 								 * retrying cannot help (see error) */
 } EcpSendStatus;
 
-/* worker.c: transactions as the run's owner */
+/* sandbox.c: the owner's code, sandboxed; ecp's own bookkeeping */
+extern void ecp_sandbox_init(int slot);
+extern void ecp_sandbox_act_for(const char *owner_name);
+extern void ecp_sandbox_sigterm(void);
+extern bool ecp_sandbox_in_owner_code(void);
 extern void ecp_begin_as_owner(const EcpPartConfig *config);
 extern void ecp_commit_as_owner(void);
+extern void ecp_begin_bookkeeping(void);
+extern void ecp_commit_bookkeeping(void);
+
+/* worker.c */
 extern bool ecp_worker_should_stop(const EcpPartConfig *config);
 extern bool ecp_worker_wait(EcpPartConfig *config, long wait_ms);
 
@@ -147,6 +158,18 @@ extern EcpSendStatus ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch,
 									EcpDocResult *results, char **error);
 extern EcpSendStatus ecp_sink_finish(EcpPartConfig *config, char **error);
 extern void ecp_sink_close(void);
+
+/* config_check.c: fields of rows, checked before use */
+extern const char *ecp_config_required(const char *value, const char *what, const char *hint);
+extern int	ecp_config_int(const char *value, const char *option, int fallback, int min, int max);
+extern bool ecp_config_bool(const char *value, const char *option, bool fallback);
+extern const char *ecp_config_word(const char *value, const char *option,
+								   const char *const *words);
+extern void ecp_config_check_index(const char *index);
+extern void ecp_config_check_url(const char *url);
+extern void ecp_config_check_owners(Oid run_owner, Oid task_owner, Oid consumer_owner,
+									Oid part_owner);
+extern void ecp_config_check_owner_login(Oid owner, const char *name, const char *can_login);
 
 /* checkpoint.c */
 extern void ecp_checkpoint_load(EcpPartConfig *config);

@@ -1,10 +1,10 @@
 /*
  * worker.c: one sync worker runs one part of a run.
  *
- * It connects to the database as the bootstrap superuser only to be able
- * to act for owners that cannot log in, and does every transaction as the
- * run's owner (SECURITY_LOCAL_USERID_CHANGE: the source query cannot SET
- * ROLE back).  The loop: read a page in a short transaction, send it, and
+ * It connects to the database as the bootstrap superuser, to be able to act
+ * for any owner, and runs the owner's query only inside the sandbox of
+ * sandbox.c (as the owner, security-restricted); its own bookkeeping runs
+ * with a pinned search_path.  The loop: read a page in a short transaction, send it, and
  * commit the checkpoint with the counters only after the sink acknowledged
  * it.  No transaction or snapshot is held across HTTP.  Transient errors
  * of the source and of the sink are retried with back-off (retry.c).
@@ -23,23 +23,13 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 
 #include "worker_args.h"
 
 static volatile sig_atomic_t got_sigterm = false;
 static int	my_slot = -1;
-
-/* The user context to return to after a transaction as the owner. */
-static Oid	saved_user;
-static int	saved_sec_context;
-
-/*
- * The memory context the loop works in (the batch's): commit switches to
- * TopMemoryContext, and whatever the loop allocates after it must still be
- * freed with the batch, or every page would leak its NDJSON body.
- */
-static MemoryContext loop_context;
 
 #define RATE_SAMPLES 16
 #define RATE_WINDOW_MS 10000
@@ -70,6 +60,7 @@ worker_sigterm(SIGNAL_ARGS)
 	int			save_errno = errno;
 
 	got_sigterm = true;
+	ecp_sandbox_sigterm();
 	SetLatch(MyLatch);
 	errno = save_errno;
 }
@@ -81,25 +72,19 @@ worker_detach(int code, Datum arg)
 		ecp_release_slot(my_slot);
 }
 
-void
-ecp_begin_as_owner(const EcpPartConfig *config)
+/*
+ * SIGHUP: the GUCs (heartbeat interval, alert threshold, retry defaults,
+ * the outbound host policy) take effect at the next step, also in a
+ * worker that runs for hours.
+ */
+static void
+reload_settings_if_asked(void)
 {
-	loop_context = CurrentMemoryContext;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	GetUserIdAndSecContext(&saved_user, &saved_sec_context);
-	SetUserIdAndSecContext(config->owner, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	PushActiveSnapshot(GetTransactionSnapshot());
-}
-
-void
-ecp_commit_as_owner(void)
-{
-	PopActiveSnapshot();
-	SetUserIdAndSecContext(saved_user, saved_sec_context);
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(loop_context);
-	pgstat_report_stat(false);
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
 }
 
 /* Pause, cancel and shutdown all end in "stop and look at the run". */
@@ -141,6 +126,7 @@ ecp_worker_wait(EcpPartConfig *config, long wait_ms)
 						 Max(timeout, 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+		reload_settings_if_asked();
 	}
 }
 
@@ -182,12 +168,17 @@ run_still_running(EcpPartConfig *config)
 
 	if (got_sigterm)
 		return false;
+
+	/*
+	 * Clear the request before reading the state: a pause committed after
+	 * the read then sets it again and is seen at the next step, instead of
+	 * being cleared unseen.
+	 */
+	((volatile EcpWorkerSlot *) &ecp_shared()->slots[config->slot])->stop_requested = false;
+	pg_memory_barrier();
 	state = ecp_checkpoint_run_state(config);
 	if (strcmp(state, "running") == 0)
-	{
-		ecp_shared()->slots[config->slot].stop_requested = false;
 		return true;
-	}
 	ereport(LOG,
 			(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
 					config->run_id, config->part_no, state)));
@@ -448,6 +439,7 @@ sync_part(EcpPartConfig *config)
 		char	   *state;
 
 		CHECK_FOR_INTERRUPTS();
+		reload_settings_if_asked();
 		if (ecp_worker_should_stop(config) && !run_still_running(config))
 			break;
 		if (!prepared)
@@ -522,17 +514,24 @@ sync_part(EcpPartConfig *config)
 }
 
 /*
- * An error in the loop (the source query failed, a type cannot be cast,
- * ...) fails the run with the message instead of killing the worker.
+ * Load, check, claim and sync the part.  Any error (a bad field of a row,
+ * the source query failed, a type cannot be cast, ...) fails the run with
+ * its message instead of killing the worker: a worker that died would be
+ * started again and die again.
  */
 static void
-sync_part_or_fail(EcpPartConfig *config)
+run_part_or_fail(EcpPartConfig *config)
 {
 	MemoryContext context = CurrentMemoryContext;
 
 	PG_TRY();
 	{
-		sync_part(config);
+		ecp_checkpoint_load(config);
+		if (strcmp(config->run_state, "pending") == 0 || strcmp(config->run_state, "running") == 0)
+		{
+			ecp_sandbox_act_for(config->owner_name);
+			sync_part(config);
+		}
 	}
 	PG_CATCH();
 	{
@@ -543,9 +542,16 @@ sync_part_or_fail(EcpPartConfig *config)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		ecp_sink_close();
-		ereport(LOG,
-				(errmsg("ecp run " INT64_FORMAT " failed: %s", config->run_id, edata->message)));
-		ecp_checkpoint_fail(config, edata->message);
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && ecp_worker_should_stop(config))
+			ereport(LOG,
+					(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: its query was interrupted by a stop request",
+							config->run_id, config->part_no)));
+		else
+		{
+			ereport(LOG,
+					(errmsg("ecp run " INT64_FORMAT " failed: %s", config->run_id, edata->message)));
+			ecp_checkpoint_fail(config, edata->message);
+		}
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
@@ -569,6 +575,7 @@ ecp_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnectionByOid(args.database, InvalidOid, 0);
 	pgstat_report_appname("ecp worker");
+	ecp_sandbox_init(my_slot);
 
 	memset(&config, 0, sizeof(config));
 	config.run_id = args.run_id;
@@ -579,9 +586,6 @@ ecp_worker_main(Datum main_arg)
 	config.has_heartbeat = args.has_heartbeat;
 	config.heartbeat_seen = args.heartbeat_seen;
 
-	ecp_checkpoint_load(&config);
-	if (strcmp(config.run_state, "pending") == 0 || strcmp(config.run_state, "running") == 0)
-		sync_part_or_fail(&config);
-
+	run_part_or_fail(&config);
 	proc_exit(0);
 }

@@ -1,0 +1,171 @@
+/*
+ * config_check.c: a worker never trusts a row.
+ *
+ * ecp's SQL functions and triggers validate what they write, but a row may
+ * still be odd: written by a superuser, restored from a dump, left by an
+ * older version.  So the worker reads every field of its task, consumer,
+ * run and part as text and checks it here before using it.  A bad field
+ * is an ERROR that names the field and the value; the worker turns it into
+ * the run's last_error.  Nothing here dereferences a NULL, casts in SQL
+ * (where one bad value would fail the statement), or trusts a number's
+ * range.
+ */
+#include "sync.h"
+
+#include <errno.h>
+#include <math.h>
+
+#include "utils/builtins.h"
+
+static void
+bad_field(const char *what, const char *value, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("%s is %s%s%s", what, value ? "\"" : "", value ? value : "missing",
+					value ? "\"" : ""),
+			 errhint("%s", hint)));
+}
+
+/* A field that must be there. */
+const char *
+ecp_config_required(const char *value, const char *what, const char *hint)
+{
+	if (value == NULL || value[0] == '\0')
+		bad_field(what, NULL, hint);
+	return value;
+}
+
+/* An integer option in [min, max]; NULL gives fallback. */
+int
+ecp_config_int(const char *value, const char *option, int fallback, int min, int max)
+{
+	char	   *end;
+	double		number;
+
+	if (value == NULL)
+		return fallback;
+	errno = 0;
+	number = strtod(value, &end);
+	if (errno != 0 || end == value || *end != '\0' || !isfinite(number) ||
+		number != floor(number) || number < min || number > max)
+		bad_field(psprintf("option \"%s\"", option), value,
+				  psprintf("Use an integer between %d and %d.", min, max));
+	return (int) number;
+}
+
+/* A boolean option; NULL gives fallback. */
+bool
+ecp_config_bool(const char *value, const char *option, bool fallback)
+{
+	if (value == NULL)
+		return fallback;
+	if (strcmp(value, "true") == 0)
+		return true;
+	if (strcmp(value, "false") == 0)
+		return false;
+	bad_field(psprintf("option \"%s\"", option), value, "Use true or false.");
+	return fallback;			/* not reached */
+}
+
+/* One of a few words; NULL gives the first. */
+const char *
+ecp_config_word(const char *value, const char *option, const char *const *words)
+{
+	StringInfoData list;
+
+	if (value == NULL)
+		return words[0];
+	for (int i = 0; words[i]; i++)
+		if (strcmp(value, words[i]) == 0)
+			return words[i];
+	initStringInfo(&list);
+	for (int i = 0; words[i]; i++)
+		appendStringInfo(&list, "%s%s", i ? ", " : "", words[i]);
+	bad_field(psprintf("option \"%s\"", option), value, psprintf("Use one of: %s.", list.data));
+	return NULL;				/* not reached */
+}
+
+/*
+ * Elasticsearch's index name rules; the name also goes into the request
+ * path, so nothing that could change the URL gets through.
+ */
+void
+ecp_config_check_index(const char *index)
+{
+	/* Elasticsearch's own set, plus % (it would be decoded in the path) */
+	static const char forbidden[] = "\\/*?\"<>| ,#:%";
+
+	ecp_config_required(index, "the task's index", "Recreate the task with ecp.create_task.");
+	if (strlen(index) > 255 || strcmp(index, ".") == 0 || strcmp(index, "..") == 0 ||
+		index[0] == '-' || index[0] == '_' || index[0] == '+')
+		bad_field("the task's index", index, "Elasticsearch index names are lower case, at most 255 bytes, and do not start with -, _ or +.");
+	for (const unsigned char *c = (const unsigned char *) index; *c; c++)
+		if (*c < 0x21 || *c == 0x7f || (*c >= 'A' && *c <= 'Z') ||
+			(*c < 0x80 && strchr(forbidden, *c)))
+			bad_field("the task's index", index, "Elasticsearch index names are lower case and contain none of \\ / * ? \" < > | , # : % or spaces.");
+}
+
+/*
+ * http(s)://host[:port][/path]: no credentials, query, fragment, spaces
+ * or control characters (the consumer's URL prefixes every request).
+ */
+void
+ecp_config_check_url(const char *url)
+{
+	const char *rest;
+	const char *host_end;
+
+	ecp_config_required(url, "the consumer's URL", "Recreate the consumer with ecp.create_consumer.");
+	if (strncmp(url, "http://", 7) == 0)
+		rest = url + 7;
+	else if (strncmp(url, "https://", 8) == 0)
+		rest = url + 8;
+	else
+		bad_field("the consumer's URL scheme", psprintf("%.20s", url), "Use http:// or https://.");
+	host_end = rest + strcspn(rest, "/");
+	if (host_end == rest)
+		bad_field("the consumer's URL host", NULL, "Use http://host:port.");
+	for (const unsigned char *c = (const unsigned char *) rest; *c; c++)
+		if (*c <= 0x20 || *c == 0x7f || *c == '?' || *c == '#' ||
+			(*c == '@' && (const char *) c < host_end))
+			bad_field("the consumer's URL", "malformed",
+					  "Use http(s)://host:port with an optional path; credentials go into the consumer's options, never into the URL.");
+}
+
+/*
+ * The task, consumer, run and part must all belong to the run's owner: a
+ * worker acts for exactly one role, and a row that points at another
+ * role's task or consumer must not borrow it.
+ */
+void
+ecp_config_check_owners(Oid run_owner, Oid task_owner, Oid consumer_owner, Oid part_owner)
+{
+	if (task_owner != run_owner || consumer_owner != run_owner || part_owner != run_owner)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the run, its part, task and consumer do not all belong to the same role (owners %u, %u, %u, %u)",
+						run_owner, part_owner, task_owner, consumer_owner),
+				 errhint("A run acts for one role; create the task with a consumer of the same owner.")));
+}
+
+/*
+ * The owner must still exist and be allowed to log in: a task runs as its
+ * owner, like a session of that role would, so a dropped role, a role that
+ * lost LOGIN or is past VALID UNTIL stops running.
+ */
+void
+ecp_config_check_owner_login(Oid owner, const char *name, const char *can_login)
+{
+	if (name == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the run's owner (role oid %u) no longer exists", owner),
+				 errhint("Run SELECT ecp.drop_owned(%u) to remove what it left, or recreate the task as an existing role.", owner)));
+	if (can_login == NULL || strcmp(can_login, "t") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" owns the run but may not log in (NOLOGIN, or past VALID UNTIL)", name),
+				 errhint("Tasks run as their owner: ALTER ROLE %s LOGIN (or a later VALID UNTIL), then ecp.resume the run.",
+						 quote_identifier(name))));
+}
