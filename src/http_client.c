@@ -26,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <zlib.h>
@@ -59,6 +60,10 @@ struct EcpHttpClient
 	int			insecure;
 	int			(*should_abort) (void *arg);
 	void	   *abort_arg;
+	int			(*allow_address) (const struct sockaddr *addr, socklen_t addrlen,
+								  const char *host, int port,
+								  char *why, size_t whylen, void *arg);
+	void	   *address_arg;
 	char	   *auth_line;		/* "Authorization: <value>" */
 	const char *auth_value;		/* points into auth_line, for redaction */
 	char	   *user_agent;
@@ -67,6 +72,9 @@ struct EcpHttpClient
 	ResponseBuffer buf;
 	int			aborted;
 	char		errbuf[CURL_ERROR_SIZE];
+	char		target_host[256];	/* the URL's host, for allow_address */
+	int			target_port;
+	char		refused[ECP_HTTP_ERROR_SIZE];	/* allow_address said no: why */
 	/* the request between ecp_http_begin and ecp_http_finish */
 	int			in_flight;
 	int			transfer_done;	/* curl already reported DONE */
@@ -159,6 +167,8 @@ ecp_http_client_create(const EcpHttpConfig *cfg, char *err, size_t errlen)
 	client->insecure = cfg->insecure;
 	client->should_abort = cfg->should_abort;
 	client->abort_arg = cfg->abort_arg;
+	client->allow_address = cfg->allow_address;
+	client->address_arg = cfg->address_arg;
 
 	if (cfg->auth_header && cfg->auth_header[0])
 	{
@@ -421,6 +431,12 @@ classify_failure(EcpHttpClient *client, CURLcode rc, EcpHttpResponse *resp)
 				 "request abandoned by the caller (pause, cancel or shutdown)");
 		return ECP_HTTP_ABORTED;
 	}
+	/* curl only saw "could not connect": the policy's reason is the news */
+	if (client->refused[0])
+	{
+		snprintf(resp->error, sizeof(resp->error), "%s", client->refused);
+		return ECP_HTTP_SETUP;
+	}
 	if (client->buf.too_large || rc == CURLE_FILESIZE_EXCEEDED)
 	{
 		snprintf(resp->error, sizeof(resp->error), "response larger than %zu bytes",
@@ -465,6 +481,62 @@ now_seconds(void)
 	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
+/*
+ * CURLOPT_OPENSOCKETFUNCTION: ask allow_address about every address curl
+ * is about to connect to (each of a name's addresses, each attempt); a
+ * refusal gives curl no socket, so nothing is sent there.
+ */
+static curl_socket_t
+open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	EcpHttpClient *client = arg;
+	char		why[ECP_HTTP_ERROR_SIZE];
+	int			type = address->socktype;
+
+	(void) purpose;
+	why[0] = '\0';
+	if (!client->allow_address(&address->addr, (socklen_t) address->addrlen,
+							   client->target_host, client->target_port,
+							   why, sizeof(why), client->address_arg))
+	{
+		if (client->refused[0] == '\0')
+			snprintf(client->refused, sizeof(client->refused), "%s",
+					 why[0] ? why : "the address filter refused every address of the host");
+		return CURL_SOCKET_BAD;
+	}
+#ifdef SOCK_CLOEXEC
+	type |= SOCK_CLOEXEC;		/* never inherited by a program the worker runs */
+#endif
+	return socket(address->family, type, address->protocol);
+}
+
+/*
+ * The host and port curl will connect to for url, as curl reads it, for
+ * allow_address; -1 when curl cannot parse the URL.
+ */
+static int
+read_target(EcpHttpClient *client, const char *url)
+{
+	CURLU	   *u = curl_url();
+	char	   *host = NULL;
+	char	   *port = NULL;
+	int			rc = -1;
+
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+		curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+		curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+		strlen(host) < sizeof(client->target_host))
+	{
+		snprintf(client->target_host, sizeof(client->target_host), "%s", host);
+		client->target_port = atoi(port);
+		rc = 0;
+	}
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return rc;
+}
+
 /* Options that apply to every request (curl_easy_reset cleared them). */
 static void
 set_common_options(EcpHttpClient *client)
@@ -503,6 +575,11 @@ set_common_options(EcpHttpClient *client)
 	{
 		curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	if (client->allow_address)
+	{
+		curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+		curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, client);
 	}
 }
 
@@ -762,6 +839,7 @@ ecp_http_begin(EcpHttpClient *client, const char *method, const char *url,
 	/* fresh options; the connection cache (in the multi handle) stays */
 	curl_easy_reset(client->easy);
 	client->errbuf[0] = '\0';
+	client->refused[0] = '\0';
 	client->aborted = 0;
 	client->buf.len = 0;
 	client->buf.too_large = 0;
@@ -779,6 +857,12 @@ ecp_http_begin(EcpHttpClient *client, const char *method, const char *url,
 		goto out;
 	}
 
+	if (client->allow_address && read_target(client, url) != 0)
+	{
+		snprintf(resp->error, sizeof(resp->error), "the URL cannot be parsed");
+		outcome = ECP_HTTP_SETUP;
+		goto out;
+	}
 	curl_easy_setopt(client->easy, CURLOPT_URL, url);
 	curl_easy_setopt(client->easy, CURLOPT_HTTPHEADER, headers);
 	if (is_head)

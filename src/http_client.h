@@ -11,8 +11,10 @@
 #define ECP_HTTP_CLIENT_H
 
 #include <stddef.h>
+#include <sys/socket.h>
 
-#define ECP_HTTP_ERROR_SIZE 256
+/* room for a refusal of the address filter, which names host and role */
+#define ECP_HTTP_ERROR_SIZE 512
 
 typedef struct EcpHttpClient EcpHttpClient;
 
@@ -36,6 +38,20 @@ typedef struct EcpHttpConfig
 	 */
 	int			(*should_abort) (void *arg);
 	void	   *abort_arg;
+
+	/*
+	 * Asked before every connect(), with the address curl is about to
+	 * connect to and the URL's host (as curl parsed it) and port; zero
+	 * refuses that address: curl gets no socket for it, and when the request
+	 * fails the outcome is ECP_HTTP_SETUP with why (a configuration error,
+	 * never retried as transient).  This is where a policy holds against DNS
+	 * rebinding: the address checked is the one connected to.  Must not
+	 * longjmp.  May be NULL (any address).
+	 */
+	int			(*allow_address) (const struct sockaddr *addr, socklen_t addrlen,
+								  const char *host, int port,
+								  char *why, size_t whylen, void *arg);
+	void	   *address_arg;
 } EcpHttpConfig;
 
 typedef enum EcpHttpOutcome
@@ -46,7 +62,8 @@ typedef enum EcpHttpOutcome
 	ECP_HTTP_ABORTED,			/* should_abort asked for it */
 	ECP_HTTP_TOO_LARGE,			/* response over max_response_bytes */
 	ECP_HTTP_SETUP				/* bad URL, method, header, CA file or
-								 * certificate: a configuration error */
+								 * certificate, or every address refused by
+								 * allow_address: a configuration error */
 } EcpHttpOutcome;
 
 typedef struct EcpHttpResponse

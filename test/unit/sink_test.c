@@ -975,6 +975,74 @@ test_begin_sends_whole_body(EcpHttpClient *ctl)
 	free(body);
 }
 
+/* What the address filter of test_address_filter saw, and its answer. */
+typedef struct FilterLog
+{
+	int			allow;
+	int			calls;
+	int			family;
+	int			port;
+	char		host[256];
+} FilterLog;
+
+static int
+filter_address(const struct sockaddr *addr, socklen_t addrlen, const char *host, int port,
+			   char *why, size_t whylen, void *arg)
+{
+	FilterLog  *log = arg;
+
+	(void) addrlen;
+	log->calls++;
+	log->family = addr->sa_family;
+	log->port = port;
+	snprintf(log->host, sizeof(log->host), "%s", host);
+	if (!log->allow)
+		snprintf(why, whylen, "consumer address 127.0.0.1:%d is not allowed (unit test)", port);
+	return log->allow;
+}
+
+/*
+ * allow_address sees every address before curl connects; a refusal is a
+ * configuration outcome (ECP_HTTP_SETUP) with the filter's reason, and
+ * nothing reaches the server.
+ */
+static void
+test_address_filter(EcpHttpClient *ctl)
+{
+	EcpHttpConfig cfg;
+	EcpHttpClient *c;
+	EcpHttpResponse resp;
+	EcpHttpOutcome o;
+	FilterLog	log;
+	long		before = answered_bulk_requests(ctl);
+	const char *ndjson = "{\"index\":{\"_id\":\"f1\"}}\n{\"n\":1}\n";
+
+	memset(&log, 0, sizeof(log));
+	default_config(&cfg);
+	cfg.allow_address = filter_address;
+	cfg.address_arg = &log;
+	c = make_client(&cfg);
+	o = ecp_http_request(c, "POST", url("/unit-filter/_bulk"), "application/x-ndjson",
+						 ndjson, strlen(ndjson), NULL, &resp);
+	ok(o == ECP_HTTP_SETUP && contains(resp.error, "is not allowed (unit test)"),
+	   "a refused address is ECP_HTTP_SETUP with the filter's reason (%d: %s)", (int) o, resp.error);
+	ok(log.calls >= 1 && log.family == AF_INET && log.port == esd_port &&
+	   strcmp(log.host, "127.0.0.1") == 0,
+	   "the filter saw the address, the URL's host and port (%d calls, %s:%d)",
+	   log.calls, log.host, log.port);
+	ecp_http_response_free(&resp);
+	ok(answered_bulk_requests(ctl) == before, "nothing reached the server");
+
+	log.allow = 1;
+	log.calls = 0;
+	o = ecp_http_request(c, "POST", url("/unit-filter/_bulk"), "application/x-ndjson",
+						 ndjson, strlen(ndjson), NULL, &resp);
+	ok(o == ECP_HTTP_OK && resp.status == 200 && log.calls == 1,
+	   "an allowed address connects (%d: %ld, %d calls)", (int) o, resp.status, log.calls);
+	ecp_http_response_free(&resp);
+	ecp_http_client_destroy(c);
+}
+
 static void
 test_http(EcpHttpClient *ctl)
 {
@@ -1503,6 +1571,7 @@ main(void)
 			{
 				test_http(ctl);
 				test_begin_sends_whole_body(ctl);
+				test_address_filter(ctl);
 				ecp_http_client_destroy(ctl);
 			}
 		}
