@@ -3,11 +3,17 @@
  * transaction that asked for it commits (pg_net's pattern).  Before the
  * commit, the launcher would not see the new run, and a worker would find
  * its run unchanged; after an abort nothing must happen at all.
+ *
+ * A prepared transaction commits later, in another session (COMMIT
+ * PREPARED), where nothing of this backend's list is known: an ecp.pause
+ * in it would change the run without ever stopping its workers.  So a
+ * transaction with signals pending cannot be prepared.
  */
 #include "ecp.h"
 
 #include "access/xact.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "utils/memutils.h"
 
@@ -30,7 +36,14 @@ commit_signals_callback(XactEvent event, void *arg)
 {
 	ListCell   *lc;
 
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	if (event == XACT_EVENT_PRE_PREPARE && (wake_at_commit || runs_to_signal != NIL))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot PREPARE a transaction that changed ecp runs or rates"),
+				 errdetail("ecp signals the launcher and the workers when the transaction commits, which COMMIT PREPARED in another session cannot do."),
+				 errhint("Call ecp.start, ecp.pause, ecp.resume, ecp.cancel, ecp.retry_failed and ecp.set_rate outside of two-phase transactions.")));
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
 	{
 		forget_pending();
 		return;

@@ -37,6 +37,16 @@ launcher_sigterm(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
+/*
+ * True once the launcher was asked to stop: long steps of a pass (the
+ * webhook's POSTs) poll it and give up.
+ */
+bool
+ecp_launcher_stopping(void)
+{
+	return got_sigterm;
+}
+
 void
 ecp_register_launcher(void)
 {
@@ -115,6 +125,13 @@ wait_while_database_held(void)
 
 	while (ecp_database_is_held())
 	{
+		if (ecp_drop_stale_database_hold())
+		{
+			ereport(LOG,
+					(errmsg("ecp launcher goes back to database \"%s\": the DROP DATABASE that held it out ended without dropping it",
+							ecp_database_name)));
+			break;
+		}
 		if (!logged)
 		{
 			ereport(LOG,
@@ -155,19 +172,19 @@ report_extension_change(bool created)
 }
 
 /*
- * One scheduling pass.  An error (say, the extension dropped between the
- * check and the pass) is logged and the pass retried on the next wake-up,
- * instead of restarting the launcher.
+ * One step of a pass.  An error (say, the extension dropped between the
+ * check and the pass) is logged and the step retried on the next wake-up,
+ * instead of restarting the launcher; the other steps go on, so alerts are
+ * still delivered when scheduling fails, and the other way round.
  */
 static void
-schedule_runs_safely(void)
+run_step_safely(void (*step) (void))
 {
 	MemoryContext pass_context = CurrentMemoryContext;
 
 	PG_TRY();
 	{
-		ecp_schedule_runs();
-		ecp_post_alerts();
+		step();
 	}
 	PG_CATCH();
 	{
@@ -181,11 +198,40 @@ schedule_runs_safely(void)
 }
 
 static void
+schedule_runs_safely(void)
+{
+	run_step_safely(ecp_schedule_runs);
+	run_step_safely(ecp_post_alerts);
+}
+
+/*
+ * The launcher runs as the bootstrap superuser in a database that another
+ * role may own.  That owner may create functions and operators in schemas
+ * on the default search_path (public), where an exact match of argument
+ * types beats pg_catalog's (CVE-2018-1058), or ALTER DATABASE SET a
+ * search_path or timeouts for every session.  Pin what the launcher's SQL
+ * depends on; PGC_S_OVERRIDE wins over any per-database or per-role
+ * setting.  Every object the launcher uses is in pg_catalog or named
+ * with its schema (ecp.).
+ */
+static void
+pin_launcher_settings(void)
+{
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+static void
 connect_to_database(void)
 {
 	EcpSharedState *state = ecp_shared();
 
 	BackgroundWorkerInitializeConnection(ecp_database_name, NULL, 0);
+	pin_launcher_settings();
 	pgstat_report_appname(ECP_LAUNCHER_TYPE);
 
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
@@ -215,8 +261,11 @@ ecp_launcher_main(Datum main_arg)
 	{
 		bool		created;
 
-		/* Our database is about to be dropped: get out of its way. */
-		if (ecp_database_is_held())
+		/*
+		 * Our database is about to be dropped: get out of its way (unless
+		 * the backend that asked is gone already).
+		 */
+		if (ecp_database_is_held() && !ecp_drop_stale_database_hold())
 		{
 			ereport(LOG,
 					(errmsg("ecp launcher is leaving database \"%s\" so that it can be dropped",

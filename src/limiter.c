@@ -13,11 +13,22 @@
 
 #include <math.h>
 
+#include "common/hashfn.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
+
+/* Rates are clamped to this range (documents per second) before any use. */
+#define MIN_RATE 0.001
+#define MAX_RATE 1e9
+
+/* Longest single wait handed to a worker; it asks again after it. */
+#define MAX_WAIT_MS 60000.0
+
+/* Bits of the overflow membership filter (see EcpRateTable). */
+#define OVERFLOW_BITS 4096
 
 typedef struct EcpRateBucket
 {
@@ -30,15 +41,33 @@ typedef struct EcpRateBucket
 	double		tokens;
 	TimestampTz refilled_at;
 	int			waiting;		/* workers waiting for tokens now */
+	uint64		seen_pass;		/* last launcher pass that wanted it */
 } EcpRateBucket;
 
+/*
+ * The buckets of the tasks and consumers the launcher's last pass wanted
+ * (those of the parts that have or get a worker); the others are freed at
+ * each pass.  Should more be wanted than there are buckets, the rest share
+ * one overflow bucket at the smallest of their rates (slower, never
+ * unlimited); which (kind, id) overflowed is kept as bits of a filter, so
+ * a false positive can only slow an unlimited task while the table is
+ * full, never speed up a limited one.
+ */
 typedef struct EcpRateTable
 {
 	int			nbuckets;
+	uint64		pass;
+	int			noverflow;		/* wanted but without a bucket, last pass */
+	EcpRateBucket overflow;
+	uint8		overflow_members[OVERFLOW_BITS / 8];
 	EcpRateBucket buckets[FLEXIBLE_ARRAY_MEMBER];
 } EcpRateTable;
 
 static EcpRateTable *rate_table = NULL;
+
+/* This worker process is counted in the waiting of this task's bucket. */
+static bool counted_waiting = false;
+static int64 counted_task_id = 0;
 
 static int
 bucket_count(void)
@@ -67,29 +96,52 @@ ecp_limiter_shmem_init(void)
 	}
 }
 
-/* The bucket of (kind, id), creating it if create; NULL if none. Lock held. */
-static EcpRateBucket *
-find_bucket(char kind, int64 id, bool create)
+/* 0 (unlimited) for anything not positive, NaN included; else clamped. */
+static double
+clamp_rate(double rate)
 {
-	EcpRateBucket *free_bucket = NULL;
+	if (!(rate > 0))
+		return 0;
+	return Min(Max(rate, MIN_RATE), MAX_RATE);
+}
 
+static int
+overflow_bit(char kind, int64 id)
+{
+	uint32		h = murmurhash32((uint32) id ^ (uint32) ((uint64) id >> 32));
+
+	return (int) (hash_combine(h, (uint32) kind) % OVERFLOW_BITS);
+}
+
+static bool
+overflowed(char kind, int64 id)
+{
+	int			bit = overflow_bit(kind, id);
+
+	return rate_table->noverflow > 0 &&
+		(rate_table->overflow_members[bit / 8] & (1 << (bit % 8))) != 0;
+}
+
+/* The bucket of (kind, id), the overflow bucket, or NULL. Lock held. */
+static EcpRateBucket *
+find_bucket(char kind, int64 id)
+{
 	for (int i = 0; i < rate_table->nbuckets; i++)
 	{
 		EcpRateBucket *b = &rate_table->buckets[i];
 
 		if (b->in_use && b->kind == kind && b->id == id)
 			return b;
-		if (!b->in_use && free_bucket == NULL)
-			free_bucket = b;
 	}
-	if (!create || free_bucket == NULL)
-		return NULL;
-	memset(free_bucket, 0, sizeof(*free_bucket));
-	free_bucket->in_use = true;
-	free_bucket->kind = kind;
-	free_bucket->id = id;
-	free_bucket->refilled_at = GetCurrentTimestamp();
-	return free_bucket;
+	return overflowed(kind, id) ? &rate_table->overflow : NULL;
+}
+
+static EcpRateBucket *
+find_own_bucket(char kind, int64 id)
+{
+	EcpRateBucket *b = find_bucket(kind, id);
+
+	return b == &rate_table->overflow ? NULL : b;
 }
 
 static void
@@ -102,26 +154,118 @@ refill(EcpRateBucket *b, TimestampTz now)
 	b->refilled_at = now;
 }
 
-/* The launcher's push of a configured rate (0 = unlimited). */
+/* A new configured rate for a bucket (0 = unlimited). Lock held. */
+static void
+set_rate(EcpRateBucket *b, double rate, TimestampTz now)
+{
+	rate = clamp_rate(rate);
+	if (b->rate == rate)
+		return;
+	refill(b, now);
+	b->rate = rate;
+	b->effective = rate;
+	b->tokens = Min(b->tokens, rate);	/* the burst follows the rate */
+}
+
+static EcpRateBucket *
+new_bucket(char kind, int64 id, TimestampTz now)
+{
+	for (int i = 0; i < rate_table->nbuckets; i++)
+	{
+		EcpRateBucket *b = &rate_table->buckets[i];
+
+		if (b->in_use)
+			continue;
+		memset(b, 0, sizeof(*b));
+		b->in_use = true;
+		b->kind = kind;
+		b->id = id;
+		b->refilled_at = now;
+		return b;
+	}
+	return NULL;
+}
+
+/*
+ * The launcher's pass: keep (and update) the buckets of wants, free every
+ * other one, create the missing ones while there is room, and put the
+ * rest on the overflow bucket.  Returns how many did not get a bucket.
+ */
+int
+ecp_limiter_sync(const EcpRateWant *wants, int n)
+{
+	EcpSharedState *state = ecp_shared();
+	TimestampTz now = GetCurrentTimestamp();
+	uint64		pass;
+	double		overflow_rate = 0;
+	int			noverflow = 0;
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	pass = ++rate_table->pass;
+	for (int i = 0; i < n; i++)
+	{
+		EcpRateBucket *b = find_own_bucket(wants[i].kind, wants[i].id);
+
+		if (b)
+		{
+			b->seen_pass = pass;
+			set_rate(b, wants[i].rate, now);
+		}
+	}
+	for (int i = 0; i < rate_table->nbuckets; i++)
+		if (rate_table->buckets[i].in_use && rate_table->buckets[i].seen_pass != pass)
+			memset(&rate_table->buckets[i], 0, sizeof(EcpRateBucket));
+
+	memset(rate_table->overflow_members, 0, sizeof(rate_table->overflow_members));
+	rate_table->noverflow = 0;	/* find_bucket ignores the filter meanwhile */
+	for (int i = 0; i < n; i++)
+	{
+		EcpRateBucket *b = find_own_bucket(wants[i].kind, wants[i].id);
+		int			bit;
+
+		if (b == NULL)
+			b = new_bucket(wants[i].kind, wants[i].id, now);
+		if (b)
+		{
+			b->seen_pass = pass;
+			set_rate(b, wants[i].rate, now);
+			continue;
+		}
+		bit = overflow_bit(wants[i].kind, wants[i].id);
+		rate_table->overflow_members[bit / 8] |= (1 << (bit % 8));
+		if (overflow_rate == 0 || clamp_rate(wants[i].rate) < overflow_rate)
+			overflow_rate = clamp_rate(wants[i].rate);
+		noverflow++;
+	}
+	if (rate_table->overflow.refilled_at == 0)
+		rate_table->overflow.refilled_at = now;
+	set_rate(&rate_table->overflow, overflow_rate, now);
+	rate_table->noverflow = noverflow;
+	LWLockRelease(state->lock);
+	return noverflow;
+}
+
+/* One push of a configured rate, outside a pass (0 = unlimited). */
 void
 ecp_limiter_set(char kind, int64 id, double rate)
 {
 	EcpSharedState *state = ecp_shared();
+	TimestampTz now = GetCurrentTimestamp();
 	EcpRateBucket *b;
 
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
-	b = find_bucket(kind, id, rate > 0);
-	if (b && b->rate != rate)
+	b = find_own_bucket(kind, id);
+	if (b == NULL && clamp_rate(rate) > 0)
+		b = new_bucket(kind, id, now);
+	if (b)
 	{
-		refill(b, GetCurrentTimestamp());
-		b->rate = rate;
-		b->effective = rate;
-		b->tokens = Min(b->tokens, rate);	/* the burst follows the rate */
+		b->seen_pass = rate_table->pass;
+		set_rate(b, rate, now);
 	}
 	LWLockRelease(state->lock);
 }
 
-/* The smallest configured rate of a task and its consumer (0: none). */
+/* The smallest effective rate of a task and its consumer (0: none). */
 double
 ecp_limiter_rate(int64 task_id, int64 consumer_id)
 {
@@ -130,8 +274,8 @@ ecp_limiter_rate(int64 task_id, int64 consumer_id)
 	double		rate = 0;
 
 	LWLockAcquire(state->lock, LW_SHARED);
-	t = find_bucket('t', task_id, false);
-	c = find_bucket('c', consumer_id, false);
+	t = find_bucket('t', task_id);
+	c = find_bucket('c', consumer_id);
 	if (t && t->effective > 0)
 		rate = t->effective;
 	if (c && c->effective > 0 && (rate == 0 || c->effective < rate))
@@ -140,12 +284,27 @@ ecp_limiter_rate(int64 task_id, int64 consumer_id)
 	return rate;
 }
 
+/*
+ * Milliseconds until b holds the tokens a request of n documents needs (a
+ * request never needs more than a full bucket), 0 if it holds them now.
+ * Computed in double and clamped before the conversion: tiny or huge
+ * rates must neither overflow a long nor come out negative.
+ */
 static long
 shortfall_ms(EcpRateBucket *b, int n)
 {
-	if (b == NULL || b->effective <= 0 || b->tokens >= n)
+	double		need;
+	double		ms;
+
+	if (b == NULL || !(b->effective > 0))
 		return 0;
-	return (long) ceil((n - b->tokens) / b->effective * 1000.0);
+	need = Min((double) n, ceil(b->effective));
+	if (b->tokens >= need)
+		return 0;
+	ms = ceil((need - b->tokens) / b->effective * 1000.0);
+	if (!(ms >= 1))
+		return 1;
+	return (long) Min(ms, MAX_WAIT_MS);
 }
 
 /*
@@ -161,15 +320,15 @@ ecp_limiter_take(int64 task_id, int64 consumer_id, int n, bool waiting)
 	long		wait_ms;
 
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
-	t = find_bucket('t', task_id, false);
-	c = find_bucket('c', consumer_id, false);
+	t = find_bucket('t', task_id);
+	c = find_bucket('c', consumer_id);
+	if (c == t)
+		c = NULL;				/* both on the overflow bucket: take once */
 	if (t)
 		refill(t, now);
 	if (c)
 		refill(c, now);
-	/* a request never needs more than a full bucket */
-	wait_ms = Max(shortfall_ms(t, t ? Min(n, (int) ceil(t->effective)) : n),
-				  shortfall_ms(c, c ? Min(n, (int) ceil(c->effective)) : n));
+	wait_ms = Max(shortfall_ms(t, n), shortfall_ms(c, n));
 	if (wait_ms == 0)
 	{
 		if (t && t->effective > 0)
@@ -178,8 +337,12 @@ ecp_limiter_take(int64 task_id, int64 consumer_id, int n, bool waiting)
 			c->tokens -= n;
 	}
 	/* counted once per wait: the caller says done when it got its tokens */
-	if (t && waiting && wait_ms > 0)
+	if (t && waiting && wait_ms > 0 && !counted_waiting)
+	{
 		t->waiting++;
+		counted_waiting = true;
+		counted_task_id = task_id;
+	}
 	LWLockRelease(state->lock);
 	return wait_ms;
 }
@@ -198,13 +361,13 @@ ecp_limiter_feedback(int64 consumer_id, bool throttled)
 	EcpRateBucket *c;
 
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
-	c = find_bucket('c', consumer_id, false);
+	c = find_bucket('c', consumer_id);
 	if (c && c->rate > 0)
 	{
 		refill(c, now);
 		if (throttled)
 		{
-			c->effective = Max(c->rate * 0.05, c->effective * 0.5);
+			c->effective = Max(Max(c->rate * 0.05, MIN_RATE), c->effective * 0.5);
 			c->tokens = Min(c->tokens, c->effective);
 			c->raised_at = now;
 		}
@@ -218,18 +381,37 @@ ecp_limiter_feedback(int64 consumer_id, bool throttled)
 	LWLockRelease(state->lock);
 }
 
-/* A worker stopped waiting on the task's bucket. */
-void
-ecp_limiter_done_waiting(int64 task_id)
+static void
+uncount_wait(int64 task_id)
 {
 	EcpSharedState *state = ecp_shared();
 	EcpRateBucket *t;
 
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
-	t = find_bucket('t', task_id, false);
+	t = find_bucket('t', task_id);
 	if (t && t->waiting > 0)
 		t->waiting--;
 	LWLockRelease(state->lock);
+}
+
+/* A worker stopped waiting on the task's bucket. */
+void
+ecp_limiter_done_waiting(int64 task_id)
+{
+	if (!counted_waiting)
+		return;
+	counted_waiting = false;
+	uncount_wait(counted_task_id);
+}
+
+/*
+ * A worker's exit path (ecp_release_slot): a worker that dies in the middle
+ * of a wait must not stay counted in waiting_workers.
+ */
+void
+ecp_limiter_forget_waits(void)
+{
+	ecp_limiter_done_waiting(counted_task_id);
 }
 
 PG_FUNCTION_INFO_V1(ecp_rate_buckets);

@@ -5,15 +5,28 @@
  * instead of trusting events (PATTERNS.md): every part of a pending or
  * running run that has no worker slot gets a dynamic worker, up to
  * ecp.max_workers.  Paused, cancelled and finished runs are left alone.
+ *
+ * The pass must survive any row: options are read as raw JSON and checked
+ * here (a bad one is a WARNING naming the row and its default is used),
+ * the SQL casts nothing a user wrote, and each write runs in its own
+ * subtransaction.  Free slots go round-robin across the runs' owners, and
+ * across the runs of an owner, so that no role can keep another's run
+ * waiting while its own fill every slot.  A part whose workers keep
+ * exiting before it moves waits a back-off between starts.
  */
 #include "ecp.h"
 
+#include <math.h>
+
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -23,20 +36,135 @@
 /* A reserved slot whose worker has not attached after this long is free. */
 #define SLOT_ATTACH_TIMEOUT_MS 60000
 
-/* Handles of the workers this launcher started, by slot. */
+/* Largest rate_limit the launcher takes from a row (documents per second). */
+#define MAX_RATE_OPTION 1e9
+
+/* At most this many distinct bad options are remembered as warned about. */
+#define MAX_WARNED 10000
+
+/* At most one "rate buckets overflow" warning per this many milliseconds. */
+#define OVERFLOW_WARNING_MS 60000
+
+StaticAssertDecl(sizeof(EcpWorkerArgs) <= ECP_SLOT_GENERATION_OFFSET,
+				 "worker args overlap the slot generation");
+StaticAssertDecl(ECP_SLOT_GENERATION_OFFSET + sizeof(uint64) <= BGW_EXTRALEN,
+				 "slot generation outside bgw_extra");
+
+int			ecp_max_workers_per_role = 0;
+
+/* Handles of the workers this launcher started, by slot, with the slot's generation. */
 static BackgroundWorkerHandle **worker_handles = NULL;
+static uint64 *handle_generations = NULL;
+
+/* Everything a pass reads lives here; reset at the start of each pass. */
+static MemoryContext pass_context = NULL;
+static uint64 pass_number = 0;
+
+/* Starts of parts whose worker may exit before the part moves. */
+static HTAB *start_records = NULL;
+
+/* Bad options already warned about, so each is logged once, not every second. */
+static HTAB *warned_options = NULL;
+
+static TimestampTz overflow_warned_at = 0;
+
+/*
+ * ecp.max_workers_per_role, defined here so module.c needs only one call
+ * (before MarkGUCPrefixReserved).
+ */
+void
+ecp_scheduler_define_gucs(void)
+{
+	DefineCustomIntVariable("ecp.max_workers_per_role",
+							"Most sync workers one role's runs may have at once; 0: no cap beyond ecp.max_workers.",
+							"Free worker slots go round-robin across roles either way; this cap also keeps slots free for roles that start runs later.",
+							&ecp_max_workers_per_role,
+							0, 0, 1024,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+}
+
+/* A task's settings as the launcher uses them, checked. */
+typedef struct TaskSettings
+{
+	int			max_retries;
+	int			retry_base_ms;
+	int			retry_max_ms;
+	double		task_rate;		/* 0: unlimited */
+	double		consumer_rate;
+} TaskSettings;
+
+/* A part of a pending or running run, with what the pass decides about it. */
+typedef struct ActivePart
+{
+	int64		run_id;
+	int32		part_no;
+	Oid			owner;
+	bool		run_running;
+	bool		part_running;
+	bool		has_heartbeat;
+	TimestampTz heartbeat;
+	int32		recoveries;
+	int64		task_id;
+	int64		consumer_id;
+	TaskSettings settings;
+	bool		has_slot;
+	int			fruitless;		/* starts in a row after which it did not move */
+	int			rank;			/* order among the starts of its owner */
+} ActivePart;
+
+typedef struct PartKey
+{
+	int64		run_id;
+	int32		part_no;
+	int32		pad;			/* zeroed: the key is hashed as bytes */
+} PartKey;
+
+/* What a part looked like when the launcher last started a worker for it. */
+typedef struct StartRecord
+{
+	PartKey		key;
+	TimestampTz started_at;
+	bool		was_running;
+	bool		had_heartbeat;
+	TimestampTz heartbeat;
+	int			fruitless;
+	uint64		seen_pass;
+} StartRecord;
+
+#define WARNED_KEY_LEN 160
+
+typedef struct WarnedOption
+{
+	char		key[WARNED_KEY_LEN];
+} WarnedOption;
 
 static void
-ensure_handles(void)
+ensure_state(void)
 {
-	if (worker_handles == NULL)
-		worker_handles = MemoryContextAllocZero(TopMemoryContext,
-												sizeof(BackgroundWorkerHandle *) * ecp_max_workers);
+	HASHCTL		ctl;
+
+	if (worker_handles != NULL)
+		return;
+	worker_handles = MemoryContextAllocZero(TopMemoryContext,
+											sizeof(BackgroundWorkerHandle *) * ecp_max_workers);
+	handle_generations = MemoryContextAllocZero(TopMemoryContext,
+												sizeof(uint64) * ecp_max_workers);
+	pass_context = AllocSetContextCreate(TopMemoryContext, "ecp launcher pass",
+										 ALLOCSET_DEFAULT_SIZES);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(PartKey);
+	ctl.entrysize = sizeof(StartRecord);
+	start_records = hash_create("ecp part starts", 64, &ctl, HASH_ELEM | HASH_BLOBS);
 }
 
 /*
  * Free slots whose worker stopped before attaching (fork failure, or a
  * worker that died before its first statement), so their part is retried.
+ * Only the reservation seen is freed (generation): a slot given meanwhile
+ * to another part, or whose worker attached, is left alone.
  */
 static void
 reclaim_slots(void)
@@ -56,16 +184,15 @@ reclaim_slots(void)
 		if (!slot.in_use || slot.pid != 0)
 			continue;
 
-		if (worker_handles[i] != NULL)
+		if (worker_handles[i] != NULL && handle_generations[i] == slot.generation)
 			stale = GetBackgroundWorkerPid(worker_handles[i], &pid) == BGWH_STOPPED;
 		else
 			stale = TimestampDifferenceExceeds(slot.reserved_at, now, SLOT_ATTACH_TIMEOUT_MS);
-		if (stale)
+		if (stale && ecp_reclaim_slot(i, slot.generation))
 		{
 			ereport(LOG,
 					(errmsg("ecp worker for run " INT64_FORMAT " part %d stopped before it started; it will be started again",
 							slot.run_id, slot.part_no)));
-			ecp_release_slot(i);
 			if (worker_handles[i])
 				pfree(worker_handles[i]);
 			worker_handles[i] = NULL;
@@ -73,38 +200,665 @@ reclaim_slots(void)
 	}
 }
 
-typedef struct RunnablePart
+/*
+ * Run step(arg) in a subtransaction: an error is a WARNING naming what
+ * failed, rolls back only the step, and the pass goes on.
+ */
+static bool
+run_isolated(void (*step) (void *), void *arg, const char *what)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	ResourceOwner caller_owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller_context);
+	PG_TRY();
+	{
+		step(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller_context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("ecp launcher could not %s: %s", what, edata->message),
+				 errhint("The launcher goes on with the other runs and tries again in a second.")));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller_context);
+	CurrentResourceOwner = caller_owner;
+	return ok;
+}
+
+/* Log a bad option once per row, option and value, not at every pass. */
+static bool
+first_warning(const char *kind, int64 id, const char *option, const char *value)
+{
+	char		key[WARNED_KEY_LEN];
+	bool		found;
+
+	if (warned_options == NULL || hash_get_num_entries(warned_options) >= MAX_WARNED)
+	{
+		HASHCTL		ctl;
+
+		if (warned_options)
+			hash_destroy(warned_options);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = WARNED_KEY_LEN;
+		ctl.entrysize = sizeof(WarnedOption);
+		warned_options = hash_create("ecp bad options", 64, &ctl, HASH_ELEM | HASH_STRINGS);
+	}
+	snprintf(key, sizeof(key), "%s " INT64_FORMAT " %s %.100s", kind, id, option, value);
+	(void) hash_search(warned_options, key, HASH_ENTER, &found);
+	return !found;
+}
+
+/* How a bad value is shown in a warning: at most 64 bytes, and its JSON type. */
+static char *
+shown_value(const char *type, const char *text)
+{
+	if (text == NULL)
+		return psprintf("a JSON %s", type);
+	return psprintf("\"%.64s%s\" (a JSON %s)", text, strlen(text) > 64 ? "..." : "", type);
+}
+
+/*
+ * A numeric option of a task or consumer, from its jsonb_typeof and its
+ * text: the value when it is a number in [min, max] (and whole when
+ * integral), else fallback with a WARNING naming the row.  strtod never
+ * errors, so no value can abort the pass (1e400 is simply out of range).
+ */
+static double
+checked_option(const char *kind, const char *name, int64 id, const char *option,
+			   const char *type, const char *text, double min, double max,
+			   bool integral, double fallback)
+{
+	double		value = 0;
+	char	   *end = NULL;
+	bool		valid;
+
+	if (type == NULL || strcmp(type, "null") == 0)
+		return fallback;		/* not set */
+	valid = strcmp(type, "number") == 0 && text != NULL;
+	if (valid)
+	{
+		value = strtod(text, &end);
+		valid = end != text && *end == '\0' && !isnan(value) &&
+			value >= min && value <= max && (!integral || value == floor(value));
+	}
+	if (valid)
+		return value;
+	if (first_warning(kind, id, option, text ? text : type))
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ecp %s \"%s\" (id " INT64_FORMAT ") has an invalid option \"%s\": %s",
+						kind, name, id, option, shown_value(type, text)),
+				 errdetail("The launcher expects %s from %g to %g and uses %g instead.",
+						   integral ? "a whole number" : "a number", min, max, fallback),
+				 errhint("Correct it, e.g. UPDATE ecp.%s SET options = options - '%s' WHERE id = " INT64_FORMAT ";",
+						 kind, option, id)));
+	return fallback;
+}
+
+/* Columns of ACTIVE_PARTS_SQL, from 1. */
+enum
+{
+	COL_RUN = 1, COL_PART, COL_OWNER, COL_RUN_RUNNING, COL_PART_RUNNING,
+	COL_HEARTBEAT, COL_RECOVERIES, COL_TASK, COL_CONSUMER, COL_TASK_NAME,
+	COL_CONSUMER_NAME, COL_OPTIONS			/* then (type, text) per option */
+};
+
+/*
+ * The parts of pending and running runs.  Options come as (jsonb_typeof,
+ * text) pairs and are checked in C: the SQL casts nothing a user wrote.
+ * The search_path is pinned to pg_catalog (launcher.c), and every other
+ * object is named with its schema.
+ */
+#define OPTION_COLUMNS(o, name) \
+	"pg_catalog.jsonb_typeof(" o ".options OPERATOR(pg_catalog.->) '" name "'::text), " \
+	o ".options OPERATOR(pg_catalog.->>) '" name "'::text"
+
+static const char *const ACTIVE_PARTS_SQL =
+"SELECT r.id, p.part_no, r.owner::pg_catalog.oid,"
+"       r.state OPERATOR(pg_catalog.=) 'running'::text,"
+"       p.state OPERATOR(pg_catalog.=) 'running'::text,"
+"       p.heartbeat_at, p.recoveries, t.id, t.consumer_id, t.name, c.name, "
+OPTION_COLUMNS("t", "max_retries") ", "
+OPTION_COLUMNS("t", "retry_base_ms") ", "
+OPTION_COLUMNS("t", "retry_max_ms") ", "
+OPTION_COLUMNS("t", "rate_limit") ", "
+OPTION_COLUMNS("c", "rate_limit")
+"  FROM ecp.run r JOIN ecp.part p ON p.run_id OPERATOR(pg_catalog.=) r.id"
+"  JOIN ecp.task t ON t.id OPERATOR(pg_catalog.=) r.task_id"
+"  JOIN ecp.consumer c ON c.id OPERATOR(pg_catalog.=) t.consumer_id"
+" WHERE r.state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::text[])"
+"   AND p.state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::text[])"
+" ORDER BY r.id, p.part_no";
+
+static const char *
+text_column(HeapTuple tuple, TupleDesc desc, int column)
+{
+	return SPI_getvalue(tuple, desc, column);
+}
+
+static TaskSettings
+read_settings(HeapTuple tuple, TupleDesc desc, int64 task_id, int64 consumer_id)
+{
+	TaskSettings s;
+	const char *task = text_column(tuple, desc, COL_TASK_NAME);
+	const char *consumer = text_column(tuple, desc, COL_CONSUMER_NAME);
+	int			c = COL_OPTIONS;
+
+	s.max_retries = (int) checked_option("task", task, task_id, "max_retries",
+										 text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
+										 0, PG_INT32_MAX, true, ecp_max_retries);
+	c += 2;
+	s.retry_base_ms = (int) checked_option("task", task, task_id, "retry_base_ms",
+										   text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
+										   1, PG_INT32_MAX, true, ecp_retry_base_ms);
+	c += 2;
+	s.retry_max_ms = (int) checked_option("task", task, task_id, "retry_max_ms",
+										  text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
+										  1, PG_INT32_MAX, true, ecp_retry_max_ms);
+	c += 2;
+	s.task_rate = checked_option("task", task, task_id, "rate_limit",
+								 text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
+								 0, MAX_RATE_OPTION, false, 0);
+	c += 2;
+	s.consumer_rate = checked_option("consumer", consumer, consumer_id, "rate_limit",
+									 text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
+									 0, MAX_RATE_OPTION, false, 0);
+	return s;
+}
+
+typedef struct ActiveParts
+{
+	ActivePart *parts;
+	int			count;
+} ActiveParts;
+
+static void
+read_active_parts(void *arg)
+{
+	ActiveParts *out = (ActiveParts *) arg;
+
+	SPI_connect();
+	if (SPI_execute(ACTIVE_PARTS_SQL, true, 0) != SPI_OK_SELECT)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("ecp launcher could not read the parts of pending and running runs")));
+	out->parts = MemoryContextAllocZero(pass_context, sizeof(ActivePart) * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		ActivePart *p = &out->parts[i];
+		bool		isnull;
+
+		p->run_id = DatumGetInt64(SPI_getbinval(tuple, desc, COL_RUN, &isnull));
+		p->part_no = DatumGetInt32(SPI_getbinval(tuple, desc, COL_PART, &isnull));
+		p->owner = DatumGetObjectId(SPI_getbinval(tuple, desc, COL_OWNER, &isnull));
+		p->run_running = DatumGetBool(SPI_getbinval(tuple, desc, COL_RUN_RUNNING, &isnull));
+		p->part_running = DatumGetBool(SPI_getbinval(tuple, desc, COL_PART_RUNNING, &isnull));
+		p->heartbeat = DatumGetTimestampTz(SPI_getbinval(tuple, desc, COL_HEARTBEAT, &isnull));
+		p->has_heartbeat = !isnull;
+		p->recoveries = DatumGetInt32(SPI_getbinval(tuple, desc, COL_RECOVERIES, &isnull));
+		p->task_id = DatumGetInt64(SPI_getbinval(tuple, desc, COL_TASK, &isnull));
+		p->consumer_id = DatumGetInt64(SPI_getbinval(tuple, desc, COL_CONSUMER, &isnull));
+		p->settings = read_settings(tuple, desc, p->task_id, p->consumer_id);
+	}
+	out->count = (int) SPI_processed;
+	SPI_finish();
+}
+
+/* Fibonacci back-off, as ecp._backoff_ms: 1, 1, 2, 3, 5, ... x base, capped. */
+static int64
+backoff_ms(int attempt, int base_ms, int max_ms)
+{
+	int64		a = 1,
+				b = 1;
+
+	for (int n = 1; n < Max(attempt, 1) && a * base_ms < max_ms; n++)
+	{
+		int64		next = a + b;
+
+		a = b;
+		b = next;
+	}
+	return Min(a * (int64) base_ms, (int64) max_ms);
+}
+
+/* Older than this server, or than ecp.recovery_timeout. */
+static bool
+heartbeat_old(TimestampTz heartbeat, TimestampTz now)
+{
+	return heartbeat < PgStartTime ||
+		heartbeat < now - (TimestampTz) ecp_recovery_timeout * USECS_PER_SEC;
+}
+
+/*
+ * A running part whose workers died more than max_retries times in a row
+ * (without acknowledging a batch in between) fails its run instead of
+ * spinning.
+ */
+static bool
+dying(const ActivePart *p, TimestampTz now)
+{
+	return p->run_running && p->part_running && !p->has_slot &&
+		p->recoveries > p->settings.max_retries &&
+		p->has_heartbeat && heartbeat_old(p->heartbeat, now);
+}
+
+/*
+ * Pending parts start at once.  A part still marked running lost its
+ * worker (crash, kill, shutdown): it is recovered when its heartbeat is
+ * older than ecp.recovery_timeout, or older than this server's start, and
+ * a part that keeps dying waits a Fibonacci back-off after its heartbeat.
+ */
+static bool
+runnable(const ActivePart *p, TimestampTz now)
+{
+	if (p->has_slot)
+		return false;
+	if (!p->part_running)
+		return true;
+	if (!p->has_heartbeat)
+		return true;
+	return heartbeat_old(p->heartbeat, now) &&
+		p->heartbeat + backoff_ms(p->recoveries, p->settings.retry_base_ms,
+								  p->settings.retry_max_ms) * 1000 < now;
+}
+
+typedef struct RunFailure
 {
 	int64		run_id;
-	int32		part_no;
+	const char *error;
+} RunFailure;
+
+static void
+fail_run(void *arg)
+{
+	RunFailure *f = (RunFailure *) arg;
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2] = {CStringGetTextDatum(f->error), Int64GetDatum(f->run_id)};
+
+	SPI_connect();
+	SPI_execute_with_args("UPDATE ecp.run SET state = 'failed'::text, finished_at = pg_catalog.now(), last_error = $1"
+						  " WHERE id OPERATOR(pg_catalog.=) $2"
+						  "   AND state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::text[])",
+						  2, types, values, NULL, false, 0);
+	SPI_finish();
+}
+
+static void
+fail_run_isolated(int64 run_id, const char *error)
+{
+	RunFailure	f = {run_id, error};
+	char	   *what = psprintf("fail run " INT64_FORMAT, run_id);
+
+	(void) run_isolated(fail_run, &f, what);
+	pfree(what);
+}
+
+static StartRecord *
+start_record(const ActivePart *p, bool create)
+{
+	PartKey		key;
+
+	memset(&key, 0, sizeof(key));
+	key.run_id = p->run_id;
+	key.part_no = p->part_no;
+	return hash_search(start_records, &key, create ? HASH_ENTER : HASH_FIND, NULL);
+}
+
+/* Has the part moved (claimed, heartbeat renewed) since its last start? */
+static bool
+moved_since(const StartRecord *r, const ActivePart *p)
+{
+	return r->was_running != p->part_running || r->had_heartbeat != p->has_heartbeat ||
+		(p->has_heartbeat && r->heartbeat != p->heartbeat);
+}
+
+/*
+ * Whether a runnable part may start now.  A worker that exits before its
+ * part moves (it could not even claim it: a bad row, a fork that failed,
+ * a crash at start) would otherwise be started again every second: such
+ * starts wait the task's back-off, and after max_retries in a row the run
+ * fails, saying so.
+ */
+static bool
+may_start(ActivePart *p, TimestampTz now)
+{
+	StartRecord *r = start_record(p, false);
+
+	p->fruitless = (r == NULL || moved_since(r, p)) ? 0 : r->fruitless + 1;
+	if (p->fruitless == 0)
+		return true;
+	if (p->fruitless > p->settings.max_retries)
+	{
+		char	   *error = psprintf("the worker of part %d exited %d times in a row before it could take up the part; "
+									 "see the server log, then ecp.resume(" INT64_FORMAT ")",
+									 p->part_no, p->fruitless, p->run_id);
+
+		ereport(LOG, (errmsg("ecp run " INT64_FORMAT " fails: %s", p->run_id, error)));
+		fail_run_isolated(p->run_id, error);
+		hash_search(start_records, &r->key, HASH_REMOVE, NULL);
+		return false;
+	}
+	return now >= r->started_at +
+		backoff_ms(p->fruitless, p->settings.retry_base_ms, p->settings.retry_max_ms) * 1000;
+}
+
+static void
+remember_start(const ActivePart *p, TimestampTz now)
+{
+	StartRecord *r = start_record(p, true);
+
+	r->started_at = now;
+	r->was_running = p->part_running;
+	r->had_heartbeat = p->has_heartbeat;
+	r->heartbeat = p->heartbeat;
+	r->fruitless = p->fruitless;
+	r->seen_pass = pass_number;
+	if (p->fruitless > 0)
+		ereport(LOG,
+				(errmsg("ecp worker for run " INT64_FORMAT " part %d exited %d time(s) in a row before the part moved; starting it again",
+						p->run_id, p->part_no, p->fruitless)));
+}
+
+/* Forget the starts of parts no longer pending or running. */
+static void
+forget_old_starts(void)
+{
+	HASH_SEQ_STATUS seq;
+	StartRecord *r;
+
+	hash_seq_init(&seq, start_records);
+	while ((r = hash_seq_search(&seq)) != NULL)
+		if (r->seen_pass != pass_number)
+			hash_search(start_records, &r->key, HASH_REMOVE, NULL);
+}
+
+/* The slots in use, sorted by (run, part), and how many are free. */
+typedef struct SlotView
+{
+	PartKey    *used;
+	int			nused;
+	int			nfree;
+} SlotView;
+
+static int
+compare_part_keys(const void *a, const void *b)
+{
+	const PartKey *x = a;
+	const PartKey *y = b;
+
+	if (x->run_id != y->run_id)
+		return x->run_id < y->run_id ? -1 : 1;
+	return x->part_no < y->part_no ? -1 : (x->part_no > y->part_no ? 1 : 0);
+}
+
+static SlotView
+read_slots(void)
+{
+	EcpSharedState *state = ecp_shared();
+	SlotView	view;
+
+	view.used = MemoryContextAllocZero(pass_context, sizeof(PartKey) * state->nslots);
+	view.nused = 0;
+	LWLockAcquire(state->lock, LW_SHARED);
+	for (int i = 0; i < state->nslots; i++)
+	{
+		if (!state->slots[i].in_use)
+			continue;
+		view.used[view.nused].run_id = state->slots[i].run_id;
+		view.used[view.nused].part_no = state->slots[i].part_no;
+		view.nused++;
+	}
+	view.nfree = state->nslots - view.nused;
+	LWLockRelease(state->lock);
+	qsort(view.used, view.nused, sizeof(PartKey), compare_part_keys);
+	return view;
+}
+
+static bool
+slot_view_has(const SlotView *view, const ActivePart *p)
+{
+	PartKey		key;
+
+	memset(&key, 0, sizeof(key));
+	key.run_id = p->run_id;
+	key.part_no = p->part_no;
+	return bsearch(&key, view->used, view->nused, sizeof(PartKey), compare_part_keys) != NULL;
+}
+
+/* One owner's share of the pass: its live workers and its parts to start. */
+typedef struct OwnerQueue
+{
 	Oid			owner;
-	bool		recovering;
-	bool		has_heartbeat;
-	TimestampTz heartbeat;
-} RunnablePart;
+	int			workers;
+	int			ncandidates;
+	int			next;
+	ActivePart **candidates;	/* a slice of the pass's sorted candidates */
+} OwnerQueue;
+
+static int
+compare_owner_queues(const void *a, const void *b)
+{
+	Oid			x = ((const OwnerQueue *) a)->owner;
+	Oid			y = ((const OwnerQueue *) b)->owner;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/* Within an owner: the runs with the fewest workers first, then the oldest. */
+static int
+compare_candidates(const void *a, const void *b)
+{
+	const ActivePart *x = *(ActivePart *const *) a;
+	const ActivePart *y = *(ActivePart *const *) b;
+
+	if (x->rank != y->rank)
+		return x->rank < y->rank ? -1 : 1;
+	if (x->run_id != y->run_id)
+		return x->run_id < y->run_id ? -1 : 1;
+	return x->part_no < y->part_no ? -1 : (x->part_no > y->part_no ? 1 : 0);
+}
+
+/*
+ * A part's rank among its owner's starts: its run's live workers plus the
+ * parts of the run queued before it, so the owner's runs take turns.
+ */
+static void
+rank_candidates(ActivePart *parts, int count)
+{
+	int			i = 0;
+
+	while (i < count)
+	{
+		int			run_end = i;
+		int			live = 0;
+		int			queued = 0;
+
+		while (run_end < count && parts[run_end].run_id == parts[i].run_id)
+			live += parts[run_end++].has_slot ? 1 : 0;
+		for (int j = i; j < run_end; j++)
+			parts[j].rank = live + (parts[j].has_slot ? 0 : queued++);
+		i = run_end;
+	}
+}
+
+static int
+compare_owner_then_candidates(const void *a, const void *b)
+{
+	Oid			x = (*(ActivePart *const *) a)->owner;
+	Oid			y = (*(ActivePart *const *) b)->owner;
+
+	if (x != y)
+		return x < y ? -1 : 1;
+	return compare_candidates(a, b);
+}
+
+/*
+ * The owners that have parts to start, each with its parts in the order
+ * they should start, and its live workers; sorted by owner.
+ */
+static OwnerQueue *
+owner_queues(ActivePart *parts, int count, const bool *startable, int *nqueues)
+{
+	ActivePart **candidates = MemoryContextAlloc(pass_context, sizeof(ActivePart *) * Max(count, 1));
+	OwnerQueue *queues = MemoryContextAllocZero(pass_context, sizeof(OwnerQueue) * Max(count, 1));
+	int			ncandidates = 0;
+
+	rank_candidates(parts, count);
+	for (int i = 0; i < count; i++)
+		if (startable[i] && !parts[i].has_slot)
+			candidates[ncandidates++] = &parts[i];
+	qsort(candidates, ncandidates, sizeof(ActivePart *), compare_owner_then_candidates);
+
+	*nqueues = 0;
+	for (int i = 0; i < ncandidates; i++)
+	{
+		if (*nqueues == 0 || queues[*nqueues - 1].owner != candidates[i]->owner)
+		{
+			queues[*nqueues].owner = candidates[i]->owner;
+			queues[*nqueues].candidates = &candidates[i];
+			(*nqueues)++;
+		}
+		queues[*nqueues - 1].ncandidates++;
+	}
+	for (int i = 0; i < count; i++)
+	{
+		OwnerQueue	key = {.owner = parts[i].owner};
+		OwnerQueue *q;
+
+		if (!parts[i].has_slot)
+			continue;
+		q = bsearch(&key, queues, *nqueues, sizeof(OwnerQueue), compare_owner_queues);
+		if (q)
+			q->workers++;
+	}
+	return queues;
+}
+
+/*
+ * Choose the parts to start, at most nfree: each free slot goes to the
+ * owner with the fewest workers (the live ones and those chosen so far),
+ * ties to the oldest waiting run, and never beyond ecp.max_workers_per_role.
+ */
+static ActivePart **
+choose_starts(ActivePart *parts, int count, const bool *startable, int nfree, int *nchosen)
+{
+	ActivePart **chosen = MemoryContextAlloc(pass_context, sizeof(ActivePart *) * Max(nfree, 1));
+	int			nqueues;
+	OwnerQueue *queues = owner_queues(parts, count, startable, &nqueues);
+
+	*nchosen = 0;
+	while (*nchosen < nfree)
+	{
+		OwnerQueue *best = NULL;
+
+		for (int i = 0; i < nqueues; i++)
+		{
+			OwnerQueue *q = &queues[i];
+
+			if (q->next >= q->ncandidates ||
+				(ecp_max_workers_per_role > 0 && q->workers >= ecp_max_workers_per_role))
+				continue;
+			if (best == NULL || q->workers < best->workers ||
+				(q->workers == best->workers &&
+				 compare_candidates(&q->candidates[q->next], &best->candidates[best->next]) < 0))
+				best = q;
+		}
+		if (best == NULL)
+			break;
+		chosen[(*nchosen)++] = best->candidates[best->next++];
+		best->workers++;
+	}
+	return chosen;
+}
+
+static void
+want_rate(EcpRateWant *wants, int *n, char kind, int64 id, double rate)
+{
+	if (!(rate > 0))
+		return;
+	for (int i = 0; i < *n; i++)
+		if (wants[i].kind == kind && wants[i].id == id)
+			return;
+	wants[*n].kind = kind;
+	wants[*n].id = id;
+	wants[*n].rate = rate;
+	(*n)++;
+}
+
+/*
+ * Push the configured rates of the parts that have a worker, or are about
+ * to get one, to shared memory (every pass: ecp.set_rate and a plain
+ * UPDATE alike take effect within a second); the limiter frees the
+ * buckets nobody needs any more.
+ */
+static void
+sync_rates(ActivePart *parts, int count, ActivePart **chosen, int nchosen)
+{
+	EcpRateWant *wants = MemoryContextAlloc(pass_context, sizeof(EcpRateWant) * 2 * Max(count, 1));
+	int			n = 0;
+	int			noverflow;
+
+	for (int i = 0; i < count; i++)
+		if (parts[i].has_slot)
+		{
+			want_rate(wants, &n, 't', parts[i].task_id, parts[i].settings.task_rate);
+			want_rate(wants, &n, 'c', parts[i].consumer_id, parts[i].settings.consumer_rate);
+		}
+	for (int i = 0; i < nchosen; i++)
+	{
+		want_rate(wants, &n, 't', chosen[i]->task_id, chosen[i]->settings.task_rate);
+		want_rate(wants, &n, 'c', chosen[i]->consumer_id, chosen[i]->settings.consumer_rate);
+	}
+	noverflow = ecp_limiter_sync(wants, n);
+	if (noverflow > 0 &&
+		TimestampDifferenceExceeds(overflow_warned_at, GetCurrentTimestamp(), OVERFLOW_WARNING_MS))
+	{
+		overflow_warned_at = GetCurrentTimestamp();
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("ecp has %d rate limits more than its rate buckets; they share one bucket at the smallest of their rates", noverflow),
+				 errhint("The number of buckets follows ecp.max_workers (4 per worker plus 16).")));
+	}
+}
 
 /* Register one dynamic worker for a part; false when none could be had. */
 static bool
-start_worker(const RunnablePart *part)
+start_worker(const ActivePart *part)
 {
-	int64		run_id = part->run_id;
-	int32		part_no = part->part_no;
 	BackgroundWorker worker;
 	EcpWorkerArgs args;
 	BackgroundWorkerHandle *handle;
 	MemoryContext old_context;
 	bool		registered;
-	int			slot = ecp_reserve_slot(run_id, part_no);
+	uint64		generation;
+	int			slot = ecp_reserve_slot(part->run_id, part->part_no);
 
 	if (slot < 0)
 		return false;			/* all ecp.max_workers slots busy */
+	generation = ecp_slot_generation(slot);
 
 	memset(&args, 0, sizeof(args));
 	args.database = MyDatabaseId;
 	args.owner = part->owner;
-	args.run_id = run_id;
-	args.part_no = part_no;
-	args.recovering = part->recovering;
+	args.run_id = part->run_id;
+	args.part_no = part->part_no;
+	args.recovering = part->part_running;
 	args.has_heartbeat = part->has_heartbeat;
 	args.heartbeat_seen = part->heartbeat;
 
@@ -114,12 +868,13 @@ start_worker(const RunnablePart *part)
 	worker.bgw_restart_time = BGW_NEVER_RESTART;	/* the launcher decides */
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ecp");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ecp_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "ecp worker run " INT64_FORMAT " part %d", run_id, part_no);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "ecp worker run " INT64_FORMAT " part %d",
+			 part->run_id, part->part_no);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "ecp worker");
 	worker.bgw_main_arg = Int32GetDatum(slot);
 	worker.bgw_notify_pid = MyProcPid;
-	StaticAssertStmt(sizeof(EcpWorkerArgs) <= BGW_EXTRALEN, "worker args too large");
 	memcpy(worker.bgw_extra, &args, sizeof(args));
+	memcpy(worker.bgw_extra + ECP_SLOT_GENERATION_OFFSET, &generation, sizeof(generation));
 
 	/* the handle outlives this transaction: it is checked on later passes */
 	old_context = MemoryContextSwitchTo(TopMemoryContext);
@@ -127,166 +882,91 @@ start_worker(const RunnablePart *part)
 	MemoryContextSwitchTo(old_context);
 	if (!registered)
 	{
-		ecp_release_slot(slot);
+		(void) ecp_reclaim_slot(slot, generation);
 		ereport(WARNING,
-				(errmsg("ecp could not start a worker for run " INT64_FORMAT ": no background worker slot is free",
-						run_id),
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("ecp could not start a worker for run " INT64_FORMAT ": no background worker slot is free",
+						part->run_id),
 				 errhint("Raise max_worker_processes (it must exceed ecp.max_workers plus other workers); ecp retries every second.")));
 		return false;
 	}
 	if (worker_handles[slot])
 		pfree(worker_handles[slot]);
 	worker_handles[slot] = handle;
+	handle_generations[slot] = generation;
 	return true;
 }
 
-/* SQL for a task's integer option with the GUC as default. */
-static char *
-task_option_or(const char *option, int fallback)
-{
-	return psprintf("coalesce((t.options->>'%s')::int, %d)", option, fallback);
-}
-
 /*
- * A part whose workers died more than max_retries times in a row (without
- * acknowledging a batch in between) fails its run instead of spinning.
+ * Decide about every active part: fail the runs whose parts keep dying,
+ * choose which runnable parts get the free slots, push the rates they
+ * need, and start them.
  */
 static void
-fail_dying_parts(void)
+schedule_parts(ActivePart *parts, int count, const SlotView *slots)
 {
-	char	   *sql = psprintf("SELECT p.run_id, p.part_no, p.recoveries FROM ecp.run r"
-							   "  JOIN ecp.part p ON p.run_id = r.id JOIN ecp.task t ON t.id = r.task_id"
-							   " WHERE r.state = 'running' AND p.state = 'running' AND p.recoveries > %s"
-							   "   AND (p.heartbeat_at < pg_postmaster_start_time()"
-							   "        OR p.heartbeat_at < now() - interval '%d seconds')",
-							   task_option_or("max_retries", ecp_max_retries), ecp_recovery_timeout);
+	TimestampTz now = GetCurrentTimestamp();
+	bool	   *startable = MemoryContextAllocZero(pass_context, sizeof(bool) * Max(count, 1));
+	ActivePart **chosen;
+	int			nchosen;
 
-	SPITupleTable *found;
-	uint64		nfound;
-
-	SPI_connect();
-	SPI_execute(sql, true, 0);
-	found = SPI_tuptable;		/* kept: the UPDATEs below replace SPI_tuptable */
-	nfound = SPI_processed;
-	for (uint64 i = 0; i < nfound; i++)
+	for (int i = 0; i < count; i++)
 	{
-		bool		isnull;
-		int64		run_id = DatumGetInt64(SPI_getbinval(found->vals[i], found->tupdesc, 1, &isnull));
-		int32		part_no = DatumGetInt32(SPI_getbinval(found->vals[i], found->tupdesc, 2, &isnull));
-		int32		deaths = DatumGetInt32(SPI_getbinval(found->vals[i], found->tupdesc, 3, &isnull));
+		ActivePart *p = &parts[i];
+		StartRecord *r = start_record(p, false);
 
-		if (ecp_part_has_slot(run_id, part_no))
-			continue;			/* a worker is alive after all */
-		SPI_execute(psprintf("UPDATE ecp.run SET state = 'failed', finished_at = now(), last_error = "
-							 "'the worker of part %d died %d times in a row without finishing a batch; "
-							 "the checkpoint is kept: see the server log, then ecp.resume(" INT64_FORMAT ")' "
-							 "WHERE id = " INT64_FORMAT " AND state = 'running'",
-							 part_no, deaths, run_id, run_id), false, 0);
+		p->has_slot = slot_view_has(slots, p);
+		if (r)
+			r->seen_pass = pass_number;
 	}
-	SPI_finish();
-}
-
-/*
- * Push the configured rates to shared memory, every pass: ecp.set_rate and
- * a plain UPDATE of the option alike take effect within a second.
- */
-static void
-refresh_rates(void)
-{
-	SPI_connect();
-	SPI_execute("SELECT 't', t.id, coalesce((t.options->>'rate_limit')::float8, 0) FROM ecp.task t"
-				" WHERE EXISTS (SELECT 1 FROM ecp.run r WHERE r.task_id = t.id AND r.state IN ('pending', 'running'))"
-				" UNION ALL "
-				"SELECT 'c', c.id, coalesce((c.options->>'rate_limit')::float8, 0) FROM ecp.consumer c",
-				true, 0);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (int i = 0; i < count; i++)
 	{
-		bool		isnull;
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		char	   *kind = SPI_getvalue(tuple, desc, 1);
+		ActivePart *p = &parts[i];
 
-		ecp_limiter_set(kind[0], DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull)),
-						DatumGetFloat8(SPI_getbinval(tuple, desc, 3, &isnull)));
+		if (dying(p, now))
+			fail_run_isolated(p->run_id,
+							  psprintf("the worker of part %d died %d times in a row without finishing a batch; "
+									   "the checkpoint is kept: see the server log, then ecp.resume(" INT64_FORMAT ")",
+									   p->part_no, p->recoveries, p->run_id));
+		else if (runnable(p, now))
+			startable[i] = may_start(p, now);
 	}
-	SPI_finish();
-}
+	forget_old_starts();
 
-/* The parts that should have a worker, read in one short transaction. */
-static RunnablePart *
-runnable_parts(int *count)
-{
-	RunnablePart *parts = NULL;
-
-	/*
-	 * Pending parts start at once.  A part still marked running lost its
-	 * worker (crash, kill, shutdown): it is recovered when its heartbeat is
-	 * older than ecp.recovery_timeout, or older than this server's start.
-	 */
-	char	   *sql = psprintf("SELECT p.run_id, p.part_no, r.owner::oid, p.state = 'running', p.heartbeat_at"
-							   "  FROM ecp.run r JOIN ecp.part p ON p.run_id = r.id"
-							   "  JOIN ecp.task t ON t.id = r.task_id"
-							   " WHERE r.state IN ('pending', 'running')"
-							   "   AND (p.state = 'pending' OR (p.state = 'running' AND"
-							   "        (p.heartbeat_at IS NULL OR p.heartbeat_at < pg_postmaster_start_time()"
-							   "         OR p.heartbeat_at < now() - interval '%d seconds')"
-							   /* a part that keeps dying waits a Fibonacci back-off */
-							   "        AND coalesce(p.heartbeat_at, '-infinity') + make_interval(secs => "
-							   "            ecp._backoff_ms(p.recoveries, %s, %s) / 1000.0) < now()))"
-							   " ORDER BY r.id, p.part_no", ecp_recovery_timeout,
-							   task_option_or("retry_base_ms", ecp_retry_base_ms),
-							   task_option_or("retry_max_ms", ecp_retry_max_ms));
-
-	*count = 0;
-	SPI_connect();
-
-	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "ecp: could not read runnable parts");
-
-	parts = MemoryContextAlloc(CurTransactionContext,
-							   sizeof(RunnablePart) * Max(SPI_processed, 1));
-	for (uint64 i = 0; i < SPI_processed; i++)
+	chosen = choose_starts(parts, count, startable, slots->nfree, &nchosen);
+	sync_rates(parts, count, chosen, nchosen);
+	for (int i = 0; i < nchosen; i++)
 	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-
-		parts[i].run_id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-		parts[i].part_no = DatumGetInt32(SPI_getbinval(tuple, desc, 2, &isnull));
-		parts[i].owner = DatumGetObjectId(SPI_getbinval(tuple, desc, 3, &isnull));
-		parts[i].recovering = DatumGetBool(SPI_getbinval(tuple, desc, 4, &isnull));
-		parts[i].heartbeat = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull));
-		parts[i].has_heartbeat = !isnull;
+		if (!start_worker(chosen[i]))
+			break;
+		remember_start(chosen[i], now);
 	}
-	*count = (int) SPI_processed;
-	SPI_finish();
-	return parts;
 }
 
 void
 ecp_schedule_runs(void)
 {
-	RunnablePart *parts;
-	int			count;
+	ActiveParts active = {NULL, 0};
+	SlotView	slots;
 
-	ensure_handles();
+	ensure_state();
+	MemoryContextReset(pass_context);
+	pass_number++;
 	reclaim_slots();
+
+	/*
+	 * The slots are read before the snapshot: a part without a slot now
+	 * had its last worker exit before, so the snapshot sees what it did.
+	 */
+	slots = read_slots();
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "scheduling ecp runs");
 
-	refresh_rates();
-	fail_dying_parts();
-	parts = runnable_parts(&count);
-	for (int i = 0; i < count; i++)
-	{
-		if (ecp_part_has_slot(parts[i].run_id, parts[i].part_no))
-			continue;
-		if (!start_worker(&parts[i]))
-			break;
-	}
+	if (run_isolated(read_active_parts, &active, "read the parts of pending and running runs"))
+		schedule_parts(active.parts, active.count, &slots);
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();

@@ -8,7 +8,10 @@
 #include "ecp.h"
 
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
@@ -111,7 +114,77 @@ ecp_set_database_held(bool held)
 
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
 	state->database_held = held;
+	state->database_held_by = 0;
 	LWLockRelease(state->lock);
+}
+
+/* This backend's DROP DATABASE holds the launcher out, until it ends. */
+void
+ecp_hold_database(void)
+{
+	EcpSharedState *state = ecp_shared();
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	state->database_held = true;
+	state->database_held_by = MyProcPid;
+	LWLockRelease(state->lock);
+}
+
+/* The drop failed or this backend exits: release our hold, not another's. */
+void
+ecp_release_database_hold(void)
+{
+	EcpSharedState *state = ecp_shared();
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	if (state->database_held && state->database_held_by == MyProcPid)
+	{
+		state->database_held = false;
+		state->database_held_by = 0;
+	}
+	LWLockRelease(state->lock);
+}
+
+/* The drop committed: the hold outlives us, until CREATE DATABASE. */
+void
+ecp_keep_database_hold(void)
+{
+	EcpSharedState *state = ecp_shared();
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	if (state->database_held && state->database_held_by == MyProcPid)
+		state->database_held_by = 0;
+	LWLockRelease(state->lock);
+}
+
+/*
+ * Drop a hold whose DROP DATABASE backend is gone without releasing it
+ * (say, killed with SIGKILL between the hold and its callbacks); true when
+ * one was dropped.  The liveness check is done without our lock, then the
+ * hold is cleared only if it is still that backend's.
+ */
+bool
+ecp_drop_stale_database_hold(void)
+{
+	EcpSharedState *state = ecp_shared();
+	pid_t		holder;
+	bool		dropped = false;
+
+	LWLockAcquire(state->lock, LW_SHARED);
+	holder = state->database_held ? state->database_held_by : 0;
+	LWLockRelease(state->lock);
+	if (holder == 0 || BackendPidGetProc(holder) != NULL)
+		return false;
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	if (state->database_held && state->database_held_by == holder)
+	{
+		state->database_held = false;
+		state->database_held_by = 0;
+		dropped = true;
+	}
+	LWLockRelease(state->lock);
+	return dropped;
 }
 
 bool
@@ -149,6 +222,7 @@ ecp_reserve_slot(int64 run_id, int32 part_no)
 			slot->run_id = run_id;
 			slot->part_no = part_no;
 			slot->reserved_at = GetCurrentTimestamp();
+			slot->generation = ++state->slot_generations;
 			found = i;
 			break;
 		}
@@ -157,13 +231,53 @@ ecp_reserve_slot(int64 run_id, int32 part_no)
 	return found;
 }
 
+/* The generation of a slot the launcher just reserved (it alone reserves). */
+uint64
+ecp_slot_generation(int slot)
+{
+	EcpSharedState *state = ecp_shared();
+	uint64		generation;
+
+	LWLockAcquire(state->lock, LW_SHARED);
+	generation = state->slots[slot].generation;
+	LWLockRelease(state->lock);
+	return generation;
+}
+
+/*
+ * The launcher frees a reservation whose worker never attached; false when
+ * the slot is no longer that reservation or its worker attached meanwhile.
+ */
+bool
+ecp_reclaim_slot(int slot, uint64 generation)
+{
+	EcpSharedState *state = ecp_shared();
+	EcpWorkerSlot *s = &state->slots[slot];
+	bool		reclaimed = false;
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	if (s->in_use && s->generation == generation && s->pid == 0)
+	{
+		memset(s, 0, sizeof(EcpWorkerSlot));
+		reclaimed = true;
+	}
+	LWLockRelease(state->lock);
+	return reclaimed;
+}
+
+/*
+ * A worker's exit: free its own slot (only if it is still the one it
+ * attached to), and give back any rate-limit wait it was counted in.
+ */
 void
 ecp_release_slot(int slot)
 {
 	EcpSharedState *state = ecp_shared();
 
+	ecp_limiter_forget_waits();
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
-	memset(&state->slots[slot], 0, sizeof(EcpWorkerSlot));
+	if (state->slots[slot].pid == MyProcPid)
+		memset(&state->slots[slot], 0, sizeof(EcpWorkerSlot));
 	LWLockRelease(state->lock);
 }
 
@@ -181,15 +295,40 @@ ecp_part_has_slot(int64 run_id, int32 part_no)
 	return found;
 }
 
+/*
+ * A worker takes up the slot the launcher reserved for it.  If the
+ * reservation is gone (the worker started so late that the launcher gave
+ * the slot up, and perhaps to another part), it must not touch the slot
+ * nor run the part: it exits, and the launcher starts the part again.
+ */
 void
 ecp_attach_slot(int slot)
 {
 	EcpSharedState *state = ecp_shared();
+	uint64		mine = 0;
+	bool		attached = false;
+
+	if (MyBgworkerEntry != NULL)
+		memcpy(&mine, MyBgworkerEntry->bgw_extra + ECP_SLOT_GENERATION_OFFSET, sizeof(mine));
 
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
-	state->slots[slot].pid = MyProcPid;
-	state->slots[slot].latch = MyLatch;
+	if (slot >= 0 && slot < state->nslots && state->slots[slot].in_use &&
+		state->slots[slot].generation == mine && state->slots[slot].pid == 0)
+	{
+		state->slots[slot].pid = MyProcPid;
+		state->slots[slot].latch = MyLatch;
+		attached = true;
+	}
 	LWLockRelease(state->lock);
+
+	if (!attached)
+	{
+		ereport(LOG,
+				(errmsg("ecp worker exits: its slot %d was given up before it started (generation " UINT64_FORMAT ")",
+						slot, mine),
+				 errdetail("The worker started more than a minute after the launcher asked for it; the launcher starts its part again.")));
+		proc_exit(0);
+	}
 }
 
 /* Read without the lock: a bool, polled often, set once. */
