@@ -499,9 +499,17 @@ for_each_entry(const char *list, EntryFn fn, void *arg, char *err, size_t errlen
 		{
 			if (hm_parse_entry(p, len, &entry, why, sizeof(why)) != 0)
 			{
+				const char *start = p;
+				size_t		shown = len;
+
+				/* quote the entry without the blanks around it */
+				while (is_space((unsigned char) *start))
+					start++, shown--;
+				while (shown > 0 && is_space((unsigned char) start[shown - 1]))
+					shown--;
 				if (err && errlen > 0)
 					snprintf(err, errlen, "entry \"%.*s\" is invalid: %s",
-							 (int) (len > 200 ? 200 : len), p, why);
+							 (int) (shown > 200 ? 200 : shown), start, why);
 				return -1;
 			}
 			if ((rc = fn(&entry, arg)) != 0)

@@ -6,6 +6,14 @@
  * larger than that goes alone).  HTTP 200 does not mean success: the
  * items[] of the response are walked in request order (bulk_response.c).
  * filter_path keeps the response small but leaves one entry per item.
+ *
+ * Unless the run's owner is exempt (superuser, ecp.unrestricted_role),
+ * every address curl connects to is checked against the outbound policy
+ * (host_policy.c) as it connects, so a name that resolves elsewhere later
+ * (DNS rebinding) or a consumer row written some other way still cannot
+ * reach a blocked address; insecure TLS and ca_file are checked at open.
+ * Messages show the consumer as scheme://host:port only: a URL path may
+ * hold a token.
  */
 #include "sync.h"
 
@@ -13,6 +21,7 @@
 #include "utils/memutils.h"
 
 #include "bulk_response.h"
+#include "host_policy.h"
 #include "http_client.h"
 
 /* "error" keeps a whole-request error envelope intact on servers that
@@ -20,7 +29,16 @@
 #define BULK_FILTER_PATH \
 	"errors,items.*.status,items.*.error.type,items.*.error.reason," \
 	"items.*.error.caused_by.reason,error,status"
-#define MAX_RESPONSE_BYTES (64 * 1024 * 1024)
+
+/*
+ * Largest _bulk answer read: with filter_path an item takes ~25 bytes, a
+ * failed one a few hundred; 4 KiB per document of the batch plus 1 MiB
+ * (an error page) leaves room for clusters that ignore filter_path, and
+ * keeps what a hostile server can make a worker hold bounded by the batch.
+ */
+#define RESPONSE_BYTES_PER_DOC 4096L
+#define RESPONSE_BYTES_SLACK (1024L * 1024)
+#define MAX_RESPONSE_BYTES (64L * 1024 * 1024)
 
 static EcpHttpClient *client = NULL;
 
@@ -40,6 +58,8 @@ typedef struct InFlight
 
 static InFlight in_flight;
 static char *bulk_url = NULL;
+static char *origin = NULL;		/* "scheme://host:port" of the consumer */
+static bool address_refused = false;	/* by filter_address, this request */
 
 static int
 abort_transfer(void *arg)
@@ -47,11 +67,89 @@ abort_transfer(void *arg)
 	return ecp_worker_should_stop((const EcpPartConfig *) arg);
 }
 
+/*
+ * EcpHttpConfig.allow_address: the outbound policy for the address curl
+ * is about to connect to, with the GUCs' values now (a reload applies to
+ * the next connection).  Runs inside curl: no ereport, no palloc.
+ */
+static int
+filter_address(const struct sockaddr *sa, socklen_t len, const char *host, int port,
+			   char *why, size_t whylen, void *arg)
+{
+	const EcpPartConfig *config = arg;
+	HmPolicy	policy;
+	HmAddr		addr;
+	HmVerdict	verdict;
+	char		reason[256];
+	char		text[HM_ADDR_TEXT];
+	char		where[HM_ADDR_TEXT + 16];
+
+	if (hm_addr_from_sockaddr(sa, len, &addr, NULL) != 0)
+	{
+		address_refused = true;
+		snprintf(why, whylen, "consumer address of family %d is not allowed for role \"%s\"",
+				 (int) sa->sa_family, config->owner_name);
+		return 0;
+	}
+	ecp_host_policy_current(&policy);
+	verdict = hm_check(&policy, host, port, &addr, reason, sizeof(reason));
+	if (verdict == HM_ALLOWED)
+		return 1;
+	address_refused = true;
+	hm_addr_format(&addr, text, sizeof(text));
+	hm_format_entry(text, port, where, sizeof(where));
+	snprintf(why, whylen, "consumer address %s is not allowed for role \"%s\": %s%s",
+			 where, config->owner_name, reason,
+			 verdict == HM_BLOCKED ? "; an administrator can list it in ecp.allowed_hosts" : "");
+	return 0;
+}
+
+/*
+ * The consumer's TLS options as the policy allows them for the owner: a
+ * forbidden one fails the run (the check at create time can be bypassed
+ * by rows written otherwise, and the settings may have changed since).
+ * Returns the CA file to use: its real path, which no later link swap
+ * can redirect.
+ */
+static const char *
+allowed_ca_file(const EcpPartConfig *config)
+{
+	char	   *resolved;
+
+	if (config->target_unrestricted)
+		return config->ca_file;
+	if (config->insecure && !ecp_allow_insecure_tls)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("consumer option \"insecure\" is not allowed for role \"%s\"; "
+						"an administrator can allow it with ecp.allow_insecure_tls = on",
+						config->owner_name)));
+	if (config->ca_file == NULL || config->ca_file[0] == '\0')
+		return NULL;
+	if (!ecp_host_policy_ca_file_allowed(config->ca_file, &resolved))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("consumer option \"ca_file\" \"%s\" is not allowed for role \"%s\": "
+						"it is not a file in ecp.ca_directory",
+						config->ca_file, config->owner_name)));
+	return MemoryContextStrdup(TopMemoryContext, resolved);
+}
+
+/* The largest answer a _bulk request of this task may get (see above). */
+static size_t
+response_limit(const EcpPartConfig *config)
+{
+	long		limit = RESPONSE_BYTES_SLACK + RESPONSE_BYTES_PER_DOC * Max(config->batch_size, 1);
+
+	return (size_t) Min(limit, MAX_RESPONSE_BYTES);
+}
+
 void
 ecp_sink_open(EcpPartConfig *config)
 {
 	EcpHttpConfig http;
 	char		err[256];
+	char		where[HM_HOST_MAX + 32];
 
 	if (ecp_http_global_init(err, sizeof(err)) != 0)
 		ereport(ERROR, (errmsg("ecp could not initialise libcurl: %s", err)));
@@ -61,12 +159,17 @@ ecp_sink_open(EcpPartConfig *config)
 	http.request_timeout_ms = config->request_timeout_ms;
 	http.auth_header = config->auth_header;
 	http.user_agent = "ecp/" ECP_VERSION;
-	http.max_response_bytes = MAX_RESPONSE_BYTES;
+	http.max_response_bytes = response_limit(config);
 	http.should_abort = abort_transfer;
 	http.abort_arg = config;
 	http.gzip_requests = config->gzip;
-	http.ca_file = config->ca_file;
+	http.ca_file = allowed_ca_file(config);
 	http.insecure = config->insecure;
+	if (!config->target_unrestricted)
+	{
+		http.allow_address = filter_address;
+		http.address_arg = config;
+	}
 
 	client = ecp_http_client_create(&http, err, sizeof(err));
 	if (client == NULL)
@@ -74,6 +177,20 @@ ecp_sink_open(EcpPartConfig *config)
 	bulk_url = MemoryContextStrdup(TopMemoryContext,
 								   psprintf("%s/%s/_bulk?filter_path=%s", config->url,
 											config->index_name, BULK_FILTER_PATH));
+	hm_url_origin(config->url, where, sizeof(where));
+	origin = MemoryContextStrdup(TopMemoryContext, where);
+}
+
+/*
+ * Why a request failed before an HTTP status came: the policy's refusal as
+ * it is, anything else after "POST <origin>/<index>/_bulk failed".
+ */
+static char *
+transfer_error(const EcpPartConfig *config, EcpHttpOutcome outcome, const char *error)
+{
+	if (outcome == ECP_HTTP_SETUP && address_refused)
+		return pstrdup(error);
+	return psprintf("POST %s/%s/_bulk failed: %s", origin, config->index_name, error);
 }
 
 void
@@ -142,14 +259,14 @@ begin_request(EcpPartConfig *config, StringInfo body, int ndocs, EcpHttpResponse
 	memset(response, 0, sizeof(*response));
 	if (!take_tokens(config, ndocs))
 		return ECP_SEND_STOPPED;
+	address_refused = false;
 	outcome = ecp_http_begin(client, "POST", bulk_url, "application/x-ndjson",
 							 body->data, body->len, NULL, response);
 	if (outcome == ECP_HTTP_OK)
 		return ECP_SEND_DONE;
 	if (outcome == ECP_HTTP_ABORTED)
 		return ECP_SEND_STOPPED;
-	*error = psprintf("POST %s/%s/_bulk failed: %s", config->url, config->index_name,
-					  response->error);
+	*error = transfer_error(config, outcome, response->error);
 	ecp_http_response_free(response);
 	return outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
 }
@@ -193,8 +310,7 @@ finish_request(EcpPartConfig *config, const int *members, int nmembers,
 		status = ECP_SEND_STOPPED;
 	else if (outcome != ECP_HTTP_OK)
 	{
-		*error = psprintf("POST %s/%s/_bulk failed: %s", config->url, config->index_name,
-						  response.error);
+		*error = transfer_error(config, outcome, response.error);
 		status = outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
 	}
 	else if (response.status < 200 || response.status > 299)
@@ -205,13 +321,13 @@ finish_request(EcpPartConfig *config, const int *members, int nmembers,
 		if (response.status == 429)
 			ecp_limiter_feedback(config->consumer_id, true);
 		ecp_error_summary(response.body, response.body_len, response.status, err, sizeof(err));
-		*error = psprintf("POST %s/%s/_bulk answered HTTP %ld: %s%s", config->url,
+		*error = psprintf("POST %s/%s/_bulk answered HTTP %ld: %s%s", origin,
 						  config->index_name, response.status, err, hint);
 	}
 	else if (ecp_bulk_parse(response.body, response.body_len, nmembers, config->op, 0,
 							&parsed, err, sizeof(err)) != 0)
 	{
-		*error = psprintf("the _bulk response of %s could not be read: %s", config->url, err);
+		*error = psprintf("the _bulk response of %s could not be read: %s", origin, err);
 		status = ECP_SEND_FAILED;
 	}
 	else

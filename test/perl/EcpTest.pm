@@ -1,6 +1,7 @@
 # EcpTest: shared helpers for ecp's TAP tests.
 #
 #   my $node = EcpTest::new_node('name');        # ecp preloaded, started, extension created
+#   EcpTest::new_node('name', allowed_hosts => undef);   # no ecp.allowed_hosts line
 #   EcpTest::wait_for_run($node, $run_id, 'succeeded', 180);
 #   EcpTest::run_state($node, $run_id);
 package EcpTest;
@@ -11,15 +12,21 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 
+# The stand-in listens on 127.0.0.1, which ecp.block_private_networks
+# refuses to ordinary roles: the tests' roles may reach it unless a test
+# says otherwise (allowed_hosts => '...', or undef for no line; a line in
+# conf comes later and wins).
 sub new_node
 {
 	my ($name, %opts) = @_;
+	my $allowed = exists $opts{allowed_hosts} ? $opts{allowed_hosts} : '127.0.0.1';
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
 	$node->append_conf('postgresql.conf', join("\n",
 		"shared_preload_libraries = 'ecp'",
 		"max_worker_processes = 16",
 		"log_min_messages = log",
+		(defined $allowed ? ("ecp.allowed_hosts = '$allowed'") : ()),
 		@{ $opts{conf} // [] }) . "\n");
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION ecp');

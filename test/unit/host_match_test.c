@@ -71,8 +71,8 @@ test_entries(void)
 	ok(hm_validate_list("", err, sizeof(err)) == 0, "empty list is valid");
 	ok(hm_validate_list(" a.example , 10.0.0.0/8,,[::1]:9200, ", err, sizeof(err)) == 0,
 	   "list with blanks and empty entries");
-	ok(hm_validate_list("good.example,bad host,other", err, sizeof(err)) == -1 &&
-	   contains(err, "\"bad host\""), "a bad entry is named: %s", err);
+	ok(hm_validate_list("good.example, bad host ,other", err, sizeof(err)) == -1 &&
+	   contains(err, "\"bad host\""), "a bad entry is named, without blanks: %s", err);
 }
 
 static HmAddr
