@@ -713,6 +713,28 @@ static void bulk_reject_response(resp_t *rs, int status)
     }
 }
 
+/* The huge_body fault: "[{},{},...]" (or {"items":[{},...]}) of exactly
+ * bytes bytes, the shape that makes a JSON tree parser allocate ~70 bytes
+ * per byte, so a client can show it bounds what it parses. */
+static void huge_body_response(resp_t *rs, int status, size_t bytes, bool items_shape)
+{
+    const char *head = items_shape ? "{\"items\":[" : "[";
+    const char *tail = items_shape ? "]}" : "]";
+    size_t hl = strlen(head), tl = strlen(tail);
+    sb_t s;
+    sb_init(&s, bytes + 1);
+    sb_append(&s, head, hl);
+    while (s.len + 3 + tl <= bytes)
+        sb_append(&s, "{},", 3);
+    if (s.buf[s.len - 1] == ',')
+        s.len--;
+    while (s.len + tl < bytes)
+        sb_putc(&s, ' ');
+    sb_append(&s, tail, tl);
+    resp_sb(rs, status, &s);
+    rs->no_filter = true;
+}
+
 /* The items were rendered after HEADER_ROOM reserved bytes; the header goes
  * there, padded with JSON whitespace, so a response of tens of megabytes is
  * never copied again. */
@@ -805,6 +827,14 @@ void handle_bulk(req_t *r, resp_t *rs, const char *path_index)
     if (rej) {
         stats_rejected();
         bulk_reject_response(rs, rej);
+        return;
+    }
+    size_t huge_bytes;
+    bool huge_items;
+    int huge = faults_huge_body(&huge_bytes, &huge_items);
+    if (huge) {
+        stats_rejected();
+        huge_body_response(rs, huge, huge_bytes, huge_items);
         return;
     }
     bulk_req_t b;

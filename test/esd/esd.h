@@ -364,6 +364,7 @@ json_t *faults_get(void);
 void faults_clear(void);
 void faults_pre_request(bool is_bulk, pre_fault_t *out);
 int faults_bulk_reject(void);                /* 0 or HTTP status */
+int faults_huge_body(size_t *bytes, bool *items_shape);   /* 0 or HTTP status */
 int faults_item_reject(void);                /* 0 or item status */
 bool faults_poison(const json_t *src, const char *raw, size_t len, char *field, size_t fsz);
 bool faults_has_poison(void);

@@ -33,6 +33,10 @@ typedef struct faults {
     rule_t delay;
     int64_t delay_ms;
     rule_t drop;
+    rule_t huge;
+    int huge_status;
+    size_t huge_bytes;
+    bool huge_items;     /* {"items":[{},...]} instead of [{},...] */
     char *auth_basic, *auth_apikey;
 } faults_t;
 
@@ -178,6 +182,24 @@ static bool parse_one(faults_t *f, const char *k, const json_t *v, char *err, si
         if (!json_is_object(v)) return bad(err, n, "[%s] must be an object", k);
         return parse_rule(v, &f->drop, k, false, err, n, NULL);
     }
+    if (!strcmp(k, "huge_body")) {
+        static const int huge_st[] = {200, 500, 0};
+        static const char *huge_keys[] = {"status", "bytes", "shape", NULL};
+        if (!json_is_object(v)) return bad(err, n, "[%s] must be an object", k);
+        if (!parse_status(v, k, huge_st, &f->huge_status, err, n) ||
+            !parse_rule(v, &f->huge, k, false, err, n, huge_keys))
+            return false;
+        const json_t *by = json_object_get(v, "bytes"), *sh = json_object_get(v, "shape");
+        if (by && (!json_is_integer(by) || json_integer_value(by) < 16 ||
+                   json_integer_value(by) > (json_int_t)1 << 30))
+            return bad(err, n, "[%s] bytes must be an integer from 16 to 1073741824", k);
+        if (sh && (!json_is_string(sh) || (strcmp(json_string_value(sh), "array") &&
+                                           strcmp(json_string_value(sh), "items"))))
+            return bad(err, n, "[%s] shape must be \"array\" or \"items\"", k);
+        f->huge_bytes = by ? (size_t)json_integer_value(by) : (size_t)64 << 20;
+        f->huge_items = sh && !strcmp(json_string_value(sh), "items");
+        return true;
+    }
     if (!strcmp(k, "auth")) {
         const char *b = json_string_value(json_object_get(v, "basic"));
         const char *a = json_string_value(json_object_get(v, "api_key"));
@@ -187,7 +209,7 @@ static bool parse_one(faults_t *f, const char *k, const json_t *v, char *err, si
         f->auth_apikey = a ? xstrdup(a) : NULL;
         return true;
     }
-    snprintf(err, n, "unknown fault [%s]; known: bulk_reject, item_reject, poison_field, delay_ms, drop, auth", k);
+    snprintf(err, n, "unknown fault [%s]; known: bulk_reject, item_reject, poison_field, delay_ms, drop, huge_body, auth", k);
     return false;
 }
 
@@ -254,6 +276,19 @@ int faults_bulk_reject(void)
     pthread_mutex_lock(&g_flock);
     if (g_faults && rule_hit(&g_faults->bulk_reject))
         st = g_faults->bulk_reject_status;
+    pthread_mutex_unlock(&g_flock);
+    return st;
+}
+
+int faults_huge_body(size_t *bytes, bool *items_shape)
+{
+    int st = 0;
+    pthread_mutex_lock(&g_flock);
+    if (g_faults && rule_hit(&g_faults->huge)) {
+        st = g_faults->huge_status;
+        *bytes = g_faults->huge_bytes;
+        *items_shape = g_faults->huge_items;
+    }
     pthread_mutex_unlock(&g_flock);
     return st;
 }

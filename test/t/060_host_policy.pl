@@ -199,4 +199,20 @@ is(EcpTest::wait_for_run($node, $run, 'succeeded', 120), 'succeeded',
 $es->refresh('smuggled');
 is($es->count('smuggled'), 50, '... every document arrived');
 
+# --- M5: a hostile sink's huge answers fail the run, bounded -------------------
+# 64 MiB is over the answer limit of a 1000-document batch (1 MiB + 4 KiB
+# per document); 4 MiB is read, and refused by the parser without building
+# a JSON tree of it.
+for my $case ([ { status => 500 }, qr/response larger than \d+ bytes/, '64 MiB as 500' ],
+	[ { status => 200, bytes => 4 << 20 }, qr/not a readable _bulk answer/, '4 MiB [{},...] as 200' ])
+{
+	my ($fault, $error, $what) = @$case;
+	$es->set_faults({ huge_body => $fault });
+	$run = $node->safe_psql('postgres', "SELECT ecp.start('su_task')");
+	is(EcpTest::wait_for_run($node, $run, 'failed', 120), 'failed', "$what: the run fails");
+	like($node->safe_psql('postgres', "SELECT last_error FROM ecp.run WHERE id = $run"), $error,
+		"$what: ... saying why");
+}
+$es->clear_faults;
+
 done_testing();
