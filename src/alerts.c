@@ -94,7 +94,7 @@ read_pending(PendingAlert *alerts)
 	if (last_alert_id < 0)
 	{
 		/* start from now: alerts raised before this launcher are not resent */
-		SPI_execute("SELECT pg_catalog.coalesce(pg_catalog.max(id), 0) FROM ecp.flow_log"
+		SPI_execute("SELECT COALESCE(pg_catalog.max(id), 0::pg_catalog.int8) FROM ecp.flow_log"
 					" WHERE action OPERATOR(pg_catalog.=) 'alert'::text", true, 1);
 		last_alert_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
