@@ -217,7 +217,8 @@ planner_rows(EcpPartConfig *config)
 
 	ecp_begin_as_owner(config);
 	SPI_connect();
-	if (SPI_execute(psprintf("EXPLAIN (FORMAT JSON) %s", config->query), true, 0) >= 0 &&
+	/* not read_only: SPI refuses EXPLAIN there (it plans, never executes) */
+	if (SPI_execute(psprintf("EXPLAIN (FORMAT JSON) %s", config->query), false, 0) >= 0 &&
 		SPI_tuptable != NULL && SPI_processed >= 1)
 		rows = plan_rows(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 	SPI_finish();
