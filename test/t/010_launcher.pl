@@ -6,6 +6,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
 
 my $node = PostgreSQL::Test::Cluster->new('launcher');
 $node->init;
@@ -71,7 +72,11 @@ $node->safe_psql('postgres', 'CREATE EXTENSION ecp');
 log_shows(qr/ecp launcher is active/, $offset,
 	'launcher notices CREATE EXTENSION');
 is($node->safe_psql('postgres', 'SELECT ecp.launcher_pid()'), $pid, 'ecp.launcher_pid() shows it');
-is($node->safe_psql('postgres', 'SELECT ecp.version()'), '0.1', 'ecp.version()');
+my ($control_version) = slurp_file("$FindBin::RealBin/../../ecp.control") =~ /default_version = '([^']+)'/;
+is($node->safe_psql('postgres', 'SELECT ecp.version()'), $control_version,
+	'ecp.version() is the version of ecp.control');
+is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'ecp'"),
+	$control_version, 'CREATE EXTENSION installs that version');
 
 # --- pg_terminate_backend: the postmaster starts it again ------------------
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");

@@ -84,7 +84,7 @@ like($node->safe_psql('postgres', "SELECT configured_rate FROM ecp.rate_limits W
 $node->safe_psql('postgres', "SELECT ecp.set_rate('changing', 0)");
 is(EcpTest::wait_for_run($node, $run, 'succeeded', 120), 'succeeded', 'unlimited again, the run finishes');
 my ($rc, $o, $e) = $node->psql('postgres', "UPDATE ecp.task SET options = options || '{\"rate_limit\": -1}' WHERE name = 'changing'");
-like($e, qr/option "rate_limit" of a task must be a non-negative number/, 'a bad rate in a plain UPDATE is refused');
+like($e, qr/option "rate_limit" of a task must be a number between 0 and 1000000000, not -1/, 'a bad rate in a plain UPDATE is refused');
 
 # --- two runs on one consumer share its limit ----------------------------------
 $es->reset;
