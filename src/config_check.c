@@ -17,14 +17,24 @@
 
 #include "utils/builtins.h"
 
+/*
+ * The message says what is wrong, with what is wanted after a ";": the
+ * worker's last_error holds the message alone.
+ */
 static void
-bad_field(const char *what, const char *value, const char *hint)
+bad_value(const char *what, const char *value, const char *want, const char *hint)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("%s is %s%s%s", what, value ? "\"" : "", value ? value : "missing",
-					value ? "\"" : ""),
+			 errmsg("%s is %s%s%s%s%s", what, value ? "\"" : "", value ? value : "missing",
+					value ? "\"" : "", want ? "; it must be " : "", want ? want : ""),
 			 errhint("%s", hint)));
+}
+
+static void
+bad_field(const char *what, const char *value, const char *hint)
+{
+	bad_value(what, value, NULL, hint);
 }
 
 /* A field that must be there. */
@@ -49,8 +59,9 @@ ecp_config_int(const char *value, const char *option, int fallback, int min, int
 	number = strtod(value, &end);
 	if (errno != 0 || end == value || *end != '\0' || !isfinite(number) ||
 		number != floor(number) || number < min || number > max)
-		bad_field(psprintf("option \"%s\"", option), value,
-				  psprintf("Use an integer between %d and %d.", min, max));
+		bad_value(psprintf("option \"%s\"", option), value,
+				  psprintf("an integer between %d and %d", min, max),
+				  "Correct the option with ecp.set_rate or an UPDATE of ecp.task.options, then ecp.resume the run.");
 	return (int) number;
 }
 
@@ -64,7 +75,8 @@ ecp_config_bool(const char *value, const char *option, bool fallback)
 		return true;
 	if (strcmp(value, "false") == 0)
 		return false;
-	bad_field(psprintf("option \"%s\"", option), value, "Use true or false.");
+	bad_value(psprintf("option \"%s\"", option), value, "true or false",
+			  "Correct the option, then ecp.resume the run.");
 	return fallback;			/* not reached */
 }
 
@@ -82,7 +94,8 @@ ecp_config_word(const char *value, const char *option, const char *const *words)
 	initStringInfo(&list);
 	for (int i = 0; words[i]; i++)
 		appendStringInfo(&list, "%s%s", i ? ", " : "", words[i]);
-	bad_field(psprintf("option \"%s\"", option), value, psprintf("Use one of: %s.", list.data));
+	bad_value(psprintf("option \"%s\"", option), value, psprintf("one of %s", list.data),
+			  "Correct the option, then ecp.resume the run.");
 	return NULL;				/* not reached */
 }
 
