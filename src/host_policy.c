@@ -145,6 +145,21 @@ refuse_host(const HmUrl *url, const char *role, const char *why, const char *ent
 					 entry)));
 }
 
+/*
+ * The allowed_hosts entry a hint suggests for a name: "host:port", or the
+ * address it resolved to when the name cannot be an entry ("127.1", which
+ * getaddrinfo reads as 127.0.0.1).
+ */
+static void
+suggest_entry(const HmUrl *url, const char *address, char *entry, size_t size)
+{
+	HmEntry		parsed;
+
+	hm_format_entry(url->host, url->port, entry, size);
+	if (hm_parse_entry(entry, strlen(entry), &parsed, NULL, 0) != 0)
+		hm_format_entry(address, url->port, entry, size);
+}
+
 /* Judge every address host resolves to; false when it does not resolve. */
 static bool
 check_resolved(const HmPolicy *policy, const HmUrl *url, const char *role)
@@ -158,7 +173,6 @@ check_resolved(const HmPolicy *policy, const HmUrl *url, const char *role)
 	hints.ai_socktype = SOCK_STREAM;
 	if (getaddrinfo(url->host, NULL, &hints, &list) != 0)
 		return false;
-	hm_format_entry(url->host, url->port, entry, sizeof(entry));
 	PG_TRY();
 	{
 		for (struct addrinfo *ai = list; ai; ai = ai->ai_next)
@@ -172,6 +186,7 @@ check_resolved(const HmPolicy *policy, const HmUrl *url, const char *role)
 			if (hm_check(policy, url->host, url->port, &addr, why, sizeof(why)) == HM_ALLOWED)
 				continue;
 			hm_addr_format(&addr, text, sizeof(text));
+			suggest_entry(url, text, entry, sizeof(entry));
 			refuse_host(url, role, psprintf("it resolves to %s, and %s", text, why), entry);
 		}
 	}

@@ -78,7 +78,8 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM ecp.consumer WHERE name = 
 	'... and nothing was stored');
 for my $target ('http://169.254.169.254', 'http://10.1.2.3:9200', 'http://[::1]:9200',
 	"http://[::ffff:127.0.0.1]:$port", 'http://172.16.5.4', 'http://100.64.0.1',
-	'http://[fd00::1]:9200', 'http://0.0.0.0:9200', 'http://metadata.google.internal')
+	'http://[fd00::1]:9200', 'http://0.0.0.0:9200', 'http://metadata.google.internal',
+	'http://127.1:9200', 'http://2130706433:9200')
 {
 	refused('bob', "SELECT ecp.create_consumer('b_bad', '$target')",
 		'(?:addresses are blocked|metadata host is blocked) \(ecp\.block_private_networks\)',
@@ -88,6 +89,9 @@ like(error_as('bob', "SELECT ecp.create_consumer('b_cred', 'http://u:secret\@10.
 	qr/ERROR/, 'a URL with credentials is refused');
 unlike(error_as('bob', "SELECT ecp.create_consumer('b_path', 'http://10.1.2.3:9200/tok3n')"),
 	qr/tok3n/, 'the refusal never shows the URL path');
+like(error_as('bob', "SELECT ecp.create_consumer('b_bad', 'http://127.1:9200')"),
+	qr/HINT:  An administrator can allow it with ecp\.allowed_hosts = '127\.0\.0\.1:9200'/,
+	'127.1: the hint names the address it resolves to');
 is(error_as('bob', "SELECT ecp.create_consumer('b_public', 'http://93.184.216.34:9200')"), '',
 	'without a list, a public address is allowed (not connected to)');
 is(error_as(undef, "SELECT ecp.create_consumer('su_meta', 'http://169.254.169.254')"), '',
