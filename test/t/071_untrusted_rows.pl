@@ -1,7 +1,7 @@
 # Nothing a role writes can crash the server or reach past its own runs.
 # Written from the reproduced crash loop (a task row inserted directly with
-# a NULL query made every worker start kill the whole server) and from the
-# review of what plain INSERT/UPDATE on ecp's tables allowed: rows are
+# a NULL query made every worker start kill the whole server) and from
+# what plain INSERT/UPDATE on ecp's tables allowed in 0.1: rows are
 # checked like the functions check them, the internals are not callable,
 # the flow cannot be forged, and a row that still gets through (written by
 # a superuser, or left by an older version) fails its run with a readable
