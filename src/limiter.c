@@ -13,7 +13,9 @@
 
 #include <math.h>
 
+#include "catalog/pg_type.h"
 #include "common/hashfn.h"
+#include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/shmem.h"
@@ -414,6 +416,24 @@ ecp_limiter_forget_waits(void)
 	ecp_limiter_done_waiting(counted_task_id);
 }
 
+/*
+ * Whether the calling role can see the task or consumer a bucket belongs
+ * to: the tables' row-level security decides, so ecp._rate_buckets()
+ * tells a role about its own limits only, like the view over it.
+ */
+static bool
+caller_sees(char kind, int64 id)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(id)};
+
+	if (SPI_execute_with_args(kind == 't' ? "SELECT 1 FROM ecp.task WHERE id = $1"
+							  : "SELECT 1 FROM ecp.consumer WHERE id = $1",
+							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		return false;
+	return SPI_processed == 1;
+}
+
 PG_FUNCTION_INFO_V1(ecp_rate_buckets);
 
 /* ecp._rate_buckets(): kind, id, rate, effective, tokens, waiting of every bucket. */
@@ -422,16 +442,29 @@ ecp_rate_buckets(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	EcpSharedState *state = ecp_shared();
+	EcpRateBucket *copies;
+	int			n = 0;
+	bool		everything = superuser();
 
 	InitMaterializedSRF(fcinfo, 0);
+
+	/* copied under the lock; checked for visibility without it */
+	copies = palloc(sizeof(EcpRateBucket) * Max(rate_table->nbuckets, 1));
 	LWLockAcquire(state->lock, LW_SHARED);
 	for (int i = 0; i < rate_table->nbuckets; i++)
+		if (rate_table->buckets[i].in_use)
+			copies[n++] = rate_table->buckets[i];
+	LWLockRelease(state->lock);
+
+	if (!everything)
+		SPI_connect();
+	for (int i = 0; i < n; i++)
 	{
-		EcpRateBucket *b = &rate_table->buckets[i];
+		EcpRateBucket *b = &copies[i];
 		Datum		values[6];
 		bool		nulls[6] = {false, false, false, false, false, false};
 
-		if (!b->in_use)
+		if (!everything && !caller_sees(b->kind, b->id))
 			continue;
 		values[0] = CStringGetTextDatum(b->kind == 't' ? "task" : "consumer");
 		values[1] = Int64GetDatum(b->id);
@@ -441,6 +474,7 @@ ecp_rate_buckets(PG_FUNCTION_ARGS)
 		values[5] = Int32GetDatum(b->waiting);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	LWLockRelease(state->lock);
+	if (!everything)
+		SPI_finish();
 	return (Datum) 0;
 }

@@ -71,7 +71,8 @@ $listener->quit;
 
 # --- M6: pause, cancel and terminate interrupt a long source query -----------
 alice(q{SELECT ecp.create_task('sleepy', 'a_es', 'sleepy',
-	query => 'SELECT g AS id, pg_sleep(600) AS s FROM generate_series(1, 1) g')});
+	query => 'SELECT g AS id, pg_sleep(600) AS s FROM generate_series(1, 1) g',
+	options => '{"rate_limit": 100}')});
 
 sub sleeping_worker
 {
@@ -103,6 +104,12 @@ sub seconds_until
 $run = alice("SELECT ecp.start('sleepy')");
 my $pid = sleeping_worker();
 ok($pid, 'the worker sits in the 600 s query');
+ok(EcpTest::poll($node, "SELECT count(*) = 1 FROM ecp._rate_buckets() WHERE kind = 'task'", 30),
+	'its task has a rate bucket');
+is($node->safe_psql('postgres', "SET ROLE alice; SELECT count(*) FROM ecp._rate_buckets() WHERE kind = 'task'"),
+	'1', 'alice sees her bucket');
+is($node->safe_psql('postgres', "SET ROLE eve; SELECT count(*) FROM ecp._rate_buckets()"),
+	'0', 'eve sees no bucket of alice\'s');
 alice("SELECT ecp.pause($run)");
 my $took = seconds_until("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $pid AND wait_event = 'PgSleep'");
 note(sprintf('pause interrupted the query after %.2f s', $took));
