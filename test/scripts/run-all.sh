@@ -2,19 +2,19 @@
 # make test: install what is missing, build, install, then run every suite
 # (pg_regress, the extension's TAP tests, the stand-in's tests) as an
 # unprivileged user in a copy of the tree, with a throwaway MariaDB.
-# Prints "N passed, N failed" last; exits non-zero on any failure.
+# Prints "N passed, N failed, N skipped" last; exits non-zero on any failure.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 cd "$top"
 
-bash test/scripts/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+bash test/scripts/install-deps.sh || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 . "$here/common.sh"
 
 echo "==== build and install ===="
 if ! make -s all || ! make -s install; then
 	echo "build or install failed"
-	echo "0 passed, 1 failed"
+	echo "0 passed, 1 failed, 0 skipped"
 	exit 1
 fi
 
@@ -58,11 +58,12 @@ as_test_user env ${ECP_SUITES:+ECP_SUITES="$ECP_SUITES"} ${ECP_TAP_FILES:+ECP_TA
 	bash "$work/tree/test/scripts/run-suites.sh" "$counts"
 
 echo "==== summary ===="
-passed=0 failed=0
-while read -r suite p f; do
-	printf '  %-8s %6d passed, %d failed\n' "$suite" "$p" "$f"
-	passed=$((passed + p)); failed=$((failed + f))
+passed=0 failed=0 skipped=0
+while read -r suite p f s; do
+	s=${s:-0}
+	printf '  %-8s %6d passed, %d failed, %d skipped\n' "$suite" "$p" "$f" "$s"
+	passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
 done <"$counts"
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ] && status=0
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 exit $status

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the suites as the unprivileged user, inside the workspace copy of the
-# tree.  Appends "<suite> <passed> <failed>" lines to the counts file ($1).
+# tree.  Appends "<suite> <passed> <failed> [<skipped>]" lines to the counts file ($1).
 # ECP_SUITES selects suites (default: all): regress tap esd unit.
 # ECP_TAP_FILES (e.g. "test/t/030_sync.pl test/t/060_*.pl") narrows the TAP suite.
 set -uo pipefail

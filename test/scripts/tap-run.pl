@@ -1,8 +1,10 @@
 #!/usr/bin/perl
 # Run TAP test files with TAP::Harness and print one machine-readable line,
-#   TAP_COUNTS <passed> <failed>
+#   TAP_COUNTS <label> <passed> <failed> <skipped>
 # counting assertions; a file that dies, exits non-zero or does not reach its
-# plan counts as one more failure, so a crash is never a silent pass.
+# plan counts as one more failure, so a crash is never a silent pass.  A
+# skipped assertion, or a whole file skipped (skip_all, whose reason the
+# harness prints), counts as skipped, never as passed.
 use strict;
 use warnings;
 use TAP::Harness;
