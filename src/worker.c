@@ -543,9 +543,12 @@ run_part_or_fail(EcpPartConfig *config)
 		AbortCurrentTransaction();
 		ecp_sink_close();
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && ecp_worker_should_stop(config))
+		{
 			ereport(LOG,
 					(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: its query was interrupted by a stop request",
 							config->run_id, config->part_no)));
+			ecp_checkpoint_release(config);
+		}
 		else
 		{
 			ereport(LOG,
