@@ -105,10 +105,27 @@ filter_address(const struct sockaddr *sa, socklen_t len, const char *host, int p
 }
 
 /*
- * The consumer's TLS options as the policy allows them for the owner: a
- * forbidden one fails the run (the check at create time can be bypassed
- * by rows written otherwise, and the settings may have changed since).
- * Returns the CA file to use: its real path, which no later link swap
+ * The consumer's TLS options must be ones the policy allows the owner: the
+ * check at create time is bypassed by rows written otherwise, and the
+ * settings may have changed since.  A forbidden one fails the run (the
+ * message is what the run records, so it says what to change).
+ */
+static void
+check_insecure(const EcpPartConfig *config)
+{
+	if (config->target_unrestricted || !config->insecure || ecp_allow_insecure_tls)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("consumer option \"insecure\" is not allowed for role \"%s\"; "
+					"an administrator can allow it with ecp.allow_insecure_tls = on",
+					config->owner_name),
+			 errhint("Or name the cluster's CA certificate with consumer option \"ca_file\".")));
+}
+
+/*
+ * The CA file to hand curl, NULL for the system's: for an owner under the
+ * policy its real path inside ecp.ca_directory, which no later link swap
  * can redirect.
  */
 static const char *
@@ -116,22 +133,17 @@ allowed_ca_file(const EcpPartConfig *config)
 {
 	char	   *resolved;
 
-	if (config->target_unrestricted)
-		return config->ca_file;
-	if (config->insecure && !ecp_allow_insecure_tls)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("consumer option \"insecure\" is not allowed for role \"%s\"; "
-						"an administrator can allow it with ecp.allow_insecure_tls = on",
-						config->owner_name)));
 	if (config->ca_file == NULL || config->ca_file[0] == '\0')
 		return NULL;
+	if (config->target_unrestricted)
+		return config->ca_file;
 	if (!ecp_host_policy_ca_file_allowed(config->ca_file, &resolved))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("consumer option \"ca_file\" \"%s\" is not allowed for role \"%s\": "
 						"it is not a file in ecp.ca_directory",
-						config->ca_file, config->owner_name)));
+						config->ca_file, config->owner_name),
+				 errhint("An administrator puts the CA certificate in the directory ecp.ca_directory names.")));
 	return MemoryContextStrdup(TopMemoryContext, resolved);
 }
 
@@ -163,6 +175,7 @@ ecp_sink_open(EcpPartConfig *config)
 	http.should_abort = abort_transfer;
 	http.abort_arg = config;
 	http.gzip_requests = config->gzip;
+	check_insecure(config);
 	http.ca_file = allowed_ca_file(config);
 	http.insecure = config->insecure;
 	if (!config->target_unrestricted)

@@ -195,6 +195,19 @@ like($node->safe_psql('postgres', "SELECT last_error FROM ecp.run WHERE id = $ru
 	qr/consumer option "insecure" is not allowed for role "bob"; an administrator can allow it with ecp\.allow_insecure_tls = on/,
 	'... naming the option and the setting');
 
+$node->safe_psql('postgres', qq{
+INSERT INTO ecp.consumer (name, kind, url, options, owner)
+VALUES ('smuggled_ca', 'elasticsearch', '$url', '{"ca_file": "/etc/passwd"}', 'bob');
+INSERT INTO ecp.task (name, consumer_id, index_name, query, options, owner)
+SELECT 'bob_ca', id, 'smuggled-ca', 'SELECT id, label FROM items', '{"exact_total": true}', 'bob'
+  FROM ecp.consumer WHERE name = 'smuggled_ca';
+});
+$run = (split /\n/, $node->safe_psql('postgres', "SET ROLE bob; SELECT ecp.start('bob_ca')"))[-1];
+is(EcpTest::wait_for_run($node, $run, 'failed', 90), 'failed', "bob's run with ca_file /etc/passwd fails");
+like($node->safe_psql('postgres', "SELECT last_error FROM ecp.run WHERE id = $run"),
+	qr{consumer option "ca_file" "/etc/passwd" is not allowed for role "bob": it is not a file in ecp\.ca_directory},
+	'... naming the file and the setting');
+
 # With 127.0.0.1 listed, bob's first run resumes and goes through.
 $node->safe_psql('postgres', "SET ROLE bob; SELECT ecp.resume((SELECT id FROM ecp.run r WHERE r.task_id = (SELECT id FROM ecp.task WHERE name = 'bob_task')))");
 $run = $node->safe_psql('postgres', "SELECT id FROM ecp.run WHERE task_id = (SELECT id FROM ecp.task WHERE name = 'bob_task')");
