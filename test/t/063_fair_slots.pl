@@ -1,0 +1,90 @@
+# Worker slots and rate buckets are shared fairly and never run out:
+# - with ecp.max_workers = 2, role A starts 6 slow runs, then role B one:
+#   B's run gets the first slot that frees, not the one after all of A's;
+# - 4 * ecp.max_workers + 17 rate-limited tasks over time: buckets of runs
+#   that ended are freed, so the last task is still limited.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use EcpTest;
+use EsdServer;
+
+EsdServer->require_stand_in('a sink for the runs');
+my $max_workers = 2;
+my $node = EcpTest::new_node('fair', conf => [ "ecp.max_workers = $max_workers" ]);
+my $es = EsdServer->start(discard => 1);
+my $url = $es->url;
+$node->safe_psql('postgres',
+	'CREATE TABLE items AS SELECT g AS id, md5(g::text) AS label FROM generate_series(1, 2000) g;'
+	  . ' ALTER TABLE items ADD PRIMARY KEY (id); GRANT SELECT ON items TO PUBLIC;'
+	  . ' CREATE ROLE role_a LOGIN; CREATE ROLE role_b LOGIN');
+
+sub as_role
+{
+	my ($role, $sql) = @_;
+	return $node->safe_psql('postgres', "SET ROLE $role; $sql");
+}
+
+# --- round-robin across owners ------------------------------------------------------
+# A's runs take 15 s each (1500 documents at 100 per second).
+as_role('role_a', "SELECT ecp.create_consumer('a_esd', '$url')");
+as_role('role_b', "SELECT ecp.create_consumer('b_esd', '$url')");
+my @a_runs;
+for my $i (1 .. 6)
+{
+	as_role('role_a',
+		"SELECT ecp.create_task('a$i', 'a_esd', 'a$i', query => 'SELECT * FROM public.items WHERE id <= 1500', "
+		  . "options => '{\"batch_size\": 100, \"rate_limit\": 100}')");
+	push @a_runs, as_role('role_a', "SELECT ecp.start('a$i')");
+}
+as_role('role_b', "SELECT ecp.create_task('b1', 'b_esd', 'b1', query => 'SELECT * FROM public.items WHERE id <= 100')");
+ok(EcpTest::poll($node, "SELECT count(*) = $max_workers FROM ecp.run WHERE state = 'running' AND owner = 'role_a'::regrole", 60),
+	"A's runs take both slots");
+my $b_run = as_role('role_b', "SELECT ecp.start('b1')");
+my $started = time;
+is(EcpTest::wait_for_run($node, $b_run, 'succeeded', 90), 'succeeded', "B's run succeeds");
+my $waited = time - $started;
+my $a_before_b = $node->safe_psql('postgres',
+	"SELECT count(*) FROM ecp.run a, ecp.run b WHERE b.id = $b_run AND a.owner = 'role_a'::regrole"
+	  . " AND a.started_at IS NOT NULL AND a.started_at < b.started_at");
+ok($a_before_b <= $max_workers + 1,
+	"B's run got one of the first slots that freed ($a_before_b of A's 6 runs started before it)");
+ok($waited < 32, sprintf("B's run waited for one of A's runs, not for all of them (%.1f s)", $waited));
+$node->safe_psql('postgres', "SELECT ecp.cancel(id) FROM ecp.run WHERE state IN ('pending', 'running')");
+ok(EcpTest::poll($node, "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'ecp worker'", 30),
+	'the cancelled runs stop');
+
+# --- rate buckets are freed when their runs end ---------------------------------------
+my $buckets = 4 * $max_workers + 16;
+$node->safe_psql('postgres', "SELECT ecp.create_consumer('esd', '$url')");
+$node->safe_psql('postgres', qq{
+SELECT ecp.create_task('quick' || g, 'esd', 'quick' || g,
+                       query => 'SELECT * FROM items WHERE id <= 10',
+                       options => '{"rate_limit": 1000}')
+  FROM generate_series(1, $buckets) g;
+SELECT ecp.start('quick' || g) FROM generate_series(1, $buckets) g;
+});
+ok(EcpTest::poll($node,
+		"SELECT count(*) = $buckets FROM ecp.run r JOIN ecp.task t ON t.id = r.task_id"
+		  . " WHERE t.name LIKE 'quick%' AND r.state = 'succeeded'", 120),
+	"$buckets rate-limited runs succeed");
+ok(EcpTest::poll($node, 'SELECT count(*) = 0 FROM ecp._rate_buckets()', 30),
+	'their buckets are freed once they are done');
+
+$node->safe_psql('postgres',
+	"SELECT ecp.create_task('last', 'esd', 'last', query => 'SELECT * FROM items WHERE id <= 200', "
+	  . "options => '{\"batch_size\": 1000, \"rate_limit\": 20}')");
+my $last = $node->safe_psql('postgres', "SELECT ecp.start('last')");
+ok(EcpTest::poll($node, "SELECT configured_rate = 20 FROM ecp.rate_limits WHERE kind = 'task' AND name = 'last'", 30),
+	'the task number ' . ($buckets + 1) . ' has its bucket (ecp.rate_limits)');
+is(EcpTest::wait_for_run($node, $last, 'succeeded', 60), 'succeeded', 'its run succeeds');
+my $seconds = $node->safe_psql('postgres',
+	"SELECT extract(epoch FROM finished_at - started_at) FROM ecp.run WHERE id = $last");
+ok($seconds >= 6, "and it was limited: 200 documents at 20 per second took $seconds s");
+
+$es->stop;
+$node->stop;
+done_testing();
