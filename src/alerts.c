@@ -76,7 +76,10 @@ ensure_client(void)
 	cfg.should_abort = past_deadline;
 	webhook_client = ecp_http_client_create(&cfg, err, sizeof(err));
 	if (webhook_client == NULL)
-		ereport(WARNING, (errmsg("ecp could not create the alert webhook client: %s", err)));
+		ereport(WARNING,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("ecp could not create the alert webhook client: %s", err),
+				 errhint("Alerts are still written to ecp.flow and sent with NOTIFY ecp_alert.")));
 	return webhook_client != NULL;
 }
 
@@ -153,18 +156,24 @@ post_alert(const PendingAlert *alert)
 							   alert->json, strlen(alert->json), NULL, &response);
 	if (outcome == ECP_HTTP_ABORTED)
 		ereport(WARNING,
-				(errmsg("ecp.alert_webhook did not answer alert " INT64_FORMAT " in time; the launcher leaves the webhook alone for a while",
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("ecp.alert_webhook did not answer alert " INT64_FORMAT " in time; the launcher leaves the webhook alone for a while",
 						alert->id),
 				 errhint("The launcher spends at most %d ms per pass on the webhook, and waits longer after each failure.",
 						 PASS_BUDGET_MS)));
 	else if (outcome != ECP_HTTP_OK)
 		ereport(WARNING,
-				(errmsg("ecp could not POST alert " INT64_FORMAT " to ecp.alert_webhook: %s",
-						alert->id, response.error)));
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("ecp could not POST alert " INT64_FORMAT " to ecp.alert_webhook: %s",
+						alert->id, response.error),
+				 errhint("The launcher tries the webhook again after a back-off of up to %d s; the alert stays in ecp.flow.",
+						 MAX_BACKOFF_MS / 1000)));
 	else if (response.status < 200 || response.status > 299)
 		ereport(WARNING,
-				(errmsg("ecp.alert_webhook answered HTTP %ld to alert " INT64_FORMAT,
-						response.status, alert->id)));
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("ecp.alert_webhook answered HTTP %ld to alert " INT64_FORMAT,
+						response.status, alert->id),
+				 errhint("The webhook should answer 2xx; the alert stays in ecp.flow.")));
 	else
 		ok = true;
 	ecp_http_response_free(&response);
@@ -178,8 +187,13 @@ ecp_post_alerts(void)
 	int			n;
 
 	if (ecp_alert_webhook == NULL || ecp_alert_webhook[0] == '\0' ||
-		GetCurrentTimestamp() < resume_at || !ensure_client())
+		GetCurrentTimestamp() < resume_at)
 		return;
+	if (!ensure_client())
+	{
+		back_off();				/* not a WARNING every second */
+		return;
+	}
 	n = read_pending(alerts);
 	pass_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PASS_BUDGET_MS);
 	for (int i = 0; i < n && !past_deadline(NULL); i++)
