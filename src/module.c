@@ -76,6 +76,8 @@ define_gucs(void)
 							   NULL, &ecp_alert_webhook, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	ecp_host_policy_define_gucs();
+	ecp_scheduler_define_gucs();
+	ecp_sandbox_define_gucs();
 	MarkGUCPrefixReserved("ecp");
 }
 
@@ -83,7 +85,6 @@ void
 _PG_init(void)
 {
 	define_gucs();
-	ecp_sandbox_define_gucs();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

@@ -383,7 +383,7 @@ ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch, const int *subset, int ns
 	double		rate = ecp_limiter_rate(config->task_id, config->consumer_id);
 
 	/* under a rate limit, requests of 1/20 s worth keep the flow even */
-	int			max_docs = rate > 0 ? Max(1, (int) (rate / 20)) : INT_MAX;
+	int			max_docs = rate > 0 ? (int) Max(1.0, Min(rate / 20, (double) INT_MAX)) : INT_MAX;
 	EcpSendStatus status;
 	EcpHttpResponse response;
 

@@ -57,6 +57,29 @@ $node->safe_psql('postgres', "SELECT ecp.cancel(id) FROM ecp.run WHERE state IN 
 ok(EcpTest::poll($node, "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'ecp worker'", 30),
 	'the cancelled runs stop');
 
+# --- ecp.max_workers_per_role caps one role ------------------------------------------
+$node->safe_psql('postgres', 'ALTER SYSTEM SET ecp.max_workers_per_role = 1; SELECT pg_reload_conf()');
+ok(EcpTest::poll($node, "SELECT current_setting('ecp.max_workers_per_role') = '1'", 30),
+	'ecp.max_workers_per_role = 1 is in force');
+my @capped = map { as_role('role_a', "SELECT ecp.start('a$_')") } (1, 2);
+ok(EcpTest::poll($node, "SELECT count(*) = 1 FROM ecp.run WHERE state = 'running' AND owner = 'role_a'::regrole", 60),
+	"one of A's two runs runs");
+my $most = 0;
+for (1 .. 15)
+{
+	my $n = $node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ecp worker'");
+	$most = $n if $n > $most;
+	sleep 0.2;
+}
+is($most, 1, "with a free slot, A never has more than one worker");
+is($node->safe_psql('postgres', "SELECT count(*) FROM ecp.run WHERE state = 'pending' AND owner = 'role_a'::regrole"),
+	'1', 'its other run waits');
+$node->safe_psql('postgres', "SELECT ecp.cancel(id) FROM ecp.run WHERE state IN ('pending', 'running')");
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET ecp.max_workers_per_role; SELECT pg_reload_conf()');
+ok(EcpTest::poll($node, "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'ecp worker'", 30),
+	'the capped runs stop');
+
 # --- rate buckets are freed when their runs end ---------------------------------------
 my $buckets = 4 * $max_workers + 16;
 $node->safe_psql('postgres', "SELECT ecp.create_consumer('esd', '$url')");
