@@ -165,6 +165,32 @@ CREATE FUNCTION ecp._check_query(query text, search_path text) RETURNS text[]
     AS 'MODULE_PATHNAME', 'ecp_check_query_with_path'
     LANGUAGE C VOLATILE;
 
+-- What the catalog tells about the uniqueness of the query's columns:
+-- {"table", "primary_key", "unique": [...], "not_unique": [...]} when the
+-- query reads one table, {} when it cannot tell.
+CREATE FUNCTION ecp._column_facts(query text, search_path text) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'ecp_column_facts'
+    LANGUAGE C VOLATILE;
+
+-- A preview says which column would be the id (and the key) by default.
+CREATE OR REPLACE FUNCTION ecp.preview(query text, n integer DEFAULT 1)
+RETURNS SETOF jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    columns text[];
+    facts jsonb;
+BEGIN
+    IF n IS NULL OR n < 0 OR n > 10000 THEN
+        RAISE EXCEPTION 'n must be between 0 and 10000, not %', coalesce(n::text, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    columns := ecp._check_query(query, current_setting('search_path'));
+    facts := ecp._column_facts(query, current_setting('search_path'));
+    RAISE NOTICE 'a task of this query gets _id from column "%" and pages by it, unless options id_column and key_column say otherwise',
+          coalesce(facts->>'primary_key', columns[1]);
+    RETURN QUERY EXECUTE format(E'SELECT to_jsonb("ecp:row") FROM (%s\n) AS "ecp:row" LIMIT %s',
+                                ecp._statement_text(query), n);
+END $$;
+
 -- ---------------------------------------------------------------------------
 -- Consumers: every row checked like create_consumer checks it.
 -- ---------------------------------------------------------------------------
@@ -265,15 +291,40 @@ BEGIN
                             HINT = 'The query returns: ' || array_to_string(columns, ', ') || '.';
             END IF;
         END LOOP;
-        IF NOT NEW.options ? 'id_column' THEN
-            NEW.options := NEW.options || jsonb_build_object('id_column', columns[1]);
-        END IF;
+        NEW.options := ecp._with_key_columns(NEW.name, NEW.query, NEW.search_path, NEW.options, columns);
     END IF;
     IF TG_OP = 'INSERT' THEN
         NEW.created_at := now();
     END IF;
     NEW.changed_by := ecp._operator();
     RETURN NEW;
+END $$;
+
+-- The id column by default: the primary key of the one table the query
+-- reads, when it returns it; else the first column.  Says which columns
+-- are the id and the key, and when the catalog shows that the key is not
+-- unique (runs fail at the first value that repeats: pages continue after
+-- the last key sent).
+CREATE FUNCTION ecp._with_key_columns(task text, query text, search_path text, options jsonb,
+                                      columns text[])
+RETURNS jsonb LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    facts jsonb := ecp._column_facts(query, search_path);
+    key text;
+BEGIN
+    IF NOT options ? 'id_column' THEN
+        options := options || jsonb_build_object('id_column',
+                                                 coalesce(facts->>'primary_key', columns[1]));
+    END IF;
+    key := coalesce(options->>'key_column', options->>'id_column');
+    RAISE NOTICE 'task "%": _id from column "%", pages ordered by column "%"',
+          task, options->>'id_column', key;
+    IF facts->'not_unique' ? key THEN
+        RAISE NOTICE 'column "%" of table % has no unique index or primary key', key, facts->>'table'
+              USING HINT = 'Pages continue after the last key sent, so a run fails at the first value of "'
+                           || key || '" that repeats; choose a unique key_column (the primary key) if values can repeat.';
+    END IF;
+    RETURN options;
 END $$;
 DROP TRIGGER check_options ON ecp.task;
 DROP FUNCTION ecp._check_task_update();

@@ -5,7 +5,13 @@
  *   SELECT key::text, id::text, to_jsonb(row)::text
  *     FROM (<query>) AS "ecp:row"
  *    WHERE key > $1::<key type>          -- the checkpoint; IS NOT NULL at first
- *    ORDER BY key LIMIT <batch_size>
+ *    ORDER BY key LIMIT <batch_size + 1>
+ *
+ * The next page starts after the last key sent, so the key must be unique:
+ * rows sharing the last key of a page would never be read.  Each page is
+ * read one row long, and a key that repeats inside a page or across its
+ * end fails the run before the page is sent (check_keys_unique), instead
+ * of a short success.
  *
  * Each page runs in its own short transaction as the run's owner, so no
  * snapshot is held for the whole run.  PostgreSQL serialises the row
@@ -100,10 +106,10 @@ ecp_source_prepare(EcpPartConfig *config)
 		select = psprintf("SELECT %s FROM (%s\n) AS " ROW_ALIAS, select_list, config->query);
 		old = MemoryContextSwitchTo(TopMemoryContext);
 		page_sql_first = psprintf("%s WHERE %s IS NOT NULL%s ORDER BY %s LIMIT %d",
-								  select, key, filter, key, config->batch_size);
+								  select, key, filter, key, config->batch_size + 1);
 		page_sql_next = psprintf("%s WHERE %s > $1::%s%s ORDER BY %s LIMIT %d",
 								 select, key, format_type_be(type), filter, key,
-								 config->batch_size);
+								 config->batch_size + 1);
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
@@ -140,6 +146,32 @@ read_keyset_page(const char *after_key)
 }
 
 /*
+ * Rows come ordered by key, so a repeated key is two neighbours with the
+ * same text (for numeric keys, 1.0 and 1.00 compare equal but print
+ * differently: a unique index is the sure way).  rows may hold one row
+ * past the page.
+ */
+static void
+check_keys_unique(const EcpPartConfig *config, uint64 rows)
+{
+	char	   *previous = NULL;
+
+	for (uint64 i = 0; i < rows; i++)
+	{
+		char	   *key = text_or_null(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		if (previous && key && strcmp(previous, key) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("key column \"%s\" is not unique: value \"%.100s\" repeats, and ecp pages by key > the last key sent, so rows sharing a key could be skipped",
+							config->key_column, key),
+					 errhint("Give task \"%s\" a unique, indexed key_column (its primary key, say): UPDATE ecp.task SET options = options || '{\"key_column\": \"id\"}' WHERE name = '%s'; then start a new run (this run's checkpoint is a value of the old key).",
+							 config->task_name, config->task_name)));
+		previous = key;
+	}
+}
+
+/*
  * Read the page after after_key (NULL: from the start) into batch; false
  * when none is left.
  */
@@ -154,8 +186,10 @@ ecp_source_read_page(EcpPartConfig *config, const char *after_key, EcpBatch *bat
 	found = by_windows ? ecp_source_window_read(config, after_key)
 		: read_keyset_page(after_key);
 
+	if (found)
+		check_keys_unique(config, SPI_processed);
 	old = MemoryContextSwitchTo(batch->context);
-	batch->ndocs = found ? (int) SPI_processed : 0;
+	batch->ndocs = found ? (int) Min(SPI_processed, (uint64) config->batch_size) : 0;
 	batch->docs = palloc0(sizeof(EcpDoc) * Max(batch->ndocs, 1));
 	for (int i = 0; i < batch->ndocs; i++)
 	{

@@ -10,7 +10,7 @@
  *   SELECT key::text, id::text, to_jsonb(row)::text
  *     FROM (SELECT * FROM (<query>) AS "ecp:row"
  *            WHERE key > $1 AND key <= $2 OFFSET 0) AS "ecp:row"
- *    ORDER BY key LIMIT <batch_size>
+ *    ORDER BY key LIMIT <batch_size + 1>
  *
  * The window's width follows the density of keys: it widens when windows
  * come back sparse and narrows to the keys a full page spanned; past an
@@ -197,7 +197,7 @@ ecp_source_window_prepare(const EcpPartConfig *config, const char *select_list,
 
 	window.window_sql = psprintf("SELECT %s FROM (SELECT * FROM %s WHERE %s > $1 AND %s <= $2%s OFFSET 0) AS "
 								 ROW_ALIAS " ORDER BY %s LIMIT %d",
-								 select_list, from, key, key, filter, key, config->batch_size);
+								 select_list, from, key, key, filter, key, config->batch_size + 1);
 	window.count_sql = psprintf("%sSELECT count(*)::int8 FROM %s WHERE %s > $1 AND %s <= $2%s",
 								fence, from, key, key, filter);
 	window.next_key_sql = psprintf("%sSELECT min(%s)::int8 FROM %s WHERE %s > $1%s",
@@ -239,11 +239,12 @@ next_span(double span, int n, int batch, int64 lo, int64 last_key)
 	return Min(Max(next, 1.0), MAX_SPAN);
 }
 
+/* The key of row n - 1 of the result (the last row of the page). */
 static int64
-last_key_of_result(void)
+last_key_of_page(int n)
 {
 	bool		isnull;
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[SPI_processed - 1], SPI_tuptable->tupdesc, 1, &isnull);
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[n - 1], SPI_tuptable->tupdesc, 1, &isnull);
 
 	/* the key column arrives as text: it is an integer here */
 	return isnull ? 0 : DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(TextDatumGetCString(d))));
@@ -350,9 +351,12 @@ ecp_source_window_read(const EcpPartConfig *config, const char *after_key)
 			elog(ERROR, "ecp: reading a key window of the source failed (SPI code %d)", rc);
 		if (SPI_processed > 0)
 		{
-			window.last_read = last_key_of_result();
-			window.rows_read += SPI_processed;
-			window.span = next_span(window.span, (int) SPI_processed, batch, lo, window.last_read);
+			/* the row past the page, if any, is only there to be compared */
+			int			page_rows = (int) Min(SPI_processed, (uint64) batch);
+
+			window.last_read = last_key_of_page(page_rows);
+			window.rows_read += page_rows;
+			window.span = next_span(window.span, page_rows, batch, lo, window.last_read);
 			return true;
 		}
 		if (!skip_gap(hi, &lo))
