@@ -81,7 +81,15 @@ Refresh, C<_count> (a number), and the decoded C<_source> of a document
 
 =item $es->stop
 
-SIGTERM, then wait (SIGKILL after 10 s).  Also called on DESTROY and at END.
+SIGTERM, then wait (SIGKILL after 10 s).  Returns true when esd was reaped
+within the 10 s, false when it had to be killed (or was not ours to stop).
+Also called on DESTROY and at END.
+
+=item $es->exit_status
+
+After C<stop>: esd's wait status as C<$?> reports it (0 for a clean exit
+with status 0; a signal or a non-zero exit code make it non-zero), undef
+before C<stop> or for a real cluster (C<ECP_ES_URL>).
 
 =back
 
@@ -286,16 +294,23 @@ sub stop {
     return if $self->{owner} != $$;   # a forked child must not stop the parent's server
     $self->{pid} = undef;
     delete $live{$pid};
+    local $?;    # waitpid sets it: keep the caller's
     kill 'TERM', $pid;
     my $deadline = time + 10;
     while (time < $deadline) {
-        return 1 if waitpid($pid, WNOHANG) == $pid;
+        if (waitpid($pid, WNOHANG) == $pid) {
+            $self->{exit_status} = $?;
+            return 1;
+        }
         sleep 0.02;
     }
     kill 'KILL', $pid;
     waitpid($pid, 0);
+    $self->{exit_status} = $?;
     return 0;
 }
+
+sub exit_status { $_[0]{exit_status} }
 
 sub DESTROY {
     my ($self) = @_;

@@ -184,7 +184,8 @@ close $sock;
 ($st, $b, $h) = $es->get('/', undef, { 'X-Opaque-Id' => 'trace-1' });
 is($h->{'x-opaque-id'}, 'trace-1', 'X-Opaque-Id echoed');
 
-ok($es->stop, 'clean exit on SIGTERM');
+ok($es->stop, 'esd stops within 10 s of SIGTERM');
+is($es->exit_status, 0, 'clean exit on SIGTERM: exit status 0');
 
 # SIGINT: exit status 0
 my $other = EsdServer->start();

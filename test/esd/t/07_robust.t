@@ -82,5 +82,6 @@ $es->refresh('conc');
 is($es->count('conc'), 6 * 20 * 25, 'all concurrent writes present');
 ($st) = $es->get('/');
 is($st, 200, 'alive at the end');
-ok($es->stop, 'clean shutdown');
+ok($es->stop, 'esd stops within 10 s of SIGTERM after all that');
+is($es->exit_status, 0, 'clean shutdown: exit status 0');
 done_testing();
