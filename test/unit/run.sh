@@ -26,6 +26,7 @@ make -s -C "$here" "${programs[@]}" >&2
 run_one() {
 	local program=$1
 	if [ -n "${VALGRIND:-}" ]; then
+		# sink_test and hostile_body_test skip their elapsed-time bounds
 		export UNIT_NO_PERF=1
 		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible \
 			--errors-for-leak-kinds=definite,indirect,possible --error-exitcode=9 \
