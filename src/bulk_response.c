@@ -2,9 +2,8 @@
  * bulk_response.c: walk items[] of a _bulk response in request order and
  * classify each one (ES_API.md 2.6, 5.5).
  *
- * ecp asks for filter_path=errors,items.*.status,items.*.error.type,
- * items.*.error.reason,items.*.error.caused_by.reason, which keeps one
- * entry per item (every item has a status), so positions still match the
+ * ecp asks for filter_path=ECP_BULK_FILTER_PATH, which keeps one entry
+ * per item (every item has a status), so positions still match the
  * request (ES_API.md 2.8).  "errors":false is not trusted on its own: the
  * item count is always checked and every status read.  A scanner does that
  * without allocating (~55 us for 1000 items here, against ~700 us for a full
@@ -22,14 +21,19 @@
 
 #include <jansson.h>
 
-/* Add one item of class klass to the result's counters. */
+/* Add item i, of class klass, to the result's counters. */
 static void
-count_class(EcpBulkResult *out, EcpItemClass klass)
+count_class(EcpBulkResult *out, int i, EcpItemClass klass)
 {
 	if (klass == ECP_ITEM_OK)
 		out->n_ok++;
 	else if (klass == ECP_ITEM_RETRY)
 		out->n_retry++;
+	else if (klass == ECP_ITEM_CONFIG)
+	{
+		if (out->n_config++ == 0)
+			out->first_config = i;
+	}
 	else
 		out->n_data_error++;
 }
@@ -154,23 +158,71 @@ op_is(const char *op, size_t oplen, const char *name)
 	return op && oplen == strlen(name) && memcmp(op, name, oplen) == 0;
 }
 
-static EcpItemClass
-classify(int status, const char *op, size_t oplen, int flags)
+/* ES's reason for a write through an alias that has no write index */
+#define NO_WRITE_INDEX "no write index is defined for alias"
+
+static int
+type_is(const EcpBulkItem *item, const char *type)
 {
+	return item->error_type && strcmp(item->error_type, type) == 0;
+}
+
+/*
+ * The class of an item whose status (and, for a failed item, error_type
+ * and reason) are read; has_error: the item had an "error" member.  Only
+ * the cluster's setup can cause a per-item 401/403 (privileges, a write
+ * block), a missing index or an alias without a write index, so those
+ * stop the run (CONFIG) instead of sending the whole table to failed_docs.
+ * A delete's 404 is "already gone" only without an error: with
+ * index_not_found_exception the index itself is missing (a misspelt
+ * index must not look like a successful sync).
+ */
+static EcpItemClass
+classify(const EcpBulkItem *item, const char *op, size_t oplen, int has_error)
+{
+	int			status = item->status;
+
 	if (status >= 200 && status < 300)
 		return ECP_ITEM_OK;
-	if (status == 404 && op_is(op, oplen, "delete"))
+	if (status == 401 || status == 403)
+		return ECP_ITEM_CONFIG;
+	if (status == 404 && type_is(item, "index_not_found_exception"))
+		return ECP_ITEM_CONFIG;
+	if (status == 404 && !has_error && op_is(op, oplen, "delete"))
 		return ECP_ITEM_OK;		/* not_found: already gone, what a sync wants */
-	if (status == 409)
-	{
-		if (op_is(op, oplen, "create"))
-			return (flags & ECP_BULK_CREATE_CONFLICT_OK) ? ECP_ITEM_OK : ECP_ITEM_DATA_ERROR;
-		/* external versioning: the target already has this or a newer version */
-		return (flags & ECP_BULK_EXTERNAL_VERSIONING) ? ECP_ITEM_OK : ECP_ITEM_DATA_ERROR;
-	}
+	if (status == 400 && item->reason && strstr(item->reason, NO_WRITE_INDEX) != NULL)
+		return ECP_ITEM_CONFIG;
 	if (status == 429 || status >= 500)
 		return ECP_ITEM_RETRY;
 	return ECP_ITEM_DATA_ERROR;
+}
+
+/* An OK item carries no strings. */
+static void
+drop_item_strings(EcpBulkItem *item)
+{
+	free(item->error_type);
+	free(item->reason);
+	item->error_type = NULL;
+	item->reason = NULL;
+}
+
+const char *
+ecp_bulk_config_hint(const EcpBulkItem *item, const char *op)
+{
+	if (type_is(item, "security_exception"))
+		return "grant the user write/index privileges on the index";
+	if (type_is(item, "cluster_block_exception"))
+		return "remove index.blocks.write, or the cluster's read-only block after a full disk";
+	if (type_is(item, "index_not_found_exception"))
+		return op && strcmp(op, "delete") == 0 ?
+			"a delete never creates an index: check the task's index name" :
+			"create the index, or allow action.auto_create_index";
+	if (item->reason && strstr(item->reason, NO_WRITE_INDEX) != NULL)
+		return "give the alias a write index (is_write_index: true on one of its indices), or write to an index";
+	if (item->status == 401)
+		return "check the consumer's credentials (options username/password or api_key)";
+	return "check the user's index privileges and the index's blocks";
 }
 
 /* "type: reason" of an ErrorCause object into tb (either part may be missing). */
@@ -223,8 +275,8 @@ read_item_error(json_t *entry, EcpBulkItem *item)
 }
 
 static int
-read_item(json_t *wrapper, int index, const char *op, int flags,
-		  EcpBulkItem *item, char *err, size_t errlen)
+read_item(json_t *wrapper, int index, const char *op, EcpBulkItem *item,
+		  char *err, size_t errlen)
 {
 	const char *action;
 	json_t	   *entry;
@@ -266,9 +318,11 @@ read_item(json_t *wrapper, int index, const char *op, int flags,
 	/* classify by what was sent: op_type=create would show as "create" */
 	if (op == NULL)
 		op = action;
-	item->klass = classify(item->status, op, strlen(op), flags);
-	if (item->klass != ECP_ITEM_OK)
+	if (item->status < 200 || item->status > 299)
 		read_item_error(entry, item);
+	item->klass = classify(item, op, strlen(op), json_object_get(entry, "error") != NULL);
+	if (item->klass == ECP_ITEM_OK)
+		drop_item_strings(item);
 	return 0;
 }
 
@@ -620,7 +674,7 @@ read_scanned_error(const unsigned char *inner, const unsigned char *inner_end, E
 
 /* One element of items[]: {"<action>": {..., "status": N, "error": ...}} */
 static int
-sc_item(Scanner *s, const char *op, int flags, EcpBulkItem *item)
+sc_item(Scanner *s, const char *op, EcpBulkItem *item)
 {
 	const unsigned char *action;
 	size_t		action_len;
@@ -680,18 +734,21 @@ sc_item(Scanner *s, const char *op, int flags, EcpBulkItem *item)
 	s->p++;
 
 	item->status = (int) status;
+	if (has_error && (status < 200 || status > 299) &&
+		read_scanned_error(inner, inner_end, item) != SCAN_OK)
+		return SCAN_FALLBACK;
 	if (op)
-		item->klass = classify(item->status, op, strlen(op), flags);
+		item->klass = classify(item, op, strlen(op), has_error);
 	else
-		item->klass = classify(item->status, (const char *) action, action_len, flags);
-	if (item->klass != ECP_ITEM_OK && has_error)
-		return read_scanned_error(inner, inner_end, item);
+		item->klass = classify(item, (const char *) action, action_len, has_error);
+	if (item->klass == ECP_ITEM_OK)
+		drop_item_strings(item);
 	return SCAN_OK;
 }
 
 /* SCAN_OK with out filled in, or SCAN_FALLBACK with out zeroed. */
 static int
-fast_parse(const char *body, size_t len, int expected_items, const char *op, int flags,
+fast_parse(const char *body, size_t len, int expected_items, const char *op,
 		   EcpBulkResult *out)
 {
 	Scanner		s;
@@ -738,7 +795,7 @@ fast_parse(const char *body, size_t len, int expected_items, const char *op, int
 				do
 				{
 					if (n >= expected_items ||
-						sc_item(&s, op, flags, &out->items[n]) != SCAN_OK)
+						sc_item(&s, op, &out->items[n]) != SCAN_OK)
 						goto fallback;
 					n++;
 					if (sc_next(&s, ']', &more_items) != SCAN_OK)
@@ -756,7 +813,7 @@ fast_parse(const char *body, size_t len, int expected_items, const char *op, int
 		goto fallback;
 
 	for (int i = 0; i < n; i++)
-		count_class(out, out->items[i].klass);
+		count_class(out, i, out->items[i].klass);
 	return SCAN_OK;
 
 fallback:
@@ -782,6 +839,11 @@ ecp_bulk_parse(const char *body, size_t len, int expected_items, const char *op,
 		return -1;
 	}
 	memset(out, 0, sizeof(*out));
+	if (flags != 0)
+	{
+		set_err(err, errlen, "unknown _bulk parse flags (none are defined: pass 0)");
+		return -1;
+	}
 	if (expected_items < 0)
 	{
 		set_err(err, errlen, "negative expected item count");
@@ -793,7 +855,7 @@ ecp_bulk_parse(const char *body, size_t len, int expected_items, const char *op,
 		return -1;
 	}
 	if (ecp_bulk_use_scanner &&
-		fast_parse(body, len, expected_items, op, flags, out) == SCAN_OK)
+		fast_parse(body, len, expected_items, op, out) == SCAN_OK)
 		return 0;
 	if (ecp_bulk_use_scanner && len > ECP_BULK_FALLBACK_JSON_MAX)
 	{
@@ -862,13 +924,13 @@ ecp_bulk_parse(const char *body, size_t len, int expected_items, const char *op,
 	{
 		EcpBulkItem *item = &out->items[i];
 
-		if (read_item(json_array_get(items, i), (int) i, op, flags, item, err, errlen) != 0)
+		if (read_item(json_array_get(items, i), (int) i, op, item, err, errlen) != 0)
 		{
 			json_decref(root);
 			ecp_bulk_result_free(out);
 			return -1;
 		}
-		count_class(out, item->klass);
+		count_class(out, (int) i, item->klass);
 	}
 	json_decref(root);
 	return 0;

@@ -14,7 +14,10 @@ typedef enum EcpItemClass
 {
 	ECP_ITEM_OK,
 	ECP_ITEM_RETRY,				/* per-item 429 or 5xx: transient */
-	ECP_ITEM_DATA_ERROR			/* other 4xx (and 1xx/3xx): a dead letter */
+	ECP_ITEM_DATA_ERROR,		/* other 4xx (and 1xx/3xx): a dead letter */
+	ECP_ITEM_CONFIG				/* the cluster's setup refused it, not the
+								 * document: the run must stop (see
+								 * ecp_bulk_parse) */
 } EcpItemClass;
 
 typedef struct EcpBulkItem
@@ -33,26 +36,38 @@ typedef struct EcpBulkResult
 	int			n_ok;
 	int			n_retry;
 	int			n_data_error;
+	int			n_config;
+	int			first_config;	/* index of the first ECP_ITEM_CONFIG item
+								 * (when n_config > 0) */
 	EcpBulkItem *items;			/* nitems entries, in request order */
 } EcpBulkResult;
 
-/* flags for ecp_bulk_parse (1 = the old "external_versioning" boolean) */
-#define ECP_BULK_EXTERNAL_VERSIONING 0x01	/* 409 on index/update/delete is OK:
-											 * the target is already newer */
-#define ECP_BULK_CREATE_CONFLICT_OK 0x02	/* 409 on create is OK: already
-											 * there */
+/*
+ * The filter_path ecp sends with every _bulk request: one entry per item
+ * (every item has a status), so positions match the request, and the
+ * error of a failed item.  Elasticsearch never filters an error response
+ * (it disables filtering when it builds one), so a whole-request error
+ * envelope arrives intact without naming "error" here.
+ */
+#define ECP_BULK_FILTER_PATH \
+	"errors,items.*.status,items.*.error.type,items.*.error.reason," \
+	"items.*.error.caused_by.reason"
 
 /*
  * Parse the response to a _bulk request of expected_items actions, all of
  * type op ("index", "create", "update", "delete"; NULL: use each item's
- * key), sent with filter_path=errors,items.*.status,items.*.error.type,
- * items.*.error.reason,items.*.error.caused_by.reason (or without
- * filter_path).
+ * key), sent with filter_path=ECP_BULK_FILTER_PATH (or without
+ * filter_path).  flags is reserved and must be 0 (ecp never counts a 409
+ * as success: op create documents a conflict as a failed document).
  *
- * Classification (ES_API.md 2.6, 5.5): 2xx OK; delete + 404 OK (not_found);
- * 409 OK with ECP_BULK_EXTERNAL_VERSIONING for index/update/delete, on
- * create only with ECP_BULK_CREATE_CONFLICT_OK; 429 and 5xx RETRY; the rest
- * DATA_ERROR.
+ * Classification (ES_API.md 2.6, 5.5): 2xx OK; a delete answered 404
+ * without an error object (result not_found) OK; 429 and 5xx RETRY;
+ * CONFIG for what no document can cause and retrying cannot cure: any
+ * per-item 401/403 (security_exception: the user lacks write privileges on
+ * the index; cluster_block_exception: index.blocks.write or a read-only
+ * block), 404 index_not_found_exception for every op (a missing index with
+ * auto-creation off, or a delete into a missing index), and a 400 whose
+ * reason says "no write index is defined for alias"; the rest DATA_ERROR.
  *
  * 0 on success (free out with ecp_bulk_result_free); -1 with err set and out
  * zeroed when the body is not JSON, has no items array, has a different
@@ -73,6 +88,12 @@ extern int	ecp_bulk_parse(const char *body, size_t len, int expected_items, cons
  * everything (the tests compare both).
  */
 extern int	ecp_bulk_use_scanner;
+
+/*
+ * What to change for a CONFIG item (a static string, no trailing period),
+ * chosen from its error type and reason; op as given to ecp_bulk_parse.
+ */
+extern const char *ecp_bulk_config_hint(const EcpBulkItem *item, const char *op);
 
 /* Frees the items; safe on a zeroed or already freed result. */
 extern void ecp_bulk_result_free(EcpBulkResult *result);

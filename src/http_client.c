@@ -418,6 +418,21 @@ scrub_error(EcpHttpClient *client, const char *url, EcpHttpResponse *resp)
 	ecp_http_redact(resp->error, client->auth_value, url);
 }
 
+/*
+ * The server closed or reset the connection: a send failed (EPIPE,
+ * ECONNRESET), a read was reset, or the connection ended with no or half
+ * an answer.  Elasticsearch does that to a body over
+ * http.max_content_length when the client is still sending (the 413 it
+ * writes first may never be read), so the caller may want to tell it from
+ * a timeout or a refused connection.
+ */
+static int
+connection_was_lost(CURLcode rc)
+{
+	return rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING ||
+		rc == CURLE_PARTIAL_FILE;
+}
+
 static EcpHttpOutcome
 classify_failure(EcpHttpClient *client, CURLcode rc, EcpHttpResponse *resp)
 {
@@ -446,6 +461,7 @@ classify_failure(EcpHttpClient *client, CURLcode rc, EcpHttpResponse *resp)
 	if (client->buf.out_of_memory)
 		text = "out of memory while reading the response";
 
+	resp->connection_lost = connection_was_lost(rc);
 	if (name)
 		snprintf(code, sizeof(code), "%s", name);
 	else
@@ -913,6 +929,7 @@ ecp_http_finish(EcpHttpClient *client, EcpHttpResponse *resp)
 		return ECP_HTTP_SETUP;
 	}
 	rc = complete_transfer(client, resp);
+	resp->body_bytes_sent = (size_t) bytes_sent(client);
 	if (rc == CURLE_OK)
 	{
 		if (client->buf.data && client->buf.len > 0)

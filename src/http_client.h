@@ -78,6 +78,13 @@ typedef struct EcpHttpResponse
 	char		error[ECP_HTTP_ERROR_SIZE];	/* why, for outcomes other than ECP_HTTP_OK;
 								 * never holds credentials */
 	double		seconds;		/* wall time of the request */
+	int			connection_lost;	/* ECP_HTTP_TRANSPORT because the server
+									 * closed or reset the connection before a
+									 * whole answer came (not a refusal,
+									 * timeout, DNS or TLS failure) */
+	size_t		body_bytes_sent;	/* request body bytes written to the
+									 * connection (after gzip), also when it
+									 * failed */
 	long		new_connections;	/* connections opened for it: 0 when a
 									 * kept-alive one was reused */
 } EcpHttpResponse;

@@ -24,11 +24,19 @@
 #include "host_policy.h"
 #include "http_client.h"
 
-/* "error" keeps a whole-request error envelope intact on servers that
- * (unlike Elasticsearch) filter error responses too. */
-#define BULK_FILTER_PATH \
-	"errors,items.*.status,items.*.error.type,items.*.error.reason," \
-	"items.*.error.caused_by.reason,error,status"
+/*
+ * Elasticsearch answers a body over http.max_content_length with an empty
+ * 413 and closes the connection, possibly while the client is still
+ * sending: libcurl then reports a failed send or a reset instead of the
+ * 413.  A connection lost that way under a body of more than this many
+ * bytes is taken for that refusal (a configuration failure: retrying the
+ * same body cannot pass); under a smaller body it stays a transient
+ * network failure.  1 MiB is far below any sensible http.max_content_length
+ * (100 MiB by default) and far above what a reset of an idle or small
+ * request needs to be told apart from.
+ */
+#define LOST_MEANS_TOO_LARGE_BYTES (1024 * 1024)
+#define TOO_LARGE_HINT "request too large: lower batch_bytes (the cluster's http.max_content_length)"
 
 /*
  * Largest _bulk answer read: with filter_path an item takes ~25 bytes, a
@@ -189,7 +197,7 @@ ecp_sink_open(EcpPartConfig *config)
 		ereport(ERROR, (errmsg("ecp could not create an HTTP client: %s", err)));
 	bulk_url = MemoryContextStrdup(TopMemoryContext,
 								   psprintf("%s/%s/_bulk?filter_path=%s", config->url,
-											config->index_name, BULK_FILTER_PATH));
+											config->index_name, ECP_BULK_FILTER_PATH));
 	hm_url_origin(config->url, where, sizeof(where));
 	origin = MemoryContextStrdup(TopMemoryContext, where);
 }
@@ -294,7 +302,7 @@ classify_status(long status, const char **hint)
 	if (status == 401 || status == 403)
 		*hint = "; check the consumer's credentials (options username/password or api_key) and the role's index privileges";
 	else if (status == 413)
-		*hint = "; the request is larger than the cluster accepts (http.max_content_length): lower the task's batch_bytes";
+		*hint = "; " TOO_LARGE_HINT;
 	else if (status == 404)
 		*hint = "; the index does not exist and the cluster does not create it: create it, or allow auto-creation";
 	else if (status >= 400 && status < 500)
@@ -303,12 +311,86 @@ classify_status(long status, const char **hint)
 }
 
 /*
- * Wait for the answer of the request in flight and fill the results of the
- * documents listed in members (indexes into the batch).  Returns
- * ECP_SEND_DONE, or why not (with *error set for failures).
+ * A body the cluster refused for its size: an HTTP 413, or (above
+ * LOST_MEANS_TOO_LARGE_BYTES) a connection closed before the answer.
+ */
+static char *
+too_large_error(const EcpPartConfig *config, size_t body_len, int ndocs, const char *what)
+{
+	return psprintf("POST %s/%s/_bulk %s a body of %zu bytes (%d document%s, batch_bytes %d): " TOO_LARGE_HINT "%s",
+					origin, config->index_name, what, body_len, ndocs, ndocs == 1 ? "" : "s",
+					config->batch_bytes,
+					ndocs == 1 ? "; a single document this large can never be indexed: shrink or exclude it" : "");
+}
+
+/* Why a transfer failed, and its class (see LOST_MEANS_TOO_LARGE_BYTES). */
+static EcpSendStatus
+transfer_failed(const EcpPartConfig *config, EcpHttpOutcome outcome, const EcpHttpResponse *response,
+				size_t body_len, int ndocs, char **error)
+{
+	if (outcome == ECP_HTTP_TRANSPORT && response->connection_lost &&
+		body_len > LOST_MEANS_TOO_LARGE_BYTES)
+	{
+		*error = too_large_error(config, body_len, ndocs,
+								 psprintf("lost its connection (%s) while sending", response->error));
+		return ECP_SEND_FAILED;
+	}
+	*error = transfer_error(config, outcome, response->error);
+	return outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
+}
+
+/* Why a whole request was answered with a non-2xx status, and its class. */
+static EcpSendStatus
+status_failed(const EcpPartConfig *config, const EcpHttpResponse *response, size_t body_len,
+			  int ndocs, char **error)
+{
+	const char *hint;
+	char		err[512];
+	EcpSendStatus status = classify_status(response->status, &hint);
+
+	if (response->status == 429)
+		ecp_limiter_feedback(config->consumer_id, true);
+	if (response->status == 413)
+	{
+		*error = too_large_error(config, body_len, ndocs, "answered HTTP 413 to");
+		return status;
+	}
+	ecp_error_summary(response->body, response->body_len, response->status, err, sizeof(err));
+	*error = psprintf("POST %s/%s/_bulk answered HTTP %ld: %s%s", origin,
+					  config->index_name, response->status, err, hint);
+	return status;
+}
+
+/*
+ * A document refused for the cluster's setup (ECP_ITEM_CONFIG: privileges,
+ * a write block, a missing index, an alias without a write index): every
+ * other document would be refused alike, so the run stops with ES's
+ * reason and what to change, before anything reaches failed_docs.
+ */
+static char *
+config_item_error(const EcpPartConfig *config, const EcpBulkResult *parsed)
+{
+	const EcpBulkItem *item = &parsed->items[parsed->first_config];
+	const char *type = item->error_type ? item->error_type : "error";
+	const char *reason = item->reason ? item->reason : "(no reason given)";
+
+	if (item->error_type && strcmp(item->error_type, "index_not_found_exception") == 0)
+		return psprintf("index \"%s\" does not exist%s (%d %s: %s); %s", config->index_name,
+						strcmp(config->op, "delete") == 0 ? "" : " and the cluster does not create it",
+						item->status, type, reason, ecp_bulk_config_hint(item, config->op));
+	return psprintf("index \"%s\" refused %d of %d documents with HTTP %d %s: %s; %s",
+					config->index_name, parsed->n_config, parsed->nitems, item->status, type,
+					reason, ecp_bulk_config_hint(item, config->op));
+}
+
+/*
+ * Wait for the answer of the request in flight (body_len bytes, the
+ * documents listed in members, indexes into the batch) and fill their
+ * results.  Returns ECP_SEND_DONE, or why not (with *error set for
+ * failures).
  */
 static EcpSendStatus
-finish_request(EcpPartConfig *config, const int *members, int nmembers,
+finish_request(EcpPartConfig *config, size_t body_len, const int *members, int nmembers,
 			   EcpDocResult *results, char **error)
 {
 	EcpHttpResponse response;
@@ -322,21 +404,9 @@ finish_request(EcpPartConfig *config, const int *members, int nmembers,
 	if (outcome == ECP_HTTP_ABORTED)
 		status = ECP_SEND_STOPPED;
 	else if (outcome != ECP_HTTP_OK)
-	{
-		*error = transfer_error(config, outcome, response.error);
-		status = outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
-	}
+		status = transfer_failed(config, outcome, &response, body_len, nmembers, error);
 	else if (response.status < 200 || response.status > 299)
-	{
-		const char *hint;
-
-		status = classify_status(response.status, &hint);
-		if (response.status == 429)
-			ecp_limiter_feedback(config->consumer_id, true);
-		ecp_error_summary(response.body, response.body_len, response.status, err, sizeof(err));
-		*error = psprintf("POST %s/%s/_bulk answered HTTP %ld: %s%s", origin,
-						  config->index_name, response.status, err, hint);
-	}
+		status = status_failed(config, &response, body_len, nmembers, error);
 	else if (ecp_bulk_parse(response.body, response.body_len, nmembers, config->op, 0,
 							&parsed, err, sizeof(err)) != 0)
 	{
@@ -345,9 +415,17 @@ finish_request(EcpPartConfig *config, const int *members, int nmembers,
 	}
 	else
 	{
-		copy_item_results(&parsed, members, results);
-		/* items answered 429 slow the consumer down; a clean answer lets it climb */
-		ecp_limiter_feedback(config->consumer_id, parsed.n_retry > 0);
+		if (parsed.n_config > 0)
+		{
+			*error = config_item_error(config, &parsed);
+			status = ECP_SEND_FAILED;
+		}
+		else
+		{
+			copy_item_results(&parsed, members, results);
+			/* items answered 429 slow the consumer down; a clean answer lets it climb */
+			ecp_limiter_feedback(config->consumer_id, parsed.n_retry > 0);
+		}
 		ecp_bulk_result_free(&parsed);
 	}
 	ecp_http_response_free(&response);
@@ -363,7 +441,7 @@ send_request(EcpPartConfig *config, StringInfo body, const int *members, int nme
 
 	if (status != ECP_SEND_DONE)
 		return status;
-	return finish_request(config, members, nmembers, results, error);
+	return finish_request(config, body->len, members, nmembers, results, error);
 }
 
 /*
@@ -447,6 +525,6 @@ ecp_sink_finish(EcpPartConfig *config, char **error)
 	if (!in_flight.active)
 		return ECP_SEND_DONE;
 	in_flight.active = false;
-	return finish_request(config, in_flight.members, in_flight.nmembers,
+	return finish_request(config, in_flight.body.len, in_flight.members, in_flight.nmembers,
 						  in_flight.results, error);
 }

@@ -288,21 +288,6 @@ send_page(EcpPartConfig *config, EcpBatch *page, const int *subset, int nsubset,
 	return status;
 }
 
-/*
- * A missing index with auto-creation off answers every item 404: that is
- * the configuration, not the documents, so the run stops instead of
- * filling failed_docs with the whole table.
- */
-static bool
-missing_index(const EcpDocResult *results, int ndocs)
-{
-	for (int i = 0; i < ndocs; i++)
-		if (results[i].status == 404 && results[i].error_type &&
-			strcmp(results[i].error_type, "index_not_found_exception") == 0)
-			return true;
-	return false;
-}
-
 /* The documents to send again: those the sink answered 429/5xx for. */
 static int
 collect_retries(const EcpDocResult *results, int ndocs, int *subset, char **why)
@@ -347,12 +332,13 @@ send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *resu
 			*error = why;
 			return status;
 		}
-		if (status == ECP_SEND_DONE && missing_index(results, page->ndocs))
-		{
-			*error = psprintf("index \"%s\" does not exist and the cluster does not create it (index_not_found_exception); create the index, or allow action.auto_create_index",
-							  config->index_name);
-			return ECP_SEND_FAILED;
-		}
+		/*
+		 * ECP_SEND_FAILED above also covers documents refused for the
+		 * cluster's setup (a missing index, privileges, a write block, an
+		 * alias without a write index): the sink decides that from the
+		 * items of the first request that shows it and says what to
+		 * change, so nothing of this page reaches failed_docs.
+		 */
 		if (status == ECP_SEND_DONE)
 		{
 			int			n = collect_retries(results, page->ndocs, subset, &why);

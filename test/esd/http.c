@@ -7,15 +7,23 @@
  * for large bulk bodies this avoids mapping and faulting in fresh memory on
  * every request, which matters for the throughput target.
  *
- * Order of checks for a non-control request (ES_API.md 2.9): fault
- * drop/delay, authentication, size (413), decompression, Content-Type (406),
+ * A body over max_content_length is refused by the HTTP layer before
+ * anything else looks at the request, as Elasticsearch's HTTP pipeline
+ * does: as soon as Content-Length (or the bytes received, or the bytes a
+ * gzip body inflates to) passes the limit, an empty 413 is written and the
+ * connection closes, without reading the rest of the body (see
+ * answer_too_large).  Order of checks for the other non-control requests
+ * (ES_API.md 2.9): fault drop/delay, authentication, Content-Type (406),
  * compatibility headers (400), then the route handler.
  */
 #include "esd.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <microhttpd.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,14 +39,33 @@ typedef struct conn_state {
     sb_t inflight;   /* response body being sent (MHD_RESPMEM_PERSISTENT) */
 } conn_state_t;
 
+/* Inflates a gzip (or zlib) request body as it arrives (streaming, so
+ * that the decompressed size is known before the body ends). */
+typedef struct inflater {
+    z_stream zs;
+    bool on;         /* inflateInit2 done */
+    bool ended;      /* a member ended at the last byte fed */
+    bool failed;     /* corrupt data: 400 once the body is in */
+} inflater_t;
+
 typedef struct reqctx {
     conn_state_t *cs;
     bool is_control;
     bool is_sink;
-    bool too_big;
+    bool too_big;    /* control endpoints: body cut at the limit */
+    bool answered;   /* 413 written before the body ended: discard, close */
+    bool inflating;  /* Content-Encoding gzip/deflate: the body goes to cs->plain */
+    inflater_t inf;
     size_t wire;     /* bytes received */
     int64_t t0_ms, t0_mono;
 } reqctx_t;
+
+static void inflater_free(inflater_t *in)
+{
+    if (in->on)
+        inflateEnd(&in->zs);
+    in->on = false;
+}
 
 static struct MHD_Daemon *g_daemon;
 
@@ -72,6 +99,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     reqctx_t *rc = *con_cls;
     if (!rc)
         return;
+    inflater_free(&rc->inf);
     conn_state_t *cs = rc->cs;
     if (cs) {
         /* keep moderately sized buffers for the next request on this connection */
@@ -278,47 +306,66 @@ static bool check_media(req_t *r, resp_t *rs)
 /* --------------------------------------------------------------- */
 /* body handling                                                   */
 /* --------------------------------------------------------------- */
-/* Inflates a gzip (or zlib) body.  Returns 0, 413 when the decompressed size
- * exceeds the limit, or 400 on corrupt data. */
-static int gunzip(const sb_t *in, sb_t *out, size_t limit)
+/* Feeds n more bytes of a compressed body to in, appending the inflated
+ * bytes to out.  Returns 413 as soon as out passes limit, else 0 (corrupt
+ * data sets in->failed and ignores the rest). */
+static int inflate_feed(inflater_t *in, const char *p, size_t n, sb_t *out, size_t limit)
 {
-    z_stream zs;
-    memset(&zs, 0, sizeof zs);
-    if (inflateInit2(&zs, 15 + 32) != Z_OK)
-        return 400;
-    out->len = 0;
-    sb_grow(out, in->len * 4 + 1024);
-    zs.next_in = (Bytef *)in->buf;
-    zs.avail_in = (uInt)in->len;
-    int rc = Z_OK;
-    while (rc != Z_STREAM_END) {
+    if (in->failed || n == 0)
+        return 0;
+    if (!in->on) {
+        memset(&in->zs, 0, sizeof in->zs);
+        if (inflateInit2(&in->zs, 15 + 32) != Z_OK) {
+            in->failed = true;
+            return 0;
+        }
+        in->on = true;
+        out->len = 0;
+    } else if (in->ended && inflateReset(&in->zs) != Z_OK) {   /* concatenated gzip members */
+        in->failed = true;
+        return 0;
+    }
+    in->ended = false;
+    in->zs.next_in = (Bytef *)p;
+    in->zs.avail_in = (uInt)n;
+    while (in->zs.avail_in > 0) {
         if (out->cap - out->len < 65536)
-            sb_grow(out, out->cap);
-        zs.next_out = (Bytef *)out->buf + out->len;
-        zs.avail_out = (uInt)(out->cap - out->len - 1);
-        rc = inflate(&zs, Z_NO_FLUSH);
-        out->len = (size_t)((char *)zs.next_out - out->buf);
-        if (out->len > limit) {
-            inflateEnd(&zs);
+            sb_grow(out, out->cap > 65536 ? out->cap : 65536);
+        in->zs.next_out = (Bytef *)out->buf + out->len;
+        in->zs.avail_out = (uInt)(out->cap - out->len - 1);
+        int rc = inflate(&in->zs, Z_NO_FLUSH);
+        out->len = (size_t)((char *)in->zs.next_out - out->buf);
+        if (out->len > limit)
             return 413;
-        }
-        if (rc == Z_STREAM_END && zs.avail_in > 0) {
-            /* concatenated gzip members */
-            if (inflateReset(&zs) != Z_OK)
+        if (rc == Z_STREAM_END) {
+            if (in->zs.avail_in == 0) {
+                in->ended = true;
                 break;
-            rc = Z_OK;
-            continue;
-        }
-        if (rc != Z_OK && rc != Z_STREAM_END) {
-            inflateEnd(&zs);
-            return 400;
-        }
-        if (rc == Z_OK && zs.avail_in == 0 && zs.avail_out > 0) {
-            inflateEnd(&zs);
-            return 400;   /* truncated stream */
+            }
+            if (inflateReset(&in->zs) != Z_OK) {
+                in->failed = true;
+                return 0;
+            }
+        } else if (rc != Z_OK) {
+            in->failed = true;
+            return 0;
         }
     }
-    inflateEnd(&zs);
+    return 0;
+}
+
+/* The body is in: 0 with out NUL-terminated, or 400 for corrupt or
+ * truncated data. */
+static int inflate_finish(inflater_t *in, sb_t *out)
+{
+    if (!in->on) {          /* no byte came */
+        out->len = 0;
+        sb_grow(out, 1);
+        out->buf[0] = '\0';
+        return 0;
+    }
+    if (in->failed || !in->ended)
+        return 400;
     out->buf[out->len] = '\0';
     return 0;
 }
@@ -478,19 +525,10 @@ static void process(reqctx_t *rc, req_t *r, resp_t *rs)
         sleep_ms_interruptible(pf.delay_ms);
     if (!auth_check(r, rs))
         return;
-    if (rc->too_big) {
-        resp_empty(rs, 413);
-        return;
-    }
-    const char *ce = req_hdr(r, "Content-Encoding");
-    if (ce && cs->body.len && (strcasecmp(ce, "gzip") == 0 || strcasecmp(ce, "deflate") == 0)) {
-        int st = gunzip(&cs->body, &cs->plain, g_cfg.max_content_length);
-        if (st == 413) {
-            resp_empty(rs, 413);
-            return;
-        }
-        if (st) {
-            resp_error(rs, 400, "parse_exception", "failed to decompress the request body [%s]", ce);
+    if (rc->inflating) {
+        if (inflate_finish(&rc->inf, &cs->plain)) {
+            resp_error(rs, 400, "parse_exception", "failed to decompress the request body [%s]",
+                       req_hdr(r, "Content-Encoding"));
             return;
         }
         r->body = cs->plain.buf;
@@ -501,31 +539,38 @@ static void process(reqctx_t *rc, req_t *r, resp_t *rs)
     route_request(r, rs);
 }
 
+/* The request as the handlers see it (the body as received so far). */
+static void build_req(struct MHD_Connection *c, reqctx_t *rc, const char *url, const char *method,
+                      req_t *r)
+{
+    memset(r, 0, sizeof *r);
+    r->method = method;
+    r->head = strcmp(method, "HEAD") == 0;
+    r->path = xstrdup(url);
+    split_path(r);
+    kvcollect_t kc = {NULL, 0, 0, true};
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_kv, &kc);
+    r->args = kc.v;
+    r->nargs = kc.n;
+    kvcollect_t kh = {NULL, 0, 0, false};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_kv, &kh);
+    r->hdrs = kh.v;
+    r->nhdrs = kh.n;
+    if (rc->cs->body.buf) {
+        rc->cs->body.buf[rc->cs->body.len] = '\0';
+        r->body = rc->cs->body.buf;
+    } else {
+        r->body = "";
+    }
+    r->body_len = rc->cs->body.len;
+    r->spare = &rc->cs->spare;
+}
+
 static enum MHD_Result finish(struct MHD_Connection *c, reqctx_t *rc, const char *url,
                               const char *method)
 {
     req_t r;
-    memset(&r, 0, sizeof r);
-    r.method = method;
-    r.head = strcmp(method, "HEAD") == 0;
-    r.path = xstrdup(url);
-    split_path(&r);
-    kvcollect_t kc = {NULL, 0, 0, true};
-    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_kv, &kc);
-    r.args = kc.v;
-    r.nargs = kc.n;
-    kvcollect_t kh = {NULL, 0, 0, false};
-    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_kv, &kh);
-    r.hdrs = kh.v;
-    r.nhdrs = kh.n;
-    if (rc->cs->body.buf) {
-        rc->cs->body.buf[rc->cs->body.len] = '\0';
-        r.body = rc->cs->body.buf;
-    } else {
-        r.body = "";
-    }
-    r.body_len = rc->cs->body.len;
-    r.spare = &rc->cs->spare;
+    build_req(c, rc, url, method, &r);
 
     resp_t rs;
     memset(&rs, 0, sizeof rs);
@@ -556,6 +601,136 @@ static enum MHD_Result finish(struct MHD_Connection *c, reqctx_t *rc, const char
     return ret;
 }
 
+/* Writes s to the connection's socket, waiting at most 2 s for room. */
+static void write_all(int fd, const char *s, size_t n)
+{
+    int64_t deadline = mono_ms() + 2000;
+    size_t off = 0;
+    while (off < n && mono_ms() < deadline) {
+        ssize_t w = send(fd, s + off, n - off, MSG_NOSIGNAL);
+        if (w > 0) {
+            off += (size_t)w;
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            struct pollfd p = {fd, POLLOUT, 0};
+            poll(&p, 1, 100);
+        } else {
+            break;
+        }
+    }
+}
+
+/*
+ * The body is over max_content_length: answer an empty 413 now, before the
+ * rest of the body is read, and close, as Elasticsearch's HTTP layer does
+ * (the request reaches no handler, fault or authentication).  MHD cannot
+ * queue a response while the upload runs, so the answer is written to the
+ * socket directly and the write side shut down; the rest of the body is
+ * then read and discarded until the client closes (a client still sending
+ * would otherwise get a reset that can swallow the 413), and the
+ * connection is closed without another answer.
+ */
+static void answer_too_large(struct MHD_Connection *c, reqctx_t *rc, const char *url,
+                             const char *method)
+{
+    req_t r;
+    build_req(c, rc, url, method, &r);
+    r.body = "";
+    r.body_len = 0;
+    stats_request();
+    char *furl = full_url(c, url, &r);
+    log_request(rc, &r, furl, 413, 0);
+    free(furl);
+    req_free(&r);
+
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci) {
+        char head[256];
+        int n = snprintf(head, sizeof head,
+                         "HTTP/1.1 413 Request Entity Too Large\r\ncontent-length: 0\r\n%s"
+                         "connection: close\r\n\r\n",
+                         g_cfg.flavor != FLAVOR_OPENSEARCH ? "X-Elastic-Product: Elasticsearch\r\n" : "");
+        write_all(ci->connect_fd, head, (size_t)n);
+        shutdown(ci->connect_fd, SHUT_WR);
+    }
+    rc->answered = true;
+    rc->cs->body.len = 0;
+    rc->cs->plain.len = 0;
+    inflater_free(&rc->inf);
+}
+
+static bool encoding_inflates(const char *ce)
+{
+    return ce && (strcasecmp(ce, "gzip") == 0 || strcasecmp(ce, "deflate") == 0);
+}
+
+/* First call: headers are in, no body byte read yet. */
+static enum MHD_Result begin_request(struct MHD_Connection *c, const char *url, const char *method,
+                                     void **con_cls)
+{
+    reqctx_t *rc = xcalloc(1, sizeof *rc);
+    rc->t0_ms = now_ms();
+    rc->t0_mono = mono_ms();
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    rc->cs = ci ? ci->socket_context : NULL;
+    if (!rc->cs) {
+        free(rc);
+        return MHD_NO;
+    }
+    rc->cs->body.len = 0;
+    rc->cs->plain.len = 0;
+    rc->is_control = strncmp(url, "/_esd/", 6) == 0 || strcmp(url, "/_esd") == 0;
+    rc->is_sink = strcmp(url, "/_esd/sink") == 0;
+    rc->inflating = !rc->is_control &&
+        encoding_inflates(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Encoding"));
+    *con_cls = rc;
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    long long n;
+    if (!cl || !parse_long_strict(cl, &n) || n <= 0 || rc->is_sink)
+        return MHD_YES;
+    if ((size_t)n <= g_cfg.max_content_length) {
+        if (!rc->inflating)
+            sb_grow(&rc->cs->body, (size_t)n);
+        return MHD_YES;
+    }
+    if (rc->is_control) {
+        rc->too_big = true;
+        return MHD_YES;
+    }
+    const char *ex = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+    if (ex && strcasecmp(ex, "100-continue") == 0) {
+        /* answer before the body is sent, as ES does (ES_API.md 1.4) */
+        resp_t rs;
+        memset(&rs, 0, sizeof rs);
+        rs.status = 417;
+        sb_t out = {NULL, 0, 0};
+        return send_response(c, NULL, &rs, &out, NULL);
+    }
+    answer_too_large(c, rc, url, method);
+    return MHD_YES;
+}
+
+/* n more bytes of the body. */
+static void take_body(struct MHD_Connection *c, reqctx_t *rc, const char *url, const char *method,
+                      const char *data, size_t n)
+{
+    rc->wire += n;
+    if (rc->answered || rc->is_sink || rc->too_big)
+        return;   /* discarded */
+    size_t limit = g_cfg.max_content_length;
+    if (rc->wire > limit) {
+        if (rc->is_control)
+            rc->too_big = true;
+        else
+            answer_too_large(c, rc, url, method);
+        return;
+    }
+    if (!rc->inflating)
+        sb_append(&rc->cs->body, data, n);
+    else if (inflate_feed(&rc->inf, data, n, &rc->cs->plain, limit) == 413)
+        answer_too_large(c, rc, url, method);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_size, void **con_cls)
@@ -563,53 +738,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)cls;
     (void)version;
     reqctx_t *rc = *con_cls;
-    if (!rc) {
-        rc = xcalloc(1, sizeof *rc);
-        rc->t0_ms = now_ms();
-        rc->t0_mono = mono_ms();
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-        rc->cs = ci ? ci->socket_context : NULL;
-        if (!rc->cs) {
-            free(rc);
-            return MHD_NO;
-        }
-        rc->cs->body.len = 0;
-        rc->is_control = strncmp(url, "/_esd/", 6) == 0 || strcmp(url, "/_esd") == 0;
-        rc->is_sink = strcmp(url, "/_esd/sink") == 0;
-        *con_cls = rc;
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        long long n;
-        if (cl && parse_long_strict(cl, &n) && n > 0 && !rc->is_sink) {
-            if ((size_t)n > g_cfg.max_content_length) {
-                const char *ex = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
-                if (ex && strcasecmp(ex, "100-continue") == 0 && !rc->is_control) {
-                    /* answer before the body is sent, as ES does (ES_API.md 1.4) */
-                    resp_t rs;
-                    memset(&rs, 0, sizeof rs);
-                    rs.status = 417;
-                    sb_t out = {NULL, 0, 0};
-                    return send_response(c, NULL, &rs, &out, NULL);
-                }
-                rc->too_big = true;
-            } else {
-                sb_grow(&rc->cs->body, (size_t)n);
-            }
-        }
-        return MHD_YES;
-    }
+    if (!rc)
+        return begin_request(c, url, method, con_cls);
     if (*upload_size) {
-        size_t n = *upload_size;
-        rc->wire += n;
-        if (!rc->is_sink && !rc->too_big) {
-            if (rc->cs->body.len + n > g_cfg.max_content_length)
-                rc->too_big = true;   /* keep draining so the client reads our 413 */
-            else
-                sb_append(&rc->cs->body, upload_data, n);
-        }
+        take_body(c, rc, url, method, upload_data, *upload_size);
         *upload_size = 0;
         return MHD_YES;
     }
+    if (rc->answered)
+        return MHD_NO;   /* the 413 is out: close without another answer */
     return finish(c, rc, url, method);
 }
 

@@ -56,7 +56,10 @@ json_t *err_cause(const char *type, const char *reason)
 }
 
 /* Wraps a cause into {"error":{"root_cause":[...], ...},"status":N}.  The root
- * cause is the innermost caused_by, as in ES. */
+ * cause is the innermost caused_by, as in ES.  Error responses are never
+ * cut by filter_path: Elasticsearch disables filtering when it builds one
+ * (a client must be able to read "error" and "status" whatever it asked
+ * to keep). */
 void resp_error_obj(resp_t *rs, int status, json_t *cause)
 {
     json_t *root = cause;
@@ -74,6 +77,7 @@ void resp_error_obj(resp_t *rs, int status, json_t *cause)
     json_object_set_new(top, "error", err);
     json_object_set_new(top, "status", json_integer(status));
     resp_json(rs, status, top);
+    rs->no_filter = true;
 }
 
 void resp_error(resp_t *rs, int status, const char *type, const char *fmt, ...)
@@ -86,7 +90,8 @@ void resp_error(resp_t *rs, int status, const char *type, const char *fmt, ...)
     resp_error_obj(rs, status, err_cause(type, msg));
 }
 
-/* Errors raised by the REST routing layer carry a plain string. */
+/* Errors raised by the REST routing layer carry a plain string (never
+ * filtered either, see resp_error_obj). */
 void resp_error_string(resp_t *rs, int status, const char *fmt, ...)
 {
     char msg[2048];
@@ -98,6 +103,7 @@ void resp_error_string(resp_t *rs, int status, const char *fmt, ...)
     json_object_set_new(top, "error", json_string(msg));
     json_object_set_new(top, "status", json_integer(status));
     resp_json(rs, status, top);
+    rs->no_filter = true;
 }
 
 json_t *index_not_found_cause(const char *name)

@@ -95,9 +95,14 @@ $es->refresh('ops');
 is($es->count('ops'), 20, 'op create indexes new documents');
 $run = run_task('ops2', 'SELECT g AS id, g * 10 AS n FROM generate_series(1, 20) g', '{"op": "update"}');
 is($es->doc('ops2', '3')->{n}, 30, 'op update upserts documents');
+# ids the index does not hold: each item is 404 with result not_found and no
+# error, which is what a sync wants (a delete into a missing index is a
+# configuration failure instead, see 045)
+my ($created) = $es->put('/ops3', {});
+is($created, 200, 'index ops3 exists, empty');
 $run = run_task('ops3', 'SELECT g AS id FROM generate_series(1, 5) g', '{"op": "delete"}');
 is($node->safe_psql('postgres', "SELECT processed || ' ' || failed FROM ecp.progress WHERE run_id = $run"),
-	'5 0', 'op delete of missing documents counts them done (404 not_found is what a sync wants)');
+	'5 0', 'op delete of documents the existing index lacks counts them done (404 not_found)');
 
 # --- retry_failed with text ids (compared as text) and uuid ids (as uuid) -------
 for my $case (

@@ -330,6 +330,52 @@ is($st, 400, 'corrupt gzip 400');
     my $line = <$sock>;
     like($line, qr{^HTTP/1.1 417}, 'Expect: 100-continue over the limit: 417');
     close $sock;
+
+    # The 413 comes before the body is read, as Elasticsearch's HTTP layer
+    # answers it: each case sends only part of its body, then reads.
+    my $early = sub {
+        my ($name, $head, $part) = @_;
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $small->port, Timeout => 10) or die;
+        print $s $head;
+        print $s $part if defined $part;
+        $s->flush;
+        my ($answer, $eof) = ('', 0);
+        my $deadline = time + 10;
+        $s->blocking(0);
+        while (time < $deadline) {
+            my $n = sysread($s, my $buf, 4096);
+            if (defined $n && $n == 0) {               # the server closed its side
+                $eof = 1;
+                last;
+            }
+            $answer .= $buf if $n;
+            sleep 0.02 unless $n;
+        }
+        close $s;
+        like($answer, qr{^HTTP/1.1 413 }, "$name: 413 before the body ended");
+        like($answer, qr{\r\ncontent-length: 0\r\n}i, "$name: empty body");
+        ok($answer =~ qr{\r\nconnection: close\r\n}i && $eof, "$name: Connection: close, and the server closes");
+    };
+    my $post = "POST /_bulk HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n";
+    $early->('Content-Length over the limit, no body byte sent', $post . "Content-Length: 50000000\r\n\r\n");
+    $early->('chunked body passing the limit', $post . "Transfer-Encoding: chunked\r\n\r\n",
+             join('', map { sprintf("%x\r\n%s\r\n", 600, 'x' x 600) } 1 .. 3));
+    my $plain = nd(map { ({ index => { _index => 'zz', _id => "$_" } }, { pad => 'y' x 200 }) } 1 .. 2000);
+    my $gz;
+    gzip(\$plain => \$gz) or die;
+    ok(length $gz > 1000 && length $gz < 100000, 'a gzip body of ' . length($gz) . ' bytes, over ' . length($plain) . ' inflated');
+    $small->set_config({ max_content_length => 100000 });
+    $early->('gzip body inflating past the limit', $post . "Content-Encoding: gzip\r\nContent-Length: " . length($gz) . "\r\n\r\n",
+             substr($gz, 0, int(length($gz) * 0.8)));
+    my @log = grep { $_->{url} eq '/_bulk' } @{ $small->requests(10) };
+    is_deeply([ map { $_->{status} } @log[-3 .. -1] ], [413, 413, 413], 'the request log has the three 413s');
+    ok($log[-1]{wire_bytes} < length $gz, "the gzip body was not read to its end ($log[-1]{wire_bytes} of " . length($gz) . ' bytes)');
+
+    # the 413 is the HTTP layer's: before authentication
+    $small->set_faults({ auth => { basic => 'u:p' } });
+    $early->('no credentials, body over the limit', $post . "Content-Length: 50000000\r\n\r\n");
+    $small->clear_faults;
+    $small->set_config({ max_content_length => 1000 });
     ($st) = $small->get('/');
     is($st, 200, 'server fine after 413/417');
     $small->stop;

@@ -151,10 +151,31 @@ my @ok = map { ({ index => { _index => 'ok', _id => "k$_" } }, { v => $_ }) } 1 
     ($st, $c) = raw_bulk($es, nd(@ok[0, 1]), 'filter_path=-items.*');
     like($c, qr/^\{"errors":false,"took":\d+,"items":\[\{\}\]\}$/, '-items.*: emptied items stay in the array');
 
-    # a structural error is filtered by the generic path
-    ($st, $c) = raw_bulk($es, qq({"bogus":{}}\n{}\n), 'filter_path=error.type,status');
-    is($st, 400, 'malformed bulk: 400');
-    is($c, '{"error":{"type":"illegal_argument_exception"},"status":400}', 'its error is filtered too');
+    # an error response is never filtered: Elasticsearch disables filtering
+    # when it builds one, so a client reads "error" and "status" whatever
+    # its filter_path keeps
+    for my $fp ('error.type,status', $ECP, 'items.*.error', 'nothing') {
+        ($st, $c) = raw_bulk($es, qq({"bogus":{}}\n{}\n), 'filter_path=' . qs($fp));
+        is($st, 400, "malformed bulk with filter_path=$fp: 400");
+        my $j = eval { $JU->decode($c) } // {};
+        ok($j->{status} == 400 && $j->{error}{type} eq 'illegal_argument_exception' &&
+           $j->{error}{reason} =~ /Malformed action\/metadata line \[1\]/ &&
+           ref $j->{error}{root_cause} eq 'ARRAY',
+           "... the whole error envelope, unfiltered: $c");
+    }
+    $es->set_faults({ bulk_reject => { status => 429 } });
+    ($st, $c) = raw_bulk($es, nd(@ok[0, 1]), 'filter_path=' . qs($ECP));
+    like($c, qr/^\{"error":\{"root_cause":\[.*"type":"es_rejected_execution_exception".*\},"status":429\}$/,
+         "a whole-request 429 under ecp's filter_path: the envelope intact");
+    $es->clear_faults;
+    # ... but a 404 that is an ordinary answer (ES builds it without the
+    # error builder) is filtered like any other
+    ($st, $c) = $es->get('/_alias/nope?filter_path=status');
+    is($st, 404, 'GET /_alias of a missing alias: 404');
+    is_deeply($c, { status => 404 }, '... an ordinary answer, filtered');
+    ($st, $c) = $es->get('/nothere/_search?filter_path=hits.total');
+    is($st, 404, 'search of a missing index: 404');
+    is($c->{error}{type}, 'index_not_found_exception', '... its error unfiltered on any endpoint');
 
     # a big request: the buffers grow
     my $big = many('big', 3000, 7);
