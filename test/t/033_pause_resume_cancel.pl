@@ -1,7 +1,16 @@
-# Pause, resume and cancel mid-run: nothing more arrives while paused or
-# after cancel, resume finishes with no id missing, and the flow records
-# every step with its operator.  Needs the stand-in's delay fault to keep a
-# run going long enough to be paused.
+# Pause, resume and cancel mid-run: once the worker has left, no new
+# request arrives while paused or after cancel; resume finishes with no id
+# missing, and the flow records every step with its operator.  Needs the
+# stand-in's delay fault to keep a run going long enough to be paused.
+#
+# ecp's contract (README, ecp.pause): a request in flight is abandoned, and
+# its page sent again on resume.  The stand-in does not know that the
+# client went away: a request whose body had arrived still runs (after its
+# delay_ms, which is not cut short), and one whose body was still in the
+# kernel's buffers when the worker exited is read and counted a moment
+# later.  So the checks count requests as they arrive (the stand-in's
+# "requests", counted before the delay), allow that one abandoned request
+# after the worker left, and then require silence.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -28,6 +37,21 @@ $node->safe_psql('postgres',
 	  . "options => '{\"batch_size\": 200}')");
 # Each bulk request takes 100 ms: 100 requests, time enough to pause.
 $es->set_faults({ delay_ms => 100 });
+
+# After the worker left: at most the one request it abandoned arrives (in
+# the first 2 s), then nothing (in the next second).
+sub quiet_after_worker_left
+{
+	my ($what) = @_;
+	my $at_exit = $es->stats->{requests};
+	sleep 2;
+	my $late = $es->stats->{requests} - $at_exit;
+	ok($late <= 1, "$what: at most the abandoned request arrives after the worker left ($late)");
+	sleep 1;
+	is($es->stats->{requests}, $at_exit + $late, "$what: then no request arrives");
+	return;
+}
+
 $run = $node->safe_psql('postgres', "SELECT ecp.start('slow')");
 ok(EcpTest::poll($node, "SELECT processed >= 1000 FROM ecp.progress WHERE run_id = $run", 60),
 	'the slow run makes progress');
@@ -36,12 +60,10 @@ is(EcpTest::run_state($node, $run), 'paused', 'pause is immediate in the table')
 ok(EcpTest::poll($node,
 		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'ecp worker'", 10),
 	'the worker stops after pause');
-my $items_at_pause = $es->stats->{bulk_items};
 my $processed_at_pause = $node->safe_psql('postgres', "SELECT processed FROM ecp.progress WHERE run_id = $run");
 ok($processed_at_pause < 20000, "paused mid-run ($processed_at_pause of 20000)");
-# Observe that nothing arrives while paused (an absence: a short window, not a sync).
-sleep 2;
-is($es->stats->{bulk_items}, $items_at_pause, 'nothing more arrives while paused');
+# an absence: short windows, not a sync
+quiet_after_worker_left('paused');
 is(EcpTest::run_state($node, $run), 'paused', 'still paused');
 
 $node->safe_psql('postgres', "SELECT ecp.resume($run)");
@@ -73,12 +95,8 @@ $node->safe_psql('postgres', "SELECT ecp.cancel($run)");
 ok(EcpTest::poll($node,
 		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'ecp worker'", 10),
 	'the worker stops after cancel');
-# Requests are counted when they arrive: one sent before the cancel may
-# still be answered (the stand-in delays it) after the worker left.
-my $requests_at_cancel = $es->stats->{requests};
+quiet_after_worker_left('cancelled');
 my $items_at_cancel = $es->stats->{bulk_items};
-sleep 2;
-is($es->stats->{requests}, $requests_at_cancel, 'no request arrives after cancel');
 is(EcpTest::run_state($node, $run), 'cancelled', 'the run is cancelled');
 ok($items_at_cancel < 20000, 'cancelled mid-run');
 is($node->safe_psql('postgres', "SELECT count(*) FROM ecp.flow WHERE run_id = $run AND action = 'cancel'"),

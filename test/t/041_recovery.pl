@@ -2,11 +2,19 @@
 # an immediate restart of the server, and a terminated worker: the run
 # finishes by itself, every source id is in the index, at most one batch is
 # sent twice, and the flow says "recovered" with when it was interrupted.
+# A part whose workers keep dying fails its run after max_retries
+# recoveries, saying so.
+#
+# The worker to interrupt is found with one query that also checks that the
+# run is still under way (never an empty pid), and after a kill -9 the test
+# waits for the server to have reaped it (it then refuses connections until
+# its crash restart is over) before it asks anything again.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time sleep);
 use EcpTest;
 use EsdServer;
 
@@ -20,17 +28,58 @@ $node->safe_psql('postgres',
 	  . ' ALTER TABLE items ADD PRIMARY KEY (id)');
 my $batch = 500;
 
+# Poll until $sql returns a non-empty value (a single row, a single
+# column), with a timeout; returns it, or '' when the time ran out.
+sub poll_value
+{
+	my ($sql, $timeout) = @_;
+	my $deadline = time + $timeout;
+	while (time < $deadline)
+	{
+		my $v = $node->safe_psql('postgres', $sql);
+		return $v if $v ne '';
+		sleep 0.05;
+	}
+	return '';
+}
+
+# The pid of the live worker that claimed a part of $run, or ''.
+sub part_worker_sql
+{
+	my ($run) = @_;
+	return "SELECT a.pid FROM ecp.part p JOIN pg_stat_activity a ON a.pid = p.worker_pid"
+	  . " WHERE p.run_id = $run AND a.backend_type = 'ecp worker'";
+}
+
+# 40 requests x 100 ms: seconds to interrupt the run in.  Returns the run
+# and the pid of its worker, seen while at least 3,000 and at most 14,000
+# documents were done (12 requests, 1.2 s at least, still to go), or ''
+# when the test could not catch the run in that stretch.
 sub start_slow_run
 {
 	my ($name) = @_;
 	$es->reset;
-	$es->set_faults({ delay_ms => 40 });    # 40 requests x 40 ms: time to interrupt
+	$es->set_faults({ delay_ms => 100 });
 	$node->safe_psql('postgres',
 		"SELECT ecp.create_task('$name', 'esd', '$name', query => 'SELECT * FROM items', options => '{\"batch_size\": $batch}')");
 	my $run = $node->safe_psql('postgres', "SELECT ecp.start('$name')");
-	ok(EcpTest::poll($node, "SELECT processed >= 3000 FROM ecp.progress WHERE run_id = $run", 60),
-		"$name: the run is under way");
-	return $run;
+	my $pid = poll_value(part_worker_sql($run)
+		  . " AND (SELECT processed BETWEEN 3000 AND 14000 FROM ecp.progress WHERE run_id = $run)", 60);
+	ok($pid =~ /^\d+$/, "$name: the run is under way, its worker is $pid");
+	return ($run, $pid);
+}
+
+# kill -9 of a backend: wait until the postmaster has reaped it (from then
+# on it refuses connections until the crash restart is done), then until
+# the server answers again.  False when there was nothing to kill.
+sub kill_and_wait_restart
+{
+	my ($pid) = @_;
+	return 0 unless $pid =~ /^\d+$/ && kill('KILL', $pid);
+	my $deadline = time + 60;
+	sleep 0.05 while kill(0, $pid) && time < $deadline;
+	$node->poll_query_until('postgres', 'SELECT true') or return 0;
+	return 1;
 }
 
 sub check_finished
@@ -48,57 +97,51 @@ sub check_finished
 		qr/^\d{4}-\d\d-\d\d/, "$name: the flow says recovered, with the time it was interrupted");
 }
 
-sub worker_pid
-{
-	return $node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'ecp worker'");
-}
-
 # --- kill -9 of a worker: the server restarts after the crash ------------------
-my $run = start_slow_run('killed');
-my $pid = worker_pid();
-ok($pid, "a worker runs ($pid)");
-kill 'KILL', $pid;
+my ($run, $pid) = start_slow_run('killed');
+ok(kill_and_wait_restart($pid), 'killed: the worker is killed, the server is back after the crash');
 $es->clear_faults;
-ok($node->poll_query_until('postgres', 'SELECT true'), 'the server is back after the crash');
 check_finished('killed', $run);
 
 # --- immediate restart of the server mid-run --------------------------------
-$run = start_slow_run('restarted');
+($run, $pid) = start_slow_run('restarted');
 $node->restart(mode => 'immediate');
 $es->clear_faults;
 check_finished('restarted', $run);
 
 # --- a terminated worker: recovered after ecp.recovery_timeout ---------------
-$run = start_slow_run('terminated');
-$pid = worker_pid();
-$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+($run, $pid) = start_slow_run('terminated');
+is($pid =~ /^\d+$/ ? $node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)") : 'no worker', 't',
+	'terminated: pg_terminate_backend of the worker');
 $es->clear_faults;
 check_finished('terminated', $run);
 
 # --- a part that keeps dying: back-off, then the run fails --------------------
 $es->reset;
 $es->set_faults({ delay_ms => 20000 });    # no batch is ever acknowledged
+my $max_retries = 2;
 $node->safe_psql('postgres',
 	"SELECT ecp.create_task('dying', 'esd', 'dying', query => 'SELECT * FROM items', "
-	  . "options => '{\"batch_size\": $batch, \"max_retries\": 2, \"retry_base_ms\": 100}')");
+	  . "options => '{\"batch_size\": $batch, \"max_retries\": $max_retries, \"retry_base_ms\": 100}')");
 $run = $node->safe_psql('postgres', "SELECT ecp.start('dying')");
+# Kill each worker once it has claimed the part (its pid in the part), until
+# the run fails; bounded: ecp fails it after max_retries + 2 deaths at most.
 my $kills = 0;
-for (1 .. 6)
+for (1 .. 2 * ($max_retries + 2))
 {
-	last unless EcpTest::poll($node,
-		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'ecp worker' OR "
-		  . "(SELECT state FROM ecp.run WHERE id = $run) = 'failed'", 60);
-	last if EcpTest::run_state($node, $run) eq 'failed';
-	# kill it once it has claimed its part (its own pid in the part)
-	EcpTest::poll($node, "SELECT worker_pid IS NOT NULL AND worker_pid IN (SELECT pid FROM pg_stat_activity) FROM ecp.part WHERE run_id = $run", 30);
-	kill 'KILL', worker_pid();
-	$kills++;
-	$node->poll_query_until('postgres', 'SELECT true');
+	my $next = poll_value("SELECT CASE WHEN state = 'failed' THEN 'failed' ELSE ("
+		  . part_worker_sql($run) . ")::text END FROM ecp.run WHERE id = $run", 60);
+	last if $next eq 'failed' || $next eq '';
+	$kills++ if kill_and_wait_restart($next);
 }
-is(EcpTest::wait_for_run($node, $run, 'failed', 60), 'failed', "a part killed $kills times fails its run");
-like($node->safe_psql('postgres', "SELECT last_error FROM ecp.progress WHERE run_id = $run"),
-	qr/the worker of part 0 died 3 times in a row .*ecp\.resume/, 'saying the worker keeps dying');
-is($kills, 4, 'after max_retries (2) recoveries and one more death');
+is(EcpTest::wait_for_run($node, $run, 'failed', 60), 'failed', "a part whose workers keep dying fails its run ($kills killed)");
+my $error = $node->safe_psql('postgres', "SELECT last_error FROM ecp.progress WHERE run_id = $run");
+like($error, qr/^the worker of part 0 died \d+ times in a row without finishing a batch; .*ecp\.resume\($run\)/,
+	'saying the worker keeps dying, and how to go on');
+my ($died) = $error =~ /died (\d+) times/;
+$died //= 0;
+ok($died > $max_retries, "only after more than max_retries ($max_retries) deaths in a row ($died)");
+ok($kills >= $died, "each death it counts was one of the test's kills ($kills killed, $died counted)");
 $es->clear_faults;
 $node->safe_psql('postgres', "SELECT ecp.resume($run)");
 is(EcpTest::wait_for_run($node, $run, 'succeeded', 120), 'succeeded', 'ecp.resume finishes it once the cause is gone');

@@ -1,11 +1,36 @@
 # Rate limiting: a run limited to 2,000 docs/s arrives at that pace by the
 # sink's own clock; ecp.set_rate and a plain UPDATE change it mid-run.
+#
+# What the limiter promises (src/limiter.c, src/sink_es.c), and so what is
+# asserted, by the times the sink logged each bulk request:
+#  - a bucket holds at most one second's worth of tokens (its capacity is
+#    the rate r; it refills at r per second), and a request takes the
+#    tokens of all its documents before it is sent;
+#  - under a limit a request carries at most r/20 documents, and a worker
+#    has one request in flight at a time: it takes the tokens of its next
+#    request only once the last one was answered, and the sink logs a
+#    request before it answers it.
+# So, for one worker, the requests the sink logged after a request R and at
+# most W seconds later had their tokens taken within those W seconds: they
+# carry at most r (a full bucket) + r * W documents.  Hence
+#  - the average from the first logged request to the last, the first one
+#    left out, is at most r * (1 + 1/span): about 1.1 r over a 10 s run;
+#  - no second carries more than 2 r plus the request in flight when it
+#    began (one per worker): a full bucket after a stall, and one second's
+#    refill.  A stall of the machine moves documents from one second to
+#    the next, so single seconds are not compared with r (they were, and a
+#    100 ms stall of a loaded machine broke the test).
+# The averages must also reach 80% of r: the limiter must not throttle
+# below its rate.  A stall shorter than a second costs nothing there (the
+# bucket keeps the tokens and the worker catches up), so only a machine
+# slower than r for seconds on end could miss it.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use List::Util qw(min max);
+use List::Util qw(min max sum0);
+use Time::HiRes qw(time);
 use EcpTest;
 use EsdServer;
 
@@ -25,24 +50,84 @@ sub per_second
 	return map { $items{$_} // 0 } ($from .. $to);
 }
 
-# Poll the sink until its timeline has gone past second $sec (so that second
-# is complete), with a timeout.
-sub wait_timeline_past
+sub seconds_of_run
 {
-	my ($sec) = @_;
+	my @t = map { $_->{second} } @{ $es->stats->{timeline} };
+	return (min(@t), max(@t));
+}
+
+# The sink's log of bulk requests, oldest first: [t_ms, items] pairs, those
+# logged from $from_ms to $to_ms (epoch milliseconds) when given.
+sub bulk_log
+{
+	my ($from_ms, $to_ms) = @_;
+	return grep { (!defined $from_ms || $_->[0] >= $from_ms) && (!defined $to_ms || $_->[0] <= $to_ms) }
+	  map { [ $_->{t_ms}, $_->{items} ] } @{ $es->stats->{bulk_log} };
+}
+
+# Poll until the sink has logged a request after $t_ms, with a timeout.
+sub wait_log_past
+{
+	my ($t_ms) = @_;
 	for (1 .. 600)
 	{
-		my ($first, $last) = seconds_of_run();
-		return 1 if defined $last && $last > $sec;
+		my @log = bulk_log();
+		return 1 if @log && $log[-1][0] > $t_ms;
 		select(undef, undef, undef, 0.1);
 	}
 	return 0;
 }
 
-sub seconds_of_run
+# Documents per second from the first request of @log to its last, the
+# first one left out (its tokens were taken before); and that span in s.
+sub average_rate
 {
-	my @t = map { $_->{second} } @{ $es->stats->{timeline} };
-	return (min(@t), max(@t));
+	my @log = @_;
+	return (0, 0) if @log < 2;
+	my $span = ($log[-1][0] - $log[0][0]) / 1000;
+	return (0, $span) if $span <= 0;
+	return (sum0(map { $_->[1] } @log[ 1 .. $#log ]) / $span, $span);
+}
+
+# The most documents the sink logged within any one second (a window that
+# opens at a logged request, closing 1000 ms after it).
+sub busiest_second
+{
+	my @log = @_;
+	my ($best, $j, $in) = (0, 0, 0);
+	for my $i (0 .. $#log)
+	{
+		while ($j <= $#log && $log[$j][0] - $log[$i][0] <= 1000)
+		{
+			$in += $log[$j][1];
+			$j++;
+		}
+		$best = $in if $in > $best;
+		$in -= $log[$i][1];
+	}
+	return $best;
+}
+
+# Check one stretch of the sink's log against a rate $r shared by $workers
+# workers: the average (see the top of the file) and the busiest second.
+# The bounds get 0.2% and 1 document of slack for the sink's whole
+# milliseconds.
+sub check_rate
+{
+	my ($what, $r, $workers, @log) = @_;
+	my ($avg, $span) = average_rate(@log);
+	my $biggest = max(0, map { $_->[1] } @log);
+	# each worker beyond the first may have had a request in flight at the start
+	my $avg_bound = ($r * (1 + $span) + ($workers - 1) * $biggest) / ($span || 1) * 1.002 + 1;
+	my $second_bound = 2.002 * $r + $workers * $biggest + 1;
+	my $busiest = busiest_second(@log);
+	ok($avg >= 0.8 * $r && $avg <= $avg_bound,
+		sprintf('%s: on average %.0f docs/s over %.1f s (from %.0f, 80%% of %d, to %.0f, the bucket\'s one second more)',
+			$what, $avg, $span, 0.8 * $r, $r, $avg_bound));
+	ok($busiest <= $second_bound,
+		sprintf('%s: the busiest second carried %d documents (at most %.0f: 2 x %d, a full bucket and a second of refill, + %d x %d in flight)',
+			$what, $busiest, $second_bound, $r, $workers, $biggest));
+	return;
 }
 
 # --- 2,000 docs/s over 20,000 documents -----------------------------------
@@ -52,10 +137,11 @@ $node->safe_psql('postgres',
 my $run = $node->safe_psql('postgres', "SELECT ecp.start('limited')");
 is(EcpTest::wait_for_run($node, $run, 'succeeded', 120), 'succeeded', 'the limited run succeeds');
 my ($first, $last) = seconds_of_run();
-my @counts = per_second($first + 1, $last - 1);    # whole seconds only
-ok(@counts >= 6, 'the run took about 10 s (' . scalar(@counts) . ' whole seconds)');
-my @off = grep { $_ < 1800 || $_ > 2200 } @counts;
-is(scalar @off, 0, 'every whole second within 10% of 2,000 (' . join(',', @counts) . ')');
+my @counts = per_second($first, $last);
+my @log = bulk_log();
+is(sum0(map { $_->[1] } @log), 20000, 'the sink logged every document (' . scalar(@log) . ' requests)');
+diag('documents per second of the sink\'s clock: ' . join(',', @counts));
+check_rate('2,000 docs/s', 2000, 1, @log);
 
 # --- set_rate and a plain UPDATE mid-run --------------------------------------
 $es->reset;
@@ -64,17 +150,25 @@ $node->safe_psql('postgres',
 	  . "options => '{\"batch_size\": 1000, \"rate_limit\": 1000}')");
 $run = $node->safe_psql('postgres', "SELECT ecp.start('changing')");
 ok(EcpTest::poll($node, "SELECT processed >= 3000 FROM ecp.progress WHERE run_id = $run", 60), 'running at 1,000/s');
+
+# A new rate is checked over the 4 s after the task's bucket shows it (the
+# launcher pushes it within a second; the poll only finds out when).
+sub check_new_rate
+{
+	my ($what, $r) = @_;
+	ok(EcpTest::poll($node,
+			"SELECT configured_rate = $r FROM ecp.rate_limits WHERE kind = 'task' AND name = 'changing'", 30),
+		"$what: the task's bucket has the new rate");
+	my $from_ms = int(time * 1000);
+	ok(wait_log_past($from_ms + 4000), "$what: the run goes on");
+	check_rate($what, $r, 1, bulk_log($from_ms, $from_ms + 4000));
+	return;
+}
 $node->safe_psql('postgres', "SELECT ecp.set_rate('changing', 3000)");
-my $changed = time;
-ok(wait_timeline_past($changed + 4), 'running at 3,000/s');
-my @fast = per_second($changed + 2, $changed + 4);
-is(scalar(grep { $_ < 2700 || $_ > 3300 } @fast), 0, 'the new rate holds within a second of ecp.set_rate (' . join(',', @fast) . ')');
+check_new_rate('ecp.set_rate to 3,000/s', 3000);
 $node->safe_psql('postgres',
 	"UPDATE ecp.task SET options = jsonb_set(options, '{rate_limit}', '1500') WHERE name = 'changing'");
-$changed = time;
-ok(wait_timeline_past($changed + 4), 'running at 1,500/s');
-my @slow = per_second($changed + 2, $changed + 4);
-is(scalar(grep { $_ < 1350 || $_ > 1650 } @slow), 0, 'a plain UPDATE of rate_limit holds within a second (' . join(',', @slow) . ')');
+check_new_rate('a plain UPDATE of rate_limit to 1,500/s', 1500);
 is($node->safe_psql('postgres',
 		"SELECT string_agg(content->>'old' || '->' || (content->>'new') || ' by ' || operator, ', ' ORDER BY at) FROM ecp.flow WHERE action = 'set_rate'"),
 	'1000->3000 by postgres, 3000->1500 by postgres',
@@ -98,9 +192,11 @@ for my $name ('left', 'right')
 my @runs = map { $node->safe_psql('postgres', "SELECT ecp.start('$_')") } ('left', 'right');
 is(EcpTest::wait_for_run($node, $_, 'succeeded', 120), 'succeeded', "run $_ on the shared consumer succeeds") for @runs;
 ($first, $last) = seconds_of_run();
-@counts = per_second($first + 1, $last - 1);
-ok(@counts >= 6, 'both runs took about 10 s together (' . scalar(@counts) . ' whole seconds)');
-is(scalar(grep { $_ > 3300 } @counts), 0, 'together they never exceed the consumer limit of 3,000/s (' . join(',', @counts) . ')');
+@counts = per_second($first, $last);
+@log = bulk_log();
+is(sum0(map { $_->[1] } @log), 30000, 'the sink logged every document of both runs');
+diag('documents per second of the sink\'s clock: ' . join(',', @counts));
+check_rate('two runs sharing the consumer limit of 3,000/s', 3000, 2, @log);
 
 # --- a pause during a long rate-limit wait --------------------------------------
 $node->safe_psql('postgres',
