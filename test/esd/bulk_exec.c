@@ -405,11 +405,52 @@ static void do_delete(bulk_op_t *op, index_t *ix, const char *routing, item_resu
     res->status = live ? 200 : 404;
 }
 
+/* --------------------------------------------------------------- */
+/* privileges and blocks (403 per item)                            */
+/* --------------------------------------------------------------- */
+/*
+ * The auth fault may restrict a user to index patterns: a write elsewhere
+ * is refused per item with 403 security_exception, as ES's authorization
+ * aborts the item.  A pattern may match the name the item writes to (an
+ * index or an alias) or the index it resolves to; the reason names the
+ * concrete index when there is one.
+ */
+static bool write_allowed(const principal_t *who, const char *name, item_result_t *res)
+{
+    if (principal_may_write(who, name))
+        return true;
+    json_t *cause = NULL;
+    bool missing;
+    index_t *ix = resolve_write_target(name, &cause, &missing);
+    if (cause)
+        json_decref(cause);
+    if (ix && principal_may_write(who, ix->name))
+        return true;
+    set_error(res, 403, principal_denied_cause(who, ix ? ix->name : name));
+    return false;
+}
+
+/* index.blocks.write / index.blocks.read_only: every write to the index is
+ * refused per item with 403 cluster_block_exception, with ES's text. */
+static bool write_blocked(const index_t *ix, item_result_t *res)
+{
+    const char *block = NULL;
+    const char *w = index_setting(ix, "index.blocks.write");
+    const char *ro = index_setting(ix, "index.blocks.read_only");
+    if (ro && !strcmp(ro, "true"))
+        block = "FORBIDDEN/5/index read-only (api)";
+    else if (w && !strcmp(w, "true"))
+        block = "FORBIDDEN/8/index write (api)";
+    if (!block)
+        return false;
+    set_errorf(res, 403, "cluster_block_exception", "index [%s] blocked by: [%s];", ix->name, block);
+    return true;
+}
+
 /* Executes one op; the caller holds g_store.lock. */
 void exec_op(bulk_op_t *op, const char *default_routing, int default_require_alias,
-             int64_t item_no, item_result_t *res)
+             const principal_t *who, item_result_t *res)
 {
-    (void)item_no;
     memset(res, 0, sizeof *res);
     res->shards_total = 2;
     if (op->has_index)
@@ -433,9 +474,11 @@ void exec_op(bulk_op_t *op, const char *default_routing, int default_require_ali
     }
     if (!validate_op(op, res))
         return;
+    if (!write_allowed(who, res->index, res))
+        return;
     int ra = op->require_alias >= 0 ? op->require_alias : default_require_alias;
     index_t *ix = target_index(op, res->index, ra, res);
-    if (!ix)
+    if (!ix || write_blocked(ix, res))
         return;
     res->ix = ix;
     snprintf(res->index, sizeof res->index, "%s", ix->name);
@@ -578,6 +621,8 @@ static void discard_op(void *ctx, bulk_req_t *b, bulk_op_t *op)
                    "rejected execution of primary operation (esd item_reject fault)");
     } else if (!validate_op(op, &res)) {
         /* error set */
+    } else if (!principal_may_write(br->r->who, res.index)) {
+        set_error(&res, 403, principal_denied_cause(br->r->who, res.index));
     } else if (faults_has_poison() && op->src && (op->kind == OP_INDEX || op->kind == OP_CREATE)) {
         parse_source(op);
         if (op->doc_err)
@@ -615,7 +660,7 @@ static void exec_chunk(bulk_run_t *br, bulk_req_t *b, size_t from, size_t to)
     pthread_mutex_lock(&g_store.lock);
     for (size_t i = from; i < to; i++) {
         item_result_t res;
-        exec_op(&b->ops[i], br->routing, br->require_alias, (int64_t)i, &res);
+        exec_op(&b->ops[i], br->routing, br->require_alias, br->r->who, &res);
         if (res.ok && res.ix) {
             note_touched(br, res.ix->name);
             res.forced_refresh = br->refresh == 1;

@@ -420,7 +420,7 @@ void handle_doc_write(req_t *r, resp_t *rs, const char *index, const char *id,
     if (ok) {
         item_result_t res;
         pthread_mutex_lock(&g_store.lock);
-        exec_op(&op, NULL, 0, 0, &res);
+        exec_op(&op, NULL, 0, r->who, &res);
         pthread_mutex_unlock(&g_store.lock);
         if (res.ok && refresh) {
             refresh_after_write(res.index, refresh);

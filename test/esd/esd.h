@@ -98,6 +98,15 @@ typedef struct kv {
 
 #define MAX_SEGS 8
 
+/* Who sent a request, when the auth fault restricts where it may write. */
+typedef struct principal {
+    char *user;              /* user name, or the API key's id */
+    char *roles;             /* "r1,r2", named in a 403 */
+    bool api_key;
+    char **indices;          /* index patterns (glob '*') it may write */
+    int nindices;
+} principal_t;
+
 typedef struct req {
     const char *method;
     char *path;              /* raw (still escaped) path */
@@ -112,6 +121,7 @@ typedef struct req {
     int compat;              /* compatible-with=N, 0 if none */
     bool head;
     sb_t *spare;             /* reusable big buffer of this connection */
+    principal_t *who;        /* set by auth_check for a restricted user, else NULL */
 } req_t;
 
 typedef struct resp {
@@ -310,8 +320,9 @@ typedef struct item_result {
     index_t *ix;
 } item_result_t;
 
+/* who: the sender's write privileges (NULL: everywhere) */
 void exec_op(bulk_op_t *op, const char *default_routing, int default_require_alias,
-             int64_t item_no, item_result_t *res);
+             const principal_t *who, item_result_t *res);
 void item_result_free(item_result_t *res);
 void refresh_after_write(const char *index, int mode);   /* 1 true, 2 wait_for */
 void item_write(sb_t *s, const char *opname, const item_result_t *res, int compat);
@@ -368,8 +379,23 @@ int faults_huge_body(size_t *bytes, bool *items_shape);   /* 0 or HTTP status */
 int faults_item_reject(void);                /* 0 or item status */
 bool faults_poison(const json_t *src, const char *raw, size_t len, char *field, size_t fsz);
 bool faults_has_poison(void);
-/* auth: returns 0 when allowed, else fills resp with 401 */
+/* One user of the auth fault. */
+typedef struct auth_user {
+    char *basic;             /* "user:pass", or NULL */
+    char *api_key;           /* encoded key, or NULL */
+    char **indices;          /* patterns it may write */
+    int nindices;            /* -1: every index */
+    char *roles;             /* "r1,r2" */
+} auth_user_t;
+
+/* auth: true when allowed (r->who set for a restricted user), else fills
+ * resp with 401 */
 bool auth_check(req_t *r, resp_t *rs);
+void principal_free(principal_t *p);
+/* whether p (NULL: unrestricted) may write to the index or alias name */
+bool principal_may_write(const principal_t *p, const char *name);
+/* the per-item 403 security_exception for a write to index */
+json_t *principal_denied_cause(const principal_t *p, const char *index);
 void handle_control(req_t *r, resp_t *rs);
 
 /* ------------------------------------------------------------------ */

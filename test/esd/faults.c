@@ -37,11 +37,22 @@ typedef struct faults {
     int huge_status;
     size_t huge_bytes;
     bool huge_items;     /* {"items":[{},...]} instead of [{},...] */
-    char *auth_basic, *auth_apikey;
+    auth_user_t *users;  /* the auth fault: who may connect, and write where */
+    int nusers;
 } faults_t;
 
 static pthread_mutex_t g_flock = PTHREAD_MUTEX_INITIALIZER;
 static faults_t *g_faults;
+
+static void auth_user_free(auth_user_t *u)
+{
+    free(u->basic);
+    free(u->api_key);
+    for (int i = 0; i < u->nindices; i++)
+        free(u->indices[i]);
+    free(u->indices);
+    free(u->roles);
+}
 
 static void faults_free(faults_t *f)
 {
@@ -52,8 +63,9 @@ static void faults_free(faults_t *f)
     for (int i = 0; i < f->npoison; i++)
         free(f->poison[i]);
     free(f->poison);
-    free(f->auth_basic);
-    free(f->auth_apikey);
+    for (int i = 0; i < f->nusers; i++)
+        auth_user_free(&f->users[i]);
+    free(f->users);
     free(f);
 }
 
@@ -124,6 +136,88 @@ static bool parse_status(const json_t *o, const char *key, const int *allowed, i
             return true;
         }
     return bad(err, n, "[%s] unsupported status", key);
+}
+
+/* A list of strings into a malloc'd array (NULL when absent); false when
+ * present but not an array of strings. */
+static bool string_list(const json_t *v, char ***out, int *n)
+{
+    size_t i;
+    json_t *x;
+    *out = NULL;
+    *n = 0;
+    if (!v)
+        return true;
+    if (!json_is_array(v))
+        return false;
+    json_array_foreach((json_t *)v, i, x) if (!json_is_string(x) || !*json_string_value(x))
+        return false;
+    *out = xcalloc(json_array_size(v) + 1, sizeof(char *));
+    json_array_foreach((json_t *)v, i, x) (*out)[(*n)++] = xstrdup(json_string_value(x));
+    return true;
+}
+
+/* One user of the auth fault: {"basic":"u:p"} or {"api_key":"ENCODED"},
+ * optionally "indices" (patterns it may write; absent: every index) and
+ * "roles" (named in a 403, as ES does). */
+static bool parse_user(const json_t *v, auth_user_t *u, char *err, size_t n)
+{
+    static const char *usage =
+        "[auth] a user must be {\"basic\":\"user:pass\"} or {\"api_key\":\"ENCODED\"}, "
+        "with optional \"indices\" and \"roles\" (arrays of strings)";
+    memset(u, 0, sizeof *u);
+    u->nindices = -1;
+    const char *b = json_string_value(json_object_get(v, "basic"));
+    const char *a = json_string_value(json_object_get(v, "api_key"));
+    if (!json_is_object(v) || (!b && !a) || (b && a) || (b && !strchr(b, ':')))
+        return bad(err, n, "%s", usage);
+    const char *k;
+    json_t *x;
+    json_object_foreach((json_t *)v, k, x) if (strcmp(k, "basic") && strcmp(k, "api_key") &&
+                                                 strcmp(k, "indices") && strcmp(k, "roles")) {
+        snprintf(err, n, "[auth] unknown key [%s]; %s", k, usage);
+        return false;
+    }
+    char **roles;
+    int nroles;
+    const json_t *ix = json_object_get(v, "indices");
+    if (!string_list(ix, &u->indices, &u->nindices) || !string_list(json_object_get(v, "roles"), &roles, &nroles)) {
+        u->nindices = 0;
+        return bad(err, n, "%s", usage);
+    }
+    if (!ix)
+        u->nindices = -1;
+    u->basic = b ? xstrdup(b) : NULL;
+    u->api_key = a ? xstrdup(a) : NULL;
+    sb_t r;
+    sb_init(&r, 64);
+    for (int i = 0; i < nroles; i++) {
+        sb_puts(&r, i ? "," : "");
+        sb_puts(&r, roles[i]);
+        free(roles[i]);
+    }
+    free(roles);
+    u->roles = sb_detach(&r, NULL);
+    return true;
+}
+
+/* "auth": one user (the object itself) or {"users": [user, ...]}. */
+static bool parse_auth(faults_t *f, const json_t *v, char *err, size_t n)
+{
+    const json_t *list = json_object_get(v, "users");
+    if (!json_is_object(v) || (list && (!json_is_array(list) || !json_array_size(list) || json_object_size(v) != 1)))
+        return bad(err, n, "%s", "[auth] must be a user ({\"basic\":\"user:pass\"} or {\"api_key\":\"ENCODED\"}, "
+                                 "optional \"indices\" and \"roles\") or {\"users\":[user,...]}");
+    size_t count = list ? json_array_size(list) : 1;
+    f->users = xcalloc(count, sizeof *f->users);
+    for (size_t i = 0; i < count; i++) {
+        if (!parse_user(list ? json_array_get(list, i) : v, &f->users[i], err, n)) {
+            auth_user_free(&f->users[i]);
+            return false;
+        }
+        f->nusers++;
+    }
+    return true;
 }
 
 static bool parse_one(faults_t *f, const char *k, const json_t *v, char *err, size_t n)
@@ -200,15 +294,8 @@ static bool parse_one(faults_t *f, const char *k, const json_t *v, char *err, si
         f->huge_items = sh && !strcmp(json_string_value(sh), "items");
         return true;
     }
-    if (!strcmp(k, "auth")) {
-        const char *b = json_string_value(json_object_get(v, "basic"));
-        const char *a = json_string_value(json_object_get(v, "api_key"));
-        if (!json_is_object(v) || (!b && !a) || (b && !strchr(b, ':')))
-            return bad(err, n, "[%s] must be {\"basic\":\"user:pass\"} or {\"api_key\":\"ENCODED\"}", k);
-        f->auth_basic = b ? xstrdup(b) : NULL;
-        f->auth_apikey = a ? xstrdup(a) : NULL;
-        return true;
-    }
+    if (!strcmp(k, "auth"))
+        return parse_auth(f, v, err, n);
     snprintf(err, n, "unknown fault [%s]; known: bulk_reject, item_reject, poison_field, delay_ms, drop, huge_body, auth", k);
     return false;
 }
@@ -347,39 +434,127 @@ static void deny(req_t *r, resp_t *rs, const char *reason)
     (void)r;
 }
 
-bool auth_check(req_t *r, resp_t *rs)
+/* The principal of a user allowed in, for the per-item privilege checks
+ * (NULL when it may write everywhere). */
+static principal_t *principal_of(const auth_user_t *u, const char *name)
 {
-    char basic[512] = "", apikey[512] = "";
-    pthread_mutex_lock(&g_flock);
-    const char *b = g_faults && (g_faults->auth_basic || g_faults->auth_apikey) ? g_faults->auth_basic : g_cfg.auth_basic;
-    const char *a = g_faults && (g_faults->auth_basic || g_faults->auth_apikey) ? g_faults->auth_apikey : g_cfg.auth_apikey;
-    if (b) snprintf(basic, sizeof basic, "%s", b);
-    if (a) snprintf(apikey, sizeof apikey, "%s", a);
-    pthread_mutex_unlock(&g_flock);
-    if (!basic[0] && !apikey[0])
-        return true;
-    const char *h = req_hdr(r, "Authorization");
-    char msg[1200];
-    if (!h || !*h) {
-        snprintf(msg, sizeof msg, "missing authentication credentials for REST request [%s]", r->path);
-        deny(r, rs, msg);
+    if (u->nindices < 0)
+        return NULL;
+    principal_t *p = xcalloc(1, sizeof *p);
+    p->user = xstrdup(name);
+    p->roles = xstrdup(u->roles ? u->roles : "");
+    p->api_key = u->api_key != NULL;
+    p->indices = xcalloc((size_t)u->nindices + 1, sizeof(char *));
+    for (int i = 0; i < u->nindices; i++)
+        p->indices[p->nindices++] = xstrdup(u->indices[i]);
+    return p;
+}
+
+void principal_free(principal_t *p)
+{
+    if (!p)
+        return;
+    for (int i = 0; i < p->nindices; i++)
+        free(p->indices[i]);
+    free(p->indices);
+    free(p->user);
+    free(p->roles);
+    free(p);
+}
+
+/* Decodes "Basic <b64>" into dec ("user:pass"); false when it is not one. */
+static bool basic_credentials(const char *h, char *dec, size_t decsz)
+{
+    if (strncasecmp(h, "Basic ", 6))
         return false;
-    }
-    if (!strncasecmp(h, "Basic ", 6)) {
-        char dec[512];
-        int n = b64_decode(h + 6, strlen(h + 6), dec, sizeof dec);
-        if (n > 0 && basic[0] && !strcmp(dec, basic))
-            return true;
-        char *colon = n > 0 ? strchr(dec, ':') : NULL;
+    int n = b64_decode(h + 6, strlen(h + 6), dec, decsz);
+    return n > 0;
+}
+
+/* Which user of the fault (or of --auth) the header names; 1 when found
+ * (*who set for a restricted user), 0 when auth is off, -1 when refused. */
+static int find_user(const char *h, principal_t **who, char *user, size_t usz)
+{
+    char dec[512] = "";
+    bool basic = h && basic_credentials(h, dec, sizeof dec);
+    const char *key = h && !strncasecmp(h, "ApiKey ", 7) ? h + 7 : NULL;
+    int found = -1;
+    *who = NULL;
+    if (basic) {
+        snprintf(user, usz, "%s", dec);
+        char *colon = strchr(user, ':');
         if (colon)
             *colon = '\0';
-        snprintf(msg, sizeof msg, "unable to authenticate user [%s] for REST request [%s]",
-                 n > 0 ? dec : "", r->path);
-        deny(r, rs, msg);
-        return false;
     }
-    if (!strncasecmp(h, "ApiKey ", 7) && apikey[0] && !strcmp(h + 7, apikey))
+    pthread_mutex_lock(&g_flock);
+    if (g_faults && g_faults->nusers) {
+        for (int i = 0; i < g_faults->nusers && found < 0; i++) {
+            const auth_user_t *u = &g_faults->users[i];
+            if (basic && u->basic && !strcmp(dec, u->basic)) {
+                *who = principal_of(u, user);
+                found = 1;
+            } else if (key && u->api_key && !strcmp(key, u->api_key)) {
+                char id[512] = "";
+                b64_decode(key, strlen(key), id, sizeof id);
+                char *colon = strchr(id, ':');
+                if (colon)
+                    *colon = '\0';
+                *who = principal_of(u, id);
+                found = 1;
+            }
+        }
+    } else if (!g_cfg.auth_basic && !g_cfg.auth_apikey) {
+        found = 0;
+    } else if ((basic && g_cfg.auth_basic && !strcmp(dec, g_cfg.auth_basic)) ||
+               (key && g_cfg.auth_apikey && !strcmp(key, g_cfg.auth_apikey))) {
+        found = 1;
+    }
+    pthread_mutex_unlock(&g_flock);
+    return found;
+}
+
+bool auth_check(req_t *r, resp_t *rs)
+{
+    const char *h = req_hdr(r, "Authorization");
+    char user[512] = "";
+    char msg[1200];
+    int found = find_user(h && *h ? h : NULL, &r->who, user, sizeof user);
+    if (found >= 0)
         return true;
-    deny(r, rs, "unable to authenticate with provided credentials and anonymous access is not allowed for this request");
+    if (!h || !*h)
+        snprintf(msg, sizeof msg, "missing authentication credentials for REST request [%s]", r->path);
+    else if (!strncasecmp(h, "Basic ", 6))
+        snprintf(msg, sizeof msg, "unable to authenticate user [%s] for REST request [%s]", user, r->path);
+    else
+        snprintf(msg, sizeof msg, "unable to authenticate with provided credentials and anonymous access is not allowed for this request");
+    deny(r, rs, msg);
     return false;
+}
+
+bool principal_may_write(const principal_t *p, const char *name)
+{
+    if (!p)
+        return true;
+    for (int i = 0; i < p->nindices; i++)
+        if (glob_match(p->indices[i], name))
+            return true;
+    return false;
+}
+
+json_t *principal_denied_cause(const principal_t *p, const char *index)
+{
+    char msg[1500];
+    if (p->api_key)
+        snprintf(msg, sizeof msg,
+                 "action [indices:data/write/bulk[s]] is unauthorized for API key id [%s] of user [%s] "
+                 "on indices [%s], this action is granted by the index privileges "
+                 "[create_doc,create,delete,index,write,all]",
+                 p->user, "esd_api_key_owner", index);
+    else
+        snprintf(msg, sizeof msg,
+                 "action [indices:data/write/bulk[s]] is unauthorized for user [%s] with effective roles [%s] "
+                 "on indices [%s], this action is granted by the index privileges "
+                 "[create_doc,create,delete,index,write,all]",
+                 p->user, p->roles, index);
+    return err_cause("security_exception", msg);
 }

@@ -217,6 +217,7 @@ static void req_free(req_t *r)
     free(r->args);
     free(r->hdrs);
     free(r->path);
+    principal_free(r->who);
 }
 
 /* --------------------------------------------------------------- */

@@ -122,6 +122,11 @@ static json_t *validate_settings(const json_t *flat, bool creating, const index_
             snprintf(msg, sizeof msg, "Failed to parse value [%s] for setting [%s] must be >= %d", s, k, strstr(k, "shards") ? 1 : 0);
             return err_cause("illegal_argument_exception", msg);
         }
+        if ((!strcmp(k, "index.blocks.write") || !strcmp(k, "index.blocks.read_only")) && s &&
+            strcmp(s, "true") && strcmp(s, "false")) {
+            snprintf(msg, sizeof msg, "Failed to parse value [%s] as only [true] or [false] are allowed.", s);
+            return err_cause("illegal_argument_exception", msg);
+        }
         if (!strcmp(k, "index.refresh_interval") && s) {
             bool ok;
             parse_time_value_ms(s, &ok);
