@@ -135,6 +135,29 @@ note(sprintf('pg_terminate_backend ended the worker after %.2f s', $took));
 cmp_ok($took, '<', 10, 'pg_terminate_backend ends a worker inside the query');
 alice("SELECT ecp.cancel($run)");
 
+# --- a worker reloads settings on SIGHUP ----------------------------------------
+# A worker in a 60 s back-off renews its heartbeat every
+# ecp.heartbeat_interval (5 s here): after a reload to 1 s it renews it
+# every second, without a restart.
+$es->set_faults({ bulk_reject => { status => 503, every => 1 } });
+alice(q{SELECT ecp.create_task('waiting', 'a_es', 'waiting', query => 'SELECT * FROM items',
+	options => '{"retry_base_ms": 60000, "retry_max_ms": 60000}')});
+$run = alice("SELECT ecp.start('waiting')");
+ok(EcpTest::poll($node, "SELECT count(*) = 1 FROM ecp.flow WHERE run_id = $run AND action = 'retry'", 60),
+	'the worker waits 60 s to retry');
+$node->safe_psql('postgres', "ALTER SYSTEM SET ecp.heartbeat_interval = 1; SELECT pg_reload_conf()");
+my %beats;
+my $watch_until = time + 8;
+while (time < $watch_until && keys %beats < 4)
+{
+	$beats{ $node->safe_psql('postgres', "SELECT heartbeat_at FROM ecp.part WHERE run_id = $run") } = 1;
+	sleep 0.2;
+}
+cmp_ok(scalar(keys %beats), '>=', 4, 'after the reload the heartbeat moves every second');
+alice("SELECT ecp.cancel($run)");
+$es->clear_faults;
+$node->safe_psql('postgres', "ALTER SYSTEM RESET ecp.heartbeat_interval; SELECT pg_reload_conf()");
+
 # --- M8: a pause that raced the last checkpoint ------------------------------
 # The outcome of the race: the run paused, every part already done.  Made
 # deterministic: started and paused in one transaction (no worker sees
