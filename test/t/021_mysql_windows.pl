@@ -1,7 +1,8 @@
 # ecp reading MySQL through mysql_fdw: a task over a foreign table pages by
 # key windows (WHERE key > $a AND key <= $b, ORDER BY and LIMIT kept local),
 # never by a pushed ORDER BY ... LIMIT, which MySQL answers with a filesort
-# of all remaining rows for every page (PATTERNS.md, 020_mysql_fdw.pl).
+# of all remaining rows for every page (020_mysql_fdw.pl shows what
+# mysql_fdw pushes down in each case).
 #
 # What MariaDB was asked is read from its general log.  Also: windows adapt
 # to dense, gappy and sparse keys and deliver every row exactly once; the
@@ -21,7 +22,7 @@ use EcpMysql;
 use EsdServer;
 
 my $my = EcpMysql->require_env;
-EsdServer::require_stand_in('needs bulk_items counts from the stand-in');
+EsdServer->require_stand_in('bulk_items counts');
 
 # 40,000 rows in four regions: every third key, a dense block after a gap
 # of millions, keys 256 apart (one table of a 16 x 16 sharding), and right
@@ -154,6 +155,11 @@ my $retry;
 is($node->safe_psql('postgres', "SELECT state || ' ' || processed FROM ecp.progress WHERE run_id = $retry"),
 	'succeeded 4', 'retry_failed over windows sends the 4 failed ids');
 # (LIMIT 0: the column types, no row; ?: a statement prepared, then executed)
+my @by_ids = grep { /`id`\s+IN \(/i } @remote;
+my @ids_asked = grep { my $id = $_; grep { /\b$id\b/ } @by_ids } ('6', '5000001', '9002560', '11570000');
+is(scalar(@ids_asked), 4, 'MariaDB was asked for the 4 failed ids by `id` IN (...) ('
+	  . scalar(@by_ids) . ' statements; without them the next check would pass on an empty log)')
+  or diag(join("\n", @remote[0 .. ($#remote < 9 ? $#remote : 9)]));
 my @unfiltered = grep { !/`id`\s+IN \(/i && !/\bLIMIT 0$/ && !/\?/ } @remote;
 is(scalar(@unfiltered), 0, 'every statement that reads rows names the ids (`id` IN (...))')
   or diag(join("\n", @unfiltered[0 .. ($#unfiltered < 4 ? $#unfiltered : 4)]));

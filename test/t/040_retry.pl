@@ -112,9 +112,14 @@ is(indexed('rdrop'), 2000, 'with every document');
 
 # --- a pause ends a long back-off wait, and is no failure ------------------------
 $es->set_faults({ bulk_reject => { status => 503, every => 1 } });
+# retry_base_ms of 10 minutes, capped by retry_max_ms (default 30 s): the
+# wait is 30 s, far longer than the pause is given to end it.
 $run = start_task('rpause', '{"retry_base_ms": 600000, "max_retries": 3}');
 ok(EcpTest::poll($node, "SELECT count(*) = 1 FROM ecp.flow WHERE run_id = $run AND action = 'retry'", 60),
-	'the worker is in a 10-minute back-off');
+	'the worker is in a long back-off');
+is($node->safe_psql('postgres',
+		"SELECT content->>'wait_ms' FROM ecp.flow WHERE run_id = $run AND action = 'retry'"),
+	'30000', 'a back-off of 10 minutes is capped by retry_max_ms (default 30 s)');
 $node->safe_psql('postgres', "SELECT ecp.pause($run)");
 ok(EcpTest::poll($node, "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'ecp worker'", 10),
 	'pause ends the wait at once');
