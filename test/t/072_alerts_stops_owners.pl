@@ -81,7 +81,8 @@ sub sleeping_worker
 	while (time < $deadline)
 	{
 		$pid = $node->safe_psql('postgres',
-			"SELECT pid FROM pg_stat_activity WHERE backend_type = 'ecp worker' AND wait_event = 'PgSleep'");
+			"SELECT pid FROM pg_stat_activity WHERE backend_type = 'ecp worker' AND wait_event = 'PgSleep'"
+			  . " ORDER BY backend_start DESC LIMIT 1");
 		return $pid if $pid ne '';
 		sleep 0.05;
 	}
