@@ -315,10 +315,10 @@ classify_status(long status, const char **hint)
  * LOST_MEANS_TOO_LARGE_BYTES) a connection closed before the answer.
  */
 static char *
-too_large_error(const EcpPartConfig *config, size_t body_len, int ndocs, const char *what)
+too_large_error(const EcpPartConfig *config, const char *what, int ndocs)
 {
-	return psprintf("POST %s/%s/_bulk %s a body of %zu bytes (%d document%s, batch_bytes %d): " TOO_LARGE_HINT "%s",
-					origin, config->index_name, what, body_len, ndocs, ndocs == 1 ? "" : "s",
+	return psprintf("POST %s/%s/_bulk %s (%d document%s, batch_bytes %d): " TOO_LARGE_HINT "%s",
+					origin, config->index_name, what, ndocs, ndocs == 1 ? "" : "s",
 					config->batch_bytes,
 					ndocs == 1 ? "; a single document this large can never be indexed: shrink or exclude it" : "");
 }
@@ -331,8 +331,10 @@ transfer_failed(const EcpPartConfig *config, EcpHttpOutcome outcome, const EcpHt
 	if (outcome == ECP_HTTP_TRANSPORT && response->connection_lost &&
 		body_len > LOST_MEANS_TOO_LARGE_BYTES)
 	{
-		*error = too_large_error(config, body_len, ndocs,
-								 psprintf("lost its connection (%s) while sending", response->error));
+		*error = too_large_error(config,
+								 psprintf("lost its connection (%s) with a body of %zu bytes in flight",
+										  response->error, body_len),
+								 ndocs);
 		return ECP_SEND_FAILED;
 	}
 	*error = transfer_error(config, outcome, response->error);
@@ -352,7 +354,8 @@ status_failed(const EcpPartConfig *config, const EcpHttpResponse *response, size
 		ecp_limiter_feedback(config->consumer_id, true);
 	if (response->status == 413)
 	{
-		*error = too_large_error(config, body_len, ndocs, "answered HTTP 413 to");
+		*error = too_large_error(config, psprintf("answered HTTP 413 to a body of %zu bytes", body_len),
+								 ndocs);
 		return status;
 	}
 	ecp_error_summary(response->body, response->body_len, response->status, err, sizeof(err));
