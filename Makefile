@@ -1,10 +1,14 @@
 # ecp: PGXS build of ecp.so, plus the test and demo entry points.
 #
-#   make            build ecp.so and the Elasticsearch stand-in (test/esd)
+#   make            build ecp.so (only the extension: nothing test-only)
 #   make install    install the extension into pg_config's directories
-#   make test       install missing Debian packages, build, install, run every
-#                   suite (pg_regress + TAP + stand-in) as an unprivileged user
+#   make esd        build the Elasticsearch stand-in (test/esd; needs the
+#                   test-only packages, e.g. libmicrohttpd)
+#   make test       install missing Debian packages, build ecp and the stand-in,
+#                   install, run every suite (pg_regress + TAP + stand-in + unit)
+#                   as an unprivileged user
 #   make demo       throwaway cluster + stand-in + a real sync, with progress
+#   make bench      benchmarks against baselines measured in the same run
 
 EXTENSION  = ecp
 MODULE_big = ecp
@@ -28,13 +32,13 @@ REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=./test/regress.conf
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-all: esd
-
 # PGXS tracks no header dependencies: rebuild every object when a header
 # changes, or objects compiled against an old struct layout get linked.
 $(OBJS): $(wildcard src/*.h)
 
-.PHONY: esd test demo bench
+# test and demo build the stand-in themselves, after installing the
+# packages it needs; bench expects them installed (make test or make demo).
+.PHONY: esd test demo bench clean-esd
 esd:
 	$(MAKE) -C test/esd
 
@@ -44,7 +48,7 @@ test:
 demo:
 	bash test/scripts/demo.sh
 
-bench:
+bench: esd
 	bash test/bench/run.sh
 
 clean: clean-esd

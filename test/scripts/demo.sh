@@ -8,8 +8,9 @@ top=$(cd "$here/../.." && pwd)
 cd "$top"
 
 bash test/scripts/install-deps.sh
-echo "== building and installing ecp"
+echo "== building and installing ecp, building the stand-in"
 make -s all
+make -s esd
 if [ "$(id -u)" = 0 ]; then make -s install; else make -s install || {
 	echo "make install needs to write to $(pg_config --pkglibdir): run as root" >&2; exit 1; }; fi
 

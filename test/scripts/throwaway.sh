@@ -42,7 +42,11 @@ CONF
 
 tpsql() { as_test_user psql -X -q -h "$work" -p "$pg_port" -d postgres -v ON_ERROR_STOP=1 "$@"; }
 
+# Builds the stand-in first when it is missing (plain "make" builds only ecp).
 throwaway_start_esd() {
+	if [ ! -x "$top/test/esd/esd" ]; then
+		make -s -C "$top/test/esd" >&2 || return 1
+	fi
 	"$top/test/esd/esd" --port 0 --port-file "$work/esd.port" "$@" >"$work/esd.log" 2>&1 &
 	esd_pid=$!
 	for _ in $(seq 1 100); do [ -s "$work/esd.port" ] && break; sleep 0.1; done
