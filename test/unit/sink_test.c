@@ -973,6 +973,68 @@ start_chunked_server(const size_t *sizes, int nconn, int *port)
 	_exit(0);
 }
 
+/*
+ * A one-shot server that reads one request head and then resets the
+ * connection (SO_LINGER 0) without reading the body: what a server that
+ * refuses an oversized body may look like to a client still sending it.
+ */
+static pid_t
+start_reset_server(int *port)
+{
+	int			s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa;
+	socklen_t	sl = sizeof(sa);
+	int			one = 1;
+	pid_t		pid;
+
+	*port = 0;
+	if (s < 0)
+		return -1;
+	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(s, (struct sockaddr *) &sa, sizeof(sa)) != 0 || listen(s, 4) != 0 ||
+		getsockname(s, (struct sockaddr *) &sa, &sl) != 0)
+	{
+		close(s);
+		return -1;
+	}
+	*port = ntohs(sa.sin_port);
+	pid = fork();
+	if (pid != 0)
+	{
+		close(s);
+		return pid;
+	}
+	/* child */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	alarm(20);
+	{
+		int			c = accept(s, NULL, NULL);
+		char		req[8192];
+		size_t		got = 0;
+		struct linger lg = {1, 0};
+
+		if (c < 0)
+			_exit(1);
+		while (got < sizeof(req) - 1)
+		{
+			ssize_t		n = read(c, req + got, sizeof(req) - 1 - got);
+
+			if (n <= 0)
+				break;
+			got += (size_t) n;
+			req[got] = '\0';
+			if (strstr(req, "\r\n\r\n"))
+				break;
+		}
+		setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(c);				/* RST: unread data is pending */
+	}
+	_exit(0);
+}
+
 /* ------------------------------------------------------------ HTTP tests */
 
 /* esd's count of _bulk requests it has answered, or -1. */
@@ -1103,6 +1165,127 @@ test_address_filter(EcpHttpClient *ctl)
 	   "an allowed address connects (%d: %ld, %d calls)", (int) o, resp.status, log.calls);
 	ecp_http_response_free(&resp);
 	ecp_http_client_destroy(c);
+}
+
+/*
+ * What a refusal of a large body looks like to the client: an HTTP 413, or
+ * (when the server closes while the body is still going out) a lost
+ * connection, which the sink takes for the same refusal above 1 MiB.
+ * esd answers its 413 before reading the body and drains the rest, so a
+ * client reads it; a server that resets instead gives connection_lost.
+ */
+static void
+test_too_large(EcpHttpClient *ctl)
+{
+	EcpHttpConfig cfg;
+	EcpHttpClient *c;
+	EcpHttpResponse resp;
+	EcpHttpOutcome o;
+	size_t		len = 4 * 1024 * 1024;
+	char	   *big = malloc(len);
+	size_t		small_len = 200 * 1024;
+	int			port = 0;
+	pid_t		pid;
+	char		u[256];
+
+	diag("bodies over the server's limit");
+	if (big == NULL)
+	{
+		skip("out of memory");
+		return;
+	}
+	for (size_t i = 0; i < len; i += 32)
+		memcpy(big + i, "{\"index\":{}}\n{\"pad\":\"xxxxxxx\"}\n", 32);
+	default_config(&cfg);
+	c = make_client(&cfg);
+
+	simple(ctl, "PUT", "/_esd/config", "{\"max_content_length\":102400}");
+	o = ecp_http_request(c, "POST", url("/unit-big/_bulk"), "application/x-ndjson",
+						 big, small_len, NULL, &resp);
+	ok(o == ECP_HTTP_OK && resp.status == 413 && resp.body_len == 0,
+	   "200 KiB over esd's 100 KiB limit: HTTP 413 with an empty body (outcome %d, %ld: %s)",
+	   (int) o, resp.status, resp.error);
+	ecp_http_response_free(&resp);
+	o = ecp_http_request(c, "POST", url("/unit-big/_bulk"), "application/x-ndjson",
+						 big, len, NULL, &resp);
+	ok((o == ECP_HTTP_OK && resp.status == 413) || (o == ECP_HTTP_TRANSPORT && resp.connection_lost),
+	   "4 MiB over it: the 413, or a lost connection (outcome %d, %ld, %s)", (int) o, resp.status, resp.error);
+	ecp_http_response_free(&resp);
+	simple(ctl, "PUT", "/_esd/config", "{\"max_content_length\":104857600}");
+	o = ecp_http_request(c, "GET", url("/"), NULL, NULL, 0, NULL, &resp);
+	ok(o == ECP_HTTP_OK && resp.status == 200, "the client goes on after a 413");
+	ecp_http_response_free(&resp);
+	ecp_http_client_destroy(c);
+
+	pid = start_reset_server(&port);
+	c = make_client(&cfg);
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d/x/_bulk", port);
+	o = pid > 0 ? ecp_http_request(c, "POST", u, "application/x-ndjson", big, len, NULL, &resp) :
+		ECP_HTTP_SETUP;
+	ok(o == ECP_HTTP_TRANSPORT && resp.connection_lost && resp.body_bytes_sent <= len,
+	   "a reset while sending 4 MiB: ECP_HTTP_TRANSPORT, connection_lost, %zu bytes sent (%s)",
+	   resp.body_bytes_sent, resp.error);
+	ecp_http_response_free(&resp);
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+	ecp_http_client_destroy(c);
+	free(big);
+}
+
+/*
+ * Per-item 403 from esd through the client and the parser: a write block
+ * and a user restricted to other indices are configuration failures.
+ */
+static void
+test_forbidden_items(EcpHttpClient *ctl)
+{
+	EcpHttpConfig cfg;
+	EcpHttpClient *c;
+	EcpHttpResponse resp;
+	EcpHttpOutcome o;
+	EcpBulkResult r;
+	char		err[256];
+	int			rc;
+
+	default_config(&cfg);
+	c = make_client(&cfg);
+	simple(c, "PUT", "/unit-blocked", "{\"settings\":{\"index.blocks.write\":true}}");
+	o = bulk(c, "unit-blocked", "{\"index\":{\"_id\":\"1\"}}\n{\"n\":1}\n{\"delete\":{\"_id\":\"2\"}}\n", &resp);
+	rc = o == ECP_HTTP_OK && resp.status == 200 ?
+		ecp_bulk_parse(resp.body, resp.body_len, 2, NULL, 0, &r, err, sizeof(err)) : -1;
+	ok(rc == 0 && r.n_config == 2 && r.first_config == 0 && r.items[0].status == 403 &&
+	   streq(r.items[0].error_type, "cluster_block_exception") &&
+	   streq(r.items[0].reason, "index [unit-blocked] blocked by: [FORBIDDEN/8/index write (api)];"),
+	   "esd write block: per-item 403 cluster_block_exception, a configuration failure (%s)",
+	   rc == 0 && r.items[0].reason ? r.items[0].reason : err);
+	if (rc == 0)
+		ecp_bulk_result_free(&r);
+	ecp_http_response_free(&resp);
+	ecp_http_client_destroy(c);
+
+	set_faults(ctl, "{\"auth\":{\"basic\":\"app:pw\",\"indices\":[\"unit-ok*\"]}}");
+	cfg.auth_header = "Basic YXBwOnB3";	/* app:pw */
+	c = make_client(&cfg);
+	o = bulk(c, "unit-elsewhere", "{\"index\":{\"_id\":\"1\"}}\n{\"n\":1}\n", &resp);
+	rc = o == ECP_HTTP_OK && resp.status == 200 ?
+		ecp_bulk_parse(resp.body, resp.body_len, 1, "index", 0, &r, err, sizeof(err)) : -1;
+	ok(rc == 0 && r.n_config == 1 && streq(r.items[0].error_type, "security_exception") &&
+	   contains(r.items[0].reason, "is unauthorized for user [app]") &&
+	   streq(ecp_bulk_config_hint(&r.items[0], "index"), "grant the user write/index privileges on the index"),
+	   "esd user without privileges on the index: per-item 403 security_exception (%s)",
+	   rc == 0 && r.items[0].reason ? r.items[0].reason : err);
+	if (rc == 0)
+		ecp_bulk_result_free(&r);
+	ecp_http_response_free(&resp);
+	o = bulk(c, "unit-ok-1", "{\"index\":{\"_id\":\"1\"}}\n{\"n\":1}\n", &resp);
+	rc = o == ECP_HTTP_OK && resp.status == 200 ?
+		ecp_bulk_parse(resp.body, resp.body_len, 1, "index", 0, &r, err, sizeof(err)) : -1;
+	ok(rc == 0 && r.n_ok == 1, "... and OK for an index it may write");
+	if (rc == 0)
+		ecp_bulk_result_free(&r);
+	ecp_http_response_free(&resp);
+	ecp_http_client_destroy(c);
+	clear_faults(ctl);
 }
 
 static void
@@ -1390,8 +1573,8 @@ test_http(EcpHttpClient *ctl)
 			close(s);			/* bound, never listened: connections are refused */
 		snprintf(u, sizeof(u), "http://elastic:hunter2pw@127.0.0.1:%d/_bulk", closed_port);
 		o = ecp_http_request(c, "POST", u, "application/x-ndjson", "{}\n", 3, NULL, &resp);
-		ok(o == ECP_HTTP_TRANSPORT && contains(resp.error, "CURLE_COULDNT_CONNECT"),
-		   "closed port -> ECP_HTTP_TRANSPORT (%s)", resp.error);
+		ok(o == ECP_HTTP_TRANSPORT && contains(resp.error, "CURLE_COULDNT_CONNECT") &&
+		   !resp.connection_lost, "closed port -> ECP_HTTP_TRANSPORT, no connection lost (%s)", resp.error);
 		ok(!contains(resp.error, "hunter2pw") && !contains(resp.error, "s3cret") &&
 		   !contains(resp.error, "ZWxhc3RpYzpzM2NyZXQtcGFzcw"),
 		   "no credentials in the error");
@@ -1429,7 +1612,8 @@ test_http(EcpHttpClient *ctl)
 	default_config(&cfg);
 	c = make_client(&cfg);
 	o = ecp_http_request(c, "GET", url("/"), NULL, NULL, 0, NULL, &resp);
-	ok(o == ECP_HTTP_TRANSPORT, "connection closed without an answer -> ECP_HTTP_TRANSPORT (%s)", resp.error);
+	ok(o == ECP_HTTP_TRANSPORT && resp.connection_lost,
+	   "connection closed without an answer -> ECP_HTTP_TRANSPORT, connection_lost (%s)", resp.error);
 	ecp_http_response_free(&resp);
 	o = ecp_http_request(c, "GET", url("/"), NULL, NULL, 0, NULL, &resp);
 	ok(o == ECP_HTTP_OK && resp.status == 200 && resp.new_connections == 1,
@@ -1446,8 +1630,8 @@ test_http(EcpHttpClient *ctl)
 	t0 = now();
 	o = ecp_http_request(c, "GET", url("/"), NULL, NULL, 0, NULL, &resp);
 	elapsed = now() - t0;
-	ok(o == ECP_HTTP_TRANSPORT && contains(resp.error, "CURLE_OPERATION_TIMEDOUT"),
-	   "delay 3000 ms, timeout 300 ms -> ECP_HTTP_TRANSPORT (%s)", resp.error);
+	ok(o == ECP_HTTP_TRANSPORT && contains(resp.error, "CURLE_OPERATION_TIMEDOUT") && !resp.connection_lost,
+	   "delay 3000 ms, timeout 300 ms -> ECP_HTTP_TRANSPORT, not a lost connection (%s)", resp.error);
 	/* 1.2 s of slack for a loaded machine, still half the server's delay */
 	if (timing_checks())
 		ok(elapsed < 1.5, "... after %.2f s: the timeout, not the answer (bound 1.5 s)", elapsed);
@@ -1643,6 +1827,8 @@ main(void)
 				test_http(ctl);
 				test_begin_sends_whole_body(ctl);
 				test_address_filter(ctl);
+				test_too_large(ctl);
+				test_forbidden_items(ctl);
 				ecp_http_client_destroy(ctl);
 			}
 		}
