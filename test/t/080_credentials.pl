@@ -12,6 +12,11 @@
 # in a statement's text: log_statement = all (the test cluster's default)
 # and log_min_error_statement would otherwise log them, which README tells
 # users to avoid by not writing credentials as literals.
+#
+# Two TODOs show where a secret does reach the log today: a password over
+# the 8192-byte limit, whose first 100 bytes create_consumer's error
+# quotes, and README's psql -v example, which is a literal, not a bind
+# parameter.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -211,6 +216,26 @@ TODO:
 	local $TODO = 'create_consumer echoes the first 100 bytes of an over-long password in its error, '
 	  . 'which goes to the server log (ecp._check_options: left(v::text, 100))';
 	is(scalar(() = $log =~ /\Q$secret{long_pw}\E/g), 0, 'the server log never contains the over-long password');
+}
+
+# README ("What an administrator configures", 5) advises passing credentials
+# "as bind parameters, not literals", with psql -v pw=... and :'pw' as the
+# example, so that a failed statement does not log them.  psql interpolates
+# :'pw' into the statement's text as a literal.  Here with log_statement
+# off, as on a production server: only log_min_error_statement logs.
+my $psql_secret = 'pw-PsqlVar-Secr3t-3319';
+my $log_before = length(slurp_file($node->logfile));
+($rc, undef, $err) = $node->psql('postgres',
+	"SET log_statement = 'none';\n"
+	  . "SELECT ecp.create_consumer('psql var', 'https://es:9200', options => jsonb_build_object('username', 'sync', 'password', :'pw'));\n",
+	extra_params => [ '-v', "pw=$psql_secret" ]);
+like($err, qr/invalid consumer name "psql var"/, 'a create_consumer with the password as a psql variable fails (bad name)');
+TODO:
+{
+	local $TODO = 'psql -v pw=... with :\'pw\' is client-side interpolation, not a bind parameter: '
+	  . 'the failed statement, password included, is logged (STATEMENT: line)';
+	is(scalar(() = substr(slurp_file($node->logfile), $log_before) =~ /\Q$psql_secret\E/g), 0,
+		'the README\'s way of passing a password keeps it out of the log of a failed statement');
 }
 
 $es_basic->stop;
