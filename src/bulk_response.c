@@ -1,10 +1,11 @@
 /*
  * bulk_response.c: walk items[] of a _bulk response in request order and
- * classify each one (ES_API.md 2.6, 5.5).
+ * classify each one (the rules are in bulk_response.h, ecp_bulk_parse).
  *
  * ecp asks for filter_path=ECP_BULK_FILTER_PATH, which keeps one entry
  * per item (every item has a status), so positions still match the
- * request (ES_API.md 2.8).  "errors":false is not trusted on its own: the
+ * request (a filter such as items.*.error drops the successful items from
+ * items[] altogether).  "errors":false is not trusted on its own: the
  * item count is always checked and every status read.  A scanner does that
  * without allocating (~55 us for 1000 items here, against ~700 us for a full
  * jansson parse); jansson reads the failed items and every unusual body.

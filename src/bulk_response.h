@@ -60,7 +60,8 @@ typedef struct EcpBulkResult
  * filter_path).  flags is reserved and must be 0 (ecp never counts a 409
  * as success: op create documents a conflict as a failed document).
  *
- * Classification (ES_API.md 2.6, 5.5): 2xx OK; a delete answered 404
+ * Classification (the per-item statuses Elasticsearch sends, and what a
+ * bulk client does with each): 2xx OK; a delete answered 404
  * without an error object (result not_found) OK; 429 and 5xx RETRY;
  * CONFIG for what no document can cause and retrying cannot cure: any
  * per-item 401/403 (security_exception: the user lacks write privileges on

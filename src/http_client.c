@@ -1,5 +1,6 @@
 /*
- * http_client.c: libcurl for a background worker (PATTERNS.md).
+ * http_client.c: libcurl for a background worker (one client per process,
+ * made after it started; nothing of libcurl's in shared memory).
  *
  * CURLOPT_NOSIGNAL, http/https only, connect and total timeouts, an error
  * buffer, TCP keep-alive, no redirects, no "Expect: 100-continue", a capped
@@ -369,7 +370,8 @@ build_headers(EcpHttpClient *client, const char *content_type, int sends_body, i
 	if (!has_header(extra_headers, "Accept") &&
 		append_header(&headers, "Accept: application/json") != 0)
 		goto fail;
-	/* no 100-continue: ES answers it with 417/413 oddly (ES_API.md 1.4) */
+	/* no 100-continue (libcurl adds it to large bodies): ES then answers an
+	 * oversized body with 417 instead of its empty 413 */
 	if (append_header(&headers, "Expect:") != 0)
 		goto fail;
 	if (!has_header(extra_headers, "Content-Type"))

@@ -6,8 +6,9 @@
  * CREATE EXTENSION ecp has run in its database it waits quietly, checking
  * again on every wake-up, instead of failing and being restarted in a loop.
  *
- * Signals only set flags and the latch (PATTERNS.md): the default SIGTERM
- * handler would raise FATAL wherever the process happens to be.
+ * Signals only set flags and the latch: the default SIGTERM handler would
+ * raise FATAL wherever the process happens to be (in a transaction, in an
+ * HTTP call), so the loop checks the flags between steps instead.
  */
 #include "ecp.h"
 

@@ -2,7 +2,9 @@
  * scheduler.c: the launcher's pass over the runs.
  *
  * Every wake-up the launcher reconciles the tables with the live workers
- * instead of trusting events (PATTERNS.md): every part of a pending or
+ * instead of trusting events (a worker can fail to register, stop before
+ * it starts or die without a word, and only comparing the tables with the
+ * worker slots sees all of these): every part of a pending or
  * running run that has no worker slot gets a dynamic worker, up to
  * ecp.max_workers.  Paused, cancelled and finished runs are left alone.
  *

@@ -3,7 +3,9 @@
  *
  * A keyset page (WHERE key > $1 ORDER BY key LIMIT n) is pushed to MySQL
  * by mysql_fdw as ORDER BY key IS NULL, key, which MySQL cannot serve from
- * the primary key: every page sorts all remaining rows (PATTERNS.md).  A
+ * the primary key ("Using filesort"): every page sorts all remaining rows
+ * (on a 2,000,000-row MariaDB table, about 0.5 s for a page of 1,000 at the
+ * start; minutes for the whole table instead of seconds).  A
  * window sends range predicates only, which MySQL answers with a range scan
  * of the primary key; the OFFSET 0 fence keeps ORDER BY and LIMIT local:
  *

@@ -4,7 +4,7 @@
  * Alias definitions live in each index (ix->aliases: alias -> definition), as
  * in the ES cluster state.  POST /_aliases applies its actions to a staged
  * copy of every index's alias map and swaps them in only when all actions
- * succeeded, so a swap is all-or-nothing (ES_API.md 3.5.1).
+ * succeeded, so a swap is all-or-nothing, as POST /_aliases is in ES.
  */
 #include "esd.h"
 

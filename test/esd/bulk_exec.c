@@ -1,5 +1,8 @@
 /*
- * Execution of bulk operations against the store (ES_API.md 2.4) and the
+ * Execution of bulk operations against the store, with ES's per-operation
+ * results (index creates or replaces, create conflicts with 409, update
+ * merges or upserts, a delete of a missing document is a 404 not_found;
+ * _seq_no grows with every write, not-found deletes included) and the
  * _bulk endpoint itself.  Single-document endpoints (docs.c) reuse exec_op()
  * so that both paths have exactly the same semantics.
  */

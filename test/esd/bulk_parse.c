@@ -1,5 +1,7 @@
 /*
- * _bulk body parser (ES_API.md 2.2, mirroring BulkRequestParser).
+ * _bulk body parser, mirroring ES's BulkRequestParser: an action line,
+ * then a source line except for delete; the last line must end with a
+ * newline; a CR before the LF and empty lines are accepted.
  *
  * Action lines are scanned by hand: they are tiny, and the discard mode's
  * throughput depends on not building a JSON tree per line.  Source lines are

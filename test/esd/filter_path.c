@@ -2,7 +2,8 @@
  * filter_path: keep only the leaves matching the comma separated patterns
  * ('*' within a name, '**' for any depth, '-' prefix to exclude), then drop
  * empty objects and arrays.  Arrays are transparent, as in ES.  This
- * reproduces the items.*.error gotcha of ES_API.md 2.8.  Also used for
+ * reproduces ES's gotcha: filter_path=items.*.error drops the successful
+ * items from a _bulk response's items[] altogether.  Also used for
  * _source includes/excludes.
  *
  * Two forms of the same filter: filter_path_apply() on a jansson tree (the

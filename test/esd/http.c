@@ -13,8 +13,8 @@
  * gzip body inflates to) passes the limit, an empty 413 is written and the
  * connection closes, without reading the rest of the body (see
  * answer_too_large).  Order of checks for the other non-control requests
- * (ES_API.md 2.9): fault drop/delay, authentication, Content-Type (406),
- * compatibility headers (400), then the route handler.
+ * (ES's, with the faults first): fault drop/delay, authentication,
+ * Content-Type (406), compatibility headers (400), then the route handler.
  */
 #include "esd.h"
 
@@ -700,7 +700,8 @@ static enum MHD_Result begin_request(struct MHD_Connection *c, const char *url, 
     }
     const char *ex = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
     if (ex && strcasecmp(ex, "100-continue") == 0) {
-        /* answer before the body is sent, as ES does (ES_API.md 1.4) */
+        /* an oversized body announced with Expect: 100-continue gets 417
+         * before it is sent, as in ES */
         resp_t rs;
         memset(&rs, 0, sizeof rs);
         rs.status = 417;

@@ -1,6 +1,7 @@
 /*
  * Routing of REST paths to handlers, and the response/error helpers every
- * handler uses.  Error bodies follow the ES envelope (ES_API.md 1.1).
+ * handler uses.  Error bodies follow the ES envelope,
+ * {"error":{"root_cause":[...],"type":...,"reason":...},"status":N}.
  */
 #include "esd.h"
 

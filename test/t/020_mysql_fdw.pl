@@ -1,5 +1,5 @@
 # mysql_fdw against a throwaway MariaDB: what ecp relies on when it reads
-# sharded MySQL through foreign tables (see PATTERNS.md, mysql_fdw).
+# sharded MySQL through foreign tables.
 #
 # Needs the server from test/scripts/mariadb.sh; its ECP_MYSQL_* variables
 # must be in the environment (make test exports them).  Without them this

@@ -1,4 +1,5 @@
-# esd: _bulk semantics (ES_API.md 2.2-2.9) and single-document writes.
+# esd: _bulk semantics (body grammar, per-operation results, item statuses,
+# whole-request failures, filter_path) and single-document writes.
 use strict;
 use warnings;
 use Test::More;

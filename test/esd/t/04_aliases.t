@@ -1,4 +1,5 @@
-# esd: aliases (ES_API.md 3.5): atomic swaps, must_exist, write index, reads.
+# esd: aliases (POST /_aliases, GET and HEAD _alias): atomic swaps,
+# must_exist, write index, reads.
 use strict;
 use warnings;
 use Test::More;

@@ -1,4 +1,6 @@
-# esd: --flavor es7 / opensearch differences (ES_API.md 6).
+# esd: --flavor es7 / opensearch differences from ES 8 (_type, health
+# timeouts, alias removal, product header, rejection type, compatibility
+# headers).
 use strict;
 use warnings;
 use Test::More;

@@ -147,7 +147,7 @@ my @ok = map { ({ index => { _index => 'ok', _id => "k$_" } }, { v => $_ }) } 1 
     ($st, $c) = raw_bulk($es, nd({ create => { _index => 'ok', _id => 'k1' } }, { v => 1 }, @ok[0, 1]),
                          'filter_path=items.*.error.type');
     is($c, '{"items":[{"create":{"error":{"type":"version_conflict_engine_exception"}}}]}',
-       'items.*.error: only the failed item remains (ES_API.md 2.8)');
+       'items.*.error: only the failed item remains (as in ES)');
     ($st, $c) = raw_bulk($es, nd(@ok[0, 1]), 'filter_path=-items.*');
     like($c, qr/^\{"errors":false,"took":\d+,"items":\[\{\}\]\}$/, '-items.*: emptied items stay in the array');
 
