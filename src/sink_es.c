@@ -379,7 +379,7 @@ config_item_error(const EcpPartConfig *config, const EcpBulkResult *parsed)
 
 	if (item->error_type && strcmp(item->error_type, "index_not_found_exception") == 0)
 		return psprintf("index \"%s\" does not exist%s (%d %s: %s); %s", config->index_name,
-						strcmp(config->op, "delete") == 0 ? "" : " and the cluster does not create it",
+						config->op && strcmp(config->op, "delete") == 0 ? "" : " and the cluster does not create it",
 						item->status, type, reason, ecp_bulk_config_hint(item, config->op));
 	return psprintf("index \"%s\" refused %d of %d documents with HTTP %d %s: %s; %s",
 					config->index_name, parsed->n_config, parsed->nitems, item->status, type,
