@@ -91,7 +91,8 @@ BEGIN
                             WHEN 'number' THEN format('a number between %s and %s', low, high)
                             WHEN 'boolean' THEN 'true or false'
                             ELSE 'a string of at most 8192 bytes' END,
-                  left(v::text, 100)
+                  -- a secret is never quoted: errors reach the server log
+                  CASE WHEN k IN ('password', 'api_key') THEN '***' ELSE left(v::text, 100) END
                   USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END LOOP;
