@@ -181,10 +181,8 @@ static bool parse_user(const json_t *v, auth_user_t *u, char *err, size_t n)
     char **roles;
     int nroles;
     const json_t *ix = json_object_get(v, "indices");
-    if (!string_list(ix, &u->indices, &u->nindices) || !string_list(json_object_get(v, "roles"), &roles, &nroles)) {
-        u->nindices = 0;
-        return bad(err, n, "%s", usage);
-    }
+    if (!string_list(ix, &u->indices, &u->nindices) || !string_list(json_object_get(v, "roles"), &roles, &nroles))
+        return bad(err, n, "%s", usage);   /* auth_user_free frees what was parsed */
     if (!ix)
         u->nindices = -1;
     u->basic = b ? xstrdup(b) : NULL;
