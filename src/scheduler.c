@@ -448,15 +448,15 @@ heartbeat_old(TimestampTz heartbeat, TimestampTz now)
 }
 
 /*
- * A running part whose workers died more than max_retries times in a row
- * (without acknowledging a batch in between) fails its run instead of
- * spinning.
+ * A running part whose worker died again after max_retries restarts
+ * (recoveries counts them; no batch was acknowledged in between) fails
+ * its run instead of spinning: max_retries 0 fails at the first death.
  */
 static bool
 dying(const ActivePart *p, TimestampTz now)
 {
 	return p->run_running && p->part_running && !p->has_slot &&
-		p->recoveries > p->settings.max_retries &&
+		p->recoveries >= p->settings.max_retries &&
 		p->has_heartbeat && heartbeat_old(p->heartbeat, now);
 }
 
@@ -929,7 +929,7 @@ schedule_parts(ActivePart *parts, int count, const SlotView *slots)
 			fail_run_isolated(p->run_id,
 							  psprintf("the worker of part %d died %d times in a row without finishing a batch; "
 									   "the checkpoint is kept: see the server log, then ecp.resume(" INT64_FORMAT ")",
-									   p->part_no, p->recoveries, p->run_id));
+									   p->part_no, p->recoveries + 1, p->run_id));
 		else if (runnable(p, now))
 			startable[i] = may_start(p, now);
 	}
