@@ -421,18 +421,23 @@ scrub_error(EcpHttpClient *client, const char *url, EcpHttpResponse *resp)
 }
 
 /*
- * The server closed or reset the connection: a send failed (EPIPE,
- * ECONNRESET), a read was reset, or the connection ended with no or half
- * an answer.  Elasticsearch does that to a body over
+ * The server closed or reset the connection before the status line of an
+ * answer came: a send failed (EPIPE, ECONNRESET), a read was reset, or the
+ * connection ended with nothing.  Elasticsearch does that to a body over
  * http.max_content_length when the client is still sending (the 413 it
  * writes first may never be read), so the caller may want to tell it from
- * a timeout or a refused connection.
+ * a timeout, a refused connection or an answer cut short.
  */
 static int
-connection_was_lost(CURLcode rc)
+connection_was_lost(EcpHttpClient *client, CURLcode rc)
 {
-	return rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING ||
-		rc == CURLE_PARTIAL_FILE;
+	long		code = 0;
+
+	if (rc != CURLE_SEND_ERROR && rc != CURLE_RECV_ERROR && rc != CURLE_GOT_NOTHING)
+		return 0;
+	if (curl_easy_getinfo(client->easy, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK)
+		code = 0;
+	return code == 0;
 }
 
 static EcpHttpOutcome
@@ -463,7 +468,7 @@ classify_failure(EcpHttpClient *client, CURLcode rc, EcpHttpResponse *resp)
 	if (client->buf.out_of_memory)
 		text = "out of memory while reading the response";
 
-	resp->connection_lost = connection_was_lost(rc);
+	resp->connection_lost = connection_was_lost(client, rc);
 	if (name)
 		snprintf(code, sizeof(code), "%s", name);
 	else

@@ -79,9 +79,10 @@ typedef struct EcpHttpResponse
 								 * never holds credentials */
 	double		seconds;		/* wall time of the request */
 	int			connection_lost;	/* ECP_HTTP_TRANSPORT because the server
-									 * closed or reset the connection before a
-									 * whole answer came (not a refusal,
-									 * timeout, DNS or TLS failure) */
+									 * closed or reset the connection before
+									 * any answer came (not a refusal, a
+									 * timeout, a DNS or TLS failure, or an
+									 * answer cut short) */
 	size_t		body_bytes_sent;	/* request body bytes written to the
 									 * connection (after gzip), also when it
 									 * failed */
