@@ -71,7 +71,7 @@ typedef struct EcpBulkResult
  * reason says "no write index is defined for alias"; the rest DATA_ERROR.
  *
  * 0 on success (free out with ecp_bulk_result_free); -1 with err set and out
- * zeroed when the body is not JSON, has no items array, has a different
+ * zeroed when flags is not 0, the body is not JSON, has no items array, has a different
  * number of items than expected_items, or an item is not a single-key object
  * with an integer status.
  *
