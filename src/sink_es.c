@@ -29,11 +29,13 @@
  * 413 and closes the connection, possibly while the client is still
  * sending: libcurl then reports a failed send or a reset instead of the
  * 413.  A connection lost that way under a body of more than this many
- * bytes is taken for that refusal (a configuration failure: retrying the
- * same body cannot pass); under a smaller body it stays a transient
- * network failure.  1 MiB is far below any sensible http.max_content_length
- * (100 MiB by default) and far above what a reset of an idle or small
- * request needs to be told apart from.
+ * bytes, twice in a row, is taken for that refusal (a configuration
+ * failure: sending the same body again cannot pass); the first time it is
+ * retried like any network failure, so a node restart or a load balancer
+ * dropping one connection does not fail a run.  Under a smaller body a
+ * lost connection is always transient.  1 MiB is far below any sensible
+ * http.max_content_length (100 MiB by default) and far above what a reset
+ * of an idle or small request needs to be told apart from.
  */
 #define LOST_MEANS_TOO_LARGE_BYTES (1024 * 1024)
 #define TOO_LARGE_HINT "request too large: lower batch_bytes (the cluster's http.max_content_length)"
@@ -323,16 +325,23 @@ too_large_error(const EcpPartConfig *config, const char *what, int ndocs)
 					ndocs == 1 ? "; a single document this large can never be indexed: shrink or exclude it" : "");
 }
 
+/* Large bodies whose connection was lost in a row (reset by any answer). */
+static int	large_bodies_lost = 0;
+
 /* Why a transfer failed, and its class (see LOST_MEANS_TOO_LARGE_BYTES). */
 static EcpSendStatus
 transfer_failed(const EcpPartConfig *config, EcpHttpOutcome outcome, const EcpHttpResponse *response,
 				size_t body_len, int ndocs, char **error)
 {
-	if (outcome == ECP_HTTP_TRANSPORT && response->connection_lost &&
-		body_len > LOST_MEANS_TOO_LARGE_BYTES)
+	bool		large_lost = outcome == ECP_HTTP_TRANSPORT && response->connection_lost &&
+		body_len > LOST_MEANS_TOO_LARGE_BYTES;
+
+	large_bodies_lost = large_lost ? large_bodies_lost + 1 : 0;
+	if (large_bodies_lost >= 2)
 	{
+		large_bodies_lost = 0;
 		*error = too_large_error(config,
-								 psprintf("lost its connection (%s) with a body of %zu bytes in flight",
+								 psprintf("lost its connection (%s) twice in a row with a body of %zu bytes in flight",
 										  response->error, body_len),
 								 ndocs);
 		return ECP_SEND_FAILED;
@@ -404,6 +413,8 @@ finish_request(EcpPartConfig *config, size_t body_len, const int *members, int n
 
 	memset(&response, 0, sizeof(response));
 	outcome = ecp_http_finish(client, &response);
+	if (outcome == ECP_HTTP_OK)
+		large_bodies_lost = 0;	/* an answer: the body's size was not refused by a reset */
 	if (outcome == ECP_HTTP_ABORTED)
 		status = ECP_SEND_STOPPED;
 	else if (outcome != ECP_HTTP_OK)
