@@ -120,6 +120,7 @@ extern bool ecp_drop_stale_database_hold(void);
 /* query_check.c */
 extern char *ecp_statement_text(const char *query);
 extern char *ecp_checked_statement_text(const char *query);
+extern int	ecp_enter_search_path(const char *search_path);
 
 /* commit_signals.c */
 extern void ecp_commit_signals_install(void);

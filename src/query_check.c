@@ -212,6 +212,22 @@ checked_columns(const char *query)
 }
 
 /*
+ * Read a query under search_path (NULL: the session's) in a GUC nest level
+ * of its own; the caller ends it with AtEOXact_GUC(true, level), which
+ * puts the session's search_path back (an error does it by aborting).
+ */
+int
+ecp_enter_search_path(const char *search_path)
+{
+	int			level = NewGUCNestLevel();
+
+	if (search_path)
+		(void) set_config_option("search_path", search_path,
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
+/*
  * ecp._check_query(query text, search_path text) RETURNS text[]: the same
  * checks with the search_path the query will be read with (the task's),
  * so the validating trigger can pin its own search_path.  The setting
@@ -230,10 +246,7 @@ ecp_check_query_with_path(PG_FUNCTION_ARGS)
 				 errmsg("a task needs a source query"),
 				 errhint("Pass query => 'SELECT id, ... FROM ...'.")));
 	query = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	nest_level = NewGUCNestLevel();
-	if (!PG_ARGISNULL(1))
-		(void) set_config_option("search_path", text_to_cstring(PG_GETARG_TEXT_PP(1)),
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	nest_level = ecp_enter_search_path(PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	columns = checked_columns(query);
 	AtEOXact_GUC(true, nest_level);
 	PG_RETURN_ARRAYTYPE_P(columns);

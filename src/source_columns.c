@@ -164,10 +164,7 @@ ecp_column_facts(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	query_text = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	nest_level = NewGUCNestLevel();
-	if (!PG_ARGISNULL(1))
-		(void) set_config_option("search_path", text_to_cstring(PG_GETARG_TEXT_PP(1)),
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	nest_level = ecp_enter_search_path(PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	statements = pg_parse_query(query_text);
 	if (list_length(statements) != 1)
 		facts = "{}";

@@ -10,6 +10,8 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IO::Socket::INET;
+use POSIX ();
 use Time::HiRes qw(time sleep);
 
 # The stand-in listens on 127.0.0.1, which ecp.block_private_networks
@@ -79,6 +81,43 @@ sub worker_count
 	my ($node) = @_;
 	return $node->safe_psql('postgres',
 		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ecp worker'");
+}
+
+# A webhook that never answers: a child that accepts connections on
+# 127.0.0.1, keeps them open, never answers, and counts them (for at most
+# $seconds, 150 by default).  Returns its URL (path /alerts), a sub that
+# tells how many connections it accepted so far, and its pid (kill it
+# with TERM and waitpid when done).
+sub silent_listener
+{
+	my ($seconds) = @_;
+	my $silent = IO::Socket::INET->new(Listen => 128, LocalAddr => '127.0.0.1', LocalPort => 0,
+		Proto => 'tcp', ReuseAddr => 1)
+	  or die "listen: $!";
+	my $url = 'http://127.0.0.1:' . $silent->sockport . '/alerts';
+	my $accepted = PostgreSQL::Test::Utils::tempdir() . '/accepted';
+	my $child = fork();
+	die "fork: $!" unless defined $child;
+	if ($child == 0)
+	{
+		alarm($seconds // 150);
+		my @open;
+		while (my $c = $silent->accept)
+		{
+			push @open, $c;
+			open(my $fh, '>>', $accepted) or POSIX::_exit(1);
+			print $fh "x\n";
+			close $fh;
+		}
+		POSIX::_exit(0);
+	}
+	close $silent;
+	my $connections = sub {
+		open(my $fh, '<', $accepted) or return 0;
+		my @lines = <$fh>;
+		return scalar @lines;
+	};
+	return ($url, $connections, $child);
 }
 
 1;

@@ -9,43 +9,15 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use IO::Socket::INET;
-use POSIX ();
 use Time::HiRes qw(time sleep);
 use EcpTest;
 use EsdServer;
 
 EsdServer->require_stand_in('a sink for the runs');
 
-# The silent webhook: a child that accepts connections, keeps them open,
-# never answers, and notes each one in a file (for at most 150 s).
-my $silent = IO::Socket::INET->new(Listen => 128, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
-  or die "listen: $!";
-my $hook_url = 'http://127.0.0.1:' . $silent->sockport . '/alerts';
-my $accepted = PostgreSQL::Test::Utils::tempdir() . '/accepted';
-my $child = fork();
-die "fork: $!" unless defined $child;
-if ($child == 0)
-{
-	alarm 150;
-	my @open;
-	while (my $c = $silent->accept)
-	{
-		push @open, $c;
-		open(my $fh, '>>', $accepted) or POSIX::_exit(1);
-		print $fh "x\n";
-		close $fh;
-	}
-	POSIX::_exit(0);
-}
-close $silent;
-
-sub connections
-{
-	open(my $fh, '<', $accepted) or return 0;
-	my @lines = <$fh>;
-	return scalar @lines;
-}
+# A webhook that accepts connections and never answers (EcpTest).
+my ($hook_url, $connections, $child) = EcpTest::silent_listener();
+sub connections { return $connections->() }
 
 # Poll until the webhook got more than $n connections: the launcher is in
 # the middle of a POST.
