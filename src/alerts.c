@@ -13,7 +13,9 @@
  * failure the webhook is left alone for a back-off that doubles up to
  * MAX_BACKOFF_MS, so a webhook that accepts connections and never answers
  * costs the scheduling at most one budget now and then.  An alert larger
- * than MAX_ALERT_BYTES (ecp writes small ones) is sent as a stub naming it.
+ * than MAX_ALERT_BYTES (ecp writes small ones; only a superuser's direct
+ * INSERT can be larger) is not read: a short JSON notice with its id and
+ * "truncated": true is sent in its place, pointing at ecp.flow.
  */
 #include "ecp.h"
 
@@ -35,7 +37,7 @@
 #define FIRST_BACKOFF_MS 1000
 #define MAX_BACKOFF_MS 60000
 
-/* Larger alerts are not read into memory; a stub names them instead. */
+/* Larger alerts are not read into memory; a short notice names them instead. */
 #define MAX_ALERT_BYTES 65536
 
 static TimestampTz pass_deadline = 0;

@@ -74,6 +74,22 @@ is($received, 2, 'the webhook received both alerts');
 my ($status, $body) = $hook->post('/alerts/_search', { query => { match_all => {} }, size => 10 });
 my @classes = sort map { $_->{_source}{class} } @{ $body->{hits}{hits} };
 is_deeply(\@classes, [ 'failed', 'transient' ], 'each POST is one alert as JSON');
+# An alert row over 64 kB (only a superuser can write one) is not read
+# into the launcher's memory: the webhook gets a short notice naming it.
+my $big = $node->safe_psql('postgres',
+	"INSERT INTO ecp.flow_log (action, content, run_id) "
+	  . "VALUES ('alert', jsonb_build_object('error', repeat('x', 200000)), $failed) RETURNING id");
+my $notice;
+for (1 .. 100)
+{
+	$hook->refresh('alerts');
+	my (undef, $found) = $hook->post('/alerts/_search', { query => { term => { alert => $big } }, size => 1 });
+	$notice = $found->{hits}{hits}[0]{_source};
+	last if $notice;
+	select(undef, undef, undef, 0.1);
+}
+ok($notice && $notice->{truncated} && $notice->{error} =~ /larger than 65536 bytes: read it in ecp\.flow/,
+	'an alert over 64 kB reaches the webhook as a short notice with its id');
 # PostgreSQL itself logs a changed setting on reload; ecp never logs the URL.
 my @ecp_lines = grep { !/parameter "ecp\.alert_webhook" changed/ } split /\n/, slurp_file($node->logfile);
 is(scalar(grep { /\Q$hook_url\E/ } @ecp_lines), 0, 'ecp never logs the webhook URL');
