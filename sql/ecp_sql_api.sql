@@ -95,6 +95,8 @@ SELECT ecp.create_task('alice', 'es', 'orders', query => 'SELECT * FROM orders')
 SELECT ecp.create_consumer('alice_es', 'http://127.0.0.1:9200');
 SELECT ecp.create_task('alice', 'alice_es', 'orders', query => 'SELECT * FROM orders');
 SELECT ecp.create_task('alice', 'alice_es', 'numbers', query => 'SELECT g AS id FROM generate_series(1, 3) g');
+-- a server file needs pg_read_server_files
+SELECT ecp.create_task('alice_file', 'alice_es', 'numbers', file => '/etc/hostname');
 INSERT INTO ecp.flow_log (action, operator, owner) VALUES ('forged', 'postgres', 'ecp_regress_alice');
 RESET ROLE;
 SELECT name, owner::text = current_user AS mine FROM ecp.consumers ORDER BY name;
@@ -126,7 +128,21 @@ SELECT call, pg_temp.sqlstate_of(call) AS sqlstate FROM (VALUES
     ($$SELECT ecp.retry_failed(424242)$$),
     ($$SELECT ecp.retry_failed(1)$$),
     ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELECT 1 AS a', options => '{"max_retries": -1}')$$),
-    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELECT 1 AS a', options => '{"retry_base_ms": 0}')$$)
+    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELECT 1 AS a', options => '{"retry_base_ms": 0}')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', queries => ARRAY['SELECT 1 AS id', 'SELECT 1 AS a'])$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', queries => ARRAY['SELECT 1 AS id', 'DELETE FROM orders'])$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', queries => ARRAY['SELECT 1 AS id'], query => 'SELECT 1 AS id')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', queries => '{}')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELECT 1 AS id', ids => '{1,NULL}')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELECT 1 AS id', ids => '{1}', options => '{"parallelism": 2}')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELECT 1 AS id', options => '{"parallelism": 65}')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', file => 'ftp://h/f')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', file => 'relative/path')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', file => '/tmp/f', options => '{"format": "csv"}')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', file => '/tmp/f', options => '{"format": "ids"}')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELECT 1 AS id', file => '/tmp/f', options => '{"format": "ndjson"}')$$),
+    ($$SELECT ecp.create_task('x', 'es', 'i', query => 'SELECT 1 AS id', options => '{"id_field": "id"}')$$),
+    ($$SELECT ecp.start('orders', ids => '{}')$$)
 ) AS calls(call);
 -- retry_failed of a run that is still going
 SELECT ecp.start('orders') AS run2 \gset

@@ -14,7 +14,7 @@
 void
 ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config, const EcpDoc *doc)
 {
-	const char *op = config->op;
+	const char *op = doc->is_delete ? "delete" : config->op;
 	bool		is_update = strcmp(op, "update") == 0;
 
 	appendStringInfo(body, "{\"%s\":{\"_id\":", op);

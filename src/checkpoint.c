@@ -49,7 +49,16 @@ basic_auth(const char *user, const char *password)
  * statement on one bad value), and the owners of all four rows.
  */
 #define CONFIG_SQL \
-	"SELECT t.name AS task_name, t.query, t.index_name, t.search_path, " \
+	"SELECT t.name AS task_name, t.index_name, t.search_path, " \
+	"       CASE WHEN p.source->>'query' ~ '^[0-9]{1,6}$' AND (p.source->>'query')::int > 0 " \
+	"            THEN t.queries[(p.source->>'query')::int] ELSE t.query END AS query, " \
+	"       p.source->>'kind' AS part_kind, p.source->>'query' AS part_query, " \
+	"       p.source->>'from' AS range_from, p.source->>'to' AS range_to, " \
+	"       t.file, cardinality(r.only_ids) AS ids_count, " \
+	"       t.options->>'parallelism' AS parallelism, " \
+	"       t.options->>'delete_missing' AS delete_missing, " \
+	"       t.options->>'format' AS format, t.options->>'id_field' AS id_field, " \
+	"       t.options->>'max_line_bytes' AS max_line_bytes, " \
 	"       t.id AS task_id, c.id AS consumer_id, " \
 	"       t.options->>'id_column' AS id_column, " \
 	"       coalesce(t.options->>'key_column', t.options->>'id_column') AS key_column, " \
@@ -64,9 +73,9 @@ basic_auth(const char *user, const char *password)
 	"       c.options->>'insecure' AS insecure, c.options->>'gzip' AS gzip, " \
 	"       c.options->>'connect_timeout_ms' AS connect_timeout_ms, " \
 	"       c.options->>'request_timeout_ms' AS request_timeout_ms, " \
-	"       r.state AS run_state, (r.total IS NOT NULL) AS has_total, " \
+	"       r.state AS run_state, (p.total IS NOT NULL) AS has_total, " \
 	"       r.only_ids::text AS only_ids, " \
-	"       p.last_key, p.processed, p.failed, " \
+	"       p.last_key, p.position, p.line_no, p.processed, p.failed, " \
 	"       r.owner::oid AS run_owner, t.owner::oid AS task_owner, " \
 	"       c.owner::oid AS consumer_owner, p.owner::oid AS part_owner, " \
 	"       a.rolname AS owner_name, " \
@@ -138,13 +147,17 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	ecp_config_required(config->task_name, "the run's task", "The task was deleted; start a new run of an existing task.");
 	config->task_id = long_column(tuple, desc, "task_id");
 	config->raw_query = copy_text(tuple, desc, "query");
-	ecp_config_required(config->raw_query, "the task's query", recreate);
 	config->index_name = copy_text(tuple, desc, "index_name");
 	ecp_config_check_index(config->index_name);
 	config->search_path = copy_text(tuple, desc, "search_path");
 	config->id_column = copy_text(tuple, desc, "id_column");
-	ecp_config_required(config->id_column, "the task's option \"id_column\"", recreate);
 	config->key_column = copy_text(tuple, desc, "key_column");
+	if (!(config->kind == ECP_PART_FILE && config->ndjson))
+	{
+		/* everything but an NDJSON file is read through a query */
+		ecp_config_required(config->raw_query, "the task's query", recreate);
+		ecp_config_required(config->id_column, "the task's option \"id_column\"", recreate);
+	}
 	config->op = (char *) ecp_config_word(value_of(tuple, desc, "op"), "op", op_words);
 	config->paging = (char *) ecp_config_word(value_of(tuple, desc, "paging"), "paging", paging_words);
 	config->batch_size = ecp_config_int(value_of(tuple, desc, "batch_size"), "batch_size", 1000, 1, 100000);
@@ -157,6 +170,51 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 										   ecp_retry_base_ms, 1, 3600000);
 	config->retry_max_ms = ecp_config_int(value_of(tuple, desc, "retry_max_ms"), "retry_max_ms",
 										  ecp_retry_max_ms, 1, 3600000);
+	config->parallelism = ecp_config_int(value_of(tuple, desc, "parallelism"), "parallelism", 1, 1, 64);
+	config->delete_missing = ecp_config_bool(value_of(tuple, desc, "delete_missing"),
+											 "delete_missing", false);
+}
+
+static const char *const kind_words[] = {"query", "split", "range", "ids", "file", NULL};
+static const char *const format_words[] = {"ids", "ndjson", NULL};
+
+/* A bound of a key range: NULL (open) or an integer. */
+static bool
+range_bound(const char *text, const char *what, int64 *value)
+{
+	if (text == NULL)
+		return false;
+	*value = ecp_config_int64(text, what);
+	return true;
+}
+
+/* What the part reads (ecp.part.source), each field checked. */
+static void
+load_part_source(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
+{
+	const char *kind = ecp_config_word(value_of(tuple, desc, "part_kind"), "source kind", kind_words);
+	const EcpPartKind kinds[] = {ECP_PART_QUERY, ECP_PART_SPLIT, ECP_PART_RANGE, ECP_PART_IDS, ECP_PART_FILE};
+
+	config->kind = ECP_PART_QUERY;
+	for (int i = 0; kind_words[i]; i++)
+		if (kind && strcmp(kind, kind_words[i]) == 0)
+			config->kind = kinds[i];
+	config->query_no = ecp_config_int(value_of(tuple, desc, "part_query"), "source query", 0, 0, 4096);
+	config->has_from = range_bound(value_of(tuple, desc, "range_from"), "range from", &config->range_from);
+	config->has_to = range_bound(value_of(tuple, desc, "range_to"), "range to", &config->range_to);
+	config->ids_count = long_column(tuple, desc, "ids_count");
+	if (config->kind == ECP_PART_FILE)
+	{
+		config->file = copy_text(tuple, desc, "file");
+		ecp_config_required(config->file, "the task's file", "Recreate the task with ecp.create_task(..., file => ...).");
+		config->ndjson = strcmp(ecp_config_word(value_of(tuple, desc, "format"), "format", format_words),
+								"ndjson") == 0;
+		config->id_field = copy_text(tuple, desc, "id_field");
+		if (config->id_field == NULL)
+			config->id_field = "id";
+		config->max_line_bytes = ecp_config_int(value_of(tuple, desc, "max_line_bytes"), "max_line_bytes",
+												10 * 1024 * 1024, 1024, 268435456);
+	}
 }
 
 /* The consumer's fields, each checked; credentials into a header. */
@@ -212,11 +270,14 @@ ecp_checkpoint_load(EcpPartConfig *config)
 	config->only_ids = copy_text(tuple, desc, "only_ids");
 	config->has_total = bool_column(tuple, desc, "has_total");
 	config->last_key = copy_text(tuple, desc, "last_key");
+	config->position = long_column(tuple, desc, "position");
+	config->line_no = long_column(tuple, desc, "line_no");
 	config->processed = long_column(tuple, desc, "processed");
 	config->failed = long_column(tuple, desc, "failed");
 	if (strcmp(config->run_state, "pending") == 0 || strcmp(config->run_state, "running") == 0)
 	{
 		load_owner(config, tuple, desc);
+		load_part_source(config, tuple, desc);
 		load_task(config, tuple, desc);
 		load_consumer(config, tuple, desc);
 		config->target_unrestricted = ecp_host_policy_role_exempt(config->owner);
@@ -251,7 +312,11 @@ ecp_checkpoint_claim(EcpPartConfig *config)
 
 	values[0] = Int64GetDatum(config->run_id);
 	values[1] = Int32GetDatum(config->part_no);
-	values[2] = CStringGetTextDatum(config->last_key ? config->last_key : "");
+	values[2] = CStringGetTextDatum(config->last_key ? config->last_key :
+									(config->position > 0 ? psprintf("line " INT64_FORMAT ", byte " INT64_FORMAT,
+																	 config->line_no, config->position) : ""));
+	if (config->kind == ECP_PART_IDS && config->position > 0)
+		values[2] = CStringGetTextDatum(psprintf(INT64_FORMAT " ids done", config->position));
 	values[3] = TimestampTzGetDatum(config->heartbeat_seen);
 
 	ecp_begin_bookkeeping();
@@ -313,17 +378,30 @@ ecp_checkpoint_release(EcpPartConfig *config)
 	ecp_commit_bookkeeping();
 }
 
+/*
+ * The run's total is the sum of its parts' (once some part has one);
+ * ecp.progress shows it once every part has one.
+ */
+#define RUN_TOTAL_SQL \
+	"UPDATE ecp.run SET total = (SELECT sum(total) FROM ecp.part WHERE run_id = $1), " \
+	"       total_is_estimate = total_is_estimate OR $3 WHERE id = $1"
+
 void
 ecp_checkpoint_set_total(EcpPartConfig *config, int64 total, bool is_estimate)
 {
-	Oid			types[3] = {INT8OID, INT8OID, BOOLOID};
-	Datum		values[3] = {Int64GetDatum(config->run_id), Int64GetDatum(total),
-	BoolGetDatum(is_estimate)};
+	Oid			types[4] = {INT8OID, INT8OID, BOOLOID, INT4OID};
+	Datum		values[4] = {Int64GetDatum(config->run_id), Int64GetDatum(total),
+	BoolGetDatum(is_estimate), Int32GetDatum(config->part_no)};
 
+	if (total < 0)
+		return;					/* unknown (a file) */
 	ecp_begin_bookkeeping();
 	SPI_connect();
-	owner_exec("UPDATE ecp.run SET total = $2, total_is_estimate = $3 WHERE id = $1",
+	owner_exec("UPDATE ecp.part SET total = $2 WHERE run_id = $1 AND part_no = $4",
+			   4, types, values, NULL);
+	owner_exec("UPDATE ecp.run SET total_is_estimate = $3 WHERE id = $1 AND total IS NULL",
 			   3, types, values, NULL);
+	owner_exec(RUN_TOTAL_SQL, 3, types, values, NULL);
 	SPI_finish();
 	ecp_commit_bookkeeping();
 	config->has_total = true;
@@ -380,17 +458,60 @@ ecp_checkpoint_run_state(EcpPartConfig *config)
 	return state;
 }
 
-/* A source that learns its size as it reads refines the run's estimate. */
+/* A source that learns its size as it reads refines the part's estimate. */
 static void
-update_estimated_total(EcpPartConfig *config)
+update_estimated_total(EcpPartConfig *config, int64 total)
 {
-	int64		total = ecp_source_estimated_total(config);
-	Oid			types[2] = {INT8OID, INT8OID};
-	Datum		values[2] = {Int64GetDatum(config->run_id), Int64GetDatum(total)};
+	Oid			types[4] = {INT8OID, INT8OID, BOOLOID, INT4OID};
+	Datum		values[4] = {Int64GetDatum(config->run_id), Int64GetDatum(total),
+	BoolGetDatum(true), Int32GetDatum(config->part_no)};
 
-	if (total >= 0)
-		owner_exec("UPDATE ecp.run SET total = $2 WHERE id = $1 AND total_is_estimate",
-				   2, types, values, NULL);
+	if (total < 0)
+		return;
+	owner_exec("UPDATE ecp.part SET total = $2 WHERE run_id = $1 AND part_no = $4",
+			   4, types, values, NULL);
+	owner_exec(RUN_TOTAL_SQL, 3, types, values, NULL);
+}
+
+static void
+insert_bad_lines(EcpPartConfig *config, const EcpBatch *batch)
+{
+	for (int i = 0; i < batch->nbad_lines; i++)
+		insert_dead_letter(config, NULL, 0, "bad_line",
+						   psprintf("line " INT64_FORMAT ": %s", batch->bad_lines[i].line_no,
+									batch->bad_lines[i].reason));
+}
+
+/* Documents, deletes and dead letters of a batch, by the sink's answers. */
+static void
+count_results(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
+			  int64 *ok, int64 *deleted, int64 *failed)
+{
+	*ok = *deleted = *failed = 0;
+	for (int i = 0; i < batch->ndocs; i++)
+	{
+		if (results[i].outcome == ECP_DOC_OK)
+			(*(batch->docs[i].is_delete ? deleted : ok))++;
+		else if (results[i].outcome == ECP_DOC_FAILED)
+		{
+			(*failed)++;
+			insert_dead_letter(config, batch->docs[i].id, results[i].status,
+							   results[i].error_type, results[i].reason);
+		}
+	}
+	insert_bad_lines(config, batch);
+	*failed += batch->nbad_lines;
+}
+
+/* The new position, in the worker's memory (the batch's is reset). */
+static void
+move_position(EcpPartConfig *config, const EcpPosition *end)
+{
+	if (config->last_key)
+		pfree(config->last_key);
+	config->last_key = end->last_key ? MemoryContextStrdup(TopMemoryContext, end->last_key) : NULL;
+	config->position = end->position;
+	config->line_no = end->line_no;
 }
 
 /*
@@ -400,49 +521,100 @@ update_estimated_total(EcpPartConfig *config)
  */
 char *
 ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
-					double docs_per_second)
+					double docs_per_second, int64 estimated_total)
 {
-	Oid			types[6] = {INT8OID, INT4OID, TEXTOID, INT8OID, INT8OID, FLOAT8OID};
-	Datum		values[6];
-	int64		ok = 0,
-				failed = 0;
+	Oid			types[10] = {INT8OID, INT4OID, TEXTOID, INT8OID, INT8OID, FLOAT8OID,
+	INT8OID, INT8OID, INT8OID, INT8OID};
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', batch->end.last_key ? ' ' : 'n', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int64		ok,
+				deleted,
+				failed;
 	char	   *state;
-	const char *last_key = batch->docs[batch->ndocs - 1].key;
 
 	ecp_begin_bookkeeping();
 	SPI_connect();
-	for (int i = 0; i < batch->ndocs; i++)
-	{
-		if (results[i].outcome == ECP_DOC_OK)
-			ok++;
-		else if (results[i].outcome == ECP_DOC_FAILED)
-		{
-			failed++;
-			insert_dead_letter(config, batch->docs[i].id, results[i].status,
-							   results[i].error_type, results[i].reason);
-		}
-	}
+	count_results(config, batch, results, &ok, &deleted, &failed);
 	values[0] = Int64GetDatum(config->run_id);
 	values[1] = Int32GetDatum(config->part_no);
-	values[2] = CStringGetTextDatum(last_key);
+	values[2] = batch->end.last_key ? CStringGetTextDatum(batch->end.last_key) : (Datum) 0;
 	values[3] = Int64GetDatum(ok);
 	values[4] = Int64GetDatum(failed);
 	values[5] = Float8GetDatum(docs_per_second);
+	values[6] = Int64GetDatum(batch->end.position);
+	values[7] = Int64GetDatum(batch->end.line_no);
+	values[8] = Int64GetDatum(deleted);
+	values[9] = Int64GetDatum(batch->missing);
 	owner_exec("UPDATE ecp.part SET last_key = $3, processed = processed + $4, "
 			   "       failed = failed + $5, batches = batches + 1, heartbeat_at = now(), "
-			   "       docs_per_second = $6, recoveries = 0 "
-			   " WHERE run_id = $1 AND part_no = $2", 6, types, values, NULL);
+			   "       docs_per_second = $6, recoveries = 0, position = $7, line_no = $8, "
+			   "       deleted = deleted + $9, missing = missing + $10 "
+			   " WHERE run_id = $1 AND part_no = $2", 10, types, values, nulls);
 	/* an error aborts the worker: the new position may be set before commit */
-	if (config->last_key)
-		pfree(config->last_key);
-	config->last_key = MemoryContextStrdup(TopMemoryContext, last_key);
-	config->processed += ok;
+	move_position(config, &batch->end);
+	config->processed += ok + deleted;
 	config->failed += failed;
-	update_estimated_total(config);
+	update_estimated_total(config, estimated_total);
 	state = select_run_state(config);
 	SPI_finish();
 	ecp_commit_bookkeeping();
 	return state;
+}
+
+/*
+ * Cut a split part into key ranges (ecp._split_part); the number of parts
+ * it became.
+ */
+int
+ecp_checkpoint_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high, int nranges)
+{
+	Oid			types[4] = {INT8OID, INT8OID, INT8OID, INT4OID};
+	Datum		values[4] = {Int64GetDatum(config->run_id), Int64GetDatum(low),
+	Int64GetDatum(high), Int32GetDatum(nranges)};
+	char		nulls[4] = {' ', has_keys ? ' ' : 'n', has_keys ? ' ' : 'n', ' '};
+	int			parts = 1;
+
+	ecp_begin_bookkeeping();
+	SPI_connect();
+	owner_exec("SELECT ecp._split_part($1, $2, $3, $4)", 4, types, values, nulls);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		parts = isnull ? 1 : DatumGetInt32(d);
+	}
+	SPI_finish();
+	ecp_commit_bookkeeping();
+	return parts;
+}
+
+/*
+ * Up to n of the run's ids after the first `after` (a slice of the array:
+ * memory stays bounded by the batch, whatever the list's length), in the
+ * current memory context.
+ */
+char	  **
+ecp_checkpoint_run_ids(EcpPartConfig *config, int64 after, int n, int *nids)
+{
+	Oid			types[3] = {INT8OID, INT8OID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(config->run_id), Int64GetDatum(after + 1),
+	Int64GetDatum(after + n)};
+	MemoryContext caller = CurrentMemoryContext;
+	char	  **ids;
+
+	ecp_begin_bookkeeping();
+	SPI_connect();
+	owner_exec("SELECT unnest(only_ids[$2:$3]) FROM ecp.run WHERE id = $1", 3, types, values, NULL);
+	*nids = (int) SPI_processed;
+	ids = MemoryContextAlloc(caller, sizeof(char *) * Max(*nids, 1));
+	for (int i = 0; i < *nids; i++)
+		ids[i] = MemoryContextStrdup(caller, SPI_getvalue(SPI_tuptable->vals[i],
+														  SPI_tuptable->tupdesc, 1));
+	SPI_finish();
+	ecp_commit_bookkeeping();
+	MemoryContextSwitchTo(caller);
+	return ids;
 }
 
 /* The part is done; the run succeeds when it was its last running part. */
@@ -501,8 +673,8 @@ record_failure(EcpPartConfig *config, const char *error)
 
 	ecp_begin_bookkeeping();
 	SPI_connect();
-	owner_exec("UPDATE ecp.part SET state = 'failed', heartbeat_at = now(), docs_per_second = NULL "
-			   " WHERE run_id = $1 AND part_no = $3", 3, types, values, NULL);
+	owner_exec("UPDATE ecp.part SET state = 'failed', heartbeat_at = now(), docs_per_second = NULL, "
+			   "       last_error = $2 WHERE run_id = $1 AND part_no = $3", 3, types, values, NULL);
 	owner_exec("UPDATE ecp.run SET state = 'failed', finished_at = now(), last_error = $2 "
 			   " WHERE id = $1 AND state IN ('pending', 'running')", 2, types, values, NULL);
 	SPI_finish();

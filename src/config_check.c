@@ -65,6 +65,20 @@ ecp_config_int(const char *value, const char *option, int fallback, int min, int
 	return (int) number;
 }
 
+/* A bigint field written by ecp itself (a key range's bound). */
+int64
+ecp_config_int64(const char *value, const char *what)
+{
+	char	   *end;
+	long long	number;
+
+	errno = 0;
+	number = strtoll(value, &end, 10);
+	if (errno != 0 || end == value || *end != '\0')
+		bad_value(what, value, "a bigint", "The part was changed by hand; start a new run.");
+	return (int64) number;
+}
+
 /* A boolean option; NULL gives fallback. */
 bool
 ecp_config_bool(const char *value, const char *option, bool fallback)

@@ -95,6 +95,7 @@ typedef struct TaskSettings
 	int			retry_max_ms;
 	double		task_rate;		/* 0: unlimited */
 	double		consumer_rate;
+	int			parallelism;	/* parts of one run at once */
 } TaskSettings;
 
 /* A part of a pending or running run, with what the pass decides about it. */
@@ -338,7 +339,8 @@ OPTION_COLUMNS("t", "max_retries") ", "
 OPTION_COLUMNS("t", "retry_base_ms") ", "
 OPTION_COLUMNS("t", "retry_max_ms") ", "
 OPTION_COLUMNS("t", "rate_limit") ", "
-OPTION_COLUMNS("c", "rate_limit")
+OPTION_COLUMNS("c", "rate_limit") ", "
+OPTION_COLUMNS("t", "parallelism")
 "  FROM ecp.run r JOIN ecp.part p ON p.run_id OPERATOR(pg_catalog.=) r.id"
 "  JOIN ecp.task t ON t.id OPERATOR(pg_catalog.=) r.task_id"
 "  JOIN ecp.consumer c ON c.id OPERATOR(pg_catalog.=) t.consumer_id"
@@ -379,6 +381,10 @@ read_settings(HeapTuple tuple, TupleDesc desc, int64 task_id, int64 consumer_id)
 	s.consumer_rate = checked_option("consumer", consumer, consumer_id, "rate_limit",
 									 text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
 									 0, MAX_RATE_OPTION, false, 0);
+	c += 2;
+	s.parallelism = (int) checked_option("task", task, task_id, "parallelism",
+										 text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
+										 1, 64, true, 1);
 	return s;
 }
 
@@ -900,6 +906,36 @@ start_worker(const ActivePart *part)
 }
 
 /*
+ * A run has at most its task's parallelism parts running: of its parts
+ * without a worker, only the first (parallelism - live workers) may start.
+ * parts come ordered by run, then part.
+ */
+static void
+limit_to_parallelism(const ActivePart *parts, int count, bool *startable)
+{
+	int			i = 0;
+
+	while (i < count)
+	{
+		int			run_end = i;
+		int			room;
+
+		room = parts[i].settings.parallelism;
+		while (run_end < count && parts[run_end].run_id == parts[i].run_id)
+			room -= parts[run_end++].has_slot ? 1 : 0;
+		for (int j = i; j < run_end; j++)
+			if (startable[j] && !parts[j].has_slot)
+			{
+				if (room > 0)
+					room--;
+				else
+					startable[j] = false;
+			}
+		i = run_end;
+	}
+}
+
+/*
  * Decide about every active part: fail the runs whose parts keep dying,
  * choose which runnable parts get the free slots, push the rates they
  * need, and start them.
@@ -934,6 +970,7 @@ schedule_parts(ActivePart *parts, int count, const SlotView *slots)
 			startable[i] = may_start(p, now);
 	}
 	forget_old_starts();
+	limit_to_parallelism(parts, count, startable);
 
 	chosen = choose_starts(parts, count, startable, slots->nfree, &nchosen);
 	sync_rates(parts, count, chosen, nchosen);

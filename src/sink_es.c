@@ -82,9 +82,9 @@ abort_transfer(void *arg)
  * is about to connect to, with the GUCs' values now (a reload applies to
  * the next connection).  Runs inside curl: no ereport, no palloc.
  */
-static int
-filter_address(const struct sockaddr *sa, socklen_t len, const char *host, int port,
-			   char *why, size_t whylen, void *arg)
+int
+ecp_filter_address(const struct sockaddr *sa, socklen_t len, const char *host, int port,
+				   char *why, size_t whylen, void *arg)
 {
 	const EcpPartConfig *config = arg;
 	HmPolicy	policy;
@@ -190,7 +190,7 @@ ecp_sink_open(EcpPartConfig *config)
 	http.insecure = config->insecure;
 	if (!config->target_unrestricted)
 	{
-		http.allow_address = filter_address;
+		http.allow_address = ecp_filter_address;
 		http.address_arg = config;
 	}
 

@@ -1,10 +1,12 @@
 /*
- * source_query.c: read the script source in keyset pages (or, over
- * foreign tables, in key windows: source_window.c).
+ * source_query.c: read a query (the task's, one of its queries, or a key
+ * range of it) in keyset pages, or over foreign tables in key windows
+ * (source_window.c).
  *
  *   SELECT key::text, id::text, to_jsonb(row)::text
  *     FROM (<query>) AS "ecp:row"
  *    WHERE key > $1::<key type>          -- the checkpoint; IS NOT NULL at first
+ *      AND key >= <from> AND key < <to>  -- a range part
  *    ORDER BY key LIMIT <batch_size + 1>
  *
  * The next page starts after the last key sent, so the key must be unique:
@@ -33,18 +35,20 @@ static char *page_sql_first = NULL;	/* in TopMemoryContext */
 static char *page_sql_next = NULL;
 static bool by_windows = false;
 
-static char *
-column_ref(const char *column)
+char *
+ecp_source_column_ref(const char *column)
 {
 	return psprintf(ROW_ALIAS ".%s", quote_identifier(column));
 }
+
+#define column_ref ecp_source_column_ref
 
 /*
  * The types of the key column (the checkpoint is cast back to it) and of
  * the id column (ecp.retry_failed compares ids in it).
  */
-static void
-column_types(const EcpPartConfig *config, Oid *key_type, Oid *id_type)
+void
+ecp_source_column_types(const EcpPartConfig *config, Oid *key_type, Oid *id_type)
 {
 	char	   *sql = psprintf("SELECT %s, %s FROM (%s\n) AS " ROW_ALIAS " LIMIT 0",
 							   column_ref(config->key_column), column_ref(config->id_column),
@@ -76,8 +80,27 @@ only_ids_filter(const EcpPartConfig *config, Oid id_type)
 					quote_literal_cstr(config->only_ids));
 }
 
-void
-ecp_source_prepare(EcpPartConfig *config)
+/* A range part's bounds: from <= key < to (either may be open). */
+static char *
+range_filter(const EcpPartConfig *config)
+{
+	char	   *key = column_ref(config->key_column);
+	char	   *filter = "";
+
+	if (config->kind != ECP_PART_RANGE)
+		return "";
+	if (config->has_from)
+		filter = psprintf(" AND %s >= " INT64_FORMAT, key, config->range_from);
+	if (config->has_to)
+		filter = psprintf("%s AND %s < " INT64_FORMAT, filter, key, config->range_to);
+	return filter;
+}
+
+/* The part's rows, as a query: for its total and its NULL keys. */
+static char *part_rows_sql = NULL;	/* in TopMemoryContext */
+
+static void
+query_open(EcpPartConfig *config)
 {
 	char	   *key = column_ref(config->key_column);
 	char	   *select_list;
@@ -92,8 +115,12 @@ ecp_source_prepare(EcpPartConfig *config)
 		config->query = MemoryContextStrdup(TopMemoryContext,
 											ecp_checked_statement_text(config->raw_query));
 	SPI_connect();
-	column_types(config, &type, &id_type);
-	filter = only_ids_filter(config, id_type);
+	ecp_source_column_types(config, &type, &id_type);
+	filter = psprintf("%s%s", only_ids_filter(config, id_type), range_filter(config));
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	part_rows_sql = psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS " WHERE true%s",
+							 config->query, filter);
+	MemoryContextSwitchTo(old);
 	select_list = psprintf("(%s)::text, (%s)::text, to_jsonb(" ROW_ALIAS ")::text",
 						   key, column_ref(config->id_column));
 	by_windows = ecp_source_window_wanted(config,
@@ -175,11 +202,12 @@ check_keys_unique(const EcpPartConfig *config, uint64 rows)
  * Read the page after after_key (NULL: from the start) into batch; false
  * when none is left.
  */
-bool
-ecp_source_read_page(EcpPartConfig *config, const char *after_key, EcpBatch *batch)
+static bool
+query_read(EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
 {
 	MemoryContext old;
 	bool		found;
+	const char *after_key = after->last_key;
 
 	ecp_begin_as_owner(config);
 	SPI_connect();
@@ -200,15 +228,18 @@ ecp_source_read_page(EcpPartConfig *config, const char *after_key, EcpBatch *bat
 		batch->docs[i].id = text_or_null(tuple, desc, 2);
 		batch->docs[i].json = text_or_null(tuple, desc, 3);
 	}
+	batch->read_any = batch->ndocs > 0;
+	if (batch->read_any)
+		batch->end.last_key = batch->docs[batch->ndocs - 1].key;
 	MemoryContextSwitchTo(old);
 	SPI_finish();
 	ecp_commit_as_owner();
-	return batch->ndocs > 0;
+	return batch->read_any;
 }
 
-/* One bigint from a query run as the owner. */
-static int64
-owner_count(EcpPartConfig *config, const char *sql)
+/* One bigint from a query run as the owner (0 for NULL). */
+int64
+ecp_owner_int8(EcpPartConfig *config, const char *sql)
 {
 	bool		isnull;
 	int64		value = 0;
@@ -252,7 +283,7 @@ planner_rows(EcpPartConfig *config)
 	ecp_begin_as_owner(config);
 	SPI_connect();
 	/* not read_only: SPI refuses EXPLAIN there (it plans, never executes) */
-	if (SPI_execute(psprintf("EXPLAIN (FORMAT JSON) %s", config->query), false, 0) >= 0 &&
+	if (SPI_execute(psprintf("EXPLAIN (FORMAT JSON) %s", part_rows_sql), false, 0) >= 0 &&
 		SPI_tuptable != NULL && SPI_processed >= 1)
 		rows = plan_rows(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 	SPI_finish();
@@ -264,28 +295,31 @@ planner_rows(EcpPartConfig *config)
  * The planner's row estimate (cheap), or an exact count when the task asks
  * for it (a full scan: worth it only when the table is not huge).
  */
-int64
-ecp_source_total(EcpPartConfig *config, bool *is_estimate)
+static int64
+query_total(EcpPartConfig *config, bool *is_estimate)
 {
 	*is_estimate = !config->exact_total;
 	if (by_windows && !config->exact_total)
 		return ecp_source_window_total(config->processed + config->failed, config->last_key);
 	if (config->exact_total)
-		return owner_count(config,
-						   psprintf("SELECT count(*) FROM (%s\n) AS " ROW_ALIAS, config->query));
+		return ecp_owner_int8(config,
+							  psprintf("SELECT count(*) FROM (%s\n) AS " ROW_ALIAS, part_rows_sql));
 	return planner_rows(config);
 }
 
 /*
  * Rows whose key is NULL cannot be paged (NULL > x is never true): count
- * them at the end so they are reported, never silently skipped.
+ * them at the end so they are reported, never silently skipped.  Of the
+ * ranges of a query, the first counts them (they belong to none).
  */
-int64
-ecp_source_count_null_keys(EcpPartConfig *config)
+static int64
+query_null_keys(EcpPartConfig *config)
 {
 	if (config->only_ids != NULL)
 		return 0;				/* a retry of listed ids pages no NULL keys */
-	return owner_count(config,
+	if (config->kind == ECP_PART_RANGE && config->has_from)
+		return 0;
+	return ecp_owner_int8(config,
 					   psprintf("SELECT count(*) FROM (%s\n) AS " ROW_ALIAS " WHERE %s IS NULL",
 								config->query, column_ref(config->key_column)));
 }
@@ -294,10 +328,25 @@ ecp_source_count_null_keys(EcpPartConfig *config)
  * A better estimate of the run's total at a checkpoint, or -1 to keep the
  * one there is: windowed sources learn the density of their keys.
  */
-int64
-ecp_source_estimated_total(const EcpPartConfig *config)
+static int64
+query_estimated_total(const EcpPartConfig *config)
 {
 	if (!by_windows || config->exact_total)
 		return -1;
 	return ecp_source_window_total(config->processed + config->failed, config->last_key);
 }
+
+static void
+query_close(void)
+{
+}
+
+const EcpSourceOps ecp_query_source = {
+	.name = "query",
+	.open = query_open,
+	.read = query_read,
+	.total = query_total,
+	.estimated_total = query_estimated_total,
+	.unreadable = query_null_keys,
+	.close = query_close,
+};

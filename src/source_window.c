@@ -72,8 +72,8 @@ typedef struct WindowState
 static WindowState window;
 
 /* Does the (analysed and planned) query read a foreign table? */
-static bool
-reads_foreign_table(const char *sql)
+bool
+ecp_source_reads_foreign_table(const char *sql)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, 0, NULL);
 	CachedPlan *cplan;
@@ -120,7 +120,7 @@ ecp_source_window_wanted(const EcpPartConfig *config, const char *base_sql, Oid 
 {
 	if (strcmp(config->paging, "keyset") == 0)
 		return false;
-	window.foreign = reads_foreign_table(base_sql);
+	window.foreign = ecp_source_reads_foreign_table(base_sql);
 	if (strcmp(config->paging, "window") == 0)
 	{
 		if (!is_integer_type(key_type))

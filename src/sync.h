@@ -8,8 +8,20 @@
 
 #include "ecp.h"
 
+#include <sys/socket.h>
+
 #include "lib/stringinfo.h"
 #include "utils/palloc.h"
+
+/* What a part reads (ecp.part.source). */
+typedef enum EcpPartKind
+{
+	ECP_PART_QUERY,				/* the task's query, or one of its queries */
+	ECP_PART_SPLIT,				/* the query, to be cut into key ranges first */
+	ECP_PART_RANGE,				/* from <= key < to of the query */
+	ECP_PART_IDS,				/* the run's ids, looked up through the query */
+	ECP_PART_FILE				/* the task's file */
+} EcpPartKind;
 
 /* Everything a worker needs to know about its run, read once at start. */
 typedef struct EcpPartConfig
@@ -42,6 +54,21 @@ typedef struct EcpPartConfig
 	bool		exact_total;
 	char	   *search_path;
 	char	   *only_ids;		/* text of a text[] (ecp.retry_failed), or NULL */
+	int			parallelism;
+	bool		delete_missing; /* ids the query does not return are deleted */
+
+	/* part: what it reads */
+	EcpPartKind kind;
+	bool		has_from;		/* ECP_PART_RANGE: from <= key */
+	int64		range_from;
+	bool		has_to;			/* ECP_PART_RANGE: key < to */
+	int64		range_to;
+	int			query_no;		/* which of queries (1..), 0: query */
+	int64		ids_count;		/* ECP_PART_IDS: how many ids the run has */
+	char	   *file;			/* ECP_PART_FILE: URL or path */
+	bool		ndjson;			/* ECP_PART_FILE: documents, else ids */
+	char	   *id_field;		/* ECP_PART_FILE, ndjson: the _id field */
+	int			max_line_bytes;
 
 	/* consumer */
 	char	   *url;
@@ -57,24 +84,75 @@ typedef struct EcpPartConfig
 	char	   *run_state;
 	bool		has_total;
 	char	   *last_key;		/* checkpoint, NULL at the start */
+	int64		position;		/* checkpoint of id and file parts */
+	int64		line_no;
 	int64		processed;
 	int64		failed;
 } EcpPartConfig;
+
+/*
+ * A position in a part's source: the last key read (keyset and window
+ * pages), or the ids done / the byte offset and line number after the
+ * last line (id and file parts).  The checkpoint is one of these.
+ */
+typedef struct EcpPosition
+{
+	const char *last_key;
+	int64		position;
+	int64		line_no;
+} EcpPosition;
 
 /* One document read from the source. */
 typedef struct EcpDoc
 {
 	char	   *key;			/* key column as text: the checkpoint */
 	char	   *id;				/* _id, NULL when the id column is NULL */
-	char	   *json;			/* to_jsonb(row)::text */
+	char	   *json;			/* to_jsonb(row)::text, or a file's line */
+	bool		is_delete;		/* delete_missing: the row is gone */
 } EcpDoc;
+
+/* A line of a file that cannot be a document: a dead letter. */
+typedef struct EcpBadLine
+{
+	int64		line_no;
+	char	   *reason;
+} EcpBadLine;
 
 typedef struct EcpBatch
 {
 	MemoryContext context;		/* everything of the batch; reset per page */
 	EcpDoc	   *docs;
 	int			ndocs;
+	bool		read_any;		/* the source moved (ndocs may be 0: every
+								 * id missing, every line bad) */
+	EcpPosition end;			/* where the next page starts */
+	int64		missing;		/* ids asked for that the query did not
+								 * return (not deleted) */
+	EcpBadLine *bad_lines;
+	int			nbad_lines;
 } EcpBatch;
+
+/*
+ * A source: the worker reads every kind of part through these, and knows
+ * none of them by name (source.c picks one for the part).  All but close
+ * may ereport; transient errors (class 08 and the like, retry.c) are
+ * retried from the checkpoint.
+ */
+typedef struct EcpSourceOps
+{
+	const char *name;
+	/* ready to read (as the owner where the owner's code runs) */
+	void		(*open) (EcpPartConfig *config);
+	/* the page after *after into batch (in batch->context); false at the end */
+	bool		(*read) (EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch);
+	/* the part's size: >= 0, or -1 when unknown */
+	int64		(*total) (EcpPartConfig *config, bool *is_estimate);
+	/* a better estimate at a checkpoint, or -1 to keep the one there is */
+	int64		(*estimated_total) (const EcpPartConfig *config);
+	/* rows the part could not read (NULL keys), reported at its end */
+	int64		(*unreadable) (EcpPartConfig *config);
+	void		(*close) (void);
+} EcpSourceOps;
 
 /* How the sink judged one document. */
 typedef enum EcpDocOutcome
@@ -113,19 +191,34 @@ extern void ecp_commit_as_owner(void);
 extern void ecp_begin_bookkeeping(void);
 extern void ecp_commit_bookkeeping(void);
 
-/* worker.c */
+/* part_control.c: stop requests, waits, reloads (used by every module) */
+extern void ecp_worker_sigterm(SIGNAL_ARGS);
+extern bool ecp_worker_got_sigterm(void);
+extern void ecp_reload_settings_if_asked(void);
 extern bool ecp_worker_should_stop(const EcpPartConfig *config);
 extern bool ecp_worker_wait(EcpPartConfig *config, long wait_ms);
+extern char *ecp_json_quote(const char *text);
 
-/* source_query.c */
-extern void ecp_source_prepare(EcpPartConfig *config);
-extern bool ecp_source_read_page(EcpPartConfig *config, const char *after_key,
-								 EcpBatch *batch);
-extern int64 ecp_source_total(EcpPartConfig *config, bool *is_estimate);
-extern int64 ecp_source_count_null_keys(EcpPartConfig *config);
-extern int64 ecp_source_estimated_total(const EcpPartConfig *config);
+/* source.c: the source of a part; cutting a query into key ranges */
+extern const EcpSourceOps *ecp_source_of(const EcpPartConfig *config);
+extern bool ecp_source_split(EcpPartConfig *config);
+extern int64 ecp_owner_int8(EcpPartConfig *config, const char *sql);
+
+/* source_query.c: keyset pages (or key windows) of a query */
+extern const EcpSourceOps ecp_query_source;
+extern char *ecp_source_column_ref(const char *column);
+extern void ecp_source_column_types(const EcpPartConfig *config, Oid *key_type, Oid *id_type);
+
+/* source_ids.c: the run's ids, looked up through the query */
+extern const EcpSourceOps ecp_ids_source;
+extern void ecp_ids_prepare(EcpPartConfig *config);
+extern void ecp_ids_lookup(EcpPartConfig *config, char **ids, int nids, EcpBatch *batch);
+
+/* source_file.c: lines of a file: documents, or ids to look up */
+extern const EcpSourceOps ecp_file_source;
 
 /* source_window.c: key windows over foreign tables */
+extern bool ecp_source_reads_foreign_table(const char *sql);
 extern bool ecp_source_window_wanted(const EcpPartConfig *config, const char *base_sql,
 									 Oid key_type);
 extern void ecp_source_window_prepare(const EcpPartConfig *config, const char *select_list,
@@ -158,11 +251,14 @@ extern EcpSendStatus ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch,
 									EcpDocResult *results, char **error);
 extern EcpSendStatus ecp_sink_finish(EcpPartConfig *config, char **error);
 extern void ecp_sink_close(void);
+extern int	ecp_filter_address(const struct sockaddr *sa, socklen_t len, const char *host,
+							   int port, char *why, size_t whylen, void *arg);
 
 /* config_check.c: fields of rows, checked before use */
 extern const char *ecp_config_required(const char *value, const char *what, const char *hint);
 extern int	ecp_config_int(const char *value, const char *option, int fallback, int min, int max);
 extern bool ecp_config_bool(const char *value, const char *option, bool fallback);
+extern int64 ecp_config_int64(const char *value, const char *what);
 extern const char *ecp_config_word(const char *value, const char *option,
 								   const char *const *words);
 extern void ecp_config_check_index(const char *index);
@@ -176,7 +272,8 @@ extern void ecp_checkpoint_load(EcpPartConfig *config);
 extern bool ecp_checkpoint_claim(EcpPartConfig *config);
 extern void ecp_checkpoint_set_total(EcpPartConfig *config, int64 total, bool is_estimate);
 extern char *ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch,
-								 EcpDocResult *results, double docs_per_second);
+								 EcpDocResult *results, double docs_per_second,
+								 int64 estimated_total);
 extern void ecp_checkpoint_finish(EcpPartConfig *config, int64 null_keys);
 extern void ecp_checkpoint_fail(EcpPartConfig *config, const char *error);
 extern char *ecp_checkpoint_run_state(EcpPartConfig *config);
@@ -186,5 +283,8 @@ extern void ecp_checkpoint_alert(EcpPartConfig *config, const char *class, int a
 								 const char *error);
 extern void ecp_checkpoint_event(EcpPartConfig *config, const char *action,
 								 const char *content_json);
+extern int	ecp_checkpoint_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high,
+								 int nranges);
+extern char **ecp_checkpoint_run_ids(EcpPartConfig *config, int64 after, int n, int *nids);
 
 #endif

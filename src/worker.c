@@ -28,22 +28,10 @@
 
 #include "worker_args.h"
 
-static volatile sig_atomic_t got_sigterm = false;
 static int	my_slot = -1;
 
 #define RATE_SAMPLES 16
 #define RATE_WINDOW_MS 10000
-
-/* A C string as a JSON string literal. */
-static char *
-quote_json(const char *text)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	escape_json(&buf, text ? text : "");
-	return buf.data;
-}
 
 /* Documents acknowledged over time, for docs_per_second. */
 typedef struct RateWindow
@@ -55,79 +43,10 @@ typedef struct RateWindow
 } RateWindow;
 
 static void
-worker_sigterm(SIGNAL_ARGS)
-{
-	int			save_errno = errno;
-
-	got_sigterm = true;
-	ecp_sandbox_sigterm();
-	SetLatch(MyLatch);
-	errno = save_errno;
-}
-
-static void
 worker_detach(int code, Datum arg)
 {
 	if (my_slot >= 0)
 		ecp_release_slot(my_slot);
-}
-
-/*
- * SIGHUP: the GUCs (heartbeat interval, alert threshold, retry defaults,
- * the outbound host policy) take effect at the next step, also in a
- * worker that runs for hours.
- */
-static void
-reload_settings_if_asked(void)
-{
-	if (ConfigReloadPending)
-	{
-		ConfigReloadPending = false;
-		ProcessConfigFile(PGC_SIGHUP);
-	}
-}
-
-/* Pause, cancel and shutdown all end in "stop and look at the run". */
-bool
-ecp_worker_should_stop(const EcpPartConfig *config)
-{
-	return got_sigterm || ecp_stop_requested(config->slot);
-}
-
-/*
- * Wait wait_ms on the latch, renewing the heartbeat every
- * ecp.heartbeat_interval; false as soon as pause, cancel or shutdown asks
- * the worker to stop (so a back-off never delays them, and is never
- * counted as a failure).
- */
-bool
-ecp_worker_wait(EcpPartConfig *config, long wait_ms)
-{
-	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
-	TimestampTz next_beat = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														ecp_heartbeat_interval * 1000L);
-
-	for (;;)
-	{
-		TimestampTz now = GetCurrentTimestamp();
-		long		timeout;
-
-		if (ecp_worker_should_stop(config))
-			return false;
-		if (now >= end)
-			return true;
-		if (now >= next_beat)
-		{
-			ecp_checkpoint_heartbeat(config);
-			next_beat = TimestampTzPlusMilliseconds(now, ecp_heartbeat_interval * 1000L);
-		}
-		timeout = TimestampDifferenceMilliseconds(now, Min(end, next_beat));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Max(timeout, 1), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		reload_settings_if_asked();
-	}
 }
 
 static double
@@ -166,7 +85,7 @@ run_still_running(EcpPartConfig *config)
 {
 	char	   *state;
 
-	if (got_sigterm)
+	if (ecp_worker_got_sigterm())
 		return false;
 
 	/*
@@ -204,9 +123,12 @@ ms_since(instr_time start)
 	return INSTR_TIME_GET_MILLISEC(now);
 }
 
-/* Read the page after after_key into page, in the page's own memory. */
+/* The part's source: chosen once the part is loaded. */
+static const EcpSourceOps *source = NULL;
+
+/* Read the page after *after into page, in the page's own memory. */
 static bool
-read_page(EcpPartConfig *config, const char *after_key, EcpBatch *page, PhaseTimes *times)
+read_page(EcpPartConfig *config, const EcpPosition *after, EcpBatch *page, PhaseTimes *times)
 {
 	instr_time	start;
 	bool		found;
@@ -214,9 +136,16 @@ read_page(EcpPartConfig *config, const char *after_key, EcpBatch *page, PhaseTim
 	MemoryContextSwitchTo(TopMemoryContext);
 	MemoryContextReset(page->context);
 	MemoryContextSwitchTo(page->context);
+	page->docs = NULL;
+	page->ndocs = 0;
+	page->read_any = false;
+	page->end = *after;
+	page->missing = 0;
+	page->bad_lines = NULL;
+	page->nbad_lines = 0;
 	pgstat_report_activity(STATE_RUNNING, "reading a page");
 	INSTR_TIME_SET_CURRENT(start);
-	found = ecp_source_read_page(config, after_key, page);
+	found = source->read(config, after, page);
 	times->read_ms += ms_since(start);
 	return found;
 }
@@ -224,7 +153,7 @@ read_page(EcpPartConfig *config, const char *after_key, EcpBatch *page, PhaseTim
 /* What a page read needs, as one argument of a retried source step. */
 typedef struct PageRead
 {
-	const char *after_key;
+	EcpPosition after;
 	EcpBatch   *page;
 	PhaseTimes *times;
 } PageRead;
@@ -234,7 +163,16 @@ read_page_step(EcpPartConfig *config, void *arg)
 {
 	PageRead   *read = (PageRead *) arg;
 
-	return read_page(config, read->after_key, read->page, read->times);
+	return read_page(config, &read->after, read->page, read->times);
+}
+
+/* The checkpoint the part starts from. */
+static EcpPosition
+checkpoint_of(const EcpPartConfig *config)
+{
+	EcpPosition at = {config->last_key, config->position, config->line_no};
+
+	return at;
 }
 
 /* Whether the page after the one being sent was read, while it was sent. */
@@ -261,7 +199,8 @@ send_page(EcpPartConfig *config, EcpBatch *page, const int *subset, int nsubset,
 
 	pgstat_report_activity(STATE_RUNNING, "sending a batch");
 	INSTR_TIME_SET_CURRENT(start);
-	status = ecp_sink_begin(config, page, subset, nsubset, results, error);
+	status = page->ndocs > 0 ? ecp_sink_begin(config, page, subset, nsubset, results, error)
+		: ECP_SEND_DONE;
 	times->send_ms += ms_since(start);
 	if (status != ECP_SEND_DONE)
 		return status;
@@ -270,7 +209,7 @@ send_page(EcpPartConfig *config, EcpBatch *page, const int *subset, int nsubset,
 	{
 		/* no back-off while a request is in flight: a failed read is tried
 		 * again from the checkpoint after this page */
-		PageRead	read = {page->docs[page->ndocs - 1].key, next, times};
+		PageRead	read = {page->end, next, times};
 		bool		found;
 
 		if (ecp_source_try(config, read_page_step, &read, &found))
@@ -281,6 +220,8 @@ send_page(EcpPartConfig *config, EcpBatch *page, const int *subset, int nsubset,
 	}
 
 	MemoryContextSwitchTo(page->context);
+	if (page->ndocs == 0)
+		return ECP_SEND_DONE;	/* every id missing, every line bad */
 	pgstat_report_activity(STATE_RUNNING, "waiting for the sink");
 	INSTR_TIME_SET_CURRENT(start);
 	status = ecp_sink_finish(config, error);
@@ -360,7 +301,7 @@ send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *resu
 		ecp_checkpoint_event(config, "retry",
 							 psprintf("{\"attempt\": %d, \"wait_ms\": %ld, \"documents\": %d, \"error\": %s}",
 									  attempt, wait_ms, all ? page->ndocs : nsubset,
-									  quote_json(why)));
+									  ecp_json_quote(why)));
 		pgstat_report_activity(STATE_RUNNING, "waiting to retry");
 		if (!ecp_worker_wait(config, wait_ms))
 			return ECP_SEND_STOPPED;
@@ -369,15 +310,26 @@ send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *resu
 	return ECP_SEND_DONE;
 }
 
-/* Ready the source (and the run's total), as a retried source step. */
+/*
+ * Ready the source (and the part's total), as a retried source step.  A
+ * part to be cut into key ranges is cut first, and becomes the first
+ * range.
+ */
 static bool
 prepare_step(EcpPartConfig *config, void *arg)
 {
-	ecp_source_prepare(config);
+	if (config->kind == ECP_PART_SPLIT)
+	{
+		(void) ecp_source_split(config);
+		ecp_checkpoint_load(config);
+		config->query = NULL;	/* the range's query is built anew */
+	}
+	source = ecp_source_of(config);
+	source->open(config);
 	if (!config->has_total)
 	{
 		bool		is_estimate;
-		int64		total = ecp_source_total(config, &is_estimate);
+		int64		total = source->total(config, &is_estimate);
 
 		ecp_checkpoint_set_total(config, total, is_estimate);
 	}
@@ -388,7 +340,7 @@ prepare_step(EcpPartConfig *config, void *arg)
 static bool
 finish_step(EcpPartConfig *config, void *arg)
 {
-	ecp_checkpoint_finish(config, ecp_source_count_null_keys(config));
+	ecp_checkpoint_finish(config, source->unreadable(config));
 	return true;
 }
 
@@ -425,7 +377,7 @@ sync_part(EcpPartConfig *config)
 		char	   *state;
 
 		CHECK_FOR_INTERRUPTS();
-		reload_settings_if_asked();
+		ecp_reload_settings_if_asked();
 		if (ecp_worker_should_stop(config) && !run_still_running(config))
 			break;
 		if (!prepared)
@@ -436,7 +388,7 @@ sync_part(EcpPartConfig *config)
 		}
 		if (!have_page)
 		{
-			PageRead	read = {config->last_key, page, &times};
+			PageRead	read = {checkpoint_of(config), page, &times};
 			EcpSourceOutcome outcome = ecp_source_with_retries(config, read_page_step, &read);
 
 			if (outcome == ECP_SOURCE_STOPPED)
@@ -451,7 +403,7 @@ sync_part(EcpPartConfig *config)
 		}
 
 		MemoryContextSwitchTo(page->context);
-		results = palloc0(sizeof(EcpDocResult) * page->ndocs);
+		results = palloc0(sizeof(EcpDocResult) * Max(page->ndocs, 1));
 		status = send_page_with_retries(config, page, results, &pages[1 - current],
 										&next_state, &error, &times);
 		if (status == ECP_SEND_STOPPED)
@@ -467,7 +419,8 @@ sync_part(EcpPartConfig *config)
 
 		done += page->ndocs;
 		INSTR_TIME_SET_CURRENT(start);
-		state = ecp_checkpoint_save(config, page, results, rate_add(&rate, done));
+		state = ecp_checkpoint_save(config, page, results, rate_add(&rate, done),
+									source->estimated_total(config));
 		times.checkpoint_ms += ms_since(start);
 		if (strcmp(state, "running") != 0)
 		{
@@ -493,6 +446,8 @@ sync_part(EcpPartConfig *config)
 	}
 	MemoryContextSwitchTo(TopMemoryContext);
 	ecp_sink_close();
+	if (source)
+		source->close();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	ereport(LOG,
 			(errmsg("ecp worker for run " INT64_FORMAT " part %d spent %.0f ms reading, %.0f ms sending, %.0f ms checkpointing",
@@ -528,6 +483,8 @@ run_part_or_fail(EcpPartConfig *config)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		ecp_sink_close();
+		if (source)
+			source->close();
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && ecp_worker_should_stop(config))
 		{
 			ereport(LOG,
@@ -555,7 +512,7 @@ ecp_worker_main(Datum main_arg)
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 	my_slot = DatumGetInt32(main_arg);
 
-	pqsignal(SIGTERM, worker_sigterm);
+	pqsignal(SIGTERM, ecp_worker_sigterm);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 

@@ -1,0 +1,106 @@
+/*
+ * part_control.c: what every module of a worker uses to behave: whether
+ * to stop (pause, cancel, shutdown), waiting without missing a stop or a
+ * heartbeat, settings reloads, and JSON quoting for flow rows.  It sits
+ * below the worker loop, the sources, the sink and the retry logic, so
+ * their dependencies point one way: worker -> source/sink/checkpoint ->
+ * part_control.
+ */
+#include "sync.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/timestamp.h"
+
+static volatile sig_atomic_t got_sigterm = false;
+
+/* A C string as a JSON string literal. */
+char *
+ecp_json_quote(const char *text)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	escape_json(&buf, text ? text : "");
+	return buf.data;
+}
+
+void
+ecp_worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	got_sigterm = true;
+	ecp_sandbox_sigterm();
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+bool
+ecp_worker_got_sigterm(void)
+{
+	return got_sigterm;
+}
+
+/*
+ * SIGHUP: the GUCs (heartbeat interval, alert threshold, retry defaults,
+ * the outbound host policy) take effect at the next step, also in a
+ * worker that runs for hours.
+ */
+void
+ecp_reload_settings_if_asked(void)
+{
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/* Pause, cancel and shutdown all end in "stop and look at the run". */
+bool
+ecp_worker_should_stop(const EcpPartConfig *config)
+{
+	return got_sigterm || ecp_stop_requested(config->slot);
+}
+
+/*
+ * Wait wait_ms on the latch, renewing the heartbeat every
+ * ecp.heartbeat_interval; false as soon as pause, cancel or shutdown asks
+ * the worker to stop (so a back-off never delays them, and is never
+ * counted as a failure).
+ */
+bool
+ecp_worker_wait(EcpPartConfig *config, long wait_ms)
+{
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+	TimestampTz next_beat = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														ecp_heartbeat_interval * 1000L);
+
+	for (;;)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		long		timeout;
+
+		if (ecp_worker_should_stop(config))
+			return false;
+		if (now >= end)
+			return true;
+		if (now >= next_beat)
+		{
+			ecp_checkpoint_heartbeat(config);
+			next_beat = TimestampTzPlusMilliseconds(now, ecp_heartbeat_interval * 1000L);
+		}
+		timeout = TimestampDifferenceMilliseconds(now, Min(end, next_beat));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(timeout, 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		ecp_reload_settings_if_asked();
+	}
+}
+

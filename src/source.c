@@ -1,0 +1,133 @@
+/*
+ * source.c: which source a part reads, and cutting a query into key
+ * ranges.
+ *
+ * A query task with parallelism > 1 starts with one part of kind "split".
+ * Its first worker reads the smallest and largest key as the owner (the
+ * query is the owner's: only a worker acting as the owner may run it) and
+ * has the part cut into ranges (ecp._split_part): 4 per allowed worker, so
+ * a slow range does not hold the run while the other workers are idle.
+ * The ranges are from <= key < to, the first open below and the last
+ * open above, so every key is in exactly one of them, also keys added
+ * while the run goes on.  A key that is not an integer cannot be cut:
+ * the part then reads the whole query (the flow says why).
+ */
+#include "sync.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+
+#define RANGES_PER_WORKER 4
+
+const EcpSourceOps *
+ecp_source_of(const EcpPartConfig *config)
+{
+	switch (config->kind)
+	{
+		case ECP_PART_IDS:
+			return &ecp_ids_source;
+		case ECP_PART_FILE:
+			return &ecp_file_source;
+		case ECP_PART_QUERY:
+		case ECP_PART_RANGE:
+		case ECP_PART_SPLIT:
+			break;
+	}
+	return &ecp_query_source;
+}
+
+/* The smallest and largest key, as the owner; false when there is none. */
+static bool
+key_bounds(EcpPartConfig *config, int64 *low, int64 *high)
+{
+	char	   *key = ecp_source_column_ref(config->key_column);
+	char	   *from = psprintf("(%s\n) AS \"ecp:row\"", config->query);
+	const char *fence;
+	bool		found = false;
+
+	ecp_begin_as_owner(config);
+	SPI_connect();
+
+	/*
+	 * Over a foreign table, PostgreSQL's min/max rewrite (ORDER BY key
+	 * LIMIT 1) makes mysql_fdw sort the whole table; an unused CTE turns the
+	 * rewrite off and the aggregates go to the server, which answers them
+	 * from its primary key (source_window.c says more).
+	 */
+	fence = ecp_source_reads_foreign_table(psprintf("SELECT * FROM %s", from))
+		? "WITH ecp_no_minmax AS (SELECT) " : "";
+	if (SPI_execute(psprintf("%sSELECT min(%s)::int8, max(%s)::int8 FROM %s",
+							 fence, key, key, from), true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		bool		null_low,
+					null_high;
+		Datum		l = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &null_low);
+		Datum		h = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &null_high);
+
+		if (!null_low && !null_high)
+		{
+			*low = DatumGetInt64(l);
+			*high = DatumGetInt64(h);
+			found = true;
+		}
+	}
+	SPI_finish();
+	ecp_commit_as_owner();
+	return found;
+}
+
+static bool
+key_is_integer(EcpPartConfig *config)
+{
+	Oid			key_type,
+				id_type;
+
+	ecp_begin_as_owner(config);
+	SPI_connect();
+	ecp_source_column_types(config, &key_type, &id_type);
+	SPI_finish();
+	ecp_commit_as_owner();
+	return key_type == INT2OID || key_type == INT4OID || key_type == INT8OID;
+}
+
+/*
+ * Cut the part into key ranges (it becomes the first of them); true when
+ * it was cut, false when it reads the whole query.  The caller reloads
+ * the part either way.
+ */
+bool
+ecp_source_split(EcpPartConfig *config)
+{
+	int64		low = 0,
+				high = 0;
+	bool		integer_key;
+	bool		has_keys = false;
+	int			ranges;
+
+	if (config->query == NULL)
+		config->query = MemoryContextStrdup(TopMemoryContext,
+											ecp_checked_statement_text(config->raw_query));
+	integer_key = key_is_integer(config);
+	if (integer_key)
+		has_keys = key_bounds(config, &low, &high);
+	ranges = ecp_checkpoint_split(config, has_keys, low, high,
+								  integer_key ? config->parallelism * RANGES_PER_WORKER : 1);
+	if (!integer_key)
+	{
+		StringInfoData why;
+
+		initStringInfo(&why);
+		escape_json(&why, psprintf("key column \"%s\" is not an integer: one part reads the whole query",
+								   config->key_column));
+		ecp_checkpoint_event(config, "split", psprintf("{\"ranges\": 1, \"why\": %s}", why.data));
+	}
+	else
+		ecp_checkpoint_event(config, "split",
+							 psprintf("{\"ranges\": %d, \"min\": " INT64_FORMAT ", \"max\": " INT64_FORMAT "}",
+									  ranges, low, high));
+	return ranges > 1;
+}

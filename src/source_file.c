@@ -1,0 +1,287 @@
+/*
+ * source_file.c: the file source.  A task's file (an http(s) URL or a
+ * server path, gunzipped while it streams when its name ends in .gz) holds
+ * one item a line: an NDJSON document, sent as it is with its _id taken
+ * from the field option id_field names, or an id, looked up through the
+ * task's query like the id source (source_ids.c).
+ *
+ * Lines stream through file_reader.c in constant memory: a page is at most
+ * batch_size lines and about batch_bytes bytes, read, sent and forgotten.
+ * The checkpoint is the byte offset and the number of the line after the
+ * last acknowledged page.  A page is read from where the reader stands
+ * when that is the checkpoint (the normal case, also for the page read
+ * ahead while the previous one is sent); otherwise (after a pause, a
+ * crash, or a lost connection) the file is opened again at the
+ * checkpoint: with an HTTP Range request, or, when the server ignores
+ * Range or the file is gzipped, by reading from the start and dropping
+ * bytes up to the offset.  The flow says which.
+ *
+ * A line that is not a JSON object, has no usable id or is over
+ * max_line_bytes is a dead letter with its line number; the run goes on.
+ * Empty lines are skipped.  A missing file, 404 or 403 fails the run;
+ * a cut connection, timeout or 5xx is retried from the checkpoint like
+ * any transient source error.
+ *
+ * A server path is read by the worker's process: the owner must be a
+ * member of pg_read_server_files (checked at create_task and here again,
+ * as the rights may have changed since).
+ */
+#include "sync.h"
+
+#include <jansson.h>
+
+#include "access/xact.h"
+#include "catalog/pg_authid_d.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+
+#include "file_reader.h"
+#include "http_client.h"
+
+static EcpFileReader *reader = NULL;
+
+static int
+abort_read(void *arg)
+{
+	return ecp_worker_should_stop((const EcpPartConfig *) arg);
+}
+
+static void
+check_server_file_access(EcpPartConfig *config)
+{
+	bool		allowed;
+
+	if (config->file[0] != '/')
+		return;
+	ecp_begin_bookkeeping();
+	allowed = has_privs_of_role(config->owner, ROLE_PG_READ_SERVER_FILES);
+	ecp_commit_bookkeeping();
+	if (!allowed)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may not read server file \"%s\"", config->owner_name, config->file),
+				 errhint("Reading files on the server needs membership in pg_read_server_files.")));
+}
+
+static void
+file_open(EcpPartConfig *config)
+{
+	char		err[256];
+
+	if (ecp_http_global_init(err, sizeof(err)) != 0)
+		ereport(ERROR, (errmsg("ecp could not initialise libcurl: %s", err)));
+	check_server_file_access(config);
+}
+
+/* The URL without its query string (a presigned signature), or the path. */
+static char *
+shown_location(const char *file)
+{
+	return pnstrdup(file, strcspn(file, "?#"));
+}
+
+static void
+close_reader(void)
+{
+	ecp_file_close(reader);
+	reader = NULL;
+}
+
+/* A reader's failure as an error: transient ones are retried. */
+static void
+report_failure(EcpFileStatus status, const char *error)
+{
+	close_reader();
+	if (status == ECP_FILE_ABORTED)
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("reading the file was interrupted by a stop request")));
+	if (status == ECP_FILE_TRANSIENT)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("reading the file failed: %s", error)));
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_FILE),
+			 errmsg("the file cannot be read: %s", error),
+			 errhint("Check the task's file (ecp.tasks shows it): it must exist and be readable by the database server.")));
+}
+
+/* Open the file at the checkpoint, and say in the flow how it resumed. */
+static void
+open_at(EcpPartConfig *config, const EcpPosition *at)
+{
+	EcpFileReaderConfig cfg;
+	char		error[ECP_FILE_ERROR_SIZE];
+	EcpFileStatus status;
+	const char *how;
+
+	close_reader();
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.location = config->file;
+	cfg.max_line_bytes = config->max_line_bytes;
+	cfg.connect_timeout_ms = config->connect_timeout_ms;
+	cfg.idle_timeout_ms = config->request_timeout_ms;
+	cfg.should_abort = abort_read;
+	cfg.abort_arg = config;
+	if (!config->target_unrestricted)
+	{
+		cfg.allow_address = ecp_filter_address;
+		cfg.address_arg = config;
+	}
+	status = ecp_file_open(&cfg, (uint64_t) at->position, (uint64_t) at->line_no, &reader,
+						   error, sizeof(error));
+	if (status != ECP_FILE_OK)
+		report_failure(status, error);
+	if (at->position == 0)
+		return;
+	how = ecp_file_resume_kind(reader) == ECP_FILE_RANGED ? "range"
+		: "skipped (the server ignored Range, or the file is gzipped: read from the start up to the offset)";
+	ecp_checkpoint_event(config, "file resumed",
+						 psprintf("{\"file\": %s, \"offset\": " INT64_FORMAT ", \"line\": " INT64_FORMAT ", \"how\": \"%s\"}",
+								  ecp_json_quote(shown_location(config->file)), at->position, at->line_no, how));
+}
+
+static void
+add_bad_line(EcpBatch *batch, int capacity, int64 line_no, const char *reason)
+{
+	if (batch->bad_lines == NULL)
+		batch->bad_lines = palloc(sizeof(EcpBadLine) * capacity);
+	batch->bad_lines[batch->nbad_lines].line_no = line_no;
+	batch->bad_lines[batch->nbad_lines].reason = pstrdup(reason);
+	batch->nbad_lines++;
+}
+
+/* The _id of an NDJSON document, or NULL with why. */
+static char *
+document_id(const EcpPartConfig *config, const char *line, size_t len, const char **why)
+{
+	json_error_t jerr;
+	json_t	   *doc = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	json_t	   *id;
+	char	   *text = NULL;
+
+	if (doc == NULL || !json_is_object(doc))
+		*why = doc == NULL ? psprintf("not JSON: %s", jerr.text) : "not a JSON object";
+	else if ((id = json_object_get(doc, config->id_field)) == NULL)
+		*why = psprintf("no field \"%s\" (option id_field)", config->id_field);
+	else if (json_is_string(id) && json_string_length(id) > 0 && json_string_length(id) <= 512)
+		text = pstrdup(json_string_value(id));
+	else if (json_is_integer(id))
+		text = psprintf("%lld", (long long) json_integer_value(id));
+	else
+		*why = psprintf("field \"%s\" is not a string of 1 to 512 bytes or an integer", config->id_field);
+	json_decref(doc);
+	return text;
+}
+
+/* One line into the page: a document, an id, or a dead letter. */
+static void
+take_line(const EcpPartConfig *config, EcpBatch *batch, char **ids, int *nids,
+		  const char *line, size_t len, int capacity)
+{
+	int64		line_no = (int64) ecp_file_line_no(reader);
+	const char *why = NULL;
+
+	if (len == 0)
+		return;
+	if (!config->ndjson)
+	{
+		char	   *id = pnstrdup(line, len);
+
+		ids[(*nids)++] = id;
+		return;
+	}
+	{
+		char	   *id = document_id(config, line, len, &why);
+		EcpDoc	   *doc;
+
+		if (id == NULL)
+		{
+			add_bad_line(batch, capacity, line_no, why);
+			return;
+		}
+		doc = &batch->docs[batch->ndocs++];
+		doc->id = id;
+		doc->key = id;
+		doc->json = pnstrdup(line, len);
+	}
+}
+
+static bool
+file_read(EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
+{
+	int			capacity = config->batch_size;
+	char	  **ids = palloc(sizeof(char *) * capacity);
+	int			nids = 0;
+	int			lines = 0;
+	size_t		bytes = 0;
+	char		error[ECP_FILE_ERROR_SIZE];
+
+	if (reader == NULL || ecp_file_offset(reader) != (uint64_t) after->position)
+		open_at(config, after);
+	batch->docs = palloc0(sizeof(EcpDoc) * capacity);
+	while (lines < capacity && bytes < (size_t) config->batch_bytes)
+	{
+		const char *line;
+		size_t		len;
+		EcpFileStatus status = ecp_file_next(reader, &line, &len, error, sizeof(error));
+
+		if (status == ECP_FILE_EOF)
+			break;
+		if (status != ECP_FILE_LINE && status != ECP_FILE_TOO_LONG)
+			report_failure(status, error);
+		lines++;
+		bytes += len;
+		if (status == ECP_FILE_TOO_LONG)
+			add_bad_line(batch, capacity, (int64) ecp_file_line_no(reader),
+						 psprintf("longer than max_line_bytes (%d bytes)", config->max_line_bytes));
+		else
+			take_line(config, batch, ids, &nids, line, len, capacity);
+	}
+	batch->end.position = (int64) ecp_file_offset(reader);
+	batch->end.line_no = (int64) ecp_file_line_no(reader);
+	batch->end.last_key = NULL;
+	if (nids > 0)
+		ecp_ids_lookup(config, ids, nids, batch);
+	batch->read_any = lines > 0;
+	return batch->read_any;
+}
+
+static int64
+file_total(EcpPartConfig *config, bool *is_estimate)
+{
+	*is_estimate = true;
+	return -1;					/* a stream's lines are known at its end */
+}
+
+static int64
+no_estimate(const EcpPartConfig *config)
+{
+	return -1;
+}
+
+static int64
+nothing_unreadable(EcpPartConfig *config)
+{
+	return 0;
+}
+
+static void
+file_prepare(EcpPartConfig *config)
+{
+	file_open(config);
+	if (!config->ndjson)
+		ecp_ids_prepare(config);
+}
+
+const EcpSourceOps ecp_file_source = {
+	.name = "file",
+	.open = file_prepare,
+	.read = file_read,
+	.total = file_total,
+	.estimated_total = no_estimate,
+	.unreadable = nothing_unreadable,
+	.close = close_reader,
+};
