@@ -40,6 +40,7 @@
 #include <zlib.h>
 
 #define DEFAULT_MAX_LINE_BYTES ((size_t) 10 << 20)
+#define MAX_MAX_LINE_BYTES ((size_t) 1 << 30)	/* keeps max_line + 2 from wrapping */
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000L
 #define DEFAULT_IDLE_TIMEOUT_MS 60000L
 #define POLL_INTERVAL_MS 100
@@ -378,12 +379,23 @@ on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 		r->raw_len -= r->raw_pos;
 		r->raw_pos = 0;
 	}
-	if (n > r->raw_cap - r->raw_len)
+	if (n > r->raw_cap - r->raw_len && r->raw_len > 0)
 	{
-		if (r->raw_len == 0)
-			return 0;			/* a chunk over the whole buffer: cannot be */
 		r->http.paused = 1;
 		return CURL_WRITEFUNC_PAUSE;
+	}
+	if (n > r->raw_cap)
+	{
+		/*
+		 * A chunk over the whole buffer (curl hands at most its 16 KiB
+		 * CURL_MAX_WRITE_SIZE today): hold it, it is curl's bound too.
+		 */
+		char	   *grown = realloc(r->raw, n);
+
+		if (grown == NULL)
+			return 0;			/* CURLE_WRITE_ERROR */
+		r->raw = grown;
+		r->raw_cap = n;
 	}
 	memcpy(r->raw + r->raw_len, ptr, n);
 	r->raw_len += n;
@@ -1036,6 +1048,8 @@ reader_new(const EcpFileReaderConfig *cfg)
 		return NULL;
 	r->fd = -1;
 	r->max_line = cfg->max_line_bytes > 0 ? cfg->max_line_bytes : DEFAULT_MAX_LINE_BYTES;
+	if (r->max_line > MAX_MAX_LINE_BYTES)
+		r->max_line = MAX_MAX_LINE_BYTES;
 	r->connect_timeout_ms = cfg->connect_timeout_ms > 0 ?
 		cfg->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
 	r->idle_timeout_ms = cfg->idle_timeout_ms > 0 ? cfg->idle_timeout_ms : DEFAULT_IDLE_TIMEOUT_MS;

@@ -51,7 +51,8 @@ typedef struct EcpFileReaderConfig
 {
 	const char *location;		/* http(s):// URL or absolute path; copied */
 	size_t		max_line_bytes; /* longer lines are reported (TOO_LONG),
-								 * never buffered whole; 0: 10 MiB */
+								 * never buffered whole; 0: 10 MiB; at most
+								 * 1 GiB (more is taken as 1 GiB) */
 	long		connect_timeout_ms; /* <= 0: 5000 */
 	long		idle_timeout_ms;	/* no byte for this long while waiting for
 									 * one: ECP_FILE_TRANSIENT; <= 0: 60000 */

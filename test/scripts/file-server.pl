@@ -114,6 +114,7 @@ sub handle_connection
 		return;
 	}
 	my $plan = plan_answer($req);
+	$plan->{head} = 1 if $req->{method} eq 'HEAD';
 	my $server_pid = $$;
 	my $pid = fork();
 	if (!defined $pid)
@@ -216,8 +217,8 @@ sub send_answer
 		my $body = "$status $REASON{$status}\n";
 		$head .= "Content-Range: bytes */$plan->{size}\r\n" if $status == 416;
 		$head .= "Content-Type: text/plain\r\nContent-Length: " . length($body) . "\r\n\r\n";
-		write_all($client, $head . $body);
-		return length $body;
+		$body = '' if $plan->{head};
+		return write_all($client, $head . $body) ? length $body : 0;
 	}
 	my $length = $plan->{to} - $plan->{from} + 1;
 	$head .= "Content-Type: application/octet-stream\r\nContent-Length: $length\r\n";

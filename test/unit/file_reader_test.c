@@ -536,6 +536,11 @@ test_local_errors(void)
 	ok(st == ECP_FILE_FATAL && !contains(err, "secret"),
 	   "another scheme: FATAL, without the query: %s", err);
 
+	default_config(&cfg, "http://bad host/x.ndjson?sig=secret");
+	st = open_fails(&cfg, 0, err, sizeof(err));
+	ok(st == ECP_FILE_FATAL && contains(err, "not a valid URL") && !contains(err, "secret"),
+	   "an unparseable URL: FATAL, without the query: %s", err);
+
 	default_config(&cfg, tmp_path("sample.ndjson"));
 	st = open_fails(&cfg, 100, err, sizeof(err));
 	ok(st == ECP_FILE_FATAL && contains(err, "shorter than the resume offset"),
