@@ -3,7 +3,7 @@
 # (test/unit/file_reader_test.c, TAP tests).  Perl 5 core modules only.
 #
 #   perl test/scripts/file-server.pl --dir DIR --port-file FILE [--log FILE]
-#        [--cut-once-at BYTES] [--ignore-range] [--max-seconds N]
+#        [--cut-once-at BYTES [--reset-at-cut]] [--ignore-range] [--max-seconds N]
 #
 # Binds 127.0.0.1 on an ephemeral port and writes the port to --port-file
 # (atomically: a reader never sees it half written) once it listens.
@@ -12,11 +12,15 @@
 # 206 with Content-Range, 416 with "Content-Range: bytes */SIZE" when
 # N >= SIZE; --ignore-range answers 200 with the whole file instead.
 # 404 for a missing file, 403 for one that cannot be read (or a directory).
+# GET /__status/NNN answers status NNN (100 < NNN < 600) with a short body,
+# for the tests of how a client takes 401, 410, 429, 503 and the like.
 #
 # --cut-once-at B: the first answer whose body would carry byte B of the
 # file sends its body up to (not including) byte B, then closes the
 # connection without the rest (the client sees fewer bytes than
-# Content-Length); once per server lifetime.
+# Content-Length); once per server lifetime.  With --reset-at-cut the
+# connection is reset (RST, SO_LINGER 0) instead of closed: bytes still in
+# the socket buffer may then never arrive.
 #
 # --log FILE: one line per request, flushed at once:
 #   <method> <target> range=<Range value or -> status=<code> bytes=<body bytes sent>
@@ -35,11 +39,11 @@ use Getopt::Long;
 use IO::Select;
 use IO::Socket::INET;
 use POSIX qw(WNOHANG);
-use Socket qw(IPPROTO_TCP TCP_NODELAY);
+use Socket qw(IPPROTO_TCP TCP_NODELAY SOL_SOCKET SO_LINGER);
 
 my %opt = ('max-seconds' => 3600);
-GetOptions(\%opt, 'dir=s', 'port-file=s', 'log=s', 'cut-once-at=i', 'ignore-range',
-	'max-seconds=i')
+GetOptions(\%opt, 'dir=s', 'port-file=s', 'log=s', 'cut-once-at=i', 'reset-at-cut',
+	'ignore-range', 'max-seconds=i')
   or die "usage: $0 --dir DIR --port-file FILE [--log FILE] [--cut-once-at BYTES]"
   . " [--ignore-range] [--max-seconds N]\n";
 die "--dir and --port-file are required\n" unless defined $opt{dir} && defined $opt{'port-file'};
@@ -128,6 +132,8 @@ sub handle_connection
 		$parent = $server_pid;    # from now on, outlive the server no longer than a second
 		my $sent = send_answer($client, $plan);
 		log_request($req, $plan->{status}, $sent);
+		setsockopt($client, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0))
+		  if defined $plan->{cut} && $opt{'reset-at-cut'};
 		POSIX::_exit(0);
 	}
 	close($client);
@@ -175,6 +181,7 @@ sub plan_answer
 	return { status => 405 } unless $req->{method} eq 'GET' || $req->{method} eq 'HEAD';
 	my ($path) = $req->{target} =~ m{^([^?#]*)};
 	$path = url_decode($path);
+	return { status => $1 } if $path =~ m{^/__status/([1-5]\d\d)$} && $1 > 100;
 	my @segments = split m{/}, $path;
 	return { status => 400 } if $path !~ m{^/} || $path =~ /\0/ || grep { $_ eq '..' } @segments;
 	my $file = "$opt{dir}$path";
@@ -210,11 +217,12 @@ sub send_answer
 {
 	my ($client, $plan) = @_;
 	my $status = $plan->{status};
-	my $head = "HTTP/1.1 $status $REASON{$status}\r\nConnection: close\r\n";
+	my $reason = $REASON{$status} || 'Status';
+	my $head = "HTTP/1.1 $status $reason\r\nConnection: close\r\n";
 	setsockopt($client, IPPROTO_TCP, TCP_NODELAY, 1);
 	if (!$plan->{fh})
 	{
-		my $body = "$status $REASON{$status}\n";
+		my $body = "$status $reason\n";
 		$head .= "Content-Range: bytes */$plan->{size}\r\n" if $status == 416;
 		$head .= "Content-Type: text/plain\r\nContent-Length: " . length($body) . "\r\n\r\n";
 		$body = '' if $plan->{head};

@@ -628,6 +628,23 @@ test_local_gzip(void)
 static void
 test_http_basic(const Server *s)
 {
+	static const struct
+	{
+		int			code;
+		EcpFileStatus st;
+		const char *text;
+	}			statuses[] = {
+		{401, ECP_FILE_FATAL, "unauthorized"},
+		{403, ECP_FILE_FATAL, "forbidden"},
+		{410, ECP_FILE_FATAL, "gone"},
+		{400, ECP_FILE_FATAL, "client error"},
+		{301, ECP_FILE_FATAL, "redirect"},
+		{408, ECP_FILE_TRANSIENT, "request timeout"},
+		{429, ECP_FILE_TRANSIENT, "too many requests"},
+		{500, ECP_FILE_TRANSIENT, "server error"},
+		{503, ECP_FILE_TRANSIENT, "server error"},
+		{0, ECP_FILE_OK, NULL}
+	};
 	EcpFileReaderConfig cfg;
 	EcpFileReader *r;
 	char		err[ECP_FILE_ERROR_SIZE];
@@ -671,6 +688,20 @@ test_http_basic(const Server *s)
 		st = open_fails(&cfg, 0, err, sizeof(err));
 		ok(st == ECP_FILE_FATAL && !contains(err, "hunter2") && !contains(err, "user"),
 		   "user info is not shown: %s", err);
+	}
+
+	for (int i = 0; statuses[i].code; i++)
+	{
+		char		path[64];
+		char		code[16];
+
+		snprintf(path, sizeof(path), "/__status/%d", statuses[i].code);
+		snprintf(code, sizeof(code), "HTTP %d", statuses[i].code);
+		default_config(&cfg, url(s, path));
+		st = open_fails(&cfg, 0, err, sizeof(err));
+		ok(st == statuses[i].st && contains(err, code) && contains(err, statuses[i].text),
+		   "HTTP %d: %s: %s", statuses[i].code,
+		   statuses[i].st == ECP_FILE_TRANSIENT ? "TRANSIENT" : "FATAL", err);
 	}
 
 	default_config(&cfg, url(s, "/sample.ndjson?token=secret"));
@@ -877,6 +908,7 @@ test_http(int no_perf)
 
 	test_http_cut("cut", NULL, ECP_FILE_RANGED, lines, size);
 	test_http_cut("cut-ignore-range", "--ignore-range", ECP_FILE_SKIPPED, lines, size);
+	test_http_cut("cut-reset", "--reset-at-cut", ECP_FILE_RANGED, lines, size);
 	test_http_silent();
 }
 
@@ -904,7 +936,7 @@ remove_tmp_dir(void)
 		"sample.ndjson", "cr.txt", "empty.txt", "long.ndjson", "locked.ndjson",
 		"sample.ndjson.gz", "bad.ndjson.gz", "cut.ndjson.gz", "gen.ndjson", "gen.ndjson.gz",
 		"big.ndjson", "main.port", "main.log", "cut.port", "cut.log",
-		"cut-ignore-range.port", "cut-ignore-range.log", NULL
+		"cut-ignore-range.port", "cut-ignore-range.log", "cut-reset.port", "cut-reset.log", NULL
 	};
 
 	for (int i = 0; names[i]; i++)
