@@ -421,7 +421,11 @@ finish_request(EcpPartConfig *config, size_t body_len, const int *members, int n
 		status = transfer_failed(config, outcome, &response, body_len, nmembers, error);
 	else if (response.status < 200 || response.status > 299)
 		status = status_failed(config, &response, body_len, nmembers, error);
-	else if (ecp_bulk_parse(response.body, response.body_len, nmembers, config->op, 0,
+	/*
+	 * Each item is judged by its own action (NULL op): a page may mix the
+	 * task's op with deletes of ids the query no longer returns.
+	 */
+	else if (ecp_bulk_parse(response.body, response.body_len, nmembers, NULL, 0,
 							&parsed, err, sizeof(err)) != 0)
 	{
 		*error = psprintf("the _bulk response of %s could not be read: %s", origin, err);

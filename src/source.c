@@ -87,6 +87,9 @@ key_is_integer(EcpPartConfig *config)
 				id_type;
 
 	ecp_begin_as_owner(config);
+	if (config->query == NULL)
+		config->query = MemoryContextStrdup(TopMemoryContext,
+											ecp_checked_statement_text(config->raw_query));
 	SPI_connect();
 	ecp_source_column_types(config, &key_type, &id_type);
 	SPI_finish();
@@ -108,9 +111,6 @@ ecp_source_split(EcpPartConfig *config)
 	bool		has_keys = false;
 	int			ranges;
 
-	if (config->query == NULL)
-		config->query = MemoryContextStrdup(TopMemoryContext,
-											ecp_checked_statement_text(config->raw_query));
 	integer_key = key_is_integer(config);
 	if (integer_key)
 		has_keys = key_bounds(config, &low, &high);

@@ -295,9 +295,17 @@ planner_rows(EcpPartConfig *config)
  * The planner's row estimate (cheap), or an exact count when the task asks
  * for it (a full scan: worth it only when the table is not huge).
  */
+/*
+ * A range's share of the run's total is not estimated: the split counted
+ * the whole query once (the planner's guess for a range of a table
+ * without statistics would be far off).
+ */
 static int64
 query_total(EcpPartConfig *config, bool *is_estimate)
 {
+	*is_estimate = true;
+	if (config->kind == ECP_PART_RANGE)
+		return -1;
 	*is_estimate = !config->exact_total;
 	if (by_windows && !config->exact_total)
 		return ecp_source_window_total(config->processed + config->failed, config->last_key);
@@ -331,7 +339,7 @@ query_null_keys(EcpPartConfig *config)
 static int64
 query_estimated_total(const EcpPartConfig *config)
 {
-	if (!by_windows || config->exact_total)
+	if (!by_windows || config->exact_total || config->kind == ECP_PART_RANGE)
 		return -1;
 	return ecp_source_window_total(config->processed + config->failed, config->last_key);
 }

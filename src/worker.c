@@ -320,6 +320,17 @@ prepare_step(EcpPartConfig *config, void *arg)
 {
 	if (config->kind == ECP_PART_SPLIT)
 	{
+		/* the run's total: the whole query's, before it is cut */
+		config->kind = ECP_PART_QUERY;
+		source = ecp_source_of(config);
+		source->open(config);
+		if (!config->has_total)
+		{
+			bool		is_estimate;
+
+			ecp_checkpoint_set_total(config, source->total(config, &is_estimate), is_estimate);
+		}
+		config->kind = ECP_PART_SPLIT;
 		(void) ecp_source_split(config);
 		ecp_checkpoint_load(config);
 		config->query = NULL;	/* the range's query is built anew */
