@@ -92,7 +92,7 @@ ecp_worker_wait(EcpPartConfig *config, long wait_ms)
 			return true;
 		if (now >= next_beat)
 		{
-			ecp_checkpoint_heartbeat(config);
+			ecp_store_heartbeat(config);
 			next_beat = TimestampTzPlusMilliseconds(now, ecp_heartbeat_interval * 1000L);
 		}
 		timeout = TimestampDifferenceMilliseconds(now, Min(end, next_beat));

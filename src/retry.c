@@ -143,7 +143,7 @@ ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *resul
 	ereport(LOG,
 			(errmsg("ecp worker for run " INT64_FORMAT " part %d: %s; trying again after the page in flight",
 					config->run_id, config->part_no, last_error)));
-	ecp_checkpoint_event(config, "retry",
+	ecp_store_event(config, "retry",
 						 psprintf("{\"attempt\": 1, \"wait_ms\": 0, \"source\": true, \"after_page_in_flight\": true, \"error\": %s}",
 								  quote_source_error()));
 	return false;
@@ -175,9 +175,9 @@ ecp_source_with_retries(EcpPartConfig *config, EcpSourceStep step, void *arg)
 					 errmsg("retries exhausted after %d attempts (max_retries %d): %s; the checkpoint is kept, ecp.resume continues from it",
 							attempt, config->max_retries, last_error)));
 		if (attempt == ecp_alert_after)
-			ecp_checkpoint_alert(config, "transient", attempt, last_error);
+			ecp_store_alert(config, "transient", attempt, last_error);
 		wait_ms = ecp_backoff_ms(config, attempt);
-		ecp_checkpoint_event(config, "retry",
+		ecp_store_event(config, "retry",
 							 psprintf("{\"attempt\": %d, \"wait_ms\": %ld, \"source\": true, \"error\": %s}",
 									  attempt, wait_ms, quote_source_error()));
 		pgstat_report_activity(STATE_RUNNING, "waiting to read the source again");

@@ -114,7 +114,7 @@ ecp_source_split(EcpPartConfig *config)
 	integer_key = key_is_integer(config);
 	if (integer_key)
 		has_keys = key_bounds(config, &low, &high);
-	ranges = ecp_checkpoint_split(config, has_keys, low, high,
+	ranges = ecp_store_split(config, has_keys, low, high,
 								  integer_key ? config->parallelism * RANGES_PER_WORKER : 1);
 	if (!integer_key)
 	{
@@ -123,10 +123,10 @@ ecp_source_split(EcpPartConfig *config)
 		initStringInfo(&why);
 		escape_json(&why, psprintf("key column \"%s\" is not an integer: one part reads the whole query",
 								   config->key_column));
-		ecp_checkpoint_event(config, "split", psprintf("{\"ranges\": 1, \"why\": %s}", why.data));
+		ecp_store_event(config, "split", psprintf("{\"ranges\": 1, \"why\": %s}", why.data));
 	}
 	else
-		ecp_checkpoint_event(config, "split",
+		ecp_store_event(config, "split",
 							 psprintf("{\"ranges\": %d, \"min\": " INT64_FORMAT ", \"max\": " INT64_FORMAT "}",
 									  ranges, low, high));
 	return ranges > 1;

@@ -138,7 +138,7 @@ open_at(EcpPartConfig *config, const EcpPosition *at)
 		return;
 	how = ecp_file_resume_kind(reader) == ECP_FILE_RANGED ? "range"
 		: "skipped (the server ignored Range, or the file is gzipped: read from the start up to the offset)";
-	ecp_checkpoint_event(config, "file resumed",
+	ecp_store_event(config, "file resumed",
 						 psprintf("{\"file\": %s, \"offset\": " INT64_FORMAT ", \"line\": " INT64_FORMAT ", \"how\": \"%s\"}",
 								  ecp_json_quote(shown_location(config->file)), at->position, at->line_no, how));
 }

@@ -259,7 +259,7 @@ ids_read(EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
 	char	  **ids;
 
 	MemoryContextSwitchTo(batch->context);
-	ids = ecp_checkpoint_run_ids(config, after->position, config->batch_size, &nids);
+	ids = ecp_store_run_ids(config, after->position, config->batch_size, &nids);
 	batch->ndocs = 0;
 	batch->missing = 0;
 	batch->read_any = nids > 0;

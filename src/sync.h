@@ -1,7 +1,7 @@
 /*
  * sync.h: the data a sync worker carries through its loop, and the parts
  * of the flow it calls: source (source_query.c) -> batch (batch.c) ->
- * sink (sink_es.c) -> checkpoint (checkpoint.c).
+ * sink (sink_es.c) -> checkpoint (run_store.c).
  */
 #ifndef ECP_SYNC_H
 #define ECP_SYNC_H
@@ -267,24 +267,24 @@ extern void ecp_config_check_owners(Oid run_owner, Oid task_owner, Oid consumer_
 									Oid part_owner);
 extern void ecp_config_check_owner_login(Oid owner, const char *name, const char *can_login);
 
-/* checkpoint.c */
-extern void ecp_checkpoint_load(EcpPartConfig *config);
-extern bool ecp_checkpoint_claim(EcpPartConfig *config);
-extern void ecp_checkpoint_set_total(EcpPartConfig *config, int64 total, bool is_estimate);
-extern char *ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch,
+/* run_store.c: the rows of the run and its parts (every transaction of bookkeeping) */
+extern void ecp_store_load(EcpPartConfig *config);
+extern bool ecp_store_claim(EcpPartConfig *config);
+extern void ecp_store_set_total(EcpPartConfig *config, int64 total, bool is_estimate);
+extern char *ecp_store_save(EcpPartConfig *config, EcpBatch *batch,
 								 EcpDocResult *results, double docs_per_second,
 								 int64 estimated_total);
-extern void ecp_checkpoint_finish(EcpPartConfig *config, int64 null_keys);
-extern void ecp_checkpoint_fail(EcpPartConfig *config, const char *error);
-extern char *ecp_checkpoint_run_state(EcpPartConfig *config);
-extern void ecp_checkpoint_heartbeat(EcpPartConfig *config);
-extern void ecp_checkpoint_release(EcpPartConfig *config);
-extern void ecp_checkpoint_alert(EcpPartConfig *config, const char *class, int attempts,
+extern void ecp_store_finish(EcpPartConfig *config, int64 null_keys);
+extern void ecp_store_fail(EcpPartConfig *config, const char *error);
+extern char *ecp_store_run_state(EcpPartConfig *config);
+extern void ecp_store_heartbeat(EcpPartConfig *config);
+extern void ecp_store_release(EcpPartConfig *config);
+extern void ecp_store_alert(EcpPartConfig *config, const char *class, int attempts,
 								 const char *error);
-extern void ecp_checkpoint_event(EcpPartConfig *config, const char *action,
+extern void ecp_store_event(EcpPartConfig *config, const char *action,
 								 const char *content_json);
-extern int	ecp_checkpoint_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high,
+extern int	ecp_store_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high,
 								 int nranges);
-extern char **ecp_checkpoint_run_ids(EcpPartConfig *config, int64 after, int n, int *nids);
+extern char **ecp_store_run_ids(EcpPartConfig *config, int64 after, int n, int *nids);
 
 #endif

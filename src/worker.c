@@ -95,13 +95,13 @@ run_still_running(EcpPartConfig *config)
 	 */
 	((volatile EcpWorkerSlot *) &ecp_shared()->slots[config->slot])->stop_requested = false;
 	pg_memory_barrier();
-	state = ecp_checkpoint_run_state(config);
+	state = ecp_store_run_state(config);
 	if (strcmp(state, "running") == 0)
 		return true;
 	ereport(LOG,
 			(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
 					config->run_id, config->part_no, state)));
-	ecp_checkpoint_release(config);
+	ecp_store_release(config);
 	return false;
 }
 
@@ -296,9 +296,9 @@ send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *resu
 			return ECP_SEND_FAILED;
 		}
 		if (attempt == ecp_alert_after)
-			ecp_checkpoint_alert(config, "transient", attempt, why);
+			ecp_store_alert(config, "transient", attempt, why);
 		wait_ms = ecp_backoff_ms(config, attempt);
-		ecp_checkpoint_event(config, "retry",
+		ecp_store_event(config, "retry",
 							 psprintf("{\"attempt\": %d, \"wait_ms\": %ld, \"documents\": %d, \"error\": %s}",
 									  attempt, wait_ms, all ? page->ndocs : nsubset,
 									  ecp_json_quote(why)));
@@ -328,11 +328,11 @@ prepare_step(EcpPartConfig *config, void *arg)
 		{
 			bool		is_estimate;
 
-			ecp_checkpoint_set_total(config, source->total(config, &is_estimate), is_estimate);
+			ecp_store_set_total(config, source->total(config, &is_estimate), is_estimate);
 		}
 		config->kind = ECP_PART_SPLIT;
 		(void) ecp_source_split(config);
-		ecp_checkpoint_load(config);
+		ecp_store_load(config);
 		config->query = NULL;	/* the range's query is built anew */
 	}
 	source = ecp_source_of(config);
@@ -342,7 +342,7 @@ prepare_step(EcpPartConfig *config, void *arg)
 		bool		is_estimate;
 		int64		total = source->total(config, &is_estimate);
 
-		ecp_checkpoint_set_total(config, total, is_estimate);
+		ecp_store_set_total(config, total, is_estimate);
 	}
 	return true;
 }
@@ -351,7 +351,7 @@ prepare_step(EcpPartConfig *config, void *arg)
 static bool
 finish_step(EcpPartConfig *config, void *arg)
 {
-	ecp_checkpoint_finish(config, source->unreadable(config));
+	ecp_store_finish(config, source->unreadable(config));
 	return true;
 }
 
@@ -372,7 +372,7 @@ sync_part(EcpPartConfig *config)
 		pages[i].context = AllocSetContextCreate(TopMemoryContext, "ecp page",
 												 ALLOCSET_DEFAULT_SIZES);
 
-	if (!ecp_checkpoint_claim(config))
+	if (!ecp_store_claim(config))
 		return;
 	ecp_sink_open(config);
 	(void) rate_add(&rate, done);
@@ -424,13 +424,13 @@ sync_part(EcpPartConfig *config)
 		}
 		if (status != ECP_SEND_DONE)
 		{
-			ecp_checkpoint_fail(config, error);
+			ecp_store_fail(config, error);
 			break;
 		}
 
 		done += page->ndocs;
 		INSTR_TIME_SET_CURRENT(start);
-		state = ecp_checkpoint_save(config, page, results, rate_add(&rate, done),
+		state = ecp_store_save(config, page, results, rate_add(&rate, done),
 									source->estimated_total(config));
 		times.checkpoint_ms += ms_since(start);
 		if (strcmp(state, "running") != 0)
@@ -438,7 +438,7 @@ sync_part(EcpPartConfig *config)
 			ereport(LOG,
 					(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
 							config->run_id, config->part_no, state)));
-			ecp_checkpoint_release(config);
+			ecp_store_release(config);
 			break;
 		}
 		if (next_state == NEXT_READ)
@@ -478,7 +478,7 @@ run_part_or_fail(EcpPartConfig *config)
 
 	PG_TRY();
 	{
-		ecp_checkpoint_load(config);
+		ecp_store_load(config);
 		if (strcmp(config->run_state, "pending") == 0 || strcmp(config->run_state, "running") == 0)
 		{
 			ecp_sandbox_act_for(config->owner_name);
@@ -501,13 +501,13 @@ run_part_or_fail(EcpPartConfig *config)
 			ereport(LOG,
 					(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: its query was interrupted by a stop request",
 							config->run_id, config->part_no)));
-			ecp_checkpoint_release(config);
+			ecp_store_release(config);
 		}
 		else
 		{
 			ereport(LOG,
 					(errmsg("ecp run " INT64_FORMAT " failed: %s", config->run_id, edata->message)));
-			ecp_checkpoint_fail(config, edata->message);
+			ecp_store_fail(config, edata->message);
 		}
 		FreeErrorData(edata);
 	}

@@ -1,8 +1,10 @@
 /*
- * checkpoint.c: the durable side of a worker: what it reads about its run
- * at start, and what it commits after each acknowledged batch (checkpoint,
- * counters, heartbeat and dead letters in one transaction), at the end,
- * and on failure.  All of it as bookkeeping (sandbox.c): the worker's own
+ * run_store.c: the durable side of a worker, the rows of its run and
+ * part: what it reads about them at start (task, consumer, run, part,
+ * checked), the claim, the checkpoint it commits after each acknowledged
+ * batch (position, counters, heartbeat and dead letters in one
+ * transaction), the split into key ranges, the run's ids, the end, a
+ * failure, flow events and alerts.  All of it as bookkeeping (sandbox.c): the worker's own
  * user with a pinned search_path, ecp's fixed statements only, each run
  * and part addressed by its id.  Nothing read here is trusted before
  * config_check.c has looked at it.
@@ -247,7 +249,7 @@ load_consumer(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
  * the run with it.
  */
 void
-ecp_checkpoint_load(EcpPartConfig *config)
+ecp_store_load(EcpPartConfig *config)
 {
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
@@ -302,7 +304,7 @@ owner_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nu
  * the launcher looked).
  */
 bool
-ecp_checkpoint_claim(EcpPartConfig *config)
+ecp_store_claim(EcpPartConfig *config)
 {
 	Oid			types[4] = {INT8OID, INT4OID, TEXTOID, TIMESTAMPTZOID};
 	Datum		values[4];
@@ -364,7 +366,7 @@ ecp_checkpoint_claim(EcpPartConfig *config)
 
 /* The run was paused or cancelled: the part waits, unclaimed. */
 void
-ecp_checkpoint_release(EcpPartConfig *config)
+ecp_store_release(EcpPartConfig *config)
 {
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
@@ -387,7 +389,7 @@ ecp_checkpoint_release(EcpPartConfig *config)
 	"       total_is_estimate = total_is_estimate OR $3 WHERE id = $1"
 
 void
-ecp_checkpoint_set_total(EcpPartConfig *config, int64 total, bool is_estimate)
+ecp_store_set_total(EcpPartConfig *config, int64 total, bool is_estimate)
 {
 	Oid			types[4] = {INT8OID, INT8OID, BOOLOID, INT4OID};
 	Datum		values[4] = {Int64GetDatum(config->run_id), Int64GetDatum(total),
@@ -446,7 +448,7 @@ select_run_state(EcpPartConfig *config)
 
 /* The run's state, read in a transaction of its own. */
 char *
-ecp_checkpoint_run_state(EcpPartConfig *config)
+ecp_store_run_state(EcpPartConfig *config)
 {
 	char	   *state;
 
@@ -520,7 +522,7 @@ move_position(EcpPartConfig *config, const EcpPosition *end)
  * state, so a pause or cancel is seen at the next batch at the latest.
  */
 char *
-ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
+ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 					double docs_per_second, int64 estimated_total)
 {
 	Oid			types[10] = {INT8OID, INT4OID, TEXTOID, INT8OID, INT8OID, FLOAT8OID,
@@ -566,7 +568,7 @@ ecp_checkpoint_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *result
  * it became.
  */
 int
-ecp_checkpoint_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high, int nranges)
+ecp_store_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high, int nranges)
 {
 	Oid			types[4] = {INT8OID, INT8OID, INT8OID, INT4OID};
 	Datum		values[4] = {Int64GetDatum(config->run_id), Int64GetDatum(low),
@@ -595,7 +597,7 @@ ecp_checkpoint_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high
  * current memory context.
  */
 char	  **
-ecp_checkpoint_run_ids(EcpPartConfig *config, int64 after, int n, int *nids)
+ecp_store_run_ids(EcpPartConfig *config, int64 after, int n, int *nids)
 {
 	Oid			types[3] = {INT8OID, INT8OID, INT8OID};
 	Datum		values[3] = {Int64GetDatum(config->run_id), Int64GetDatum(after + 1),
@@ -619,7 +621,7 @@ ecp_checkpoint_run_ids(EcpPartConfig *config, int64 after, int n, int *nids)
 
 /* The part is done; the run succeeds when it was its last running part. */
 void
-ecp_checkpoint_finish(EcpPartConfig *config, int64 null_keys)
+ecp_store_finish(EcpPartConfig *config, int64 null_keys)
 {
 	Oid			types[3] = {INT8OID, INT4OID, INT8OID};
 	Datum		values[3] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no),
@@ -688,7 +690,7 @@ record_failure(EcpPartConfig *config, const char *error)
  * recorded instead, and the first error goes to the server log.
  */
 void
-ecp_checkpoint_fail(EcpPartConfig *config, const char *error)
+ecp_store_fail(EcpPartConfig *config, const char *error)
 {
 	MemoryContext context = CurrentMemoryContext;
 	char	   *bounded = bounded_error(error ? error : "unknown error");
@@ -716,7 +718,7 @@ ecp_checkpoint_fail(EcpPartConfig *config, const char *error)
 
 /* Renew the part's heartbeat (while the worker waits). */
 void
-ecp_checkpoint_heartbeat(EcpPartConfig *config)
+ecp_store_heartbeat(EcpPartConfig *config)
 {
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
@@ -731,7 +733,7 @@ ecp_checkpoint_heartbeat(EcpPartConfig *config)
 
 /* A flow event of this part (retry, ...); content is a JSON object. */
 void
-ecp_checkpoint_event(EcpPartConfig *config, const char *action, const char *content_json)
+ecp_store_event(EcpPartConfig *config, const char *action, const char *content_json)
 {
 	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INT4OID};
 	Datum		values[4];
@@ -752,7 +754,7 @@ ecp_checkpoint_event(EcpPartConfig *config, const char *action, const char *cont
 
 /* An alert about this run: flow row, NOTIFY ecp_alert (at commit). */
 void
-ecp_checkpoint_alert(EcpPartConfig *config, const char *class, int attempts, const char *error)
+ecp_store_alert(EcpPartConfig *config, const char *class, int attempts, const char *error)
 {
 	Oid			types[4] = {INT8OID, TEXTOID, INT4OID, TEXTOID};
 	Datum		values[4];
