@@ -523,7 +523,7 @@ move_position(EcpPartConfig *config, const EcpPosition *end)
  */
 char *
 ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
-					double docs_per_second, int64 estimated_total)
+			   double docs_per_second, int64 (*estimated_total) (const EcpPartConfig *config))
 {
 	Oid			types[10] = {INT8OID, INT4OID, TEXTOID, INT8OID, INT8OID, FLOAT8OID,
 	INT8OID, INT8OID, INT8OID, INT8OID};
@@ -556,7 +556,8 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 	move_position(config, &batch->end);
 	config->processed += ok + deleted;
 	config->failed += failed;
-	update_estimated_total(config, estimated_total);
+	/* the source's estimate from the new position */
+	update_estimated_total(config, estimated_total(config));
 	state = select_run_state(config);
 	SPI_finish();
 	ecp_commit_bookkeeping();

@@ -272,8 +272,8 @@ extern void ecp_store_load(EcpPartConfig *config);
 extern bool ecp_store_claim(EcpPartConfig *config);
 extern void ecp_store_set_total(EcpPartConfig *config, int64 total, bool is_estimate);
 extern char *ecp_store_save(EcpPartConfig *config, EcpBatch *batch,
-								 EcpDocResult *results, double docs_per_second,
-								 int64 estimated_total);
+							EcpDocResult *results, double docs_per_second,
+							int64 (*estimated_total) (const EcpPartConfig *config));
 extern void ecp_store_finish(EcpPartConfig *config, int64 null_keys);
 extern void ecp_store_fail(EcpPartConfig *config, const char *error);
 extern char *ecp_store_run_state(EcpPartConfig *config);

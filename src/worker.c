@@ -431,7 +431,7 @@ sync_part(EcpPartConfig *config)
 		done += page->ndocs;
 		INSTR_TIME_SET_CURRENT(start);
 		state = ecp_store_save(config, page, results, rate_add(&rate, done),
-									source->estimated_total(config));
+									source->estimated_total);
 		times.checkpoint_ms += ms_since(start);
 		if (strcmp(state, "running") != 0)
 		{
