@@ -251,18 +251,19 @@ load_consumer(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 void
 ecp_store_load(EcpPartConfig *config)
 {
+	MemoryContext back_to;
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
 	HeapTuple	tuple;
 	TupleDesc	desc;
 
-	ecp_begin_bookkeeping();
+	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 	if (SPI_execute_with_args(CONFIG_SQL, 2, types, values, NULL, true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 	{
 		SPI_finish();
-		ecp_commit_bookkeeping();
+		ecp_commit_bookkeeping(back_to);
 		config->run_state = "gone";
 		return;
 	}
@@ -285,7 +286,7 @@ ecp_store_load(EcpPartConfig *config)
 		config->target_unrestricted = ecp_host_policy_role_exempt(config->owner);
 	}
 	SPI_finish();
-	ecp_commit_bookkeeping();
+	ecp_commit_bookkeeping(back_to);
 }
 
 static int
@@ -306,6 +307,7 @@ owner_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nu
 bool
 ecp_store_claim(EcpPartConfig *config)
 {
+	MemoryContext back_to;
 	Oid			types[4] = {INT8OID, INT4OID, TEXTOID, TIMESTAMPTZOID};
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', config->has_heartbeat ? ' ' : 'n'};
@@ -321,7 +323,7 @@ ecp_store_claim(EcpPartConfig *config)
 		values[2] = CStringGetTextDatum(psprintf(INT64_FORMAT " ids done", config->position));
 	values[3] = TimestampTzGetDatum(config->heartbeat_seen);
 
-	ecp_begin_bookkeeping();
+	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 
 	/*
@@ -356,7 +358,7 @@ ecp_store_claim(EcpPartConfig *config)
 				   "                     'resume_after_key', nullif($3, '')))",
 				   3, types, values, NULL);
 	SPI_finish();
-	ecp_commit_bookkeeping();
+	ecp_commit_bookkeeping(back_to);
 	if (!claimed)
 		ereport(LOG,
 				(errmsg("ecp worker for run " INT64_FORMAT " part %d stands down: another worker claimed the part",
@@ -368,16 +370,17 @@ ecp_store_claim(EcpPartConfig *config)
 void
 ecp_store_release(EcpPartConfig *config)
 {
+	MemoryContext back_to;
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
 
-	ecp_begin_bookkeeping();
+	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("UPDATE ecp.part SET state = 'pending', worker_pid = NULL, docs_per_second = NULL "
 			   " WHERE run_id = $1 AND part_no = $2 AND state = 'running'",
 			   2, types, values, NULL);
 	SPI_finish();
-	ecp_commit_bookkeeping();
+	ecp_commit_bookkeeping(back_to);
 }
 
 /*
@@ -391,13 +394,14 @@ ecp_store_release(EcpPartConfig *config)
 void
 ecp_store_set_total(EcpPartConfig *config, int64 total, bool is_estimate)
 {
+	MemoryContext back_to;
 	Oid			types[4] = {INT8OID, INT8OID, BOOLOID, INT4OID};
 	Datum		values[4] = {Int64GetDatum(config->run_id), Int64GetDatum(total),
 	BoolGetDatum(is_estimate), Int32GetDatum(config->part_no)};
 
 	if (total < 0)
 		return;					/* unknown (a file) */
-	ecp_begin_bookkeeping();
+	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("UPDATE ecp.part SET total = $2 WHERE run_id = $1 AND part_no = $4",
 			   4, types, values, NULL);
@@ -405,7 +409,7 @@ ecp_store_set_total(EcpPartConfig *config, int64 total, bool is_estimate)
 			   3, types, values, NULL);
 	owner_exec(RUN_TOTAL_SQL, 3, types, values, NULL);
 	SPI_finish();
-	ecp_commit_bookkeeping();
+	ecp_commit_bookkeeping(back_to);
 	config->has_total = true;
 }
 
@@ -450,13 +454,14 @@ select_run_state(EcpPartConfig *config)
 char *
 ecp_store_run_state(EcpPartConfig *config)
 {
+	MemoryContext back_to;
 	char	   *state;
 
-	ecp_begin_bookkeeping();
+	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 	state = select_run_state(config);
 	SPI_finish();
-	ecp_commit_bookkeeping();
+	ecp_commit_bookkeeping(back_to);
 	return state;
 }
 
@@ -525,6 +530,7 @@ char *
 ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 			   double docs_per_second, int64 (*estimated_total) (const EcpPartConfig *config))
 {
+	MemoryContext back_to;
 	Oid			types[10] = {INT8OID, INT4OID, TEXTOID, INT8OID, INT8OID, FLOAT8OID,
 	INT8OID, INT8OID, INT8OID, INT8OID};
 	Datum		values[10];
@@ -534,7 +540,7 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 				failed;
 	char	   *state;
 
-	ecp_begin_bookkeeping();
+	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 	count_results(config, batch, results, &ok, &deleted, &failed);
 	values[0] = Int64GetDatum(config->run_id);
@@ -560,7 +566,7 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 	update_estimated_total(config, estimated_total(config));
 	state = select_run_state(config);
 	SPI_finish();
-	ecp_commit_bookkeeping();
+	ecp_commit_bookkeeping(back_to);
 	return state;
 }
 
@@ -571,13 +577,14 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 int
 ecp_store_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high, int nranges)
 {
+	MemoryContext back_to;
 	Oid			types[4] = {INT8OID, INT8OID, INT8OID, INT4OID};
 	Datum		values[4] = {Int64GetDatum(config->run_id), Int64GetDatum(low),
 	Int64GetDatum(high), Int32GetDatum(nranges)};
 	char		nulls[4] = {' ', has_keys ? ' ' : 'n', has_keys ? ' ' : 'n', ' '};
 	int			parts = 1;
 
-	ecp_begin_bookkeeping();
+	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("SELECT ecp._split_part($1, $2, $3, $4)", 4, types, values, nulls);
 	if (SPI_processed == 1)
@@ -588,7 +595,7 @@ ecp_store_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high, int
 		parts = isnull ? 1 : DatumGetInt32(d);
 	}
 	SPI_finish();
-	ecp_commit_bookkeeping();
+	ecp_commit_bookkeeping(back_to);
 	return parts;
 }
 
@@ -600,13 +607,14 @@ ecp_store_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high, int
 char	  **
 ecp_store_run_ids(EcpPartConfig *config, int64 after, int n, int *nids)
 {
+	MemoryContext back_to;
 	Oid			types[3] = {INT8OID, INT8OID, INT8OID};
 	Datum		values[3] = {Int64GetDatum(config->run_id), Int64GetDatum(after + 1),
 	Int64GetDatum(after + n)};
 	MemoryContext caller = CurrentMemoryContext;
 	char	  **ids;
 
-	ecp_begin_bookkeeping();
+	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("SELECT unnest(only_ids[$2:$3]) FROM ecp.run WHERE id = $1", 3, types, values, NULL);
 	*nids = (int) SPI_processed;
@@ -615,7 +623,7 @@ ecp_store_run_ids(EcpPartConfig *config, int64 after, int n, int *nids)
 		ids[i] = MemoryContextStrdup(caller, SPI_getvalue(SPI_tuptable->vals[i],
 														  SPI_tuptable->tupdesc, 1));
 	SPI_finish();
-	ecp_commit_bookkeeping();
+	ecp_commit_bookkeeping(back_to);
 	MemoryContextSwitchTo(caller);
 	return ids;
 }
@@ -624,11 +632,12 @@ ecp_store_run_ids(EcpPartConfig *config, int64 after, int n, int *nids)
 void
 ecp_store_finish(EcpPartConfig *config, int64 null_keys)
 {
+	MemoryContext back_to;
 	Oid			types[3] = {INT8OID, INT4OID, INT8OID};
 	Datum		values[3] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no),
 	Int64GetDatum(null_keys)};
 
-	ecp_begin_bookkeeping();
+	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 	if (null_keys > 0)
 		insert_dead_letter(config, NULL, 0, "null_key",
@@ -647,7 +656,7 @@ ecp_store_finish(EcpPartConfig *config, int64 null_keys)
 			   "   AND NOT EXISTS (SELECT 1 FROM ecp.part WHERE run_id = $1 AND state <> 'done')",
 			   1, types, values, NULL);
 	SPI_finish();
-	ecp_commit_bookkeeping();
+	ecp_commit_bookkeeping(back_to);
 	ereport(LOG,
 			(errmsg("ecp run " INT64_FORMAT " part %d finished", config->run_id, config->part_no)));
 }
@@ -670,18 +679,19 @@ bounded_error(const char *error)
 static void
 record_failure(EcpPartConfig *config, const char *error)
 {
+	MemoryContext back_to;
 	Oid			types[3] = {INT8OID, TEXTOID, INT4OID};
 	Datum		values[3] = {Int64GetDatum(config->run_id), CStringGetTextDatum(error),
 	Int32GetDatum(config->part_no)};
 
-	ecp_begin_bookkeeping();
+	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("UPDATE ecp.part SET state = 'failed', heartbeat_at = now(), docs_per_second = NULL, "
 			   "       last_error = $2 WHERE run_id = $1 AND part_no = $3", 3, types, values, NULL);
 	owner_exec("UPDATE ecp.run SET state = 'failed', finished_at = now(), last_error = $2 "
 			   " WHERE id = $1 AND state IN ('pending', 'running')", 2, types, values, NULL);
 	SPI_finish();
-	ecp_commit_bookkeeping();
+	ecp_commit_bookkeeping(back_to);
 }
 
 /*
@@ -721,21 +731,23 @@ ecp_store_fail(EcpPartConfig *config, const char *error)
 void
 ecp_store_heartbeat(EcpPartConfig *config)
 {
+	MemoryContext back_to;
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
 
-	ecp_begin_bookkeeping();
+	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("UPDATE ecp.part SET heartbeat_at = now() WHERE run_id = $1 AND part_no = $2",
 			   2, types, values, NULL);
 	SPI_finish();
-	ecp_commit_bookkeeping();
+	ecp_commit_bookkeeping(back_to);
 }
 
 /* A flow event of this part (retry, ...); content is a JSON object. */
 void
 ecp_store_event(EcpPartConfig *config, const char *action, const char *content_json)
 {
+	MemoryContext back_to;
 	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INT4OID};
 	Datum		values[4];
 
@@ -743,20 +755,21 @@ ecp_store_event(EcpPartConfig *config, const char *action, const char *content_j
 	values[1] = CStringGetTextDatum(action);
 	values[2] = CStringGetTextDatum(content_json);
 	values[3] = Int32GetDatum(config->part_no);
-	ecp_begin_bookkeeping();
+	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("SELECT ecp._flow_event($1, $2, jsonb_build_object('part', $4) || $3::jsonb)",
 			   4, types, values, NULL);
 	owner_exec("UPDATE ecp.part SET heartbeat_at = now() WHERE run_id = $1 AND part_no = $4",
 			   4, types, values, NULL);
 	SPI_finish();
-	ecp_commit_bookkeeping();
+	ecp_commit_bookkeeping(back_to);
 }
 
 /* An alert about this run: flow row, NOTIFY ecp_alert (at commit). */
 void
 ecp_store_alert(EcpPartConfig *config, const char *class, int attempts, const char *error)
 {
+	MemoryContext back_to;
 	Oid			types[4] = {INT8OID, TEXTOID, INT4OID, TEXTOID};
 	Datum		values[4];
 
@@ -764,9 +777,9 @@ ecp_store_alert(EcpPartConfig *config, const char *class, int attempts, const ch
 	values[1] = CStringGetTextDatum(class);
 	values[2] = Int32GetDatum(attempts);
 	values[3] = CStringGetTextDatum(error ? error : "");
-	ecp_begin_bookkeeping();
+	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("SELECT ecp._alert($1, $2, $3, $4)", 4, types, values, NULL);
 	SPI_finish();
-	ecp_commit_bookkeeping();
+	ecp_commit_bookkeeping(back_to);
 }

@@ -48,13 +48,6 @@ static int	owner_nest_level = -1;
 static int	stop_slot = -1;
 static volatile sig_atomic_t in_owner_code = false;
 
-/*
- * The memory context the worker's loop works in: commit switches to
- * TopMemoryContext, and whatever the loop allocates after it must still be
- * freed with the batch.
- */
-static MemoryContext loop_context;
-
 /* ecp.acting_role (see ecp_sandbox_define_gucs) */
 static char *acting_role = NULL;
 
@@ -145,10 +138,18 @@ ecp_sandbox_in_owner_code(void)
 	return in_owner_code;
 }
 
-void
+/*
+ * Begin a transaction as the owner (sandboxed).  Returns the caller's
+ * memory context, which the caller hands to ecp_commit_as_owner: a commit
+ * leaves CurrentMemoryContext at TopMemoryContext, and whatever the caller
+ * allocates after it must still go where it did before (a page's context,
+ * freed with the page), or every page would leak into TopMemoryContext.
+ */
+MemoryContext
 ecp_begin_as_owner(const EcpPartConfig *config)
 {
-	loop_context = CurrentMemoryContext;
+	MemoryContext caller = CurrentMemoryContext;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	GetUserIdAndSecContext(&saved_user, &saved_sec_context);
@@ -164,6 +165,7 @@ ecp_begin_as_owner(const EcpPartConfig *config)
 	enable_timeout_every(USER_TIMEOUT,
 						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STOP_POLL_MS),
 						 STOP_POLL_MS);
+	return caller;
 }
 
 /*
@@ -172,7 +174,7 @@ ecp_begin_as_owner(const EcpPartConfig *config)
  * owner or not at all.
  */
 void
-ecp_commit_as_owner(void)
+ecp_commit_as_owner(MemoryContext back_to)
 {
 	disable_timeout(USER_TIMEOUT, false);
 	PopActiveSnapshot();
@@ -180,24 +182,26 @@ ecp_commit_as_owner(void)
 	CommitTransactionCommand();
 	in_owner_code = false;
 	SetUserIdAndSecContext(saved_user, saved_sec_context);
-	MemoryContextSwitchTo(loop_context);
+	MemoryContextSwitchTo(back_to);
 	pgstat_report_stat(false);
 }
 
-void
+MemoryContext
 ecp_begin_bookkeeping(void)
 {
-	loop_context = CurrentMemoryContext;
+	MemoryContext caller = CurrentMemoryContext;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	return caller;
 }
 
 void
-ecp_commit_bookkeeping(void)
+ecp_commit_bookkeeping(MemoryContext back_to)
 {
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	MemoryContextSwitchTo(loop_context);
+	MemoryContextSwitchTo(back_to);
 	pgstat_report_stat(false);
 }

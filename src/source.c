@@ -43,12 +43,13 @@ ecp_source_of(const EcpPartConfig *config)
 static bool
 key_bounds(EcpPartConfig *config, int64 *low, int64 *high)
 {
+	MemoryContext back_to;
 	char	   *key = ecp_source_column_ref(config->key_column);
 	char	   *from = psprintf("(%s\n) AS \"ecp:row\"", config->query);
 	const char *fence;
 	bool		found = false;
 
-	ecp_begin_as_owner(config);
+	back_to = ecp_begin_as_owner(config);
 	SPI_connect();
 
 	/*
@@ -76,24 +77,25 @@ key_bounds(EcpPartConfig *config, int64 *low, int64 *high)
 		}
 	}
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_as_owner(back_to);
 	return found;
 }
 
 static bool
 key_is_integer(EcpPartConfig *config)
 {
+	MemoryContext back_to;
 	Oid			key_type,
 				id_type;
 
-	ecp_begin_as_owner(config);
+	back_to = ecp_begin_as_owner(config);
 	if (config->query == NULL)
 		config->query = MemoryContextStrdup(TopMemoryContext,
 											ecp_checked_statement_text(config->raw_query));
 	SPI_connect();
 	ecp_source_column_types(config, &key_type, &id_type);
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_as_owner(back_to);
 	return key_type == INT2OID || key_type == INT4OID || key_type == INT8OID;
 }
 

@@ -51,13 +51,14 @@ abort_read(void *arg)
 static void
 check_server_file_access(EcpPartConfig *config)
 {
+	MemoryContext back_to;
 	bool		allowed;
 
 	if (config->file[0] != '/')
 		return;
-	ecp_begin_bookkeeping();
+	back_to = ecp_begin_bookkeeping();
 	allowed = has_privs_of_role(config->owner, ROLE_PG_READ_SERVER_FILES);
-	ecp_commit_bookkeeping();
+	ecp_commit_bookkeeping(back_to);
 	if (!allowed)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),

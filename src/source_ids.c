@@ -44,10 +44,11 @@ compared_in_own_type(Oid type)
 void
 ecp_ids_prepare(EcpPartConfig *config)
 {
+	MemoryContext back_to;
 	Oid			key_type;
 	MemoryContext old;
 
-	ecp_begin_as_owner(config);
+	back_to = ecp_begin_as_owner(config);
 	if (config->query == NULL)
 		config->query = MemoryContextStrdup(TopMemoryContext,
 											ecp_checked_statement_text(config->raw_query));
@@ -59,7 +60,7 @@ ecp_ids_prepare(EcpPartConfig *config)
 							 ecp_source_column_ref(config->id_column), config->query);
 	MemoryContextSwitchTo(old);
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_as_owner(back_to);
 }
 
 /*
@@ -194,6 +195,7 @@ canonical_ids(char **ids, int nids, char **out, int *unusable)
 void
 ecp_ids_lookup(EcpPartConfig *config, char **ids, int nids, EcpBatch *batch)
 {
+	MemoryContext back_to;
 	MemoryContext old = MemoryContextSwitchTo(batch->context);
 	char	  **wanted = palloc(sizeof(char *) * Max(nids, 1));
 	bool	   *found;
@@ -205,7 +207,7 @@ ecp_ids_lookup(EcpPartConfig *config, char **ids, int nids, EcpBatch *batch)
 	batch->docs = palloc0(sizeof(EcpDoc) * Max(nids, 1) * 2);
 	if (nwanted > 0)
 	{
-		ecp_begin_as_owner(config);
+		back_to = ecp_begin_as_owner(config);
 		SPI_connect();
 		select_rows(config, wanted, nwanted);
 		MemoryContextSwitchTo(batch->context);
@@ -224,7 +226,7 @@ ecp_ids_lookup(EcpPartConfig *config, char **ids, int nids, EcpBatch *batch)
 				found[hit - wanted] = true;
 		}
 		SPI_finish();
-		ecp_commit_as_owner();
+		ecp_commit_as_owner(back_to);
 		MemoryContextSwitchTo(batch->context);
 	}
 	for (int i = 0; i < nwanted; i++)

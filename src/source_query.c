@@ -102,6 +102,7 @@ static char *part_rows_sql = NULL;	/* in TopMemoryContext */
 static void
 query_open(EcpPartConfig *config)
 {
+	MemoryContext back_to;
 	char	   *key = column_ref(config->key_column);
 	char	   *select_list;
 	char	   *select;
@@ -110,7 +111,7 @@ query_open(EcpPartConfig *config)
 	Oid			id_type;
 	MemoryContext old;
 
-	ecp_begin_as_owner(config);
+	back_to = ecp_begin_as_owner(config);
 	if (config->query == NULL)
 		config->query = MemoryContextStrdup(TopMemoryContext,
 											ecp_checked_statement_text(config->raw_query));
@@ -140,7 +141,7 @@ query_open(EcpPartConfig *config)
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_as_owner(back_to);
 }
 
 static char *
@@ -205,11 +206,12 @@ check_keys_unique(const EcpPartConfig *config, uint64 rows)
 static bool
 query_read(EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
 {
+	MemoryContext back_to;
 	MemoryContext old;
 	bool		found;
 	const char *after_key = after->last_key;
 
-	ecp_begin_as_owner(config);
+	back_to = ecp_begin_as_owner(config);
 	SPI_connect();
 	found = by_windows ? ecp_source_window_read(config, after_key)
 		: read_keyset_page(after_key);
@@ -233,7 +235,7 @@ query_read(EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
 		batch->end.last_key = batch->docs[batch->ndocs - 1].key;
 	MemoryContextSwitchTo(old);
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_as_owner(back_to);
 	return batch->read_any;
 }
 
@@ -241,10 +243,11 @@ query_read(EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
 int64
 ecp_owner_int8(EcpPartConfig *config, const char *sql)
 {
+	MemoryContext back_to;
 	bool		isnull;
 	int64		value = 0;
 
-	ecp_begin_as_owner(config);
+	back_to = ecp_begin_as_owner(config);
 	SPI_connect();
 	if (SPI_execute(sql, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 	{
@@ -254,7 +257,7 @@ ecp_owner_int8(EcpPartConfig *config, const char *sql)
 			value = DatumGetInt64(d);
 	}
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_as_owner(back_to);
 	return value;
 }
 
@@ -278,16 +281,17 @@ plan_rows(const char *explain_json)
 static int64
 planner_rows(EcpPartConfig *config)
 {
+	MemoryContext back_to;
 	int64		rows = 0;
 
-	ecp_begin_as_owner(config);
+	back_to = ecp_begin_as_owner(config);
 	SPI_connect();
 	/* not read_only: SPI refuses EXPLAIN there (it plans, never executes) */
 	if (SPI_execute(psprintf("EXPLAIN (FORMAT JSON) %s", part_rows_sql), false, 0) >= 0 &&
 		SPI_tuptable != NULL && SPI_processed >= 1)
 		rows = plan_rows(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 	SPI_finish();
-	ecp_commit_as_owner();
+	ecp_commit_as_owner(back_to);
 	return rows;
 }
 

@@ -186,10 +186,10 @@ extern void ecp_sandbox_init(int slot);
 extern void ecp_sandbox_act_for(const char *owner_name);
 extern void ecp_sandbox_sigterm(void);
 extern bool ecp_sandbox_in_owner_code(void);
-extern void ecp_begin_as_owner(const EcpPartConfig *config);
-extern void ecp_commit_as_owner(void);
-extern void ecp_begin_bookkeeping(void);
-extern void ecp_commit_bookkeeping(void);
+extern MemoryContext ecp_begin_as_owner(const EcpPartConfig *config);
+extern void ecp_commit_as_owner(MemoryContext back_to);
+extern MemoryContext ecp_begin_bookkeeping(void);
+extern void ecp_commit_bookkeeping(MemoryContext back_to);
 
 /* part_control.c: stop requests, waits, reloads (used by every module) */
 extern void ecp_worker_sigterm(SIGNAL_ARGS);
