@@ -6,3 +6,4 @@ here=$(cd "$(dirname "$0")" && pwd)
 bash "$here/esd_throughput.sh"
 bash "$here/sync_throughput.sh"
 bash "$here/mysql_paging.sh"
+bash "$here/mysql_sharded.sh"
