@@ -353,4 +353,6 @@ ok($sent >= $NROWS && $sent <= $NROWS + $nrec * 4 * $BATCH,
 	"run 2: $sent documents sent for $NROWS orders ($nrec parts recovered, batch_size $BATCH)");
 
 $node->stop;
+# the next test files get MariaDB as they would without this one
+$my->query(join(' ', map { "DROP DATABASE shard_$_;" } 0 .. $NDBS - 1));
 done_testing();
