@@ -636,3 +636,39 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$;
+
+-- ---------------------------------------------------------------------------
+-- Why a run failed, as the worker knew it: the alert's class is a column,
+-- not parsed back out of the error text.
+-- ---------------------------------------------------------------------------
+ALTER TABLE ecp.run ADD COLUMN failure_class text
+    CHECK (failure_class IN ('failed', 'retries exhausted'));
+ALTER TABLE ecp.run ADD COLUMN failure_attempts integer;
+COMMENT ON COLUMN ecp.run.failure_class IS 'the class of the alert of a failed run: failed, or retries exhausted (failure_attempts attempts)';
+
+CREATE OR REPLACE FUNCTION ecp._alert_on_failure() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ecp._alert(NEW.id, coalesce(NEW.failure_class, 'failed'), NEW.failure_attempts,
+                       NEW.last_error);
+    RETURN NEW;
+END $$;
+
+-- A resumed run has not failed (yet).
+CREATE FUNCTION ecp._clear_failure() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.state = 'running' AND OLD.state = 'failed' THEN
+        NEW.failure_class := NULL;
+        NEW.failure_attempts := NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER clear_failure BEFORE UPDATE OF state ON ecp.run
+    FOR EACH ROW EXECUTE FUNCTION ecp._clear_failure();
+
+-- The run states the C code knows (checked against ecp.run's CHECK
+-- constraint by the regression tests).
+CREATE FUNCTION ecp._run_states() RETURNS text[]
+    AS 'MODULE_PATHNAME', 'ecp_run_states'
+    LANGUAGE C IMMUTABLE STRICT;

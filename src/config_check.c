@@ -196,3 +196,19 @@ ecp_config_check_owner_login(Oid owner, const char *name, const char *can_login)
 				 errhint("Tasks run as their owner: ALTER ROLE %s LOGIN (or a later VALID UNTIL), then ecp.resume the run.",
 						 quote_identifier(name))));
 }
+
+/* ecp.run.state's words, in EcpRunState's order (NULL-terminated). */
+const char *const ecp_run_state_names[] = {
+	"pending", "running", "paused", "succeeded", "failed", "cancelled", "gone", NULL
+};
+
+/* A run's state from its name; an unknown one is an error. */
+EcpRunState
+ecp_run_state_of(const char *name)
+{
+	for (int i = 0; i < ECP_RUN_GONE; i++)
+		if (name && strcmp(name, ecp_run_state_names[i]) == 0)
+			return (EcpRunState) i;
+	bad_value("the run's state", name, "a state of ecp.run", "The run was changed by hand.");
+	return ECP_RUN_GONE;		/* not reached */
+}

@@ -37,6 +37,41 @@ ecp_backoff_ms(const EcpPartConfig *config, int attempt)
 }
 
 /*
+ * The one retry policy of a worker, for the sink's batches and the
+ * source's steps alike: after failed attempt number attempt (why: what
+ * failed), either the retries are exhausted (the run fails with the
+ * message *exhausted, and the store records the class "retries
+ * exhausted"), or the back-off is waited out, with an alert at
+ * ecp.alert_after attempts and a flow row "retry" (what_json: more
+ * members of its content, e.g. "\"documents\": 12").  Pause, cancel or
+ * shutdown end the wait: ECP_RETRY_STOPPED.
+ */
+EcpRetryVerdict
+ecp_retry_after(EcpPartConfig *config, int attempt, const char *why, const char *what_json,
+				char **exhausted)
+{
+	long		wait_ms;
+
+	if (attempt > config->max_retries)
+	{
+		config->exhausted_after = attempt;
+		*exhausted = psprintf("retries exhausted after %d attempts (max_retries %d): %s; the checkpoint is kept, ecp.resume continues from it",
+							  attempt, config->max_retries, why);
+		return ECP_RETRY_EXHAUSTED;
+	}
+	if (attempt == ecp_alert_after)
+		ecp_store_alert(config, "transient", attempt, why);
+	wait_ms = ecp_backoff_ms(config, attempt);
+	ecp_store_event(config, "retry",
+					psprintf("{\"attempt\": %d, \"wait_ms\": %ld, %s, \"error\": %s}",
+							 attempt, wait_ms, what_json, ecp_json_quote(why)));
+	pgstat_report_activity(STATE_RUNNING, "waiting to retry");
+	if (!ecp_worker_wait(config, wait_ms))
+		return ECP_RETRY_STOPPED;
+	return ECP_RETRY_AGAIN;
+}
+
+/*
  * Errors of a source that may pass by themselves: connections (class 08),
  * transaction rollbacks such as deadlocks and serialization failures (40),
  * insufficient resources (53), operator intervention such as a statement
@@ -61,16 +96,6 @@ ecp_source_error_is_transient(int sqlerrcode)
 /* The last transient error of the source, for flow rows and last_error. */
 static char last_error[1024];
 static int	last_sqlerrcode;
-
-static char *
-quote_source_error(void)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	escape_json(&buf, last_error);
-	return buf.data;
-}
 
 /* How one attempt of a source step ended. */
 typedef enum StepOutcome
@@ -145,7 +170,7 @@ ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *resul
 					config->run_id, config->part_no, last_error)));
 	ecp_store_event(config, "retry",
 						 psprintf("{\"attempt\": 1, \"wait_ms\": 0, \"source\": true, \"after_page_in_flight\": true, \"error\": %s}",
-								  quote_source_error()));
+								  ecp_json_quote(last_error)));
 	return false;
 }
 
@@ -162,26 +187,21 @@ ecp_source_with_retries(EcpPartConfig *config, EcpSourceStep step, void *arg)
 	for (int attempt = 1;; attempt++)
 	{
 		bool		result = false;
-		long		wait_ms;
+		char	   *exhausted = NULL;
 		StepOutcome outcome = try_step(config, step, arg, &result);
 
 		if (outcome == STEP_RAN)
 			return result ? ECP_SOURCE_TRUE : ECP_SOURCE_FALSE;
 		if (outcome == STEP_STOPPED)
 			return ECP_SOURCE_STOPPED;
-		if (attempt > config->max_retries)
-			ereport(ERROR,
-					(errcode(last_sqlerrcode),
-					 errmsg("retries exhausted after %d attempts (max_retries %d): %s; the checkpoint is kept, ecp.resume continues from it",
-							attempt, config->max_retries, last_error)));
-		if (attempt == ecp_alert_after)
-			ecp_store_alert(config, "transient", attempt, last_error);
-		wait_ms = ecp_backoff_ms(config, attempt);
-		ecp_store_event(config, "retry",
-							 psprintf("{\"attempt\": %d, \"wait_ms\": %ld, \"source\": true, \"error\": %s}",
-									  attempt, wait_ms, quote_source_error()));
-		pgstat_report_activity(STATE_RUNNING, "waiting to read the source again");
-		if (!ecp_worker_wait(config, wait_ms))
-			return ECP_SOURCE_STOPPED;
+		switch (ecp_retry_after(config, attempt, last_error, "\"source\": true", &exhausted))
+		{
+			case ECP_RETRY_AGAIN:
+				break;
+			case ECP_RETRY_STOPPED:
+				return ECP_SOURCE_STOPPED;
+			case ECP_RETRY_EXHAUSTED:
+				ereport(ERROR, (errcode(last_sqlerrcode), errmsg("%s", exhausted)));
+		}
 	}
 }

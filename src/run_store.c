@@ -264,12 +264,12 @@ ecp_store_load(EcpPartConfig *config)
 	{
 		SPI_finish();
 		ecp_commit_bookkeeping(back_to);
-		config->run_state = "gone";
+		config->run_state = ECP_RUN_GONE;
 		return;
 	}
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	config->run_state = copy_text(tuple, desc, "run_state");
+	config->run_state = ecp_run_state_of(value_of(tuple, desc, "run_state"));
 	config->only_ids = copy_text(tuple, desc, "only_ids");
 	config->has_total = bool_column(tuple, desc, "has_total");
 	config->last_key = copy_text(tuple, desc, "last_key");
@@ -277,7 +277,7 @@ ecp_store_load(EcpPartConfig *config)
 	config->line_no = long_column(tuple, desc, "line_no");
 	config->processed = long_column(tuple, desc, "processed");
 	config->failed = long_column(tuple, desc, "failed");
-	if (strcmp(config->run_state, "pending") == 0 || strcmp(config->run_state, "running") == 0)
+	if (config->run_state == ECP_RUN_PENDING || config->run_state == ECP_RUN_RUNNING)
 	{
 		load_owner(config, tuple, desc);
 		load_part_source(config, tuple, desc);
@@ -432,30 +432,25 @@ insert_dead_letter(EcpPartConfig *config, const char *doc_id, int status,
 			   5, types, values, nulls);
 }
 
-/*
- * The run's state ("gone" when deleted), inside an open SPI connection.
- * A static buffer: it is read once per batch and must not pile up.
- */
-static char *
+/* The run's state (GONE when deleted), inside an open SPI connection. */
+static EcpRunState
 select_run_state(EcpPartConfig *config)
 {
-	static char state[NAMEDATALEN];
 	Oid			types[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(config->run_id)};
 
 	owner_exec("SELECT state FROM ecp.run WHERE id = $1", 1, types, values, NULL);
 	if (SPI_processed != 1)
-		return "gone";
-	strlcpy(state, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), sizeof(state));
-	return state;
+		return ECP_RUN_GONE;
+	return ecp_run_state_of(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 }
 
 /* The run's state, read in a transaction of its own. */
-char *
+EcpRunState
 ecp_store_run_state(EcpPartConfig *config)
 {
 	MemoryContext back_to;
-	char	   *state;
+	EcpRunState state;
 
 	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
@@ -526,7 +521,7 @@ move_position(EcpPartConfig *config, const EcpPosition *end)
  * with counters and heartbeat, all in one transaction.  Returns the run's
  * state, so a pause or cancel is seen at the next batch at the latest.
  */
-char *
+EcpRunState
 ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 			   double docs_per_second, int64 (*estimated_total) (const EcpPartConfig *config))
 {
@@ -538,7 +533,7 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 	int64		ok,
 				deleted,
 				failed;
-	char	   *state;
+	EcpRunState state;
 
 	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
@@ -676,20 +671,30 @@ bounded_error(const char *error)
 	return psprintf("%.*s ...", len, error);
 }
 
+/*
+ * The part and the run fail.  The alert's class is stored with the run
+ * (failure_class, failure_attempts), never parsed back out of the text.
+ */
 static void
 record_failure(EcpPartConfig *config, const char *error)
 {
+	Oid			types[5] = {INT8OID, TEXTOID, INT4OID, TEXTOID, INT4OID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', config->exhausted_after > 0 ? ' ' : 'n'};
 	MemoryContext back_to;
-	Oid			types[3] = {INT8OID, TEXTOID, INT4OID};
-	Datum		values[3] = {Int64GetDatum(config->run_id), CStringGetTextDatum(error),
-	Int32GetDatum(config->part_no)};
 
+	values[0] = Int64GetDatum(config->run_id);
+	values[1] = CStringGetTextDatum(error);
+	values[2] = Int32GetDatum(config->part_no);
+	values[3] = CStringGetTextDatum(config->exhausted_after > 0 ? "retries exhausted" : "failed");
+	values[4] = Int32GetDatum(config->exhausted_after);
 	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("UPDATE ecp.part SET state = 'failed', heartbeat_at = now(), docs_per_second = NULL, "
-			   "       last_error = $2 WHERE run_id = $1 AND part_no = $3", 3, types, values, NULL);
-	owner_exec("UPDATE ecp.run SET state = 'failed', finished_at = now(), last_error = $2 "
-			   " WHERE id = $1 AND state IN ('pending', 'running')", 2, types, values, NULL);
+			   "       last_error = $2 WHERE run_id = $1 AND part_no = $3", 5, types, values, nulls);
+	owner_exec("UPDATE ecp.run SET state = 'failed', finished_at = now(), last_error = $2, "
+			   "       failure_class = $4, failure_attempts = $5 "
+			   " WHERE id = $1 AND state IN ('pending', 'running')", 5, types, values, nulls);
 	SPI_finish();
 	ecp_commit_bookkeeping(back_to);
 }

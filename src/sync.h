@@ -13,6 +13,25 @@
 #include "lib/stringinfo.h"
 #include "utils/palloc.h"
 
+/*
+ * The states of a run, as ecp.run.state spells them (its CHECK
+ * constraint; ecp._run_states() returns these names, and pg_regress
+ * compares the two), plus GONE for a run that was deleted.
+ */
+typedef enum EcpRunState
+{
+	ECP_RUN_PENDING,
+	ECP_RUN_RUNNING,
+	ECP_RUN_PAUSED,
+	ECP_RUN_SUCCEEDED,
+	ECP_RUN_FAILED,
+	ECP_RUN_CANCELLED,
+	ECP_RUN_GONE
+} EcpRunState;
+
+extern const char *const ecp_run_state_names[];
+extern EcpRunState ecp_run_state_of(const char *name);
+
 /* What a part reads (ecp.part.source). */
 typedef enum EcpPartKind
 {
@@ -81,13 +100,14 @@ typedef struct EcpPartConfig
 	bool		target_unrestricted;	/* owner exempt from the outbound host policy */
 
 	/* run / part */
-	char	   *run_state;
+	EcpRunState run_state;
 	bool		has_total;
 	char	   *last_key;		/* checkpoint, NULL at the start */
 	int64		position;		/* checkpoint of id and file parts */
 	int64		line_no;
 	int64		processed;
 	int64		failed;
+	int			exhausted_after;	/* attempts, when retries ran out */
 } EcpPartConfig;
 
 /*
@@ -234,6 +254,14 @@ typedef enum EcpSourceOutcome
 	ECP_SOURCE_FALSE,			/* ... false */
 	ECP_SOURCE_STOPPED			/* pause, cancel or shutdown ended a wait */
 } EcpSourceOutcome;
+typedef enum EcpRetryVerdict
+{
+	ECP_RETRY_AGAIN,			/* the back-off was waited out */
+	ECP_RETRY_STOPPED,			/* pause, cancel or shutdown ended the wait */
+	ECP_RETRY_EXHAUSTED			/* max_retries reached: fail the run */
+} EcpRetryVerdict;
+extern EcpRetryVerdict ecp_retry_after(EcpPartConfig *config, int attempt, const char *why,
+									   const char *what_json, char **exhausted);
 extern long ecp_backoff_ms(const EcpPartConfig *config, int attempt);
 extern bool ecp_source_error_is_transient(int sqlerrcode);
 extern bool ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result);
@@ -271,12 +299,12 @@ extern void ecp_config_check_owner_login(Oid owner, const char *name, const char
 extern void ecp_store_load(EcpPartConfig *config);
 extern bool ecp_store_claim(EcpPartConfig *config);
 extern void ecp_store_set_total(EcpPartConfig *config, int64 total, bool is_estimate);
-extern char *ecp_store_save(EcpPartConfig *config, EcpBatch *batch,
+extern EcpRunState ecp_store_save(EcpPartConfig *config, EcpBatch *batch,
 							EcpDocResult *results, double docs_per_second,
 							int64 (*estimated_total) (const EcpPartConfig *config));
 extern void ecp_store_finish(EcpPartConfig *config, int64 null_keys);
 extern void ecp_store_fail(EcpPartConfig *config, const char *error);
-extern char *ecp_store_run_state(EcpPartConfig *config);
+extern EcpRunState ecp_store_run_state(EcpPartConfig *config);
 extern void ecp_store_heartbeat(EcpPartConfig *config);
 extern void ecp_store_release(EcpPartConfig *config);
 extern void ecp_store_alert(EcpPartConfig *config, const char *class, int attempts,

@@ -83,7 +83,7 @@ rate_add(RateWindow *window, int64 done)
 static bool
 run_still_running(EcpPartConfig *config)
 {
-	char	   *state;
+	EcpRunState state;
 
 	if (ecp_worker_got_sigterm())
 		return false;
@@ -96,11 +96,11 @@ run_still_running(EcpPartConfig *config)
 	((volatile EcpWorkerSlot *) &ecp_shared()->slots[config->slot])->stop_requested = false;
 	pg_memory_barrier();
 	state = ecp_store_run_state(config);
-	if (strcmp(state, "running") == 0)
+	if (state == ECP_RUN_RUNNING)
 		return true;
 	ereport(LOG,
 			(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
-					config->run_id, config->part_no, state)));
+					config->run_id, config->part_no, ecp_run_state_names[state])));
 	ecp_store_release(config);
 	return false;
 }
@@ -264,7 +264,6 @@ send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *resu
 	{
 		EcpSendStatus status;
 		char	   *why = NULL;
-		long		wait_ms;
 
 		status = send_page(config, page, all ? NULL : subset, nsubset, results, next,
 						   next_state, &read_ahead, &why, times);
@@ -289,22 +288,16 @@ send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *resu
 			nsubset = n;
 			all = false;
 		}
-		if (attempt > config->max_retries)
+		switch (ecp_retry_after(config, attempt, why,
+								psprintf("\"documents\": %d", all ? page->ndocs : nsubset), error))
 		{
-			*error = psprintf("retries exhausted after %d attempts (max_retries %d): %s; the checkpoint is kept, ecp.resume continues from it",
-							  attempt, config->max_retries, why);
-			return ECP_SEND_FAILED;
+			case ECP_RETRY_AGAIN:
+				break;
+			case ECP_RETRY_STOPPED:
+				return ECP_SEND_STOPPED;
+			case ECP_RETRY_EXHAUSTED:
+				return ECP_SEND_FAILED;
 		}
-		if (attempt == ecp_alert_after)
-			ecp_store_alert(config, "transient", attempt, why);
-		wait_ms = ecp_backoff_ms(config, attempt);
-		ecp_store_event(config, "retry",
-							 psprintf("{\"attempt\": %d, \"wait_ms\": %ld, \"documents\": %d, \"error\": %s}",
-									  attempt, wait_ms, all ? page->ndocs : nsubset,
-									  ecp_json_quote(why)));
-		pgstat_report_activity(STATE_RUNNING, "waiting to retry");
-		if (!ecp_worker_wait(config, wait_ms))
-			return ECP_SEND_STOPPED;
 	}
 	MemoryContextSwitchTo(page->context);
 	return ECP_SEND_DONE;
@@ -385,7 +378,7 @@ sync_part(EcpPartConfig *config)
 		EcpSendStatus status;
 		NextPage	next_state = NEXT_UNKNOWN;
 		char	   *error = NULL;
-		char	   *state;
+		EcpRunState state;
 
 		CHECK_FOR_INTERRUPTS();
 		ecp_reload_settings_if_asked();
@@ -433,11 +426,11 @@ sync_part(EcpPartConfig *config)
 		state = ecp_store_save(config, page, results, rate_add(&rate, done),
 									source->estimated_total);
 		times.checkpoint_ms += ms_since(start);
-		if (strcmp(state, "running") != 0)
+		if (state != ECP_RUN_RUNNING)
 		{
 			ereport(LOG,
 					(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
-							config->run_id, config->part_no, state)));
+							config->run_id, config->part_no, ecp_run_state_names[state])));
 			ecp_store_release(config);
 			break;
 		}
@@ -479,7 +472,7 @@ run_part_or_fail(EcpPartConfig *config)
 	PG_TRY();
 	{
 		ecp_store_load(config);
-		if (strcmp(config->run_state, "pending") == 0 || strcmp(config->run_state, "running") == 0)
+		if (config->run_state == ECP_RUN_PENDING || config->run_state == ECP_RUN_RUNNING)
 		{
 			ecp_sandbox_act_for(config->owner_name);
 			sync_part(config);

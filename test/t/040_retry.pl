@@ -93,6 +93,8 @@ $run = start_task('r503', '{"batch_size": 500, "retry_base_ms": 10, "max_retries
 is(EcpTest::wait_for_run($node, $run, 'failed'), 'failed', '503 storm: the run fails when retries run out');
 like($node->safe_psql('postgres', "SELECT last_error FROM ecp.progress WHERE run_id = $run"),
 	qr/retries exhausted after 3 attempts .*HTTP 503/, 'last_error says retries are exhausted, and why');
+is($node->safe_psql('postgres', "SELECT content->>'class' || ':' || (content->>'attempts') FROM ecp.flow WHERE run_id = $run AND action = 'alert' AND content->>'class' <> 'transient'"),
+	'retries exhausted:3', 'the alert of the failure has the class "retries exhausted" and the attempts');
 $es->clear_faults;
 $node->safe_psql('postgres', "SELECT ecp.resume($run)");
 is(EcpTest::wait_for_run($node, $run, 'succeeded'), 'succeeded', 'ecp.resume after the storm finishes the run');

@@ -95,6 +95,8 @@ like($node->safe_psql('postgres', "SELECT last_error FROM ecp.progress WHERE run
 	qr/^retries exhausted after 3 attempts \(max_retries 2\): reading the source failed: canceling statement due to lock timeout \(SQLSTATE 55P03\); the checkpoint is kept/,
 	'last_error says why, and that resume continues');
 is(source_retries($run), 2, 'after 2 retries');
+is($node->safe_psql('postgres', "SELECT content->>'class' || ':' || (content->>'attempts') FROM ecp.flow WHERE run_id = $run AND action = 'alert' AND content->>'class' <> 'transient'"),
+	'retries exhausted:3', 'the alert of a source that ran out of retries says so, with the attempts');
 $locker->query_safe('COMMIT');
 $node->safe_psql('postgres', "SELECT ecp.resume($run)");
 is(EcpTest::wait_for_run($node, $run, 'succeeded'), 'succeeded', 'resume finishes it');
