@@ -22,8 +22,8 @@
 
 #define RANGES_PER_WORKER 4
 
-const EcpSourceOps *
-ecp_source_of(const EcpPartConfig *config)
+static const EcpSourceOps *
+source_of(const EcpPartConfig *config)
 {
 	switch (config->kind)
 	{
@@ -104,8 +104,8 @@ key_is_integer(EcpPartConfig *config)
  * it was cut, false when it reads the whole query.  The caller reloads
  * the part either way.
  */
-bool
-ecp_source_split(EcpPartConfig *config)
+static bool
+split_into_ranges(EcpPartConfig *config)
 {
 	int64		low = 0,
 				high = 0;
@@ -132,4 +132,42 @@ ecp_source_split(EcpPartConfig *config)
 							 psprintf("{\"ranges\": %d, \"min\": " INT64_FORMAT ", \"max\": " INT64_FORMAT "}",
 									  ranges, low, high));
 	return ranges > 1;
+}
+
+/* The part's total, once: what the source says (a file: not yet known). */
+static void
+record_total(EcpPartConfig *config, const EcpSourceOps *source)
+{
+	bool		is_estimate;
+
+	if (!config->has_total)
+		ecp_store_set_total(config, source->total(config, &is_estimate), is_estimate);
+}
+
+/*
+ * Ready the part's source and record its total.  A part to be cut into
+ * key ranges first records the whole query's total as the run's (the
+ * planner's guess for a range of a table without statistics would be far
+ * off), is cut, and then reads the first range.
+ */
+const EcpSourceOps *
+ecp_source_open(EcpPartConfig *config)
+{
+	const EcpSourceOps *source;
+
+	if (config->kind == ECP_PART_SPLIT)
+	{
+		config->kind = ECP_PART_QUERY;
+		source = source_of(config);
+		source->open(config);
+		record_total(config, source);
+		config->kind = ECP_PART_SPLIT;
+		(void) split_into_ranges(config);
+		ecp_store_load(config);
+		config->query = NULL;	/* the range's query is built anew */
+	}
+	source = source_of(config);
+	source->open(config);
+	record_total(config, source);
+	return source;
 }

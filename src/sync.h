@@ -220,8 +220,7 @@ extern bool ecp_worker_wait(EcpPartConfig *config, long wait_ms);
 extern char *ecp_json_quote(const char *text);
 
 /* source.c: the source of a part; cutting a query into key ranges */
-extern const EcpSourceOps *ecp_source_of(const EcpPartConfig *config);
-extern bool ecp_source_split(EcpPartConfig *config);
+extern const EcpSourceOps *ecp_source_open(EcpPartConfig *config);
 extern int64 ecp_owner_int8(EcpPartConfig *config, const char *sql);
 
 /* source_query.c: keyset pages (or key windows) of a query */

@@ -303,40 +303,11 @@ send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *resu
 	return ECP_SEND_DONE;
 }
 
-/*
- * Ready the source (and the part's total), as a retried source step.  A
- * part to be cut into key ranges is cut first, and becomes the first
- * range.
- */
+/* Ready the part's source (source.c), as a retried source step. */
 static bool
 prepare_step(EcpPartConfig *config, void *arg)
 {
-	if (config->kind == ECP_PART_SPLIT)
-	{
-		/* the run's total: the whole query's, before it is cut */
-		config->kind = ECP_PART_QUERY;
-		source = ecp_source_of(config);
-		source->open(config);
-		if (!config->has_total)
-		{
-			bool		is_estimate;
-
-			ecp_store_set_total(config, source->total(config, &is_estimate), is_estimate);
-		}
-		config->kind = ECP_PART_SPLIT;
-		(void) ecp_source_split(config);
-		ecp_store_load(config);
-		config->query = NULL;	/* the range's query is built anew */
-	}
-	source = ecp_source_of(config);
-	source->open(config);
-	if (!config->has_total)
-	{
-		bool		is_estimate;
-		int64		total = source->total(config, &is_estimate);
-
-		ecp_store_set_total(config, total, is_estimate);
-	}
+	source = ecp_source_open(config);
 	return true;
 }
 
