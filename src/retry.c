@@ -54,7 +54,7 @@ ecp_retry_after(EcpPartConfig *config, int attempt, const char *why, const char 
 
 	if (attempt > config->max_retries)
 	{
-		config->exhausted_after = attempt;
+		config->progress.exhausted_after = attempt;
 		*exhausted = psprintf("retries exhausted after %d attempts (max_retries %d): %s; the checkpoint is kept, ecp.resume continues from it",
 							  attempt, config->max_retries, why);
 		return ECP_RETRY_EXHAUSTED;

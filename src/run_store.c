@@ -264,20 +264,20 @@ ecp_store_load(EcpPartConfig *config)
 	{
 		SPI_finish();
 		ecp_commit_bookkeeping(back_to);
-		config->run_state = ECP_RUN_GONE;
+		config->progress.run_state = ECP_RUN_GONE;
 		return;
 	}
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	config->run_state = ecp_run_state_of(value_of(tuple, desc, "run_state"));
+	config->progress.run_state = ecp_run_state_of(value_of(tuple, desc, "run_state"));
 	config->only_ids = copy_text(tuple, desc, "only_ids");
-	config->has_total = bool_column(tuple, desc, "has_total");
-	config->last_key = copy_text(tuple, desc, "last_key");
-	config->position = long_column(tuple, desc, "position");
-	config->line_no = long_column(tuple, desc, "line_no");
-	config->processed = long_column(tuple, desc, "processed");
-	config->failed = long_column(tuple, desc, "failed");
-	if (config->run_state == ECP_RUN_PENDING || config->run_state == ECP_RUN_RUNNING)
+	config->progress.has_total = bool_column(tuple, desc, "has_total");
+	config->progress.last_key = copy_text(tuple, desc, "last_key");
+	config->progress.position = long_column(tuple, desc, "position");
+	config->progress.line_no = long_column(tuple, desc, "line_no");
+	config->progress.processed = long_column(tuple, desc, "processed");
+	config->progress.failed = long_column(tuple, desc, "failed");
+	if (config->progress.run_state == ECP_RUN_PENDING || config->progress.run_state == ECP_RUN_RUNNING)
 	{
 		load_owner(config, tuple, desc);
 		load_part_source(config, tuple, desc);
@@ -316,11 +316,11 @@ ecp_store_claim(EcpPartConfig *config)
 
 	values[0] = Int64GetDatum(config->run_id);
 	values[1] = Int32GetDatum(config->part_no);
-	values[2] = CStringGetTextDatum(config->last_key ? config->last_key :
-									(config->position > 0 ? psprintf("line " INT64_FORMAT ", byte " INT64_FORMAT,
-																	 config->line_no, config->position) : ""));
-	if (config->kind == ECP_PART_IDS && config->position > 0)
-		values[2] = CStringGetTextDatum(psprintf(INT64_FORMAT " ids done", config->position));
+	values[2] = CStringGetTextDatum(config->progress.last_key ? config->progress.last_key :
+									(config->progress.position > 0 ? psprintf("line " INT64_FORMAT ", byte " INT64_FORMAT,
+																	 config->progress.line_no, config->progress.position) : ""));
+	if (config->kind == ECP_PART_IDS && config->progress.position > 0)
+		values[2] = CStringGetTextDatum(psprintf(INT64_FORMAT " ids done", config->progress.position));
 	values[3] = TimestampTzGetDatum(config->heartbeat_seen);
 
 	back_to = ecp_begin_bookkeeping();
@@ -410,7 +410,7 @@ ecp_store_set_total(EcpPartConfig *config, int64 total, bool is_estimate)
 	owner_exec(RUN_TOTAL_SQL, 3, types, values, NULL);
 	SPI_finish();
 	ecp_commit_bookkeeping(back_to);
-	config->has_total = true;
+	config->progress.has_total = true;
 }
 
 static void
@@ -509,11 +509,11 @@ count_results(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 static void
 move_position(EcpPartConfig *config, const EcpPosition *end)
 {
-	if (config->last_key)
-		pfree(config->last_key);
-	config->last_key = end->last_key ? MemoryContextStrdup(TopMemoryContext, end->last_key) : NULL;
-	config->position = end->position;
-	config->line_no = end->line_no;
+	if (config->progress.last_key)
+		pfree(config->progress.last_key);
+	config->progress.last_key = end->last_key ? MemoryContextStrdup(TopMemoryContext, end->last_key) : NULL;
+	config->progress.position = end->position;
+	config->progress.line_no = end->line_no;
 }
 
 /*
@@ -555,8 +555,8 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 			   " WHERE run_id = $1 AND part_no = $2", 10, types, values, nulls);
 	/* an error aborts the worker: the new position may be set before commit */
 	move_position(config, &batch->end);
-	config->processed += ok + deleted;
-	config->failed += failed;
+	config->progress.processed += ok + deleted;
+	config->progress.failed += failed;
 	/* the source's estimate from the new position */
 	update_estimated_total(config, estimated_total(config));
 	state = select_run_state(config);
@@ -680,14 +680,14 @@ record_failure(EcpPartConfig *config, const char *error)
 {
 	Oid			types[5] = {INT8OID, TEXTOID, INT4OID, TEXTOID, INT4OID};
 	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', config->exhausted_after > 0 ? ' ' : 'n'};
+	char		nulls[5] = {' ', ' ', ' ', ' ', config->progress.exhausted_after > 0 ? ' ' : 'n'};
 	MemoryContext back_to;
 
 	values[0] = Int64GetDatum(config->run_id);
 	values[1] = CStringGetTextDatum(error);
 	values[2] = Int32GetDatum(config->part_no);
-	values[3] = CStringGetTextDatum(config->exhausted_after > 0 ? "retries exhausted" : "failed");
-	values[4] = Int32GetDatum(config->exhausted_after);
+	values[3] = CStringGetTextDatum(config->progress.exhausted_after > 0 ? "retries exhausted" : "failed");
+	values[4] = Int32GetDatum(config->progress.exhausted_after);
 	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
 	owner_exec("UPDATE ecp.part SET state = 'failed', heartbeat_at = now(), docs_per_second = NULL, "

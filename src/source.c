@@ -140,7 +140,7 @@ record_total(EcpPartConfig *config, const EcpSourceOps *source)
 {
 	bool		is_estimate;
 
-	if (!config->has_total)
+	if (!config->progress.has_total)
 		ecp_store_set_total(config, source->total(config, &is_estimate), is_estimate);
 }
 

@@ -312,7 +312,7 @@ query_total(EcpPartConfig *config, bool *is_estimate)
 		return -1;
 	*is_estimate = !config->exact_total;
 	if (by_windows && !config->exact_total)
-		return ecp_source_window_total(config->processed + config->failed, config->last_key);
+		return ecp_source_window_total(config->progress.processed + config->progress.failed, config->progress.last_key);
 	if (config->exact_total)
 		return ecp_owner_int8(config,
 							  psprintf("SELECT count(*) FROM (%s\n) AS " ROW_ALIAS, part_rows_sql));
@@ -345,7 +345,7 @@ query_estimated_total(const EcpPartConfig *config)
 {
 	if (!by_windows || config->exact_total || config->kind == ECP_PART_RANGE)
 		return -1;
-	return ecp_source_window_total(config->processed + config->failed, config->last_key);
+	return ecp_source_window_total(config->progress.processed + config->progress.failed, config->progress.last_key);
 }
 
 static void

@@ -42,6 +42,19 @@ typedef enum EcpPartKind
 	ECP_PART_FILE				/* the task's file */
 } EcpPartKind;
 
+/* What a part has done: its run's state, its checkpoint and counters. */
+typedef struct EcpPartProgress
+{
+	EcpRunState run_state;
+	bool		has_total;
+	char	   *last_key;		/* checkpoint, NULL at the start */
+	int64		position;		/* checkpoint of id and file parts */
+	int64		line_no;
+	int64		processed;
+	int64		failed;
+	int			exhausted_after;	/* attempts, when retries ran out */
+} EcpPartProgress;
+
 /* Everything a worker needs to know about its run, read once at start. */
 typedef struct EcpPartConfig
 {
@@ -99,15 +112,11 @@ typedef struct EcpPartConfig
 	long		request_timeout_ms;
 	bool		target_unrestricted;	/* owner exempt from the outbound host policy */
 
-	/* run / part */
-	EcpRunState run_state;
-	bool		has_total;
-	char	   *last_key;		/* checkpoint, NULL at the start */
-	int64		position;		/* checkpoint of id and file parts */
-	int64		line_no;
-	int64		processed;
-	int64		failed;
-	int			exhausted_after;	/* attempts, when retries ran out */
+	/*
+	 * Everything above is fixed once the part is loaded; this is what the
+	 * part has done so far, moved by the store after each checkpoint.
+	 */
+	EcpPartProgress progress;
 } EcpPartConfig;
 
 /*

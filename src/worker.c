@@ -170,7 +170,7 @@ read_page_step(EcpPartConfig *config, void *arg)
 static EcpPosition
 checkpoint_of(const EcpPartConfig *config)
 {
-	EcpPosition at = {config->last_key, config->position, config->line_no};
+	EcpPosition at = {config->progress.last_key, config->progress.position, config->progress.line_no};
 
 	return at;
 }
@@ -327,7 +327,7 @@ sync_part(EcpPartConfig *config)
 	bool		prepared = false;
 	bool		have_page = false;	/* pages[current] is read, not yet sent */
 	RateWindow	rate;
-	int64		done = config->processed + config->failed;
+	int64		done = config->progress.processed + config->progress.failed;
 	PhaseTimes	times = {0, 0, 0};
 	instr_time	start;
 
@@ -443,7 +443,7 @@ run_part_or_fail(EcpPartConfig *config)
 	PG_TRY();
 	{
 		ecp_store_load(config);
-		if (config->run_state == ECP_RUN_PENDING || config->run_state == ECP_RUN_RUNNING)
+		if (config->progress.run_state == ECP_RUN_PENDING || config->progress.run_state == ECP_RUN_RUNNING)
 		{
 			ecp_sandbox_act_for(config->owner_name);
 			sync_part(config);
