@@ -300,6 +300,24 @@ owner_exec(const char *sql, int nargs, Oid *types, Datum *values, const char *nu
 }
 
 /*
+ * The usual shape of ecp's bookkeeping: statements (NULL-terminated) with
+ * the same arguments, in one transaction of their own, committed before
+ * this returns.
+ */
+static void
+store_statements(const char *const *statements, int nargs, Oid *types, Datum *values,
+				 const char *nulls)
+{
+	MemoryContext back_to = ecp_begin_bookkeeping();
+
+	SPI_connect();
+	for (int i = 0; statements[i]; i++)
+		owner_exec(statements[i], nargs, types, values, nulls);
+	SPI_finish();
+	ecp_commit_bookkeeping(back_to);
+}
+
+/*
  * Mark the run and part running and record that a worker started.  False
  * when the run is no longer pending or running (paused or cancelled since
  * the launcher looked).
@@ -370,17 +388,15 @@ ecp_store_claim(EcpPartConfig *config)
 void
 ecp_store_release(EcpPartConfig *config)
 {
-	MemoryContext back_to;
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
+	const char *const statements[] = {
+		"UPDATE ecp.part SET state = 'pending', worker_pid = NULL, docs_per_second = NULL "
+		" WHERE run_id = $1 AND part_no = $2 AND state = 'running'",
+		NULL
+	};
 
-	back_to = ecp_begin_bookkeeping();
-	SPI_connect();
-	owner_exec("UPDATE ecp.part SET state = 'pending', worker_pid = NULL, docs_per_second = NULL "
-			   " WHERE run_id = $1 AND part_no = $2 AND state = 'running'",
-			   2, types, values, NULL);
-	SPI_finish();
-	ecp_commit_bookkeeping(back_to);
+	store_statements(statements, 2, types, values, NULL);
 }
 
 /*
@@ -394,22 +410,19 @@ ecp_store_release(EcpPartConfig *config)
 void
 ecp_store_set_total(EcpPartConfig *config, int64 total, bool is_estimate)
 {
-	MemoryContext back_to;
 	Oid			types[4] = {INT8OID, INT8OID, BOOLOID, INT4OID};
 	Datum		values[4] = {Int64GetDatum(config->run_id), Int64GetDatum(total),
 	BoolGetDatum(is_estimate), Int32GetDatum(config->part_no)};
+	const char *const statements[] = {
+		"UPDATE ecp.part SET total = $2 WHERE run_id = $1 AND part_no = $4",
+		"UPDATE ecp.run SET total_is_estimate = $3 WHERE id = $1 AND total IS NULL",
+		RUN_TOTAL_SQL,
+		NULL
+	};
 
 	if (total < 0)
 		return;					/* unknown (a file) */
-	back_to = ecp_begin_bookkeeping();
-	SPI_connect();
-	owner_exec("UPDATE ecp.part SET total = $2 WHERE run_id = $1 AND part_no = $4",
-			   4, types, values, NULL);
-	owner_exec("UPDATE ecp.run SET total_is_estimate = $3 WHERE id = $1 AND total IS NULL",
-			   3, types, values, NULL);
-	owner_exec(RUN_TOTAL_SQL, 3, types, values, NULL);
-	SPI_finish();
-	ecp_commit_bookkeeping(back_to);
+	store_statements(statements, 4, types, values, NULL);
 	config->progress.has_total = true;
 }
 
@@ -681,22 +694,21 @@ record_failure(EcpPartConfig *config, const char *error)
 	Oid			types[5] = {INT8OID, TEXTOID, INT4OID, TEXTOID, INT4OID};
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', config->progress.exhausted_after > 0 ? ' ' : 'n'};
-	MemoryContext back_to;
+	const char *const statements[] = {
+		"UPDATE ecp.part SET state = 'failed', heartbeat_at = now(), docs_per_second = NULL, "
+		"       last_error = $2 WHERE run_id = $1 AND part_no = $3",
+		"UPDATE ecp.run SET state = 'failed', finished_at = now(), last_error = $2, "
+		"       failure_class = $4, failure_attempts = $5 "
+		" WHERE id = $1 AND state IN ('pending', 'running')",
+		NULL
+	};
 
 	values[0] = Int64GetDatum(config->run_id);
 	values[1] = CStringGetTextDatum(error);
 	values[2] = Int32GetDatum(config->part_no);
 	values[3] = CStringGetTextDatum(config->progress.exhausted_after > 0 ? "retries exhausted" : "failed");
 	values[4] = Int32GetDatum(config->progress.exhausted_after);
-	back_to = ecp_begin_bookkeeping();
-	SPI_connect();
-	owner_exec("UPDATE ecp.part SET state = 'failed', heartbeat_at = now(), docs_per_second = NULL, "
-			   "       last_error = $2 WHERE run_id = $1 AND part_no = $3", 5, types, values, nulls);
-	owner_exec("UPDATE ecp.run SET state = 'failed', finished_at = now(), last_error = $2, "
-			   "       failure_class = $4, failure_attempts = $5 "
-			   " WHERE id = $1 AND state IN ('pending', 'running')", 5, types, values, nulls);
-	SPI_finish();
-	ecp_commit_bookkeeping(back_to);
+	store_statements(statements, 5, types, values, nulls);
 }
 
 /*
@@ -736,55 +748,46 @@ ecp_store_fail(EcpPartConfig *config, const char *error)
 void
 ecp_store_heartbeat(EcpPartConfig *config)
 {
-	MemoryContext back_to;
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
+	const char *const statements[] = {
+		"UPDATE ecp.part SET heartbeat_at = now() WHERE run_id = $1 AND part_no = $2",
+		NULL
+	};
 
-	back_to = ecp_begin_bookkeeping();
-	SPI_connect();
-	owner_exec("UPDATE ecp.part SET heartbeat_at = now() WHERE run_id = $1 AND part_no = $2",
-			   2, types, values, NULL);
-	SPI_finish();
-	ecp_commit_bookkeeping(back_to);
+	store_statements(statements, 2, types, values, NULL);
 }
 
 /* A flow event of this part (retry, ...); content is a JSON object. */
 void
 ecp_store_event(EcpPartConfig *config, const char *action, const char *content_json)
 {
-	MemoryContext back_to;
 	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INT4OID};
 	Datum		values[4];
+	const char *const statements[] = {
+		"SELECT ecp._flow_event($1, $2, jsonb_build_object('part', $4) || $3::jsonb)",
+		"UPDATE ecp.part SET heartbeat_at = now() WHERE run_id = $1 AND part_no = $4",
+		NULL
+	};
 
 	values[0] = Int64GetDatum(config->run_id);
 	values[1] = CStringGetTextDatum(action);
 	values[2] = CStringGetTextDatum(content_json);
 	values[3] = Int32GetDatum(config->part_no);
-	back_to = ecp_begin_bookkeeping();
-	SPI_connect();
-	owner_exec("SELECT ecp._flow_event($1, $2, jsonb_build_object('part', $4) || $3::jsonb)",
-			   4, types, values, NULL);
-	owner_exec("UPDATE ecp.part SET heartbeat_at = now() WHERE run_id = $1 AND part_no = $4",
-			   4, types, values, NULL);
-	SPI_finish();
-	ecp_commit_bookkeeping(back_to);
+	store_statements(statements, 4, types, values, NULL);
 }
 
 /* An alert about this run: flow row, NOTIFY ecp_alert (at commit). */
 void
 ecp_store_alert(EcpPartConfig *config, const char *class, int attempts, const char *error)
 {
-	MemoryContext back_to;
 	Oid			types[4] = {INT8OID, TEXTOID, INT4OID, TEXTOID};
 	Datum		values[4];
+	const char *const statements[] = {"SELECT ecp._alert($1, $2, $3, $4)", NULL};
 
 	values[0] = Int64GetDatum(config->run_id);
 	values[1] = CStringGetTextDatum(class);
 	values[2] = Int32GetDatum(attempts);
 	values[3] = CStringGetTextDatum(error ? error : "");
-	back_to = ecp_begin_bookkeeping();
-	SPI_connect();
-	owner_exec("SELECT ecp._alert($1, $2, $3, $4)", 4, types, values, NULL);
-	SPI_finish();
-	ecp_commit_bookkeeping(back_to);
+	store_statements(statements, 4, types, values, NULL);
 }
