@@ -22,6 +22,20 @@
 
 #define RANGES_PER_WORKER 4
 
+/* For sources that learn nothing of their size while they read. */
+int64
+ecp_source_no_estimate(const EcpPartConfig *config)
+{
+	return -1;
+}
+
+/* For sources that read every item they have (no NULL keys to report). */
+int64
+ecp_source_nothing_unreadable(EcpPartConfig *config)
+{
+	return 0;
+}
+
 static const EcpSourceOps *
 source_of(const EcpPartConfig *config)
 {

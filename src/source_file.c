@@ -257,18 +257,6 @@ file_total(EcpPartConfig *config, bool *is_estimate)
 	return -1;					/* a stream's lines are known at its end */
 }
 
-static int64
-no_estimate(const EcpPartConfig *config)
-{
-	return -1;
-}
-
-static int64
-nothing_unreadable(EcpPartConfig *config)
-{
-	return 0;
-}
-
 static void
 file_prepare(EcpPartConfig *config)
 {
@@ -282,7 +270,7 @@ const EcpSourceOps ecp_file_source = {
 	.open = file_prepare,
 	.read = file_read,
 	.total = file_total,
-	.estimated_total = no_estimate,
-	.unreadable = nothing_unreadable,
+	.estimated_total = ecp_source_no_estimate,
+	.unreadable = ecp_source_nothing_unreadable,
 	.close = close_reader,
 };

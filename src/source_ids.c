@@ -279,18 +279,6 @@ ids_total(EcpPartConfig *config, bool *is_estimate)
 	return config->ids_count;
 }
 
-static int64
-no_estimate(const EcpPartConfig *config)
-{
-	return -1;
-}
-
-static int64
-nothing_unreadable(EcpPartConfig *config)
-{
-	return 0;
-}
-
 static void
 ids_close(void)
 {
@@ -301,7 +289,7 @@ const EcpSourceOps ecp_ids_source = {
 	.open = ids_open,
 	.read = ids_read,
 	.total = ids_total,
-	.estimated_total = no_estimate,
-	.unreadable = nothing_unreadable,
+	.estimated_total = ecp_source_no_estimate,
+	.unreadable = ecp_source_nothing_unreadable,
 	.close = ids_close,
 };

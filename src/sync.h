@@ -231,6 +231,8 @@ extern char *ecp_json_quote(const char *text);
 /* source.c: the source of a part; cutting a query into key ranges */
 extern const EcpSourceOps *ecp_source_open(EcpPartConfig *config);
 extern int64 ecp_owner_int8(EcpPartConfig *config, const char *sql);
+extern int64 ecp_source_no_estimate(const EcpPartConfig *config);
+extern int64 ecp_source_nothing_unreadable(EcpPartConfig *config);
 
 /* source_query.c: keyset pages (or key windows) of a query */
 extern const EcpSourceOps ecp_query_source;
