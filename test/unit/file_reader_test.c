@@ -827,7 +827,7 @@ test_http_silent(void)
 	cfg.idle_timeout_ms = 300;
 	t0 = now();
 	st = open_fails(&cfg, 0, err, sizeof(err));
-	ok(st == ECP_FILE_TRANSIENT && contains(err, "no data for 300 ms") && now() - t0 < 3.0,
+	ok(st == ECP_FILE_TRANSIENT && contains(err, "no data for 300 ms") && now() - t0 < 10.0,
 	   "a silent server: TRANSIENT after the idle timeout (%.2f s): %s", now() - t0, err);
 
 	default_config(&cfg, location);
@@ -836,7 +836,7 @@ test_http_silent(void)
 	cfg.abort_arg = &deadline;
 	t0 = now();
 	st = open_fails(&cfg, 0, err, sizeof(err));
-	ok(st == ECP_FILE_ABORTED && now() - t0 < 0.3 + 0.5,
+	ok(st == ECP_FILE_ABORTED && now() - t0 < 0.3 + 3.0,
 	   "should_abort is polled while the server is silent: ABORTED in %.2f s: %s",
 	   now() - t0, err);
 	close(fd);
