@@ -153,9 +153,13 @@ static void
 record_total(EcpPartConfig *config, const EcpSourceOps *source)
 {
 	bool		is_estimate;
+	int64		total;
 
-	if (!config->progress.has_total)
-		ecp_store_set_total(config, source->total(config, &is_estimate), is_estimate);
+	if (config->progress.has_total)
+		return;
+	/* two statements: C does not order the evaluation of arguments */
+	total = source->total(config, &is_estimate);
+	ecp_store_set_total(config, total, is_estimate);
 }
 
 /*
