@@ -134,7 +134,8 @@ node_skip=""
 mkdir -p "$node_tmp"
 if ! timeout 300 npm install --prefix "$node_tmp" --no-audit --no-fund --no-save --loglevel=error \
 	@elastic/elasticsearch@8 pg pg-query-stream >"$work/npm.log" 2>&1; then
-	node_skip="npm install failed: $(grep -v '^\s*$' "$work/npm.log" | tail -n 1)"
+	node_skip="npm install failed: $(grep -v -e '^\s*$' -e 'complete log' "$work/npm.log" | sed 's/^npm error //' |
+		head -n 4 | paste -sd ' ' | cut -c 1-200)"
 else
 	node_ver=$(node -p "require('$node_tmp/node_modules/@elastic/elasticsearch/package.json').version")
 	esd_reset_stats
@@ -231,7 +232,7 @@ printf '%s' "$results" | awk -F'|' -v rows="$rows" -v cores="$(nproc)" -v mw="$m
 		if (p1) target("ecp p1 / limit", p1 / lim, 0.7)
 		if (p2) target("ecp p2 / limit", p2 / lim, 1.0)
 		if (p1 && nodep) target("ecp p1 / node peer", p1 / nodep, 4)
-		else if (p1) printf "%-26s    n/a  target >= 4    (node peer skipped)\n", "ecp p1 / node peer"
+		else if (p1) printf "%-26s    n/a  target >= 4.0  (node peer skipped)\n", "ecp p1 / node peer"
 		printf "ecp worker peak RssAnon: p1 %.1f MB (%d process%s)", p1kb / 1024, p1n, p1n == 1 ? "" : "es"
 		if (p2kb != "") printf ", p2 %.1f MB (max of %d processes)", p2kb / 1024, p2n
 		printf "\necp time from ecp.start; the run was started (started_at) after: %s\n", lags
