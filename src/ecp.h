@@ -26,6 +26,18 @@
 /* How often the launcher wakes up on its own, in milliseconds. */
 #define ECP_LAUNCHER_NAPTIME_MS 1000L
 
+/*
+ * The alias of the source query's row in every statement ecp builds
+ * around it (a user column cannot be captured by it by accident), and the
+ * document of that row.  A document is the JSON value of the row:
+ * row_to_json writes it about twice as fast as to_jsonb (no jsonb tree
+ * is built and printed again), with equal JSON values for every type;
+ * only the text differs (columns in the query's order, no spaces, a json
+ * column's text as it is stored).
+ */
+#define ECP_ROW_ALIAS "\"ecp:row\""
+#define ECP_DOCUMENT_SQL "row_to_json(" ECP_ROW_ALIAS ")::text"
+
 /* GUCs (module.c) */
 extern char *ecp_database_name;
 extern int	ecp_max_workers;

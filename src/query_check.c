@@ -105,7 +105,7 @@ output_columns(const char *query)
 	int			ncolumns;
 
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT * FROM (%s\n) AS \"ecp:row\" LIMIT 0",
+	appendStringInfo(&sql, "SELECT * FROM (%s\n) AS " ECP_ROW_ALIAS " LIMIT 0",
 					 ecp_statement_text(query));
 
 	SPI_connect();

@@ -59,7 +59,7 @@ key_bounds(EcpPartConfig *config, int64 *low, int64 *high)
 {
 	MemoryContext back_to;
 	char	   *key = ecp_source_column_ref(config->key_column);
-	char	   *from = psprintf("(%s\n) AS \"ecp:row\"", config->query);
+	char	   *from = psprintf("(%s\n) AS " ECP_ROW_ALIAS, config->query);
 	const char *fence;
 	bool		found = false;
 

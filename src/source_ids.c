@@ -4,7 +4,7 @@
  * file) reads them batch_size at a time and looks each batch up through
  * the task's query:
  *
- *   SELECT key::text, id::text, to_jsonb(row)::text
+ *   SELECT key::text, id::text, row_to_json(row)::text
  *     FROM (<query>) AS "ecp:row"
  *    WHERE id = ANY ('{...}'::<id type>[])
  *
@@ -55,7 +55,7 @@ ecp_ids_prepare(EcpPartConfig *config)
 	SPI_connect();
 	ecp_source_column_types(config, &key_type, &lookup.id_type);
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	lookup.select = psprintf("SELECT (%s)::text, (%s)::text, to_jsonb(\"ecp:row\")::text FROM (%s\n) AS \"ecp:row\"",
+	lookup.select = psprintf("SELECT (%s)::text, (%s)::text, " ECP_DOCUMENT_SQL " FROM (%s\n) AS " ECP_ROW_ALIAS,
 							 ecp_source_column_ref(config->key_column),
 							 ecp_source_column_ref(config->id_column), config->query);
 	MemoryContextSwitchTo(old);

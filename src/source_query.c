@@ -3,7 +3,7 @@
  * range of it) in keyset pages, or over foreign tables in key windows
  * (source_window.c).
  *
- *   SELECT key::text, id::text, to_jsonb(row)::text
+ *   SELECT key::text, id::text, row_to_json(row)::text
  *     FROM (<query>) AS "ecp:row"
  *    WHERE key > $1::<key type>          -- the checkpoint; IS NOT NULL at first
  *      AND key >= <from> AND key < <to>  -- a range part
@@ -17,7 +17,7 @@
  *
  * Each page runs in its own short transaction as the run's owner, so no
  * snapshot is held for the whole run.  PostgreSQL serialises the row
- * (to_jsonb), so every type, FDW types included, is handled once.  The
+ * (row_to_json), so every type, FDW types included, is handled once.  The
  * alias "ecp:row" cannot be captured by a user column name by accident.
  */
 #include "sync.h"
@@ -29,7 +29,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
-#define ROW_ALIAS "\"ecp:row\""
+#define ROW_ALIAS ECP_ROW_ALIAS
 
 static char *page_sql_first = NULL;	/* in TopMemoryContext */
 static char *page_sql_next = NULL;
@@ -122,7 +122,7 @@ query_open(EcpPartConfig *config)
 	part_rows_sql = psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS " WHERE true%s",
 							 config->query, filter);
 	MemoryContextSwitchTo(old);
-	select_list = psprintf("(%s)::text, (%s)::text, to_jsonb(" ROW_ALIAS ")::text",
+	select_list = psprintf("(%s)::text, (%s)::text, " ECP_DOCUMENT_SQL,
 						   key, column_ref(config->id_column));
 	by_windows = ecp_source_window_wanted(config,
 										  psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS, config->query),

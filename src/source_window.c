@@ -9,7 +9,7 @@
  * window sends range predicates only, which MySQL answers with a range scan
  * of the primary key; the OFFSET 0 fence keeps ORDER BY and LIMIT local:
  *
- *   SELECT key::text, id::text, to_jsonb(row)::text
+ *   SELECT key::text, id::text, row_to_json(row)::text
  *     FROM (SELECT * FROM (<query>) AS "ecp:row"
  *            WHERE key > $1 AND key <= $2 OFFSET 0) AS "ecp:row"
  *    ORDER BY key LIMIT <batch_size + 1>
@@ -35,7 +35,7 @@
 #include "utils/memutils.h"
 #include "utils/plancache.h"
 
-#define ROW_ALIAS "\"ecp:row\""
+#define ROW_ALIAS ECP_ROW_ALIAS
 
 /* how fast a window may grow from one page to the next */
 #define MAX_GROWTH 8.0

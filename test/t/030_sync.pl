@@ -122,6 +122,62 @@ is($node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', q{SELECT e.doc->>'big' FROM es_typed e WHERE e.id = '42'}),
 	'123456789012345678901234567890.42', 'numeric precision survives');
 
+# --- the types a document can hold, beyond the table above -------------------
+# A document is the JSON value of the row: what row_to_json writes equals
+# to_jsonb(row) as JSON for every type (only the text differs).
+$node->safe_psql('postgres', q{
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN positive AS integer CHECK (VALUE > 0);
+CREATE TYPE address AS (street text, zip int, tags text[]);
+CREATE TABLE exotic (
+    id int PRIMARY KEY,
+    j json,
+    jb jsonb,
+    n numeric,
+    f double precision,
+    r real,
+    raw bytea,
+    addr address,
+    feeling mood,
+    score positive,
+    span interval,
+    at time,
+    net inet,
+    grid int[][],
+    ts timestamp,
+    tstz timestamptz
+);
+INSERT INTO exotic VALUES
+ (1, '{"a": [1, 2.50, "x"], "b": {"c": null}}', '{"z": 1, "a": [true]}', 'NaN', 'Infinity', '-Infinity',
+  '\x00ff10', ROW('Main St. "7"', 12345, ARRAY['a', NULL]), 'happy', 7, '1 day 02:03:04.5', '23:59:59.999999',
+  '10.1.2.3/8', '{{1,2},{3,4}}', '2024-02-29 12:00:00.123456', '2024-02-29 12:00:00.123456+05:30'),
+ (2, '[1, "two", {"three": 3}]', '"just a string"', '-0.000000000000000000001', 'NaN', '1e-45',
+  '', NULL, 'sad', 1, '-3 months', '00:00', '::1', '{}', '-infinity', 'infinity'),
+ (3, 'null', 'null', '123456789012345678901234567890.123456789', '-Infinity', '3.4e38',
+  '\x5c22', ROW(E'tab\there', NULL, '{}'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+SELECT ecp.create_task('exotic', 'esd', 'exotic', query => 'SELECT * FROM exotic');
+});
+# values of one field change type from row to row (a date, then
+# "infinity"), which a dynamic mapping would refuse: the index stores the
+# documents without mapping their fields
+$es->put('/exotic', { mappings => { dynamic => JSON::PP::false, properties => { id => { type => 'integer' } } } });
+$run = $node->safe_psql('postgres', "SELECT ecp.start('exotic')");
+is(EcpTest::wait_for_run($node, $run, 'succeeded'), 'succeeded', 'the run over json, NaN, Infinity, bytea, composite, enum, domain, ... succeeds');
+is($node->safe_psql('postgres', "SELECT processed || ' ' || failed FROM ecp.progress WHERE run_id = $run"), '3 0',
+	'all 3 rows indexed');
+is($node->safe_psql('postgres', "SELECT count(*) FROM exotic WHERE row_to_json(exotic)::jsonb IS DISTINCT FROM to_jsonb(exotic)"),
+	'0', 'row_to_json and to_jsonb give equal JSON values for every row');
+load_index_into('es_exotic', 'exotic', 'id');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM exotic t FULL JOIN es_exotic e ON e.id = t.id::text
+	 WHERE e.doc IS DISTINCT FROM to_jsonb(t)}), '0',
+	'every document equals to_jsonb(row): NaN and Infinity as strings, bytea as \\x hex, a composite as an object, enum and domain as their values')
+  or diag($node->safe_psql('postgres', q{
+	SELECT t.id, e.doc, to_jsonb(t) FROM exotic t FULL JOIN es_exotic e ON e.id = t.id::text
+	 WHERE e.doc IS DISTINCT FROM to_jsonb(t)}));
+is($node->safe_psql('postgres', q{SELECT e.doc->>'f' || ' ' || (e.doc->'addr'->>'zip') || ' ' || (e.doc->>'raw') FROM es_exotic e WHERE e.id = '1'}),
+	'Infinity 12345 \x00ff10', 'spot check: Infinity, a composite member, bytea');
+
 # --- documents the sink refuses go to failed_docs; the run goes on ---------
 $es->put('/poisoned', { mappings => { properties => { amount => { type => 'long' } } } });
 $node->safe_psql('postgres',
