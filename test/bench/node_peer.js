@@ -13,10 +13,10 @@ async function main() {
 	const [esUrl, pgHost, pgPort, query, index] = process.argv.slice(2);
 	const client = new Client({ node: esUrl });
 	const db = new pg.Client({ host: pgHost, port: Number(pgPort), user: 'postgres', database: 'postgres' });
-	await db.connect();
 	// The client checks the product header on its first request: make that
 	// check fail here, with its own message, rather than inside the helper.
 	await client.info();
+	await db.connect();
 	const t0 = process.hrtime.bigint();
 	const stream = db.query(new QueryStream(query));
 	const result = await client.helpers.bulk({
