@@ -162,7 +162,7 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	}
 	config->op = (char *) ecp_config_word(value_of(tuple, desc, "op"), "op", op_words);
 	config->paging = (char *) ecp_config_word(value_of(tuple, desc, "paging"), "paging", paging_words);
-	config->batch_size = ecp_config_int(value_of(tuple, desc, "batch_size"), "batch_size", 1000, 1, 100000);
+	config->batch_size = ecp_config_int(value_of(tuple, desc, "batch_size"), "batch_size", 5000, 1, 100000);
 	config->batch_bytes = ecp_config_int(value_of(tuple, desc, "batch_bytes"), "batch_bytes",
 										 5242880, 1024, 104857600);
 	config->exact_total = ecp_config_bool(value_of(tuple, desc, "exact_total"), "exact_total", false);

@@ -98,6 +98,7 @@ range_filter(const EcpPartConfig *config)
 
 /* The part's rows, as a query: for its total and its NULL keys. */
 static char *part_rows_sql = NULL;	/* in TopMemoryContext */
+static bool id_is_key = false;
 
 static void
 query_open(EcpPartConfig *config)
@@ -122,8 +123,10 @@ query_open(EcpPartConfig *config)
 	part_rows_sql = psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS " WHERE true%s",
 							 config->query, filter);
 	MemoryContextSwitchTo(old);
-	select_list = psprintf("(%s)::text, (%s)::text, " ECP_DOCUMENT_SQL,
-						   key, column_ref(config->id_column));
+	/* a key that is the id is printed once (the id is taken from the key) */
+	id_is_key = strcmp(config->key_column, config->id_column) == 0;
+	select_list = psprintf("(%s)::text, %s, " ECP_DOCUMENT_SQL, key,
+						   id_is_key ? "NULL::text" : psprintf("(%s)::text", column_ref(config->id_column)));
 	by_windows = ecp_source_window_wanted(config,
 										  psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS, config->query),
 										  type);
@@ -227,7 +230,7 @@ query_read(EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 
 		batch->docs[i].key = text_or_null(tuple, desc, 1);
-		batch->docs[i].id = text_or_null(tuple, desc, 2);
+		batch->docs[i].id = id_is_key ? batch->docs[i].key : text_or_null(tuple, desc, 2);
 		batch->docs[i].json = text_or_null(tuple, desc, 3);
 	}
 	batch->read_any = batch->ndocs > 0;
