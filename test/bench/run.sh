@@ -3,6 +3,10 @@
 # measured in the same run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# the _bulk response scanner against jansson alone (no server needed)
+cc -O2 -I "$here/../../src" -o "${TMPDIR:-/tmp}/ecp_bulk_parse" "$here/bulk_parse.c" "$here/../../src/bulk_response.c" -ljansson
+"${TMPDIR:-/tmp}/ecp_bulk_parse" 5000 200
+rm -f "${TMPDIR:-/tmp}/ecp_bulk_parse"
 bash "$here/esd_throughput.sh"
 bash "$here/sync_throughput.sh"
 bash "$here/mysql_paging.sh"
