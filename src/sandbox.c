@@ -106,17 +106,6 @@ ecp_sandbox_init(int slot)
 {
 	stop_slot = slot;
 	SetConfigOption("search_path", PINNED_SEARCH_PATH, PGC_SUSET, PGC_S_SESSION);
-
-	/*
-	 * A checkpoint commit does not wait for its WAL to reach the disk: a
-	 * flush per batch cost a fifth of a run's time.  A crash of PostgreSQL
-	 * loses nothing (the WAL is written before the commit returns); a crash
-	 * of the operating system or a power loss can lose the last
-	 * checkpoints of the last few hundred milliseconds, and the part then
-	 * sends those batches again: delivery is at-least-once and idempotent
-	 * by _id anyway.  The owner's transactions only read.
-	 */
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
 	RegisterTimeout(USER_TIMEOUT, stop_poll_timeout);
 	RegisterXactCallback(sandbox_xact_callback, NULL);
 }
