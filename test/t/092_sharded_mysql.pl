@@ -258,9 +258,9 @@ my @snap = map { [ split /\|/, $_, -1 ] } split /\n/, $node->safe_psql('postgres
 	  FROM ecp.parts p JOIN ($counts_sql) c(part, n) USING (part)
 	 WHERE p.run_id = $run ORDER BY p.part});
 # Checkpoints commit asynchronously: what the snapshot saw may not be on
-# disk yet, and a crash would take it back.  A synchronous commit flushes
-# the WAL up to itself, so every checkpoint seen above becomes durable.
-$node->safe_psql('postgres', 'SELECT pg_current_xact_id()');
+# disk yet, and a crash would take it back.  CHECKPOINT flushes all WAL
+# written so far, so every checkpoint seen above becomes durable.
+$node->safe_psql('postgres', 'CHECKPOINT');
 my @done_before = grep { $_->[1] eq 'done' } @snap;
 my @running     = grep { $_->[1] eq 'running' } @snap;
 my ($victim)    = sort { $b->[2] <=> $a->[2] } grep { $_->[8] eq 't' } @snap;
