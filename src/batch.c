@@ -25,7 +25,10 @@ ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config, const EcpD
 		return;
 	if (is_update)
 		appendStringInfoString(body, "{\"doc\":");
-	appendStringInfoString(body, doc->json);
+	if (doc->json_len > 0)
+		appendBinaryStringInfo(body, doc->json, doc->json_len);
+	else
+		appendStringInfoString(body, doc->json);
 	if (is_update)
 		appendStringInfoString(body, ",\"doc_as_upsert\":true}");
 	appendStringInfoChar(body, '\n');

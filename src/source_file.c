@@ -207,6 +207,7 @@ take_line(const EcpPartConfig *config, EcpBatch *batch, char **ids, int *nids,
 		doc->id = id;
 		doc->key = id;
 		doc->json = pnstrdup(line, len);
+		doc->json_len = (int) len;
 	}
 }
 

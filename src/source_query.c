@@ -147,49 +147,32 @@ query_open(EcpPartConfig *config)
 	ecp_commit_as_owner(back_to);
 }
 
-static char *
-text_or_null(HeapTuple tuple, TupleDesc desc, int column)
-{
-	bool		isnull;
-	Datum		value = SPI_getbinval(tuple, desc, column, &isnull);
-
-	return isnull ? NULL : TextDatumGetCString(value);
-}
-
-/* The keyset page after after_key (NULL: the first) into SPI_tuptable. */
-static bool
-read_keyset_page(const char *after_key)
+/* The keyset page after after_key (NULL: the first) into docs. */
+static int
+read_keyset_page(const char *after_key, EcpDoc *docs, int capacity, MemoryContext context)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
-	int			rc;
 
 	if (after_key == NULL)
-		rc = SPI_execute(page_sql_first, true, 0);
-	else
-	{
-		args[0] = CStringGetTextDatum(after_key);
-		rc = SPI_execute_with_args(page_sql_next, 1, argtypes, args, NULL, true, 0);
-	}
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "ecp: reading a page of the source failed (SPI code %d)", rc);
-	return SPI_processed > 0;
+		return ecp_read_page_rows(page_sql_first, 0, NULL, NULL, docs, capacity, context);
+	args[0] = CStringGetTextDatum(after_key);
+	return ecp_read_page_rows(page_sql_next, 1, argtypes, args, docs, capacity, context);
 }
 
 /*
  * Rows come ordered by key, so a repeated key is two neighbours with the
  * same text (for numeric keys, 1.0 and 1.00 compare equal but print
- * differently: a unique index is the sure way).  rows may hold one row
+ * differently: a unique index is the sure way).  docs may hold one row
  * past the page.
  */
 static void
-check_keys_unique(const EcpPartConfig *config, uint64 rows)
+check_keys_unique(const EcpPartConfig *config, const EcpDoc *docs, int rows)
 {
-	char	   *previous = NULL;
-
-	for (uint64 i = 0; i < rows; i++)
+	for (int i = 1; i < rows; i++)
 	{
-		char	   *key = text_or_null(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		const char *previous = docs[i - 1].key;
+		const char *key = docs[i].key;
 
 		if (previous && key && strcmp(previous, key) == 0)
 			ereport(ERROR,
@@ -198,47 +181,37 @@ check_keys_unique(const EcpPartConfig *config, uint64 rows)
 							config->key_column, key),
 					 errhint("Give task \"%s\" a unique, indexed key_column (its primary key, say): UPDATE ecp.task SET options = options || '{\"key_column\": \"id\"}' WHERE name = '%s'; then start a new run (this run's checkpoint is a value of the old key).",
 							 config->task_name, config->task_name)));
-		previous = key;
 	}
 }
 
 /*
  * Read the page after after_key (NULL: from the start) into batch; false
- * when none is left.
+ * when none is left.  The page is read one row long (the extra row is
+ * only compared with the last one).
  */
 static bool
 query_read(EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
 {
 	MemoryContext back_to;
-	MemoryContext old;
-	bool		found;
 	const char *after_key = after->last_key;
+	int			capacity = config->batch_size + 1;
+	int			rows;
 
+	batch->docs = MemoryContextAllocZero(batch->context, sizeof(EcpDoc) * capacity);
 	back_to = ecp_begin_as_owner(config);
 	SPI_connect();
-	found = by_windows ? ecp_source_window_read(config, after_key)
-		: read_keyset_page(after_key);
-
-	if (found)
-		check_keys_unique(config, SPI_processed);
-	old = MemoryContextSwitchTo(batch->context);
-	batch->ndocs = found ? (int) Min(SPI_processed, (uint64) config->batch_size) : 0;
-	batch->docs = palloc0(sizeof(EcpDoc) * Max(batch->ndocs, 1));
-	for (int i = 0; i < batch->ndocs; i++)
-	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-
-		batch->docs[i].key = text_or_null(tuple, desc, 1);
-		batch->docs[i].id = id_is_key ? batch->docs[i].key : text_or_null(tuple, desc, 2);
-		batch->docs[i].json = text_or_null(tuple, desc, 3);
-	}
+	rows = by_windows ? ecp_source_window_read(config, after_key, batch->docs, capacity, batch->context)
+		: read_keyset_page(after_key, batch->docs, capacity, batch->context);
+	check_keys_unique(config, batch->docs, rows);
+	SPI_finish();
+	ecp_commit_as_owner(back_to);
+	batch->ndocs = Min(rows, config->batch_size);
+	if (id_is_key)
+		for (int i = 0; i < batch->ndocs; i++)
+			batch->docs[i].id = batch->docs[i].key;
 	batch->read_any = batch->ndocs > 0;
 	if (batch->read_any)
 		batch->end.last_key = batch->docs[batch->ndocs - 1].key;
-	MemoryContextSwitchTo(old);
-	SPI_finish();
-	ecp_commit_as_owner(back_to);
 	return batch->read_any;
 }
 

@@ -241,15 +241,13 @@ next_span(double span, int n, int batch, int64 lo, int64 last_key)
 	return Min(Max(next, 1.0), MAX_SPAN);
 }
 
-/* The key of row n - 1 of the result (the last row of the page). */
+/* The key of a page's last row (an integer, read as text). */
 static int64
-last_key_of_page(int n)
+last_key_of_page(const EcpDoc *docs, int n)
 {
-	bool		isnull;
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[n - 1], SPI_tuptable->tupdesc, 1, &isnull);
+	const char *key = docs[n - 1].key;
 
-	/* the key column arrives as text: it is an integer here */
-	return isnull ? 0 : DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(TextDatumGetCString(d))));
+	return key ? DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(key))) : 0;
 }
 
 /* The upper end of the window of span keys after lo, at most the last key. */
@@ -301,15 +299,16 @@ skip_gap(int64 hi, int64 *lo)
  * Read the rows after after_key (NULL: from the start) into SPI_tuptable;
  * false when the keys are exhausted.  Inside SPI, as the owner.
  */
-bool
-ecp_source_window_read(const EcpPartConfig *config, const char *after_key)
+int
+ecp_source_window_read(const EcpPartConfig *config, const char *after_key,
+					   EcpDoc *docs, int capacity, MemoryContext context)
 {
 	Oid			argtypes[2] = {INT8OID, INT8OID};
 	int			batch = config->batch_size;
 	int64		lo;
 
 	if (!window.has_rows)
-		return false;
+		return 0;
 	lo = after_key ? DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(after_key)))
 		: window.min_key - 1;
 	if (!window.reading)
@@ -321,13 +320,13 @@ ecp_source_window_read(const EcpPartConfig *config, const char *after_key)
 	{
 		Datum		args[2];
 		int64		hi;
-		int			rc;
+		int			rows;
 
 		CHECK_FOR_INTERRUPTS();
 		/* past the known end: rows added meanwhile move it */
 		if (lo >= window.max_key &&
 			!int8_row(window.max_after_sql, 1, &lo, &window.max_key, 1))
-			return false;
+			return 0;
 		hi = window_end(lo, window.span);
 		if (needs_count(lo, hi, batch))
 		{
@@ -342,27 +341,25 @@ ecp_source_window_read(const EcpPartConfig *config, const char *after_key)
 			if (n == 0)
 			{
 				if (!skip_gap(hi, &lo))
-					return false;
+					return 0;
 				continue;
 			}
 		}
 		args[0] = Int64GetDatum(lo);
 		args[1] = Int64GetDatum(hi);
-		rc = SPI_execute_with_args(window.window_sql, 2, argtypes, args, NULL, true, 0);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "ecp: reading a key window of the source failed (SPI code %d)", rc);
-		if (SPI_processed > 0)
+		rows = ecp_read_page_rows(window.window_sql, 2, argtypes, args, docs, capacity, context);
+		if (rows > 0)
 		{
 			/* the row past the page, if any, is only there to be compared */
-			int			page_rows = (int) Min(SPI_processed, (uint64) batch);
+			int			page_rows = Min(rows, batch);
 
-			window.last_read = last_key_of_page(page_rows);
+			window.last_read = last_key_of_page(docs, page_rows);
 			window.rows_read += page_rows;
 			window.span = next_span(window.span, page_rows, batch, lo, window.last_read);
-			return true;
+			return rows;
 		}
 		if (!skip_gap(hi, &lo))
-			return false;
+			return 0;
 	}
 }
 

@@ -136,7 +136,8 @@ typedef struct EcpDoc
 {
 	char	   *key;			/* key column as text: the checkpoint */
 	char	   *id;				/* _id, NULL when the id column is NULL */
-	char	   *json;			/* to_jsonb(row)::text, or a file's line */
+	char	   *json;			/* the row's JSON text, or a file's line */
+	int			json_len;		/* its length, or 0: not known (strlen) */
 	bool		is_delete;		/* delete_missing: the row is gone */
 } EcpDoc;
 
@@ -234,6 +235,10 @@ extern int64 ecp_owner_int8(EcpPartConfig *config, const char *sql);
 extern int64 ecp_source_no_estimate(const EcpPartConfig *config);
 extern int64 ecp_source_nothing_unreadable(EcpPartConfig *config);
 
+/* page_reader.c: a page query's rows straight into documents */
+extern int	ecp_read_page_rows(const char *sql, int nargs, Oid *types, Datum *values,
+							   EcpDoc *docs, int capacity, MemoryContext context);
+
 /* source_query.c: keyset pages (or key windows) of a query */
 extern const EcpSourceOps ecp_query_source;
 extern char *ecp_source_column_ref(const char *column);
@@ -253,7 +258,8 @@ extern bool ecp_source_window_wanted(const EcpPartConfig *config, const char *ba
 									 Oid key_type);
 extern void ecp_source_window_prepare(const EcpPartConfig *config, const char *select_list,
 									  const char *key, const char *filter);
-extern bool ecp_source_window_read(const EcpPartConfig *config, const char *after_key);
+extern int	ecp_source_window_read(const EcpPartConfig *config, const char *after_key,
+								   EcpDoc *docs, int capacity, MemoryContext context);
 extern int64 ecp_source_window_total(int64 rows_done, const char *checkpoint_key);
 
 /* retry.c: back-off, and retries of transient source errors */
