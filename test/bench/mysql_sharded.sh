@@ -8,7 +8,7 @@
 # and one ecp task with queries => the 256 tables (one part each) and
 # parallelism 2, into the stand-in in discard mode.  Baseline in the same
 # run, after one warm-up of it:
-#   COPY (SELECT id, to_jsonb(o)::text FROM (<UNION ALL of the 256 foreign
+#   COPY (SELECT row_to_json(o) FROM (<UNION ALL of the 256 foreign
 #         tables>) o) TO '/dev/null'
 # i.e. one backend streaming every row through mysql_fdw once, nothing sent.
 #
@@ -104,7 +104,7 @@ ntables=$(tpsql -At -c "SELECT count(*) FROM information_schema.foreign_tables W
 
 union=$(tpsql -At -c "SELECT string_agg(format('SELECT * FROM shard_%s.orders_%s', i / 16, i), ' UNION ALL ' ORDER BY i)
 	FROM generate_series(0, $((TABLES - 1))) i")
-copy_sql="COPY (SELECT id, to_jsonb(o)::text FROM ($union) o) TO '/dev/null'"
+copy_sql="COPY (SELECT row_to_json(o) FROM ($union) o) TO '/dev/null'"
 ms_of() { # milliseconds psql's \timing reports for one statement
 	tpsql -At -c "SET statement_timeout = '${WAIT}s'" -c '\timing on' -c "$1" |
 		sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n 1
@@ -146,7 +146,7 @@ awk -v rows="$rows" -v batch="$batch" -v par="$par" -v tables="$TABLES" -v dbs="
 	-v copy="$copy_ms" -v ecp="$ecp_ms" -v first="$first_ms" \
 	-v empty="$empty_ms" -v efirst="$empty_first_ms" -v epart="$empty_part_ms" 'BEGIN {
 	printf "MariaDB %d databases x %d tables, %d rows (loaded in %d s), mysql_fdw, batch_size %d, parallelism %d\n", dbs, tables / dbs, rows, loadsec, batch, par
-	printf "baseline  COPY to_jsonb over the UNION ALL of the %d foreign tables: %7.1f s  %9.0f rows/s\n", tables, copy / 1000, rows / (copy / 1000)
+	printf "baseline  COPY row_to_json over the UNION ALL of the %d foreign tables: %7.1f s  %9.0f rows/s\n", tables, copy / 1000, rows / (copy / 1000)
 	printf "ecp       %d parts -> esd --discard (ecp.start to finished):        %7.1f s  %9.0f rows/s  ratio ecp/COPY %.2f\n", tables, ecp / 1000, rows / (ecp / 1000), ecp / copy
 	printf "launcher  ecp.start to the first part'"'"'s started_at:                    %7.1f ms\n", first
 	printf "empty     %d parts of no row: %.1f s in all, %.1f ms per part per worker slot (%d slots), mean part %.1f ms from started_at to finished_at, first part after %.1f ms\n", tables, empty / 1000, empty * par / tables, par, epart, efirst
