@@ -125,6 +125,12 @@ my ($ret, $out, $err) = $node->psql('postgres', q{
 like($err, qr/queries\[3\] of task "bad": relation "nowhere" does not exist/,
 	'a bad query of queries is named by its place in the array');
 
+($ret, $out, $err) = $node->psql('postgres', "SELECT ecp.start('shards', ids => ARRAY['1'])");
+like($err, qr/ERROR:  task "shards" has no query to look ids up with/,
+	'ids over a task of queries are refused, with why');
+is($node->safe_psql('postgres', "SELECT count(*) FROM ecp.run r JOIN ecp.task t ON t.id = r.task_id WHERE t.name = 'shards'"),
+	'1', 'and no run was created');
+
 # --- two runs share the 2 slots ----------------------------------------------------
 $node->safe_psql('postgres', q{
 	SELECT ecp.create_task('fair_' || t, 'es', 'fair_' || t,

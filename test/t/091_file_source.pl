@@ -211,4 +211,22 @@ is(EcpTest::wait_for_run($node, $run, 'succeeded', 120), 'succeeded', 'a gzipped
 $es->refresh('gz');
 is($es->count('gz'), 5000, 'every line of it is indexed');
 
+# --- a server file needs pg_read_server_files, also when the run starts -----------
+$node->safe_psql('postgres', qq{
+	CREATE ROLE reader LOGIN;
+	GRANT pg_read_server_files TO reader;
+	SET ROLE reader;
+	SELECT ecp.create_consumer('reader_es', '$url');
+	SELECT ecp.create_task('reader_gz', 'reader_es', 'reader_gz', file => '$dir/small.ndjson.gz',
+	                       options => '{"id_field": "order_id"}');
+	RESET ROLE;
+	REVOKE pg_read_server_files FROM reader;
+});
+$run = $node->safe_psql('postgres', "SET ROLE reader; SELECT ecp.start('reader_gz')");
+is(EcpTest::wait_for_run($node, $run, 'failed', 120), 'failed',
+	'a server file whose owner lost pg_read_server_files after create_task: the run fails');
+like($node->safe_psql('postgres', "SELECT last_error FROM ecp.progress WHERE run_id = $run"),
+	qr/role "reader" may not read server file/, 'saying the role may not read the file');
+ok(!$es->refresh('reader_gz') || !$es->count('reader_gz'), 'and nothing was sent');
+
 done_testing();
