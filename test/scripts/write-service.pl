@@ -662,7 +662,7 @@ sub batch
 	if ($enc eq 'gzip' || $enc eq 'x-gzip')
 	{
 		my $out;
-		if (gunzip(\$raw => \$out, MultiStream => 1, Strict => 1))
+		if (gunzip(\$raw => \$out, MultiStream => 1, Strict => 1, Transparent => 0))
 		{
 			$raw = $out;
 			$entry->{inflated_bytes} = length $raw;
@@ -675,7 +675,7 @@ sub batch
 	elsif ($enc eq 'deflate')
 	{
 		my $out;
-		if (inflate(\$raw => \$out))
+		if (inflate(\$raw => \$out, Transparent => 0))
 		{
 			$raw = $out;
 			$entry->{inflated_bytes} = length $raw;
