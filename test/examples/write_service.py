@@ -44,7 +44,8 @@ def assemble(item):
 
 
 def es_bulk(ndjson):
-    """POST to Elasticsearch's _bulk; returns its items, raises Unavailable when ES cannot take it."""
+    """POST to Elasticsearch's _bulk; returns its items, raises Unavailable when ES cannot take it.
+    (A busy service would keep connections to ES open: a pool, or the official client.)"""
     req = urllib.request.Request(ARGS.es.rstrip("/") + "/_bulk", data=ndjson, method="POST",
                                  headers={"Content-Type": "application/x-ndjson"})
     try:
@@ -91,6 +92,7 @@ def write_batch(batch):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: ecp reuses its connections
+    disable_nagle_algorithm = True  # head and body are two writes: no 40 ms delayed-ACK stall
 
     def answer(self, status, obj):
         body = json.dumps(obj).encode()

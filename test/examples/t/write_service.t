@@ -99,7 +99,22 @@ sub slurp
 }
 
 # ---- HTTP helpers --------------------------------------------------------
-my $http = HTTP::Tiny->new(keep_alive => 1, timeout => 30);
+# HTTP::Tiny writes head and body apart: without TCP_NODELAY each request with
+# a body waits ~40 ms for the server's delayed ACK (as in EsdServer.pm).
+package NoDelayHTTP
+{
+	our @ISA = ('HTTP::Tiny');
+	use Socket qw(IPPROTO_TCP TCP_NODELAY);
+
+	sub _open_handle
+	{
+		my $self = shift;
+		my $handle = $self->SUPER::_open_handle(@_);
+		eval { setsockopt($handle->{fh}, IPPROTO_TCP, TCP_NODELAY, 1) };
+		return $handle;
+	}
+}
+my $http = NoDelayHTTP->new(keep_alive => 1, timeout => 30);
 
 sub req
 {
@@ -527,7 +542,7 @@ ok($ws->{port}, "write-service.pl listens on $ws->{port}");
 
 	# HTTP::Tiny with keep-alive: one connection for many batches.
 	ctl($ws, 'POST', '/_ws/reset');
-	my $t = HTTP::Tiny->new(keep_alive => 1);
+	my $t = NoDelayHTTP->new(keep_alive => 1);
 	$t->post("$ws->{url}/bulk", { content => $one, headers => \%ct }) for 1 .. 20;
 	my @c = map { $_->{conn} } @{ ctl($ws, 'GET', '/_ws/requests')->{requests} };
 	is(scalar(@c), 20, 'HTTP::Tiny keep-alive: 20 batches');
