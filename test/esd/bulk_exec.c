@@ -159,12 +159,23 @@ static bool validate_op(const bulk_op_t *op, item_result_t *res)
         set_errorf(res, 400, "illegal_argument_exception", "if _id is specified it must not be empty");
         return false;
     }
-    if (op->has_pipeline && !(op->pipeline.n == 5 && !memcmp(op->pipeline.p, "_none", 5))) {
+    return true;
+}
+
+/* Discard mode keeps no index settings and runs no processor, but an
+ * index/create naming an unknown pipeline is refused as in ES. */
+static bool discard_pipeline_ok(const bulk_op_t *op, item_result_t *res)
+{
+    if (!op->has_pipeline || (op->kind != OP_INDEX && op->kind != OP_CREATE) ||
+        (op->pipeline.n == 5 && !memcmp(op->pipeline.p, "_none", 5)))
+        return true;
+    pthread_mutex_lock(&g_store.lock);
+    bool ok = pipeline_exists(op->pipeline.p, op->pipeline.n);
+    pthread_mutex_unlock(&g_store.lock);
+    if (!ok)
         set_errorf(res, 400, "illegal_argument_exception", "pipeline with id [%.*s] does not exist",
                    (int)op->pipeline.n, op->pipeline.p);
-        return false;
-    }
-    return true;
+    return ok;
 }
 
 /* Compare-and-set and external version checks.  Returns false after setting
@@ -477,6 +488,13 @@ void exec_op(bulk_op_t *op, const char *default_routing, int default_require_ali
     }
     if (!validate_op(op, res))
         return;
+    /* ingest runs first in ES, before authorization, blocks and auto-create */
+    bool ran = false;
+    json_t *perr = ingest_apply(op, &ran);
+    if (perr) {
+        set_error(res, 400, perr);
+        return;
+    }
     if (!write_allowed(who, res->index, res))
         return;
     int ra = op->require_alias >= 0 ? op->require_alias : default_require_alias;
@@ -488,12 +506,24 @@ void exec_op(bulk_op_t *op, const char *default_routing, int default_require_ali
     res->shards_total = 1 + index_replicas(ix);
     char *routing = op->has_routing ? xstrndup(op->routing.p, op->routing.n)
                                     : default_routing ? xstrdup(default_routing) : NULL;
+    /* a processed source is stored re-serialized, as ES does */
+    sb_t ps = {NULL, 0, 0};
+    const char *orig = op->src;
+    size_t orig_len = op->src_len;
+    if (ran && op->doc && (op->kind == OP_INDEX || op->kind == OP_CREATE)) {
+        sb_json_value(&ps, op->doc);
+        op->src = ps.buf;
+        op->src_len = ps.len;
+    }
     switch (op->kind) {
     case OP_INDEX:
     case OP_CREATE: do_index(op, ix, routing, res); break;
     case OP_UPDATE: do_update(op, ix, routing, res); break;
     case OP_DELETE: do_delete(op, ix, routing, res); break;
     }
+    op->src = orig;
+    op->src_len = orig_len;
+    sb_free(&ps);
     free(routing);
 }
 
@@ -545,6 +575,7 @@ typedef struct bulk_run {
     const char *routing;
     int require_alias;
     const char *path_index;
+    const char *pipeline;        /* pipeline= of the URL */
     unsigned counts[600];
     size_t ok_items;
     size_t nitems;
@@ -595,6 +626,11 @@ static void default_index(bulk_run_t *br, bulk_op_t *op)
         op->index.n = strlen(br->path_index);
         op->has_index = true;
     }
+    if (!op->has_pipeline && br->pipeline) {   /* the action line's pipeline wins */
+        op->pipeline.p = br->pipeline;
+        op->pipeline.n = strlen(br->pipeline);
+        op->has_pipeline = true;
+    }
 }
 
 /* Discard mode: every parsed op immediately becomes a response item. */
@@ -622,7 +658,7 @@ static void discard_op(void *ctx, bulk_req_t *b, bulk_op_t *op)
     } else if (rej) {
         set_errorf(&res, rej, rej == 429 ? flavor_rejected_type() : "unavailable_shards_exception",
                    "rejected execution of primary operation (esd item_reject fault)");
-    } else if (!validate_op(op, &res)) {
+    } else if (!validate_op(op, &res) || !discard_pipeline_ok(op, &res)) {
         /* error set */
     } else if (!principal_may_write(br->r->who, res.index)) {
         set_error(&res, 403, principal_denied_cause(br->r->who, res.index));
@@ -870,6 +906,7 @@ void handle_bulk(req_t *r, resp_t *rs, const char *path_index)
         return;
     }
     br.routing = req_arg(r, "routing");
+    br.pipeline = req_arg(r, "pipeline");
     br.require_alias = req_arg_bool(r, "require_alias", false) ? 1 : 0;
     int rej = faults_bulk_reject();
     if (rej) {

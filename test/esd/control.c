@@ -124,6 +124,7 @@ void handle_control(req_t *r, resp_t *rs)
     } else if (!strcmp(what, "reset") && (!strcmp(r->method, "POST") || !strcmp(r->method, "PUT"))) {
         pthread_mutex_lock(&g_store.lock);
         store_clear();
+        pipelines_clear();
         pthread_mutex_unlock(&g_store.lock);
         stats_reset();
         reqlog_clear();

@@ -408,6 +408,12 @@ void handle_doc_write(req_t *r, resp_t *rs, const char *index, const char *id,
         return;
     }
     bool ok = op_from_args(r, rs, &op);
+    if (ok && op.has_pipeline && (kind == OP_UPDATE || kind == OP_DELETE)) {
+        /* only the index and create APIs take a pipeline */
+        resp_error(rs, 400, "illegal_argument_exception",
+                   "request [%s] contains unrecognized parameter: [pipeline]", r->path);
+        ok = false;
+    }
     if (ok && kind == OP_UPDATE && op.has_version) {
         resp_error(rs, 400, "action_request_validation_exception",
                    "Validation Failed: 1: internal versioning can not be used for optimistic concurrency control. Please use `if_seq_no` and `if_primary_term` instead;");

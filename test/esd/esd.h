@@ -330,6 +330,19 @@ void handle_doc_write(req_t *r, resp_t *rs, const char *index, const char *id,
                       enum op_kind kind, bool op_create);
 
 /* ------------------------------------------------------------------ */
+/* ingest pipelines (pipelines.c); the registry is guarded by          */
+/* g_store.lock                                                        */
+/* ------------------------------------------------------------------ */
+typedef struct pipeline pipeline_t;
+void handle_ingest(req_t *r, resp_t *rs);          /* /_ingest/pipeline[/{id}] */
+bool pipeline_exists(const char *id, size_t n);
+void pipelines_clear(void);
+/* Runs the op's pipelines (explicit, else the index's default, then its
+ * final pipeline) on the document they apply to, changing it in place.
+ * NULL, or the item's 400 cause (owned); *ran: a pipeline ran. */
+json_t *ingest_apply(bulk_op_t *op, bool *ran);
+
+/* ------------------------------------------------------------------ */
 /* reads (search.c / docs.c)                                           */
 /* ------------------------------------------------------------------ */
 void handle_search(req_t *r, resp_t *rs, const char *expr);

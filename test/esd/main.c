@@ -160,6 +160,7 @@ int main(int argc, char **argv)
     refresh_thread_stop();
     pthread_mutex_lock(&g_store.lock);
     store_clear();
+    pipelines_clear();
     free(g_store.idx);
     pthread_mutex_unlock(&g_store.lock);
     faults_clear();

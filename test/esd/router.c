@@ -220,6 +220,11 @@ static void route_top(req_t *r, resp_t *rs)
             method_not_allowed(r, rs, "GET, HEAD");
         return;
     }
+    if (strcmp(s0, "_ingest") == 0 && r->nseg >= 2 && r->nseg <= 3 &&
+        strcmp(r->seg[1], "pipeline") == 0) {
+        handle_ingest(r, rs);
+        return;
+    }
     if (r->nseg == 1 && is(r, "PUT")) {
         handle_index_create(r, rs, s0);   /* rejected by the index name rules */
         return;
