@@ -3,7 +3,11 @@
  *
  * One action line and (except for delete) one source line per document,
  * each ending in '\n', the last one too.  The target index is in the URL
- * (/{index}/_bulk), so action lines carry only the _id.  The source line
+ * (/{index}/_bulk), so action lines carry the _id, and the routing and
+ * external version when the task names columns for them.  Versions are
+ * external_gte: a document written again with the same version (a batch
+ * sent twice after a crash) is accepted, an older one is refused with 409
+ * and counted as stale (sink_es.c).  The source line
  * is the row's JSON exactly as PostgreSQL serialised it: jsonb's text
  * form never contains a raw newline.
  */
@@ -19,6 +23,13 @@ ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config, const EcpD
 
 	appendStringInfo(body, "{\"%s\":{\"_id\":", op);
 	escape_json(body, doc->id);
+	if (doc->routing)
+	{
+		appendStringInfoString(body, ",\"routing\":");
+		escape_json(body, doc->routing);
+	}
+	if (doc->version && !doc->is_delete)
+		appendStringInfo(body, ",\"version\":%s,\"version_type\":\"external_gte\"", doc->version);
 	appendStringInfoString(body, "}}\n");
 
 	if (strcmp(op, "delete") == 0)

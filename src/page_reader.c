@@ -10,7 +10,8 @@
  * slot into the page's memory, with its length (the NDJSON builder then
  * needs no strlen).
  *
- * A page query returns (key text, id text, document text).  At most
+ * A page query returns (key text, id text, document text), and the
+ * routing and version (text) when the task names columns for them.  At most
  * capacity rows are kept (the caller asks for one row past the page, to
  * compare keys across its end); more are not expected, as the query has
  * a LIMIT.
@@ -63,9 +64,16 @@ receive_row(TupleTableSlot *slot, DestReceiver *self)
 		return true;
 	slot_getallattrs(slot);
 	doc = &receiver->docs[receiver->count++];
+	memset(doc, 0, sizeof(*doc));
 	doc->key = copy_text(slot->tts_values[0], slot->tts_isnull[0], receiver->context, &ignored);
 	doc->id = copy_text(slot->tts_values[1], slot->tts_isnull[1], receiver->context, &ignored);
 	doc->json = copy_text(slot->tts_values[2], slot->tts_isnull[2], receiver->context, &doc->json_len);
+	if (slot->tts_tupleDescriptor->natts >= 5)
+	{
+		/* routing_column, version_column (ecp_source_write_columns) */
+		doc->routing = copy_text(slot->tts_values[3], slot->tts_isnull[3], receiver->context, &ignored);
+		doc->version = copy_text(slot->tts_values[4], slot->tts_isnull[4], receiver->context, &ignored);
+	}
 	return true;
 }
 

@@ -62,6 +62,16 @@ basic_auth(const char *user, const char *password)
 	"       t.options->>'delete_missing' AS delete_missing, " \
 	"       t.options->>'format' AS format, t.options->>'id_field' AS id_field, " \
 	"       t.options->>'max_line_bytes' AS max_line_bytes, " \
+	"       t.options->>'tag' AS tag, t.options->>'transform' AS transform, " \
+	"       t.options->>'routing_column' AS routing_column, " \
+	"       t.options->>'version_column' AS version_column, " \
+	"       t.options->>'pipeline' AS pipeline, t.options->>'refresh' AS refresh, " \
+	"       c.kind AS consumer_kind, c.options->>'tag_header' AS tag_header, " \
+	"       CASE WHEN jsonb_typeof(c.options->'routes') = 'object' " \
+	"            THEN c.options->'routes'->>(t.options->>'tag') END AS route_url, " \
+	"       CASE WHEN jsonb_typeof(c.options->'nodes') = 'array' " \
+	"            THEN (SELECT string_agg(n, E'\\n') FROM jsonb_array_elements_text(c.options->'nodes') n) " \
+	"       END AS nodes, " \
 	"       t.id AS task_id, c.id AS consumer_id, " \
 	"       t.options->>'id_column' AS id_column, " \
 	"       coalesce(t.options->>'key_column', t.options->>'id_column') AS key_column, " \
@@ -137,8 +147,43 @@ load_owner(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	config->owner_name = MemoryContextStrdup(TopMemoryContext, name);
 }
 
+static const char *const consumer_kinds[] = {"elasticsearch", "http", NULL};
 static const char *const op_words[] = {"index", "create", "update", "delete", NULL};
 static const char *const paging_words[] = {"auto", "keyset", "window", NULL};
+
+/*
+ * A name that goes into a URL, a header or a function call: checked here
+ * too (the row's triggers check it, but a row may have been written with
+ * them off), so it cannot add a parameter, a header or SQL.
+ */
+static char *
+checked_word(HeapTuple tuple, TupleDesc desc, const char *option, const char *allowed, int max_len)
+{
+	char	   *value = copy_text(tuple, desc, option);
+
+	if (value == NULL)
+		return NULL;
+	if (strlen(value) == 0 || strlen(value) > (size_t) max_len || strspn(value, allowed) != strlen(value))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid option \"%s\" \"%s\"", option, value),
+				 errhint("Recreate the task with ecp.create_task.")));
+	return value;
+}
+
+#define WORD_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
+
+/* Options of how a document is written: tag, transform, routing, versions. */
+static void
+load_write_options(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
+{
+	config->tag = checked_word(tuple, desc, "tag", WORD_CHARS ".:-", 64);
+	config->pipeline = checked_word(tuple, desc, "pipeline", WORD_CHARS ".-", 255);
+	config->transform = copy_text(tuple, desc, "transform");
+	config->routing_column = copy_text(tuple, desc, "routing_column");
+	config->version_column = copy_text(tuple, desc, "version_column");
+	config->refresh = ecp_config_bool(value_of(tuple, desc, "refresh"), "refresh", false);
+}
 
 /* The task's fields, each checked: what a worker acts on. */
 static void
@@ -155,9 +200,11 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	config->search_path = copy_text(tuple, desc, "search_path");
 	config->id_column = copy_text(tuple, desc, "id_column");
 	config->key_column = copy_text(tuple, desc, "key_column");
-	if (!(config->kind == ECP_PART_FILE && config->ndjson))
+	if (!(config->kind == ECP_PART_FILE && config->ndjson) &&
+		!(config->write_service && config->raw_query == NULL &&
+		  (config->kind == ECP_PART_IDS || config->kind == ECP_PART_FILE)))
 	{
-		/* everything but an NDJSON file is read through a query */
+		/* everything but an NDJSON file (or bare ids for a write service) is read through a query */
 		ecp_config_required(config->raw_query, "the task's query", recreate);
 		ecp_config_required(config->id_column, "the task's option \"id_column\"", recreate);
 	}
@@ -176,6 +223,7 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	config->parallelism = ecp_config_int(value_of(tuple, desc, "parallelism"), "parallelism", 1, 1, 64);
 	config->delete_missing = ecp_config_bool(value_of(tuple, desc, "delete_missing"),
 											 "delete_missing", false);
+	load_write_options(config, tuple, desc);
 }
 
 static const char *const kind_words[] = {"query", "split", "range", "ids", "file", NULL};
@@ -220,6 +268,22 @@ load_part_source(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	}
 }
 
+/* Option nodes, one URL per line (each checked when the sink opens). */
+static void
+load_nodes(EcpPartConfig *config, char *node_list)
+{
+	char	   *copy = MemoryContextStrdup(TopMemoryContext, node_list);
+	char	   *line;
+	char	   *save = NULL;
+	int			n = 1;
+
+	for (char *c = copy; *c; c++)
+		n += *c == '\n';
+	config->nodes = MemoryContextAllocZero(TopMemoryContext, sizeof(char *) * n);
+	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		config->nodes[config->nnodes++] = line;
+}
+
 /* The consumer's fields, each checked; credentials into a header. */
 static void
 load_consumer(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
@@ -228,9 +292,20 @@ load_consumer(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	char	   *password = value_of(tuple, desc, "password");
 	char	   *api_key = value_of(tuple, desc, "api_key");
 
+	char	   *route = copy_text(tuple, desc, "route_url");
+	char	   *node_list = value_of(tuple, desc, "nodes");
+
 	config->consumer_id = long_column(tuple, desc, "consumer_id");
 	config->url = copy_text(tuple, desc, "url");
 	ecp_config_check_url(config->url);
+	config->tag_header = checked_word(tuple, desc, "tag_header", WORD_CHARS "-", 64);
+	config->route_why = config->tag == NULL ? "no tag: default endpoint" :
+		route ? psprintf("route %s", config->tag) :
+		psprintf("no route for %s: default endpoint", config->tag);
+	if (route)
+		config->url = route;	/* the route alone: nodes are the default endpoint's */
+	else if (node_list)
+		load_nodes(config, node_list);
 	config->ca_file = copy_text(tuple, desc, "ca_file");
 	config->insecure = ecp_config_bool(value_of(tuple, desc, "insecure"), "insecure", false);
 	config->gzip = ecp_config_bool(value_of(tuple, desc, "gzip"), "gzip", false);
@@ -281,6 +356,8 @@ ecp_store_load(EcpPartConfig *config)
 	if (config->progress.run_state == ECP_RUN_PENDING || config->progress.run_state == ECP_RUN_RUNNING)
 	{
 		load_owner(config, tuple, desc);
+		config->write_service = strcmp(ecp_config_word(value_of(tuple, desc, "consumer_kind"), "kind",
+													   consumer_kinds), "http") == 0;
 		load_part_source(config, tuple, desc);
 		load_task(config, tuple, desc);
 		load_consumer(config, tuple, desc);
@@ -499,15 +576,29 @@ insert_bad_lines(EcpPartConfig *config, const EcpBatch *batch)
 }
 
 /* Documents, deletes and dead letters of a batch, by the sink's answers. */
-static void
-count_results(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
-			  int64 *ok, int64 *deleted, int64 *failed)
+typedef struct BatchCounts
 {
-	*ok = *deleted = *failed = 0;
+	int64		ok;
+	int64		deleted;
+	int64		failed;
+	int64		skipped;
+	int64		stale;
+} BatchCounts;
+
+static void
+count_results(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results, BatchCounts *counts)
+{
+	int64	   *failed = &counts->failed;
+
+	memset(counts, 0, sizeof(*counts));
 	for (int i = 0; i < batch->ndocs; i++)
 	{
 		if (results[i].outcome == ECP_DOC_OK)
-			(*(batch->docs[i].is_delete ? deleted : ok))++;
+			(*(batch->docs[i].is_delete ? &counts->deleted : &counts->ok))++;
+		else if (results[i].outcome == ECP_DOC_SKIPPED)
+			counts->skipped++;
+		else if (results[i].outcome == ECP_DOC_STALE)
+			counts->stale++;
 		else if (results[i].outcome == ECP_DOC_FAILED)
 		{
 			(*failed)++;
@@ -540,13 +631,11 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 			   double docs_per_second, int64 (*estimated_total) (const EcpPartConfig *config))
 {
 	MemoryContext back_to;
-	Oid			types[10] = {INT8OID, INT4OID, TEXTOID, INT8OID, INT8OID, FLOAT8OID,
-	INT8OID, INT8OID, INT8OID, INT8OID};
-	Datum		values[10];
-	char		nulls[10] = {' ', ' ', batch->end.last_key ? ' ' : 'n', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	int64		ok,
-				deleted,
-				failed;
+	Oid			types[12] = {INT8OID, INT4OID, TEXTOID, INT8OID, INT8OID, FLOAT8OID,
+	INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID};
+	Datum		values[12];
+	char		nulls[12] = {' ', ' ', batch->end.last_key ? ' ' : 'n', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	BatchCounts counts;
 	EcpRunState state;
 
 	back_to = ecp_begin_bookkeeping();
@@ -565,26 +654,29 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_LOCAL, true, 0, false);
 	SPI_connect();
-	count_results(config, batch, results, &ok, &deleted, &failed);
+	count_results(config, batch, results, &counts);
 	values[0] = Int64GetDatum(config->run_id);
 	values[1] = Int32GetDatum(config->part_no);
 	values[2] = batch->end.last_key ? CStringGetTextDatum(batch->end.last_key) : (Datum) 0;
-	values[3] = Int64GetDatum(ok);
-	values[4] = Int64GetDatum(failed);
+	values[3] = Int64GetDatum(counts.ok);
+	values[4] = Int64GetDatum(counts.failed);
 	values[5] = Float8GetDatum(docs_per_second);
 	values[6] = Int64GetDatum(batch->end.position);
 	values[7] = Int64GetDatum(batch->end.line_no);
-	values[8] = Int64GetDatum(deleted);
+	values[8] = Int64GetDatum(counts.deleted);
 	values[9] = Int64GetDatum(batch->missing);
+	values[10] = Int64GetDatum(counts.skipped);
+	values[11] = Int64GetDatum(counts.stale);
 	owner_exec("UPDATE ecp.part SET last_key = $3, processed = processed + $4, "
 			   "       failed = failed + $5, batches = batches + 1, heartbeat_at = now(), "
 			   "       docs_per_second = $6, recoveries = 0, position = $7, line_no = $8, "
-			   "       deleted = deleted + $9, missing = missing + $10 "
-			   " WHERE run_id = $1 AND part_no = $2", 10, types, values, nulls);
+			   "       deleted = deleted + $9, missing = missing + $10, "
+			   "       skipped = skipped + $11, skipped_stale = skipped_stale + $12 "
+			   " WHERE run_id = $1 AND part_no = $2", 12, types, values, nulls);
 	/* an error aborts the worker: the new position may be set before commit */
 	move_position(config, &batch->end);
-	config->progress.processed += ok + deleted;
-	config->progress.failed += failed;
+	config->progress.processed += counts.ok + counts.deleted;
+	config->progress.failed += counts.failed;
 	/* the source's estimate from the new position */
 	update_estimated_total(config, estimated_total(config));
 	state = select_run_state(config);

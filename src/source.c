@@ -189,3 +189,65 @@ ecp_source_open(EcpPartConfig *config)
 	record_total(config, source);
 	return source;
 }
+
+/*
+ * The version column as an integer text: integer types as they are,
+ * timestamps and dates as microseconds since 1970 (an updated_at column
+ * is the usual version), numeric cut to a bigint.  Anything else fails
+ * the run: a version that does not grow with the row would make
+ * Elasticsearch refuse newer rows.
+ */
+static char *
+version_expression(const EcpPartConfig *config, Oid type)
+{
+	char	   *ref = ecp_source_column_ref(config->version_column);
+
+	switch (type)
+	{
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+			return psprintf("(%s)::text", ref);
+		case NUMERICOID:
+			return psprintf("trunc(%s)::bigint::text", ref);
+		case TIMESTAMPOID:
+		case TIMESTAMPTZOID:
+		case DATEOID:
+			return psprintf("(extract(epoch from %s) * 1000000)::bigint::text", ref);
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("version_column \"%s\" of task \"%s\" is of type %s",
+							config->version_column, config->task_name, format_type_be(type)),
+					 errhint("A version is an integer, numeric, date or timestamp column that grows with every change of the row, e.g. updated_at.")));
+	}
+	return NULL;
+}
+
+/*
+ * The columns a page query adds after (key, id, document) for the task's
+ * routing_column and version_column: "" when it names neither, else
+ * ", routing, version" (either may be NULL::text).  Inside SPI, as the
+ * owner (the types are the query's).
+ */
+char *
+ecp_source_write_columns(const EcpPartConfig *config)
+{
+	char	   *routing = "NULL::text";
+	char	   *version = "NULL::text";
+
+	if (config->routing_column == NULL && config->version_column == NULL)
+		return "";
+	if (config->routing_column)
+		routing = psprintf("(%s)::text", ecp_source_column_ref(config->routing_column));
+	if (config->version_column)
+	{
+		char	   *sql = psprintf("SELECT %s FROM (%s\n) AS " ECP_ROW_ALIAS " LIMIT 0",
+								   ecp_source_column_ref(config->version_column), config->query);
+
+		if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "ecp: could not read the version column of the source query");
+		version = version_expression(config, SPI_gettypeid(SPI_tuptable->tupdesc, 1));
+	}
+	return psprintf(", %s, %s", routing, version);
+}

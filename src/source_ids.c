@@ -30,6 +30,8 @@ typedef struct IdLookup
 {
 	Oid			id_type;
 	char	   *select;			/* in TopMemoryContext: ... WHERE true */
+	bool		bare;			/* no query: the ids go to a write service as
+								 * they are, and it assembles the documents */
 } IdLookup;
 
 static IdLookup lookup;
@@ -48,6 +50,9 @@ ecp_ids_prepare(EcpPartConfig *config)
 	Oid			key_type;
 	MemoryContext old;
 
+	lookup.bare = config->raw_query == NULL && config->write_service;
+	if (lookup.bare)
+		return;
 	back_to = ecp_begin_as_owner(config);
 	if (config->query == NULL)
 		config->query = MemoryContextStrdup(TopMemoryContext,
@@ -55,9 +60,10 @@ ecp_ids_prepare(EcpPartConfig *config)
 	SPI_connect();
 	ecp_source_column_types(config, &key_type, &lookup.id_type);
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	lookup.select = psprintf("SELECT (%s)::text, (%s)::text, " ECP_DOCUMENT_SQL " FROM (%s\n) AS " ECP_ROW_ALIAS,
+	lookup.select = psprintf("SELECT (%s)::text, (%s)::text, " ECP_DOCUMENT_SQL "%s FROM (%s\n) AS " ECP_ROW_ALIAS,
 							 ecp_source_column_ref(config->key_column),
-							 ecp_source_column_ref(config->id_column), config->query);
+							 ecp_source_column_ref(config->id_column),
+							 ecp_source_write_columns(config), config->query);
 	MemoryContextSwitchTo(old);
 	SPI_finish();
 	ecp_commit_as_owner(back_to);
@@ -187,6 +193,19 @@ canonical_ids(char **ids, int nids, char **out, int *unusable)
 	}
 }
 
+/* Bare ids for a write service: a document of its id alone, for each. */
+static void
+bare_ids(char **ids, int nids, EcpBatch *batch)
+{
+	batch->docs = palloc0(sizeof(EcpDoc) * Max(nids, 1));
+	for (int i = 0; i < nids; i++)
+	{
+		batch->docs[i].key = ids[i];
+		batch->docs[i].id = ids[i];
+	}
+	batch->ndocs = nids;
+}
+
 /*
  * Look ids up as the owner: a document per row the query returns, then a
  * delete (delete_missing) or a count for each id it does not, all in
@@ -197,11 +216,20 @@ ecp_ids_lookup(EcpPartConfig *config, char **ids, int nids, EcpBatch *batch)
 {
 	MemoryContext back_to;
 	MemoryContext old = MemoryContextSwitchTo(batch->context);
-	char	  **wanted = palloc(sizeof(char *) * Max(nids, 1));
+	char	  **wanted;
 	bool	   *found;
 	int			unusable;
-	int			nwanted = canonical_ids(ids, nids, wanted, &unusable);
+	int			nwanted;
 	int			ndocs = 0;
+
+	if (lookup.bare)
+	{
+		bare_ids(ids, nids, batch);
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	wanted = palloc(sizeof(char *) * Max(nids, 1));
+	nwanted = canonical_ids(ids, nids, wanted, &unusable);
 
 	found = palloc0(sizeof(bool) * Max(nwanted, 1));
 	batch->docs = palloc0(sizeof(EcpDoc) * Max(nids, 1) * 2);
@@ -218,9 +246,16 @@ ecp_ids_lookup(EcpPartConfig *config, char **ids, int nids, EcpBatch *batch)
 			EcpDoc	   *doc = &batch->docs[ndocs++];
 			char	  **hit;
 
+			memset(doc, 0, sizeof(*doc));	/* repalloc does not zero */
+
 			doc->key = text_or_null(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 			doc->id = text_or_null(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
 			doc->json = text_or_null(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
+			if (SPI_tuptable->tupdesc->natts >= 5)
+			{
+				doc->routing = text_or_null(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4);
+				doc->version = text_or_null(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 5);
+			}
 			hit = doc->id ? bsearch(&doc->id, wanted, nwanted, sizeof(char *), compare_strings) : NULL;
 			if (hit)
 				found[hit - wanted] = true;
@@ -238,6 +273,7 @@ ecp_ids_lookup(EcpPartConfig *config, char **ids, int nids, EcpBatch *batch)
 			batch->missing++;
 			continue;
 		}
+		memset(&batch->docs[ndocs], 0, sizeof(EcpDoc));
 		batch->docs[ndocs].key = wanted[i];
 		batch->docs[ndocs].id = wanted[i];
 		batch->docs[ndocs].is_delete = true;

@@ -125,8 +125,9 @@ query_open(EcpPartConfig *config)
 	MemoryContextSwitchTo(old);
 	/* a key that is the id is printed once (the id is taken from the key) */
 	id_is_key = strcmp(config->key_column, config->id_column) == 0;
-	select_list = psprintf("(%s)::text, %s, " ECP_DOCUMENT_SQL, key,
-						   id_is_key ? "NULL::text" : psprintf("(%s)::text", column_ref(config->id_column)));
+	select_list = psprintf("(%s)::text, %s, " ECP_DOCUMENT_SQL "%s", key,
+						   id_is_key ? "NULL::text" : psprintf("(%s)::text", column_ref(config->id_column)),
+						   ecp_source_write_columns(config));
 	by_windows = ecp_source_window_wanted(config,
 										  psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS, config->query),
 										  type);

@@ -88,6 +88,12 @@ typedef struct EcpPartConfig
 	char	   *only_ids;		/* text of a text[] (ecp.retry_failed), or NULL */
 	int			parallelism;
 	bool		delete_missing; /* ids the query does not return are deleted */
+	char	   *tag;			/* sent in tag_header, picks a route; or NULL */
+	char	   *transform;		/* schema.function(jsonb) RETURNS jsonb, or NULL */
+	char	   *routing_column; /* or NULL */
+	char	   *version_column; /* external_gte versions, or NULL */
+	char	   *pipeline;		/* ingest pipeline, or NULL */
+	bool		refresh;		/* refresh the index at the end of the part */
 
 	/* part: what it reads */
 	EcpPartKind kind;
@@ -103,7 +109,12 @@ typedef struct EcpPartConfig
 	int			max_line_bytes;
 
 	/* consumer */
-	char	   *url;
+	bool		write_service;	/* kind http: batches as JSON (sink_http.c) */
+	char	   *url;			/* the consumer's URL, or the route of the tag */
+	char	   *route_why;		/* "route T", "no route for T: ...", "no tag: ..." */
+	char	  **nodes;			/* further base URLs (none with a route) */
+	int			nnodes;
+	char	   *tag_header;		/* default X-Ecp-Tag */
 	char	   *auth_header;	/* "Basic ..." / "ApiKey ..." or NULL */
 	char	   *ca_file;
 	bool		insecure;
@@ -139,6 +150,11 @@ typedef struct EcpDoc
 	char	   *json;			/* the row's JSON text, or a file's line */
 	int			json_len;		/* its length, or 0: not known (strlen) */
 	bool		is_delete;		/* delete_missing: the row is gone */
+	char	   *routing;		/* routing_column's value, or NULL */
+	char	   *version;		/* version_column's value as an integer, or NULL */
+	bool		skipped;		/* the transform returned NULL: not sent */
+	char	   *refused;		/* why the document cannot be sent (the
+								 * transform failed): a dead letter */
 } EcpDoc;
 
 /* A line of a file that cannot be a document: a dead letter. */
@@ -189,7 +205,9 @@ typedef enum EcpDocOutcome
 {
 	ECP_DOC_OK,
 	ECP_DOC_RETRY,				/* transient: 429 / 5xx for this item */
-	ECP_DOC_FAILED				/* data error: dead letter */
+	ECP_DOC_FAILED,				/* data error: dead letter */
+	ECP_DOC_SKIPPED,			/* the transform dropped it: not sent */
+	ECP_DOC_STALE				/* a newer version is in the index (409) */
 } EcpDocOutcome;
 
 typedef struct EcpDocResult
@@ -234,6 +252,7 @@ extern const EcpSourceOps *ecp_source_open(EcpPartConfig *config);
 extern int64 ecp_owner_int8(EcpPartConfig *config, const char *sql);
 extern int64 ecp_source_no_estimate(const EcpPartConfig *config);
 extern int64 ecp_source_nothing_unreadable(EcpPartConfig *config);
+extern char *ecp_source_write_columns(const EcpPartConfig *config);
 
 /* page_reader.c: a page query's rows straight into documents */
 extern int	ecp_read_page_rows(const char *sql, int nargs, Oid *types, Datum *values,
@@ -284,16 +303,21 @@ extern bool ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg,
 extern EcpSourceOutcome ecp_source_with_retries(EcpPartConfig *config, EcpSourceStep step,
 												void *arg);
 
+/* transform.c: option transform over a page, as the owner */
+extern void ecp_transform_page(EcpPartConfig *config, EcpBatch *page);
+
 /* batch.c */
 extern void ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config,
 									const EcpDoc *doc);
 
-/* sink_es.c */
+/* sink.c: batches to the consumer (sink_es.c / sink_http.c: its kind) */
 extern void ecp_sink_open(EcpPartConfig *config);
 extern EcpSendStatus ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch,
 									const int *subset, int nsubset,
 									EcpDocResult *results, char **error);
 extern EcpSendStatus ecp_sink_finish(EcpPartConfig *config, char **error);
+extern EcpSendStatus ecp_sink_end_part(EcpPartConfig *config, char **error);
+extern void ecp_sink_report_nodes(EcpPartConfig *config);
 extern void ecp_sink_close(void);
 extern int	ecp_filter_address(const struct sockaddr *sa, socklen_t len, const char *host,
 							   int port, char *why, size_t whylen, void *arg);

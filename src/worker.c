@@ -146,6 +146,8 @@ read_page(EcpPartConfig *config, const EcpPosition *after, EcpBatch *page, Phase
 	pgstat_report_activity(STATE_RUNNING, "reading a page");
 	INSTR_TIME_SET_CURRENT(start);
 	found = source->read(config, after, page);
+	if (found)
+		ecp_transform_page(config, page);
 	times->read_ms += ms_since(start);
 	return found;
 }
@@ -319,6 +321,61 @@ finish_step(EcpPartConfig *config, void *arg)
 	return true;
 }
 
+/*
+ * The consumer's last step of the part (a refresh), retried like a batch,
+ * and the nodes it used into the flow.  ECP_SEND_FAILED: the run failed
+ * (recorded); ECP_SEND_STOPPED: a stop request came first.
+ */
+static EcpSendStatus
+end_part(EcpPartConfig *config)
+{
+	for (int attempt = 1;; attempt++)
+	{
+		char	   *error = NULL;
+		EcpSendStatus status = ecp_sink_end_part(config, &error);
+
+		if (status == ECP_SEND_DONE)
+		{
+			ecp_sink_report_nodes(config);
+			return status;
+		}
+		if (status == ECP_SEND_STOPPED)
+			return status;
+		if (status == ECP_SEND_FAILED)
+		{
+			ecp_store_fail(config, error);
+			return status;
+		}
+		switch (ecp_retry_after(config, attempt, error, "\"documents\": 0", &error))
+		{
+			case ECP_RETRY_AGAIN:
+				break;
+			case ECP_RETRY_STOPPED:
+				return ECP_SEND_STOPPED;
+			case ECP_RETRY_EXHAUSTED:
+				ecp_store_fail(config, error);
+				return ECP_SEND_FAILED;
+		}
+	}
+}
+
+/*
+ * The source is exhausted: the consumer's last step, then the part is
+ * done.  True when a stop request came first (the loop goes on, and sees
+ * it); false when the part ended, done or failed.
+ */
+static bool
+stopped_before_end(EcpPartConfig *config)
+{
+	EcpSendStatus ended = end_part(config);
+
+	if (ended == ECP_SEND_STOPPED)
+		return true;
+	if (ended == ECP_SEND_DONE)
+		return ecp_source_with_retries(config, finish_step, NULL) == ECP_SOURCE_STOPPED;
+	return false;
+}
+
 static void
 sync_part(EcpPartConfig *config)
 {
@@ -370,7 +427,7 @@ sync_part(EcpPartConfig *config)
 				continue;
 			if (outcome == ECP_SOURCE_FALSE)
 			{
-				if (ecp_source_with_retries(config, finish_step, NULL) == ECP_SOURCE_STOPPED)
+				if (stopped_before_end(config))
 					continue;
 				break;
 			}
@@ -414,7 +471,7 @@ sync_part(EcpPartConfig *config)
 		have_page = false;
 		if (next_state == NEXT_NONE)
 		{
-			if (ecp_source_with_retries(config, finish_step, NULL) == ECP_SOURCE_STOPPED)
+			if (stopped_before_end(config))
 				continue;
 			break;
 		}

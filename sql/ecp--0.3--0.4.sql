@@ -1,0 +1,575 @@
+-- ecp 0.3 -> 0.4: where documents go.
+--
+--  * consumer kind 'http': a write service of the user's own that gets
+--    each batch as JSON (the protocol is in README);
+--  * consumer options nodes (further URLs of the same cluster, used in
+--    turn, a dead one skipped for a while), routes ({tag: url}) and
+--    tag_header; task option tag picks a route and is sent with every
+--    request;
+--  * task options transform (a SQL function jsonb -> jsonb applied to each
+--    document as the owner), routing_column, version_column (external_gte
+--    versions: an older document never overwrites a newer one; such a
+--    refusal is counted as skipped_stale), pipeline and refresh;
+--  * counters skipped (the transform dropped the document) and
+--    skipped_stale on parts, in ecp.parts, ecp.progress and the flow.
+\echo Use "ALTER EXTENSION ecp UPDATE TO '0.4'" to load this file. \quit
+
+-- ---------------------------------------------------------------------------
+-- Options of type array and object (nodes, routes).
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION ecp._check_options(options jsonb, spec jsonb, what text)
+RETURNS void LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k text;
+    v jsonb;
+    rule jsonb;
+    want text;
+    low numeric;
+    high numeric;
+    valid boolean;
+BEGIN
+    IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+        RAISE EXCEPTION 'options of a % must be a JSON object, not %', what,
+              coalesce(jsonb_typeof(options), 'NULL')
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Pass options as jsonb, e.g. ''{"batch_size": 1000}''.';
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(options) LOOP
+        rule := spec -> k;
+        IF rule IS NULL THEN
+            RAISE EXCEPTION 'unknown option "%" for a %', k, what
+                  USING ERRCODE = 'invalid_parameter_value',
+                        HINT = 'Valid options: ' || (SELECT string_agg(key, ', ' ORDER BY key) FROM jsonb_object_keys(spec) key) || '.';
+        END IF;
+        IF jsonb_typeof(rule) = 'array' THEN
+            want := rule ->> 0;
+            low := (rule ->> 1)::numeric;
+            high := (rule ->> 2)::numeric;
+        ELSE
+            want := rule #>> '{}';
+        END IF;
+        valid := CASE want
+                 WHEN 'text' THEN jsonb_typeof(v) = 'string' AND octet_length(v #>> '{}') <= 8192
+                 WHEN 'boolean' THEN jsonb_typeof(v) = 'boolean'
+                 WHEN 'number' THEN jsonb_typeof(v) = 'number'
+                                    AND (v::text)::numeric BETWEEN low AND high
+                 WHEN 'integer' THEN jsonb_typeof(v) = 'number'
+                                     AND (v::text)::numeric = trunc((v::text)::numeric)
+                                     AND (v::text)::numeric BETWEEN low AND high
+                 WHEN 'array' THEN jsonb_typeof(v) = 'array'
+                                   AND jsonb_array_length(v) BETWEEN low AND high
+                 WHEN 'object' THEN jsonb_typeof(v) = 'object'
+                                    AND (SELECT count(*) FROM jsonb_object_keys(v)) BETWEEN low AND high
+               END;
+        IF NOT valid THEN
+            RAISE EXCEPTION 'option "%" of a % must be %, not %', k, what,
+                  CASE want WHEN 'integer' THEN format('an integer between %s and %s', low, high)
+                            WHEN 'number' THEN format('a number between %s and %s', low, high)
+                            WHEN 'boolean' THEN 'true or false'
+                            WHEN 'array' THEN format('a JSON array of %s to %s elements', low, high)
+                            WHEN 'object' THEN format('a JSON object of %s to %s keys', low, high)
+                            ELSE 'a string of at most 8192 bytes' END,
+                  -- a secret is never quoted: errors reach the server log
+                  CASE WHEN k IN ('password', 'api_key') THEN '***' ELSE left(v::text, 100) END
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+END $$;
+
+-- scheme://host:port of a URL: what messages and the flow show of an
+-- endpoint (a path may hold a token).
+CREATE FUNCTION ecp._url_origin(url text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT substring(url from '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]+')
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Consumers: kind http; nodes, routes, tag_header.
+-- ---------------------------------------------------------------------------
+ALTER TABLE ecp.consumer DROP CONSTRAINT consumer_kind_check;
+ALTER TABLE ecp.consumer ADD CONSTRAINT consumer_kind_check
+    CHECK (kind IN ('elasticsearch', 'http'));
+
+CREATE OR REPLACE FUNCTION ecp._consumer_option_spec() RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT '{"username": "text", "password": "text", "api_key": "text",
+             "ca_file": "text", "insecure": "boolean", "gzip": "boolean",
+             "connect_timeout_ms": ["integer", 1, 600000],
+             "request_timeout_ms": ["integer", 1, 3600000],
+             "rate_limit": ["number", 0, 1000000000],
+             "nodes": ["array", 1, 32], "routes": ["object", 1, 64],
+             "tag_header": "text"}'::jsonb
+$$;
+
+-- A tag: sent in a header and used as a key of routes, so a plain token.
+CREATE FUNCTION ecp._check_tag(tag text, what text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tag IS NULL OR tag !~ '^[A-Za-z0-9_.:-]{1,64}$' THEN
+        RAISE EXCEPTION 'invalid % "%"', what, left(coalesce(tag, 'NULL'), 100)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'A tag is 1 to 64 letters, digits, "_", ".", ":" or "-", e.g. FLUSH.';
+    END IF;
+END $$;
+
+-- Further URLs (nodes, the URLs of routes): each checked as the consumer's
+-- own URL is, against the owner's outbound policy.
+CREATE FUNCTION ecp._check_consumer_urls(c ecp.consumer) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    node jsonb;
+    route record;
+    header text := c.options->>'tag_header';
+BEGIN
+    FOR node IN SELECT * FROM jsonb_array_elements(coalesce(c.options->'nodes', '[]')) LOOP
+        IF jsonb_typeof(node) <> 'string' THEN
+            RAISE EXCEPTION 'consumer "%": every element of option "nodes" must be a URL string, not %',
+                  c.name, left(node::text, 100)
+                  USING ERRCODE = 'invalid_parameter_value',
+                        HINT = 'E.g. ''{"nodes": ["http://es2:9200", "http://es3:9200"]}''.';
+        END IF;
+        PERFORM ecp._check_url(node #>> '{}');
+        PERFORM ecp._check_consumer_target(node #>> '{}', c.options);
+    END LOOP;
+    FOR route IN SELECT * FROM jsonb_each(coalesce(c.options->'routes', '{}')) LOOP
+        PERFORM ecp._check_tag(route.key, 'tag of option "routes"');
+        IF jsonb_typeof(route.value) <> 'string' THEN
+            RAISE EXCEPTION 'consumer "%": the route of tag "%" must be a URL string, not %',
+                  c.name, route.key, left(route.value::text, 100)
+                  USING ERRCODE = 'invalid_parameter_value',
+                        HINT = 'E.g. ''{"routes": {"FLUSH": "http://flush-group:9200"}}''.';
+        END IF;
+        PERFORM ecp._check_url(route.value #>> '{}');
+        PERFORM ecp._check_consumer_target(route.value #>> '{}', c.options);
+    END LOOP;
+    IF header IS NOT NULL AND (header !~ '^[A-Za-z0-9-]{1,64}$'
+        OR lower(header) IN ('authorization', 'content-type', 'content-length', 'content-encoding',
+                             'transfer-encoding', 'host', 'connection', 'accept', 'accept-encoding',
+                             'expect', 'user-agent', 'te', 'upgrade', 'cookie', 'proxy-authorization')) THEN
+        RAISE EXCEPTION 'consumer "%": invalid tag_header "%"', c.name, left(header, 100)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'A header name of 1 to 64 letters, digits or "-" that HTTP itself does not use, e.g. X-Ecp-Tag (the default).';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION ecp._check_consumer_row() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.name IS NULL OR NEW.name !~ '^[A-Za-z0-9_.-]{1,63}$' THEN
+        RAISE EXCEPTION 'invalid consumer name "%"', left(coalesce(NEW.name, 'NULL'), 100)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Use 1 to 63 letters, digits, "_", "." or "-".';
+    END IF;
+    IF NEW.kind IS NULL OR NEW.kind NOT IN ('elasticsearch', 'http') THEN
+        RAISE EXCEPTION 'unknown consumer kind "%"', left(coalesce(NEW.kind, 'NULL'), 100)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Supported kinds: elasticsearch (the _bulk API), http (a write service that takes batches as JSON).';
+    END IF;
+    PERFORM ecp._check_url(NEW.url);
+    NEW.url := rtrim(NEW.url, '/');
+    PERFORM ecp._check_options(NEW.options, ecp._consumer_option_spec(), 'consumer');
+    IF (NEW.options ? 'username') <> (NEW.options ? 'password') THEN
+        RAISE EXCEPTION 'options "username" and "password" go together'
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.options ? 'api_key' AND NEW.options ? 'username' THEN
+        RAISE EXCEPTION 'a consumer authenticates with "username"/"password" or with "api_key", not both'
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM ecp._check_consumer_target(NEW.url, NEW.options);
+    PERFORM ecp._check_consumer_urls(NEW);
+    IF TG_OP = 'INSERT' THEN
+        NEW.created_at := now();
+    END IF;
+    NEW.changed_by := ecp._operator();
+    RETURN NEW;
+END $$;
+
+-- ---------------------------------------------------------------------------
+-- Tasks: tag, transform, routing_column, version_column, pipeline, refresh.
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION ecp._task_option_spec() RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT '{"id_column": "text", "key_column": "text",
+             "batch_size": ["integer", 1, 100000],
+             "batch_bytes": ["integer", 1024, 104857600],
+             "op": "text", "exact_total": "boolean",
+             "max_retries": ["integer", 0, 1000],
+             "retry_base_ms": ["integer", 1, 3600000],
+             "retry_max_ms": ["integer", 1, 3600000],
+             "rate_limit": ["number", 0, 1000000000],
+             "paging": "text",
+             "parallelism": ["integer", 1, 64],
+             "delete_missing": "boolean",
+             "format": "text", "id_field": "text",
+             "max_line_bytes": ["integer", 1024, 268435456],
+             "tag": "text", "transform": "text",
+             "routing_column": "text", "version_column": "text",
+             "pipeline": "text", "refresh": "boolean"}'::jsonb
+$$;
+
+-- The function option transform names: schema.name, taking and returning
+-- jsonb, which the task's owner may execute.  Qualified, so that what a
+-- worker calls does not depend on a search_path.
+CREATE FUNCTION ecp._check_transform(transform text, owner regrole) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    fn regprocedure;
+    proc record;
+BEGIN
+    IF transform !~ '^("[^"]+"|[A-Za-z_][A-Za-z0-9_$]*)\.("[^"]+"|[A-Za-z_][A-Za-z0-9_$]*)$' THEN
+        RAISE EXCEPTION 'option "transform" must name a function with its schema, not "%"', left(transform, 200)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'E.g. "transform": "public.shape_order" for a function public.shape_order(jsonb) RETURNS jsonb.';
+    END IF;
+    fn := to_regprocedure(transform || '(jsonb)');
+    IF fn IS NULL THEN
+        RAISE EXCEPTION 'transform function %(jsonb) does not exist', transform
+              USING ERRCODE = 'undefined_function',
+                    HINT = 'Create it: CREATE FUNCTION ' || transform || '(doc jsonb) RETURNS jsonb ...';
+    END IF;
+    SELECT p.prokind, p.prorettype, p.proretset INTO proc FROM pg_proc p WHERE p.oid = fn;
+    IF proc.prokind <> 'f' OR proc.prorettype <> 'jsonb'::regtype OR proc.proretset THEN
+        RAISE EXCEPTION 'transform function % must return jsonb (one value)', fn
+              USING ERRCODE = 'wrong_object_type',
+                    HINT = 'A transform takes a document and returns it reshaped, or NULL to skip it.';
+    END IF;
+    IF NOT has_function_privilege(owner::oid, fn, 'EXECUTE') THEN
+        RAISE EXCEPTION 'role % may not execute transform function %', owner, fn
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'The transform runs as the task''s owner: GRANT EXECUTE ON FUNCTION ' || fn || ' TO ' || owner || '.';
+    END IF;
+END $$;
+
+-- Options that decide how a batch is written: checked against the
+-- consumer's kind and the query's columns (after check_row: triggers fire
+-- in name order).
+CREATE FUNCTION ecp._check_task_writes() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    kind text;
+    columns text[];
+    col text;
+    es_only text[] := ARRAY['pipeline', 'refresh', 'routing_column', 'version_column'];
+BEGIN
+    SELECT c.kind INTO kind FROM ecp.consumer c WHERE c.id = NEW.consumer_id;
+    IF NEW.options ? 'tag' THEN
+        PERFORM ecp._check_tag(NEW.options->>'tag', 'option "tag"');
+    END IF;
+    IF NEW.options ? 'transform' THEN
+        PERFORM ecp._check_transform(NEW.options->>'transform', NEW.owner);
+    END IF;
+    IF kind = 'http' AND NEW.options ?| es_only THEN
+        RAISE EXCEPTION 'task "%": options pipeline, refresh, routing_column and version_column are for an elasticsearch consumer', NEW.name
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'A write service (kind http) decides how documents are written.';
+    END IF;
+    IF NEW.options ? 'pipeline' AND NEW.options->>'pipeline' !~ '^[A-Za-z0-9_.-]{1,255}$' THEN
+        RAISE EXCEPTION 'invalid option "pipeline" "%"', left(NEW.options->>'pipeline', 100)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'An ingest pipeline id of 1 to 255 letters, digits, "_", "." or "-".';
+    END IF;
+    IF NEW.options ? 'version_column' AND coalesce(NEW.options->>'op', 'index') NOT IN ('index', 'delete') THEN
+        RAISE EXCEPTION 'task "%": option "version_column" needs op index or delete, not %', NEW.name, NEW.options->>'op'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Elasticsearch refuses external versions on update and create.';
+    END IF;
+    IF NEW.options ?| ARRAY['routing_column', 'version_column'] THEN
+        IF NEW.query IS NULL AND NEW.queries IS NULL THEN
+            RAISE EXCEPTION 'task "%": options routing_column and version_column name columns of a query', NEW.name
+                  USING ERRCODE = 'invalid_parameter_value',
+                        HINT = 'An NDJSON file has no columns.';
+        END IF;
+        columns := ecp._check_task_queries(NEW);
+        FOREACH col IN ARRAY ARRAY[NEW.options->>'routing_column', NEW.options->>'version_column'] LOOP
+            IF col IS NOT NULL AND NOT col = ANY (columns) THEN
+                RAISE EXCEPTION 'column "%" is not an output column of the query', col
+                      USING ERRCODE = 'undefined_column',
+                            HINT = 'The query returns: ' || array_to_string(columns, ', ') || '.';
+            END IF;
+        END LOOP;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER check_writes BEFORE INSERT OR UPDATE ON ecp.task
+    FOR EACH ROW EXECUTE FUNCTION ecp._check_task_writes();
+
+-- Whether the task's consumer is a write service (kind http): one may get
+-- bare ids, with no query to look them up.
+CREATE FUNCTION ecp._task_writes_ids(t ecp.task) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM ecp.consumer c WHERE c.id = t.consumer_id AND c.kind = 'http')
+$$;
+
+-- The source of a task: exactly one of query, queries, file; ids go with
+-- query, or alone for a write service.
+CREATE OR REPLACE FUNCTION ecp._check_task_source(t ecp.task) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    format text := t.options->>'format';
+    bare_ids boolean := ecp._task_writes_ids(t);
+BEGIN
+    IF t.ids IS NOT NULL AND t.query IS NULL AND NOT bare_ids THEN
+        RAISE EXCEPTION 'task "%": ids are looked up through a query', t.name
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Pass query => ''SELECT id, ... FROM ...'' with ids => ARRAY[...] (only a write service, consumer kind http, takes bare ids).';
+    END IF;
+    IF num_nonnulls(t.query, t.queries, t.file) = 0 AND NOT (bare_ids AND t.ids IS NOT NULL) THEN
+        RAISE EXCEPTION 'task "%" has no source', t.name
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Pass query => ''SELECT id, ... FROM ...'', queries => ARRAY[...], or file => ''https://...''.';
+    END IF;
+    IF t.queries IS NOT NULL AND (t.query IS NOT NULL OR t.file IS NOT NULL OR t.ids IS NOT NULL) THEN
+        RAISE EXCEPTION 'task "%": queries cannot be combined with query, ids or file', t.name
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Each element of queries is one part of the task; to look ids up over shards, use one query that unions them.';
+    END IF;
+    IF t.queries IS NOT NULL AND (cardinality(t.queries) NOT BETWEEN 1 AND 4096
+                                  OR array_position(t.queries, NULL) IS NOT NULL) THEN
+        RAISE EXCEPTION 'task "%": queries must hold 1 to 4096 queries, none NULL', t.name
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF t.ids IS NOT NULL AND t.file IS NOT NULL THEN
+        RAISE EXCEPTION 'task "%": ids and file cannot be combined', t.name
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM ecp._check_ids(t.ids, 'ids');
+    IF t.file IS NULL THEN
+        IF t.options ?| ARRAY['format', 'id_field', 'max_line_bytes'] THEN
+            RAISE EXCEPTION 'task "%": options format, id_field and max_line_bytes are for a file source', t.name
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSE
+        PERFORM ecp._check_file(t.file, t.owner);
+        IF format = 'ndjson' AND t.query IS NOT NULL THEN
+            RAISE EXCEPTION 'task "%": an NDJSON file holds the documents; it has no query', t.name
+                  USING ERRCODE = 'invalid_parameter_value',
+                        HINT = 'Leave query out, or use option format ''ids'' to look the file''s ids up through the query.';
+        END IF;
+        IF format = 'ids' AND t.query IS NULL AND NOT bare_ids THEN
+            RAISE EXCEPTION 'task "%": a file of ids is looked up through a query', t.name
+                  USING ERRCODE = 'invalid_parameter_value',
+                        HINT = 'Pass query => ''SELECT id, ... FROM ...'' (only a write service, consumer kind http, takes bare ids).';
+        END IF;
+        IF t.query IS NULL AND t.options ?| ARRAY['id_column', 'key_column', 'paging', 'exact_total'] THEN
+            RAISE EXCEPTION 'task "%": an NDJSON file has no columns; its _id is the field named by option id_field', t.name
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    IF coalesce((t.options->>'parallelism')::integer, 1) > 1
+       AND (t.file IS NOT NULL OR t.ids IS NOT NULL) THEN
+        RAISE EXCEPTION 'task "%": a file or a list of ids is read by one part; parallelism must be 1', t.name
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'parallelism runs the parts of queries, or key ranges of one query, at once.';
+    END IF;
+END $$;
+
+-- Runs: bare ids for a write service.
+CREATE OR REPLACE FUNCTION ecp._prepare_run() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t ecp.task;
+    busy bigint;
+BEGIN
+    -- the task row's lock keeps two starts of one task apart
+    SELECT * INTO t FROM ecp.task WHERE id = NEW.task_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % does not exist', coalesce(NEW.task_id::text, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT id, name FROM ecp.tasks lists the tasks you can see.';
+    END IF;
+    SELECT id INTO busy FROM ecp.run
+     WHERE task_id = t.id AND state IN ('pending', 'running', 'paused') LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'task "%" already has run % in progress', t.name, busy
+              USING ERRCODE = 'object_in_use',
+                    HINT = 'Wait for it, or ecp.cancel(' || busy || ') first.';
+    END IF;
+    IF NEW.retry_of IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM ecp.run WHERE id = NEW.retry_of AND task_id = t.id) THEN
+        RAISE EXCEPTION 'run % is not a run of task "%"', NEW.retry_of, t.name
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    NEW.only_ids := coalesce(NEW.only_ids, t.ids);
+    IF NEW.only_ids IS NOT NULL AND t.query IS NULL
+       AND NOT (ecp._task_writes_ids(t) AND t.queries IS NULL) THEN
+        RAISE EXCEPTION 'task "%" has no query to look ids up with', t.name
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = CASE WHEN t.queries IS NOT NULL
+                                THEN 'A task of queries reads shards; create a task whose one query unions them for id runs.'
+                                ELSE 'Id runs need a task with query => ''SELECT ...''.' END;
+    END IF;
+    PERFORM ecp._check_ids(NEW.only_ids, 'ids');
+    NEW.owner := t.owner;
+    NEW.state := 'pending';
+    NEW.operator := ecp._operator();
+    NEW.changed_by := NEW.operator;
+    NEW.total := cardinality(NEW.only_ids);
+    NEW.total_is_estimate := CASE WHEN NEW.only_ids IS NOT NULL THEN false END;
+    NEW.created_at := now();
+    NEW.started_at := NULL;
+    NEW.finished_at := NULL;
+    NEW.last_error := NULL;
+    RETURN NEW;
+END $$;
+
+-- ---------------------------------------------------------------------------
+-- Counters: documents the transform dropped, and documents Elasticsearch
+-- refused as older than the one it has (external_gte versions).
+-- ---------------------------------------------------------------------------
+ALTER TABLE ecp.part ADD COLUMN skipped bigint NOT NULL DEFAULT 0;
+ALTER TABLE ecp.part ADD COLUMN skipped_stale bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN ecp.part.skipped IS 'documents the task''s transform returned NULL for: not sent';
+COMMENT ON COLUMN ecp.part.skipped_stale IS 'documents Elasticsearch already held in a newer version (version_column, HTTP 409): not written, not failed';
+
+CREATE OR REPLACE VIEW ecp.parts WITH (security_invoker = true) AS
+SELECT p.run_id,
+       p.part_no AS part,
+       ecp._part_source_text(p.source, t, r) AS source,
+       p.state,
+       p.processed,
+       p.failed,
+       CASE p.source->>'kind'
+            WHEN 'ids' THEN p.position || ' ids done'
+            WHEN 'file' THEN format('line %s, byte %s', p.line_no, p.position)
+            ELSE p.last_key END AS last_key,
+       p.heartbeat_at,
+       p.worker_pid,
+       p.last_error,
+       p.deleted,
+       p.missing,
+       p.total,
+       p.recoveries,
+       p.started_at,
+       p.finished_at,
+       p.skipped,
+       p.skipped_stale
+  FROM ecp.part p
+  JOIN ecp.run r ON r.id = p.run_id
+  JOIN ecp.task t ON t.id = r.task_id;
+
+CREATE OR REPLACE VIEW ecp.progress WITH (security_invoker = true) AS
+SELECT r.id AS run_id,
+       t.name AS task,
+       r.state,
+       p.processed,
+       p.failed,
+       coalesce(p.total, r.total) AS total,
+       CASE WHEN r.state = 'succeeded' THEN 100.0
+            WHEN coalesce(p.total, r.total) > 0
+            THEN round(least(100.0, 100.0 * (p.processed + p.failed + p.deleted + p.missing
+                                             + p.skipped + p.skipped_stale)
+                                    / coalesce(p.total, r.total)), 2)
+       END AS percent,
+       CASE WHEN r.state = 'running' THEN round(p.docs_per_second::numeric, 1) END AS docs_per_second,
+       CASE WHEN r.state = 'running' AND p.docs_per_second > 0 AND coalesce(p.total, r.total) IS NOT NULL
+            THEN make_interval(secs => round(greatest(coalesce(p.total, r.total) - p.processed - p.failed
+                                                      - p.deleted - p.missing - p.skipped
+                                                      - p.skipped_stale, 0) / p.docs_per_second))
+       END AS eta,
+       r.started_at,
+       r.finished_at,
+       coalesce(r.finished_at, now()) - r.started_at AS duration,
+       p.heartbeat_at,
+       r.operator,
+       r.last_error,
+       p.deleted,
+       p.missing,
+       p.parts,
+       p.parts_done,
+       p.skipped,
+       p.skipped_stale
+  FROM ecp.run r
+  JOIN ecp.task t ON t.id = r.task_id
+  CROSS JOIN LATERAL (
+       SELECT coalesce(sum(pt.processed), 0)::bigint AS processed,
+              coalesce(sum(pt.failed), 0)::bigint AS failed,
+              coalesce(sum(pt.deleted), 0)::bigint AS deleted,
+              coalesce(sum(pt.missing), 0)::bigint AS missing,
+              coalesce(sum(pt.skipped), 0)::bigint AS skipped,
+              coalesce(sum(pt.skipped_stale), 0)::bigint AS skipped_stale,
+              sum(pt.docs_per_second) FILTER (WHERE pt.state = 'running') AS docs_per_second,
+              max(pt.heartbeat_at) AS heartbeat_at,
+              CASE WHEN count(*) > 1 AND count(pt.total) = count(*) THEN sum(pt.total)::bigint END AS total,
+              count(*) AS parts,
+              count(*) FILTER (WHERE pt.state = 'done') AS parts_done
+         FROM ecp.part pt WHERE pt.run_id = r.id) p;
+
+-- Where a run of the task sends, and why: the route of its tag, or the
+-- consumer's URL (and nodes).  Origins only: a path may hold a token.
+CREATE FUNCTION ecp._run_endpoint(task_id bigint) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+               'tag', t.options->>'tag',
+               'endpoint', ecp._url_origin(CASE WHEN c.options->'routes' ? (t.options->>'tag')
+                                                THEN c.options->'routes'->>(t.options->>'tag')
+                                                ELSE c.url END),
+               'nodes', CASE WHEN NOT coalesce(c.options->'routes' ? (t.options->>'tag'), false)
+                              AND jsonb_typeof(c.options->'nodes') = 'array'
+                             THEN (SELECT jsonb_agg(ecp._url_origin(n)) FROM jsonb_array_elements_text(c.options->'nodes') n) END,
+               'why', CASE WHEN t.options->>'tag' IS NULL THEN 'no tag: default endpoint'
+                           WHEN c.options->'routes' ? (t.options->>'tag') THEN 'route ' || (t.options->>'tag')
+                           ELSE 'no route for ' || (t.options->>'tag') || ': default endpoint' END,
+               'kind', c.kind))
+      FROM ecp.task t JOIN ecp.consumer c ON c.id = t.consumer_id
+     WHERE t.id = task_id
+$$;
+
+-- The run's counters in the flow include skips; start says where it sends.
+CREATE OR REPLACE FUNCTION ecp._flow_on_run() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    action text;
+    content jsonb := '{}';
+    counts record;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        action := 'start';
+        IF NEW.retry_of IS NOT NULL THEN
+            content := jsonb_build_object('retry_failed_of', NEW.retry_of,
+                                          'ids', cardinality(NEW.only_ids));
+        ELSIF NEW.only_ids IS NOT NULL THEN
+            content := jsonb_build_object('ids', cardinality(NEW.only_ids));
+        END IF;
+        content := content || coalesce(ecp._run_endpoint(NEW.task_id), '{}');
+    ELSIF NEW.state IS NOT DISTINCT FROM OLD.state
+          OR (OLD.state = 'pending' AND NEW.state = 'running') THEN
+        -- a worker taking up a pending run records "worker started" itself
+        RETURN NEW;
+    ELSE
+        action := CASE
+            WHEN NEW.state = 'paused' THEN 'pause'
+            WHEN NEW.state = 'running' AND OLD.state IN ('paused', 'failed') THEN 'resume'
+            WHEN NEW.state = 'running' THEN 'running'
+            WHEN NEW.state = 'cancelled' THEN 'cancel'
+            WHEN NEW.state = 'succeeded' THEN 'finished'
+            WHEN NEW.state = 'failed' THEN 'failed'
+            ELSE NEW.state END;
+        SELECT coalesce(sum(p.processed), 0) AS processed, coalesce(sum(p.failed), 0) AS failed,
+               coalesce(sum(p.deleted), 0) AS deleted, coalesce(sum(p.missing), 0) AS missing,
+               coalesce(sum(p.skipped), 0) AS skipped, coalesce(sum(p.skipped_stale), 0) AS skipped_stale,
+               count(*) AS parts
+          INTO counts FROM ecp.part p WHERE p.run_id = NEW.id;
+        content := jsonb_build_object('from', OLD.state, 'to', NEW.state,
+                                      'processed', counts.processed, 'failed', counts.failed);
+        IF counts.deleted > 0 OR counts.missing > 0 THEN
+            content := content || jsonb_build_object('deleted', counts.deleted, 'missing', counts.missing);
+        END IF;
+        IF counts.skipped > 0 OR counts.skipped_stale > 0 THEN
+            content := content || jsonb_build_object('skipped', counts.skipped, 'skipped_stale', counts.skipped_stale);
+        END IF;
+        IF counts.parts > 1 THEN
+            content := content || jsonb_build_object('parts', counts.parts);
+        END IF;
+        IF NEW.state IN ('succeeded', 'failed', 'cancelled') THEN
+            content := content || jsonb_build_object('duration',
+                (coalesce(NEW.finished_at, now()) - coalesce(NEW.started_at, NEW.created_at))::text);
+        END IF;
+        IF NEW.state = 'failed' THEN
+            content := content || jsonb_build_object('error', left(NEW.last_error, 2000));
+        END IF;
+    END IF;
+    INSERT INTO ecp.flow_log (task_id, run_id, action, content, operator, owner)
+    VALUES (NEW.task_id, NEW.id, action, content, coalesce(NEW.changed_by, NEW.operator), NEW.owner);
+    RETURN NEW;
+END $$;

@@ -1,0 +1,768 @@
+/*
+ * sink.c: send a batch to the consumer and get one result per document.
+ *
+ * The page is split into requests of at most batch_bytes (a document
+ * larger than that goes alone); the consumer's kind (sink_es.c: _bulk,
+ * sink_http.c: a write service) decides how a body is written and how an
+ * answer is judged.  Everything else is the same for both: rate limits,
+ * the request in flight while the next page is read, failure classes of
+ * whole requests, and nodes: the consumer's URL and its further nodes
+ * (option nodes) take requests in turn; one that refuses connections or
+ * times out is left out for NODE_DOWN_MS, and the request goes to the
+ * next one at once.  When every node is down the request fails as
+ * transient and the worker's back-off applies.  A run whose tag has a
+ * route sends to the route's URL only.
+ *
+ * Unless the run's owner is exempt (superuser, ecp.unrestricted_role),
+ * every address curl connects to is checked against the outbound policy
+ * (host_policy.c) as it connects, so a name that resolves elsewhere later
+ * (DNS rebinding) or a consumer row written some other way still cannot
+ * reach a blocked address; insecure TLS and ca_file are checked at open.
+ * Messages show the consumer as scheme://host:port only: a URL path may
+ * hold a token.
+ */
+#include "sync.h"
+
+#include "miscadmin.h"
+#include "utils/memutils.h"
+
+#include "bulk_response.h"
+#include "host_policy.h"
+#include "sink.h"
+
+#include "utils/timestamp.h"
+
+/*
+ * Elasticsearch answers a body over http.max_content_length with an empty
+ * 413 and closes the connection, possibly while the client is still
+ * sending: libcurl then reports a failed send or a reset instead of the
+ * 413.  A connection lost that way under a body of more than this many
+ * bytes, twice in a row, is taken for that refusal (a configuration
+ * failure: sending the same body again cannot pass); the first time it is
+ * retried like any network failure, so a node restart or a load balancer
+ * dropping one connection does not fail a run.  Under a smaller body a
+ * lost connection is always transient.  1 MiB is far below any sensible
+ * http.max_content_length (100 MiB by default) and far above what a reset
+ * of an idle or small request needs to be told apart from.
+ */
+#define LOST_MEANS_TOO_LARGE_BYTES (1024 * 1024)
+#define TOO_LARGE_HINT "request too large: lower batch_bytes (the cluster's http.max_content_length)"
+
+/*
+ * Largest _bulk answer read: with filter_path an item takes ~25 bytes, a
+ * failed one a few hundred; 4 KiB per document of the batch plus 1 MiB
+ * (an error page) leaves room for clusters that ignore filter_path, and
+ * keeps what a hostile server can make a worker hold bounded by the batch.
+ */
+#define RESPONSE_BYTES_PER_DOC 4096L
+#define RESPONSE_BYTES_SLACK (1024L * 1024)
+#define MAX_RESPONSE_BYTES (64L * 1024 * 1024)
+
+static EcpHttpClient *client = NULL;
+
+/*
+ * The last request of a page, begun and not yet answered: the worker
+ * reads the next page meanwhile.  Everything here lives in the batch's
+ * memory, which is kept until ecp_sink_finish.
+ */
+typedef struct InFlight
+{
+	bool		active;
+	StringInfoData body;
+	int		   *members;
+	int			nmembers;
+	EcpDocResult *results;
+	const EcpBatch *batch;
+} InFlight;
+
+static InFlight in_flight;
+static bool address_refused = false;	/* by filter_address, this request */
+
+/*
+ * How long a node that refused a connection or timed out is left out.
+ * Long enough that a dead node costs one failed connect per half minute,
+ * not one per request; short enough that a restarted node is back in use
+ * within a minute.
+ */
+#define NODE_DOWN_MS 30000
+
+typedef struct SinkNode
+{
+	char	   *base;			/* URL without trailing '/' */
+	char	   *origin;			/* scheme://host:port, for messages */
+	TimestampTz down_until;		/* 0: up */
+	int64		requests;
+	int64		failures;
+} SinkNode;
+
+static SinkNode *nodes = NULL;
+static int	nnodes = 0;
+static int	current_node = 0;	/* the node of the request in flight */
+static const EcpSinkFormat *format = NULL;
+static char *request_path = NULL;
+static const char *tag_headers[2] = {NULL, NULL};
+static bool said_hello = false;
+
+static int
+abort_transfer(void *arg)
+{
+	return ecp_worker_should_stop((const EcpPartConfig *) arg);
+}
+
+/*
+ * EcpHttpConfig.allow_address: the outbound policy for the address curl
+ * is about to connect to, with the GUCs' values now (a reload applies to
+ * the next connection).  Runs inside curl: no ereport, no palloc.
+ */
+int
+ecp_filter_address(const struct sockaddr *sa, socklen_t len, const char *host, int port,
+				   char *why, size_t whylen, void *arg)
+{
+	const EcpPartConfig *config = arg;
+	HmPolicy	policy;
+	HmAddr		addr;
+	HmVerdict	verdict;
+	char		reason[256];
+	char		text[HM_ADDR_TEXT];
+	char		where[HM_ADDR_TEXT + 16];
+
+	if (hm_addr_from_sockaddr(sa, len, &addr, NULL) != 0)
+	{
+		address_refused = true;
+		snprintf(why, whylen, "consumer address of family %d is not allowed for role \"%s\"",
+				 (int) sa->sa_family, config->owner_name);
+		return 0;
+	}
+	ecp_host_policy_current(&policy);
+	verdict = hm_check(&policy, host, port, &addr, reason, sizeof(reason));
+	if (verdict == HM_ALLOWED)
+		return 1;
+	address_refused = true;
+	hm_addr_format(&addr, text, sizeof(text));
+	hm_format_entry(text, port, where, sizeof(where));
+	snprintf(why, whylen, "consumer address %s is not allowed for role \"%s\": %s%s",
+			 where, config->owner_name, reason,
+			 verdict == HM_BLOCKED ? "; an administrator can list it in ecp.allowed_hosts" : "");
+	return 0;
+}
+
+/*
+ * The consumer's TLS options must be ones the policy allows the owner: the
+ * check at create time is bypassed by rows written otherwise, and the
+ * settings may have changed since.  A forbidden one fails the run (the
+ * message is what the run records, so it says what to change).
+ */
+static void
+check_insecure(const EcpPartConfig *config)
+{
+	if (config->target_unrestricted || !config->insecure || ecp_allow_insecure_tls)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("consumer option \"insecure\" is not allowed for role \"%s\"; "
+					"an administrator can allow it with ecp.allow_insecure_tls = on",
+					config->owner_name),
+			 errhint("Or name the cluster's CA certificate with consumer option \"ca_file\".")));
+}
+
+/*
+ * The CA file to hand curl, NULL for the system's: for an owner under the
+ * policy its real path inside ecp.ca_directory, which no later link swap
+ * can redirect.
+ */
+static const char *
+allowed_ca_file(const EcpPartConfig *config)
+{
+	char	   *resolved;
+
+	if (config->ca_file == NULL || config->ca_file[0] == '\0')
+		return NULL;
+	if (config->target_unrestricted)
+		return config->ca_file;
+	if (!ecp_host_policy_ca_file_allowed(config->ca_file, &resolved))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("consumer option \"ca_file\" \"%s\" is not allowed for role \"%s\": "
+						"it is not a file in ecp.ca_directory",
+						config->ca_file, config->owner_name),
+				 errhint("An administrator puts the CA certificate in the directory ecp.ca_directory names.")));
+	return MemoryContextStrdup(TopMemoryContext, resolved);
+}
+
+
+/* The largest answer a request of this task may get (see above). */
+static size_t
+response_limit(const EcpPartConfig *config)
+{
+	long		limit = RESPONSE_BYTES_SLACK + RESPONSE_BYTES_PER_DOC * Max(config->batch_size, 1);
+
+	return (size_t) Min(limit, MAX_RESPONSE_BYTES);
+}
+
+static void
+add_node(const char *base)
+{
+	char		where[HM_HOST_MAX + 32];
+
+	ecp_config_check_url(base);
+	hm_url_origin(base, where, sizeof(where));
+	nodes[nnodes].base = MemoryContextStrdup(TopMemoryContext, base);
+	nodes[nnodes].origin = MemoryContextStrdup(TopMemoryContext, where);
+	nodes[nnodes].down_until = 0;
+	nodes[nnodes].requests = 0;
+	nodes[nnodes].failures = 0;
+	nnodes++;
+}
+
+/* The URL (the route's, or the consumer's) and the further nodes. */
+static void
+open_nodes(const EcpPartConfig *config)
+{
+	nodes = MemoryContextAllocZero(TopMemoryContext, sizeof(SinkNode) * (config->nnodes + 1));
+	nnodes = 0;
+	add_node(config->url);
+	for (int i = 0; i < config->nnodes; i++)
+		add_node(config->nodes[i]);
+	current_node = (int) (config->part_no % nnodes);	/* parts spread over the nodes */
+}
+
+/* The tag header line, checked again: a row written otherwise must not inject headers. */
+static void
+open_tag_header(const EcpPartConfig *config)
+{
+	const char *name = config->tag_header ? config->tag_header : "X-Ecp-Tag";
+
+	tag_headers[0] = NULL;
+	if (config->tag == NULL)
+		return;
+	for (const char *c = config->tag; *c; c++)
+		if (!isalnum((unsigned char) *c) && !strchr("_.:-", *c))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid option \"tag\" \"%s\" of task \"%s\"", config->tag, config->task_name),
+					 errhint("A tag is 1 to 64 letters, digits, \"_\", \".\", \":\" or \"-\".")));
+	for (const char *c = name; *c; c++)
+		if (!isalnum((unsigned char) *c) && *c != '-')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid consumer option \"tag_header\" \"%s\"", name)));
+	tag_headers[0] = MemoryContextStrdup(TopMemoryContext, psprintf("%s: %s", name, config->tag));
+}
+
+void
+ecp_sink_open(EcpPartConfig *config)
+{
+	EcpHttpConfig http;
+	char		err[256];
+
+	if (ecp_http_global_init(err, sizeof(err)) != 0)
+		ereport(ERROR, (errmsg("ecp could not initialise libcurl: %s", err)));
+
+	memset(&http, 0, sizeof(http));
+	http.connect_timeout_ms = config->connect_timeout_ms;
+	http.request_timeout_ms = config->request_timeout_ms;
+	http.auth_header = config->auth_header;
+	http.user_agent = "ecp/" ECP_VERSION;
+	http.max_response_bytes = response_limit(config);
+	http.should_abort = abort_transfer;
+	http.abort_arg = config;
+	http.gzip_requests = config->gzip;
+	check_insecure(config);
+	http.ca_file = allowed_ca_file(config);
+	http.insecure = config->insecure;
+	if (!config->target_unrestricted)
+	{
+		http.allow_address = ecp_filter_address;
+		http.address_arg = config;
+	}
+
+	open_nodes(config);
+	open_tag_header(config);
+	format = config->write_service ? &ecp_http_format : &ecp_es_format;
+	request_path = MemoryContextStrdup(TopMemoryContext, format->path(config));
+	said_hello = false;
+	client = ecp_http_client_create(&http, err, sizeof(err));
+	if (client == NULL)
+		ereport(ERROR, (errmsg("ecp could not create an HTTP client: %s", err)));
+}
+
+/*
+ * "<method> <origin><path> failed: <why>" (the policy's refusal as it
+ * is).  The path is cut at its query: filter_path says nothing to people.
+ */
+char *
+ecp_sink_transfer_error(const char *method, const char *origin, const char *path,
+						EcpHttpOutcome outcome, const char *why)
+{
+	const char *query = strchr(path, '?');
+
+	if (outcome == ECP_HTTP_SETUP && address_refused)
+		return pstrdup(why);
+	return psprintf("%s %s%.*s failed: %s", method, origin,
+					query ? (int) (query - path) : (int) strlen(path), path, why);
+}
+
+void
+ecp_sink_close(void)
+{
+	in_flight.active = false;
+	if (client)
+		ecp_http_client_destroy(client);
+	client = NULL;
+}
+
+/*
+ * Take ndocs tokens from the task's and the consumer's rate buckets,
+ * waiting (interruptibly) until they are there; false when a pause,
+ * cancel or shutdown ended the wait.
+ */
+static bool
+take_tokens(EcpPartConfig *config, int ndocs)
+{
+	bool		waited = false;
+	bool		stopped = false;
+
+	for (;;)
+	{
+		/* the first shortfall registers this worker as waiting */
+		long		wait_ms = ecp_limiter_take(config->task_id, config->consumer_id, ndocs, !waited);
+
+		if (wait_ms == 0)
+			break;
+		waited = true;
+		/* short naps: a rate raised meanwhile is seen at once */
+		if (!ecp_worker_wait(config, Min(wait_ms, 100)))
+		{
+			stopped = true;
+			break;
+		}
+	}
+	if (waited)
+		ecp_limiter_done_waiting(config->task_id);
+	return !stopped;
+}
+
+/*
+ * The next node in turn that is up; when every node is down, the one
+ * that comes back first (the request is tried; the worker backs off).
+ */
+static int
+pick_node(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			soonest = 0;
+
+	for (int k = 1; k <= nnodes; k++)
+	{
+		int			i = (current_node + k) % nnodes;
+
+		if (nodes[i].down_until <= now)
+			return i;
+		if (nodes[i].down_until < nodes[soonest].down_until)
+			soonest = i;
+	}
+	return soonest;
+}
+
+/* Whether a node other than `node` is up. */
+static bool
+another_node_up(int node)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < nnodes; i++)
+		if (i != node && nodes[i].down_until <= now)
+			return true;
+	return false;
+}
+
+/* A node refused a connection or timed out: leave it out for a while. */
+static void
+mark_down(EcpPartConfig *config, int node, const char *why)
+{
+	nodes[node].failures++;
+	if (nnodes < 2)
+		return;
+	nodes[node].down_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), NODE_DOWN_MS);
+	ecp_store_event(config, "node down",
+					psprintf("{\"node\": %s, \"error\": %s, \"retry_after_ms\": %d, \"other_node_up\": %s}",
+							 ecp_json_quote(nodes[node].origin), ecp_json_quote(why), NODE_DOWN_MS,
+							 another_node_up(node) ? "true" : "false"));
+}
+
+static char *
+url_of(int node, const char *path)
+{
+	return psprintf("%s%s", nodes[node].base, path);
+}
+
+/*
+ * A transfer to `node` failed without an answer: if the node is down
+ * (refused, reset, timed out) and another is up, send the same request
+ * there at once, until one answers or none is left.  Returns the last
+ * outcome; *node is the node that gave it.
+ */
+static EcpHttpOutcome
+fail_over(EcpPartConfig *config, EcpHttpOutcome outcome, int *node, const char *method,
+		  const char *path, const char *body, size_t body_len, EcpHttpResponse *response)
+{
+	while (outcome == ECP_HTTP_TRANSPORT)
+	{
+		mark_down(config, *node, response->error);
+		if (!another_node_up(*node))
+			break;
+		*node = pick_node();
+		ecp_http_response_free(response);
+		memset(response, 0, sizeof(*response));
+		nodes[*node].requests++;
+		address_refused = false;
+		outcome = ecp_http_request(client, method, url_of(*node, path), format->content_type,
+								   body, body_len, tag_headers, response);
+	}
+	return outcome;
+}
+
+EcpHttpOutcome
+ecp_sink_call(EcpPartConfig *config, const char *method, const char *path, const char *body,
+			  size_t body_len, EcpHttpResponse *response, const char **origin)
+{
+	EcpHttpOutcome outcome;
+	int			node = pick_node();
+
+	memset(response, 0, sizeof(*response));
+	nodes[node].requests++;
+	address_refused = false;
+	outcome = ecp_http_request(client, method, url_of(node, path), format->content_type,
+							   body, body_len, tag_headers, response);
+	if (outcome == ECP_HTTP_TRANSPORT && nnodes > 1)
+		outcome = fail_over(config, outcome, &node, method, path, body, body_len, response);
+	current_node = node;
+	*origin = nodes[node].origin;
+	return outcome;
+}
+
+static EcpSendStatus
+begin_request(EcpPartConfig *config, StringInfo body, int ndocs, EcpHttpResponse *response,
+			  char **error)
+{
+	EcpHttpOutcome outcome;
+
+	memset(response, 0, sizeof(*response));
+	if (!take_tokens(config, ndocs))
+		return ECP_SEND_STOPPED;
+	current_node = pick_node();
+	nodes[current_node].requests++;
+	address_refused = false;
+	outcome = ecp_http_begin(client, "POST", url_of(current_node, request_path), format->content_type,
+							 body->data, body->len, tag_headers, response);
+	if (outcome == ECP_HTTP_OK)
+		return ECP_SEND_DONE;
+	if (outcome == ECP_HTTP_ABORTED)
+		return ECP_SEND_STOPPED;
+	*error = ecp_sink_transfer_error("POST", nodes[current_node].origin, request_path, outcome,
+									 response->error);
+	ecp_http_response_free(response);
+	return outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
+}
+
+/* The failure class of a whole-request HTTP status, and what to tell. */
+EcpSendStatus
+ecp_sink_status_class(long status, const char **hint)
+{
+	*hint = "";
+	if (status == 429 || status == 502 || status == 503 || status == 504)
+		return ECP_SEND_TRANSIENT;
+	if (status == 401 || status == 403)
+		*hint = "; check the consumer's credentials (options username/password or api_key) and the role's index privileges";
+	else if (status == 413)
+		*hint = "; " TOO_LARGE_HINT;
+	else if (status == 404)
+		*hint = "; the index does not exist and the cluster does not create it: create it, or allow auto-creation";
+	else if (status >= 400 && status < 500)
+		*hint = "; the consumer refused the whole request: check the URL, index name and task options";
+	else if (status >= 500)
+		return ECP_SEND_TRANSIENT;
+	return ECP_SEND_FAILED;
+}
+
+/*
+ * A body the cluster refused for its size: an HTTP 413, or (above
+ * LOST_MEANS_TOO_LARGE_BYTES) a connection closed before the answer.
+ */
+static char *
+too_large_error(const EcpPartConfig *config, const char *what, int ndocs)
+{
+	const char *query = strchr(request_path, '?');
+
+	return psprintf("POST %s%.*s %s (%d document%s, batch_bytes %d): " TOO_LARGE_HINT "%s",
+					nodes[current_node].origin,
+					query ? (int) (query - request_path) : (int) strlen(request_path), request_path,
+					what, ndocs, ndocs == 1 ? "" : "s", config->batch_bytes,
+					ndocs == 1 ? "; a single document this large can never be indexed: shrink or exclude it" : "");
+}
+
+/* Large bodies whose connection was lost in a row (reset by any answer). */
+static int	large_bodies_lost = 0;
+
+/* Why a transfer failed, and its class (see LOST_MEANS_TOO_LARGE_BYTES). */
+static EcpSendStatus
+transfer_failed(const EcpPartConfig *config, EcpHttpOutcome outcome, const EcpHttpResponse *response,
+				size_t body_len, int ndocs, char **error)
+{
+	bool		large_lost = outcome == ECP_HTTP_TRANSPORT && response->connection_lost &&
+		body_len > LOST_MEANS_TOO_LARGE_BYTES;
+
+	large_bodies_lost = large_lost ? large_bodies_lost + 1 : 0;
+	if (large_bodies_lost >= 2)
+	{
+		large_bodies_lost = 0;
+		*error = too_large_error(config,
+								 psprintf("lost its connection (%s) twice in a row with a body of %zu bytes in flight",
+										  response->error, body_len),
+								 ndocs);
+		return ECP_SEND_FAILED;
+	}
+	*error = ecp_sink_transfer_error("POST", nodes[current_node].origin, request_path, outcome,
+									 response->error);
+	return outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
+}
+
+/* Why a whole request was answered with a non-2xx status, and its class. */
+static EcpSendStatus
+status_failed(const EcpPartConfig *config, const EcpHttpResponse *response, size_t body_len,
+			  int ndocs, char **error)
+{
+	const char *hint;
+	char		err[512];
+	const char *query = strchr(request_path, '?');
+	EcpSendStatus status = ecp_sink_status_class(response->status, &hint);
+
+	if (response->status == 429)
+		ecp_limiter_feedback(config->consumer_id, true);
+	if (response->status == 413)
+	{
+		*error = too_large_error(config, psprintf("answered HTTP 413 to a body of %zu bytes", body_len),
+								 ndocs);
+		return status;
+	}
+	ecp_error_summary(response->body, response->body_len, response->status, err, sizeof(err));
+	*error = psprintf("POST %s%.*s answered HTTP %ld: %s%s", nodes[current_node].origin,
+					  query ? (int) (query - request_path) : (int) strlen(request_path), request_path,
+					  response->status, err, hint);
+	return status;
+}
+
+/*
+ * Wait for the answer of the request in flight (body, the documents
+ * listed in members, indexes into the batch) and fill their results.  A
+ * node that is down hands the request to the next one.  Returns
+ * ECP_SEND_DONE, or why not (with *error set for failures).
+ */
+static EcpSendStatus
+finish_request(EcpPartConfig *config, StringInfo body, const EcpBatch *batch, const int *members,
+			   int nmembers, EcpDocResult *results, char **error)
+{
+	EcpHttpResponse response;
+	EcpHttpOutcome outcome;
+	EcpSendStatus status;
+
+	memset(&response, 0, sizeof(response));
+	outcome = ecp_http_finish(client, &response);
+	if (outcome == ECP_HTTP_TRANSPORT && nnodes > 1 &&
+		!(response.connection_lost && (size_t) body->len > LOST_MEANS_TOO_LARGE_BYTES))
+		outcome = fail_over(config, outcome, &current_node, "POST", request_path, body->data,
+							body->len, &response);
+	if (outcome == ECP_HTTP_OK)
+		large_bodies_lost = 0;	/* an answer: the body's size was not refused by a reset */
+	if (outcome == ECP_HTTP_ABORTED)
+		status = ECP_SEND_STOPPED;
+	else if (outcome != ECP_HTTP_OK)
+	{
+		if (outcome == ECP_HTTP_TRANSPORT && nnodes == 1)
+			nodes[current_node].failures++;
+		status = transfer_failed(config, outcome, &response, body->len, nmembers, error);
+	}
+	else if (response.status < 200 || response.status > 299)
+		status = status_failed(config, &response, body->len, nmembers, error);
+	else
+		status = format->judge(config, &response, batch, members, nmembers, results, error);
+	ecp_http_response_free(&response);
+	return status;
+}
+
+static EcpSendStatus
+send_request(EcpPartConfig *config, StringInfo body, const EcpBatch *batch, const int *members,
+			 int nmembers, EcpDocResult *results, char **error)
+{
+	EcpHttpResponse response;
+	EcpSendStatus status = begin_request(config, body, nmembers, &response, error);
+
+	if (status != ECP_SEND_DONE)
+		return status;
+	return finish_request(config, body, batch, members, nmembers, results, error);
+}
+
+/*
+ * A document that is not sent: a NULL id, a failed transform (dead
+ * letters), or one the transform dropped.  True when it was judged here.
+ */
+static bool
+judged_before_sending(const EcpPartConfig *config, const EcpDoc *doc, EcpDocResult *result)
+{
+	if (doc->skipped)
+		result->outcome = ECP_DOC_SKIPPED;
+	else if (doc->refused)
+	{
+		result->outcome = ECP_DOC_FAILED;
+		result->error_type = "transform";
+		result->reason = doc->refused;
+	}
+	else if (doc->id == NULL)
+	{
+		result->outcome = ECP_DOC_FAILED;
+		result->error_type = "null_id";
+		result->reason = psprintf("id column \"%s\" is NULL (key %s)", config->id_column, doc->key);
+	}
+	else if (config->version_column && doc->version == NULL && !doc->is_delete)
+	{
+		result->outcome = ECP_DOC_FAILED;
+		result->error_type = "null_version";
+		result->reason = psprintf("version column \"%s\" is NULL (id %s): without a version the document could overwrite a newer one",
+								  config->version_column, doc->id);
+	}
+	else
+		return false;
+	return true;
+}
+
+/* The first request of a part says hello (ES: GET /, which product). */
+static EcpSendStatus
+hello_once(EcpPartConfig *config, char **error)
+{
+	EcpSendStatus status;
+
+	if (said_hello || format->hello == NULL)
+		return ECP_SEND_DONE;
+	status = format->hello(config, error);
+	if (status == ECP_SEND_DONE)
+		said_hello = true;
+	return status;
+}
+
+/*
+ * Send the batch (or the documents listed in subset) in requests of at
+ * most batch_bytes (a larger document goes alone); the last request is
+ * only begun: ecp_sink_finish completes it.  A document without _id is a
+ * dead letter, never sent.
+ */
+EcpSendStatus
+ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch, const int *subset, int nsubset,
+			   EcpDocResult *results, char **error)
+{
+	StringInfoData body;
+	int		   *members = palloc(sizeof(int) * Max(batch->ndocs, 1));
+	int			nmembers = 0;
+	int			count = subset ? nsubset : batch->ndocs;
+	double		rate = ecp_limiter_rate(config->task_id, config->consumer_id);
+
+	/* under a rate limit, requests of 1/20 s worth keep the flow even */
+	int			max_docs = rate > 0 ? (int) Max(1.0, Min(rate / 20, (double) INT_MAX)) : INT_MAX;
+	EcpSendStatus status;
+	EcpHttpResponse response;
+
+	Assert(!in_flight.active);
+	status = hello_once(config, error);
+	if (status != ECP_SEND_DONE)
+		return status;
+	initStringInfo(&body);
+	format->start_body(&body, config);
+	for (int k = 0; k < count; k++)
+	{
+		int			i = subset ? subset[k] : k;
+		int			before = body.len;
+
+		if (judged_before_sending(config, &batch->docs[i], &results[i]))
+			continue;
+		if (nmembers >= max_docs)
+		{
+			format->end_body(&body);
+			status = send_request(config, &body, batch, members, nmembers, results, error);
+			if (status != ECP_SEND_DONE)
+				return status;
+			resetStringInfo(&body);
+			format->start_body(&body, config);
+			nmembers = 0;
+			before = body.len;
+		}
+		format->append(&body, config, &batch->docs[i], nmembers == 0);
+		if (body.len > config->batch_bytes && nmembers > 0)
+		{
+			/* Over the byte limit: send what came before this document. */
+			body.len = before;
+			body.data[before] = '\0';
+			format->end_body(&body);
+			status = send_request(config, &body, batch, members, nmembers, results, error);
+			if (status != ECP_SEND_DONE)
+				return status;
+			resetStringInfo(&body);
+			format->start_body(&body, config);
+			nmembers = 0;
+			format->append(&body, config, &batch->docs[i], true);
+		}
+		members[nmembers++] = i;
+	}
+	if (nmembers == 0)
+		return ECP_SEND_DONE;
+	format->end_body(&body);
+	status = begin_request(config, &body, nmembers, &response, error);
+	if (status == ECP_SEND_DONE)
+	{
+		in_flight.active = true;
+		in_flight.body = body;
+		in_flight.members = members;
+		in_flight.nmembers = nmembers;
+		in_flight.results = results;
+		in_flight.batch = batch;
+	}
+	return status;
+}
+
+/* Complete the page begun by ecp_sink_begin (nothing to do if none). */
+EcpSendStatus
+ecp_sink_finish(EcpPartConfig *config, char **error)
+{
+	if (!in_flight.active)
+		return ECP_SEND_DONE;
+	in_flight.active = false;
+	return finish_request(config, &in_flight.body, in_flight.batch, in_flight.members,
+						  in_flight.nmembers, in_flight.results, error);
+}
+
+/* The part's source is exhausted: the kind's last step (ES: refresh). */
+EcpSendStatus
+ecp_sink_end_part(EcpPartConfig *config, char **error)
+{
+	EcpSendStatus status = hello_once(config, error);
+
+	if (status != ECP_SEND_DONE || format->end_part == NULL)
+		return status;
+	return format->end_part(config, error);
+}
+
+/* Which nodes the part used, in the flow (when there was a choice). */
+void
+ecp_sink_report_nodes(EcpPartConfig *config)
+{
+	StringInfoData list;
+
+	if (nnodes < 2)
+		return;
+	initStringInfo(&list);
+	appendStringInfoString(&list, "{\"nodes\": [");
+	for (int i = 0; i < nnodes; i++)
+		appendStringInfo(&list, "%s{\"node\": %s, \"requests\": " INT64_FORMAT ", \"failures\": " INT64_FORMAT "}",
+						 i ? ", " : "", ecp_json_quote(nodes[i].origin), nodes[i].requests,
+						 nodes[i].failures);
+	appendStringInfoString(&list, "]}");
+	ecp_store_event(config, "nodes used", list.data);
+}
