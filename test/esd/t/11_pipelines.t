@@ -173,6 +173,21 @@ is(raw_source('proc', 'exact2'), $spaced, 'pipeline=_none: byte-exact source');
 ($st) = $es->request('PUT', '/proc/_doc/exact3?pipeline=empty', $spaced);
 is(raw_source('proc', 'exact3'), '{"a":1,"b":"x"}', 'an (empty) pipeline ran: re-serialized');
 
+# copy_from, ignore_empty_value, processor_tag in a definition error
+($st) = put_pipe('copy', { processors => [
+    { set => { field => 'copy', copy_from => 'src.v' } },
+    { set => { field => 'empty', value => '', ignore_empty_value => JSON::PP::true } },
+    { set => { field => 'nul', copy_from => 'absent', ignore_empty_value => JSON::PP::true } },
+] });
+is($st, 200, 'PUT a pipeline with copy_from and ignore_empty_value');
+($st) = $es->put('/cp/_doc/c?pipeline=copy', { src => { v => { a => [1, 2], b => 'x' } } });
+is($st, 201, 'PUT _doc?pipeline=copy: 201');
+is_deeply($es->doc('cp', 'c'), { src => { v => { a => [1, 2], b => 'x' } }, copy => { a => [1, 2], b => 'x' } },
+          'copy_from copies the value; ignore_empty_value skips "" and a missing copy_from');
+$e = put_err({ processors => [ { set => { field => 'a', value => 1, copy_from => 'b', tag => 't1' } } ] }, 'value and copy_from');
+is($e->{reason}, '[copy_from] cannot set both `copy_from` and `value` in the same processor', "... ES's reason");
+is($e->{processor_tag}, 't1', '... processor_tag');
+
 # ---- processor failures: per item, with ES's type and reason -------------
 put_pipe('rm',    { processors => [ { remove => { field => 'x' } } ] });
 put_pipe('rmdot', { processors => [ { remove => { field => 'a.b' } } ] });
@@ -281,6 +296,9 @@ is($b->{error}{reason}, 'field [x] not present as part of path [x]', "... ES's r
 ($st, $b) = $es->post('/s/_update/1?pipeline=lower', { doc => { a => 1 } });
 is($st, 400, '_update does not take pipeline=');
 like($b->{error}{reason}, qr/unrecognized parameter: \[pipeline\]/, '... unrecognized parameter');
+($st, $b) = $es->delete('/s/_doc/1?pipeline=lower');
+is($st, 400, 'DELETE _doc does not take pipeline= either');
+ok(defined $es->doc('s', '1'), '... and deletes nothing');
 
 # ---- index.default_pipeline / index.final_pipeline -------------------------
 put_pipe('stamp', { processors => [ { set => { field => 'final', value => JSON::PP::true } } ] });
@@ -307,6 +325,14 @@ is(items($b)->[0]{error}{reason}, 'pipeline with id [nope] does not exist', 'a m
 ($st) = $es->put('/dp/_settings', { index => { default_pipeline => undef, final_pipeline => undef } });
 ($st) = $es->delete('/_ingest/pipeline/stamp');
 is($st, 200, 'once unused it can be deleted');
+put_pipe('tmp1', { processors => [] });
+put_pipe('tmp2', { processors => [] });
+($st) = $es->delete('/_ingest/pipeline/tmp*');
+is($st, 200, 'DELETE with a wildcard');
+($st, $b) = $es->get('/_ingest/pipeline/tmp*');
+is($st, 404, '... deleted every match');
+($st, $b) = $es->delete('/_ingest/pipeline/tmp*');
+is($st, 404, '... a wildcard matching nothing is 404');
 
 # ---- discard mode -----------------------------------------------------------
 $es->set_config({ discard => JSON::PP::true });
