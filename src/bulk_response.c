@@ -161,6 +161,8 @@ op_is(const char *op, size_t oplen, const char *name)
 
 /* ES's reason for a write through an alias that has no write index */
 #define NO_WRITE_INDEX "no write index is defined for alias"
+/* ... and for a pipeline= that names no ingest pipeline */
+#define NO_PIPELINE "pipeline with id ["
 
 static int
 type_is(const EcpBulkItem *item, const char *type)
@@ -193,6 +195,9 @@ classify(const EcpBulkItem *item, const char *op, size_t oplen, int has_error)
 		return ECP_ITEM_OK;		/* not_found: already gone, what a sync wants */
 	if (status == 400 && item->reason && strstr(item->reason, NO_WRITE_INDEX) != NULL)
 		return ECP_ITEM_CONFIG;
+	if (status == 400 && item->reason && strstr(item->reason, NO_PIPELINE) != NULL &&
+		strstr(item->reason, "does not exist") != NULL)
+		return ECP_ITEM_CONFIG;
 	if (status == 429 || status >= 500)
 		return ECP_ITEM_RETRY;
 	return ECP_ITEM_DATA_ERROR;
@@ -221,6 +226,8 @@ ecp_bulk_config_hint(const EcpBulkItem *item, const char *op)
 			"create the index, or allow action.auto_create_index";
 	if (item->reason && strstr(item->reason, NO_WRITE_INDEX) != NULL)
 		return "give the alias a write index (is_write_index: true on one of its indices), or write to an index";
+	if (item->reason && strstr(item->reason, NO_PIPELINE) != NULL)
+		return "create the ingest pipeline (PUT _ingest/pipeline/<id>), or change the task's option pipeline";
 	if (item->status == 401)
 		return "check the consumer's credentials (options username/password or api_key)";
 	return "check the user's index privileges and the index's blocks";

@@ -68,7 +68,10 @@ typedef struct EcpBulkResult
  * the index; cluster_block_exception: index.blocks.write or a read-only
  * block), 404 index_not_found_exception for every op (a missing index with
  * auto-creation off, or a delete into a missing index), and a 400 whose
- * reason says "no write index is defined for alias"; the rest DATA_ERROR.
+ * reason says "no write index is defined for alias" or "pipeline with id
+ * [...] does not exist" (option pipeline names no ingest pipeline); the
+ * rest DATA_ERROR.  A 409 is DATA_ERROR here; with external versions the
+ * sink counts it as stale instead (sink_es.c).
  *
  * 0 on success (free out with ecp_bulk_result_free); -1 with err set and out
  * zeroed when flags is not 0, the body is not JSON, has no items array, has a different

@@ -242,11 +242,14 @@ ecp_source_write_columns(const EcpPartConfig *config)
 		routing = psprintf("(%s)::text", ecp_source_column_ref(config->routing_column));
 	if (config->version_column)
 	{
+		MemoryContext caller = CurrentMemoryContext;
 		char	   *sql = psprintf("SELECT %s FROM (%s\n) AS " ECP_ROW_ALIAS " LIMIT 0",
 								   ecp_source_column_ref(config->version_column), config->query);
 
 		if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "ecp: could not read the version column of the source query");
+		/* SPI leaves its own context current: what is returned goes where the caller's things go */
+		MemoryContextSwitchTo(caller);
 		version = version_expression(config, SPI_gettypeid(SPI_tuptable->tupdesc, 1));
 	}
 	return psprintf(", %s, %s", routing, version);

@@ -49,6 +49,7 @@ ecp_ids_prepare(EcpPartConfig *config)
 	MemoryContext back_to;
 	Oid			key_type;
 	MemoryContext old;
+	char	   *write_columns;
 
 	lookup.bare = config->raw_query == NULL && config->write_service;
 	if (lookup.bare)
@@ -59,11 +60,12 @@ ecp_ids_prepare(EcpPartConfig *config)
 											ecp_checked_statement_text(config->raw_query));
 	SPI_connect();
 	ecp_source_column_types(config, &key_type, &lookup.id_type);
+	write_columns = ecp_source_write_columns(config);	/* runs a query: before the switch */
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	lookup.select = psprintf("SELECT (%s)::text, (%s)::text, " ECP_DOCUMENT_SQL "%s FROM (%s\n) AS " ECP_ROW_ALIAS,
 							 ecp_source_column_ref(config->key_column),
 							 ecp_source_column_ref(config->id_column),
-							 ecp_source_write_columns(config), config->query);
+							 write_columns, config->query);
 	MemoryContextSwitchTo(old);
 	SPI_finish();
 	ecp_commit_as_owner(back_to);
