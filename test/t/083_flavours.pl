@@ -1,5 +1,6 @@
 # ecp against the stand-in's es7 and opensearch flavours (esd --flavor),
-# a compact version of 030's core: 5,000 rows of varied types arrive as
+# a compact version of 030's core (GET / tells ecp which product it is,
+# and the flow names it): 5,000 rows of varied types arrive as
 # to_jsonb(row) with _id = id, every one and nothing else; requests are
 # application/x-ndjson with _id in the action line and no _type (which
 # OpenSearch and ES 8 refuse); a document the mapping refuses goes to
@@ -52,10 +53,10 @@ CREATE TABLE poison_src AS SELECT g AS id, CASE WHEN g % 50 = 0 THEN 'cheap' END
 ALTER TABLE poison_src ADD PRIMARY KEY (id);
 });
 
-for my $case ([ 'es7', sub { $_[0]->{version}{number} eq '7.17.29' } ],
-	[ 'opensearch', sub { ($_[0]->{version}{distribution} // '') eq 'opensearch' } ])
+for my $case ([ 'es7', sub { $_[0]->{version}{number} eq '7.17.29' }, 'Elasticsearch 7.17.29' ],
+	[ 'opensearch', sub { ($_[0]->{version}{distribution} // '') eq 'opensearch' }, 'OpenSearch 2.11.0' ])
 {
-	my ($flavor, $is_flavor) = @$case;
+	my ($flavor, $is_flavor, $product) = @$case;
 	my $es = EsdServer->start(flavor => $flavor);
 	my $url = $es->url;
 	my (undef, $root) = $es->get('/');
@@ -70,6 +71,8 @@ for my $case ([ 'es7', sub { $_[0]->{version}{number} eq '7.17.29' } ],
 	is(EcpTest::wait_for_run($node, $run, 'succeeded'), 'succeeded', "$flavor: the run succeeds");
 	is($node->safe_psql('postgres', "SELECT processed || ' ' || failed || ' ' || percent FROM ecp.progress WHERE run_id = $run"),
 		'5000 0 100.0', "$flavor: 5000 processed, none failed, 100%");
+	is($node->safe_psql('postgres', "SELECT (content->>'product') || ' ' || (content->>'version') FROM ecp.flow "
+		  . "WHERE run_id = $run AND action = 'cluster'"), $product, "$flavor: the flow names the product: $product");
 	$es->refresh('typed');
 	is($es->count('typed'), 5000, "$flavor: the index holds 5000 documents");
 
