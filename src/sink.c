@@ -200,13 +200,17 @@ response_limit(const EcpPartConfig *config)
 }
 
 static void
-add_node(const char *base)
+add_node(const char *url)
 {
 	char		where[HM_HOST_MAX + 32];
+	char	   *base = MemoryContextStrdup(TopMemoryContext, url);
+	size_t		len = strlen(base);
 
 	ecp_config_check_url(base);
+	while (len > 0 && base[len - 1] == '/')
+		base[--len] = '\0';	/* paths are appended with their own '/' */
 	hm_url_origin(base, where, sizeof(where));
-	nodes[nnodes].base = MemoryContextStrdup(TopMemoryContext, base);
+	nodes[nnodes].base = base;
 	nodes[nnodes].origin = MemoryContextStrdup(TopMemoryContext, where);
 	nodes[nnodes].down_until = 0;
 	nodes[nnodes].requests = 0;

@@ -1,0 +1,75 @@
+-- Where documents go: consumer kinds and options (nodes, routes,
+-- tag_header), task options that decide how a document is written (tag,
+-- transform, routing_column, version_column, pipeline, refresh), bare ids
+-- for a write service, and where a run says it sends.  Every refusal
+-- names the bad value, with a SQLSTATE and a hint.
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+CREATE TABLE parcels (id bigint PRIMARY KEY, region text, version bigint, note text,
+                      changed timestamptz, price numeric);
+INSERT INTO parcels SELECT g, 'r' || g % 3, g, 'n' || g, now(), g FROM generate_series(1, 5) g;
+
+-- consumers ----------------------------------------------------------------------
+SELECT ecp.create_consumer('cluster', 'http://127.0.0.1:9200',
+       options => '{"nodes": ["http://127.0.0.1:9201", "http://127.0.0.1:9202/"],
+                    "routes": {"FLUSH": "http://127.0.0.1:9300"}}');
+SELECT ecp.create_consumer('ws', 'http://127.0.0.1:8080/ingest', kind => 'http',
+       options => '{"tag_header": "X-Env"}');
+SELECT name, kind, url, options FROM ecp.consumers WHERE name IN ('cluster', 'ws') ORDER BY name;
+-- refused
+SELECT ecp.create_consumer('c1', 'http://127.0.0.1:9200', kind => 'kafka');
+SELECT ecp.create_consumer('c1', 'http://127.0.0.1:9200', options => '{"nodes": "http://127.0.0.1:9201"}');
+SELECT ecp.create_consumer('c1', 'http://127.0.0.1:9200', options => '{"nodes": []}');
+SELECT ecp.create_consumer('c1', 'http://127.0.0.1:9200', options => '{"nodes": [9201]}');
+SELECT ecp.create_consumer('c1', 'http://127.0.0.1:9200', options => '{"nodes": ["ftp://127.0.0.1"]}');
+SELECT ecp.create_consumer('c1', 'http://127.0.0.1:9200', options => '{"nodes": ["http://u:p@127.0.0.1:9201"]}');
+SELECT ecp.create_consumer('c1', 'http://127.0.0.1:9200', options => '{"routes": {"FLU SH": "http://127.0.0.1:9300"}}');
+SELECT ecp.create_consumer('c1', 'http://127.0.0.1:9200', options => '{"routes": {"FLUSH": 9300}}');
+SELECT ecp.create_consumer('c1', 'http://127.0.0.1:9200', options => '{"routes": {"FLUSH": "not a url"}}');
+SELECT ecp.create_consumer('c1', 'http://127.0.0.1:9200', options => '{"tag_header": "Authorization"}');
+SELECT ecp.create_consumer('c1', 'http://127.0.0.1:9200', options => '{"tag_header": "X-Tag\r\nX-Evil: 1"}');
+-- a row written directly is checked the same way
+INSERT INTO ecp.consumer (name, kind, url, options)
+VALUES ('c1', 'http', 'http://127.0.0.1:9200', '{"routes": {"A": "javascript:alert(1)"}}');
+SELECT count(*) AS consumers FROM ecp.consumer;
+
+-- task options --------------------------------------------------------------------
+CREATE FUNCTION public.reshape(doc jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT doc - 'note' $$;
+CREATE FUNCTION public.as_text(doc jsonb) RETURNS text LANGUAGE sql AS $$ SELECT doc::text $$;
+SELECT ecp.create_task('routed', 'cluster', 'parcels', query => 'SELECT * FROM parcels',
+       options => '{"tag": "FLUSH", "transform": "public.reshape", "routing_column": "region",
+                    "version_column": "version", "pipeline": "parcels-v1", "refresh": true}') > 0 AS created;
+SELECT ecp.create_task('plain', 'cluster', 'parcels', query => 'SELECT * FROM parcels',
+       options => '{"tag": "NIGHT"}') > 0 AS created;
+-- refused
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"tag": "a b"}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"tag": ""}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"transform": "reshape"}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"transform": "public.nope"}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"transform": "public.as_text"}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"transform": "public.reshape; DROP TABLE parcels"}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"routing_column": "nope"}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"version_column": "version", "op": "update"}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"pipeline": "a&b=c"}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"refresh": "yes"}');
+SELECT ecp.create_task('t1', 'ws', 'parcels', query => 'SELECT * FROM parcels', options => '{"pipeline": "p"}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', file => 'http://127.0.0.1:8000/p.ndjson', options => '{"routing_column": "region"}');
+
+-- bare ids: only a write service takes them without a query ------------------------
+SELECT ecp.create_task('bare', 'ws', 'parcels', ids => ARRAY['a1', 'a2']) > 0 AS created;
+SELECT ecp.create_task('t1', 'cluster', 'parcels', ids => ARRAY['a1', 'a2']);
+SELECT ecp.create_task('bare_file', 'ws', 'parcels', file => 'http://127.0.0.1:8000/ids.txt',
+       options => '{"format": "ids"}') > 0 AS created;
+SELECT ecp.create_task('t1', 'cluster', 'parcels', file => 'http://127.0.0.1:8000/ids.txt',
+       options => '{"format": "ids"}');
+
+-- where a run sends, and why: the start row of the flow ---------------------------
+SELECT ecp.start('routed') > 0 AS started;
+SELECT ecp.start('plain') > 0 AS started;
+SELECT ecp.start('bare', ids => ARRAY['b7']) > 0 AS started;
+SELECT t.name, f.content
+  FROM ecp.flow f JOIN ecp.tasks t ON t.id = f.task_id
+ WHERE f.action = 'start' AND t.name IN ('routed', 'plain', 'bare') ORDER BY t.name;
+SELECT t.name, p.state, p.skipped, p.skipped_stale FROM ecp.progress p JOIN ecp.tasks t ON t.name = p.task
+ WHERE t.name IN ('routed', 'plain', 'bare') ORDER BY t.name;
+SELECT count(ecp.cancel(run_id)) AS cancelled FROM ecp.progress WHERE task IN ('routed', 'plain', 'bare');
