@@ -8,7 +8,7 @@ packages=(
 	postgresql-15 postgresql-server-dev-15
 	postgresql-15-mysql-fdw postgresql-15-cron mariadb-server
 	libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev zlib1g-dev
-	libipc-run-perl
+	libipc-run-perl python3
 )
 
 missing=()

@@ -14,7 +14,7 @@ bash test/scripts/install-deps.sh || { echo "0 passed, 1 failed, 0 skipped"; exi
 . "$here/common.sh"
 
 # The suites asked for; each one must write its counts line.
-suites=${ECP_SUITES:-regress tap esd unit}
+suites=${ECP_SUITES:-regress tap esd unit examples}
 
 # ecp itself (the PGXS build), and the stand-in the suites run against:
 # plain "make" builds only the extension.

@@ -5,14 +5,14 @@
 # skipped file or assertion, to $1.skipped.  run-all.sh sums them and checks
 # that every requested suite wrote its line.  Exits 0 when it got to the
 # end (the suites' results are in the counts file, not in the exit status).
-# ECP_SUITES selects suites (default: all): regress tap esd unit.
+# ECP_SUITES selects suites (default: all): regress tap esd unit examples.
 # ECP_TAP_FILES (e.g. "test/t/030_sync.pl test/t/060_*.pl") narrows the TAP suite.
 set -uo pipefail
 counts=$1
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/common.sh"
 cd "$here/../.."
-suites=${ECP_SUITES:-regress tap esd unit}
+suites=${ECP_SUITES:-regress tap esd unit examples}
 
 run_regress() {
 	local log=regress.log rc passed failed
@@ -62,6 +62,7 @@ for suite in $suites; do
 	tap) run_tap tap ${ECP_TAP_FILES:-test/t/*.pl} ;;
 	unit) ESD_BIN=$PWD/test/esd/esd run_tap unit test/unit/run.sh ;;
 	esd) ECP_ES_URL= ESD_BIN=$PWD/test/esd/esd run_tap esd test/esd/t/*.t ;;
+	examples) ECP_ES_URL= ESD_BIN=$PWD/test/esd/esd run_tap examples test/examples/t/*.t ;;
 	*) echo "unknown suite $suite"; echo "$suite 0 1 0" >>"$counts" ;;
 	esac
 done
