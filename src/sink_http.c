@@ -17,6 +17,7 @@
  */
 #include "sink.h"
 
+#include "mb/pg_wchar.h"
 #include "utils/json.h"
 
 #include <jansson.h>
@@ -29,6 +30,23 @@
  */
 #define TOKENS_PER_DOC 10
 #define TOKENS_SLACK 64
+
+/* Bytes kept of a reason (as the _bulk reader keeps), and of an id quoted in an error. */
+#define MAX_REASON_BYTES 1000
+#define MAX_QUOTED_ID_BYTES 100
+
+/*
+ * A copy of the UTF-8 text s (jansson only hands out valid UTF-8) cut to
+ * at most max bytes on a character boundary: a cut inside a character
+ * would store bytes that are not text (failed_doc.reason, last_error).
+ */
+static char *
+utf8_capped(const char *s, int max)
+{
+	int			len = strlen(s);
+
+	return pnstrdup(s, len <= max ? len : pg_encoding_mbcliplen(PG_UTF8, s, len, max));
+}
 
 static char *
 http_path(const EcpPartConfig *config)
@@ -127,7 +145,16 @@ mark_failed(const EcpBatch *batch, const int *members, int nmembers, json_t *ent
 	bool		found = false;
 
 	if (json_is_string(id))
+	{
 		id_text = pstrdup(json_string_value(id));
+		/* a \u0000 inside (JSON_ALLOW_NUL) would match the id cut there */
+		if (strlen(id_text) != json_string_length(id))
+		{
+			*why = psprintf("\"failed\" names id \"%s\\u0000...\", which the request did not hold",
+							utf8_capped(id_text, MAX_QUOTED_ID_BYTES));
+			return false;
+		}
+	}
 	else if (json_is_integer(id))
 		id_text = psprintf("%" JSON_INTEGER_FORMAT, json_integer_value(id));
 	else
@@ -145,10 +172,12 @@ mark_failed(const EcpBatch *batch, const int *members, int nmembers, json_t *ent
 		result->outcome = retryable ? ECP_DOC_RETRY : ECP_DOC_FAILED;
 		result->status = (int) status;
 		result->error_type = "write_service";
-		result->reason = reason ? pnstrdup(reason, Min(strlen(reason), 1000)) : "(no reason given)";
+		/* a reason quoting a \u0000 is kept up to it */
+		result->reason = reason ? utf8_capped(reason, MAX_REASON_BYTES) : "(no reason given)";
 	}
 	if (!found)
-		*why = psprintf("\"failed\" names id \"%.100s\", which the request did not hold", id_text);
+		*why = psprintf("\"failed\" names id \"%s\", which the request did not hold",
+						utf8_capped(id_text, MAX_QUOTED_ID_BYTES));
 	return found;
 }
 
@@ -173,7 +202,8 @@ http_judge(EcpPartConfig *config, const EcpHttpResponse *response, const EcpBatc
 		return ECP_SEND_DONE;
 	if (count_tokens(response->body, response->body_len) > (size_t) nmembers * TOKENS_PER_DOC + TOKENS_SLACK)
 		why = "it is far longer than a list of failures of this request";
-	else if ((root = json_loadb(response->body, response->body_len, 0, &jerr)) == NULL)
+	/* JSON_ALLOW_NUL: a \u0000 quoted in a reason must not sink the batch */
+	else if ((root = json_loadb(response->body, response->body_len, JSON_ALLOW_NUL, &jerr)) == NULL)
 		why = psprintf("it is not JSON (%s at byte %d)", jerr.text, jerr.position);
 	else
 	{
