@@ -469,23 +469,36 @@ begin_request(EcpPartConfig *config, StringInfo body, int ndocs, EcpHttpResponse
 	return outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
 }
 
-/* The failure class of a whole-request HTTP status, and what to tell. */
+/*
+ * The failure class of a whole-request HTTP status, and what to tell.
+ * 429, 502, 503 and 504 are transient for both kinds.  Elasticsearch
+ * answers other 5xx for errors of the request itself (a 500 from a bad
+ * body or a failed shard is not cured by sending the same body again), so
+ * they fail the run; a write service's other 5xx are taken as its own
+ * passing trouble (a backend it writes to is down) and retried, as its
+ * protocol says.
+ */
 EcpSendStatus
-ecp_sink_status_class(long status, const char **hint)
+ecp_sink_status_class(const EcpPartConfig *config, long status, const char **hint)
 {
+	bool		service = config->write_service;
+
 	*hint = "";
 	if (status == 429 || status == 502 || status == 503 || status == 504)
 		return ECP_SEND_TRANSIENT;
-	if (status == 401 || status == 403)
-		*hint = "; check the consumer's credentials (options username/password or api_key) and the role's index privileges";
-	else if (status == 413)
-		*hint = "; " TOO_LARGE_HINT;
-	else if (status == 404)
-		*hint = "; the index does not exist and the cluster does not create it: create it, or allow auto-creation";
-	else if (status >= 400 && status < 500)
-		*hint = "; the consumer refused the whole request: check the URL, index name and task options";
-	else if (status >= 500)
+	if (service && status >= 500)
 		return ECP_SEND_TRANSIENT;
+	if (status == 401 || status == 403)
+		*hint = service ? "; check the consumer's credentials (options username/password or api_key)" :
+			"; check the consumer's credentials (options username/password or api_key) and the role's index privileges";
+	else if (status == 413)
+		*hint = service ? "; request too large: lower batch_bytes (the write service's body limit)" : "; " TOO_LARGE_HINT;
+	else if (status == 404)
+		*hint = service ? "; the write service has no such URL: check the consumer's url" :
+			"; the index does not exist and the cluster does not create it: create it, or allow auto-creation";
+	else if (status >= 400 && status < 500)
+		*hint = service ? "; the write service refused the whole request: check its URL and what it expects" :
+			"; the cluster refused the whole request: check the URL, index name and task options";
 	return ECP_SEND_FAILED;
 }
 
@@ -539,7 +552,7 @@ status_failed(const EcpPartConfig *config, const EcpHttpResponse *response, size
 	const char *hint;
 	char		err[512];
 	const char *query = strchr(request_path, '?');
-	EcpSendStatus status = ecp_sink_status_class(response->status, &hint);
+	EcpSendStatus status = ecp_sink_status_class(config, response->status, &hint);
 
 	if (response->status == 429)
 		ecp_limiter_feedback(config->consumer_id, true);
@@ -639,6 +652,28 @@ judged_before_sending(const EcpPartConfig *config, const EcpDoc *doc, EcpDocResu
 	return true;
 }
 
+/*
+ * Send the body's first `length` bytes (the documents members[] of the
+ * batch), then start a new, empty body.
+ */
+static EcpSendStatus
+send_and_restart(EcpPartConfig *config, StringInfo body, int length, const EcpBatch *batch,
+				 const int *members, int *nmembers, EcpDocResult *results, char **error)
+{
+	EcpSendStatus status;
+
+	body->len = length;
+	body->data[length] = '\0';
+	format->end_body(body);
+	status = send_request(config, body, batch, members, *nmembers, results, error);
+	if (status != ECP_SEND_DONE)
+		return status;
+	resetStringInfo(body);
+	format->start_body(body, config);
+	*nmembers = 0;
+	return ECP_SEND_DONE;
+}
+
 /* The first request of a part says hello (ES: GET /, which product). */
 static EcpSendStatus
 hello_once(EcpPartConfig *config, char **error)
@@ -689,28 +724,18 @@ ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch, const int *subset, int ns
 			continue;
 		if (nmembers >= max_docs)
 		{
-			format->end_body(&body);
-			status = send_request(config, &body, batch, members, nmembers, results, error);
+			status = send_and_restart(config, &body, body.len, batch, members, &nmembers, results, error);
 			if (status != ECP_SEND_DONE)
 				return status;
-			resetStringInfo(&body);
-			format->start_body(&body, config);
-			nmembers = 0;
 			before = body.len;
 		}
 		format->append(&body, config, &batch->docs[i], nmembers == 0);
 		if (body.len > config->batch_bytes && nmembers > 0)
 		{
 			/* Over the byte limit: send what came before this document. */
-			body.len = before;
-			body.data[before] = '\0';
-			format->end_body(&body);
-			status = send_request(config, &body, batch, members, nmembers, results, error);
+			status = send_and_restart(config, &body, before, batch, members, &nmembers, results, error);
 			if (status != ECP_SEND_DONE)
 				return status;
-			resetStringInfo(&body);
-			format->start_body(&body, config);
-			nmembers = 0;
 			format->append(&body, config, &batch->docs[i], true);
 		}
 		members[nmembers++] = i;

@@ -41,8 +41,9 @@ extern const EcpSinkFormat ecp_http_format;
 extern EcpHttpOutcome ecp_sink_call(EcpPartConfig *config, const char *method, const char *path,
 									const char *body, size_t body_len,
 									EcpHttpResponse *response, const char **origin);
-/* the class of a whole-request HTTP status (429/5xx transient), and a hint */
-extern EcpSendStatus ecp_sink_status_class(long status, const char **hint);
+/* the class of a whole-request HTTP status, and a hint (see sink.c) */
+extern EcpSendStatus ecp_sink_status_class(const EcpPartConfig *config, long status,
+										   const char **hint);
 /* "<method> <origin><path> failed: <why>" for a transfer that got no status */
 extern char *ecp_sink_transfer_error(const char *method, const char *origin, const char *path,
 									 EcpHttpOutcome outcome, const char *why);

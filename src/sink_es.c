@@ -61,6 +61,33 @@ read_product(const char *body, size_t len, Product *product)
 		json_decref(root);
 }
 
+/*
+ * What a request of the part's own (GET /, a refresh) came to when it
+ * got no 2xx: stopped, a transfer failure, or a status and its class.
+ * ECP_SEND_DONE for a 2xx.
+ */
+static EcpSendStatus
+call_outcome(const EcpPartConfig *config, EcpHttpOutcome outcome, const EcpHttpResponse *response,
+			 const char *method, const char *origin, const char *path, const char **hint, char **error)
+{
+	char		summary[512];
+	EcpSendStatus status;
+
+	if (outcome == ECP_HTTP_ABORTED)
+		return ECP_SEND_STOPPED;
+	if (outcome != ECP_HTTP_OK)
+	{
+		*error = ecp_sink_transfer_error(method, origin, path, outcome, response->error);
+		return outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
+	}
+	if (response->status >= 200 && response->status <= 299)
+		return ECP_SEND_DONE;
+	status = ecp_sink_status_class(config, response->status, hint);
+	ecp_error_summary(response->body, response->body_len, response->status, summary, sizeof(summary));
+	*error = psprintf("%s %s%s answered HTTP %ld: %s", method, origin, path, response->status, summary);
+	return status;
+}
+
 /* The flow's note of the product, from the first part only (once per run). */
 static void
 note_product(EcpPartConfig *config, const char *origin, const char *name, const char *version,
@@ -84,31 +111,22 @@ es_hello(EcpPartConfig *config, char **error)
 {
 	EcpHttpResponse response;
 	const char *origin;
-	const char *hint;
+	const char *hint = "";
 	char		summary[512];
 	Product		product;
-	EcpSendStatus status = ECP_SEND_DONE;
 	EcpHttpOutcome outcome = ecp_sink_call(config, "GET", "/", NULL, 0, &response, &origin);
+	EcpSendStatus status = call_outcome(config, outcome, &response, "GET", origin, "/", &hint, error);
 
-	if (outcome == ECP_HTTP_ABORTED)
-		status = ECP_SEND_STOPPED;
-	else if (outcome != ECP_HTTP_OK)
+	if (outcome == ECP_HTTP_OK && response.status == 403)
 	{
-		*error = ecp_sink_transfer_error("GET", origin, "/", outcome, response.error);
-		status = outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
-	}
-	else if (response.status == 403)
 		note_product(config, origin, "unknown", "unknown",
 					 "GET / answered HTTP 403: the consumer's user may not read the cluster's version (monitor privilege)");
-	else if (response.status < 200 || response.status > 299)
-	{
-		status = ecp_sink_status_class(response.status, &hint);
-		ecp_error_summary(response.body, response.body_len, response.status, summary, sizeof(summary));
-		if (status == ECP_SEND_FAILED && response.status != 401)
-			hint = "; the consumer's URL must point at Elasticsearch 7, 8 or 9 or OpenSearch 1 to 3 (for a write service of your own, create the consumer with kind => 'http')";
-		*error = psprintf("GET %s/ answered HTTP %ld: %s%s", origin, response.status, summary, hint);
+		status = ECP_SEND_DONE;
 	}
-	else
+	else if (status == ECP_SEND_FAILED && outcome == ECP_HTTP_OK)
+		*error = psprintf("%s%s", *error, response.status == 401 ? hint :
+						  "; the consumer's URL must point at Elasticsearch 7, 8 or 9 or OpenSearch 1 to 3 (for a write service of your own, create the consumer with kind => 'http')");
+	else if (status == ECP_SEND_DONE)
 	{
 		read_product(response.body, response.body_len, &product);
 		if (product.known)
@@ -235,32 +253,20 @@ es_end_part(EcpPartConfig *config, char **error)
 {
 	EcpHttpResponse response;
 	const char *origin;
-	const char *hint;
-	char		summary[512];
+	const char *hint = "";
 	char	   *path;
-	EcpSendStatus status = ECP_SEND_DONE;
+	EcpSendStatus status;
 	EcpHttpOutcome outcome;
 
 	if (!config->refresh)
 		return ECP_SEND_DONE;
 	path = psprintf("/%s/_refresh", config->index_name);
 	outcome = ecp_sink_call(config, "POST", path, NULL, 0, &response, &origin);
-	if (outcome == ECP_HTTP_ABORTED)
-		status = ECP_SEND_STOPPED;
-	else if (outcome != ECP_HTTP_OK)
-	{
-		*error = ecp_sink_transfer_error("POST", origin, path, outcome, response.error);
-		status = outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
-	}
-	else if (response.status < 200 || response.status > 299)
-	{
-		status = ecp_sink_status_class(response.status, &hint);
-		ecp_error_summary(response.body, response.body_len, response.status, summary, sizeof(summary));
-		*error = psprintf("POST %s%s answered HTTP %ld: %s%s", origin, path, response.status,
-						  summary, hint);
-	}
-	else
+	status = call_outcome(config, outcome, &response, "POST", origin, path, &hint, error);
+	if (status == ECP_SEND_DONE)
 		ecp_store_event(config, "refreshed", psprintf("{\"index\": %s}", ecp_json_quote(config->index_name)));
+	else if (status == ECP_SEND_FAILED && outcome == ECP_HTTP_OK)
+		*error = psprintf("%s%s", *error, hint);
 	ecp_http_response_free(&response);
 	return status;
 }

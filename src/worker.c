@@ -13,6 +13,7 @@
 
 #include "access/xact.h"
 #include "portability/instr_time.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -241,9 +242,14 @@ collect_retries(const EcpDocResult *results, int ndocs, int *subset, char **why)
 		if (results[i].outcome == ECP_DOC_RETRY)
 			subset[n++] = i;
 	if (n > 0)
-		*why = psprintf("%d of %d documents rejected with HTTP %d %s", n, ndocs,
-						results[subset[0]].status,
-						results[subset[0]].error_type ? results[subset[0]].error_type : "");
+	{
+		const EcpDocResult *first = &results[subset[0]];
+		const char *reason = first->reason ? first->reason : "";
+		int			cut = pg_mbcliplen(reason, strlen(reason), 200);
+
+		*why = psprintf("%d of %d documents rejected with HTTP %d %s%s%.*s", n, ndocs, first->status,
+						first->error_type ? first->error_type : "", cut > 0 ? ": " : "", cut, reason);
+	}
 	return n;
 }
 

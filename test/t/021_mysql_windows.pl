@@ -198,8 +198,12 @@ is($node->safe_psql('postgres', "SELECT processed FROM ecp.progress WHERE run_id
 $es->refresh('win2');
 is($es->count('win2'), $NROWS, 'windows: no id is missing after pause, resume and a crash');
 $sent = $es->stats->{bulk_items} - $items_before;
-# after the pause and the kill, at most the page in flight is sent again
-ok($sent >= $NROWS && $sent <= $NROWS + 2 * 1000,
+# After the pause, at most the page in flight is sent again.  After the
+# kill, the pages whose checkpoints had not reached the disk too: a
+# checkpoint's commit is asynchronous, flushed within 3 x wal_writer_delay
+# (200 ms by default): at 100 ms a request, at most 6 pages, plus the one
+# in flight (as in 041).
+ok($sent >= $NROWS && $sent <= $NROWS + 9 * 1000,
 	"windows: every row arrived, at most a page each time again ($sent items)");
 
 # --- MariaDB drops the connection mid-run: the read is retried -----------------

@@ -78,7 +78,8 @@ $node->safe_psql('postgres',
 $run = $node->safe_psql('postgres', "SELECT ecp.start('nowhere')");
 is(EcpTest::wait_for_run($node, $run, 'failed'), 'failed', 'a refused connection fails the run');
 like($node->safe_psql('postgres', "SELECT last_error FROM ecp.progress WHERE run_id = $run"),
-	qr{POST http://127\.0\.0\.1:1/x/_bulk failed: .*(refused|connect)}i, '... naming the URL and the cause');
+	qr{GET http://127\.0\.0\.1:1/ failed: .*(refused|connect)}i,
+	'... naming the URL (a part\'s first request asks GET / which product it is) and the cause');
 
 # a source query that fails at run time (the table is gone) fails the run
 $node->safe_psql('postgres', 'CREATE TABLE doomed AS SELECT 1 AS id');

@@ -75,7 +75,7 @@ is($node->safe_psql('postgres', "SELECT processed FROM ecp.progress WHERE run_id
 	'20000', 'processed counts every document once');
 is($node->safe_psql('postgres',
 		"SELECT string_agg(action, ',' ORDER BY at) FROM ecp.flow WHERE run_id = $run"),
-	'start,worker started,pause,resume,worker started,finished',
+	'start,worker started,cluster,pause,resume,worker started,cluster,finished',
 	'the flow has every step');
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM ecp.flow WHERE run_id = $run AND operator <> current_user"),

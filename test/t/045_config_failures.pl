@@ -194,9 +194,14 @@ is(EcpTest::wait_for_run($node, $run, 'succeeded'), 'succeeded', 'a large body w
 is(indexed('big_drop_once'), 3000, 'every row in the index');
 # ... under it, the network: retried, then done
 $es->set_faults({ drop => { first => 1 } });
+my $dropped_before = $es->stats->{dropped_connections};
 $run = start_task('small_drop', 'esd', 'small_drop', 'SELECT * FROM wide', '{"batch_size": 100, "retry_base_ms": 10}');
 is(EcpTest::wait_for_run($node, $run, 'succeeded'), 'succeeded', 'a small body whose connection is closed: retried, the run succeeds');
-is(count_of($run, 'retry'), '1', 'one retry in the flow');
+is($es->stats->{dropped_connections} - $dropped_before, 1, 'the stand-in did drop one request');
+# The part's first request (GET /) opened the connection the dropped _bulk
+# reused; libcurl itself sends a request again on a fresh connection when
+# a reused one dies before any answer, so ecp may not see the drop at all.
+cmp_ok(count_of($run, 'retry'), '<=', 1, 'at most one retry in the flow');
 $es->clear_faults;
 is(indexed('small_drop'), 3000, 'every row in the index');
 

@@ -116,7 +116,7 @@ refused("UPDATE ecp.run SET last_error = 'x', operator = 'victim' WHERE id = $m_
 refused("UPDATE ecp.part SET state = 'running', heartbeat_at = now() - interval '1 day' WHERE run_id = $m_run",
 	qr/permission denied for table part/, 'making a part look dead');
 is($node->safe_psql('postgres', "SELECT string_agg(operator, ',') FROM ecp.flow WHERE run_id = $m_run"),
-	'mallory,mallory,mallory', 'the flow names mallory for start, worker and finish');
+	'mallory,mallory,mallory,mallory', 'the flow names mallory for start, worker, cluster and finish');
 
 # --- rows that still get through fail their run, cleanly -----------------------
 # A superuser (or a row from an older version) can still store what the
