@@ -73,3 +73,44 @@ SELECT t.name, f.content
 SELECT t.name, p.state, p.skipped, p.skipped_stale FROM ecp.progress p JOIN ecp.tasks t ON t.name = p.task
  WHERE t.name IN ('routed', 'plain', 'bare') ORDER BY t.name;
 SELECT count(ecp.cancel(run_id)) AS cancelled FROM ecp.progress WHERE task IN ('routed', 'plain', 'bare');
+
+-- migrations, windows, schedules -------------------------------------------------
+SELECT ecp.create_task('swap', 'cluster', 'parcels', query => 'SELECT * FROM parcels',
+       options => '{"mode": "alias_swap", "settings": {"index": {"number_of_replicas": 2, "refresh_interval": "30s"}, "number_of_shards": 3},
+                    "mappings": {"properties": {"region": {"type": "keyword"}}}, "keep_old": false,
+                    "window": "22:00-04:00"}') > 0 AS created;
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"mode": "blue_green"}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"settings": {}}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"mode": "alias_swap", "mappings": []}');
+SELECT ecp.create_task('t1', 'ws', 'parcels', query => 'SELECT * FROM parcels', options => '{"mode": "alias_swap"}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"mode": "alias_swap", "op": "update"}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"window": "25:00-04:00"}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"window": "04:00-04:00"}');
+SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"window": "4-5"}');
+-- a window may cross midnight
+SELECT w, t, ecp._in_window(w, t::time) AS inside
+  FROM (VALUES ('22:00-04:00', '23:30'), ('22:00-04:00', '03:59'), ('22:00-04:00', '04:00'),
+               ('22:00-04:00', '12:00'), ('01:00-06:00', '01:00'), ('01:00-06:00', '06:00')) v(w, t);
+-- the load settings replace the task's replicas and refresh, in every form
+SELECT * FROM ecp._migration_settings('{"index": {"number_of_replicas": 2, "refresh_interval": "30s"}, "number_of_shards": 3}');
+SELECT * FROM ecp._migration_settings('{"index.number_of_replicas": 1}');
+SELECT * FROM ecp._migration_settings(NULL);
+-- a migration run: a part that creates the index, the load, a part that swaps
+SELECT ecp.start('swap') AS swap_run \gset
+SELECT part, source, state FROM ecp.parts WHERE run_id = :swap_run ORDER BY part;
+SELECT task, alias, old_index, new_index = 'parcels-' || :swap_run AS named_by_run, step, state
+  FROM ecp.migrations WHERE run_id = :swap_run;
+SELECT ecp.cancel(:swap_run, drop_index => true);
+SELECT action, state FROM ecp.run WHERE task_id = (SELECT id FROM ecp.tasks WHERE name = 'swap') ORDER BY id;
+SELECT ecp.cancel(:swap_run + 1);
+SELECT ecp.rollback('swap');
+SELECT ecp.rollback('plain');
+-- a start at a time
+SELECT ecp.start('plain', at => '2030-01-01 00:00:00+00') AS later_run \gset
+SELECT state, starts_at FROM ecp.progress WHERE run_id = :later_run;
+SELECT ecp.cancel(:later_run);
+-- schedules need pg_cron in this database
+SELECT ecp.schedule('plain', '0 2 * * *');
+SELECT ecp.unschedule('plain');
+-- maintenance runs come only from ecp.rollback and ecp.cancel
+INSERT INTO ecp.run (task_id, action) SELECT id, 'rollback' FROM ecp.tasks WHERE name = 'swap';

@@ -15,13 +15,26 @@
 
 #include "utils/json.h"
 
+/*
+ * index: NULL for the index in the URL, else the action names it (a
+ * request to /_bulk that writes each document to an alias and to a
+ * migration's new index).
+ */
 void
-ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config, const EcpDoc *doc)
+ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config, const EcpDoc *doc,
+						const char *index)
 {
 	const char *op = doc->is_delete ? "delete" : config->op;
 	bool		is_update = strcmp(op, "update") == 0;
 
-	appendStringInfo(body, "{\"%s\":{\"_id\":", op);
+	appendStringInfo(body, "{\"%s\":{", op);
+	if (index)
+	{
+		appendStringInfoString(body, "\"_index\":");
+		escape_json(body, index);
+		appendStringInfoChar(body, ',');
+	}
+	appendStringInfoString(body, "\"_id\":");
 	escape_json(body, doc->id);
 	if (doc->routing)
 	{

@@ -72,6 +72,40 @@ ecp_retry_after(EcpPartConfig *config, int attempt, const char *why, const char 
 }
 
 /*
+ * A request of the part's own to the consumer (a refresh, a step of a
+ * migration), retried like a batch: transient failures after the
+ * back-off.  ECP_SEND_DONE; ECP_SEND_STOPPED (a stop request came first);
+ * or ECP_SEND_FAILED, with the run failed and the failure recorded.
+ */
+EcpSendStatus
+ecp_send_with_retries(EcpPartConfig *config, EcpSendStep step, void *arg)
+{
+	for (int attempt = 1;; attempt++)
+	{
+		char	   *error = NULL;
+		EcpSendStatus status = step(config, arg, &error);
+
+		if (status == ECP_SEND_DONE || status == ECP_SEND_STOPPED)
+			return status;
+		if (status == ECP_SEND_FAILED)
+		{
+			ecp_store_fail(config, error);
+			return status;
+		}
+		switch (ecp_retry_after(config, attempt, error, "\"documents\": 0", &error))
+		{
+			case ECP_RETRY_AGAIN:
+				break;
+			case ECP_RETRY_STOPPED:
+				return ECP_SEND_STOPPED;
+			case ECP_RETRY_EXHAUSTED:
+				ecp_store_fail(config, error);
+				return ECP_SEND_FAILED;
+		}
+	}
+}
+
+/*
  * Errors of a source that may pass by themselves: connections (class 08),
  * transaction rollbacks such as deadlocks and serialization failures (40),
  * insufficient resources (53), operator intervention such as a statement

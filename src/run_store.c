@@ -56,6 +56,7 @@ basic_auth(const char *user, const char *password)
 	"       CASE WHEN p.source->>'query' ~ '^[0-9]{1,6}$' AND (p.source->>'query')::int > 0 " \
 	"            THEN t.queries[(p.source->>'query')::int] ELSE t.query END AS query, " \
 	"       p.source->>'kind' AS part_kind, p.source->>'query' AS part_query, " \
+	"       p.source->>'step' AS migrate_step, m.new_index, " \
 	"       p.source->>'from' AS range_from, p.source->>'to' AS range_to, " \
 	"       t.file, cardinality(r.only_ids) AS ids_count, " \
 	"       t.options->>'parallelism' AS parallelism, " \
@@ -97,6 +98,7 @@ basic_auth(const char *user, const char *password)
 	"  LEFT JOIN ecp.task t ON t.id = r.task_id " \
 	"  LEFT JOIN ecp.consumer c ON c.id = t.consumer_id " \
 	"  LEFT JOIN pg_catalog.pg_authid a ON a.oid = r.owner::oid " \
+	"  LEFT JOIN ecp.migration m ON m.run_id = r.id " \
 	" WHERE r.id = $1 AND p.part_no = $2"
 
 static bool
@@ -197,10 +199,18 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	config->raw_query = copy_text(tuple, desc, "query");
 	config->index_name = copy_text(tuple, desc, "index_name");
 	ecp_config_check_index(config->index_name);
+	config->alias = config->index_name;
+	config->new_index = copy_text(tuple, desc, "new_index");
+	if (config->new_index)
+	{
+		ecp_config_check_index(config->new_index);
+		if (config->kind != ECP_PART_MIGRATE)
+			config->index_name = config->new_index;	/* a migration loads its new index */
+	}
 	config->search_path = copy_text(tuple, desc, "search_path");
 	config->id_column = copy_text(tuple, desc, "id_column");
 	config->key_column = copy_text(tuple, desc, "key_column");
-	if (!(config->kind == ECP_PART_FILE && config->ndjson) &&
+	if (config->kind != ECP_PART_MIGRATE && !(config->kind == ECP_PART_FILE && config->ndjson) &&
 		!(config->write_service && config->raw_query == NULL &&
 		  (config->kind == ECP_PART_IDS || config->kind == ECP_PART_FILE)))
 	{
@@ -226,7 +236,8 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	load_write_options(config, tuple, desc);
 }
 
-static const char *const kind_words[] = {"query", "split", "range", "ids", "file", NULL};
+static const char *const kind_words[] = {"query", "split", "range", "ids", "file", "migrate", NULL};
+static const char *const step_words[] = {"create", "swap", "rollback", "drop_index", NULL};
 static const char *const format_words[] = {"ids", "ndjson", NULL};
 
 /* A bound of a key range: NULL (open) or an integer. */
@@ -244,7 +255,8 @@ static void
 load_part_source(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 {
 	const char *kind = ecp_config_word(value_of(tuple, desc, "part_kind"), "source kind", kind_words);
-	const EcpPartKind kinds[] = {ECP_PART_QUERY, ECP_PART_SPLIT, ECP_PART_RANGE, ECP_PART_IDS, ECP_PART_FILE};
+	const EcpPartKind kinds[] = {ECP_PART_QUERY, ECP_PART_SPLIT, ECP_PART_RANGE, ECP_PART_IDS, ECP_PART_FILE,
+	ECP_PART_MIGRATE};
 
 	config->kind = ECP_PART_QUERY;
 	for (int i = 0; kind_words[i]; i++)
@@ -254,6 +266,9 @@ load_part_source(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	config->has_from = range_bound(value_of(tuple, desc, "range_from"), "range from", &config->range_from);
 	config->has_to = range_bound(value_of(tuple, desc, "range_to"), "range to", &config->range_to);
 	config->ids_count = long_column(tuple, desc, "ids_count");
+	if (config->kind == ECP_PART_MIGRATE)
+		config->migrate_step = (char *) ecp_config_word(value_of(tuple, desc, "migrate_step"),
+														"migration step", step_words);
 	if (config->kind == ECP_PART_FILE)
 	{
 		config->file = copy_text(tuple, desc, "file");
@@ -396,6 +411,49 @@ store_statements(const char *const *statements, int nargs, Oid *types, Datum *va
 }
 
 /*
+ * Whether a migration of this part's index (an alias) is loading through
+ * the same consumer: its new index gets every batch too.  Inside an open
+ * SPI connection; the name goes to TopMemoryContext.
+ */
+static void
+read_dual_index(EcpPartConfig *config)
+{
+	Oid			types[3] = {INT8OID, TEXTOID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(config->consumer_id), CStringGetTextDatum(config->index_name),
+	Int64GetDatum(config->run_id)};
+	char	   *dual = NULL;
+
+	if (config->write_service || config->kind == ECP_PART_MIGRATE)
+		return;
+	owner_exec("SELECT ecp._dual_index($1, $2, $3)", 3, types, values, NULL);
+	if (SPI_processed == 1)
+		dual = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if ((dual == NULL && config->dual_index == NULL) ||
+		(dual && config->dual_index && strcmp(dual, config->dual_index) == 0))
+		return;
+	values[1] = CStringGetTextDatum(psprintf("{\"alias\": %s, \"new_index\": %s}",
+											 ecp_json_quote(config->index_name),
+											 ecp_json_quote(dual ? dual : config->dual_index)));
+	owner_exec(dual ? "SELECT ecp._flow_event($3, 'dual write', $2::jsonb)" :
+			   "SELECT ecp._flow_event($3, 'dual write ended', $2::jsonb)", 3, types, values, NULL);
+	config->dual_index = dual ? MemoryContextStrdup(TopMemoryContext, dual) : NULL;
+}
+
+/* Documents this part wrote to a loading migration's index as well. */
+static void
+count_dual_writes(EcpPartConfig *config, int64 written)
+{
+	Oid			types[3] = {INT8OID, TEXTOID, INT8OID};
+	Datum		values[3] = {Int64GetDatum(config->consumer_id),
+	CStringGetTextDatum(config->dual_index ? config->dual_index : ""), Int64GetDatum(written)};
+
+	if (config->dual_index == NULL || written == 0)
+		return;
+	owner_exec("UPDATE ecp.migration SET dual_writes = dual_writes + $3 "
+			   " WHERE consumer_id = $1 AND new_index = $2", 3, types, values, NULL);
+}
+
+/*
  * Mark the run and part running and record that a worker started.  False
  * when the run is no longer pending or running (paused or cancelled since
  * the launcher looked).
@@ -443,6 +501,8 @@ ecp_store_claim(EcpPartConfig *config)
 		owner_exec("SELECT 1 FROM ecp.run WHERE id = $1 AND state = 'running'", 1, types, values, NULL);
 		running = SPI_processed == 1;
 	}
+	if (running)
+		read_dual_index(config);
 	if (running && config->recovering)
 		owner_exec("SELECT ecp._flow_event($1, 'recovered', "
 				   "  jsonb_build_object('part', $2, 'pid', pg_backend_pid(), "
@@ -679,6 +739,8 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 	config->progress.failed += counts.failed;
 	/* the source's estimate from the new position */
 	update_estimated_total(config, estimated_total(config));
+	count_dual_writes(config, counts.ok + counts.deleted);
+	read_dual_index(config);
 	state = select_run_state(config);
 	SPI_finish();
 	ecp_commit_bookkeeping(back_to);

@@ -346,6 +346,12 @@ OPTION_COLUMNS("t", "parallelism")
 "  JOIN ecp.consumer c ON c.id OPERATOR(pg_catalog.=) t.consumer_id"
 " WHERE r.state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::text[])"
 "   AND p.state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::text[])"
+/* ecp.start(task, at => ...): not before its time */
+"   AND (r.not_before IS NULL OR r.not_before OPERATOR(pg_catalog.<=) pg_catalog.now())"
+/* a part waits for every part of a lower stage (a migration's steps) */
+"   AND NOT EXISTS (SELECT 1 FROM ecp.part q WHERE q.run_id OPERATOR(pg_catalog.=) r.id"
+"                      AND q.stage OPERATOR(pg_catalog.<) p.stage"
+"                      AND q.state OPERATOR(pg_catalog.<>) 'done'::text)"
 " ORDER BY r.id, p.part_no";
 
 static const char *
@@ -484,6 +490,24 @@ runnable(const ActivePart *p, TimestampTz now)
 	return heartbeat_old(p->heartbeat, now) &&
 		p->heartbeat + backoff_ms(p->recoveries, p->settings.retry_base_ms,
 								  p->settings.retry_max_ms) * 1000 < now;
+}
+
+/*
+ * Task option window: runs whose window closed are paused, runs it paused
+ * go on when it opens (ecp._apply_windows, in the server's time zone).
+ * An extension not yet updated to a version with windows has none.
+ */
+static void
+apply_windows(void *arg)
+{
+	SPI_connect();
+	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n"
+					"    ON n.oid OPERATOR(pg_catalog.=) p.pronamespace"
+					" WHERE n.nspname OPERATOR(pg_catalog.=) 'ecp'"
+					"   AND p.proname OPERATOR(pg_catalog.=) '_apply_windows'", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+		SPI_execute("SELECT ecp._apply_windows()", false, 0);
+	SPI_finish();
 }
 
 typedef struct RunFailure
@@ -1004,6 +1028,7 @@ ecp_schedule_runs(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "scheduling ecp runs");
 
+	(void) run_isolated(apply_windows, NULL, "apply the windows of runs");
 	if (run_isolated(read_active_parts, &active, "read the parts of pending and running runs"))
 		schedule_parts(active.parts, active.count, &slots);
 

@@ -713,6 +713,10 @@ ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch, const int *subset, int ns
 	status = hello_once(config, error);
 	if (status != ECP_SEND_DONE)
 		return status;
+	/* the path may change from page to page (dual writes begin and end) */
+	if (request_path)
+		pfree(request_path);
+	request_path = MemoryContextStrdup(TopMemoryContext, format->path(config));
 	initStringInfo(&body);
 	format->start_body(&body, config);
 	for (int k = 0; k < count; k++)

@@ -16,11 +16,16 @@
 
 #include <jansson.h>
 
-/* /{index}/_bulk?filter_path=...[&pipeline=...]: the index is in the URL. */
+/*
+ * /{index}/_bulk?filter_path=...[&pipeline=...]: the index is in the URL;
+ * while a migration of the index (an alias) loads, /_bulk, and each
+ * action names its index (dual writes).
+ */
 static char *
 es_path(const EcpPartConfig *config)
 {
-	return psprintf("/%s/_bulk?filter_path=%s%s%s", config->index_name, ECP_BULK_FILTER_PATH,
+	return psprintf("%s%s/_bulk?filter_path=%s%s%s", config->dual_index ? "" : "/",
+					config->dual_index ? "" : config->index_name, ECP_BULK_FILTER_PATH,
 					config->pipeline ? "&pipeline=" : "", config->pipeline ? config->pipeline : "");
 }
 
@@ -149,10 +154,17 @@ es_start_body(StringInfo body, const EcpPartConfig *config)
 {
 }
 
+/* Dual writes: each document to the alias, then to the new index. */
 static void
 es_append(StringInfo body, const EcpPartConfig *config, const EcpDoc *doc, bool first)
 {
-	ecp_batch_append_ndjson(body, config, doc);
+	if (config->dual_index == NULL)
+	{
+		ecp_batch_append_ndjson(body, config, doc, NULL);
+		return;
+	}
+	ecp_batch_append_ndjson(body, config, doc, config->index_name);
+	ecp_batch_append_ndjson(body, config, doc, config->dual_index);
 }
 
 static void
@@ -192,19 +204,50 @@ is_stale(const EcpPartConfig *config, const EcpBulkItem *item)
 	return config->version_column != NULL && item->status == 409;
 }
 
+static EcpDocOutcome
+item_outcome(const EcpPartConfig *config, const EcpBulkItem *item)
+{
+	return item->klass == ECP_ITEM_OK ? ECP_DOC_OK :
+		item->klass == ECP_ITEM_RETRY ? ECP_DOC_RETRY :
+		is_stale(config, item) ? ECP_DOC_STALE : ECP_DOC_FAILED;
+}
+
+/* Of the two answers to a dual write, the one that decides: the worse. */
+static int
+outcome_rank(EcpDocOutcome outcome)
+{
+	switch (outcome)
+	{
+		case ECP_DOC_FAILED:
+			return 3;
+		case ECP_DOC_RETRY:
+			return 2;
+		case ECP_DOC_STALE:
+			return 1;
+		default:
+			return 0;
+	}
+}
+
+/*
+ * Each member's result from its item, or (dual writes) from the worse of
+ * its two items: a document is done only when the alias and the new index
+ * both took it.
+ */
 static void
 copy_item_results(const EcpPartConfig *config, const EcpBulkResult *parsed, const int *members,
-				  EcpDocResult *results)
+				  int per_doc, EcpDocResult *results)
 {
 	for (int i = 0; i < parsed->nitems; i++)
 	{
 		const EcpBulkItem *item = &parsed->items[i];
-		EcpDocResult *result = &results[members[i]];
+		EcpDocResult *result = &results[members[i / per_doc]];
+		EcpDocOutcome outcome = item_outcome(config, item);
 
+		if (i % per_doc != 0 && outcome_rank(outcome) <= outcome_rank(result->outcome))
+			continue;
 		result->status = item->status;
-		result->outcome = item->klass == ECP_ITEM_OK ? ECP_DOC_OK :
-			item->klass == ECP_ITEM_RETRY ? ECP_DOC_RETRY :
-			is_stale(config, item) ? ECP_DOC_STALE : ECP_DOC_FAILED;
+		result->outcome = outcome;
 		result->error_type = item->error_type ? pstrdup(item->error_type) : NULL;
 		result->reason = item->reason ? pstrdup(item->reason) : NULL;
 	}
@@ -222,7 +265,9 @@ es_judge(EcpPartConfig *config, const EcpHttpResponse *response, const EcpBatch 
 	 * Each item is judged by its own action (NULL op): a page may mix the
 	 * task's op with deletes of ids the query no longer returns.
 	 */
-	if (ecp_bulk_parse(response->body, response->body_len, nmembers, NULL, 0,
+	int			per_doc = config->dual_index ? 2 : 1;
+
+	if (ecp_bulk_parse(response->body, response->body_len, nmembers * per_doc, NULL, 0,
 					   &parsed, err, sizeof(err)) != 0)
 	{
 		*error = psprintf("the _bulk response to %s could not be read: %s", config->index_name, err);
@@ -235,7 +280,7 @@ es_judge(EcpPartConfig *config, const EcpHttpResponse *response, const EcpBatch 
 	}
 	else
 	{
-		copy_item_results(config, &parsed, members, results);
+		copy_item_results(config, &parsed, members, per_doc, results);
 		/* items answered 429 slow the consumer down; a clean answer lets it climb */
 		ecp_limiter_feedback(config->consumer_id, parsed.n_retry > 0);
 	}

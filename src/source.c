@@ -48,6 +48,7 @@ source_of(const EcpPartConfig *config)
 		case ECP_PART_QUERY:
 		case ECP_PART_RANGE:
 		case ECP_PART_SPLIT:
+		case ECP_PART_MIGRATE:	/* reads nothing: migrate.c runs it */
 			break;
 	}
 	return &ecp_query_source;

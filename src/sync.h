@@ -39,7 +39,8 @@ typedef enum EcpPartKind
 	ECP_PART_SPLIT,				/* the query, to be cut into key ranges first */
 	ECP_PART_RANGE,				/* from <= key < to of the query */
 	ECP_PART_IDS,				/* the run's ids, looked up through the query */
-	ECP_PART_FILE				/* the task's file */
+	ECP_PART_FILE,				/* the task's file */
+	ECP_PART_MIGRATE			/* a step of a migration (migrate.c) */
 } EcpPartKind;
 
 /* What a part has done: its run's state, its checkpoint and counters. */
@@ -107,6 +108,9 @@ typedef struct EcpPartConfig
 	bool		ndjson;			/* ECP_PART_FILE: documents, else ids */
 	char	   *id_field;		/* ECP_PART_FILE, ndjson: the _id field */
 	int			max_line_bytes;
+	char	   *migrate_step;	/* ECP_PART_MIGRATE: create, swap, rollback, drop_index */
+	char	   *alias;			/* a migration's alias (the task's index) */
+	char	   *new_index;		/* a migration's new index; its load parts write there */
 
 	/* consumer */
 	bool		write_service;	/* kind http: batches as JSON (sink_http.c) */
@@ -128,6 +132,13 @@ typedef struct EcpPartConfig
 	 * part has done so far, moved by the store after each checkpoint.
 	 */
 	EcpPartProgress progress;
+
+	/*
+	 * The new index of a migration of this part's alias that is loading:
+	 * every batch goes to it as well (read at the claim and at every
+	 * checkpoint), or NULL.
+	 */
+	char	   *dual_index;
 } EcpPartConfig;
 
 /*
@@ -295,6 +306,8 @@ typedef enum EcpRetryVerdict
 	ECP_RETRY_STOPPED,			/* pause, cancel or shutdown ended the wait */
 	ECP_RETRY_EXHAUSTED			/* max_retries reached: fail the run */
 } EcpRetryVerdict;
+typedef EcpSendStatus (*EcpSendStep) (EcpPartConfig *config, void *arg, char **error);
+extern EcpSendStatus ecp_send_with_retries(EcpPartConfig *config, EcpSendStep step, void *arg);
 extern EcpRetryVerdict ecp_retry_after(EcpPartConfig *config, int attempt, const char *why,
 									   const char *what_json, char **exhausted);
 extern long ecp_backoff_ms(const EcpPartConfig *config, int attempt);
@@ -306,9 +319,12 @@ extern EcpSourceOutcome ecp_source_with_retries(EcpPartConfig *config, EcpSource
 /* transform.c: option transform over a page, as the owner */
 extern void ecp_transform_page(EcpPartConfig *config, EcpBatch *page);
 
+/* migrate.c: the steps of a migration (mode alias_swap) and its maintenance runs */
+extern void ecp_migrate_part(EcpPartConfig *config);
+
 /* batch.c */
 extern void ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config,
-									const EcpDoc *doc);
+									const EcpDoc *doc, const char *index);
 
 /* sink.c: batches to the consumer (sink_es.c / sink_http.c: its kind) */
 extern void ecp_sink_open(EcpPartConfig *config);

@@ -327,6 +327,12 @@ finish_step(EcpPartConfig *config, void *arg)
 	return true;
 }
 
+static EcpSendStatus
+end_part_step(EcpPartConfig *config, void *arg, char **error)
+{
+	return ecp_sink_end_part(config, error);
+}
+
 /*
  * The consumer's last step of the part (a refresh), retried like a batch,
  * and the nodes it used into the flow.  ECP_SEND_FAILED: the run failed
@@ -335,34 +341,11 @@ finish_step(EcpPartConfig *config, void *arg)
 static EcpSendStatus
 end_part(EcpPartConfig *config)
 {
-	for (int attempt = 1;; attempt++)
-	{
-		char	   *error = NULL;
-		EcpSendStatus status = ecp_sink_end_part(config, &error);
+	EcpSendStatus status = ecp_send_with_retries(config, end_part_step, NULL);
 
-		if (status == ECP_SEND_DONE)
-		{
-			ecp_sink_report_nodes(config);
-			return status;
-		}
-		if (status == ECP_SEND_STOPPED)
-			return status;
-		if (status == ECP_SEND_FAILED)
-		{
-			ecp_store_fail(config, error);
-			return status;
-		}
-		switch (ecp_retry_after(config, attempt, error, "\"documents\": 0", &error))
-		{
-			case ECP_RETRY_AGAIN:
-				break;
-			case ECP_RETRY_STOPPED:
-				return ECP_SEND_STOPPED;
-			case ECP_RETRY_EXHAUSTED:
-				ecp_store_fail(config, error);
-				return ECP_SEND_FAILED;
-		}
-	}
+	if (status == ECP_SEND_DONE)
+		ecp_sink_report_nodes(config);
+	return status;
 }
 
 /*
@@ -402,6 +385,12 @@ sync_part(EcpPartConfig *config)
 	if (!ecp_store_claim(config))
 		return;
 	ecp_sink_open(config);
+	if (config->kind == ECP_PART_MIGRATE)
+	{
+		ecp_migrate_part(config);
+		ecp_sink_close();
+		return;
+	}
 	(void) rate_add(&rate, done);
 
 	/* every stop (a wait ended by pause, cancel, shutdown) comes back here */
