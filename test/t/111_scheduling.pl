@@ -37,7 +37,7 @@ sql(qq{
 
 # --- a start at a time ------------------------------------------------------------------------
 my ($run, $at) = split /\|/, sql("SELECT ecp.start('later', at => now() + interval '3 seconds'), now() + interval '3 seconds'");
-is(sql("SELECT state || ' ' || (starts_at IS NOT NULL) FROM ecp.progress WHERE run_id = $run"), 'pending t',
+is(sql("SELECT state || ' ' || (starts_at IS NOT NULL) FROM ecp.progress WHERE run_id = $run"), 'pending true',
 	'the run waits, pending, and ecp.progress shows when it starts');
 like(sql("SELECT content->>'at' FROM ecp.flow WHERE run_id = $run AND action = 'start'"), qr/^\d{4}-/,
 	'the start row has the time');
