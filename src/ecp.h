@@ -130,6 +130,9 @@ extern void ecp_keep_database_hold(void);
 extern bool ecp_drop_stale_database_hold(void);
 
 /* query_check.c */
+/* run_windows.c */
+extern void ecp_apply_windows(void *arg);
+
 extern char *ecp_statement_text(const char *query);
 extern char *ecp_checked_statement_text(const char *query);
 extern int	ecp_enter_search_path(const char *search_path);

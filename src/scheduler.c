@@ -492,24 +492,6 @@ runnable(const ActivePart *p, TimestampTz now)
 								  p->settings.retry_max_ms) * 1000 < now;
 }
 
-/*
- * Task option window: runs whose window closed are paused, runs it paused
- * go on when it opens (ecp._apply_windows, in the server's time zone).
- * An extension not yet updated to a version with windows has none.
- */
-static void
-apply_windows(void *arg)
-{
-	SPI_connect();
-	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n"
-					"    ON n.oid OPERATOR(pg_catalog.=) p.pronamespace"
-					" WHERE n.nspname OPERATOR(pg_catalog.=) 'ecp'"
-					"   AND p.proname OPERATOR(pg_catalog.=) '_apply_windows'", true, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1)
-		SPI_execute("SELECT ecp._apply_windows()", false, 0);
-	SPI_finish();
-}
-
 typedef struct RunFailure
 {
 	int64		run_id;
@@ -1028,7 +1010,7 @@ ecp_schedule_runs(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "scheduling ecp runs");
 
-	(void) run_isolated(apply_windows, NULL, "apply the windows of runs");
+	(void) run_isolated(ecp_apply_windows, NULL, "apply the windows of runs");
 	if (run_isolated(read_active_parts, &active, "read the parts of pending and running runs"))
 		schedule_parts(active.parts, active.count, &slots);
 
