@@ -427,6 +427,8 @@ ALTER TABLE ecp.run ADD COLUMN paused_reason text;
 COMMENT ON COLUMN ecp.run.not_before IS 'ecp.start(task, at => ...): the launcher starts the run at that time';
 COMMENT ON COLUMN ecp.run.action IS 'a maintenance run of an alias_swap task: rollback (the alias back), drop_index (a cancelled migration''s new index)';
 COMMENT ON COLUMN ecp.run.paused_reason IS 'why ecp paused the run itself (its window closed); NULL when a role paused it';
+-- roles start runs as themselves (ecp.start): the new columns they may set
+GRANT INSERT (not_before, action) ON ecp.run TO PUBLIC;
 ALTER TABLE ecp.part ADD COLUMN stage smallint NOT NULL DEFAULT 1;
 COMMENT ON COLUMN ecp.part.stage IS 'a part starts once every part of its run with a lower stage is done: 0 prepares a migration, 1 loads, 2 swaps';
 
@@ -987,8 +989,8 @@ COMMENT ON FUNCTION ecp.start(text, text[], timestamptz) IS
 
 -- ecp.cancel can drop a cancelled migration's half-built index (by a
 -- maintenance run: only a worker talks to the cluster).
-DROP FUNCTION ecp.cancel(bigint);
-CREATE FUNCTION ecp.cancel(run bigint, drop_index boolean DEFAULT false) RETURNS void
+-- (a second function, so ecp.cancel(bigint) stays what it was)
+CREATE FUNCTION ecp.cancel(run bigint, drop_index boolean) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
@@ -1089,13 +1091,20 @@ BEGIN
     IF NOT FOUND OR NOT pg_has_role(session_user, t.owner, 'MEMBER') THEN
         RAISE EXCEPTION 'task % is not yours', task_id USING ERRCODE = 'insufficient_privilege';
     END IF;
+    -- what the row says must be true: the task has that run in progress
+    IF NOT EXISTS (SELECT 1 FROM ecp.run r WHERE r.id = busy AND r.task_id = t.id
+                                             AND r.state IN ('pending', 'running', 'paused')) THEN
+        RAISE EXCEPTION 'run % of task "%" is not in progress', busy, t.name
+              USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
     INSERT INTO ecp.flow_log (task_id, run_id, action, content, operator, owner)
     VALUES (t.id, busy, 'cron skipped',
             jsonb_build_object('task', t.name, 'run_in_progress', busy,
                                'why', 'the task still has run ' || busy || ' in progress'),
             session_user, t.owner);
 END $$;
-REVOKE EXECUTE ON FUNCTION ecp._note_cron_skip(bigint, bigint) FROM PUBLIC;
+-- (EXECUTE stays granted: a role's own pg_cron job calls it through
+-- ecp._scheduled_start, and it writes only a true row about the caller's task)
 
 CREATE FUNCTION ecp._scheduled_start(task text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

@@ -347,8 +347,12 @@ alias_targets(EcpPartConfig *config, Migration *m, char ***targets, int *ntarget
 	names = object_keys(&answer, &n);
 	*targets = palloc0(sizeof(char *) * (n + 1));
 	for (int i = 0; i < n; i++)
+	{
+		/* the names go into URLs and a text[]: only what ES allows for an index */
+		ecp_config_check_index(names[i]);
 		if (strcmp(names[i], m->new_index) != 0)
 			(*targets)[(*ntargets)++] = names[i];
+	}
 	return ECP_SEND_DONE;
 }
 
@@ -373,7 +377,7 @@ text_array_literal(char **names, int n)
 	initStringInfo(&out);
 	appendStringInfoChar(&out, '{');
 	for (int i = 0; i < n; i++)
-		appendStringInfo(&out, "%s\"%s\"", i ? "," : "", names[i]);	/* index names hold no " or \ */
+		appendStringInfo(&out, "%s\"%s\"", i ? "," : "", names[i]);	/* checked: no " or \ */
 	appendStringInfoChar(&out, '}');
 	return out.data;
 }

@@ -54,6 +54,17 @@ sql('CREATE EXTENSION pg_cron');
 sql(q{SELECT ecp.create_task('nightly', 'es', 'nightly', query => 'SELECT * FROM orders',
 	options => '{"batch_size": 100, "rate_limit": 100}')});
 my $job = sql("SELECT ecp.schedule('nightly', '* * * * *')");
+# an ordinary role's job, in the same minutes: it runs as that role
+sql(qq{
+	CREATE ROLE nightowl LOGIN;
+	GRANT USAGE ON SCHEMA cron TO nightowl;
+	GRANT SELECT ON orders TO nightowl;
+	SET ROLE nightowl;
+	SELECT ecp.create_consumer('es_owl', '$url');
+	SELECT ecp.create_task('owl', 'es_owl', 'owl', query => 'SELECT * FROM public.orders',
+	       options => '{"batch_size": 100, "rate_limit": 100}');
+	SELECT ecp.schedule('owl', '* * * * *');
+});
 like($job, qr/^\d+$/, "ecp.schedule returns the job id ($job)");
 is(sql("SELECT jobname || ' | ' || schedule || ' | ' || command FROM cron.job WHERE jobid = $job"),
 	q{ecp:nightly | * * * * * | SELECT ecp._scheduled_start('nightly')}, 'the job is in cron.job');
@@ -67,6 +78,13 @@ is(sql("SELECT count(*) FROM ecp.run r JOIN ecp.task t ON t.id = r.task_id WHERE
 is(sql("SELECT state FROM ecp.run WHERE id = $cron_run"), 'running', 'the first run is still going');
 like(sql("SELECT content->>'why' FROM ecp.flow WHERE action = 'cron skipped' ORDER BY at LIMIT 1"),
 	qr/still has run $cron_run in progress/, 'the flow says why');
+my $owl_run = sql("SELECT r.id || ' ' || r.owner FROM ecp.run r JOIN ecp.task t ON t.id = r.task_id WHERE t.name = 'owl'");
+like($owl_run, qr/^\d+ nightowl$/, 'the ordinary role\'s job started one run, of its own');
+($owl_run) = split / /, $owl_run;
+ok(EcpTest::poll($node, "SELECT count(*) >= 1 FROM ecp.flow WHERE action = 'cron skipped' AND run_id = $owl_run", 30),
+	'and its next firing was skipped too, with a flow row of its own');
+is(sql("SELECT username FROM cron.job WHERE jobname = 'ecp:owl'"), 'nightowl', 'its job runs as that role');
+$node->safe_psql('postgres', "SET ROLE nightowl; SELECT ecp.unschedule('owl'); SELECT ecp.cancel($owl_run)");
 sql("SELECT ecp.unschedule('nightly')");
 is(sql("SELECT count(*) FROM cron.job WHERE jobname = 'ecp:nightly'"), '0', 'ecp.unschedule removes the job');
 ($rc, $out, $err) = $node->psql('postgres', "SELECT ecp.unschedule('nightly')");
