@@ -76,7 +76,7 @@ ok(EcpTest::poll($node, "SELECT count(*) >= 1 FROM ecp.flow WHERE action = 'cron
 is(sql("SELECT count(*) FROM ecp.run r JOIN ecp.task t ON t.id = r.task_id WHERE t.name = 'nightly'"), '1',
 	'and started no duplicate');
 is(sql("SELECT state FROM ecp.run WHERE id = $cron_run"), 'running', 'the first run is still going');
-like(sql("SELECT content->>'why' FROM ecp.flow WHERE action = 'cron skipped' ORDER BY at LIMIT 1"),
+like(sql("SELECT content->>'why' FROM ecp.flow WHERE action = 'cron skipped' AND run_id = $cron_run ORDER BY at LIMIT 1"),
 	qr/still has run $cron_run in progress/, 'the flow says why');
 my $owl_run = sql("SELECT r.id || ' ' || r.owner FROM ecp.run r JOIN ecp.task t ON t.id = r.task_id WHERE t.name = 'owl'");
 like($owl_run, qr/^\d+ nightowl$/, 'the ordinary role\'s job started one run, of its own');
