@@ -188,26 +188,6 @@ END $$;
 -- ---------------------------------------------------------------------------
 -- Tasks: tag, transform, routing_column, version_column, pipeline, refresh.
 -- ---------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION ecp._task_option_spec() RETURNS jsonb
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT '{"id_column": "text", "key_column": "text",
-             "batch_size": ["integer", 1, 100000],
-             "batch_bytes": ["integer", 1024, 104857600],
-             "op": "text", "exact_total": "boolean",
-             "max_retries": ["integer", 0, 1000],
-             "retry_base_ms": ["integer", 1, 3600000],
-             "retry_max_ms": ["integer", 1, 3600000],
-             "rate_limit": ["number", 0, 1000000000],
-             "paging": "text",
-             "parallelism": ["integer", 1, 64],
-             "delete_missing": "boolean",
-             "format": "text", "id_field": "text",
-             "max_line_bytes": ["integer", 1024, 268435456],
-             "tag": "text", "transform": "text",
-             "routing_column": "text", "version_column": "text",
-             "pipeline": "text", "refresh": "boolean"}'::jsonb
-$$;
-
 -- The function option transform names: schema.name, taking and returning
 -- jsonb, which the task's owner may execute.  Qualified, so that what a
 -- worker calls does not depend on a search_path.
@@ -240,59 +220,6 @@ BEGIN
                     HINT = 'The transform runs as the task''s owner: GRANT EXECUTE ON FUNCTION ' || fn || ' TO ' || owner || '.';
     END IF;
 END $$;
-
--- Options that decide how a batch is written: checked against the
--- consumer's kind and the query's columns (after check_row: triggers fire
--- in name order).
-CREATE FUNCTION ecp._check_task_writes() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    kind text;
-    columns text[];
-    col text;
-    es_only text[] := ARRAY['pipeline', 'refresh', 'routing_column', 'version_column'];
-BEGIN
-    SELECT c.kind INTO kind FROM ecp.consumer c WHERE c.id = NEW.consumer_id;
-    IF NEW.options ? 'tag' THEN
-        PERFORM ecp._check_tag(NEW.options->>'tag', 'option "tag"');
-    END IF;
-    IF NEW.options ? 'transform' THEN
-        PERFORM ecp._check_transform(NEW.options->>'transform', NEW.owner);
-    END IF;
-    IF kind = 'http' AND NEW.options ?| es_only THEN
-        RAISE EXCEPTION 'task "%": options pipeline, refresh, routing_column and version_column are for an elasticsearch consumer', NEW.name
-              USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'A write service (kind http) decides how documents are written.';
-    END IF;
-    IF NEW.options ? 'pipeline' AND NEW.options->>'pipeline' !~ '^[A-Za-z0-9_.-]{1,255}$' THEN
-        RAISE EXCEPTION 'invalid option "pipeline" "%"', left(NEW.options->>'pipeline', 100)
-              USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'An ingest pipeline id of 1 to 255 letters, digits, "_", "." or "-".';
-    END IF;
-    IF NEW.options ? 'version_column' AND coalesce(NEW.options->>'op', 'index') NOT IN ('index', 'delete') THEN
-        RAISE EXCEPTION 'task "%": option "version_column" needs op index or delete, not %', NEW.name, NEW.options->>'op'
-              USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'Elasticsearch refuses external versions on update and create.';
-    END IF;
-    IF NEW.options ?| ARRAY['routing_column', 'version_column'] THEN
-        IF NEW.query IS NULL AND NEW.queries IS NULL THEN
-            RAISE EXCEPTION 'task "%": options routing_column and version_column name columns of a query', NEW.name
-                  USING ERRCODE = 'invalid_parameter_value',
-                        HINT = 'An NDJSON file has no columns.';
-        END IF;
-        columns := ecp._check_task_queries(NEW);
-        FOREACH col IN ARRAY ARRAY[NEW.options->>'routing_column', NEW.options->>'version_column'] LOOP
-            IF col IS NOT NULL AND NOT col = ANY (columns) THEN
-                RAISE EXCEPTION 'column "%" is not an output column of the query', col
-                      USING ERRCODE = 'undefined_column',
-                            HINT = 'The query returns: ' || array_to_string(columns, ', ') || '.';
-            END IF;
-        END LOOP;
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER check_writes BEFORE INSERT OR UPDATE ON ecp.task
-    FOR EACH ROW EXECUTE FUNCTION ecp._check_task_writes();
 
 -- Whether the task's consumer is a write service (kind http): one may get
 -- bare ids, with no query to look them up.
@@ -364,54 +291,6 @@ BEGIN
     END IF;
 END $$;
 
--- Runs: bare ids for a write service.
-CREATE OR REPLACE FUNCTION ecp._prepare_run() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    t ecp.task;
-    busy bigint;
-BEGIN
-    -- the task row's lock keeps two starts of one task apart
-    SELECT * INTO t FROM ecp.task WHERE id = NEW.task_id FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'task % does not exist', coalesce(NEW.task_id::text, 'NULL')
-              USING ERRCODE = 'undefined_object',
-                    HINT = 'SELECT id, name FROM ecp.tasks lists the tasks you can see.';
-    END IF;
-    SELECT id INTO busy FROM ecp.run
-     WHERE task_id = t.id AND state IN ('pending', 'running', 'paused') LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'task "%" already has run % in progress', t.name, busy
-              USING ERRCODE = 'object_in_use',
-                    HINT = 'Wait for it, or ecp.cancel(' || busy || ') first.';
-    END IF;
-    IF NEW.retry_of IS NOT NULL
-       AND NOT EXISTS (SELECT 1 FROM ecp.run WHERE id = NEW.retry_of AND task_id = t.id) THEN
-        RAISE EXCEPTION 'run % is not a run of task "%"', NEW.retry_of, t.name
-              USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    NEW.only_ids := coalesce(NEW.only_ids, t.ids);
-    IF NEW.only_ids IS NOT NULL AND t.query IS NULL
-       AND NOT (ecp._task_writes_ids(t) AND t.queries IS NULL) THEN
-        RAISE EXCEPTION 'task "%" has no query to look ids up with', t.name
-              USING ERRCODE = 'feature_not_supported',
-                    HINT = CASE WHEN t.queries IS NOT NULL
-                                THEN 'A task of queries reads shards; create a task whose one query unions them for id runs.'
-                                ELSE 'Id runs need a task with query => ''SELECT ...''.' END;
-    END IF;
-    PERFORM ecp._check_ids(NEW.only_ids, 'ids');
-    NEW.owner := t.owner;
-    NEW.state := 'pending';
-    NEW.operator := ecp._operator();
-    NEW.changed_by := NEW.operator;
-    NEW.total := cardinality(NEW.only_ids);
-    NEW.total_is_estimate := CASE WHEN NEW.only_ids IS NOT NULL THEN false END;
-    NEW.created_at := now();
-    NEW.started_at := NULL;
-    NEW.finished_at := NULL;
-    NEW.last_error := NULL;
-    RETURN NEW;
-END $$;
 
 -- ---------------------------------------------------------------------------
 -- Counters: documents the transform dropped, and documents Elasticsearch
@@ -699,7 +578,10 @@ BEGIN
     END IF;
 END $$;
 
-CREATE OR REPLACE FUNCTION ecp._check_task_writes() RETURNS trigger
+-- Options that decide how a batch is written and where: checked against
+-- the consumer's kind and the query's columns (after check_row: triggers
+-- fire in name order).
+CREATE FUNCTION ecp._check_task_writes() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     kind text;
@@ -747,6 +629,8 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$;
+CREATE TRIGGER check_writes BEFORE INSERT OR UPDATE ON ecp.task
+    FOR EACH ROW EXECUTE FUNCTION ecp._check_task_writes();
 
 -- ---------------------------------------------------------------------------
 -- Runs: a start time, what a maintenance run does, why a run is paused;

@@ -202,6 +202,22 @@ for my $case ([ 'es6', { status => 200, body => { version => { number => '6.8.23
 }
 my $batches = $json->decode($http->get("$other_server/_ws/stats")->{content})->{batches};
 is($batches, 0, 'nothing was sent to a server that is not a cluster');
+# a 403 to GET / (a user allowed to write but not to read the version): the
+# part goes on with the product unknown, and the flow says why (this server
+# then refuses the _bulk request itself: not JSON, so the run fails there)
+$http->request('PUT', "$other_server/_ws/config",
+	{ headers => { 'Content-Type' => 'application/json' }, content => $json->encode({ root => { status => 403, body => { error => 'no' } } }) });
+$node->safe_psql('postgres', q{
+	SELECT ecp.create_consumer('c_forbidden', '} . $other_server . q{');
+	SELECT ecp.create_task('p_forbidden', 'c_forbidden', 'products', query => 'SELECT * FROM orders WHERE id <= 10');
+});
+$run = $node->safe_psql('postgres', "SELECT ecp.start('p_forbidden')");
+is(EcpTest::wait_for_run($node, $run, 'failed', 60), 'failed', '403 to GET /: the run went on to _bulk');
+my ($unknown) = flow($run, 'cluster');
+is($unknown->{product}, 'unknown', '... with the product unknown');
+like($unknown->{note} // '', qr/GET \/ answered HTTP 403/, '... and the flow says why');
+like($node->safe_psql('postgres', "SELECT last_error FROM ecp.progress WHERE run_id = $run"), qr{POST http://127\.0\.0\.1:\d+/products/_bulk answered HTTP 4},
+	'the failure is the _bulk request\'s, not GET /\'s');
 
 kill_group($_) for @children;
 $es->stop;
