@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 
 #define METADATA_NAME "metadata.google.internal"
@@ -167,7 +168,13 @@ typedef struct Range
 	const char *what;
 } Range;
 
-/* The ranges ecp.block_private_networks refuses (IPv4-mapped: see above). */
+/*
+ * The ranges ecp.block_private_networks refuses (IPv4-mapped: see above):
+ * private ones, and the IANA special-purpose ones that are not meant to
+ * reach a public service (documentation, benchmarking, multicast,
+ * reserved), where a consumer can only be something on the site.
+ * 255.255.255.255 comes before 240/4 for its own name.
+ */
 static const Range private_ranges[] = {
 	{4, {0, 0, 0, 0}, 8, "unspecified"},
 	{4, {127, 0, 0, 0}, 8, "loopback"},
@@ -176,45 +183,29 @@ static const Range private_ranges[] = {
 	{4, {192, 168, 0, 0}, 16, "private (RFC 1918)"},
 	{4, {100, 64, 0, 0}, 10, "shared (carrier-grade NAT, 100.64.0.0/10)"},
 	{4, {169, 254, 0, 0}, 16, "link-local"},
+	{4, {192, 0, 0, 0}, 24, "IETF protocol assignment (192.0.0.0/24)"},
+	{4, {192, 0, 2, 0}, 24, "documentation (192.0.2.0/24)"},
+	{4, {198, 51, 100, 0}, 24, "documentation (198.51.100.0/24)"},
+	{4, {203, 0, 113, 0}, 24, "documentation (203.0.113.0/24)"},
+	{4, {198, 18, 0, 0}, 15, "benchmarking (198.18.0.0/15)"},
+	{4, {224, 0, 0, 0}, 4, "multicast"},
+	{4, {255, 255, 255, 255}, 32, "broadcast"},
+	{4, {240, 0, 0, 0}, 4, "reserved (240.0.0.0/4)"},
 	{6, {0}, 128, "unspecified"},
 	{6, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 128, "loopback"},
 	{6, {0xfe, 0x80}, 10, "link-local"},
 	{6, {0xfe, 0xc0}, 10, "site-local"},
 	{6, {0xfc, 0x00}, 7, "unique local (fc00::/7)"},
+	{6, {0x01, 0x00}, 64, "discard-only (100::/64)"},
+	{6, {0xff}, 8, "multicast"},
+	{6, {0x20, 0x01, 0x0d, 0xb8}, 32, "documentation (2001:db8::/32)"},
+	{6, {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}, 48, "local-use NAT64 (64:ff9b:1::/48)"},
 };
 
-/*
- * IPv6 forms that carry an IPv4 address in their last 32 bits and reach it:
- * IPv4-compatible ::a.b.c.d (deprecated, still routed by some stacks) and
- * the NAT64 prefix 64:ff9b::/96.  ::ffff:a.b.c.d was unmapped on parsing.
- */
-static int
-embedded_v4(const HmAddr *addr, HmAddr *v4)
+/* The range of private_ranges[] addr is in, itself (nothing unwrapped). */
+static const char *
+range_class(const HmAddr *addr)
 {
-	static const unsigned char compat[12] = {0};
-	static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
-
-	if (addr->family != 6)
-		return 0;
-	if (memcmp(addr->bytes, compat, 12) != 0 && memcmp(addr->bytes, nat64, 12) != 0)
-		return 0;
-	/* :: and ::1 are themselves, not 0.0.0.0 and 0.0.0.1 */
-	if (memcmp(addr->bytes, compat, 12) == 0 && addr->bytes[12] == 0 && addr->bytes[13] == 0 &&
-		addr->bytes[14] == 0 && addr->bytes[15] <= 1)
-		return 0;
-	memset(v4, 0, sizeof(*v4));
-	v4->family = 4;
-	memcpy(v4->bytes, addr->bytes + 12, 4);
-	return 1;
-}
-
-const char *
-hm_private_class(const HmAddr *addr)
-{
-	HmAddr		v4;
-
-	if (embedded_v4(addr, &v4))
-		return hm_private_class(&v4);
 	for (size_t i = 0; i < sizeof(private_ranges) / sizeof(private_ranges[0]); i++)
 	{
 		const Range *r = &private_ranges[i];
@@ -226,6 +217,149 @@ hm_private_class(const HmAddr *addr)
 			return r->what;
 	}
 	return NULL;
+}
+
+static void
+set_v4(HmAddr *v4, const unsigned char *bytes, unsigned char flip)
+{
+	memset(v4, 0, sizeof(*v4));
+	v4->family = 4;
+	for (int i = 0; i < 4; i++)
+		v4->bytes[i] = bytes[i] ^ flip;
+}
+
+/*
+ * The IPv4 addresses an IPv6 address carries and reaches (up to two, into
+ * v4[]), and the form's name: IPv4-compatible ::a.b.c.d (deprecated, still
+ * routed by some stacks), NAT64 64:ff9b::/96 (last 32 bits), 6to4
+ * 2002:AABB:CCDD::/48 (bits 16..48: the relay delivers there), Teredo
+ * 2001:0:SSSS:SSSS:f:p:CCCC:CCCC (the server's IPv4 in bits 32..64, the
+ * client's NAT address in the last 32 bits, inverted).  ::ffff:a.b.c.d was
+ * unmapped on parsing.  0 for anything else.
+ */
+static int
+embedded_v4(const HmAddr *addr, HmAddr v4[2], const char **form)
+{
+	static const unsigned char compat[12] = {0};
+	static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+	static const unsigned char teredo[4] = {0x20, 0x01, 0, 0};
+	const unsigned char *b = addr->bytes;
+
+	if (addr->family != 6)
+		return 0;
+	if (b[0] == 0x20 && b[1] == 0x02)
+	{
+		*form = "6to4 (2002::/16)";
+		set_v4(&v4[0], b + 2, 0);
+		return 1;
+	}
+	if (memcmp(b, teredo, 4) == 0)
+	{
+		*form = "Teredo (2001::/32)";
+		set_v4(&v4[0], b + 4, 0);
+		set_v4(&v4[1], b + 12, 0xff);
+		return 2;
+	}
+	if (memcmp(b, nat64, 12) == 0)
+		*form = "NAT64 (64:ff9b::/96)";
+	else if (memcmp(b, compat, 12) == 0)
+	{
+		/* :: and ::1 are themselves, not 0.0.0.0 and 0.0.0.1 */
+		if (b[12] == 0 && b[13] == 0 && b[14] == 0 && b[15] <= 1)
+			return 0;
+		*form = "IPv4-compatible (::a.b.c.d)";
+	}
+	else
+		return 0;
+	set_v4(&v4[0], b + 12, 0);
+	return 1;
+}
+
+static int
+same_addr(const HmAddr *a, const HmAddr *b)
+{
+	return a->family == b->family &&
+		memcmp(a->bytes, b->bytes, a->family == 4 ? 4 : 16) == 0;
+}
+
+/* Why addr itself is refused: one of the server's own, or a range. */
+static const char *
+own_class(const HmAddr *addr, const HmPolicy *policy)
+{
+	for (size_t i = 0; policy && i < policy->n_local_addrs; i++)
+		if (same_addr(addr, &policy->local_addrs[i]))
+			return "this server's own";
+	return range_class(addr);
+}
+
+/*
+ * Why addr is refused, or NULL; when it is refused for the IPv4 address it
+ * carries, *form names the IPv6 form (else NULL).
+ */
+static const char *
+blocked_class(const HmAddr *addr, const HmPolicy *policy, const char **form)
+{
+	HmAddr		v4[2];
+	int			n;
+	const char *klass;
+
+	*form = NULL;
+	if ((klass = own_class(addr, policy)) != NULL)
+		return klass;
+	n = embedded_v4(addr, v4, form);
+	for (int i = 0; i < n; i++)
+		if ((klass = own_class(&v4[i], policy)) != NULL)
+			return klass;
+	*form = NULL;
+	return NULL;
+}
+
+const char *
+hm_private_class(const HmAddr *addr)
+{
+	const char *form;
+
+	return blocked_class(addr, NULL, &form);
+}
+
+static int
+is_loopback(const HmAddr *addr)
+{
+	static const unsigned char v6_loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+
+	if (addr->family == 4)
+		return addr->bytes[0] == 127;
+	return memcmp(addr->bytes, v6_loopback, 16) == 0;
+}
+
+size_t
+hm_collect_local(const struct ifaddrs *ifa, HmAddr *out, size_t max)
+{
+	size_t		count = 0;
+
+	for (; ifa != NULL; ifa = ifa->ifa_next)
+	{
+		HmAddr		addr;
+		int			seen = 0;
+		socklen_t	len;
+
+		if (ifa->ifa_addr == NULL)
+			continue;
+		len = ifa->ifa_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+			sizeof(struct sockaddr_in);
+		if (hm_addr_from_sockaddr(ifa->ifa_addr, len, &addr, NULL) != 0)
+			continue;
+		if (is_loopback(&addr))
+			continue;
+		for (size_t i = 0; i < count && i < max; i++)
+			seen |= same_addr(&addr, &out[i]);
+		if (seen)
+			continue;
+		if (count < max)
+			out[count] = addr;
+		count++;
+	}
+	return count;
 }
 
 int
@@ -735,6 +869,7 @@ hm_check(const HmPolicy *policy, const char *host, int port, const HmAddr *addr,
 	Target		t;
 	HmAddr		literal;
 	const char *klass = NULL;
+	const char *form = NULL;
 	char		name[HM_HOST_MAX];
 
 	normalise_target(host, name, sizeof(name));
@@ -751,10 +886,21 @@ hm_check(const HmPolicy *policy, const char *host, int port, const HmAddr *addr,
 	}
 	if (t.listed)
 		return HM_ALLOWED;
-	if (policy->block_private && addr && (klass = hm_private_class(addr)) != NULL)
+	if (policy->block_private && addr && (klass = blocked_class(addr, policy, &form)) != NULL)
 	{
-		if (why && whylen > 0)
+		if (why && whylen > 0 && form)
+			snprintf(why, whylen,
+					 "%s addresses embedding %s addresses are blocked (ecp.block_private_networks)",
+					 form, klass);
+		else if (why && whylen > 0)
 			snprintf(why, whylen, "%s addresses are blocked (ecp.block_private_networks)", klass);
+		return HM_BLOCKED;
+	}
+	/* without the list of its own addresses, any address may be the server */
+	if (policy->block_private && addr && policy->local_unknown)
+	{
+		set_err(why, whylen, "this server's own addresses cannot be read, so unlisted addresses "
+				"are blocked (ecp.block_private_networks)");
 		return HM_BLOCKED;
 	}
 	if (policy->block_private && hm_is_metadata_name(t.host))

@@ -7,12 +7,17 @@
  * Plain C99, no PostgreSQL headers and no allocation: the connect-time
  * filter runs inside a libcurl callback, where nothing may ereport or
  * longjmp, and the unit tests (test/unit/host_match_test.c) link it alone.
+ * The server's own addresses are read by the caller (getifaddrs, see
+ * host_policy.c) and handed in through HmPolicy, so the tests can give any
+ * list.
  */
 #ifndef ECP_HOST_MATCH_H
 #define ECP_HOST_MATCH_H
 
 #include <stddef.h>
 #include <sys/socket.h>
+
+struct ifaddrs;
 
 #define HM_HOST_MAX 256			/* a DNS name is at most 253 bytes */
 #define HM_ADDR_TEXT 64			/* room for any formatted address */
@@ -59,7 +64,8 @@ typedef enum HmVerdict
 	HM_ALLOWED,
 	HM_NOT_LISTED,				/* ecp.allowed_hosts is set and has no entry
 								 * for it */
-	HM_BLOCKED					/* a private range or the metadata host, not
+	HM_BLOCKED					/* a private or special range, this server's
+								 * own address or the metadata host, not
 								 * listed explicitly */
 } HmVerdict;
 
@@ -67,6 +73,11 @@ typedef struct HmPolicy
 {
 	const char *allowed_hosts;	/* the GUC's text; NULL or "" = no list */
 	int			block_private;	/* ecp.block_private_networks */
+	/* with block_private: this server's own addresses (hm_collect_local) */
+	const HmAddr *local_addrs;
+	size_t		n_local_addrs;
+	int			local_unknown;	/* they could not be read: block_private
+								 * then refuses every unlisted address */
 } HmPolicy;
 
 /*
@@ -95,11 +106,24 @@ extern void hm_addr_format(const HmAddr *addr, char *out, size_t outlen);
 extern int	hm_cidr_contains(const HmAddr *net, int prefix, const HmAddr *addr);
 
 /*
- * The private range addr falls in ("loopback", "link-local", ...), or NULL
- * for a public address.  IPv4 embedded in IPv6 (::ffff:a.b.c.d, ::a.b.c.d,
- * 64:ff9b::a.b.c.d) is judged by its IPv4 address.
+ * The private or special-purpose range addr falls in ("loopback",
+ * "link-local", "multicast", ...), or NULL for a public address.  An IPv6
+ * address that carries an IPv4 address and reaches it (::a.b.c.d,
+ * 64:ff9b::a.b.c.d, 6to4 2002::/16, Teredo 2001::/32; ::ffff:a.b.c.d is
+ * IPv4 already) is also judged by that IPv4 address: the class is then
+ * the IPv4 address's.
  */
 extern const char *hm_private_class(const HmAddr *addr);
+
+/*
+ * This server's own addresses among the interface list ifa (getifaddrs),
+ * for HmPolicy.local_addrs: up to max of them into out (out may be NULL
+ * when max is 0), each once.  Returns how many it stored when that is at
+ * most max; otherwise more than max: an upper bound to size out with
+ * (duplicates past max count again).  Loopback addresses are left out:
+ * their range refuses them anyway, with a message that says "loopback".
+ */
+extern size_t hm_collect_local(const struct ifaddrs *ifa, HmAddr *out, size_t max);
 
 /* Is host (lower case, no trailing dot) a cloud metadata host name? */
 extern int	hm_is_metadata_name(const char *host);

@@ -11,10 +11,13 @@
  */
 #include "ecp.h"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <limits.h>
 #include <netdb.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -100,11 +103,78 @@ ecp_host_policy_role_exempt(Oid roleid)
 	return OidIsValid(unrestricted) && is_member_of_role(roleid, unrestricted);
 }
 
+/*
+ * This server's own addresses (finding M4): a service bound to 0.0.0.0 on
+ * the database host answers on every one of them, public or not.  Read
+ * with getifaddrs, at most every LOCAL_ADDRS_MAX_AGE seconds per process,
+ * so an address added later (DHCP, a new bridge) counts soon without a
+ * netlink dump per connection.  malloc, not palloc, and no ereport: this
+ * runs inside libcurl's callback too (sink.c, ecp_filter_address).
+ */
+#define LOCAL_ADDRS_MAX_AGE 5.0
+
+static HmAddr *local_addrs = NULL;
+static size_t n_local_addrs = 0;
+static size_t local_addrs_capacity = 0;
+static bool local_addrs_known = false;	/* read successfully at least once */
+static double local_addrs_read_at = 0;
+
+static double
+monotonic_seconds(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double) now.tv_sec + (double) now.tv_nsec / 1e9;
+}
+
+/*
+ * Read the list again when it is old.  On a failure the last list stays
+ * (and the next call tries again); with none yet, the policy refuses every
+ * unlisted address (HmPolicy.local_unknown) rather than guess.
+ */
+static void
+refresh_local_addrs(void)
+{
+	struct ifaddrs *interfaces;
+	size_t		needed;
+	double		now = monotonic_seconds();
+
+	if (local_addrs_known && now - local_addrs_read_at < LOCAL_ADDRS_MAX_AGE)
+		return;
+	if (getifaddrs(&interfaces) != 0)
+		return;
+	needed = hm_collect_local(interfaces, NULL, 0);
+	if (needed > local_addrs_capacity)
+	{
+		HmAddr	   *grown = realloc(local_addrs, needed * sizeof(HmAddr));
+
+		if (grown == NULL)
+		{
+			freeifaddrs(interfaces);
+			return;
+		}
+		local_addrs = grown;
+		local_addrs_capacity = needed;
+	}
+	n_local_addrs = hm_collect_local(interfaces, local_addrs, local_addrs_capacity);
+	freeifaddrs(interfaces);
+	local_addrs_known = true;
+	local_addrs_read_at = now;
+}
+
 void
 ecp_host_policy_current(HmPolicy *policy)
 {
+	memset(policy, 0, sizeof(*policy));
 	policy->allowed_hosts = ecp_allowed_hosts;
 	policy->block_private = ecp_block_private_networks;
+	if (!policy->block_private)
+		return;
+	refresh_local_addrs();
+	policy->local_addrs = local_addrs;
+	policy->n_local_addrs = n_local_addrs;
+	policy->local_unknown = !local_addrs_known;
 }
 
 bool
@@ -132,35 +202,57 @@ ecp_host_policy_ca_file_allowed(const char *path, char **resolved)
 
 /* ------------------------------------------------------ the SQL check */
 
-/* Refuse the target: the message names the host, never the whole URL. */
+/*
+ * Refuse the target: the message names the host, never the whole URL.
+ * entry: the allowed_hosts entry the hint suggests, NULL when there is
+ * none to show.  resolved: the address a name resolved to, for the
+ * server log only (see check_resolved).
+ */
 static void
-refuse_host(const HmUrl *url, const char *role, const char *why, const char *entry)
+refuse_host(const HmUrl *url, const char *role, const char *why, const char *entry,
+			const char *resolved)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("consumer host \"%s\" is not allowed for role \"%s\": %s",
 					url->host, role, why),
-			 errhint("An administrator can allow it with ecp.allowed_hosts = '%s' "
-					 "(postgresql.conf, then reload; keep the entries already listed).",
-					 entry)));
+			 resolved ? errdetail_log("Host \"%s\" resolved to %s.", url->host, resolved) : 0,
+			 entry ? errhint("An administrator can allow it with ecp.allowed_hosts = '%s' "
+							 "(postgresql.conf, then reload; keep the entries already listed).",
+							 entry) :
+			 errhint("An administrator can allow it with an ecp.allowed_hosts entry for the "
+					 "address it resolves to (postgresql.conf, then reload; keep the entries "
+					 "already listed).")));
 }
 
 /*
- * The allowed_hosts entry a hint suggests for a name: "host:port", or the
- * address it resolved to when the name cannot be an entry ("127.1", which
- * getaddrinfo reads as 127.0.0.1).
+ * The allowed_hosts entry a hint suggests for a name: "host:port"; when
+ * the name cannot be an entry, the address of a numeric form ("127.1",
+ * which getaddrinfo reads as 127.0.0.1 without asking DNS); else NULL: the
+ * address DNS gave is not for the role to see (finding L4).
  */
-static void
+static const char *
 suggest_entry(const HmUrl *url, const char *address, char *entry, size_t size)
 {
 	HmEntry		parsed;
+	struct in_addr numeric;
 
 	hm_format_entry(url->host, url->port, entry, size);
-	if (hm_parse_entry(entry, strlen(entry), &parsed, NULL, 0) != 0)
-		hm_format_entry(address, url->port, entry, size);
+	if (hm_parse_entry(entry, strlen(entry), &parsed, NULL, 0) == 0)
+		return entry;
+	if (inet_aton(url->host, &numeric) == 0)
+		return NULL;
+	hm_format_entry(address, url->port, entry, size);
+	return entry;
 }
 
-/* Judge every address host resolves to; false when it does not resolve. */
+/*
+ * Judge every address host resolves to; false when it does not resolve.
+ * The refusal does not quote the address (finding L4: PUBLIC may call
+ * ecp._check_consumer_target, which would make it an oracle of internal
+ * DNS); the server log has it for the administrator.  Roles exempt from
+ * the policy never get here.
+ */
 static bool
 check_resolved(const HmPolicy *policy, const HmUrl *url, const char *role)
 {
@@ -178,16 +270,21 @@ check_resolved(const HmPolicy *policy, const HmUrl *url, const char *role)
 		for (struct addrinfo *ai = list; ai; ai = ai->ai_next)
 		{
 			HmAddr		addr;
+			HmVerdict	verdict;
 			char		why[256];
 			char		text[HM_ADDR_TEXT];
 
 			if (hm_addr_from_sockaddr(ai->ai_addr, ai->ai_addrlen, &addr, NULL) != 0)
 				continue;
-			if (hm_check(policy, url->host, url->port, &addr, why, sizeof(why)) == HM_ALLOWED)
+			verdict = hm_check(policy, url->host, url->port, &addr, why, sizeof(why));
+			if (verdict == HM_ALLOWED)
 				continue;
 			hm_addr_format(&addr, text, sizeof(text));
-			suggest_entry(url, text, entry, sizeof(entry));
-			refuse_host(url, role, psprintf("it resolves to %s, and %s", text, why), entry);
+			/* "not listed" is about the name and the list, not about DNS */
+			refuse_host(url, role,
+						verdict == HM_BLOCKED ?
+						"it resolves to a blocked address (ecp.block_private_networks)" : why,
+						suggest_entry(url, text, entry, sizeof(entry)), text);
 		}
 	}
 	PG_FINALLY();
@@ -220,16 +317,21 @@ check_target_url(const char *url_text, const char *role)
 		hm_addr_format(&url.addr, text, sizeof(text));
 		hm_format_entry(text, url.port, entry, sizeof(entry));
 		if (hm_check(&policy, url.host, url.port, &url.addr, why, sizeof(why)) != HM_ALLOWED)
-			refuse_host(&url, role, why, entry);
+			refuse_host(&url, role, why, entry, NULL);
 		return;
 	}
-	/* a name that does not resolve now is judged by name; the worker checks
-	 * the addresses it really connects to anyway */
+	/*
+	 * A name the policy refuses as a name (the metadata host) is refused
+	 * without asking DNS.  A name that does not resolve now is judged by
+	 * name; the worker checks the addresses it really connects to anyway.
+	 */
+	hm_format_entry(url.host, url.port, entry, sizeof(entry));
+	if (hm_check(&policy, url.host, url.port, NULL, why, sizeof(why)) == HM_BLOCKED)
+		refuse_host(&url, role, why, entry, NULL);
 	if (check_resolved(&policy, &url, role))
 		return;
-	hm_format_entry(url.host, url.port, entry, sizeof(entry));
 	if (hm_check(&policy, url.host, url.port, NULL, why, sizeof(why)) != HM_ALLOWED)
-		refuse_host(&url, role, why, entry);
+		refuse_host(&url, role, why, entry, NULL);
 }
 
 /* A jsonb option's value as a boolean the way the worker reads it (::boolean). */

@@ -29,7 +29,12 @@ extern void ecp_host_policy_define_gucs(void);
  */
 extern bool ecp_host_policy_role_exempt(Oid roleid);
 
-/* The policy as the GUCs say now (they change on reload). */
+/*
+ * The policy as the GUCs say now (they change on reload), with this
+ * server's own addresses when ecp.block_private_networks is on (read with
+ * getifaddrs, at most every few seconds).  Neither pallocs nor ereports:
+ * the connect-time filter calls it inside libcurl.
+ */
 extern void ecp_host_policy_current(HmPolicy *policy);
 
 /*

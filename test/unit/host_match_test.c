@@ -4,6 +4,7 @@
  * Needs no network: every address is a literal.
  */
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,34 @@ test_private(void)
 		{"::127.0.0.1", "loopback"}, {"64:ff9b::a9fe:a9fe", "link-local"},
 		{"8.8.8.8", NULL}, {"172.32.0.1", NULL}, {"100.128.0.1", NULL},
 		{"2001:4860:4860::8888", NULL}, {"::ffff:8.8.8.8", NULL}, {"192.169.0.1", NULL},
+		/* IANA special-purpose ranges (finding M4), and their neighbours */
+		{"192.0.0.192", "IETF protocol assignment"}, {"192.0.0.0", "IETF protocol assignment"},
+		{"192.0.2.2", "documentation"}, {"198.51.100.7", "documentation"},
+		{"203.0.113.255", "documentation"}, {"198.18.0.1", "benchmarking"},
+		{"198.19.255.255", "benchmarking"}, {"224.0.0.1", "multicast"},
+		{"239.255.255.250", "multicast"}, {"240.0.0.1", "reserved"},
+		{"254.1.2.3", "reserved"}, {"255.255.255.255", "broadcast"},
+		{"192.0.1.255", NULL}, {"192.0.3.0", NULL}, {"198.17.255.255", NULL},
+		{"198.20.0.0", NULL}, {"198.51.101.0", NULL}, {"203.0.114.0", NULL},
+		{"223.255.255.255", NULL},
+		{"100::1", "discard-only"}, {"100::ffff:ffff:ffff:ffff", "discard-only"},
+		{"ff02::1", "multicast"}, {"ff0e::101", "multicast"},
+		{"2001:db8::1", "documentation"}, {"2001:db8:ffff::1", "documentation"},
+		{"64:ff9b:1::7f00:1", "local-use NAT64"}, {"64:ff9b:1:ffff::8.8.8.8", "local-use NAT64"},
+		{"100:0:0:1::1", NULL}, {"2001:db9::1", NULL}, {"64:ff9b:2::1", NULL},
+		{"64:ff9b::8.8.8.8", NULL}, {"fe00::1", NULL},
+		/* 6to4: the IPv4 address in bits 16..48 */
+		{"2002:7f00:1::1", "loopback"}, {"2002:a00:1::1", "RFC 1918"},
+		{"2002:c000:201::1", "documentation"}, {"2002:a9fe:a9fe::1", "link-local"},
+		{"2002:e000:1::1", "multicast"}, {"2002:808:808::1", NULL},
+		/* Teredo: server in bits 32..64, client in the last 32 bits, inverted */
+		{"2001:0:7f00:1::1", "loopback"},
+		{"2001:0:7f00:1::f7f7:fbfb", "loopback"},	/* server 127.0.0.1 */
+		{"2001:0:4136:e378::80ff:fffe", "loopback"},	/* client 127.0.0.1 */
+		{"2001:0:4136:e378::f5ff:fffe", "RFC 1918"},	/* client 10.0.0.1 */
+		{"2001:0:a00:1::f7f7:fbfb", "RFC 1918"},	/* server 10.0.0.1 */
+		{"2001:0:4136:e378::f7f7:fbfb", NULL},	/* 65.54.227.120, 8.8.4.4 */
+		{"2001:1::1", NULL},		/* not Teredo: 2001:0::/32 only */
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
@@ -206,17 +235,25 @@ test_urls(void)
 }
 
 static HmVerdict
-verdict(const char *list, int block, const char *host, int port, const char *addr, char *why)
+verdict_with(const HmPolicy *p, const char *host, int port, const char *addr, char *why)
 {
-	HmPolicy	p;
 	HmAddr		a;
 
-	p.allowed_hosts = list;
-	p.block_private = block;
 	if (addr)
 		a = ip(addr);
 	why[0] = '\0';
-	return hm_check(&p, host, port, addr ? &a : NULL, why, 256);
+	return hm_check(p, host, port, addr ? &a : NULL, why, 256);
+}
+
+static HmVerdict
+verdict(const char *list, int block, const char *host, int port, const char *addr, char *why)
+{
+	HmPolicy	p;
+
+	memset(&p, 0, sizeof(p));
+	p.allowed_hosts = list;
+	p.block_private = block;
+	return verdict_with(&p, host, port, addr, why);
 }
 
 static void
@@ -274,6 +311,167 @@ test_check(void)
 	   "an unreadable list allows nothing");
 	ok(verdict(" , ", 1, "a.example", 443, "93.184.216.34", why) == HM_ALLOWED,
 	   "a list of blanks is no list");
+
+	/* the special ranges and the unwrapped forms, with the reason */
+	ok(verdict("", 1, "198.18.0.1", 80, NULL, why) == HM_BLOCKED &&
+	   contains(why, "benchmarking (198.18.0.0/15) addresses are blocked (ecp.block_private_networks)"),
+	   "198.18.0.1 blocked (%s)", why);
+	ok(verdict("", 1, "[2002:7f00:1::1]", 80, NULL, why) == HM_BLOCKED &&
+	   contains(why, "6to4 (2002::/16) addresses embedding loopback addresses are blocked"),
+	   "6to4 of 127.0.0.1 blocked, saying so (%s)", why);
+	ok(verdict("", 1, "[2001:0:7f00:1::1]", 80, NULL, why) == HM_BLOCKED &&
+	   contains(why, "Teredo (2001::/32) addresses embedding"), "Teredo blocked (%s)", why);
+	ok(verdict("", 1, "[64:ff9b::7f00:1]", 80, NULL, why) == HM_BLOCKED &&
+	   contains(why, "NAT64 (64:ff9b::/96) addresses embedding loopback"),
+	   "NAT64 of 127.0.0.1 blocked (%s)", why);
+	ok(verdict("", 1, "[2002:808:808::1]", 80, NULL, why) == HM_ALLOWED,
+	   "6to4 of a public address allowed");
+	ok(verdict("", 0, "255.255.255.255", 80, NULL, why) == HM_ALLOWED,
+	   "block_private_networks off: the special ranges too");
+	ok(verdict("2002::/16", 1, "[2002:7f00:1::1]", 80, NULL, why) == HM_ALLOWED,
+	   "a listed 6to4 block allows its private embeddings");
+	ok(verdict("127.0.0.1", 1, "[2002:7f00:1::1]", 80, NULL, why) == HM_BLOCKED,
+	   "listing the IPv4 address does not allow its 6to4 form");
+}
+
+/* The server's own addresses (finding M4), handed in as host_policy.c does. */
+static void
+test_local(void)
+{
+	HmAddr		own[3];
+	HmPolicy	p;
+	char		why[256];
+
+	own[0] = ip("93.184.216.34");
+	own[1] = ip("2a00:1450:4001::5");
+	own[2] = ip("8.8.4.4");
+	memset(&p, 0, sizeof(p));
+	p.allowed_hosts = "";
+	p.block_private = 1;
+	p.local_addrs = own;
+	p.n_local_addrs = 3;
+	ok(verdict_with(&p, "93.184.216.34", 9200, NULL, why) == HM_BLOCKED &&
+	   contains(why, "this server's own addresses are blocked (ecp.block_private_networks)"),
+	   "the server's own public IPv4 address is blocked (%s)", why);
+	ok(verdict_with(&p, "[2a00:1450:4001::5]", 9200, NULL, why) == HM_BLOCKED,
+	   "... its own IPv6 address");
+	ok(verdict_with(&p, "[::ffff:93.184.216.34]", 9200, NULL, why) == HM_BLOCKED,
+	   "... mapped into IPv6");
+	ok(verdict_with(&p, "[2002:5db8:d822::1]", 9200, NULL, why) == HM_BLOCKED &&
+	   contains(why, "6to4 (2002::/16) addresses embedding this server's own"),
+	   "... inside 6to4 (%s)", why);
+	ok(verdict_with(&p, "[2001:0:4136:e378::f7f7:fbfb]", 9200, NULL, why) == HM_BLOCKED,
+	   "... as a Teredo client (8.8.4.4 inverted)");
+	ok(verdict_with(&p, "es.example.com", 9200, "93.184.216.34", why) == HM_BLOCKED,
+	   "... a name resolving to it");
+	ok(verdict_with(&p, "93.184.216.35", 9200, NULL, why) == HM_ALLOWED,
+	   "the next address is not the server's");
+	ok(verdict_with(&p, "[2a00:1450:4001::6]", 9200, NULL, why) == HM_ALLOWED,
+	   "... nor the next IPv6 one");
+	p.allowed_hosts = "93.184.216.34:9200";
+	ok(verdict_with(&p, "93.184.216.34", 9200, NULL, why) == HM_ALLOWED,
+	   "listed in ecp.allowed_hosts: allowed");
+	ok(verdict_with(&p, "93.184.216.34", 22, NULL, why) == HM_BLOCKED,
+	   "... on that port only");
+	p.allowed_hosts = "es.example.com";
+	ok(verdict_with(&p, "es.example.com", 9200, "93.184.216.34", why) == HM_ALLOWED,
+	   "a name entry covers the server's address it resolves to");
+	p.allowed_hosts = "";
+	p.block_private = 0;
+	ok(verdict_with(&p, "93.184.216.34", 9200, NULL, why) == HM_ALLOWED,
+	   "block_private_networks off: the server's addresses are not refused");
+
+	memset(&p, 0, sizeof(p));
+	p.allowed_hosts = "";
+	p.block_private = 1;
+	p.local_unknown = 1;
+	ok(verdict_with(&p, "8.8.8.8", 443, NULL, why) == HM_BLOCKED && contains(why, "cannot be read"),
+	   "own addresses unknown: every unlisted address is blocked (%s)", why);
+	p.allowed_hosts = "8.8.8.8";
+	ok(verdict_with(&p, "8.8.8.8", 443, NULL, why) == HM_ALLOWED, "... but a listed one");
+	p.allowed_hosts = "";
+	p.block_private = 0;
+	ok(verdict_with(&p, "8.8.8.8", 443, NULL, why) == HM_ALLOWED,
+	   "... and any with block_private_networks off");
+}
+
+/* One link of a made-up getifaddrs list. */
+static void
+link_if(struct ifaddrs *ifa, struct ifaddrs *next, const char *name, struct sockaddr *addr)
+{
+	memset(ifa, 0, sizeof(*ifa));
+	ifa->ifa_next = next;
+	ifa->ifa_name = (char *) name;
+	ifa->ifa_addr = addr;
+}
+
+static void
+test_collect_local(void)
+{
+	struct sockaddr_in v4[4];
+	struct sockaddr_in6 v6[3];
+	struct sockaddr other;
+	struct ifaddrs ifa[9];
+	const char *v4_text[4] = {"127.0.0.1", "93.184.216.34", "93.184.216.34", "203.0.113.9"};
+	const char *v6_text[3] = {"::1", "fe80::1", "::ffff:127.0.0.2"};
+	HmAddr		out[8];
+	HmAddr		small[1];
+	size_t		n;
+	char		text[4][HM_ADDR_TEXT];
+	struct ifaddrs *real;
+
+	for (int i = 0; i < 4; i++)
+	{
+		memset(&v4[i], 0, sizeof(v4[i]));
+		v4[i].sin_family = AF_INET;
+		inet_pton(AF_INET, v4_text[i], &v4[i].sin_addr);
+	}
+	for (int i = 0; i < 3; i++)
+	{
+		memset(&v6[i], 0, sizeof(v6[i]));
+		v6[i].sin6_family = AF_INET6;
+		inet_pton(AF_INET6, v6_text[i], &v6[i].sin6_addr);
+	}
+	memset(&other, 0, sizeof(other));
+	other.sa_family = AF_UNIX;	/* stands for AF_PACKET, the link layer */
+	/* lo: 127.0.0.1, ::1, a service address 203.0.113.9; eth0: the rest */
+	link_if(&ifa[0], &ifa[1], "lo", (struct sockaddr *) &v4[0]);
+	link_if(&ifa[1], &ifa[2], "lo", (struct sockaddr *) &v6[0]);
+	link_if(&ifa[2], &ifa[3], "lo", (struct sockaddr *) &v4[3]);
+	link_if(&ifa[3], &ifa[4], "eth0", &other);
+	link_if(&ifa[4], &ifa[5], "eth0", NULL);
+	link_if(&ifa[5], &ifa[6], "eth0", (struct sockaddr *) &v4[1]);
+	link_if(&ifa[6], &ifa[7], "eth0", (struct sockaddr *) &v6[1]);
+	link_if(&ifa[7], &ifa[8], "eth1", (struct sockaddr *) &v4[2]);
+	link_if(&ifa[8], NULL, "eth1", (struct sockaddr *) &v6[2]);
+
+	n = hm_collect_local(ifa, out, 8);
+	for (size_t i = 0; i < n && i < 4; i++)
+		hm_addr_format(&out[i], text[i], sizeof(text[i]));
+	ok(n == 3 && strcmp(text[0], "203.0.113.9") == 0 && strcmp(text[1], "93.184.216.34") == 0 &&
+	   strcmp(text[2], "fe80::1") == 0,
+	   "own addresses: no loopback (mapped or not), no link layer, each once (%zu)", n);
+	ok(hm_collect_local(ifa, NULL, 0) >= 3, "with no room: an upper bound to size the array");
+	n = hm_collect_local(ifa, small, 1);
+	ok(n > 1 && small[0].family == 4, "with too little room: more than max, the first stored");
+
+	/* the real list, as host_policy.c reads it */
+	if (getifaddrs(&real) != 0)
+		ok(0, "getifaddrs failed");
+	else
+	{
+		HmAddr		found[256];
+		HmAddr		v4_loopback = ip("127.0.0.0");
+		HmAddr		v6_loopback = ip("::1");
+		int			loopback = 0;
+
+		n = hm_collect_local(real, found, 256);
+		for (size_t i = 0; i < n && i < 256; i++)
+			loopback |= hm_cidr_contains(&v4_loopback, 8, &found[i]) ||
+				hm_cidr_contains(&v6_loopback, 128, &found[i]);
+		ok(n <= 256 && !loopback, "this machine's own addresses (%zu) hold no loopback", n);
+		freeifaddrs(real);
+	}
 }
 
 static void
@@ -312,6 +510,8 @@ main(void)
 	test_names();
 	test_urls();
 	test_check();
+	test_local();
+	test_collect_local();
 	test_sockaddr();
 	return tap_done();
 }
