@@ -36,7 +36,16 @@
  * column's text as it is stored).
  */
 #define ECP_ROW_ALIAS "\"ecp:row\""
-#define ECP_DOCUMENT_SQL "row_to_json(" ECP_ROW_ALIAS ")::text"
+#define ECP_DOCUMENT_SQL "pg_catalog.row_to_json(" ECP_ROW_ALIAS ")::pg_catalog.text"
+
+/*
+ * Every name ecp adds to SQL it runs as a task's owner is schema-qualified,
+ * so the task's search_path reaches only the owner's own query: a role's
+ * type named text or its function named count can never stand in for
+ * PostgreSQL's (and C then reads what it asked for).
+ */
+#define ECP_AS_TEXT "::pg_catalog.text"
+#define ECP_AS_INT8 "::pg_catalog.int8"
 
 /* GUCs (module.c) */
 extern char *ecp_database_name;
@@ -136,6 +145,7 @@ extern void ecp_apply_windows(void *arg);
 extern char *ecp_statement_text(const char *query);
 extern char *ecp_checked_statement_text(const char *query);
 extern int	ecp_enter_search_path(const char *search_path);
+extern void ecp_check_search_path(const char *search_path);
 
 /* commit_signals.c */
 extern void ecp_commit_signals_install(void);

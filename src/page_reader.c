@@ -18,6 +18,7 @@
  */
 #include "sync.h"
 
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "nodes/params.h"
@@ -77,9 +78,18 @@ receive_row(TupleTableSlot *slot, DestReceiver *self)
 	return true;
 }
 
+/*
+ * The columns must be the text ecp asked for before any Datum is read as
+ * text: 3, or 5 with the routing and version columns.
+ */
 static void
 startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 {
+	if (typeinfo->natts != 3 && typeinfo->natts != 5)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("a page query of the source returned %d columns, not 3 or 5", typeinfo->natts)));
+	ecp_require_all_columns(typeinfo, TEXTOID, "a page query of the source");
 }
 
 static void

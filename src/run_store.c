@@ -64,6 +64,7 @@ basic_auth(const char *user, const char *password)
 	"       t.options->>'format' AS format, t.options->>'id_field' AS id_field, " \
 	"       t.options->>'max_line_bytes' AS max_line_bytes, " \
 	"       t.options->>'tag' AS tag, t.options->>'transform' AS transform, " \
+	"       t.transform_fn::pg_catalog.oid AS transform_fn, " \
 	"       t.options->>'routing_column' AS routing_column, " \
 	"       t.options->>'version_column' AS version_column, " \
 	"       t.options->>'pipeline' AS pipeline, t.options->>'refresh' AS refresh, " \
@@ -88,7 +89,6 @@ basic_auth(const char *user, const char *password)
 	"       c.options->>'connect_timeout_ms' AS connect_timeout_ms, " \
 	"       c.options->>'request_timeout_ms' AS request_timeout_ms, " \
 	"       r.state AS run_state, (p.total IS NOT NULL) AS has_total, " \
-	"       r.only_ids::text AS only_ids, " \
 	"       p.last_key, p.position, p.line_no, p.processed, p.failed, " \
 	"       r.owner::oid AS run_owner, t.owner::oid AS task_owner, " \
 	"       c.owner::oid AS consumer_owner, p.owner::oid AS part_owner, " \
@@ -182,6 +182,7 @@ load_write_options(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	config->tag = checked_word(tuple, desc, "tag", WORD_CHARS ".:-", 64);
 	config->pipeline = checked_word(tuple, desc, "pipeline", WORD_CHARS ".-", 255);
 	config->transform = copy_text(tuple, desc, "transform");
+	config->transform_fn = oid_column(tuple, desc, "transform_fn");
 	config->routing_column = copy_text(tuple, desc, "routing_column");
 	config->version_column = copy_text(tuple, desc, "version_column");
 	config->refresh = ecp_config_bool(value_of(tuple, desc, "refresh"), "refresh", false);
@@ -208,6 +209,8 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 			config->index_name = config->new_index;	/* a migration loads its new index */
 	}
 	config->search_path = copy_text(tuple, desc, "search_path");
+	if (config->search_path)
+		ecp_check_search_path(config->search_path);	/* rows older than 0.5 */
 	config->id_column = copy_text(tuple, desc, "id_column");
 	config->key_column = copy_text(tuple, desc, "key_column");
 	if (config->kind != ECP_PART_MIGRATE && !(config->kind == ECP_PART_FILE && config->ndjson) &&
@@ -361,7 +364,6 @@ ecp_store_load(EcpPartConfig *config)
 	tuple = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	config->progress.run_state = ecp_run_state_of(value_of(tuple, desc, "run_state"));
-	config->only_ids = copy_text(tuple, desc, "only_ids");
 	config->progress.has_total = bool_column(tuple, desc, "has_total");
 	config->progress.last_key = copy_text(tuple, desc, "last_key");
 	config->progress.position = long_column(tuple, desc, "position");

@@ -31,6 +31,7 @@
 #include "sync.h"
 
 #include "access/xact.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/guc.h"
@@ -136,6 +137,21 @@ bool
 ecp_sandbox_in_owner_code(void)
 {
 	return in_owner_code;
+}
+
+/*
+ * ecp._session_user_acts() RETURNS boolean: whether session_user is who
+ * is acting, so a SECURITY DEFINER function may trust it.  Not inside a
+ * security-restricted operation: there (an ecp worker running an owner's
+ * query or transform, autovacuum or a maintenance command running a
+ * role's index function) the session belongs to a superuser while the
+ * code is the role's.
+ */
+PG_FUNCTION_INFO_V1(ecp_session_user_acts);
+Datum
+ecp_session_user_acts(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(!in_owner_code && !InSecurityRestrictedOperation());
 }
 
 /*

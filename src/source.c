@@ -75,15 +75,18 @@ key_bounds(EcpPartConfig *config, int64 *low, int64 *high)
 	 */
 	fence = ecp_source_reads_foreign_table(psprintf("SELECT * FROM %s", from))
 		? "WITH ecp_no_minmax AS (SELECT) " : "";
-	if (SPI_execute(psprintf("%sSELECT min(%s)::int8, max(%s)::int8 FROM %s",
+	if (SPI_execute(psprintf("%sSELECT pg_catalog.min(%s)" ECP_AS_INT8 ", pg_catalog.max(%s)" ECP_AS_INT8 " FROM %s",
 							 fence, key, key, from), true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
 		bool		null_low,
 					null_high;
-		Datum		l = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &null_low);
-		Datum		h = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &null_high);
+		Datum		l,
+					h;
 
+		ecp_require_all_columns(SPI_tuptable->tupdesc, INT8OID, "the key range of the source");
+		l = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &null_low);
+		h = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &null_high);
 		if (!null_low && !null_high)
 		{
 			*low = DatumGetInt64(l);
@@ -208,13 +211,14 @@ version_expression(const EcpPartConfig *config, Oid type)
 		case INT2OID:
 		case INT4OID:
 		case INT8OID:
-			return psprintf("(%s)::text", ref);
+			return psprintf("(%s)" ECP_AS_TEXT, ref);
 		case NUMERICOID:
-			return psprintf("trunc(%s)::bigint::text", ref);
+			return psprintf("pg_catalog.trunc(%s)" ECP_AS_INT8 ECP_AS_TEXT, ref);
 		case TIMESTAMPOID:
 		case TIMESTAMPTZOID:
 		case DATEOID:
-			return psprintf("(extract(epoch from %s) * 1000000)::bigint::text", ref);
+			/* extract(... from ...) is grammar: always pg_catalog.extract */
+			return psprintf("(extract(epoch from %s) OPERATOR(pg_catalog.*) 1000000)" ECP_AS_INT8 ECP_AS_TEXT, ref);
 		default:
 			ereport(ERROR,
 					(errcode(ERRCODE_DATATYPE_MISMATCH),
@@ -228,19 +232,19 @@ version_expression(const EcpPartConfig *config, Oid type)
 /*
  * The columns a page query adds after (key, id, document) for the task's
  * routing_column and version_column: "" when it names neither, else
- * ", routing, version" (either may be NULL::text).  Inside SPI, as the
+ * ", routing, version" (either may be a NULL text).  Inside SPI, as the
  * owner (the types are the query's).
  */
 char *
 ecp_source_write_columns(const EcpPartConfig *config)
 {
-	char	   *routing = "NULL::text";
-	char	   *version = "NULL::text";
+	char	   *routing = "NULL" ECP_AS_TEXT;
+	char	   *version = "NULL" ECP_AS_TEXT;
 
 	if (config->routing_column == NULL && config->version_column == NULL)
 		return "";
 	if (config->routing_column)
-		routing = psprintf("(%s)::text", ecp_source_column_ref(config->routing_column));
+		routing = psprintf("(%s)" ECP_AS_TEXT, ecp_source_column_ref(config->routing_column));
 	if (config->version_column)
 	{
 		MemoryContext caller = CurrentMemoryContext;

@@ -4,9 +4,9 @@
  * file) reads them batch_size at a time and looks each batch up through
  * the task's query:
  *
- *   SELECT key::text, id::text, row_to_json(row)::text
+ *   SELECT key::text, id::text, row_to_json(row)::text   (all pg_catalog.)
  *     FROM (<query>) AS "ecp:row"
- *    WHERE id = ANY ('{...}'::<id type>[])
+ *    WHERE id OPERATOR(pg_catalog.=) ANY ('{...}'::<id type>[])
  *
  * The ids are compared in the id column's own type when it is an integer
  * or a uuid, so an index (or, through mysql_fdw, MySQL's primary key:
@@ -62,7 +62,7 @@ ecp_ids_prepare(EcpPartConfig *config)
 	ecp_source_column_types(config, &key_type, &lookup.id_type);
 	write_columns = ecp_source_write_columns(config);	/* runs a query: before the switch */
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	lookup.select = psprintf("SELECT (%s)::text, (%s)::text, " ECP_DOCUMENT_SQL "%s FROM (%s\n) AS " ECP_ROW_ALIAS,
+	lookup.select = psprintf("SELECT (%s)" ECP_AS_TEXT ", (%s)" ECP_AS_TEXT ", " ECP_DOCUMENT_SQL "%s FROM (%s\n) AS " ECP_ROW_ALIAS,
 							 ecp_source_column_ref(config->key_column),
 							 ecp_source_column_ref(config->id_column),
 							 write_columns, config->query);
@@ -139,8 +139,8 @@ id_array(char **ids, int nids, Oid type)
 	}
 	appendStringInfoChar(&array, '}');
 	if (compared_in_own_type(type))
-		return psprintf("%s::%s[]", quote_literal_cstr(array.data), format_type_be(type));
-	return psprintf("%s::text[]", quote_literal_cstr(array.data));
+		return psprintf("%s::%s[]", quote_literal_cstr(array.data), ecp_qualified_type(type));
+	return psprintf("%s::pg_catalog.text[]", quote_literal_cstr(array.data));
 }
 
 /* The rows of the ids (canonical, sorted, distinct) into SPI_tuptable. */
@@ -149,12 +149,13 @@ select_rows(const EcpPartConfig *config, char **ids, int nids)
 {
 	const char *compare = compared_in_own_type(lookup.id_type)
 		? ecp_source_column_ref(config->id_column)
-		: psprintf("(%s)::text", ecp_source_column_ref(config->id_column));
-	char	   *sql = psprintf("%s WHERE %s = ANY (%s)", lookup.select, compare,
+		: psprintf("(%s)" ECP_AS_TEXT, ecp_source_column_ref(config->id_column));
+	char	   *sql = psprintf("%s WHERE %s OPERATOR(pg_catalog.=) ANY (%s)", lookup.select, compare,
 							   id_array(ids, nids, lookup.id_type));
 
 	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "ecp: looking ids up through the query failed");
+	ecp_require_all_columns(SPI_tuptable->tupdesc, TEXTOID, "the id lookup of the source");
 }
 
 static char *

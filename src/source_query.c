@@ -3,11 +3,15 @@
  * range of it) in keyset pages, or over foreign tables in key windows
  * (source_window.c).
  *
- *   SELECT key::text, id::text, row_to_json(row)::text
+ *   SELECT key::pg_catalog.text, id::pg_catalog.text,
+ *          pg_catalog.row_to_json(row)::pg_catalog.text
  *     FROM (<query>) AS "ecp:row"
- *    WHERE key > $1::<key type>          -- the checkpoint; IS NOT NULL at first
- *      AND key >= <from> AND key < <to>  -- a range part
+ *    WHERE key OPERATOR(s.>) $1::<key type>  -- the checkpoint; IS NOT NULL at first
+ *      AND key OPERATOR(s.>=) <from> AND key OPERATOR(s.<) <to>  -- a range part
  *    ORDER BY key LIMIT <batch_size + 1>
+ *
+ * (every name ecp adds is qualified, s being the schema of the key type's
+ * btree operators: owner_sql.c)
  *
  * The next page starts after the last key sent, so the key must be unique:
  * rows sharing the last key of a page would never be read.  Each page is
@@ -22,6 +26,7 @@
  */
 #include "sync.h"
 
+#include "access/stratnum.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
@@ -61,28 +66,11 @@ ecp_source_column_types(const EcpPartConfig *config, Oid *key_type, Oid *id_type
 }
 
 /*
- * ecp.retry_failed: only the listed ids (a bounded list, recorded as text).
- * Integer and uuid ids are compared in their own type, so an index on the
- * id (or MySQL, through mysql_fdw) finds them at once; other ids as text.
+ * A range part's bounds: from <= key < to (either may be open), compared
+ * with the key type's own operators, by schema.
  */
 static char *
-only_ids_filter(const EcpPartConfig *config, Oid id_type)
-{
-	bool		own_type = id_type == INT2OID || id_type == INT4OID || id_type == INT8OID ||
-		id_type == UUIDOID;
-
-	if (config->only_ids == NULL)
-		return "";
-	if (own_type)
-		return psprintf(" AND %s = ANY (%s::%s[])", column_ref(config->id_column),
-						quote_literal_cstr(config->only_ids), format_type_be(id_type));
-	return psprintf(" AND (%s)::text = ANY (%s::text[])", column_ref(config->id_column),
-					quote_literal_cstr(config->only_ids));
-}
-
-/* A range part's bounds: from <= key < to (either may be open). */
-static char *
-range_filter(const EcpPartConfig *config)
+range_filter(const EcpPartConfig *config, Oid key_type)
 {
 	char	   *key = column_ref(config->key_column);
 	char	   *filter = "";
@@ -90,9 +78,13 @@ range_filter(const EcpPartConfig *config)
 	if (config->kind != ECP_PART_RANGE)
 		return "";
 	if (config->has_from)
-		filter = psprintf(" AND %s >= " INT64_FORMAT, key, config->range_from);
+		filter = psprintf(" AND %s %s " INT64_FORMAT ECP_AS_INT8, key,
+						  ecp_type_operator(key_type, BTGreaterEqualStrategyNumber, config->key_column),
+						  config->range_from);
 	if (config->has_to)
-		filter = psprintf("%s AND %s < " INT64_FORMAT, filter, key, config->range_to);
+		filter = psprintf("%s AND %s %s " INT64_FORMAT ECP_AS_INT8, filter, key,
+						  ecp_type_operator(key_type, BTLessStrategyNumber, config->key_column),
+						  config->range_to);
 	return filter;
 }
 
@@ -118,30 +110,31 @@ query_open(EcpPartConfig *config)
 											ecp_checked_statement_text(config->raw_query));
 	SPI_connect();
 	ecp_source_column_types(config, &type, &id_type);
-	filter = psprintf("%s%s", only_ids_filter(config, id_type), range_filter(config));
+	filter = range_filter(config, type);
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	part_rows_sql = psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS " WHERE true%s",
 							 config->query, filter);
 	MemoryContextSwitchTo(old);
 	/* a key that is the id is printed once (the id is taken from the key) */
 	id_is_key = strcmp(config->key_column, config->id_column) == 0;
-	select_list = psprintf("(%s)::text, %s, " ECP_DOCUMENT_SQL "%s", key,
-						   id_is_key ? "NULL::text" : psprintf("(%s)::text", column_ref(config->id_column)),
+	select_list = psprintf("(%s)" ECP_AS_TEXT ", %s, " ECP_DOCUMENT_SQL "%s", key,
+						   id_is_key ? "NULL" ECP_AS_TEXT : psprintf("(%s)" ECP_AS_TEXT, column_ref(config->id_column)),
 						   ecp_source_write_columns(config));
 	by_windows = ecp_source_window_wanted(config,
 										  psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS, config->query),
 										  type);
 	if (by_windows)
-		ecp_source_window_prepare(config, select_list, key, filter);
+		ecp_source_window_prepare(config, select_list, key, type, filter);
 	else
 	{
 		select = psprintf("SELECT %s FROM (%s\n) AS " ROW_ALIAS, select_list, config->query);
 		old = MemoryContextSwitchTo(TopMemoryContext);
 		page_sql_first = psprintf("%s WHERE %s IS NOT NULL%s ORDER BY %s LIMIT %d",
 								  select, key, filter, key, config->batch_size + 1);
-		page_sql_next = psprintf("%s WHERE %s > $1::%s%s ORDER BY %s LIMIT %d",
-								 select, key, format_type_be(type), filter, key,
-								 config->batch_size + 1);
+		page_sql_next = psprintf("%s WHERE %s %s $1::%s%s ORDER BY %s LIMIT %d",
+								 select, key,
+								 ecp_type_operator(type, BTGreaterStrategyNumber, config->key_column),
+								 ecp_qualified_type(type), filter, key, config->batch_size + 1);
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
@@ -228,7 +221,10 @@ ecp_owner_int8(EcpPartConfig *config, const char *sql)
 	SPI_connect();
 	if (SPI_execute(sql, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum		d;
+
+		ecp_require_column_type(SPI_tuptable->tupdesc, 1, INT8OID, "a count of the source");
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
 		if (!isnull)
 			value = DatumGetInt64(d);
@@ -292,7 +288,7 @@ query_total(EcpPartConfig *config, bool *is_estimate)
 		return ecp_source_window_total(config->progress.processed + config->progress.failed, config->progress.last_key);
 	if (config->exact_total)
 		return ecp_owner_int8(config,
-							  psprintf("SELECT count(*) FROM (%s\n) AS " ROW_ALIAS, part_rows_sql));
+							  psprintf("SELECT pg_catalog.count(*) FROM (%s\n) AS " ROW_ALIAS, part_rows_sql));
 	return planner_rows(config);
 }
 
@@ -304,12 +300,10 @@ query_total(EcpPartConfig *config, bool *is_estimate)
 static int64
 query_null_keys(EcpPartConfig *config)
 {
-	if (config->only_ids != NULL)
-		return 0;				/* a retry of listed ids pages no NULL keys */
 	if (config->kind == ECP_PART_RANGE && config->has_from)
 		return 0;
 	return ecp_owner_int8(config,
-					   psprintf("SELECT count(*) FROM (%s\n) AS " ROW_ALIAS " WHERE %s IS NULL",
+					   psprintf("SELECT pg_catalog.count(*) FROM (%s\n) AS " ROW_ALIAS " WHERE %s IS NULL",
 								config->query, column_ref(config->key_column)));
 }
 

@@ -9,9 +9,9 @@
  * window sends range predicates only, which MySQL answers with a range scan
  * of the primary key; the OFFSET 0 fence keeps ORDER BY and LIMIT local:
  *
- *   SELECT key::text, id::text, row_to_json(row)::text
+ *   SELECT key::text, id::text, row_to_json(row)::text  (all pg_catalog.)
  *     FROM (SELECT * FROM (<query>) AS "ecp:row"
- *            WHERE key > $1 AND key <= $2 OFFSET 0) AS "ecp:row"
+ *            WHERE key > $1 AND key <= $2 OFFSET 0) AS "ecp:row"  (the key's operators)
  *    ORDER BY key LIMIT <batch_size + 1>
  *
  * The window's width follows the density of keys: it widens when windows
@@ -25,6 +25,7 @@
  */
 #include "sync.h"
 
+#include "access/stratnum.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "common/int.h"
@@ -163,6 +164,7 @@ int8_row(const char *sql, int nargs, const int64 *arg, int64 *values, int ncolum
 	rc = SPI_execute_with_args(sql, nargs, argtypes, args, NULL, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "ecp: reading the key range of the source failed (SPI code %d)", rc);
+	ecp_require_all_columns(SPI_tuptable->tupdesc, INT8OID, "a key bound of the source");
 	for (int i = 0; i < ncolumns; i++)
 	{
 		bool		isnull;
@@ -182,7 +184,7 @@ int8_row(const char *sql, int nargs, const int64 *arg, int64 *values, int ncolum
  */
 void
 ecp_source_window_prepare(const EcpPartConfig *config, const char *select_list,
-						  const char *key, const char *filter)
+						  const char *key, Oid key_type, const char *filter)
 {
 	char	   *from = psprintf("(%s\n) AS " ROW_ALIAS, config->query);
 
@@ -195,20 +197,23 @@ ecp_source_window_prepare(const EcpPartConfig *config, const char *select_list,
 	 */
 	const char *fence = window.foreign ? "WITH ecp_no_minmax AS (SELECT) " : "";
 	int64		bounds[2];
+	char	   *gt = ecp_type_operator(key_type, BTGreaterStrategyNumber, config->key_column);
+	char	   *le = ecp_type_operator(key_type, BTLessEqualStrategyNumber, config->key_column);
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
-	window.window_sql = psprintf("SELECT %s FROM (SELECT * FROM %s WHERE %s > $1 AND %s <= $2%s OFFSET 0) AS "
+	window.window_sql = psprintf("SELECT %s FROM (SELECT * FROM %s WHERE %s %s $1 AND %s %s $2%s OFFSET 0) AS "
 								 ROW_ALIAS " ORDER BY %s LIMIT %d",
-								 select_list, from, key, key, filter, key, config->batch_size + 1);
-	window.count_sql = psprintf("%sSELECT count(*)::int8 FROM %s WHERE %s > $1 AND %s <= $2%s",
-								fence, from, key, key, filter);
-	window.next_key_sql = psprintf("%sSELECT min(%s)::int8 FROM %s WHERE %s > $1%s",
-								   fence, key, from, key, filter);
-	window.max_after_sql = psprintf("%sSELECT max(%s)::int8 FROM %s WHERE %s > $1%s",
-									fence, key, from, key, filter);
+								 select_list, from, key, gt, key, le, filter, key, config->batch_size + 1);
+	window.count_sql = psprintf("%sSELECT pg_catalog.count(*)" ECP_AS_INT8 " FROM %s WHERE %s %s $1 AND %s %s $2%s",
+								fence, from, key, gt, key, le, filter);
+	window.next_key_sql = psprintf("%sSELECT pg_catalog.min(%s)" ECP_AS_INT8 " FROM %s WHERE %s %s $1%s",
+								   fence, key, from, key, gt, filter);
+	window.max_after_sql = psprintf("%sSELECT pg_catalog.max(%s)" ECP_AS_INT8 " FROM %s WHERE %s %s $1%s",
+									fence, key, from, key, gt, filter);
 	MemoryContextSwitchTo(old);
 
-	window.has_rows = int8_row(psprintf("%sSELECT min(%s)::int8, max(%s)::int8 FROM %s WHERE %s IS NOT NULL%s",
+	window.has_rows = int8_row(psprintf("%sSELECT pg_catalog.min(%s)" ECP_AS_INT8 ", pg_catalog.max(%s)" ECP_AS_INT8
+										" FROM %s WHERE %s IS NOT NULL%s",
 										fence, key, key, from, key, filter),
 							   0, NULL, bounds, 2);
 	window.min_key = bounds[0];

@@ -10,6 +10,7 @@
 
 #include <sys/socket.h>
 
+#include "access/tupdesc.h"
 #include "lib/stringinfo.h"
 #include "utils/palloc.h"
 
@@ -86,11 +87,12 @@ typedef struct EcpPartConfig
 	int			retry_max_ms;
 	bool		exact_total;
 	char	   *search_path;
-	char	   *only_ids;		/* text of a text[] (ecp.retry_failed), or NULL */
 	int			parallelism;
 	bool		delete_missing; /* ids the query does not return are deleted */
 	char	   *tag;			/* sent in tag_header, picks a route; or NULL */
 	char	   *transform;		/* schema.function(jsonb) RETURNS jsonb, or NULL */
+	Oid			transform_fn;	/* the function it named when the task was
+								 * written (ecp.task.transform_fn) */
 	char	   *routing_column; /* or NULL */
 	char	   *version_column; /* external_gte versions, or NULL */
 	char	   *pipeline;		/* ingest pipeline, or NULL */
@@ -265,6 +267,12 @@ extern int64 ecp_source_no_estimate(const EcpPartConfig *config);
 extern int64 ecp_source_nothing_unreadable(EcpPartConfig *config);
 extern char *ecp_source_write_columns(const EcpPartConfig *config);
 
+/* owner_sql.c: names ecp adds to SQL run as the owner, and result checks */
+extern char *ecp_type_operator(Oid type, int16 strategy, const char *column);
+extern char *ecp_qualified_type(Oid type);
+extern void ecp_require_column_type(TupleDesc desc, int attno, Oid expected, const char *what);
+extern void ecp_require_all_columns(TupleDesc desc, Oid expected, const char *what);
+
 /* page_reader.c: a page query's rows straight into documents */
 extern int	ecp_read_page_rows(const char *sql, int nargs, Oid *types, Datum *values,
 							   EcpDoc *docs, int capacity, MemoryContext context);
@@ -287,7 +295,7 @@ extern bool ecp_source_reads_foreign_table(const char *sql);
 extern bool ecp_source_window_wanted(const EcpPartConfig *config, const char *base_sql,
 									 Oid key_type);
 extern void ecp_source_window_prepare(const EcpPartConfig *config, const char *select_list,
-									  const char *key, const char *filter);
+									  const char *key, Oid key_type, const char *filter);
 extern int	ecp_source_window_read(const EcpPartConfig *config, const char *after_key,
 								   EcpDoc *docs, int capacity, MemoryContext context);
 extern int64 ecp_source_window_total(int64 rows_done, const char *checkpoint_key);

@@ -14,7 +14,9 @@
  */
 #include "sync.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -25,29 +27,46 @@
 #include "utils/memutils.h"
 #include "utils/regproc.h"
 #include "utils/resowner.h"
+#include "utils/syscache.h"
 
-/* The function the option names, checked, as the owner sees it. */
+/*
+ * The function the task was bound to when it was written: resolved then
+ * under search_path pg_catalog, pg_temp (ecp._bind_transform), never under
+ * the task's, and stored as an OID.  Its signature is checked here again
+ * from pg_proc, because a jsonb Datum is about to be passed to it: one
+ * argument of type jsonb, a plain function returning one jsonb.
+ */
 static Oid
 transform_function(const EcpPartConfig *config)
 {
-	char	   *signature = psprintf("%s(jsonb)", config->transform);
-	Datum		found = DirectFunctionCall1(to_regprocedure, CStringGetTextDatum(signature));
-	Oid			fn = DatumGetObjectId(found);
+	Oid			fn = config->transform_fn;
+	HeapTuple	tuple = OidIsValid(fn) ? SearchSysCache1(PROCOID, ObjectIdGetDatum(fn)) : NULL;
+	Form_pg_proc proc;
+	bool		fits;
 
-	if (!OidIsValid(fn))
+	if (!HeapTupleIsValid(tuple))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("transform function %s of task \"%s\" does not exist", signature, config->task_name),
-				 errhint("Create it, or change the task's option \"transform\".")));
-	if (get_func_rettype(fn) != JSONBOID || get_func_retset(fn))
+				 errmsg("transform function %s(jsonb) of task \"%s\" no longer exists", config->transform,
+						config->task_name),
+				 errhint("A task is bound to its transform when it is written. Create the function, then bind it again: UPDATE ecp.task SET options = options WHERE name = '%s'.",
+						 config->task_name)));
+	proc = (Form_pg_proc) GETSTRUCT(tuple);
+	fits = proc->prokind == PROKIND_FUNCTION && !proc->proretset && proc->prorettype == JSONBOID &&
+		proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID;
+	ReleaseSysCache(tuple);
+	if (!fits)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("transform function %s of task \"%s\" must return jsonb", signature, config->task_name)));
+				 errmsg("transform function %s of task \"%s\" is not a function (pg_catalog.jsonb) RETURNS pg_catalog.jsonb",
+						format_procedure_qualified(fn), config->task_name),
+				 errhint("A transform takes a document and returns it reshaped, or NULL to skip it.")));
 	if (pg_proc_aclcheck(fn, config->owner, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" may not execute transform function %s", config->owner_name, signature),
-				 errhint("GRANT EXECUTE ON FUNCTION %s TO %s.", signature, config->owner_name)));
+				 errmsg("role \"%s\" may not execute transform function %s", config->owner_name,
+						format_procedure_qualified(fn)),
+				 errhint("GRANT EXECUTE ON FUNCTION %s TO %s.", format_procedure_qualified(fn), config->owner_name)));
 	return fn;
 }
 
