@@ -1,9 +1,8 @@
 -- ecp 0.4 -> 0.5: security, round two (issue 20).
 --
 -- * ecp's own SQL never resolves a name through a task's search_path:
---   a task's search_path may not list a schema before pg_catalog
---   (checked here and again by the worker), and the worker qualifies
---   every name it adds around the query (C).
+--   the worker qualifies every name it adds around the query and checks
+--   the type of every column it reads (C); ecp.preview qualifies its own.
 -- * transform is bound when the task is written: resolved under
 --   pg_catalog, pg_temp and stored as an OID (ecp.task.transform_fn);
 --   the worker checks that function's signature and calls only it.
@@ -12,21 +11,6 @@
 --   security-restricted operation): ecp._note_cron_skip, and the new
 --   ecp._start_maintenance, which alone inserts maintenance runs.
 \echo Use "ALTER EXTENSION ecp UPDATE TO '0.5'" to load this file. \quit
-
--- ---------------------------------------------------------------------------
--- A task's search_path: pg_catalog, when listed, comes first.
--- ---------------------------------------------------------------------------
-CREATE FUNCTION ecp._check_search_path(search_path text) RETURNS void
-AS 'MODULE_PATHNAME', 'ecp_check_search_path_sql' LANGUAGE C STRICT STABLE;
-
-CREATE FUNCTION ecp._check_task_search_path() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM ecp._check_search_path(NEW.search_path);
-    RETURN NEW;
-END $$;
-CREATE TRIGGER check_search_path BEFORE INSERT OR UPDATE OF search_path ON ecp.task
-    FOR EACH ROW EXECUTE FUNCTION ecp._check_task_search_path();
 
 -- ---------------------------------------------------------------------------
 -- transform: bound by OID when the task is written.
@@ -254,8 +238,7 @@ COMMENT ON FUNCTION ecp.rollback(text) IS
 
 -- ---------------------------------------------------------------------------
 -- ecp.preview runs in the caller's session under the caller's search_path
--- (its query needs it): its own names are qualified, and the search_path
--- follows the rule a task's follows.
+-- (its query needs it): its own names are qualified.
 -- ---------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION ecp.preview(query text, n integer DEFAULT 1)
 RETURNS SETOF jsonb LANGUAGE plpgsql AS $$
@@ -263,7 +246,6 @@ DECLARE
     columns text[];
     facts jsonb;
 BEGIN
-    PERFORM ecp._check_search_path(pg_catalog.current_setting('search_path'));
     IF n IS NULL OR n OPERATOR(pg_catalog.<) 0 OR n OPERATOR(pg_catalog.>) 10000 THEN
         RAISE EXCEPTION 'n must be between 0 and 10000, not %', coalesce(n::pg_catalog.text, 'NULL')
               USING ERRCODE = 'invalid_parameter_value';

@@ -145,7 +145,6 @@ extern void ecp_apply_windows(void *arg);
 extern char *ecp_statement_text(const char *query);
 extern char *ecp_checked_statement_text(const char *query);
 extern int	ecp_enter_search_path(const char *search_path);
-extern void ecp_check_search_path(const char *search_path);
 
 /* commit_signals.c */
 extern void ecp_commit_signals_install(void);

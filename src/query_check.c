@@ -22,7 +22,6 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/varlena.h"
 
 PG_FUNCTION_INFO_V1(ecp_check_query);
 PG_FUNCTION_INFO_V1(ecp_statement_text_sql);
@@ -213,53 +212,6 @@ checked_columns(const char *query)
 }
 
 /*
- * A task's search_path may not list a schema before pg_catalog.  Left out,
- * pg_catalog is searched first anyway; listed after another schema, that
- * schema's types, functions and operators would win over PostgreSQL's in
- * the owner's query, and a wrong type there is exactly what made ecp's
- * own SQL readable as something else.  The owner's query never needs it;
- * ecp's own names are qualified as well (owner_sql.c).
- */
-void
-ecp_check_search_path(const char *search_path)
-{
-	char	   *copy = pstrdup(search_path);
-	List	   *schemas = NIL;
-	ListCell   *lc;
-	const char *before = NULL;
-
-	if (!SplitIdentifierString(copy, ',', &schemas))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid search_path \"%s\"", search_path),
-				 errhint("A list of schema names, e.g. pg_catalog, public.")));
-	foreach(lc, schemas)
-	{
-		const char *schema = lfirst(lc);
-
-		if (strcmp(schema, "pg_catalog") == 0 && before != NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("search_path \"%s\" lists schema \"%s\" before pg_catalog", search_path, before),
-					 errhint("ecp reads a task's query with its search_path, where pg_catalog must come first: leave pg_catalog out (PostgreSQL searches it first) or put it first, e.g. SET search_path = %s before ecp.create_task, or UPDATE ecp.task SET search_path = '...'.",
-							 "pg_catalog, public")));
-		if (before == NULL)
-			before = schema;
-	}
-	list_free(schemas);
-	pfree(copy);
-}
-
-/* ecp._check_search_path(search_path text): the rule above, for triggers. */
-PG_FUNCTION_INFO_V1(ecp_check_search_path_sql);
-Datum
-ecp_check_search_path_sql(PG_FUNCTION_ARGS)
-{
-	ecp_check_search_path(text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	PG_RETURN_VOID();
-}
-
-/*
  * Read a query under search_path (NULL: the session's) in a GUC nest level
  * of its own; the caller ends it with AtEOXact_GUC(true, level), which
  * puts the session's search_path back (an error does it by aborting).
@@ -267,11 +219,8 @@ ecp_check_search_path_sql(PG_FUNCTION_ARGS)
 int
 ecp_enter_search_path(const char *search_path)
 {
-	int			level;
+	int			level = NewGUCNestLevel();
 
-	if (search_path)
-		ecp_check_search_path(search_path);
-	level = NewGUCNestLevel();
 	if (search_path)
 		(void) set_config_option("search_path", search_path,
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);

@@ -209,8 +209,6 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 			config->index_name = config->new_index;	/* a migration loads its new index */
 	}
 	config->search_path = copy_text(tuple, desc, "search_path");
-	if (config->search_path)
-		ecp_check_search_path(config->search_path);	/* rows older than 0.5 */
 	config->id_column = copy_text(tuple, desc, "id_column");
 	config->key_column = copy_text(tuple, desc, "key_column");
 	if (config->kind != ECP_PART_MIGRATE && !(config->kind == ECP_PART_FILE && config->ndjson) &&
