@@ -36,8 +36,9 @@ fi
 # between an upgraded and a fresh install without changing what the schema
 # does: the extension's version, sequence positions, oids, and the stored
 # fast defaults of columns added to tables that existed (atthasmissing).
-# Columns are keyed by position (attnum): their order is the tables' row
-# type, so it must match as well.
+# Columns are keyed by their position among the live columns: their order
+# is the tables' row type, so it must match as well, but the gaps a DROP
+# COLUMN leaves in attnum on an upgraded install do not count.
 read -r -d '' catalog <<'SQL' || true
 WITH ns AS (SELECT 'ecp'::regnamespace AS oid),
      ext AS (SELECT e.oid, e.extconfig, e.extcondition FROM pg_extension e WHERE e.extname = 'ecp')
@@ -57,7 +58,7 @@ SELECT kind || '/' || name, coalesce(def, '') FROM (
          || ' acl=' || coalesce(c.relacl::text, '') || ' options=' || coalesce(c.reloptions::text, '')
     FROM pg_class c, ns WHERE c.relnamespace = ns.oid
   UNION ALL
-  SELECT 'column', c.relname || '.' || a.attnum || '.' || a.attname,
+  SELECT 'column', c.relname || '.' || row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum) || '.' || a.attname,
          format_type(a.atttypid, a.atttypmod) || ' notnull=' || a.attnotnull || ' identity=' || a.attidentity::text
          || ' generated=' || a.attgenerated::text
          || ' collation=' || coalesce(nullif(a.attcollation, t.typcollation)::regcollation::text, '')
