@@ -56,7 +56,8 @@ struct EcpHttpClient
 	CURL	   *easy;
 	long		connect_timeout_ms;
 	long		request_timeout_ms;
-	size_t		max_response_bytes;
+	size_t		max_response_bytes;	/* of the next request */
+	size_t		configured_max_response_bytes;	/* as created */
 	int			gzip_requests;
 	int			insecure;
 	int			(*should_abort) (void *arg);
@@ -164,6 +165,7 @@ ecp_http_client_create(const EcpHttpConfig *cfg, char *err, size_t errlen)
 		cfg->request_timeout_ms : DEFAULT_REQUEST_TIMEOUT_MS;
 	client->max_response_bytes = cfg->max_response_bytes > 0 ?
 		cfg->max_response_bytes : DEFAULT_MAX_RESPONSE_BYTES;
+	client->configured_max_response_bytes = client->max_response_bytes;
 	client->gzip_requests = cfg->gzip_requests;
 	client->insecure = cfg->insecure;
 	client->should_abort = cfg->should_abort;
@@ -232,6 +234,14 @@ ecp_http_client_destroy(EcpHttpClient *client)
 	free(client->ca_file);
 	free(client->buf.data);
 	free(client);
+}
+
+void
+ecp_http_set_max_response(EcpHttpClient *client, size_t max_bytes)
+{
+	if (client == NULL || client->in_flight)
+		return;
+	client->max_response_bytes = max_bytes > 0 ? max_bytes : client->configured_max_response_bytes;
 }
 
 void

@@ -120,6 +120,15 @@ extern EcpHttpOutcome ecp_http_begin(EcpHttpClient *client, const char *method, 
 									 const char *const *extra_headers, EcpHttpResponse *resp);
 extern EcpHttpOutcome ecp_http_finish(EcpHttpClient *client, EcpHttpResponse *resp);
 
+/*
+ * The largest answer the client's next requests may read: a caller that
+ * knows an answer is small caps it lower than max_response_bytes, so a
+ * server cannot make it hold more (0: max_response_bytes again).  A larger
+ * answer fails with ECP_HTTP_TOO_LARGE as soon as its Content-Length or its
+ * bytes pass the cap.  Not while a request is in flight.
+ */
+extern void ecp_http_set_max_response(EcpHttpClient *client, size_t max_bytes);
+
 /* Frees body and content_type; safe on a zeroed or already freed response. */
 extern void ecp_http_response_free(EcpHttpResponse *resp);
 

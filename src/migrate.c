@@ -150,31 +150,36 @@ set_step(const Migration *m, const char *step)
 	update_migration(m, "UPDATE ecp.migration SET step = $2 WHERE run_id = $1", step);
 }
 
-/* A request's answer: the status and a copy of the body. */
+/* A request's answer: the status, a copy of the body, who answered what. */
 typedef struct Answer
 {
 	long		code;
 	char	   *body;
 	size_t		len;
+	char	   *request;		/* "GET http://host:port/path", without the query */
 } Answer;
 
 /*
- * A request to the cluster (the node in use, another if it is down):
- * ECP_SEND_DONE when it answered, with any status; else why not.
+ * A request to the cluster (the node in use, another if it is down),
+ * whose answer is read up to the cap of its kind (a larger one is an
+ * ERROR): ECP_SEND_DONE when it answered, with any status; else why not.
  */
 static EcpSendStatus
-request(EcpPartConfig *config, const char *method, const char *path, const char *body,
-		Answer *answer, char **error)
+request(EcpPartConfig *config, EcpAnswerKind kind, const char *method, const char *path,
+		const char *body, Answer *answer, char **error)
 {
 	EcpHttpResponse response;
 	const char *origin;
-	EcpHttpOutcome outcome = ecp_sink_call(config, method, path, body, body ? strlen(body) : 0,
+	EcpHttpOutcome outcome = ecp_sink_call(config, kind, method, path, body, body ? strlen(body) : 0,
 										   &response, &origin);
 	EcpSendStatus status = ECP_SEND_DONE;
+	const char *query = strchr(path, '?');
 
 	answer->code = response.status;
 	answer->body = pnstrdup(response.body ? response.body : "", response.body_len);
 	answer->len = response.body_len;
+	answer->request = psprintf("%s %s%.*s", method, origin,
+							   query ? (int) (query - path) : (int) strlen(path), path);
 	if (outcome == ECP_HTTP_ABORTED)
 		status = ECP_SEND_STOPPED;
 	else if (outcome != ECP_HTTP_OK)
@@ -205,11 +210,56 @@ ok(const Answer *answer)
 	return answer->code >= 200 && answer->code <= 299;
 }
 
-/* The keys of a JSON object answer (GET /<name>, GET /_alias/<name>). */
-static char **
-object_keys(const Answer *answer, int *nkeys)
+/*
+ * A 2xx answer that is not what Elasticsearch answers: the step cannot
+ * trust it (an alias's indices, a count), so the run fails.
+ */
+static void
+unreadable(const EcpPartConfig *config, const Answer *answer, EcpAnswerRead read, const char *why,
+		   const char *expected)
 {
-	return ecp_json_object_keys(answer->body, answer->len, nkeys);
+	ereport(ERROR,
+			(errcode(read == ECP_ANSWER_NOT_JSON ? ERRCODE_INVALID_JSON_TEXT : ERRCODE_DATA_EXCEPTION),
+			 errmsg("%s answered HTTP %ld with %s (%s); check that the consumer of task \"%s\" points at an Elasticsearch or OpenSearch cluster",
+					answer->request, answer->code,
+					read == ECP_ANSWER_NOT_JSON ? "an answer that is not JSON" : "an answer ecp cannot use",
+					why, config->task_name),
+			 errhint("Elasticsearch answers this request with %s.", expected)));
+}
+
+/*
+ * The keys of a JSON object answer (GET /<name>, GET /_alias/<name>: the
+ * indices), scanned without a tree, palloc'd.
+ */
+static char **
+object_keys(const EcpPartConfig *config, const Answer *answer, int *nkeys)
+{
+	char		why[256];
+	char	  **found;
+	char	  **keys;
+	EcpAnswerRead read = ecp_answer_object_keys(answer->body, answer->len, &found, nkeys,
+												why, sizeof(why));
+
+	if (read != ECP_ANSWER_READ)
+		unreadable(config, answer, read, why, "a JSON object keyed by index names, each once");
+	keys = palloc0(sizeof(char *) * (*nkeys + 1));
+	for (int i = 0; i < *nkeys; i++)
+		keys[i] = pstrdup(found[i]);
+	ecp_answer_keys_free(found, *nkeys);
+	return keys;
+}
+
+/* The "count" of a _count answer. */
+static int64
+answer_count(const EcpPartConfig *config, const Answer *answer)
+{
+	char		why[256];
+	long long	count;
+	EcpAnswerRead read = ecp_answer_count(answer->body, answer->len, &count, why, sizeof(why));
+
+	if (read != ECP_ANSWER_READ)
+		unreadable(config, answer, read, why, "a JSON object whose \"count\" is a non-negative integer");
+	return (int64) count;
 }
 
 /* ---------------------------------------------------------------------------
@@ -223,13 +273,16 @@ check_alias_name(EcpPartConfig *config, Migration *m, char **error)
 	Answer		answer;
 	int			n;
 	char	  **names;
-	EcpSendStatus status = request(config, "GET", psprintf("/%s", m->alias), NULL, &answer, error);
+	/* the names are all it needs: not the mappings and settings of each index */
+	EcpSendStatus status = request(config, ECP_ANSWER_INDICES, "GET",
+								   psprintf("/%s?filter_path=*.settings.index.uuid", m->alias), NULL,
+								   &answer, error);
 
 	if (status != ECP_SEND_DONE || answer.code == 404)
 		return status;
 	if (!ok(&answer))
 		return refused(config, psprintf("GET /%s", m->alias), &answer, error);
-	names = object_keys(&answer, &n);
+	names = object_keys(config, &answer, &n);
 	for (int i = 0; i < n; i++)
 		if (strcmp(names[i], m->alias) == 0)
 		{
@@ -253,7 +306,7 @@ create_step(EcpPartConfig *config, void *arg, char **error)
 		return status;
 	body = psprintf("{\"settings\": %s%s%s}", m->load_settings, m->mappings ? ", \"mappings\": " : "",
 					m->mappings ? m->mappings : "");
-	status = request(config, "PUT", psprintf("/%s", m->new_index), body, &answer, error);
+	status = request(config, ECP_ANSWER_ACK, "PUT", psprintf("/%s", m->new_index), body, &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
 	if (answer.code == 400 && strstr(answer.body, "resource_already_exists_exception"))
@@ -280,7 +333,8 @@ settings_step(EcpPartConfig *config, Migration *m, char **error)
 	EcpSendStatus status;
 
 	set_step(m, "settings");
-	status = request(config, "PUT", psprintf("/%s/_settings", m->new_index), m->final_settings, &answer, error);
+	status = request(config, ECP_ANSWER_ACK, "PUT", psprintf("/%s/_settings", m->new_index), m->final_settings,
+					 &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
 	if (!ok(&answer))
@@ -304,17 +358,17 @@ count_step(EcpPartConfig *config, Migration *m, char **error)
 	EcpSendStatus status;
 
 	set_step(m, "count");
-	status = request(config, "POST", psprintf("/%s/_refresh", m->new_index), NULL, &answer, error);
+	status = request(config, ECP_ANSWER_ACK, "POST", psprintf("/%s/_refresh", m->new_index), NULL, &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
 	if (!ok(&answer))
 		return refused(config, psprintf("refreshing \"%s\"", m->new_index), &answer, error);
-	status = request(config, "GET", psprintf("/%s/_count", m->new_index), NULL, &answer, error);
+	status = request(config, ECP_ANSWER_COUNT, "GET", psprintf("/%s/_count", m->new_index), NULL, &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
 	if (!ok(&answer))
 		return refused(config, psprintf("counting \"%s\"", m->new_index), &answer, error);
-	count = ecp_json_count(answer.body, answer.len);
+	count = answer_count(config, &answer);
 	ecp_store_event(config, "count checked",
 					psprintf("{\"index\": %s, \"count\": " INT64_FORMAT ", \"indexed\": " INT64_FORMAT ", \"dual_writes\": " INT64_FORMAT "}",
 							 ecp_json_quote(m->new_index), count, m->indexed, m->dual_writes));
@@ -336,7 +390,8 @@ alias_targets(EcpPartConfig *config, Migration *m, char ***targets, int *ntarget
 	Answer		answer;
 	char	  **names;
 	int			n;
-	EcpSendStatus status = request(config, "GET", psprintf("/_alias/%s", m->alias), NULL, &answer, error);
+	EcpSendStatus status = request(config, ECP_ANSWER_INDICES, "GET", psprintf("/_alias/%s", m->alias), NULL,
+								   &answer, error);
 
 	*targets = NULL;
 	*ntargets = 0;
@@ -344,7 +399,7 @@ alias_targets(EcpPartConfig *config, Migration *m, char ***targets, int *ntarget
 		return status;
 	if (!ok(&answer))
 		return refused(config, psprintf("reading alias \"%s\"", m->alias), &answer, error);
-	names = object_keys(&answer, &n);
+	names = object_keys(config, &answer, &n);
 	*targets = palloc0(sizeof(char *) * (n + 1));
 	for (int i = 0; i < n; i++)
 	{
@@ -403,7 +458,7 @@ move_alias(EcpPartConfig *config, const char *alias, char **from, int nfrom, cha
 		appendStringInfo(&body, "%s{\"add\": {\"index\": %s, \"alias\": %s%s}}", i ? ", " : "",
 						 ecp_json_quote(to[i]), ecp_json_quote(alias), i == 0 ? ", \"is_write_index\": true" : "");
 	appendStringInfoString(&body, "]}");
-	status = request(config, "POST", "/_aliases", body.data, &answer, error);
+	status = request(config, ECP_ANSWER_ACK, "POST", "/_aliases", body.data, &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
 	if (!ok(&answer))
@@ -441,7 +496,8 @@ drop_indices(EcpPartConfig *config, char **names, int n, const char *why, char *
 	for (int i = 0; i < n; i++)
 	{
 		Answer		answer;
-		EcpSendStatus status = request(config, "DELETE", psprintf("/%s", names[i]), NULL, &answer, error);
+		EcpSendStatus status = request(config, ECP_ANSWER_ACK, "DELETE", psprintf("/%s", names[i]), NULL, &answer,
+									   error);
 
 		if (status != ECP_SEND_DONE)
 			return status;
@@ -490,7 +546,7 @@ rollback_step(EcpPartConfig *config, void *arg, char **error)
 	{
 		Answer		answer;
 
-		status = request(config, "HEAD", psprintf("/%s", m->old[i]), NULL, &answer, error);
+		status = request(config, ECP_ANSWER_ACK, "HEAD", psprintf("/%s", m->old[i]), NULL, &answer, error);
 		if (status != ECP_SEND_DONE)
 			return status;
 		if (answer.code == 404)

@@ -53,6 +53,8 @@
  * failed one a few hundred; 4 KiB per document of the batch plus 1 MiB
  * (an error page) leaves room for clusters that ignore filter_path, and
  * keeps what a hostile server can make a worker hold bounded by the batch.
+ * Every other request (ecp_sink_call) has the smaller cap of its kind
+ * (es_answers.h) for the time it runs.
  */
 #define RESPONSE_BYTES_PER_DOC 4096L
 #define RESPONSE_BYTES_SLACK (1024L * 1024)
@@ -426,9 +428,43 @@ fail_over(EcpPartConfig *config, EcpHttpOutcome outcome, int *node, const char *
 	return outcome;
 }
 
+/* "1 MiB" for a cap that is a whole number of KiB or MiB, else "N bytes". */
+static char *
+cap_text(size_t cap)
+{
+	if (cap >= 1024 * 1024 && cap % (1024 * 1024) == 0)
+		return psprintf("%zu MiB", cap / (1024 * 1024));
+	if (cap >= 1024 && cap % 1024 == 0)
+		return psprintf("%zu KiB", cap / 1024);
+	return psprintf("%zu bytes", cap);
+}
+
+/*
+ * An answer over its kind's cap: the request fails here, without reading
+ * the rest, and the run fails with what was asked of whom.  It is never
+ * retried: a cluster does not answer these requests with that much, so
+ * whatever answers would do it again.
+ */
+static void
+answer_too_large(const EcpPartConfig *config, EcpAnswerKind kind, const char *method,
+				 const char *origin, const char *path, EcpHttpResponse *response)
+{
+	const char *query = strchr(path, '?');
+	size_t		cap = ecp_answer_cap(kind);
+
+	ecp_http_response_free(response);
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("%s %s%.*s answered more than %s (%zu bytes), ecp's limit for answers to %s, and the rest was not read; "
+					"check that the consumer of task \"%s\" points at an Elasticsearch or OpenSearch cluster",
+					method, origin, query ? (int) (query - path) : (int) strlen(path), path,
+					cap_text(cap), cap, ecp_answer_requests(kind), config->task_name),
+			 errhint("%s", ecp_answer_hint(kind))));
+}
+
 EcpHttpOutcome
-ecp_sink_call(EcpPartConfig *config, const char *method, const char *path, const char *body,
-			  size_t body_len, EcpHttpResponse *response, const char **origin)
+ecp_sink_call(EcpPartConfig *config, EcpAnswerKind kind, const char *method, const char *path,
+			  const char *body, size_t body_len, EcpHttpResponse *response, const char **origin)
 {
 	EcpHttpOutcome outcome;
 	int			node = pick_node();
@@ -436,12 +472,17 @@ ecp_sink_call(EcpPartConfig *config, const char *method, const char *path, const
 	memset(response, 0, sizeof(*response));
 	nodes[node].requests++;
 	address_refused = false;
+	ecp_http_set_max_response(client, ecp_answer_cap(kind));
 	outcome = ecp_http_request(client, method, url_of(node, path), format->content_type,
 							   body, body_len, tag_headers, response);
 	if (outcome == ECP_HTTP_TRANSPORT && nnodes > 1)
 		outcome = fail_over(config, outcome, &node, method, path, body, body_len, response);
+	/* back to the batches' limit (response_limit) */
+	ecp_http_set_max_response(client, 0);
 	current_node = node;
 	*origin = nodes[node].origin;
+	if (outcome == ECP_HTTP_TOO_LARGE)
+		answer_too_large(config, kind, method, *origin, path, response);
 	return outcome;
 }
 

@@ -8,6 +8,7 @@
 #define ECP_SINK_H
 
 #include "sync.h"
+#include "es_answers.h"
 #include "http_client.h"
 
 typedef struct EcpSinkFormat
@@ -34,12 +35,15 @@ extern const EcpSinkFormat ecp_es_format;
 extern const EcpSinkFormat ecp_http_format;
 
 /*
- * sink.c, for the formats: a request to the node in use (another one if
- * it is down), with the run's tag header; *origin is the node's
- * scheme://host:port.  The response must be freed.
+ * sink.c, for the formats and migrations: a request other than a batch to
+ * the node in use (another one if it is down), with the run's tag header;
+ * *origin is the node's scheme://host:port.  Its answer is read up to the
+ * cap of its kind (es_answers.h): a larger one is an ERROR
+ * (ERRCODE_PROGRAM_LIMIT_EXCEEDED) naming the request, the cap and the
+ * node.  The response must be freed.
  */
-extern EcpHttpOutcome ecp_sink_call(EcpPartConfig *config, const char *method, const char *path,
-									const char *body, size_t body_len,
+extern EcpHttpOutcome ecp_sink_call(EcpPartConfig *config, EcpAnswerKind kind, const char *method,
+									const char *path, const char *body, size_t body_len,
 									EcpHttpResponse *response, const char **origin);
 /* the class of a whole-request HTTP status, and a hint (see sink.c) */
 extern EcpSendStatus ecp_sink_status_class(const EcpPartConfig *config, long status,

@@ -37,11 +37,15 @@ typedef struct Product
 	bool		known;
 } Product;
 
+/*
+ * jansson is fine here: the answer was read up to ECP_ANSWER_PRODUCT_CAP
+ * (64 KiB) at most, a tree of a few MB at worst.
+ */
 static void
 read_product(const char *body, size_t len, Product *product)
 {
 	json_error_t jerr;
-	json_t	   *root = json_loadb(body, Min(len, 65536), 0, &jerr);
+	json_t	   *root = json_loadb(body, Min(len, ECP_ANSWER_PRODUCT_CAP), 0, &jerr);
 	json_t	   *version = root ? json_object_get(root, "version") : NULL;
 	const char *number = json_string_value(json_object_get(version, "number"));
 	const char *distribution = json_string_value(json_object_get(version, "distribution"));
@@ -119,7 +123,7 @@ es_hello(EcpPartConfig *config, char **error)
 	const char *hint = "";
 	char		summary[512];
 	Product		product;
-	EcpHttpOutcome outcome = ecp_sink_call(config, "GET", "/", NULL, 0, &response, &origin);
+	EcpHttpOutcome outcome = ecp_sink_call(config, ECP_ANSWER_PRODUCT, "GET", "/", NULL, 0, &response, &origin);
 	EcpSendStatus status = call_outcome(config, outcome, &response, "GET", origin, "/", &hint, error);
 
 	if (outcome == ECP_HTTP_OK && response.status == 403)
@@ -306,7 +310,7 @@ es_end_part(EcpPartConfig *config, char **error)
 	if (!config->refresh)
 		return ECP_SEND_DONE;
 	path = psprintf("/%s/_refresh", config->index_name);
-	outcome = ecp_sink_call(config, "POST", path, NULL, 0, &response, &origin);
+	outcome = ecp_sink_call(config, ECP_ANSWER_ACK, "POST", path, NULL, 0, &response, &origin);
 	status = call_outcome(config, outcome, &response, "POST", origin, path, &hint, error);
 	if (status == ECP_SEND_DONE)
 		ecp_store_event(config, "refreshed", psprintf("{\"index\": %s}", ecp_json_quote(config->index_name)));

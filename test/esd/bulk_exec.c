@@ -798,25 +798,10 @@ static void bulk_reject_response(resp_t *rs, int status)
 }
 
 /* The huge_body fault: "[{},{},...]" (or {"items":[{},...]}) of exactly
- * bytes bytes, the shape that makes a JSON tree parser allocate ~70 bytes
- * per byte, so a client can show it bounds what it parses. */
+ * bytes bytes. */
 static void huge_body_response(resp_t *rs, int status, size_t bytes, bool items_shape)
 {
-    const char *head = items_shape ? "{\"items\":[" : "[";
-    const char *tail = items_shape ? "]}" : "]";
-    size_t hl = strlen(head), tl = strlen(tail);
-    sb_t s;
-    sb_init(&s, bytes + 1);
-    sb_append(&s, head, hl);
-    while (s.len + 3 + tl <= bytes)
-        sb_append(&s, "{},", 3);
-    if (s.buf[s.len - 1] == ',')
-        s.len--;
-    while (s.len + tl < bytes)
-        sb_putc(&s, ' ');
-    sb_append(&s, tail, tl);
-    resp_sb(rs, status, &s);
-    rs->no_filter = true;
+    resp_huge(rs, status, bytes, items_shape ? "{\"items\":[" : "[", items_shape ? "]}" : "]");
 }
 
 /* The items were rendered after HEADER_ROOM reserved bytes; the header goes

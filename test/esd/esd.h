@@ -144,6 +144,8 @@ const char *req_hdr(const req_t *r, const char *name);
 
 void resp_json(resp_t *rs, int status, json_t *body);
 void resp_sb(resp_t *rs, int status, sb_t *body);
+/* head + "{},{},...,{}" + tail of exactly bytes bytes (huge_body, huge_answer) */
+void resp_huge(resp_t *rs, int status, size_t bytes, const char *head, const char *tail);
 void resp_empty(resp_t *rs, int status);
 void resp_add_header(resp_t *rs, const char *name, const char *val);
 json_t *err_cause(const char *type, const char *reason);
@@ -389,6 +391,7 @@ void faults_clear(void);
 void faults_pre_request(bool is_bulk, pre_fault_t *out);
 int faults_bulk_reject(void);                /* 0 or HTTP status */
 int faults_huge_body(size_t *bytes, bool *items_shape);   /* 0 or HTTP status */
+int faults_huge_answer(const char *method, const char *path, size_t *bytes);   /* 0 or HTTP status */
 int faults_item_reject(void);                /* 0 or item status */
 bool faults_poison(const json_t *src, const char *raw, size_t len, char *field, size_t fsz);
 bool faults_has_poison(void);

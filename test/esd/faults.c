@@ -37,6 +37,11 @@ typedef struct faults {
     int huge_status;
     size_t huge_bytes;
     bool huge_items;     /* {"items":[{},...]} instead of [{},...] */
+    rule_t answer;       /* huge_answer: any request whose path matches */
+    int answer_status;
+    size_t answer_bytes;
+    char *answer_path;   /* a glob of the path, without the query */
+    char *answer_method; /* or NULL: any method */
     auth_user_t *users;  /* the auth fault: who may connect, and write where */
     int nusers;
 } faults_t;
@@ -63,6 +68,8 @@ static void faults_free(faults_t *f)
     for (int i = 0; i < f->npoison; i++)
         free(f->poison[i]);
     free(f->poison);
+    free(f->answer_path);
+    free(f->answer_method);
     for (int i = 0; i < f->nusers; i++)
         auth_user_free(&f->users[i]);
     free(f->users);
@@ -218,6 +225,33 @@ static bool parse_auth(faults_t *f, const json_t *v, char *err, size_t n)
     return true;
 }
 
+/* "huge_answer": {"path": glob, "method": M, "status": S, "bytes": N} and
+ * first/every: the requests whose path matches get {"a":[{},{},...]}. */
+static bool parse_huge_answer(faults_t *f, const json_t *v, char *err, size_t n)
+{
+    static const int answer_st[] = {200, 404, 500, 0};
+    static const char *answer_keys[] = {"status", "bytes", "path", "method", NULL};
+    const char *k = "huge_answer";
+    if (!json_is_object(v)) return bad(err, n, "[%s] must be an object", k);
+    if (!parse_status(v, k, answer_st, &f->answer_status, err, n) ||
+        !parse_rule(v, &f->answer, k, true, err, n, answer_keys))
+        return false;
+    const json_t *by = json_object_get(v, "bytes");
+    const char *path = json_string_value(json_object_get(v, "path"));
+    const json_t *method = json_object_get(v, "method");
+    if (by && (!json_is_integer(by) || json_integer_value(by) < 16 ||
+               json_integer_value(by) > (json_int_t)1 << 30))
+        return bad(err, n, "[%s] bytes must be an integer from 16 to 1073741824", k);
+    if (!path || path[0] != '/')
+        return bad(err, n, "[%s] path must be a path pattern starting with / (* matches any characters)", k);
+    if (method && (!json_is_string(method) || !*json_string_value(method)))
+        return bad(err, n, "[%s] method must be an HTTP method", k);
+    f->answer_bytes = by ? (size_t)json_integer_value(by) : (size_t)64 << 20;
+    f->answer_path = xstrdup(path);
+    f->answer_method = method ? xstrdup(json_string_value(method)) : NULL;
+    return true;
+}
+
 static bool parse_one(faults_t *f, const char *k, const json_t *v, char *err, size_t n)
 {
     static const int bulk_st[] = {429, 500, 502, 503, 504, 0};
@@ -292,9 +326,11 @@ static bool parse_one(faults_t *f, const char *k, const json_t *v, char *err, si
         f->huge_items = sh && !strcmp(json_string_value(sh), "items");
         return true;
     }
+    if (!strcmp(k, "huge_answer"))
+        return parse_huge_answer(f, v, err, n);
     if (!strcmp(k, "auth"))
         return parse_auth(f, v, err, n);
-    snprintf(err, n, "unknown fault [%s]; known: bulk_reject, item_reject, poison_field, delay_ms, drop, huge_body, auth", k);
+    snprintf(err, n, "unknown fault [%s]; known: bulk_reject, item_reject, poison_field, delay_ms, drop, huge_body, huge_answer, auth", k);
     return false;
 }
 
@@ -373,6 +409,21 @@ int faults_huge_body(size_t *bytes, bool *items_shape)
         st = g_faults->huge_status;
         *bytes = g_faults->huge_bytes;
         *items_shape = g_faults->huge_items;
+    }
+    pthread_mutex_unlock(&g_flock);
+    return st;
+}
+
+/* Only the requests the pattern matches count for first/every. */
+int faults_huge_answer(const char *method, const char *path, size_t *bytes)
+{
+    int st = 0;
+    pthread_mutex_lock(&g_flock);
+    faults_t *f = g_faults;
+    if (f && f->answer.on && glob_match(f->answer_path, path) &&
+        (!f->answer_method || !strcmp(f->answer_method, method)) && rule_hit(&f->answer)) {
+        st = f->answer_status;
+        *bytes = f->answer_bytes;
     }
     pthread_mutex_unlock(&g_flock);
     return st;

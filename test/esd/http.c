@@ -537,6 +537,12 @@ static void process(reqctx_t *rc, req_t *r, resp_t *rs)
     }
     if (!check_media(r, rs))
         return;
+    size_t huge_bytes;
+    int huge = faults_huge_answer(r->method, r->path, &huge_bytes);
+    if (huge) {
+        resp_huge(rs, huge, huge_bytes, "{\"a\":[", "]}");
+        return;
+    }
     route_request(r, rs);
 }
 

@@ -1,6 +1,7 @@
 # esd: the huge_body fault answers a _bulk request with "[{},{},...]" of a
 # chosen size (64 MiB by default), so clients can show they bound what
-# they parse (ecp finding M5).  Bodies are read raw here: decoding 64 MiB
+# they parse (ecp finding M5); huge_answer does the same, as
+# {"a":[{},...]}, for any request whose path matches (finding H1).  Bodies are read raw here: decoding 64 MiB
 # with JSON::PP would take minutes.
 use strict;
 use warnings;
@@ -62,6 +63,35 @@ for my $bad ({ status => 404 }, { bytes => 5 }, { bytes => 'x' }, { shape => 'tr
 }
 like(($es->put('/_esd/faults', { huge_bodies => {} }))[1]{error}{reason} // '', qr/huge_body/,
 	'the list of known faults names huge_body');
+$es->clear_faults;
+
+# ---- huge_answer: any request whose path matches (ecp finding H1) ----
+$es->put('/logs-1');
+$es->post('/_aliases', { actions => [ { add => { index => 'logs-1', alias => 'logs' } } ] });
+$es->set_faults({ huge_answer => { path => '/_alias/*', method => 'GET', bytes => 5000, first => 2 } });
+$r = $http->get($es->url . '/_alias/logs');
+is($r->{status}, 200, 'huge_answer: a matching request is answered 200');
+is(length($r->{content}), 5000, '... with exactly bytes => 5000');
+is(substr($r->{content}, 0, 10), '{"a":[{},{', '... of {"a":[{},{},...]}');
+$decoded = eval { decode_json($r->{content}) };
+ok(ref $decoded eq 'HASH' && ref $decoded->{a} eq 'ARRAY' && @{ $decoded->{a} } > 1000, '... valid JSON');
+($st) = $es->get('/logs');
+is($st, 200, 'a path the pattern does not match is served normally');
+$r = $http->request('HEAD', $es->url . '/_alias/logs');
+is($r->{status}, 200, 'another method does not count either');
+my ($st2, $b2) = $es->get('/_alias/logs');
+ok($st2 == 200 && ref $b2 eq 'HASH' && exists $b2->{a} && !exists $b2->{'logs-1'},
+	'first => 2: the second matching request is huge too');
+($st2, $b2) = $es->get('/_alias/logs');
+ok($st2 == 200 && exists $b2->{'logs-1'}, 'the third is the real answer');
+$es->set_faults({ huge_answer => { path => '/logs-*/_count', status => 500, bytes => 100 } });
+$r = $http->get($es->url . '/logs-1/_count');
+ok($r->{status} == 500 && length($r->{content}) == 100, 'status 500, any method, a pattern inside the path');
+for my $bad ({ bytes => 100 }, { path => 'logs' }, { path => '/x', status => 201 }, { path => '/x', bytes => 3 },
+	{ path => '/x', method => '' }, { path => '/x', shape => 'array' }) {
+	my ($s) = $es->put('/_esd/faults', { huge_answer => $bad });
+	is($s, 400, 'refused: ' . JSON::PP->new->canonical->encode($bad));
+}
 $es->clear_faults;
 
 done_testing();
