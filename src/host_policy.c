@@ -226,21 +226,34 @@ refuse_host(const HmUrl *url, const char *role, const char *why, const char *ent
 }
 
 /*
+ * Is the host a numeric form of addr ("127.1", "2130706433"), which
+ * getaddrinfo reads as an address without asking DNS?  Then the address is
+ * no news to the role, and the refusal may name it.
+ */
+static bool
+numeric_form_of(const HmUrl *url, const HmAddr *addr)
+{
+	struct in_addr numeric;
+
+	return addr->family == 4 && inet_aton(url->host, &numeric) != 0 &&
+		memcmp(&numeric, addr->bytes, 4) == 0;
+}
+
+/*
  * The allowed_hosts entry a hint suggests for a name: "host:port"; when
- * the name cannot be an entry, the address of a numeric form ("127.1",
- * which getaddrinfo reads as 127.0.0.1 without asking DNS); else NULL: the
- * address DNS gave is not for the role to see (finding L4).
+ * the name cannot be an entry, the address of a numeric form; else NULL:
+ * the address DNS gave is not for the role to see (finding L4).
  */
 static const char *
-suggest_entry(const HmUrl *url, const char *address, char *entry, size_t size)
+suggest_entry(const HmUrl *url, const HmAddr *addr, const char *address, char *entry,
+			  size_t size)
 {
 	HmEntry		parsed;
-	struct in_addr numeric;
 
 	hm_format_entry(url->host, url->port, entry, size);
 	if (hm_parse_entry(entry, strlen(entry), &parsed, NULL, 0) == 0)
 		return entry;
-	if (inet_aton(url->host, &numeric) == 0)
+	if (!numeric_form_of(url, addr))
 		return NULL;
 	hm_format_entry(address, url->port, entry, size);
 	return entry;
@@ -248,10 +261,10 @@ suggest_entry(const HmUrl *url, const char *address, char *entry, size_t size)
 
 /*
  * Judge every address host resolves to; false when it does not resolve.
- * The refusal does not quote the address (finding L4: PUBLIC may call
- * ecp._check_consumer_target, which would make it an oracle of internal
- * DNS); the server log has it for the administrator.  Roles exempt from
- * the policy never get here.
+ * The refusal does not quote an address DNS gave (finding L4: PUBLIC may
+ * call ecp._check_consumer_target, which would make it an oracle of
+ * internal DNS); the server log has it for the administrator.  Roles
+ * exempt from the policy never get here.
  */
 static bool
 check_resolved(const HmPolicy *policy, const HmUrl *url, const char *role)
@@ -273,6 +286,7 @@ check_resolved(const HmPolicy *policy, const HmUrl *url, const char *role)
 			HmVerdict	verdict;
 			char		why[256];
 			char		text[HM_ADDR_TEXT];
+			const char *reason;
 
 			if (hm_addr_from_sockaddr(ai->ai_addr, ai->ai_addrlen, &addr, NULL) != 0)
 				continue;
@@ -280,11 +294,14 @@ check_resolved(const HmPolicy *policy, const HmUrl *url, const char *role)
 			if (verdict == HM_ALLOWED)
 				continue;
 			hm_addr_format(&addr, text, sizeof(text));
-			/* "not listed" is about the name and the list, not about DNS */
-			refuse_host(url, role,
-						verdict == HM_BLOCKED ?
-						"it resolves to a blocked address (ecp.block_private_networks)" : why,
-						suggest_entry(url, text, entry, sizeof(entry)), text);
+			if (numeric_form_of(url, &addr))
+				reason = psprintf("it resolves to %s, and %s", text, why);
+			else if (verdict == HM_BLOCKED)
+				reason = "it resolves to a blocked address (ecp.block_private_networks)";
+			else
+				reason = why;	/* "not listed": about the name and the list */
+			refuse_host(url, role, reason, suggest_entry(url, &addr, text, entry, sizeof(entry)),
+						text);
 		}
 	}
 	PG_FINALLY();
