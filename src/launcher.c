@@ -214,6 +214,12 @@ schedule_runs_safely(void)
  * depends on; PGC_S_OVERRIDE wins over any per-database or per-role
  * setting.  Every object the launcher uses is in pg_catalog or named
  * with its schema (ecp.).
+ *
+ * lock_timeout = 0 is only the session's: each step of a pass (reading
+ * the runs, applying windows, failing a run) sets its own bound
+ * (scheduler.c, run_isolated), since roles may lock the rows of their own
+ * runs and tasks for as long as they like and the launcher serves every
+ * role.
  */
 static void
 pin_launcher_settings(void)

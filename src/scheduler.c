@@ -26,6 +26,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -47,12 +48,25 @@
 /* At most one "rate buckets overflow" warning per this many milliseconds. */
 #define OVERFLOW_WARNING_MS 60000
 
+/* Largest parallelism the launcher takes from a task's options. */
+#define MAX_PARALLELISM 64
+
+/*
+ * How long a write of the pass waits for a lock before it gives up until
+ * the next pass: roles may lock their own runs and tasks (FOR UPDATE), and
+ * the launcher serves every role.
+ */
+#define PASS_LOCK_TIMEOUT "100ms"
+
+/* A write that keeps finding its row locked is logged once per this. */
+#define LOCKED_LOG_MS 60000
+
 StaticAssertDecl(sizeof(EcpWorkerArgs) <= ECP_SLOT_GENERATION_OFFSET,
 				 "worker args overlap the slot generation");
 StaticAssertDecl(ECP_SLOT_GENERATION_OFFSET + sizeof(uint64) <= BGW_EXTRALEN,
 				 "slot generation outside bgw_extra");
 
-int			ecp_max_workers_per_role = 0;
+int			ecp_max_workers_per_role = -1;
 
 /* Handles of the workers this launcher started, by slot, with the slot's generation. */
 static BackgroundWorkerHandle **worker_handles = NULL;
@@ -68,6 +82,9 @@ static HTAB *start_records = NULL;
 /* Bad options already warned about, so each is logged once, not every second. */
 static HTAB *warned_options = NULL;
 
+/* When each write that found its rows locked was last logged, by what it does. */
+static HTAB *locked_logged = NULL;
+
 static TimestampTz overflow_warned_at = 0;
 
 /*
@@ -78,13 +95,28 @@ void
 ecp_scheduler_define_gucs(void)
 {
 	DefineCustomIntVariable("ecp.max_workers_per_role",
-							"Most sync workers one role's runs may have at once; 0: no cap beyond ecp.max_workers.",
-							"Free worker slots go round-robin across roles either way; this cap also keeps slots free for roles that start runs later.",
+							"Most sync workers one role's runs may have at once; -1 (default): half of ecp.max_workers, at least 1; 0: no cap beyond ecp.max_workers.",
+							"Free worker slots go round-robin across roles either way; this cap also keeps slots free for roles that start runs later, "
+							"since a worker keeps its slot until its part ends.",
 							&ecp_max_workers_per_role,
-							0, 0, 1024,
+							-1, -1, 1024,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+}
+
+/*
+ * The cap on one role's workers in force.  A worker keeps its slot until
+ * its part ends, so without a cap one role's long parts could hold every
+ * slot for hours: the default (-1) is half of ecp.max_workers, at least 1;
+ * 0 is no cap.
+ */
+static int
+role_worker_cap(void)
+{
+	if (ecp_max_workers_per_role < 0)
+		return Max(1, ecp_max_workers / 2);
+	return ecp_max_workers_per_role;
 }
 
 /* A task's settings as the launcher uses them, checked. */
@@ -142,6 +174,12 @@ typedef struct WarnedOption
 {
 	char		key[WARNED_KEY_LEN];
 } WarnedOption;
+
+typedef struct LockedLog
+{
+	char		key[WARNED_KEY_LEN];	/* what the launcher tried */
+	TimestampTz logged_at;
+} LockedLog;
 
 static void
 ensure_state(void)
@@ -204,11 +242,64 @@ reclaim_slots(void)
 }
 
 /*
- * Run step(arg) in a subtransaction: an error is a WARNING naming what
- * failed, rolls back only the step, and the pass goes on.
+ * Whether a write that found its rows locked should be logged now: once
+ * per LOCKED_LOG_MS for each thing the launcher tried (say, "fail run 93"),
+ * not at every pass while a role keeps its lock.
  */
 static bool
-run_isolated(void (*step) (void *), void *arg, const char *what)
+locked_log_due(const char *what)
+{
+	char		key[WARNED_KEY_LEN];
+	LockedLog  *entry;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		found;
+
+	if (locked_logged == NULL || hash_get_num_entries(locked_logged) >= MAX_WARNED)
+	{
+		HASHCTL		ctl;
+
+		if (locked_logged)
+			hash_destroy(locked_logged);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = WARNED_KEY_LEN;
+		ctl.entrysize = sizeof(LockedLog);
+		locked_logged = hash_create("ecp locked writes", 64, &ctl, HASH_ELEM | HASH_STRINGS);
+	}
+	strlcpy(key, what, sizeof(key));
+	entry = hash_search(locked_logged, key, HASH_ENTER, &found);
+	if (found && !TimestampDifferenceExceeds(entry->logged_at, now, LOCKED_LOG_MS))
+		return false;
+	entry->logged_at = now;
+	return true;
+}
+
+/* Report a step that failed: a lock held elsewhere is retried quietly. */
+static void
+report_step_error(const ErrorData *edata, const char *what)
+{
+	if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("ecp launcher could not %s: %s", what, edata->message),
+				 errhint("The launcher goes on with the other runs and tries again in a second.")));
+	else if (locked_log_due(what))
+		ereport(LOG,
+				(errmsg("ecp launcher could not %s yet: a lock it needs is held by another transaction (%s)",
+						what, edata->message),
+				 errdetail("Roles may lock the rows of their own runs and tasks (SELECT ... FOR UPDATE); the launcher waits at most %s for a lock, never for a role's transaction.",
+						   PASS_LOCK_TIMEOUT),
+				 errhint("The launcher goes on with the other runs and tries again at every pass; this is logged once a minute.")));
+}
+
+/*
+ * Run step(arg) in a subtransaction: an error rolls back only the step,
+ * and the pass goes on.  With bounded_locks, the step waits at most
+ * PASS_LOCK_TIMEOUT for any lock (the session pins lock_timeout = 0,
+ * launcher.c): a step that changes rows a role can lock must never hold up
+ * the pass for every role.
+ */
+static bool
+run_isolated(void (*step) (void *), void *arg, const char *what, bool bounded_locks)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
 	ResourceOwner caller_owner = CurrentResourceOwner;
@@ -218,7 +309,14 @@ run_isolated(void (*step) (void *), void *arg, const char *what)
 	MemoryContextSwitchTo(caller_context);
 	PG_TRY();
 	{
+		/* as a function's SET clause: undone when the step ends, either way */
+		int			guc_level = NewGUCNestLevel();
+
+		if (bounded_locks)
+			(void) set_config_option("lock_timeout", PASS_LOCK_TIMEOUT, PGC_SUSET, PGC_S_OVERRIDE,
+									 GUC_ACTION_SAVE, true, 0, false);
 		step(arg);
+		AtEOXact_GUC(true, guc_level);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -229,10 +327,7 @@ run_isolated(void (*step) (void *), void *arg, const char *what)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		ereport(WARNING,
-				(errcode(edata->sqlerrcode),
-				 errmsg("ecp launcher could not %s: %s", what, edata->message),
-				 errhint("The launcher goes on with the other runs and tries again in a second.")));
+		report_step_error(edata, what);
 		FreeErrorData(edata);
 		ok = false;
 	}
@@ -341,17 +436,39 @@ OPTION_COLUMNS("t", "retry_max_ms") ", "
 OPTION_COLUMNS("t", "rate_limit") ", "
 OPTION_COLUMNS("c", "rate_limit") ", "
 OPTION_COLUMNS("t", "parallelism")
-"  FROM ecp.run r JOIN ecp.part p ON p.run_id OPERATOR(pg_catalog.=) r.id"
+"  FROM ecp.run r"
 "  JOIN ecp.task t ON t.id OPERATOR(pg_catalog.=) r.task_id"
 "  JOIN ecp.consumer c ON c.id OPERATOR(pg_catalog.=) t.consumer_id"
+/*
+ * A part waits for every part of a lower stage (a migration's steps):
+ * only the run's lowest stage with a part not done is read, found once
+ * per run (comparing each part with every other is quadratic in parts).
+ */
+"  CROSS JOIN LATERAL (SELECT pg_catalog.min(q.stage) AS stage FROM ecp.part q"
+"                       WHERE q.run_id OPERATOR(pg_catalog.=) r.id"
+"                         AND q.state OPERATOR(pg_catalog.<>) 'done'::text) s"
+/* $1, $2: per run, its slots plus its parts' start records (see run_reads) */
+"  LEFT JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int4[]))"
+"         AS e(run_id, started) ON e.run_id OPERATOR(pg_catalog.=) r.id"
+/*
+ * Every running part (a part is running only once a worker claimed it, so
+ * there are at most as many as the run's parallelism allowed), and the
+ * first pending ones: MAX_PARALLELISM can start, plus as many as may be
+ * kept from starting by a slot or a back-off.
+ */
+"  CROSS JOIN LATERAL ("
+"        SELECT w.part_no, w.state, w.heartbeat_at, w.recoveries FROM ecp.part w"
+"         WHERE w.run_id OPERATOR(pg_catalog.=) r.id AND w.stage OPERATOR(pg_catalog.=) s.stage"
+"           AND w.state OPERATOR(pg_catalog.=) 'running'::text"
+"        UNION ALL"
+"        (SELECT a.part_no, a.state, a.heartbeat_at, a.recoveries FROM ecp.part a"
+"          WHERE a.run_id OPERATOR(pg_catalog.=) r.id AND a.stage OPERATOR(pg_catalog.=) s.stage"
+"            AND a.state OPERATOR(pg_catalog.=) 'pending'::text"
+"          ORDER BY a.part_no"
+"          LIMIT " CppAsString2(MAX_PARALLELISM) " OPERATOR(pg_catalog.+) COALESCE(e.started, 0))) p"
 " WHERE r.state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::text[])"
-"   AND p.state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::text[])"
 /* ecp.start(task, at => ...): not before its time */
 "   AND (r.not_before IS NULL OR r.not_before OPERATOR(pg_catalog.<=) pg_catalog.now())"
-/* a part waits for every part of a lower stage (a migration's steps) */
-"   AND NOT EXISTS (SELECT 1 FROM ecp.part q WHERE q.run_id OPERATOR(pg_catalog.=) r.id"
-"                      AND q.stage OPERATOR(pg_catalog.<) p.stage"
-"                      AND q.state OPERATOR(pg_catalog.<>) 'done'::text)"
 " ORDER BY r.id, p.part_no";
 
 static const char *
@@ -390,23 +507,84 @@ read_settings(HeapTuple tuple, TupleDesc desc, int64 task_id, int64 consumer_id)
 	c += 2;
 	s.parallelism = (int) checked_option("task", task, task_id, "parallelism",
 										 text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
-										 1, 64, true, 1);
+										 1, MAX_PARALLELISM, true, 1);
 	return s;
 }
 
+/* The slots in use, sorted by (run, part), and how many are free. */
+typedef struct SlotView
+{
+	PartKey    *used;
+	int			nused;
+	int			nfree;
+} SlotView;
+
 typedef struct ActiveParts
 {
-	ActivePart *parts;
+	const SlotView *slots;		/* in: the slots in use */
+	ActivePart *parts;			/* out */
 	int			count;
 } ActiveParts;
+
+static int
+compare_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/*
+ * ACTIVE_PARTS_SQL's $1 and $2: the runs that have slots or start records
+ * (int8[]), and how many of those each has (int4[]).  Each may keep one of
+ * the run's first pending parts from starting (a worker still starting, a
+ * back-off), so the pass reads that many more pending parts of the run.
+ */
+static void
+started_per_run(const SlotView *slots, Datum *run_ids, Datum *counts)
+{
+	int			nkeys = slots->nused + (int) hash_get_num_entries(start_records);
+	int64	   *keys = palloc(sizeof(int64) * Max(nkeys, 1));
+	Datum	   *runs = palloc(sizeof(Datum) * Max(nkeys, 1));
+	Datum	   *per_run = palloc(sizeof(Datum) * Max(nkeys, 1));
+	int			n = 0;
+	int			nruns = 0;
+	HASH_SEQ_STATUS seq;
+	StartRecord *r;
+
+	for (int i = 0; i < slots->nused; i++)
+		keys[n++] = slots->used[i].run_id;
+	hash_seq_init(&seq, start_records);
+	while ((r = hash_seq_search(&seq)) != NULL)
+		keys[n++] = r->key.run_id;
+	qsort(keys, n, sizeof(int64), compare_int64);
+
+	for (int i = 0; i < n; i++)
+	{
+		if (nruns == 0 || DatumGetInt64(runs[nruns - 1]) != keys[i])
+		{
+			runs[nruns] = Int64GetDatum(keys[i]);
+			per_run[nruns++] = Int32GetDatum(0);
+		}
+		per_run[nruns - 1] = Int32GetDatum(DatumGetInt32(per_run[nruns - 1]) + 1);
+	}
+	*run_ids = PointerGetDatum(construct_array(runs, nruns, INT8OID, sizeof(int64),
+											   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	*counts = PointerGetDatum(construct_array(per_run, nruns, INT4OID, sizeof(int32),
+											  true, TYPALIGN_INT));
+}
 
 static void
 read_active_parts(void *arg)
 {
 	ActiveParts *out = (ActiveParts *) arg;
+	Oid			types[2] = {INT8ARRAYOID, INT4ARRAYOID};
+	Datum		values[2];
 
+	started_per_run(out->slots, &values[0], &values[1]);
 	SPI_connect();
-	if (SPI_execute(ACTIVE_PARTS_SQL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(ACTIVE_PARTS_SQL, 2, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("ecp launcher could not read the parts of pending and running runs")));
@@ -498,6 +676,11 @@ typedef struct RunFailure
 	const char *error;
 } RunFailure;
 
+/*
+ * The run's row is locked NOWAIT: its owner may hold it (FOR UPDATE) for
+ * as long as it likes, and the pass must not wait for it.  Other locks
+ * (the triggers' rows) are bounded by run_isolated's lock_timeout.
+ */
 static void
 fail_run(void *arg)
 {
@@ -507,20 +690,25 @@ fail_run(void *arg)
 
 	SPI_connect();
 	SPI_execute_with_args("UPDATE ecp.run SET state = 'failed'::text, finished_at = pg_catalog.now(), last_error = $1"
-						  " WHERE id OPERATOR(pg_catalog.=) $2"
+						  " WHERE id OPERATOR(pg_catalog.=) (SELECT l.id FROM ecp.run l"
+						  "                                   WHERE l.id OPERATOR(pg_catalog.=) $2"
+						  "                                     AND l.state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::text[])"
+						  "                                     FOR UPDATE NOWAIT)"
 						  "   AND state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::text[])",
 						  2, types, values, NULL, false, 0);
 	SPI_finish();
 }
 
-static void
+/* Fail the run; false when that must wait for a later pass (its row is locked). */
+static bool
 fail_run_isolated(int64 run_id, const char *error)
 {
 	RunFailure	f = {run_id, error};
 	char	   *what = psprintf("fail run " INT64_FORMAT, run_id);
+	bool		failed = run_isolated(fail_run, &f, what, true);
 
-	(void) run_isolated(fail_run, &f, what);
 	pfree(what);
+	return failed;
 }
 
 static StartRecord *
@@ -563,9 +751,12 @@ may_start(ActivePart *p, TimestampTz now)
 									 "see the server log, then ecp.resume(" INT64_FORMAT ")",
 									 p->part_no, p->fruitless, p->run_id);
 
-		ereport(LOG, (errmsg("ecp run " INT64_FORMAT " fails: %s", p->run_id, error)));
-		fail_run_isolated(p->run_id, error);
-		hash_search(start_records, &r->key, HASH_REMOVE, NULL);
+		/* a run whose row is locked keeps its record: failing it is retried */
+		if (fail_run_isolated(p->run_id, error))
+		{
+			ereport(LOG, (errmsg("ecp run " INT64_FORMAT " fails: %s", p->run_id, error)));
+			hash_search(start_records, &r->key, HASH_REMOVE, NULL);
+		}
 		return false;
 	}
 	return now >= r->started_at +
@@ -601,14 +792,6 @@ forget_old_starts(void)
 		if (r->seen_pass != pass_number)
 			hash_search(start_records, &r->key, HASH_REMOVE, NULL);
 }
-
-/* The slots in use, sorted by (run, part), and how many are free. */
-typedef struct SlotView
-{
-	PartKey    *used;
-	int			nused;
-	int			nfree;
-} SlotView;
 
 static int
 compare_part_keys(const void *a, const void *b)
@@ -775,6 +958,7 @@ choose_starts(ActivePart *parts, int count, const bool *startable, int nfree, in
 	ActivePart **chosen = MemoryContextAlloc(pass_context, sizeof(ActivePart *) * Max(nfree, 1));
 	int			nqueues;
 	OwnerQueue *queues = owner_queues(parts, count, startable, &nqueues);
+	int			cap = role_worker_cap();
 
 	*nchosen = 0;
 	while (*nchosen < nfree)
@@ -785,8 +969,7 @@ choose_starts(ActivePart *parts, int count, const bool *startable, int nfree, in
 		{
 			OwnerQueue *q = &queues[i];
 
-			if (q->next >= q->ncandidates ||
-				(ecp_max_workers_per_role > 0 && q->workers >= ecp_max_workers_per_role))
+			if (q->next >= q->ncandidates || (cap > 0 && q->workers >= cap))
 				continue;
 			if (best == NULL || q->workers < best->workers ||
 				(q->workers == best->workers &&
@@ -968,10 +1151,10 @@ schedule_parts(ActivePart *parts, int count, const SlotView *slots)
 		ActivePart *p = &parts[i];
 
 		if (dying(p, now))
-			fail_run_isolated(p->run_id,
-							  psprintf("the worker of part %d died %d times in a row without finishing a batch; "
-									   "the checkpoint is kept: see the server log, then ecp.resume(" INT64_FORMAT ")",
-									   p->part_no, p->recoveries + 1, p->run_id));
+			(void) fail_run_isolated(p->run_id,
+									 psprintf("the worker of part %d died %d times in a row without finishing a batch; "
+											  "the checkpoint is kept: see the server log, then ecp.resume(" INT64_FORMAT ")",
+											  p->part_no, p->recoveries + 1, p->run_id));
 		else if (runnable(p, now))
 			startable[i] = may_start(p, now);
 	}
@@ -991,7 +1174,7 @@ schedule_parts(ActivePart *parts, int count, const SlotView *slots)
 void
 ecp_schedule_runs(void)
 {
-	ActiveParts active = {NULL, 0};
+	ActiveParts active = {NULL, NULL, 0};
 	SlotView	slots;
 
 	ensure_state();
@@ -1004,14 +1187,15 @@ ecp_schedule_runs(void)
 	 * had its last worker exit before, so the snapshot sees what it did.
 	 */
 	slots = read_slots();
+	active.slots = &slots;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "scheduling ecp runs");
 
-	(void) run_isolated(ecp_apply_windows, NULL, "apply the windows of runs");
-	if (run_isolated(read_active_parts, &active, "read the parts of pending and running runs"))
+	(void) run_isolated(ecp_apply_windows, NULL, "apply the windows of runs", true);
+	if (run_isolated(read_active_parts, &active, "read the parts of pending and running runs", true))
 		schedule_parts(active.parts, active.count, &slots);
 
 	PopActiveSnapshot();

@@ -1,8 +1,13 @@
 # Worker slots and rate buckets are shared fairly and never run out:
-# - with ecp.max_workers = 2, role A starts 6 slow runs, then role B one:
-#   B's run gets the first slot that frees, not the one after all of A's;
+# - with ecp.max_workers = 2 and no cap per role, role A starts 6 slow
+#   runs, then role B one: B's run gets the first slot that frees, not the
+#   one after all of A's;
+# - ecp.max_workers_per_role = 1 keeps A to one worker;
 # - 4 * ecp.max_workers + 17 rate-limited tasks over time: buckets of runs
-#   that ended are freed, so the last task is still limited.
+#   that ended are freed, so the last task is still limited;
+# - with the default cap (half of ecp.max_workers) and ecp.max_workers = 4,
+#   A's long parts hold at most 2 workers, and B's run starts and succeeds
+#   while they run.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -21,6 +26,16 @@ $node->safe_psql('postgres',
 	'CREATE TABLE items AS SELECT g AS id, md5(g::text) AS label FROM generate_series(1, 2000) g;'
 	  . ' ALTER TABLE items ADD PRIMARY KEY (id); GRANT SELECT ON items TO PUBLIC;'
 	  . ' CREATE ROLE role_a LOGIN; CREATE ROLE role_b LOGIN');
+
+# The first sections look at round-robin and at an explicit cap: 0 is no cap.
+sub set_role_cap
+{
+	my ($cap) = @_;
+	$node->safe_psql('postgres', "ALTER SYSTEM SET ecp.max_workers_per_role = $cap; SELECT pg_reload_conf()");
+	ok(EcpTest::poll($node, "SELECT current_setting('ecp.max_workers_per_role') = '$cap'", 30),
+		"ecp.max_workers_per_role = $cap is in force");
+}
+set_role_cap(0);
 
 sub as_role
 {
@@ -58,9 +73,7 @@ ok(EcpTest::poll($node, "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend
 	'the cancelled runs stop');
 
 # --- ecp.max_workers_per_role caps one role ------------------------------------------
-$node->safe_psql('postgres', 'ALTER SYSTEM SET ecp.max_workers_per_role = 1; SELECT pg_reload_conf()');
-ok(EcpTest::poll($node, "SELECT current_setting('ecp.max_workers_per_role') = '1'", 30),
-	'ecp.max_workers_per_role = 1 is in force');
+set_role_cap(1);
 my @capped = map { as_role('role_a', "SELECT ecp.start('a$_')") } (1, 2);
 ok(EcpTest::poll($node, "SELECT count(*) = 1 FROM ecp.run WHERE state = 'running' AND owner = 'role_a'::regrole", 60),
 	"one of A's two runs runs");
@@ -76,9 +89,9 @@ is($most, 1, "with a free slot, A never has more than one worker");
 is($node->safe_psql('postgres', "SELECT count(*) FROM ecp.run WHERE state = 'pending' AND owner = 'role_a'::regrole"),
 	'1', 'its other run waits');
 $node->safe_psql('postgres', "SELECT ecp.cancel(id) FROM ecp.run WHERE state IN ('pending', 'running')");
-$node->safe_psql('postgres', 'ALTER SYSTEM RESET ecp.max_workers_per_role; SELECT pg_reload_conf()');
 ok(EcpTest::poll($node, "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'ecp worker'", 30),
 	'the capped runs stop');
+set_role_cap(0);
 
 # --- rate buckets are freed when their runs end ---------------------------------------
 my $buckets = 4 * $max_workers + 16;
@@ -107,6 +120,41 @@ is(EcpTest::wait_for_run($node, $last, 'succeeded', 60), 'succeeded', 'its run s
 my $seconds = $node->safe_psql('postgres',
 	"SELECT extract(epoch FROM finished_at - started_at) FROM ecp.run WHERE id = $last");
 ok($seconds >= 6, "and it was limited: 200 documents at 20 per second took $seconds s");
+
+# --- the default cap: half of ecp.max_workers -----------------------------------------
+$max_workers = 4;
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET ecp.max_workers_per_role');
+$node->append_conf('postgresql.conf', "ecp.max_workers = $max_workers\n");
+$node->restart;
+is($node->safe_psql('postgres', "SELECT current_setting('ecp.max_workers') || ' ' || current_setting('ecp.max_workers_per_role')"),
+	"$max_workers -1", 'ecp.max_workers = 4, ecp.max_workers_per_role at its default (-1: half)');
+
+# A's four parts each sleep for a bounded while in their query, and could
+# all run at once (parallelism 4): they would hold every slot.
+my $long_sleep = 90;
+as_role('role_a', "SELECT ecp.create_task('a_long', 'a_esd', 'a_long',"
+	  . " queries => (SELECT array_agg(format('SELECT %s AS id, pg_sleep($long_sleep) AS z', g)) FROM generate_series(1, 4) g),"
+	  . " options => '{\"parallelism\": 4}')");
+my $a_long = as_role('role_a', "SELECT ecp.start('a_long')");
+ok(EcpTest::poll($node, "SELECT count(*) = 2 FROM ecp.part WHERE run_id = $a_long AND state = 'running'", 60),
+	"two of A's long parts run");
+$most = 0;
+for (1 .. 15)
+{
+	my $n = $node->safe_psql('postgres', "SELECT count(*) FROM ecp.part WHERE run_id = $a_long AND state = 'running'");
+	$most = $n if $n > $most;
+	sleep 0.2;
+}
+is($most, 2, 'with slots free, A never has more than 2 of the 4 workers');
+my $b_late = as_role('role_b', "SELECT ecp.start('b1')");
+is(EcpTest::wait_for_run($node, $b_late, 'succeeded', 60), 'succeeded', "B's run starts and succeeds");
+is($node->safe_psql('postgres', "SELECT count(*) FROM ecp.part WHERE run_id = $a_long AND state = 'running'"),
+	'2', "while A's two long parts still run");
+is($node->safe_psql('postgres', "SELECT count(*) FROM ecp.part WHERE run_id = $a_long AND state = 'pending'"),
+	'2', 'and its other two wait');
+$node->safe_psql('postgres', "SELECT ecp.cancel($a_long)");
+ok(EcpTest::poll($node, "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'ecp worker'", $long_sleep + 30),
+	'the long parts stop once cancelled');
 
 $es->stop;
 $node->stop;
