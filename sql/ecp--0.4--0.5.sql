@@ -81,6 +81,28 @@ END $$;
 -- ---------------------------------------------------------------------------
 REVOKE INSERT (action) ON ecp.run FROM PUBLIC;
 
+CREATE OR REPLACE FUNCTION ecp._create_run(task_id bigint, only_ids text[], retry_of bigint,
+                                not_before timestamptz, action text)
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    run_id bigint;
+BEGIN
+    -- the trigger prepare checks the task and decides the rest; only the
+    -- extension's owner may name action (ecp._start_maintenance)
+    IF action IS NULL THEN
+        INSERT INTO ecp.run (task_id, only_ids, retry_of, not_before)
+        VALUES (task_id, only_ids, retry_of, not_before)
+        RETURNING id INTO run_id;
+    ELSE
+        INSERT INTO ecp.run (task_id, only_ids, retry_of, not_before, action)
+        VALUES (task_id, only_ids, retry_of, not_before, action)
+        RETURNING id INTO run_id;
+    END IF;
+    PERFORM ecp._warn_if_not_launcher_database(run_id);
+    RETURN run_id;
+END $$;
+
 CREATE FUNCTION ecp._start_maintenance(task_id bigint, action text) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
@@ -118,7 +140,9 @@ BEGIN
     END IF;
     -- the flow names the caller, not this function's owner
     PERFORM set_config('ecp.acting_role', operator, true);
+    PERFORM set_config('ecp.starting_maintenance', 'on', true);
     run_id := ecp._create_run(t.id, NULL, NULL, NULL, action);
+    PERFORM set_config('ecp.starting_maintenance', 'off', true);
     PERFORM set_config('ecp.acting_role', '', true);
     RETURN run_id;
 END $$;
@@ -148,10 +172,10 @@ BEGIN
         RAISE EXCEPTION 'run % is not a run of task "%"', NEW.retry_of, t.name
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- only ecp._start_maintenance (SECURITY DEFINER, as the extension's
-    -- owner) inserts a maintenance run; roles have no INSERT on action
-    IF NEW.action IS NOT NULL
-       AND current_user::regrole IS DISTINCT FROM (SELECT e.extowner::regrole FROM pg_extension e WHERE e.extname = 'ecp') THEN
+    -- only ecp._start_maintenance (SECURITY DEFINER) inserts a maintenance
+    -- run, with the superuser-only ecp.starting_maintenance on around it;
+    -- roles have no INSERT on action either
+    IF NEW.action IS NOT NULL AND current_setting('ecp.starting_maintenance', true) IS DISTINCT FROM 'on' THEN
         RAISE EXCEPTION 'maintenance runs are started by ecp.rollback and ecp.cancel(run, drop_index => true)'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -257,3 +281,30 @@ BEGIN
     RETURN QUERY EXECUTE pg_catalog.format(E'SELECT pg_catalog.to_jsonb("ecp:row") FROM (%s\n) AS "ecp:row" LIMIT %s',
                                            ecp._statement_text(query), n);
 END $$;
+
+-- ---------------------------------------------------------------------------
+-- The ids of an id run as rows, read a batch at a time by the worker.
+-- ---------------------------------------------------------------------------
+CREATE TABLE ecp.run_id (
+    run_id bigint NOT NULL REFERENCES ecp.run(id) ON DELETE CASCADE,
+    n      integer NOT NULL,
+    id     text NOT NULL,
+    PRIMARY KEY (run_id, n)
+);
+COMMENT ON TABLE ecp.run_id IS 'the ids of an id run (ecp.run.only_ids), one row each in order: workers read them a batch at a time';
+SELECT pg_catalog.pg_extension_config_dump('ecp.run_id', '');
+
+CREATE FUNCTION ecp._store_run_ids() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO ecp.run_id (run_id, n, id)
+    SELECT NEW.id, u.n, u.id FROM unnest(NEW.only_ids) WITH ORDINALITY AS u(id, n);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER store_ids AFTER INSERT ON ecp.run
+    FOR EACH ROW WHEN (NEW.only_ids IS NOT NULL) EXECUTE FUNCTION ecp._store_run_ids();
+
+-- Runs of 0.4 get their rows too.
+INSERT INTO ecp.run_id (run_id, n, id)
+SELECT r.id, u.n, u.id FROM ecp.run r, unnest(r.only_ids) WITH ORDINALITY AS u(id, n)
+ WHERE r.only_ids IS NOT NULL;

@@ -69,6 +69,7 @@ CREATE TABLE ecp.task (
     queries     text[],
     ids         text[],
     file        text,
+    transform_fn regprocedure,
     -- every source but an NDJSON file is read by column: it has an id column
     CONSTRAINT task_has_id_column
         CHECK (jsonb_typeof(options) = 'object'
@@ -80,6 +81,8 @@ COMMENT ON COLUMN ecp.task.search_path IS 'search_path of the creator; the worke
 COMMENT ON COLUMN ecp.task.queries IS 'sharded source: one part per query';
 COMMENT ON COLUMN ecp.task.ids IS 'id source: the ids a run looks up through query';
 COMMENT ON COLUMN ecp.task.file IS 'file source: http(s) URL or server path';
+COMMENT ON COLUMN ecp.task.transform_fn IS
+  'the function option transform named when the task was written, resolved under search_path pg_catalog, pg_temp; the worker calls this one';
 SELECT pg_catalog.pg_extension_config_dump('ecp.task', '');
 ALTER TABLE ecp.task ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_only ON ecp.task USING (pg_has_role(owner, 'MEMBER'));
@@ -124,6 +127,17 @@ CREATE POLICY owner_only ON ecp.run USING (pg_has_role(owner, 'MEMBER'));
 -- A role starts runs of its own tasks only.
 CREATE POLICY same_owner ON ecp.run AS RESTRICTIVE FOR INSERT
     WITH CHECK (EXISTS (SELECT 1 FROM ecp.task t WHERE t.id = task_id AND t.owner = run.owner));
+
+-- The ids of an id run, one row each in their order, so a worker reads a
+-- batch of them at a time (a slice of ecp.run.only_ids would detoast the
+-- whole array for every batch).  Roles have no access: they read only_ids.
+CREATE TABLE ecp.run_id (
+    run_id bigint NOT NULL REFERENCES ecp.run(id) ON DELETE CASCADE,
+    n      integer NOT NULL,
+    id     text NOT NULL,
+    PRIMARY KEY (run_id, n)
+);
+COMMENT ON TABLE ecp.run_id IS 'the ids of an id run (ecp.run.only_ids), one row each in order: workers read them a batch at a time';
 
 CREATE TABLE ecp.part (
     run_id      bigint NOT NULL REFERENCES ecp.run(id) ON DELETE CASCADE,
@@ -229,6 +243,8 @@ CREATE TABLE ecp.migration (
 CREATE INDEX ON ecp.migration (consumer_id, alias) WHERE state = 'loading';
 COMMENT ON TABLE ecp.migration IS 'one alias swap: the new index, what the alias pointed at, its step';
 SELECT pg_catalog.pg_extension_config_dump('ecp.migration', '');
+-- (listed last: config dumps keep the order they were added in)
+SELECT pg_catalog.pg_extension_config_dump('ecp.run_id', '');
 ALTER TABLE ecp.migration ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_only ON ecp.migration USING (pg_has_role(owner, 'MEMBER'));
 
@@ -982,6 +998,18 @@ BEGIN
     RETURN NEW;
 END $$;
 
+-- transform is bound when the task is written: resolved under
+-- pg_catalog, pg_temp and stored as an OID, which the worker calls.  The
+-- trigger runs last of the BEFORE triggers (by name), so whatever a role
+-- wrote into transform_fn is replaced.
+CREATE FUNCTION ecp._bind_transform() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    NEW.transform_fn := CASE WHEN NEW.options ? 'transform'
+                             THEN pg_catalog.to_regprocedure((NEW.options->>'transform') || '(pg_catalog.jsonb)') END;
+    RETURN NEW;
+END $$;
+
 -- No SET search_path: the task keeps the caller's, to read the query with.
 CREATE FUNCTION ecp.create_task(name text, consumer text, index text,
                                 query text DEFAULT NULL, queries text[] DEFAULT NULL,
@@ -1022,16 +1050,16 @@ DECLARE
     columns text[];
     facts jsonb;
 BEGIN
-    IF n IS NULL OR n < 0 OR n > 10000 THEN
-        RAISE EXCEPTION 'n must be between 0 and 10000, not %', coalesce(n::text, 'NULL')
+    IF n IS NULL OR n OPERATOR(pg_catalog.<) 0 OR n OPERATOR(pg_catalog.>) 10000 THEN
+        RAISE EXCEPTION 'n must be between 0 and 10000, not %', coalesce(n::pg_catalog.text, 'NULL')
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    columns := ecp._check_query(query, current_setting('search_path'));
-    facts := ecp._column_facts(query, current_setting('search_path'));
+    columns := ecp._check_query(query, pg_catalog.current_setting('search_path'));
+    facts := ecp._column_facts(query, pg_catalog.current_setting('search_path'));
     RAISE NOTICE 'a task of this query gets _id from column "%" and pages by it, unless options id_column and key_column say otherwise',
-          coalesce(facts->>'primary_key', columns[1]);
-    RETURN QUERY EXECUTE format(E'SELECT to_jsonb("ecp:row") FROM (%s\n) AS "ecp:row" LIMIT %s',
-                                ecp._statement_text(query), n);
+          coalesce(facts OPERATOR(pg_catalog.->>) 'primary_key', columns[1]);
+    RETURN QUERY EXECUTE pg_catalog.format(E'SELECT pg_catalog.to_jsonb("ecp:row") FROM (%s\n) AS "ecp:row" LIMIT %s',
+                                           ecp._statement_text(query), n);
 END $$;
 
 -- Change a task's rate limit (documents per second, 0 = unlimited), also
@@ -1115,7 +1143,10 @@ BEGIN
         RAISE EXCEPTION 'run % is not a run of task "%"', NEW.retry_of, t.name
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NEW.action IS NOT NULL AND current_setting('ecp_internal.maintenance_run', true) IS DISTINCT FROM 'on' THEN
+    -- only ecp._start_maintenance (SECURITY DEFINER) inserts a maintenance
+    -- run, with the superuser-only ecp.starting_maintenance on around it;
+    -- roles have no INSERT on action either
+    IF NEW.action IS NOT NULL AND current_setting('ecp.starting_maintenance', true) IS DISTINCT FROM 'on' THEN
         RAISE EXCEPTION 'maintenance runs are started by ecp.rollback and ecp.cancel(run, drop_index => true)'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -1195,6 +1226,15 @@ BEGIN
     END IF;
     PERFORM ecp._wake_launcher_at_commit();
     RETURN NEW;
+END $$;
+
+-- Trigger store_ids: the ids of an id run as rows (ecp.run_id).
+CREATE FUNCTION ecp._store_run_ids() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO ecp.run_id (run_id, n, id)
+    SELECT NEW.id, u.n, u.id FROM unnest(NEW.only_ids) WITH ORDINALITY AS u(id, n);
+    RETURN NULL;
 END $$;
 
 -- Trigger check_transition: legal state changes only (a finished run stays
@@ -1294,10 +1334,17 @@ RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     run_id bigint;
 BEGIN
-    -- the trigger prepare checks the task and decides the rest
-    INSERT INTO ecp.run (task_id, only_ids, retry_of, not_before, action)
-    VALUES (task_id, only_ids, retry_of, not_before, action)
-    RETURNING id INTO run_id;
+    -- the trigger prepare checks the task and decides the rest; only the
+    -- extension's owner may name action (ecp._start_maintenance)
+    IF action IS NULL THEN
+        INSERT INTO ecp.run (task_id, only_ids, retry_of, not_before)
+        VALUES (task_id, only_ids, retry_of, not_before)
+        RETURNING id INTO run_id;
+    ELSE
+        INSERT INTO ecp.run (task_id, only_ids, retry_of, not_before, action)
+        VALUES (task_id, only_ids, retry_of, not_before, action)
+        RETURNING id INTO run_id;
+    END IF;
     PERFORM ecp._warn_if_not_launcher_database(run_id);
     RETURN run_id;
 END $$;
@@ -1389,9 +1436,7 @@ BEGIN
                   USING ERRCODE = 'invalid_parameter_value',
                         HINT = 'drop_index is for a migration (mode alias_swap) cancelled before its swap.';
         END IF;
-        PERFORM set_config('ecp_internal.maintenance_run', 'on', true);
-        PERFORM ecp._create_run(m.task_id, NULL, NULL, NULL, 'drop_index');
-        PERFORM set_config('ecp_internal.maintenance_run', 'off', true);
+        PERFORM ecp._start_maintenance(m.task_id, 'drop_index');
     END IF;
 END $$;
 COMMENT ON FUNCTION ecp.cancel(bigint, boolean) IS
@@ -1509,6 +1554,54 @@ BEGIN
                                                                      'refresh_interval', refresh));
 END $$;
 
+-- Maintenance runs (rollback, drop_index) are inserted only here, as the
+-- extension's owner: the caller must be a member of the task's owner, and
+-- the migration in the state the action needs.  Roles have no INSERT on
+-- ecp.run.action; ecp.rollback and ecp.cancel(run, drop_index) call this.
+CREATE FUNCTION ecp._start_maintenance(task_id bigint, action text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    t ecp.task;
+    m ecp.migration;
+    run_id bigint;
+    operator text := session_user;
+BEGIN
+    IF NOT ecp._session_user_acts() THEN
+        RAISE EXCEPTION 'maintenance runs are not started from inside a query ecp or a maintenance command runs'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT * INTO t FROM ecp.task WHERE id = task_id;
+    IF NOT FOUND OR NOT pg_has_role(session_user, t.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'task % is not yours', task_id USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF action = 'rollback' THEN
+        SELECT * INTO m FROM ecp.migration WHERE migration.task_id = t.id AND state IN ('swapped', 'rolled back')
+         ORDER BY swapped_at DESC LIMIT 1;
+        IF NOT FOUND OR m.state <> 'swapped' OR coalesce(cardinality(m.old_indices), 0) = 0 OR m.old_dropped THEN
+            RAISE EXCEPTION 'task "%" has no swap to roll back', t.name
+                  USING ERRCODE = 'object_not_in_prerequisite_state',
+                        HINT = 'Call ecp.rollback(task): it says why.';
+        END IF;
+    ELSIF action = 'drop_index' THEN
+        IF NOT EXISTS (SELECT 1 FROM ecp.migration mg JOIN ecp.run r ON r.id = mg.run_id
+                        WHERE mg.task_id = t.id AND mg.state = 'loading' AND r.state = 'cancelled') THEN
+            RAISE EXCEPTION 'task "%" has no cancelled migration whose index could be dropped', t.name
+                  USING ERRCODE = 'object_not_in_prerequisite_state',
+                        HINT = 'Call ecp.cancel(run, drop_index => true).';
+        END IF;
+    ELSE
+        RAISE EXCEPTION 'unknown maintenance action "%"', action USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the flow names the caller, not this function's owner
+    PERFORM set_config('ecp.acting_role', operator, true);
+    PERFORM set_config('ecp.starting_maintenance', 'on', true);
+    run_id := ecp._create_run(t.id, NULL, NULL, NULL, action);
+    PERFORM set_config('ecp.starting_maintenance', 'off', true);
+    PERFORM set_config('ecp.acting_role', '', true);
+    RETURN run_id;
+END $$;
+
 -- Point the alias back at the index it had before the last swap.
 CREATE FUNCTION ecp.rollback(task text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -1540,9 +1633,7 @@ BEGIN
               USING ERRCODE = 'object_not_in_prerequisite_state',
                     HINT = 'keep_old false drops the old index after a swap; run a migration to rebuild one.';
     END IF;
-    PERFORM set_config('ecp_internal.maintenance_run', 'on', true);
-    run_id := ecp._create_run(t.id, NULL, NULL, NULL, 'rollback');
-    PERFORM set_config('ecp_internal.maintenance_run', 'off', true);
+    run_id := ecp._start_maintenance(t.id, 'rollback');
     RETURN run_id;
 END $$;
 COMMENT ON FUNCTION ecp.rollback(text) IS
@@ -1574,6 +1665,12 @@ BEGIN
     END IF;
 END $$;
 
+-- Whether session_user is who acts, so a SECURITY DEFINER function may
+-- trust it: not inside a security-restricted operation (an ecp worker
+-- running an owner's query, autovacuum running a role's index function).
+CREATE FUNCTION ecp._session_user_acts() RETURNS boolean
+AS 'MODULE_PATHNAME', 'ecp_session_user_acts' LANGUAGE C STRICT VOLATILE;
+
 -- A flow row saying a pg_cron firing was skipped because the task still
 -- has a run in progress.  EXECUTE stays granted: a role's own pg_cron job
 -- calls it through ecp._scheduled_start, and it writes only a true row
@@ -1584,6 +1681,12 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t ecp.task;
 BEGIN
+    -- session_user is who acts only outside security-restricted code: in an
+    -- ecp worker it is the superuser the worker connects as
+    IF NOT ecp._session_user_acts() THEN
+        RAISE EXCEPTION 'ecp._note_cron_skip is called by pg_cron jobs, not from inside a query ecp or a maintenance command runs'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
     SELECT * INTO t FROM ecp.task WHERE id = task_id;
     IF NOT FOUND OR NOT pg_has_role(session_user, t.owner, 'MEMBER') THEN
         RAISE EXCEPTION 'task % is not yours', task_id USING ERRCODE = 'insufficient_privilege';
@@ -1915,6 +2018,8 @@ CREATE TRIGGER check_row BEFORE INSERT OR UPDATE ON ecp.task
     FOR EACH ROW EXECUTE FUNCTION ecp._check_task_row();
 CREATE TRIGGER check_writes BEFORE INSERT OR UPDATE ON ecp.task
     FOR EACH ROW EXECUTE FUNCTION ecp._check_task_writes();
+CREATE TRIGGER transform_binding BEFORE INSERT OR UPDATE ON ecp.task
+    FOR EACH ROW EXECUTE FUNCTION ecp._bind_transform();
 CREATE TRIGGER flow AFTER INSERT ON ecp.task FOR EACH ROW EXECUTE FUNCTION ecp._flow_on_create();
 CREATE TRIGGER flow_rate AFTER UPDATE OF options ON ecp.task
     FOR EACH ROW WHEN (OLD.options->'rate_limit' IS DISTINCT FROM NEW.options->'rate_limit')
@@ -1933,6 +2038,8 @@ CREATE TRIGGER alert AFTER UPDATE OF state ON ecp.run
     EXECUTE FUNCTION ecp._alert_on_failure();
 CREATE TRIGGER create_parts AFTER INSERT ON ecp.run
     FOR EACH ROW EXECUTE FUNCTION ecp._create_parts();
+CREATE TRIGGER store_ids AFTER INSERT ON ecp.run
+    FOR EACH ROW WHEN (NEW.only_ids IS NOT NULL) EXECUTE FUNCTION ecp._store_run_ids();
 CREATE TRIGGER flow AFTER INSERT OR UPDATE OF state ON ecp.run
     FOR EACH ROW EXECUTE FUNCTION ecp._flow_on_run();
 CREATE TRIGGER on_state AFTER UPDATE OF state ON ecp.run
@@ -2111,7 +2218,7 @@ GRANT UPDATE (options) ON ecp.task TO PUBLIC;
 -- roles start runs as themselves (ecp.start) and move them as pause,
 -- resume and cancel do
 GRANT SELECT ON ecp.run TO PUBLIC;
-GRANT INSERT (task_id, only_ids, retry_of, not_before, action) ON ecp.run TO PUBLIC;
+GRANT INSERT (task_id, only_ids, retry_of, not_before) ON ecp.run TO PUBLIC;
 GRANT UPDATE (state) ON ecp.run TO PUBLIC;
 GRANT SELECT ON ecp.part, ecp.flow_log, ecp.failed_doc, ecp.migration TO PUBLIC;
 

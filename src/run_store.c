@@ -58,7 +58,7 @@ basic_auth(const char *user, const char *password)
 	"       p.source->>'kind' AS part_kind, p.source->>'query' AS part_query, " \
 	"       p.source->>'step' AS migrate_step, m.new_index, " \
 	"       p.source->>'from' AS range_from, p.source->>'to' AS range_to, " \
-	"       t.file, cardinality(r.only_ids) AS ids_count, " \
+	"       t.file, (SELECT pg_catalog.max(i.n) FROM ecp.run_id i WHERE i.run_id = r.id) AS ids_count, " \
 	"       t.options->>'parallelism' AS parallelism, " \
 	"       t.options->>'delete_missing' AS delete_missing, " \
 	"       t.options->>'format' AS format, t.options->>'id_field' AS id_field, " \
@@ -777,9 +777,9 @@ ecp_store_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high, int
 }
 
 /*
- * Up to n of the run's ids after the first `after` (a slice of the array:
- * memory stays bounded by the batch, whatever the list's length), in the
- * current memory context.
+ * Up to n of the run's ids after the first `after` (rows of ecp.run_id, by
+ * their primary key: memory and time stay bounded by the batch, whatever
+ * the list's length), in the current memory context.
  */
 char	  **
 ecp_store_run_ids(EcpPartConfig *config, int64 after, int n, int *nids)
@@ -793,7 +793,8 @@ ecp_store_run_ids(EcpPartConfig *config, int64 after, int n, int *nids)
 
 	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
-	owner_exec("SELECT unnest(only_ids[$2:$3]) FROM ecp.run WHERE id = $1", 3, types, values, NULL);
+	owner_exec("SELECT id FROM ecp.run_id WHERE run_id = $1 AND n BETWEEN $2 AND $3 ORDER BY n",
+			   3, types, values, NULL);
 	*nids = (int) SPI_processed;
 	ids = MemoryContextAlloc(caller, sizeof(char *) * Max(*nids, 1));
 	for (int i = 0; i < *nids; i++)

@@ -52,6 +52,9 @@ static volatile sig_atomic_t in_owner_code = false;
 /* ecp.acting_role (see ecp_sandbox_define_gucs) */
 static char *acting_role = NULL;
 
+/* ecp.starting_maintenance (see ecp_sandbox_define_gucs) */
+static bool starting_maintenance = false;
+
 /* The search_path of every bookkeeping statement. */
 #define PINNED_SEARCH_PATH "pg_catalog, pg_temp"
 
@@ -96,6 +99,19 @@ ecp_sandbox_define_gucs(void)
 							   NULL, &acting_role, "",
 							   PGC_SUSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
+
+	/*
+	 * Set (locally) by ecp._start_maintenance, a SECURITY DEFINER function,
+	 * around the one INSERT of a maintenance run, which the run trigger
+	 * refuses otherwise.  Superuser-only, unlike a placeholder setting
+	 * (up to 0.4 the guard was ecp_internal.maintenance_run, which any
+	 * role could set).
+	 */
+	DefineCustomBoolVariable("ecp.starting_maintenance",
+							 "Whether ecp._start_maintenance is inserting a maintenance run (set by ecp only).",
+							 NULL, &starting_maintenance, false,
+							 PGC_SUSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
 }
 
 /*
