@@ -9,6 +9,7 @@
 
 #include "postgres.h"
 
+#include "access/tupdesc.h"
 #include "datatype/timestamp.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -46,6 +47,13 @@
  */
 #define ECP_AS_TEXT "::pg_catalog.text"
 #define ECP_AS_INT8 "::pg_catalog.int8"
+
+/*
+ * owner_sql.c: no Datum is read before the result's column is of the type
+ * asked for (an error naming the column otherwise).
+ */
+extern void ecp_require_column_type(TupleDesc desc, int attno, Oid expected, const char *what);
+extern void ecp_require_all_columns(TupleDesc desc, Oid expected, const char *what);
 
 /* GUCs (module.c) */
 extern char *ecp_database_name;

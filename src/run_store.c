@@ -767,8 +767,10 @@ ecp_store_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high, int
 	if (SPI_processed == 1)
 	{
 		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum		d;
 
+		ecp_require_column_type(SPI_tuptable->tupdesc, 1, INT4OID, "ecp._split_part");
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		parts = isnull ? 1 : DatumGetInt32(d);
 	}
 	SPI_finish();

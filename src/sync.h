@@ -270,8 +270,6 @@ extern char *ecp_source_write_columns(const EcpPartConfig *config);
 /* owner_sql.c: names ecp adds to SQL run as the owner, and result checks */
 extern char *ecp_type_operator(Oid type, int16 strategy, const char *column);
 extern char *ecp_qualified_type(Oid type);
-extern void ecp_require_column_type(TupleDesc desc, int attno, Oid expected, const char *what);
-extern void ecp_require_all_columns(TupleDesc desc, Oid expected, const char *what);
 
 /* page_reader.c: a page query's rows straight into documents */
 extern int	ecp_read_page_rows(const char *sql, int nargs, Oid *types, Datum *values,
