@@ -13,6 +13,24 @@ use FindBin;
 use EcpTest;
 use EsdServer;
 
+# Released scripts never change again: each one's checksum is on the list
+# (test/released-scripts.sha256), and every script in sql/ is on it (a
+# version is released when it lands).  A change is a new version.
+use Digest::SHA;
+my %released;
+for (split /\n/, slurp_file("$FindBin::RealBin/../released-scripts.sha256"))
+{
+	my ($sum, $file) = split /\s+/;
+	$released{$file} = $sum;
+}
+for my $path (sort glob("$FindBin::RealBin/../../sql/ecp--*.sql"))
+{
+	(my $file = $path) =~ s{.*/}{};
+	ok(exists $released{$file}, "$file is on the list of released scripts");
+	is(Digest::SHA->new(256)->addfile($path)->hexdigest, $released{$file} // '', "$file is as released")
+		if exists $released{$file};
+}
+
 my $node = EcpTest::new_node('upgrade');
 my $es = EsdServer->start();
 my $url = $es->url;
