@@ -11,10 +11,15 @@
  * The pass must survive any row: options are read as raw JSON and checked
  * here (a bad one is a WARNING naming the row and its default is used),
  * the SQL casts nothing a user wrote, and each write runs in its own
- * subtransaction.  Free slots go round-robin across the runs' owners, and
+ * subtransaction.  No step waits for a lock a role can hold: roles may
+ * lock their own runs (FOR UPDATE) for as long as they like, so a step
+ * gives up after a short lock wait and is retried at the next pass.  The
+ * pass reads, per run, only the parts that may start, in time linear in
+ * the run's parts.  Free slots go round-robin across the runs' owners, and
  * across the runs of an owner, so that no role can keep another's run
- * waiting while its own fill every slot.  A part whose workers keep
- * exiting before it moves waits a back-off between starts.
+ * waiting while its own fill every slot; a cap per role keeps slots for
+ * the roles that come later.  A part whose workers keep exiting before it
+ * moves waits a back-off between starts.
  */
 #include "ecp.h"
 
