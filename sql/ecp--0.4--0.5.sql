@@ -308,3 +308,36 @@ CREATE TRIGGER store_ids AFTER INSERT ON ecp.run
 INSERT INTO ecp.run_id (run_id, n, id)
 SELECT r.id, u.n, u.id FROM ecp.run r, unnest(r.only_ids) WITH ORDINALITY AS u(id, n)
  WHERE r.only_ids IS NOT NULL;
+
+-- ---------------------------------------------------------------------------
+-- No table-level DELETE on ecp.consumer (it allowed LOCK TABLE ... ACCESS
+-- EXCLUSIVE by any role); ecp.drop_consumer instead.
+-- ---------------------------------------------------------------------------
+REVOKE DELETE ON ecp.consumer FROM PUBLIC;
+
+CREATE FUNCTION ecp.drop_consumer(name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    c ecp.consumer;
+    users text;
+BEGIN
+    IF NOT ecp._session_user_acts() THEN
+        RAISE EXCEPTION 'consumers are not dropped from inside a query ecp or a maintenance command runs'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT * INTO c FROM ecp.consumer WHERE consumer.name = drop_consumer.name FOR UPDATE;
+    IF NOT FOUND OR NOT pg_has_role(session_user, c.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'consumer "%" does not exist', coalesce(name, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT name FROM ecp.consumers lists yours.';
+    END IF;
+    SELECT string_agg(t.name, ', ' ORDER BY t.name) INTO users FROM ecp.task t WHERE t.consumer_id = c.id;
+    IF users IS NOT NULL THEN
+        RAISE EXCEPTION 'consumer "%" is used by task(s) %', c.name, users
+              USING ERRCODE = 'dependent_objects_still_exist',
+                    HINT = 'A consumer is dropped when no task uses it.';
+    END IF;
+    DELETE FROM ecp.consumer WHERE id = c.id;
+END $$;
+COMMENT ON FUNCTION ecp.drop_consumer(text) IS 'drop a consumer of your own that no task uses';

@@ -671,6 +671,36 @@ BEGIN
     INSERT INTO ecp.consumer (name, kind, url, options) VALUES (name, kind, url, options);
 END $$;
 
+-- A role drops a consumer of its own that no task uses.  Roles have no
+-- DELETE on ecp.consumer: a table-level DELETE would let any role LOCK the
+-- whole table and stall every other role's consumers, tasks and runs.
+CREATE FUNCTION ecp.drop_consumer(name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    c ecp.consumer;
+    users text;
+BEGIN
+    IF NOT ecp._session_user_acts() THEN
+        RAISE EXCEPTION 'consumers are not dropped from inside a query ecp or a maintenance command runs'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT * INTO c FROM ecp.consumer WHERE consumer.name = drop_consumer.name FOR UPDATE;
+    IF NOT FOUND OR NOT pg_has_role(session_user, c.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'consumer "%" does not exist', coalesce(name, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT name FROM ecp.consumers lists yours.';
+    END IF;
+    SELECT string_agg(t.name, ', ' ORDER BY t.name) INTO users FROM ecp.task t WHERE t.consumer_id = c.id;
+    IF users IS NOT NULL THEN
+        RAISE EXCEPTION 'consumer "%" is used by task(s) %', c.name, users
+              USING ERRCODE = 'dependent_objects_still_exist',
+                    HINT = 'A consumer is dropped when no task uses it.';
+    END IF;
+    DELETE FROM ecp.consumer WHERE id = c.id;
+END $$;
+COMMENT ON FUNCTION ecp.drop_consumer(text) IS 'drop a consumer of your own that no task uses';
+
 -- ---------------------------------------------------------------------------
 -- Tasks: every row checked like create_task checks it, with the query
 -- read as the inserting role under the task's search_path.
@@ -2210,7 +2240,7 @@ COMMENT ON VIEW ecp.migrations IS 'alias swaps: the alias, the index before and 
 GRANT USAGE ON SCHEMA ecp TO PUBLIC;
 
 -- owners may rotate credentials and drop a consumer no task uses
-GRANT SELECT, INSERT, DELETE ON ecp.consumer TO PUBLIC;
+GRANT SELECT, INSERT ON ecp.consumer TO PUBLIC;
 GRANT UPDATE (url, options) ON ecp.consumer TO PUBLIC;
 -- task options may be changed with a plain UPDATE (checked by check_row)
 GRANT SELECT, INSERT ON ecp.task TO PUBLIC;

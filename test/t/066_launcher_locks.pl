@@ -6,9 +6,11 @@
 #   meanwhile, and the locked run stays as it was.
 # - It logs the lock once a minute at most, not at every pass.
 # - Once the lock is released, the next pass fails the run, saying why.
-# A role may also lock all of ecp.consumer (it holds DELETE on it): the
-# pass cannot read the runs then, but it gives up after a bounded wait,
-# says so once, and schedules again as soon as the lock goes.
+# A role may not lock a whole table of ecp's (up to 0.4 its DELETE on
+# ecp.consumer allowed LOCK TABLE ... ACCESS EXCLUSIVE); when an
+# administrator does, the pass cannot read the runs, but it gives up after
+# a bounded wait, says so once, and schedules again as soon as the lock
+# goes.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -53,8 +55,14 @@ ok($locked_run =~ /^\d+$/, "mallory's run $locked_run is running, its part witho
 
 # mallory locks its run, as it may (UPDATE (state) on ecp.run), and keeps
 # its transaction open.
-my $holder = $node->background_psql('postgres');
-$holder->query_safe('SET ROLE mallory');
+my for my $table ('consumer', 'task', 'run', 'part', 'flow_log', 'failed_doc', 'migration', 'run_id')
+{
+	my ($rc, $out, $err) = $node->psql('postgres',
+		"SET ROLE mallory; BEGIN; LOCK TABLE ecp.$table IN ACCESS EXCLUSIVE MODE; ROLLBACK");
+	like($err, qr/permission denied for table $table/, "a role may not lock ecp.$table");
+}
+# (an administrator's lock: the superuser's session)
+$holder = $node->background_psql('postgres');
 $holder->query_safe('BEGIN');
 is($holder->query_safe("SELECT id || '|' || state FROM ecp.run WHERE id = $locked_run FOR UPDATE"),
 	"$locked_run|running", 'mallory holds its run FOR UPDATE');
@@ -100,8 +108,14 @@ like($node->safe_psql('postgres', "SELECT last_error FROM ecp.run WHERE id = $lo
 
 # --- a whole table locked --------------------------------------------------------
 $log_offset = -s $node->logfile;
+for my $table ('consumer', 'task', 'run', 'part', 'flow_log', 'failed_doc', 'migration', 'run_id')
+{
+	my ($rc, $out, $err) = $node->psql('postgres',
+		"SET ROLE mallory; BEGIN; LOCK TABLE ecp.$table IN ACCESS EXCLUSIVE MODE; ROLLBACK");
+	like($err, qr/permission denied for table $table/, "a role may not lock ecp.$table");
+}
+# (an administrator's lock: the superuser's session)
 $holder = $node->background_psql('postgres');
-$holder->query_safe('SET ROLE mallory');
 $holder->query_safe('BEGIN');
 $holder->query_safe('LOCK TABLE ecp.consumer IN ACCESS EXCLUSIVE MODE');
 my $read_logged = qr/LOG:  ecp launcher could not read the parts of pending and running runs yet: a lock it needs is held by another transaction/;

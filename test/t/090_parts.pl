@@ -24,7 +24,8 @@ use EsdServer;
 
 EsdServer->require_stand_in('bulk item counts');
 my $node = EcpTest::new_node('parts',
-	conf => [ 'ecp.max_workers = 2', 'ecp.heartbeat_interval = 1' ]);
+	# one role's runs here, and the test counts its two workers: no per-role cap
+	conf => [ 'ecp.max_workers = 2', 'ecp.heartbeat_interval = 1', 'ecp.max_workers_per_role = 0' ]);
 my $es = EsdServer->start();
 my $url = $es->url;
 $node->safe_psql('postgres', qq{
