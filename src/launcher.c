@@ -14,6 +14,7 @@
 
 #include "access/xact.h"
 #include "commands/extension.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -24,6 +25,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 static volatile sig_atomic_t got_sigterm = false;
@@ -145,31 +147,66 @@ wait_while_database_held(void)
 	}
 }
 
-/* Is the extension created in our database?  One short transaction. */
-static bool
-extension_is_created(void)
+/*
+ * The version of the extension created in our database (in
+ * TopMemoryContext), or NULL when there is none.  One short transaction.
+ */
+static char *
+installed_version(void)
 {
-	bool		created;
+	char	   *version = NULL;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "checking for extension ecp");
-	created = OidIsValid(get_extension_oid(ECP_EXTENSION_NAME, true));
+	SPI_connect();
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'ecp'",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		char	   *text = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		if (text)
+			version = MemoryContextStrdup(TopMemoryContext, text);
+	}
+	SPI_finish();
+	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
-	return created;
+	return version;
 }
 
-static void
-report_extension_change(bool created)
+/*
+ * What the launcher does with what it found, said once per change: wait
+ * for CREATE EXTENSION, wait for ALTER EXTENSION ... UPDATE (a library of
+ * another version would run SQL the schema does not have, every second,
+ * and start workers that fail), or work.
+ */
+static bool
+schema_is_usable(const char *version, char **reported)
 {
-	if (created)
-		ereport(LOG,
-				(errmsg("ecp launcher is active in database \"%s\"", ecp_database_name)));
-	else
-		ereport(LOG,
-				(errmsg("ecp launcher is waiting for CREATE EXTENSION ecp in database \"%s\"",
-						ecp_database_name)));
+	const char *now = version ? version : "";
+
+	if (*reported == NULL || strcmp(*reported, now) != 0)
+	{
+		if (version == NULL)
+			ereport(LOG,
+					(errmsg("ecp launcher is waiting for CREATE EXTENSION ecp in database \"%s\"",
+							ecp_database_name)));
+		else if (strcmp(version, ECP_VERSION) != 0)
+			ereport(LOG,
+					(errmsg("ecp launcher is waiting: extension ecp in database \"%s\" is version %s, the library is version %s",
+							ecp_database_name, version, ECP_VERSION),
+					 errhint("Run ALTER EXTENSION ecp UPDATE in database \"%s\"; no run starts until then.",
+							 ecp_database_name)));
+		else
+			ereport(LOG,
+					(errmsg("ecp launcher is active in database \"%s\" (version %s)", ecp_database_name, version)));
+		if (*reported)
+			pfree(*reported);
+		*reported = MemoryContextStrdup(TopMemoryContext, now);
+	}
+	return version != NULL && strcmp(version, ECP_VERSION) == 0;
 }
 
 /*
@@ -253,8 +290,7 @@ connect_to_database(void)
 void
 ecp_launcher_main(Datum main_arg)
 {
-	bool		was_created = false;
-	bool		first_check = true;
+	char	   *reported = NULL;	/* the version last said, "" for none */
 
 	pqsignal(SIGTERM, launcher_sigterm);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -266,7 +302,7 @@ ecp_launcher_main(Datum main_arg)
 
 	while (!got_sigterm)
 	{
-		bool		created;
+		char	   *version;
 
 		/*
 		 * Our database is about to be dropped: get out of its way (unless
@@ -280,13 +316,11 @@ ecp_launcher_main(Datum main_arg)
 			break;
 		}
 
-		created = extension_is_created();
-		if (first_check || created != was_created)
-			report_extension_change(created);
-		first_check = false;
-		was_created = created;
-		if (created)
+		version = installed_version();
+		if (schema_is_usable(version, &reported))
 			schedule_runs_safely();
+		if (version)
+			pfree(version);
 
 		if (!launcher_nap())
 			break;

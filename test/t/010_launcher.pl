@@ -99,7 +99,37 @@ is($ret, 0, 'DROP EXTENSION succeeds while the launcher runs');
 log_shows(qr/waiting for CREATE EXTENSION/, $offset,
 	'launcher goes back to waiting after DROP EXTENSION');
 is(launcher_pid(), $pid, 'launcher survives DROP EXTENSION');
-$node->safe_psql('postgres', 'CREATE EXTENSION ecp');
+
+# --- a schema of another version than the library: wait for the update -------
+$offset = length(slurp_file($node->logfile));
+$node->safe_psql('postgres', q{
+CREATE EXTENSION ecp VERSION '0.4';
+SELECT ecp.create_consumer('closed', 'http://127.0.0.1:9');
+SELECT ecp.create_task('older', 'closed', 'older', query => 'SELECT 1 AS id', options => '{"max_retries": 0}');
+});
+my $older_run = $node->safe_psql('postgres', "SELECT ecp.start('older')");
+log_shows(qr/ecp launcher is waiting: extension ecp in database "postgres" is version 0\.4, the library is version \Q$control_version\E/,
+	$offset, 'with schema 0.4 under a newer library the launcher says it waits for the update');
+# three more passes of the launcher (its state_change), and the run is still pending
+$changes = 0;
+$last = '';
+for (my $tries = 0; $changes < 3 && $tries < 600; $tries++)
+{
+	my $now = $node->safe_psql('postgres', "SELECT state_change FROM pg_stat_activity WHERE pid = $pid");
+	if ($now ne '' && $now ne $last) { $changes++; $last = $now; }
+	select(undef, undef, undef, 0.1) if $changes < 3;
+}
+is($node->safe_psql('postgres', "SELECT state FROM ecp.run WHERE id = $older_run"), 'pending',
+	'no run starts while the schema is older than the library');
+my @older = (log_since($offset) =~ /is waiting: extension ecp/g);
+is(scalar @older, 1, 'and the launcher says it once');
+$offset = length(slurp_file($node->logfile));
+$node->safe_psql('postgres', 'ALTER EXTENSION ecp UPDATE');
+log_shows(qr/ecp launcher is active in database "postgres" \(version \Q$control_version\E\)/, $offset,
+	'after ALTER EXTENSION ecp UPDATE the launcher is active');
+ok($node->poll_query_until('postgres', "SELECT state <> 'pending' FROM ecp.run WHERE id = $older_run"),
+	'and the waiting run starts');
+$node->safe_psql('postgres', 'DROP EXTENSION ecp; CREATE EXTENSION ecp');
 
 # --- DROP DATABASE of another database with ecp in it ---------------------
 $node->safe_psql('postgres', 'CREATE DATABASE other');
