@@ -111,6 +111,18 @@ abort_transfer(void *arg)
 	return ecp_worker_should_stop((const EcpPartConfig *) arg);
 }
 
+/* Whether a URL's host is a name, not an address written out (IPv6 in brackets). */
+static bool
+host_is_name(const char *host)
+{
+	HmAddr		literal;
+	size_t		len = strlen(host);
+
+	if (len >= 2 && host[0] == '[' && host[len - 1] == ']')
+		return hm_parse_ip(host + 1, len - 2, &literal) != 0;
+	return hm_parse_ip(host, len, &literal) != 0;
+}
+
 /*
  * EcpHttpConfig.allow_address: the outbound policy for the address curl
  * is about to connect to, with the GUCs' values now (a reload applies to
@@ -140,6 +152,19 @@ ecp_filter_address(const struct sockaddr *sa, socklen_t len, const char *host, i
 	if (verdict == HM_ALLOWED)
 		return 1;
 	address_refused = true;
+	if (host_is_name(host))
+	{
+		/*
+		 * Not the address a name resolved to: the run's last_error would
+		 * make the policy a DNS oracle for the role (the server log of a
+		 * superuser's own run is no concern: they are not restricted).
+		 */
+		hm_format_entry(host, port, where, sizeof(where));
+		snprintf(why, whylen, "consumer host %s resolves to an address that is not allowed for role \"%s\": %s%s",
+				 where, config->owner_name, reason,
+				 verdict == HM_BLOCKED ? "; an administrator can list the host in ecp.allowed_hosts" : "");
+		return 0;
+	}
 	hm_addr_format(&addr, text, sizeof(text));
 	hm_format_entry(text, port, where, sizeof(where));
 	snprintf(why, whylen, "consumer address %s is not allowed for role \"%s\": %s%s",

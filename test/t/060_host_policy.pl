@@ -174,6 +174,22 @@ like($last_error,
 	'... saying which address, which role and which setting');
 is($es->stats->{bulk_requests}, $bulk_before, '... and the stand-in received no _bulk');
 
+# A name: the refusal does not say what it resolved to (no DNS oracle, L4).
+$node->safe_psql('postgres', qq{
+INSERT INTO ecp.consumer (name, kind, url, owner) VALUES ('smuggled_name', 'elasticsearch', 'http://localhost:$port', 'bob');
+INSERT INTO ecp.task (name, consumer_id, index_name, query, options, owner)
+SELECT 'bob_name', id, 'smuggled-name', 'SELECT id, label FROM items', '{}', 'bob'
+  FROM ecp.consumer WHERE name = 'smuggled_name';
+});
+$run = (split /\n/, $node->safe_psql('postgres', "SET ROLE bob; SELECT ecp.start('bob_name')"))[-1];
+is(EcpTest::wait_for_run($node, $run, 'failed', 90), 'failed', "bob's run to localhost fails");
+$last_error = $node->safe_psql('postgres', "SELECT last_error FROM ecp.run WHERE id = $run");
+like($last_error,
+	qr/^consumer host localhost:$port resolves to an address that is not allowed for role "bob": loopback addresses are blocked \(ecp\.block_private_networks\); an administrator can list the host in ecp\.allowed_hosts$/,
+	'... naming the host, not the address it resolved to');
+unlike($last_error, qr/127\.0\.0\.1|::1/, '... no address in it');
+is($es->stats->{bulk_requests}, $bulk_before, '... and the stand-in received no _bulk');
+
 $run = $node->safe_psql('postgres', "SELECT ecp.start('su_task')");
 is(EcpTest::wait_for_run($node, $run, 'succeeded', 120), 'succeeded',
 	"the same target for a superuser's task succeeds");
