@@ -2,14 +2,16 @@
  * es_answers.c: the caps on Elasticsearch's answers other than _bulk's
  * (see es_answers.h), and a streaming scanner for the few things ecp
  * reads out of them: the keys of an object (the indices of GET /<name>
- * and GET /_alias/<name>) and _count's count.
+ * and GET /_alias/<name>) and _count's count; the same scanner checks the
+ * lines of an NDJSON file and reads their id (the file source).
  *
  * Why not jansson: a tree costs about 75 bytes of malloc per byte of
  * "[{},{},...]", outside PostgreSQL's memory accounting, so a hostile
- * server answering a few tens of MB took gigabytes (finding H1).  The
- * scanner checks the whole answer (RFC 8259: grammar, escapes, UTF-8) but
- * keeps only what it returns; values are skipped with a nesting stack of
- * MAX_DEPTH bytes.  Plain C99: the unit tests build it alone.
+ * server answering a few tens of MB took gigabytes (finding H1), and a
+ * hostile file server 773 MB per 10 MB line.  The scanner checks the
+ * whole input (RFC 8259: grammar, escapes, UTF-8) but keeps only what it
+ * returns; values are skipped with a nesting stack of MAX_DEPTH bytes.
+ * Plain C99: the unit tests build it alone.
  */
 #include "es_answers.h"
 
@@ -27,6 +29,9 @@
 #else
 #define PRINTF_LIKE(f, a)
 #endif
+
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
 
 size_t
 ecp_answer_cap(EcpAnswerKind kind)
@@ -83,31 +88,65 @@ ecp_answer_hint(EcpAnswerKind kind)
  * The scanner.
  * ------------------------------------------------------------------------- */
 
+/* Why a scan stopped. */
+typedef enum ScanFailure
+{
+	SCAN_NOT_JSON = 1,			/* not well-formed JSON */
+	SCAN_NOT_OBJECT,			/* JSON, but not an object */
+	SCAN_UNEXPECTED				/* an object, but not what the caller reads */
+} ScanFailure;
+
 typedef struct Scan
 {
 	const unsigned char *start;
 	const unsigned char *p;
 	const unsigned char *end;
+	const char *noun;			/* what is scanned, for messages: "the answer" */
 	char	   *err;
 	size_t		errlen;
-	EcpAnswerRead failure;		/* why the scan stopped (when it returned -1) */
+	ScanFailure failure;		/* why the scan stopped (when it returned -1) */
 } Scan;
 
-/* A decoded string: NUL-terminated, has_nul when it held \u0000. */
+/*
+ * A decoded string, in one of three ways: into a malloc'd buffer that
+ * grows (data NULL or malloc'd, fixed 0); into the caller's buffer of cap
+ * bytes (fixed 1: what does not fit sets over and is dropped); or only
+ * compared with the expect_len bytes of expect (nothing stored; over as
+ * soon as a byte differs or the string is longer).  data is always
+ * NUL-terminated; has_nul when the string held \u0000.
+ */
 typedef struct Text
 {
 	char	   *data;
 	size_t		len;
 	size_t		cap;
+	int			fixed;
+	const char *expect;
+	size_t		expect_len;
+	int			over;
 	int			has_nul;
 } Text;
 
-static int	fail_as(Scan *s, EcpAnswerRead why, int at_byte, const char *fmt, va_list ap) PRINTF_LIKE(4, 0);
+static int	fail_as(Scan *s, ScanFailure why, int at_byte, const char *fmt, va_list ap) PRINTF_LIKE(4, 0);
 static int	bad_json(Scan *s, const char *fmt,...) PRINTF_LIKE(2, 3);
 static int	unexpected(Scan *s, const char *fmt,...) PRINTF_LIKE(2, 3);
+static int	not_object(Scan *s, const char *fmt,...) PRINTF_LIKE(2, 3);
+
+static void
+scan_begin(Scan *s, const char *input, size_t len, const char *noun, char *err, size_t errlen)
+{
+	s->start = s->p = (const unsigned char *) (input ? input : "");
+	s->end = s->p + (input ? len : 0);
+	s->noun = noun;
+	s->err = err;
+	s->errlen = errlen;
+	s->failure = 0;
+	if (err && errlen > 0)
+		err[0] = '\0';
+}
 
 static int
-fail_as(Scan *s, EcpAnswerRead why, int at_byte, const char *fmt, va_list ap)
+fail_as(Scan *s, ScanFailure why, int at_byte, const char *fmt, va_list ap)
 {
 	char		what[200];
 
@@ -131,7 +170,7 @@ bad_json(Scan *s, const char *fmt,...)
 	int			rc;
 
 	va_start(ap, fmt);
-	rc = fail_as(s, ECP_ANSWER_NOT_JSON, 1, fmt, ap);
+	rc = fail_as(s, SCAN_NOT_JSON, 1, fmt, ap);
 	va_end(ap);
 	return rc;
 }
@@ -144,7 +183,20 @@ unexpected(Scan *s, const char *fmt,...)
 	int			rc;
 
 	va_start(ap, fmt);
-	rc = fail_as(s, ECP_ANSWER_UNEXPECTED, 0, fmt, ap);
+	rc = fail_as(s, SCAN_UNEXPECTED, 0, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* JSON, but not an object. */
+static int
+not_object(Scan *s, const char *fmt,...)
+{
+	va_list		ap;
+	int			rc;
+
+	va_start(ap, fmt);
+	rc = fail_as(s, SCAN_NOT_OBJECT, 0, fmt, ap);
 	va_end(ap);
 	return rc;
 }
@@ -169,7 +221,7 @@ bad_byte(Scan *s, const char *expected)
 	int			c = peek(s);
 
 	if (c < 0)
-		return bad_json(s, "the answer ends where %s should be", expected);
+		return bad_json(s, "%s ends where %s should be", s->noun, expected);
 	if (c >= 0x20 && c < 0x7f)
 		return bad_json(s, "unexpected '%c' where %s should be", c, expected);
 	return bad_json(s, "unexpected byte 0x%02x where %s should be", c, expected);
@@ -208,16 +260,37 @@ utf8_length(const unsigned char *p, const unsigned char *end)
 	return n;
 }
 
+/* Compare n more bytes with what out expects. */
+static void
+text_compare(Text *out, const void *bytes, size_t n)
+{
+	if (out->len + n > out->expect_len || memcmp(out->expect + out->len, bytes, n) != 0)
+		out->over = 1;
+	else
+		out->len += n;
+}
+
 /* Append n bytes to out (NULL: the string is only checked). */
 static int
 text_append(Scan *s, Text *out, const void *bytes, size_t n)
 {
-	if (out == NULL)
+	if (out == NULL || out->over)
 		return 0;
+	if (out->expect)
+	{
+		text_compare(out, bytes, n);
+		return 0;
+	}
 	if (out->len + n + 1 > out->cap)
 	{
 		size_t		cap = out->cap ? out->cap : 64;
 		char	   *grown;
+
+		if (out->fixed)
+		{
+			out->over = 1;
+			return 0;
+		}
 
 		while (cap < out->len + n + 1)
 			cap *= 2;
@@ -231,6 +304,18 @@ text_append(Scan *s, Text *out, const void *bytes, size_t n)
 	out->len += n;
 	out->data[out->len] = '\0';
 	return 0;
+}
+
+/* Empty out for the next string (a growable one gets its first buffer). */
+static int
+text_reset(Scan *s, Text *out)
+{
+	out->len = 0;
+	out->over = 0;
+	out->has_nul = 0;
+	if (out->data)
+		out->data[0] = '\0';
+	return text_append(s, out, "", 0);
 }
 
 static int
@@ -366,7 +451,7 @@ scan_string(Scan *s, Text *out)
 				return -1;
 		}
 		else if (c < 0)
-			return bad_json(s, "the answer ends inside a string");
+			return bad_json(s, "%s ends inside a string", s->noun);
 		else if (c < 0x20)
 			return bad_json(s, "a control character (0x%02x) inside a string", c);
 		else
@@ -424,6 +509,36 @@ scan_number(Scan *s)
 		skip_digits(s);
 	}
 	return 0;
+}
+
+/* A well-formed number as jansson reads it. */
+typedef enum NumberKind
+{
+	NUMBER_INTEGER,				/* no fraction, no exponent, within 64 bits */
+	NUMBER_REAL,				/* a fraction or an exponent */
+	NUMBER_TOO_BIG				/* an integer beyond 64 bits */
+} NumberKind;
+
+/* The kind of the number [from, to) (as scan_number took it), its value if an integer. */
+static NumberKind
+number_kind(const unsigned char *from, const unsigned char *to, long long *value)
+{
+	int			negative = *from == '-';
+
+	*value = 0;
+	for (const unsigned char *d = from + negative; d < to; d++)
+		if (!is_digit(*d))
+			return NUMBER_REAL;
+	for (const unsigned char *d = from + negative; d < to; d++)
+	{
+		int			digit = *d - '0';
+
+		/* accumulated with the number's sign, so LLONG_MIN fits */
+		if (negative ? *value < (LLONG_MIN + digit) / 10 : *value > (LLONG_MAX - digit) / 10)
+			return NUMBER_TOO_BIG;
+		*value = *value * 10 + (negative ? -digit : digit);
+	}
+	return NUMBER_INTEGER;
 }
 
 static int
@@ -545,27 +660,38 @@ skip_value(Scan *s)
 /* Called with each member's key, at its value, which it must consume. */
 typedef int (*MemberFn) (Scan *s, const Text *key, void *arg);
 
-/* Nothing but whitespace may follow the answer's value. */
+/* Nothing but whitespace may follow the value. */
 static int
 at_end(Scan *s)
 {
+	char		expected[40];
+
 	skip_ws(s);
-	return s->p == s->end ? 0 : bad_byte(s, "the end of the answer");
+	if (s->p == s->end)
+		return 0;
+	snprintf(expected, sizeof(expected), "the end of %s", s->noun);
+	return bad_byte(s, expected);
 }
 
-/* The answer is not an object: which JSON it is, or where it is not JSON. */
+/* The kind of the value that begins with c: "an array", "null", ... */
+static const char *
+value_kind(int c)
+{
+	return c == '{' ? "an object" : c == '[' ? "an array" : c == '"' ? "a string" :
+		c == 't' || c == 'f' ? "a boolean" : c == 'n' ? "null" : "a number";
+}
+
+/* The input is not an object: which JSON it is, or where it is not JSON. */
 static int
 not_an_object(Scan *s)
 {
 	int			c = peek(s);
-	const char *kind = c == '[' ? "an array" : c == '"' ? "a string" :
-		c == 't' || c == 'f' ? "a boolean" : c == 'n' ? "null" : "a number";
 
 	if (c < 0)
-		return bad_json(s, "the answer is empty");
+		return bad_json(s, "%s is empty", s->noun);
 	if (skip_value(s) != 0 || at_end(s) != 0)
 		return -1;
-	return unexpected(s, "the answer is %s, not a JSON object", kind);
+	return not_object(s, "%s is %s, not a JSON object", s->noun, value_kind(c));
 }
 
 static int
@@ -576,9 +702,7 @@ scan_members(Scan *s, MemberFn member, void *arg, Text *key)
 		skip_ws(s);
 		if (peek(s) != '"')
 			return bad_byte(s, "a key");
-		key->len = 0;
-		key->has_nul = 0;
-		if (text_append(s, key, "", 0) != 0 || scan_string(s, key) != 0)
+		if (text_reset(s, key) != 0 || scan_string(s, key) != 0)
 			return -1;
 		skip_ws(s);
 		if (peek(s) != ':')
@@ -599,38 +723,37 @@ scan_members(Scan *s, MemberFn member, void *arg, Text *key)
 	}
 }
 
-/* The whole answer: one object, each member handed to member. */
+/* The whole input: one object, each member handed to member, its key in key. */
+static int
+scan_object(Scan *s, MemberFn member, void *arg, Text *key)
+{
+	skip_ws(s);
+	if (peek(s) != '{')
+		return not_an_object(s);
+	s->p++;
+	skip_ws(s);
+	if (peek(s) == '}')
+		s->p++;
+	else if (scan_members(s, member, arg, key) != 0)
+		return -1;
+	return at_end(s);
+}
+
+/* An answer: one object, each member handed to member with its key decoded. */
 static EcpAnswerRead
-scan_object(const char *body, size_t len, MemberFn member, void *arg, char *err, size_t errlen)
+scan_answer(const char *body, size_t len, MemberFn member, void *arg, char *err, size_t errlen)
 {
 	Scan		s;
-	Text		key = {NULL, 0, 0, 0};
+	Text		key;
 	int			rc;
 
-	s.start = s.p = (const unsigned char *) (body ? body : "");
-	s.end = s.p + (body ? len : 0);
-	s.err = err;
-	s.errlen = errlen;
-	s.failure = ECP_ANSWER_READ;
-	skip_ws(&s);
-	if (peek(&s) != '{')
-		rc = not_an_object(&s);
-	else
-	{
-		s.p++;
-		skip_ws(&s);
-		if (peek(&s) == '}')
-		{
-			s.p++;
-			rc = 0;
-		}
-		else
-			rc = scan_members(&s, member, arg, &key);
-		if (rc == 0)
-			rc = at_end(&s);
-	}
+	memset(&key, 0, sizeof(key));
+	scan_begin(&s, body, len, "the answer", err, errlen);
+	rc = scan_object(&s, member, arg, &key);
 	free(key.data);
-	return rc == 0 ? ECP_ANSWER_READ : s.failure;
+	if (rc == 0)
+		return ECP_ANSWER_READ;
+	return s.failure == SCAN_NOT_JSON ? ECP_ANSWER_NOT_JSON : ECP_ANSWER_UNEXPECTED;
 }
 
 /* ---------------------------------------------------------------------------
@@ -726,7 +849,7 @@ ecp_answer_object_keys(const char *body, size_t len, char ***keys, int *nkeys, c
 					   size_t errlen)
 {
 	KeyList		list = {NULL, 0, 0};
-	EcpAnswerRead rc = scan_object(body, len, collect_key, &list, err, errlen);
+	EcpAnswerRead rc = scan_answer(body, len, collect_key, &list, err, errlen);
 	const char *twice = rc == ECP_ANSWER_READ ? duplicate_key(list.keys, list.n) : NULL;
 
 	if (twice)
@@ -764,6 +887,7 @@ static int
 read_integer(Scan *s, long long *value)
 {
 	const unsigned char *from = s->p;
+	NumberKind	kind;
 
 	if (peek(s) != '-' && !is_digit(peek(s)))
 	{
@@ -773,16 +897,12 @@ read_integer(Scan *s, long long *value)
 	}
 	if (scan_number(s) != 0)
 		return -1;
-	*value = 0;
-	for (const unsigned char *d = from; d < s->p; d++)
-	{
-		if (!is_digit(*d))
-			return unexpected(s, "\"count\" is %.*s, not a non-negative integer",
-							  (int) (s->p - from > 40 ? 40 : s->p - from), (const char *) from);
-		if (*value > (LLONG_MAX - (*d - '0')) / 10)
-			return unexpected(s, "\"count\" is larger than %lld", LLONG_MAX);
-		*value = *value * 10 + (*d - '0');
-	}
+	kind = number_kind(from, s->p, value);
+	if (kind == NUMBER_REAL || *from == '-')
+		return unexpected(s, "\"count\" is %.*s, not a non-negative integer",
+						  (int) (s->p - from > 40 ? 40 : s->p - from), (const char *) from);
+	if (kind == NUMBER_TOO_BIG)
+		return unexpected(s, "\"count\" is larger than %lld", LLONG_MAX);
 	return 0;
 }
 
@@ -803,7 +923,7 @@ EcpAnswerRead
 ecp_answer_count(const char *body, size_t len, long long *value, char *err, size_t errlen)
 {
 	Count		count = {-1, 0};
-	EcpAnswerRead rc = scan_object(body, len, read_count, &count, err, errlen);
+	EcpAnswerRead rc = scan_answer(body, len, read_count, &count, err, errlen);
 
 	if (rc == ECP_ANSWER_READ && !count.seen)
 	{
@@ -813,4 +933,101 @@ ecp_answer_count(const char *body, size_t len, long long *value, char *err, size
 	}
 	*value = rc == ECP_ANSWER_READ ? count.value : -1;
 	return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * The id of an NDJSON line.
+ * ------------------------------------------------------------------------- */
+
+typedef struct LineId
+{
+	int			seen;			/* how many members are named the field */
+	Text		text;			/* a string id, into the caller's buffer */
+	const char *bad;			/* what the first one is when it is no id */
+	char	   *id;				/* the caller's buffer */
+} LineId;
+
+/* The id field's string value at s->p, into the caller's buffer. */
+static int
+read_string_id(Scan *s, LineId *line)
+{
+	if (scan_string(s, &line->text) != 0)
+		return -1;
+	if (line->text.has_nul)
+		line->bad = "a string holding \\u0000";
+	else if (line->text.over)
+		line->bad = "a string longer than " STRINGIFY(ECP_LINE_ID_MAX) " bytes";
+	else if (line->text.len == 0)
+		line->bad = "an empty string";
+	return 0;
+}
+
+/* The id field's number at s->p: an integer, in decimal as jansson's %lld. */
+static int
+read_number_id(Scan *s, LineId *line)
+{
+	const unsigned char *from = s->p;
+	long long	value;
+	NumberKind	kind;
+
+	if (scan_number(s) != 0)
+		return -1;
+	kind = number_kind(from, s->p, &value);
+	if (kind == NUMBER_REAL)
+		line->bad = "a real number";
+	else if (kind == NUMBER_TOO_BIG)
+		line->bad = "an integer beyond 64 bits";
+	else
+		snprintf(line->id, ECP_LINE_ID_MAX + 1, "%lld", value);
+	return 0;
+}
+
+static int
+read_line_id(Scan *s, const Text *key, void *arg)
+{
+	LineId	   *line = arg;
+	int			c = peek(s);
+
+	/* key was only compared with the field: over when it differs */
+	if (key->over || key->len != key->expect_len || ++line->seen > 1)
+		return skip_value(s);
+	if (c == '"')
+		return read_string_id(s, line);
+	if (c == '-' || is_digit(c))
+		return read_number_id(s, line);
+	line->bad = value_kind(c);
+	return skip_value(s);
+}
+
+EcpLineId
+ecp_line_id(const char *line, size_t len, const char *field, char id[ECP_LINE_ID_MAX + 1],
+			char *err, size_t errlen)
+{
+	Scan		s;
+	Text		key;
+	LineId		found;
+
+	memset(&key, 0, sizeof(key));
+	key.expect = field;
+	key.expect_len = strlen(field);
+	memset(&found, 0, sizeof(found));
+	found.id = id;
+	found.text.data = id;
+	found.text.cap = ECP_LINE_ID_MAX + 1;
+	found.text.fixed = 1;
+	id[0] = '\0';
+	scan_begin(&s, line, len, "the line", err, errlen);
+	if (scan_object(&s, read_line_id, &found, &key) != 0)
+	{
+		id[0] = '\0';
+		return s.failure == SCAN_NOT_OBJECT ? ECP_LINE_NOT_OBJECT : ECP_LINE_NOT_JSON;
+	}
+	if (found.seen == 1 && found.bad == NULL)
+		return ECP_LINE_ID;
+	id[0] = '\0';
+	if (found.seen > 1)
+		return ECP_LINE_ID_TWICE;
+	if (found.bad && err && errlen > 0)
+		snprintf(err, errlen, "%s", found.bad);
+	return found.bad ? ECP_LINE_BAD_ID : ECP_LINE_NO_ID;
 }

@@ -2,6 +2,7 @@
  * es_answers.h: Elasticsearch's answers other than _bulk's: how large
  * each may be, and the few things ecp reads out of them (the keys of an
  * object, _count's count) with a streaming scanner that builds no tree.
+ * The same scanner checks the lines of an NDJSON file and reads their id.
  *
  * Plain C99, no PostgreSQL headers (the unit tests build it alone):
  * nothing here ereports, exits or longjmps; errors come back in err.
@@ -70,5 +71,41 @@ extern void ecp_answer_keys_free(char **keys, int nkeys);
  */
 extern EcpAnswerRead ecp_answer_count(const char *body, size_t len, long long *count,
 									  char *err, size_t errlen);
+
+/*
+ * NDJSON lines (the file source).  A line can be as large as
+ * max_line_bytes (up to 256 MiB) and come from any server the policy
+ * allows, so it is checked and its id read without a tree: memory is a
+ * few hundred bytes whatever the line holds, time is linear in it.
+ */
+
+/* The largest string id, in bytes (Elasticsearch's limit for _id). */
+#define ECP_LINE_ID_MAX 512
+
+/* What a line is, from the best to the worst. */
+typedef enum EcpLineId
+{
+	ECP_LINE_ID = 0,			/* a JSON object with a usable id */
+	ECP_LINE_NOT_JSON,			/* not well-formed JSON (err: what, at which byte) */
+	ECP_LINE_NOT_OBJECT,		/* JSON, not an object (err: an array, a string, ...) */
+	ECP_LINE_ID_TWICE,			/* the id field appears more than once */
+	ECP_LINE_BAD_ID,			/* the id field is neither a string of 1 to
+								 * ECP_LINE_ID_MAX bytes nor an integer that fits
+								 * in 64 bits (err: what it is) */
+	ECP_LINE_NO_ID				/* the object has no id field */
+} EcpLineId;
+
+/*
+ * Check that line (len bytes, no newline) is one JSON object (RFC 8259:
+ * grammar, escapes, surrogates, UTF-8; containers nested at most 512
+ * deep) and read its top-level member named field into id: a string,
+ * unescaped (no \u0000), or an integer as jansson reads one (no fraction,
+ * no exponent, within 64 bits) in decimal ("-0" is "0").  A line that
+ * fails several ways is the first of EcpLineId's order that applies.
+ * Only the id field is checked for duplicates: other keys given twice,
+ * at any depth, are left to Elasticsearch, which refuses the document.
+ */
+extern EcpLineId ecp_line_id(const char *line, size_t len, const char *field,
+							 char id[ECP_LINE_ID_MAX + 1], char *err, size_t errlen);
 
 #endif
