@@ -12,7 +12,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-read -r -a programs <<< "${PROGRAMS:-sink_test host_match_test hostile_body_test file_reader_test es_answers_test}"
+read -r -a programs <<< "${PROGRAMS:-sink_test host_match_test hostile_body_test file_reader_test es_answers_test line_id_test}"
 
 # only sink_test talks to the Elasticsearch stand-in
 if [[ " ${programs[*]} " == *" sink_test "* ]] && [ -z "${ESD_BIN:-}" ]; then
@@ -32,7 +32,7 @@ run_one() {
 	if [ -n "${VALGRIND:-}" ]; then
 		# sink_test and hostile_body_test skip their elapsed-time bounds,
 		# file_reader_test its maxrss bound (and reads 5 MB, not 50),
-		# es_answers_test both (and scans 4 MiB, not 64)
+		# es_answers_test and line_id_test both (and scan 4 MiB, not 64)
 		export UNIT_NO_PERF=1
 		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible \
 			--errors-for-leak-kinds=definite,indirect,possible --error-exitcode=9 \
