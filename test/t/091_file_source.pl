@@ -9,7 +9,9 @@
 #  * a server that ignores Range: the read starts over and skips to the
 #    checkpoint, and the flow says that;
 #  * 3 malformed lines (not JSON, no id field, over max_line_bytes) are 3
-#    dead letters with their line numbers; the other lines are indexed;
+#    dead letters with their line numbers; a line with a key twice (not
+#    the id) is sent, and Elasticsearch refuses it (a 4th dead letter);
+#    the other lines are indexed;
 #  * a gzipped server file is decompressed while it streams;
 #  * a missing file (404) fails the run with a clear message.
 use strict;
@@ -54,6 +56,7 @@ my $NEXISTING = 100_000;
 		if ($n == 10) { print $fh "{not json\n" }
 		elsif ($n == 500) { print $fh qq({"other": 1}\n) }
 		elsif ($n == 900) { print $fh '{"order_id": "long", "pad": "' . ('y' x 5000) . qq("}\n) }
+		elsif ($n == 700) { print $fh qq({"order_id": 700, "a": {"b": 1, "b": 2}}\n) }
 		else { print $fh qq({"order_id": $n}\n) }
 	}
 	close $fh;
@@ -184,13 +187,17 @@ $node->safe_psql('postgres', qq{
 	                       options => '{"id_field": "order_id", "max_line_bytes": 1024, "batch_size": 100}')});
 $run = $node->safe_psql('postgres', "SELECT ecp.start('bad_lines')");
 is(EcpTest::wait_for_run($node, $run, 'succeeded', 120), 'succeeded', 'a file with bad lines is read to its end');
-like($node->safe_psql('postgres', "SELECT string_agg(reason, ' | ' ORDER BY reason) FROM ecp.failed_docs WHERE run_id = $run"),
+like($node->safe_psql('postgres', "SELECT string_agg(reason, ' | ' ORDER BY reason) FROM ecp.failed_docs WHERE run_id = $run AND error_type = 'bad_line'"),
 	qr/^line 10: not JSON: [^|]+ \| line 500: no field "order_id" \(option id_field\) \| line 900: longer than max_line_bytes \(1024 bytes\)$/,
-	'3 dead letters, each with its line number and why');
+	'3 bad lines, each with its line number and why');
+my $refused = $node->safe_psql('postgres',
+	"SELECT doc_id || ' ' || status || ' ' || reason FROM ecp.failed_docs WHERE run_id = $run AND error_type IS DISTINCT FROM 'bad_line'");
+like($refused, qr/^700 400 .*duplicate/i,
+	"a key twice (not the id) is left to Elasticsearch, which refuses the document: $refused");
 $es->refresh('bad_lines');
-is($es->count('bad_lines'), 997, 'the other 997 lines are indexed');
+is($es->count('bad_lines'), 996, 'the other 996 lines are indexed');
 is($node->safe_psql('postgres', "SELECT processed || ':' || failed FROM ecp.progress WHERE run_id = $run"),
-	'997:3', 'counted: 997 processed, 3 failed');
+	'996:4', 'counted: 996 processed, 4 failed');
 
 # --- a missing file --------------------------------------------------------------------------
 $node->safe_psql('postgres', qq{
