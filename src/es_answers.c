@@ -91,7 +91,8 @@ ecp_answer_hint(EcpAnswerKind kind)
 /* Why a scan stopped. */
 typedef enum ScanFailure
 {
-	SCAN_NOT_JSON = 1,			/* not well-formed JSON */
+	SCAN_GOING = 0,				/* not stopped */
+	SCAN_NOT_JSON,				/* not well-formed JSON */
 	SCAN_NOT_OBJECT,			/* JSON, but not an object */
 	SCAN_UNEXPECTED				/* an object, but not what the caller reads */
 } ScanFailure;
@@ -140,7 +141,7 @@ scan_begin(Scan *s, const char *input, size_t len, const char *noun, char *err, 
 	s->noun = noun;
 	s->err = err;
 	s->errlen = errlen;
-	s->failure = 0;
+	s->failure = SCAN_GOING;
 	if (err && errlen > 0)
 		err[0] = '\0';
 }
