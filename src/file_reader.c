@@ -4,17 +4,18 @@
  *
  * Three layers, each pulling from the one below:
  *   raw      bytes as stored: read() on a local file, or an HTTP transfer
- *            driven by a private curl multi handle that writes into a fixed
- *            buffer and is paused (CURL_WRITEFUNC_PAUSE) while it is full;
+ *            (http_transport.c, in its streaming mode) that writes into a
+ *            fixed buffer and is paused (CURL_WRITEFUNC_PAUSE) while it is
+ *            full;
  *   content  the raw bytes, or for ".gz" what zlib inflates from them
  *            (concatenated gzip members included);
  *   lines    the content split on '\n' in a buffer that grows to at most
  *            max_line_bytes + 2; a longer line is dropped as it streams by.
  * So memory stays bounded whatever the file's size.
  *
- * The multi handle rather than curl_easy_perform: the pump waits at most
- * POLL_INTERVAL_MS at a time, so should_abort is asked that often while a
- * server is silent.  Nothing here calls exit/abort/longjmp, and every error
+ * The transport's pump waits at most 100 ms at a time, so should_abort is
+ * asked that often while a server is silent.  Nothing here calls
+ * exit/abort/longjmp, and every error
  * path frees what it allocated (ecp_file_close takes any partly built
  * reader).
  */
@@ -23,7 +24,6 @@
 #endif
 
 #include "file_reader.h"
-#include "http_client.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,7 +33,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -41,9 +40,7 @@
 
 #define DEFAULT_MAX_LINE_BYTES ((size_t) 10 << 20)
 #define MAX_MAX_LINE_BYTES ((size_t) 1 << 30)	/* keeps max_line + 2 from wrapping */
-#define DEFAULT_CONNECT_TIMEOUT_MS 5000L
 #define DEFAULT_IDLE_TIMEOUT_MS 60000L
-#define POLL_INTERVAL_MS 100
 
 #ifndef O_CLOEXEC
 #define O_CLOEXEC 0
@@ -51,26 +48,13 @@
 
 typedef struct HttpSource
 {
-	CURLM	   *multi;
-	CURL	   *easy;
-	int			added;			/* easy is in multi */
-	int			paused;			/* the write callback paused the transfer */
+	EcpTransport *transport;
+	CURL	   *easy;			/* the transport's */
 	int			headers_done;	/* the final answer's headers all came */
 	int			body_wanted;	/* a 2xx answer: keep its body */
 	int			asked_range;	/* sent "Range: bytes=<offset>-" */
 	long		status;
-	int			transfer_done;
-	CURLcode	result;
-	double		last_byte_ms;	/* for the idle timeout */
 	char		content_range[128];
-	char		errbuf[CURL_ERROR_SIZE];
-	char		target_host[256];	/* the URL's host, for allow_address */
-	int			target_port;
-	char		refused[ECP_FILE_ERROR_SIZE];	/* allow_address said no: why */
-	int			(*allow_address) (const struct sockaddr *addr, socklen_t addrlen,
-								  const char *host, int port,
-								  char *why, size_t whylen, void *arg);
-	void	   *address_arg;
 } HttpSource;
 
 struct EcpFileReader
@@ -80,7 +64,6 @@ struct EcpFileReader
 	int			is_http;
 	int			gz;
 	size_t		max_line;
-	long		connect_timeout_ms;
 	long		idle_timeout_ms;
 	int			(*should_abort) (void *arg);
 	void	   *abort_arg;
@@ -132,15 +115,6 @@ fail(char *error, size_t errlen, EcpFileStatus st, const char *fmt,...)
 		va_end(ap);
 	}
 	return st;
-}
-
-static double
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double) ts.tv_sec * 1000.0 + (double) ts.tv_nsec / 1e6;
 }
 
 static int
@@ -210,8 +184,8 @@ shown_prefix(const char *location)
 
 /*
  * Read a URL as curl does: the text errors show (scheme://host:port/path),
- * the host and port for allow_address, and whether the path ends in ".gz".
- * -1 when curl cannot parse it.
+ * and whether the path ends in ".gz".  -1 when curl cannot parse it (or
+ * the host is longer than the address filter takes).
  */
 static int
 parse_url(EcpFileReader *r)
@@ -228,7 +202,7 @@ parse_url(EcpFileReader *r)
 		curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
 		curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
 		curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK &&
-		strlen(host) < sizeof(r->http.target_host))
+		strlen(host) < ECP_TRANSPORT_MAX_HOST)
 	{
 		size_t		n = strlen(scheme) + strlen(host) + strlen(port) + strlen(path) + 5;
 
@@ -236,8 +210,6 @@ parse_url(EcpFileReader *r)
 		if (r->shown)
 		{
 			snprintf(r->shown, n, "%s://%s:%s%s", scheme, host, port, path);
-			snprintf(r->http.target_host, sizeof(r->http.target_host), "%s", host);
-			r->http.target_port = atoi(port);
 			r->gz = ends_with_gz(path, strlen(path));
 			rc = 0;
 		}
@@ -370,7 +342,6 @@ on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 	EcpFileReader *r = arg;
 	size_t		n = size * nmemb;
 
-	r->http.last_byte_ms = now_ms();
 	if (!r->http.body_wanted)
 		return n;				/* an error page: only its status matters */
 	if (n > r->raw_cap - r->raw_len && r->raw_pos > 0)
@@ -380,10 +351,7 @@ on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 		r->raw_pos = 0;
 	}
 	if (n > r->raw_cap - r->raw_len && r->raw_len > 0)
-	{
-		r->http.paused = 1;
-		return CURL_WRITEFUNC_PAUSE;
-	}
+		return CURL_WRITEFUNC_PAUSE;	/* the transport resumes it at its next pump */
 	if (n > r->raw_cap)
 	{
 		/*
@@ -410,7 +378,7 @@ on_header(char *ptr, size_t size, size_t nmemb, void *arg)
 	HttpSource *h = &r->http;
 	size_t		n = size * nmemb;
 
-	h->last_byte_ms = now_ms();
+	ecp_transport_saw_bytes(h->transport);
 	if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0)
 		h->content_range[0] = '\0'; /* a new answer (after a 1xx) */
 	else if (n > 14 && strncasecmp(ptr, "Content-Range:", 14) == 0)
@@ -442,133 +410,41 @@ on_header(char *ptr, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-/*
- * CURLOPT_OPENSOCKETFUNCTION: ask allow_address about every address curl
- * is about to connect to; a refusal gives curl no socket, so nothing is
- * sent there.
- */
-static curl_socket_t
-open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *address)
+static int
+headers_came(void *arg)
 {
-	HttpSource *h = arg;
-	char		why[ECP_FILE_ERROR_SIZE];
-	int			type = address->socktype;
+	EcpFileReader *r = arg;
 
-	(void) purpose;
-	why[0] = '\0';
-	if (!h->allow_address(&address->addr, (socklen_t) address->addrlen,
-						  h->target_host, h->target_port, why, sizeof(why), h->address_arg))
-	{
-		if (h->refused[0] == '\0')
-			snprintf(h->refused, sizeof(h->refused), "%s",
-					 why[0] ? why : "the address filter refused every address of the host");
-		return CURL_SOCKET_BAD;
-	}
-#ifdef SOCK_CLOEXEC
-	type |= SOCK_CLOEXEC;		/* never inherited by a program the worker runs */
-#endif
-	return socket(address->family, type, address->protocol);
+	return r->http.headers_done;
 }
 
-static void
-set_http_options(EcpFileReader *r, const char *ca_file, int insecure)
+static int
+bytes_came(void *arg)
 {
-	CURL	   *curl = r->http.easy;
+	EcpFileReader *r = arg;
 
-	curl_easy_setopt(curl, CURLOPT_URL, r->location);
-	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-	curl_easy_setopt(curl, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-	/* a redirect could lead past allow_address's idea of the host */
-	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
-	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, r->http.errbuf);
-	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
-	curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(curl, CURLOPT_TCP_KEEPIDLE, 30L);
-	curl_easy_setopt(curl, CURLOPT_TCP_KEEPINTVL, 15L);
-	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(curl, CURLOPT_WRITEDATA, r);
-	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(curl, CURLOPT_HEADERDATA, r);
-	if (ca_file && ca_file[0])
-		curl_easy_setopt(curl, CURLOPT_CAINFO, ca_file);
-	if (insecure)
-	{
-		curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
-		curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
-	}
-	if (r->http.allow_address)
-	{
-		curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, open_socket);
-		curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, &r->http);
-	}
-}
-
-static void
-read_done_message(HttpSource *h)
-{
-	CURLMsg    *msg;
-	int			left;
-
-	while ((msg = curl_multi_info_read(h->multi, &left)) != NULL)
-		if (msg->msg == CURLMSG_DONE && msg->easy_handle == h->easy)
-		{
-			h->result = msg->data.result;
-			h->transfer_done = 1;
-		}
+	return r->raw_len > r->raw_pos;
 }
 
 /*
  * Drive the transfer until the headers came (headers_only) or the raw
  * buffer holds bytes, or the transfer ended; should_abort is asked every
- * POLL_INTERVAL_MS at most.  The idle clock starts here: time the caller
- * spent on lines while the transfer was paused is not the server's.
+ * 100 ms at most, and the idle clock starts here.
  */
 static EcpFileStatus
 http_pump(EcpFileReader *r, int headers_only, char *error, size_t errlen)
 {
-	HttpSource *h = &r->http;
-
-	h->last_byte_ms = now_ms();
-	for (;;)
+	switch (ecp_transport_pump(r->http.transport, headers_only ? headers_came : bytes_came, r,
+							   r->idle_timeout_ms))
 	{
-		CURLMcode	mc;
-		int			running = 0;
-
-		if (headers_only ? h->headers_done : r->raw_len > r->raw_pos)
-			return ECP_FILE_OK;
-		if (h->transfer_done)
-			return ECP_FILE_OK;
-		if (aborted(r))
+		case ECP_PUMP_ABORTED:
 			return fail(error, errlen, ECP_FILE_ABORTED, "reading %s abandoned by the caller",
 						r->shown);
-		if (h->paused)
-		{
-			/* the buffer has room again; curl may hand data over right here */
-			h->paused = 0;
-			if (curl_easy_pause(h->easy, CURLPAUSE_CONT) != CURLE_OK)
-				return fail(error, errlen, ECP_FILE_TRANSIENT,
-							"reading %s failed: could not resume the paused transfer", r->shown);
-			continue;
-		}
-		if (now_ms() - h->last_byte_ms > (double) r->idle_timeout_ms)
+		case ECP_PUMP_IDLE:
 			return fail(error, errlen, ECP_FILE_TRANSIENT,
 						"reading %s failed: no data for %ld ms", r->shown, r->idle_timeout_ms);
-#if LIBCURL_VERSION_NUM >= 0x074200
-		mc = curl_multi_poll(h->multi, NULL, 0, POLL_INTERVAL_MS, NULL);
-#else
-		mc = curl_multi_wait(h->multi, NULL, 0, POLL_INTERVAL_MS, NULL);
-#endif
-		if (mc == CURLM_OK)
-			mc = curl_multi_perform(h->multi, &running);
-		if (mc != CURLM_OK)
-			return fail(error, errlen, ECP_FILE_TRANSIENT, "reading %s failed: %s",
-						r->shown, curl_multi_strerror(mc));
-		read_done_message(h);
+		default:
+			return ECP_FILE_OK;
 	}
 }
 
@@ -598,16 +474,19 @@ static EcpFileStatus
 transfer_failure(EcpFileReader *r, char *error, size_t errlen)
 {
 	HttpSource *h = &r->http;
-	const char *text = h->errbuf[0] ? h->errbuf : curl_easy_strerror(h->result);
+	CURLcode	result = ecp_transport_result(h->transport);
+	const char *errbuf = ecp_transport_error(h->transport);
+	const char *text = errbuf[0] ? errbuf : curl_easy_strerror(result);
 
-	if (h->refused[0])
-		return fail(error, errlen, ECP_FILE_FATAL, "could not read %s: %s", r->shown, h->refused);
-	if (h->result == CURLE_OK)
+	if (ecp_transport_refused(h->transport)[0])
+		return fail(error, errlen, ECP_FILE_FATAL, "could not read %s: %s", r->shown,
+					ecp_transport_refused(h->transport));
+	if (result == CURLE_OK)
 		return fail(error, errlen, ECP_FILE_FATAL, "could not read %s: no HTTP answer", r->shown);
 	if (shows_secret(r, text))
-		text = curl_easy_strerror(h->result);
+		text = curl_easy_strerror(result);
 	return fail(error, errlen,
-				curl_code_is_fatal(h->result) ? ECP_FILE_FATAL : ECP_FILE_TRANSIENT,
+				curl_code_is_fatal(result) ? ECP_FILE_FATAL : ECP_FILE_TRANSIENT,
 				"reading %s failed%s: %s", r->shown,
 				h->headers_done ? " mid-body" : "", text);
 }
@@ -620,7 +499,7 @@ http_fill(EcpFileReader *r, char *error, size_t errlen)
 
 	if (st != ECP_FILE_OK || r->raw_len > r->raw_pos)
 		return st;
-	if (r->http.result != CURLE_OK)
+	if (ecp_transport_result(r->http.transport) != CURLE_OK)
 		return transfer_failure(r, error, errlen);
 	r->raw_eof = 1;
 	return ECP_FILE_OK;
@@ -724,21 +603,23 @@ http_answer(EcpFileReader *r, uint64_t offset, char *error, size_t errlen)
 }
 
 static EcpFileStatus
-http_open(EcpFileReader *r, uint64_t offset, const char *ca_file, int insecure,
+http_open(EcpFileReader *r, uint64_t offset, const EcpTransportConfig *tc,
 		  char *error, size_t errlen)
 {
 	HttpSource *h = &r->http;
 	char		msg[256];
 	EcpFileStatus st;
 
-	if (ecp_http_global_init(msg, sizeof(msg)) != 0)
+	if (ecp_transport_global_init(msg, sizeof(msg)) != 0)
 		return fail(error, errlen, ECP_FILE_TRANSIENT, "could not read %s: %s", r->shown, msg);
-	h->multi = curl_multi_init();
-	h->easy = curl_easy_init();
-	if (h->multi == NULL || h->easy == NULL)
-		return fail(error, errlen, ECP_FILE_TRANSIENT,
-					"could not read %s: no curl handle (out of memory?)", r->shown);
-	set_http_options(r, ca_file, insecure);
+	h->transport = ecp_transport_create(tc, msg, sizeof(msg));
+	if (h->transport == NULL)
+		return fail(error, errlen, ECP_FILE_TRANSIENT, "could not read %s: %s", r->shown, msg);
+	h->easy = ecp_transport_prepare(h->transport, r->location, on_body, r, msg, sizeof(msg));
+	if (h->easy == NULL)
+		return fail(error, errlen, ECP_FILE_FATAL, "\"%s\" is not a valid URL", r->shown);
+	curl_easy_setopt(h->easy, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h->easy, CURLOPT_HEADERDATA, r);
 	if (offset > 0 && !r->gz)
 	{
 		char		range[32];
@@ -747,10 +628,7 @@ http_open(EcpFileReader *r, uint64_t offset, const char *ca_file, int insecure,
 		curl_easy_setopt(h->easy, CURLOPT_RANGE, range);	/* curl copies it */
 		h->asked_range = 1;
 	}
-	if (curl_multi_add_handle(h->multi, h->easy) != CURLM_OK)
-		return fail(error, errlen, ECP_FILE_TRANSIENT,
-					"could not read %s: curl_multi_add_handle failed", r->shown);
-	h->added = 1;
+	ecp_transport_start(h->transport, 0);
 	st = http_pump(r, 1, error, errlen);
 	if (st != ECP_FILE_OK)
 		return st;
@@ -1050,13 +928,9 @@ reader_new(const EcpFileReaderConfig *cfg)
 	r->max_line = cfg->max_line_bytes > 0 ? cfg->max_line_bytes : DEFAULT_MAX_LINE_BYTES;
 	if (r->max_line > MAX_MAX_LINE_BYTES)
 		r->max_line = MAX_MAX_LINE_BYTES;
-	r->connect_timeout_ms = cfg->connect_timeout_ms > 0 ?
-		cfg->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
 	r->idle_timeout_ms = cfg->idle_timeout_ms > 0 ? cfg->idle_timeout_ms : DEFAULT_IDLE_TIMEOUT_MS;
-	r->should_abort = cfg->should_abort;
-	r->abort_arg = cfg->abort_arg;
-	r->http.allow_address = cfg->allow_address;
-	r->http.address_arg = cfg->address_arg;
+	r->should_abort = cfg->transport.should_abort;
+	r->abort_arg = cfg->transport.abort_arg;
 	r->location = dup_range(cfg->location, strlen(cfg->location));
 	r->raw_cap = ECP_FILE_BUFFER_BYTES;
 	r->raw = malloc(r->raw_cap);
@@ -1128,7 +1002,7 @@ ecp_file_open(const EcpFileReaderConfig *cfg, uint64_t offset, uint64_t line_no,
 		return fail(error, errlen, ECP_FILE_TRANSIENT, "out of memory opening a file source");
 	st = classify_location(r, error, errlen);
 	if (st == ECP_FILE_OK)
-		st = r->is_http ? http_open(r, offset, cfg->ca_file, cfg->insecure, error, errlen) :
+		st = r->is_http ? http_open(r, offset, &cfg->transport, error, errlen) :
 			local_open(r, offset, error, errlen);
 	if (st == ECP_FILE_OK)
 		st = prepare_content(r, offset, error, errlen);
@@ -1172,12 +1046,7 @@ ecp_file_close(EcpFileReader *r)
 {
 	if (r == NULL)
 		return;
-	if (r->http.added)
-		curl_multi_remove_handle(r->http.multi, r->http.easy);
-	if (r->http.easy)
-		curl_easy_cleanup(r->http.easy);
-	if (r->http.multi)
-		curl_multi_cleanup(r->http.multi);
+	ecp_transport_destroy(r->http.transport);
 	if (r->fd >= 0)
 		close(r->fd);
 	if (r->zs_ready)

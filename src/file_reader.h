@@ -34,7 +34,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
+
+#include "http_transport.h"
 
 /* room for an error text; smaller buffers get it truncated */
 #define ECP_FILE_ERROR_SIZE 512
@@ -53,31 +54,17 @@ typedef struct EcpFileReaderConfig
 	size_t		max_line_bytes; /* longer lines are reported (TOO_LONG),
 								 * never buffered whole; 0: 10 MiB; at most
 								 * 1 GiB (more is taken as 1 GiB) */
-	long		connect_timeout_ms; /* <= 0: 5000 */
 	long		idle_timeout_ms;	/* no byte for this long while waiting for
 									 * one: ECP_FILE_TRANSIENT; <= 0: 60000 */
-	const char *ca_file;		/* CA bundle for https, NULL: system default */
-	int			insecure;		/* skip TLS verification (tests only) */
 
 	/*
-	 * Polled at least every 100 ms while waiting for data (and once a
-	 * buffer's worth of a local file); nonzero abandons the read:
-	 * ECP_FILE_ABORTED.  Must be cheap and must not longjmp.  May be NULL.
+	 * What every outbound request shares (src/http_transport.h).  Its
+	 * should_abort is also asked once a buffer's worth of a local file
+	 * (ECP_FILE_ABORTED); an address allow_address refuses fails the open
+	 * with ECP_FILE_FATAL and its reason; neither the address filter nor the
+	 * other options apply to local paths.
 	 */
-	int			(*should_abort) (void *arg);
-	void	   *abort_arg;
-
-	/*
-	 * Same contract as EcpHttpConfig.allow_address (src/http_client.h):
-	 * asked before every connect() with the address about to be connected
-	 * to and the URL's host and port; zero refuses it (why says why) and the
-	 * open fails with ECP_FILE_FATAL and that reason.  May be NULL (any
-	 * address).  Not asked for local paths.
-	 */
-	int			(*allow_address) (const struct sockaddr *addr, socklen_t addrlen,
-								  const char *host, int port,
-								  char *why, size_t whylen, void *arg);
-	void	   *address_arg;
+	EcpTransportConfig transport;
 } EcpFileReaderConfig;
 
 typedef enum EcpFileStatus

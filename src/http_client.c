@@ -2,17 +2,12 @@
  * http_client.c: libcurl for a background worker (one client per process,
  * made after it started; nothing of libcurl's in shared memory).
  *
- * CURLOPT_NOSIGNAL, http/https only, connect and total timeouts, an error
- * buffer, TCP keep-alive, no redirects, no "Expect: 100-continue", a capped
- * response buffer, optional gzip request bodies.
- *
- * The easy handle is driven by a private multi handle with a 100 ms poll
- * loop instead of curl_easy_perform: the easy interface only wakes about
- * once a second while a server is silent, so a pause/cancel/shutdown could
- * wait that long.  The multi handle owns the connection cache, so the
- * kept-alive connection survives between requests (curl_easy_reset keeps
- * it too).  Nothing here calls exit/abort/longjmp; every path frees what it
- * allocated.
+ * What is the client's own: request bodies (optional gzip, no "Expect:
+ * 100-continue"), headers and auth, a total timeout, a capped response
+ * buffer, and what a failure means.  The curl handles, the outbound policy
+ * (protocols, redirects, TLS, the address filter) and the poll loop are
+ * http_transport.c's, shared with the file reader.  Nothing here calls
+ * exit/abort/longjmp; every path frees what it allocated.
  */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
@@ -20,6 +15,7 @@
 
 #include "http_client.h"
 #include "http_errors.h"
+#include "http_transport.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -27,17 +23,12 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <curl/curl.h>
 #include <zlib.h>
 
-#define DEFAULT_CONNECT_TIMEOUT_MS 5000L
 #define DEFAULT_REQUEST_TIMEOUT_MS 60000L
 #define DEFAULT_MAX_RESPONSE_BYTES ((size_t) 64 << 20)
-#define POLL_INTERVAL_MS 100
-/* writes of one upload buffer each, at most, before ecp_http_begin returns */
-#define MAX_PUSH_ROUNDS 4096
 #define UPLOAD_BUFFER_BYTES (512L * 1024)
 
 typedef struct ResponseBuffer
@@ -52,43 +43,23 @@ typedef struct ResponseBuffer
 
 struct EcpHttpClient
 {
-	CURLM	   *multi;
-	CURL	   *easy;
-	long		connect_timeout_ms;
+	EcpTransport *transport;
 	long		request_timeout_ms;
 	size_t		max_response_bytes;	/* of the next request */
 	size_t		configured_max_response_bytes;	/* as created */
 	int			gzip_requests;
-	int			insecure;
-	int			(*should_abort) (void *arg);
-	void	   *abort_arg;
-	int			(*allow_address) (const struct sockaddr *addr, socklen_t addrlen,
-								  const char *host, int port,
-								  char *why, size_t whylen, void *arg);
-	void	   *address_arg;
 	char	   *auth_line;		/* "Authorization: <value>" */
 	const char *auth_value;		/* points into auth_line, for redaction */
-	char	   *user_agent;
-	char	   *ca_file;
 	/* per request */
 	ResponseBuffer buf;
-	int			aborted;
-	char		errbuf[CURL_ERROR_SIZE];
-	char		target_host[256];	/* the URL's host, for allow_address */
-	int			target_port;
-	char		refused[ECP_HTTP_ERROR_SIZE];	/* allow_address said no: why */
 	/* the request between ecp_http_begin and ecp_http_finish */
 	int			in_flight;
-	int			transfer_done;	/* curl already reported DONE */
-	CURLcode	transfer_result;
 	struct curl_slist *pending_headers;
 	char	   *pending_compressed;
 	char	   *pending_url;
 	double		pending_start;
 	curl_off_t	pending_send_len;	/* body bytes to write */
 };
-
-static int	global_done = 0;
 
 static char *
 dup_string(const char *s)
@@ -115,19 +86,7 @@ set_err(char *err, size_t errlen, const char *msg)
 int
 ecp_http_global_init(char *err, size_t errlen)
 {
-	CURLcode	rc;
-
-	if (global_done)
-		return 0;
-	rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-	if (rc != CURLE_OK)
-	{
-		if (err && errlen > 0)
-			snprintf(err, errlen, "curl_global_init failed: %s", curl_easy_strerror(rc));
-		return -1;
-	}
-	global_done = 1;
-	return 0;
+	return ecp_transport_global_init(err, errlen);
 }
 
 /* A header value must not smuggle in another header line. */
@@ -137,10 +96,29 @@ has_line_break(const char *s)
 	return strpbrk(s, "\r\n") != NULL;
 }
 
+/* The options every outbound request shares (http_transport.h). */
+static EcpTransportConfig
+transport_config(const EcpHttpConfig *cfg)
+{
+	EcpTransportConfig tc;
+
+	memset(&tc, 0, sizeof(tc));
+	tc.connect_timeout_ms = cfg->connect_timeout_ms;
+	tc.user_agent = cfg->user_agent;
+	tc.ca_file = cfg->ca_file;
+	tc.insecure = cfg->insecure;
+	tc.should_abort = cfg->should_abort;
+	tc.abort_arg = cfg->abort_arg;
+	tc.allow_address = cfg->allow_address;
+	tc.address_arg = cfg->address_arg;
+	return tc;
+}
+
 EcpHttpClient *
 ecp_http_client_create(const EcpHttpConfig *cfg, char *err, size_t errlen)
 {
 	EcpHttpClient *client;
+	EcpTransportConfig tc;
 
 	if (cfg == NULL)
 	{
@@ -159,19 +137,12 @@ ecp_http_client_create(const EcpHttpConfig *cfg, char *err, size_t errlen)
 		set_err(err, errlen, "out of memory");
 		return NULL;
 	}
-	client->connect_timeout_ms = cfg->connect_timeout_ms > 0 ?
-		cfg->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
 	client->request_timeout_ms = cfg->request_timeout_ms > 0 ?
 		cfg->request_timeout_ms : DEFAULT_REQUEST_TIMEOUT_MS;
 	client->max_response_bytes = cfg->max_response_bytes > 0 ?
 		cfg->max_response_bytes : DEFAULT_MAX_RESPONSE_BYTES;
 	client->configured_max_response_bytes = client->max_response_bytes;
 	client->gzip_requests = cfg->gzip_requests;
-	client->insecure = cfg->insecure;
-	client->should_abort = cfg->should_abort;
-	client->abort_arg = cfg->abort_arg;
-	client->allow_address = cfg->allow_address;
-	client->address_arg = cfg->address_arg;
 
 	if (cfg->auth_header && cfg->auth_header[0])
 	{
@@ -185,16 +156,10 @@ ecp_http_client_create(const EcpHttpConfig *cfg, char *err, size_t errlen)
 		memcpy(client->auth_line + sizeof(prefix) - 1, cfg->auth_header, n + 1);
 		client->auth_value = client->auth_line + sizeof(prefix) - 1;
 	}
-	if (cfg->user_agent && (client->user_agent = dup_string(cfg->user_agent)) == NULL)
-		goto oom;
-	if (cfg->ca_file && cfg->ca_file[0] && (client->ca_file = dup_string(cfg->ca_file)) == NULL)
-		goto oom;
-
-	client->multi = curl_multi_init();
-	client->easy = curl_easy_init();
-	if (client->multi == NULL || client->easy == NULL)
+	tc = transport_config(cfg);
+	client->transport = ecp_transport_create(&tc, err, errlen);
+	if (client->transport == NULL)
 	{
-		set_err(err, errlen, "could not create a curl handle (out of memory?)");
 		ecp_http_client_destroy(client);
 		return NULL;
 	}
@@ -214,24 +179,18 @@ ecp_http_client_destroy(EcpHttpClient *client)
 	/* a request begun and never finished (an error while it ran) */
 	if (client->in_flight)
 	{
-		curl_multi_remove_handle(client->multi, client->easy);
 		free(client->pending_compressed);
 		curl_slist_free_all(client->pending_headers);
 		free(client->pending_url);
 	}
-	/* otherwise the easy handle is never left in the multi handle */
-	if (client->easy)
-		curl_easy_cleanup(client->easy);
-	if (client->multi)
-		curl_multi_cleanup(client->multi);
+	/* ends a transfer still running */
+	ecp_transport_destroy(client->transport);
 	if (client->auth_line)
 	{
 		/* do not leave the secret lying around in freed memory */
 		memset(client->auth_line, 0, strlen(client->auth_line));
 		free(client->auth_line);
 	}
-	free(client->user_agent);
-	free(client->ca_file);
 	free(client->buf.data);
 	free(client);
 }
@@ -289,23 +248,6 @@ collect_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 	buf->len += n;
 	buf->data[buf->len] = '\0';
 	return n;
-}
-
-static int
-progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
-{
-	EcpHttpClient *client = arg;
-
-	(void) dltotal;
-	(void) dlnow;
-	(void) ultotal;
-	(void) ulnow;
-	if (client->should_abort && client->should_abort(client->abort_arg))
-	{
-		client->aborted = 1;
-		return 1;
-	}
-	return 0;
 }
 
 /* gzip body into a malloc'd buffer; NULL on failure. */
@@ -445,7 +387,8 @@ connection_was_lost(EcpHttpClient *client, CURLcode rc)
 
 	if (rc != CURLE_SEND_ERROR && rc != CURLE_RECV_ERROR && rc != CURLE_GOT_NOTHING)
 		return 0;
-	if (curl_easy_getinfo(client->easy, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK)
+	if (curl_easy_getinfo(ecp_transport_easy(client->transport), CURLINFO_RESPONSE_CODE,
+						  &code) != CURLE_OK)
 		code = 0;
 	return code == 0;
 }
@@ -454,19 +397,21 @@ static EcpHttpOutcome
 classify_failure(EcpHttpClient *client, CURLcode rc, EcpHttpResponse *resp)
 {
 	const char *name = ecp_http_curl_code_name(rc);
-	const char *text = client->errbuf[0] ? client->errbuf : curl_easy_strerror(rc);
+	const char *errbuf = ecp_transport_error(client->transport);
+	const char *text = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+	const char *refused = ecp_transport_refused(client->transport);
 	char		code[48];
 
-	if (client->aborted || rc == CURLE_ABORTED_BY_CALLBACK)
+	if (ecp_transport_aborted(client->transport) || rc == CURLE_ABORTED_BY_CALLBACK)
 	{
 		snprintf(resp->error, sizeof(resp->error),
 				 "request abandoned by the caller (pause, cancel or shutdown)");
 		return ECP_HTTP_ABORTED;
 	}
 	/* curl only saw "could not connect": the policy's reason is the news */
-	if (client->refused[0])
+	if (refused[0])
 	{
-		snprintf(resp->error, sizeof(resp->error), "%s", client->refused);
+		snprintf(resp->error, sizeof(resp->error), "%s", refused);
 		return ECP_HTTP_SETUP;
 	}
 	if (client->buf.too_large || rc == CURLE_FILESIZE_EXCEEDED)
@@ -514,106 +459,13 @@ now_seconds(void)
 	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
-/*
- * CURLOPT_OPENSOCKETFUNCTION: ask allow_address about every address curl
- * is about to connect to (each of a name's addresses, each attempt); a
- * refusal gives curl no socket, so nothing is sent there.
- */
-static curl_socket_t
-open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *address)
-{
-	EcpHttpClient *client = arg;
-	char		why[ECP_HTTP_ERROR_SIZE];
-	int			type = address->socktype;
-
-	(void) purpose;
-	why[0] = '\0';
-	if (!client->allow_address(&address->addr, (socklen_t) address->addrlen,
-							   client->target_host, client->target_port,
-							   why, sizeof(why), client->address_arg))
-	{
-		if (client->refused[0] == '\0')
-			snprintf(client->refused, sizeof(client->refused), "%s",
-					 why[0] ? why : "the address filter refused every address of the host");
-		return CURL_SOCKET_BAD;
-	}
-#ifdef SOCK_CLOEXEC
-	type |= SOCK_CLOEXEC;		/* never inherited by a program the worker runs */
-#endif
-	return socket(address->family, type, address->protocol);
-}
-
-/*
- * The host and port curl will connect to for url, as curl reads it, for
- * allow_address; -1 when curl cannot parse the URL.
- */
-static int
-read_target(EcpHttpClient *client, const char *url)
-{
-	CURLU	   *u = curl_url();
-	char	   *host = NULL;
-	char	   *port = NULL;
-	int			rc = -1;
-
-	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-		curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-		curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
-		strlen(host) < sizeof(client->target_host))
-	{
-		snprintf(client->target_host, sizeof(client->target_host), "%s", host);
-		client->target_port = atoi(port);
-		rc = 0;
-	}
-	curl_free(host);
-	curl_free(port);
-	curl_url_cleanup(u);
-	return rc;
-}
-
-/* Options that apply to every request (curl_easy_reset cleared them). */
+/* The client's own options of every request (the transport set the rest). */
 static void
-set_common_options(EcpHttpClient *client)
+set_request_options(EcpHttpClient *client, CURL *curl)
 {
-	CURL	   *curl = client->easy;
-
-	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-#else
-	curl_easy_setopt(curl, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
-	curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
-	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, client->errbuf);
-	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, client->connect_timeout_ms);
 	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, client->request_timeout_ms);
-	curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(curl, CURLOPT_TCP_KEEPIDLE, 30L);
-	curl_easy_setopt(curl, CURLOPT_TCP_KEEPINTVL, 15L);
-	curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
 	/* bodies of a megabyte go out in a few writes, not sixteen (64 kB default) */
 	curl_easy_setopt(curl, CURLOPT_UPLOAD_BUFFERSIZE, UPLOAD_BUFFER_BYTES);
-	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_body);
-	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &client->buf);
-	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, progress);
-	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, client);
-	if (client->user_agent)
-		curl_easy_setopt(curl, CURLOPT_USERAGENT, client->user_agent);
-	if (client->ca_file)
-		curl_easy_setopt(curl, CURLOPT_CAINFO, client->ca_file);
-	if (client->insecure)
-	{
-		curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
-		curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
-	}
-	if (client->allow_address)
-	{
-		curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, open_socket);
-		curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, client);
-	}
 }
 
 /* Method names are HTTP tokens; keep it to letters. */
@@ -628,136 +480,30 @@ valid_method(const char *method)
 	return 1;
 }
 
-/* Collect curl's DONE message for our handle, if it came. */
-static void
-read_done_message(EcpHttpClient *client)
-{
-	CURLMsg    *msg;
-	int			left;
-
-	while ((msg = curl_multi_info_read(client->multi, &left)) != NULL)
-		if (msg->msg == CURLMSG_DONE && msg->easy_handle == client->easy)
-		{
-			client->transfer_result = msg->data.result;
-			client->transfer_done = 1;
-		}
-}
-
-/* Request body bytes curl has written so far. */
-static curl_off_t
-bytes_sent(EcpHttpClient *client)
-{
-	curl_off_t	sent = 0;
-
-	if (curl_easy_getinfo(client->easy, CURLINFO_SIZE_UPLOAD_T, &sent) != CURLE_OK)
-		return 0;
-	return sent;
-}
-
 /*
- * Hand the transfer to the multi handle and write as much of the request
- * as the socket takes now, without waiting, so that the server reads and
- * works on it while the caller reads its next page.  curl writes one upload
- * buffer per curl_multi_perform call; a single call would leave all but
- * the first 64 kB of a page to ecp_http_finish, and no overlap at all.
- */
-static void
-start_transfer(EcpHttpClient *client)
-{
-	CURLMcode	mc;
-	int			running;
-
-	client->transfer_done = 0;
-	client->transfer_result = CURLE_OK;
-	mc = curl_multi_add_handle(client->multi, client->easy);
-	if (mc != CURLM_OK)
-	{
-		snprintf(client->errbuf, sizeof(client->errbuf), "curl_multi_add_handle: %s",
-				 curl_multi_strerror(mc));
-		client->transfer_result = CURLE_OUT_OF_MEMORY;
-		client->transfer_done = 1;
-		return;
-	}
-	for (int round = 0; round < MAX_PUSH_ROUNDS; round++)
-	{
-		curl_off_t	sent_before = bytes_sent(client);
-		int			ready = 1;
-
-		/* after the first call: only while the socket takes more */
-		if (round > 0)
-			mc = curl_multi_wait(client->multi, NULL, 0, 0, &ready);
-		if (mc == CURLM_OK && ready > 0)
-			mc = curl_multi_perform(client->multi, &running);
-		if (mc != CURLM_OK)
-		{
-			snprintf(client->errbuf, sizeof(client->errbuf), "curl_multi_perform: %s",
-					 curl_multi_strerror(mc));
-			client->transfer_result = CURLE_RECV_ERROR;
-			client->transfer_done = 1;
-			return;
-		}
-		read_done_message(client);
-		if (client->transfer_done || running == 0 || ready == 0 ||
-			bytes_sent(client) >= client->pending_send_len ||
-			(round > 0 && bytes_sent(client) == sent_before))
-			break;
-	}
-}
-
-/*
- * Drive the transfer to its end, asking should_abort every
- * POLL_INTERVAL_MS.  Returns the transfer's CURLcode.
+ * Drive the transfer to its end, asking should_abort at least every 100 ms
+ * (the transport's pump).  Returns the transfer's CURLcode.
  */
 static CURLcode
 complete_transfer(EcpHttpClient *client, EcpHttpResponse *resp)
 {
-	CURLMcode	mc;
-	int			running = 1;
+	EcpTransport *t = client->transport;
+	CURL	   *easy = ecp_transport_easy(t);
+	CURLcode	rc = CURLE_ABORTED_BY_CALLBACK;
 
-	while (!client->transfer_done)
-	{
-		if (client->aborted ||
-			(client->should_abort && client->should_abort(client->abort_arg)))
-		{
-			client->aborted = 1;
-			client->transfer_result = CURLE_ABORTED_BY_CALLBACK;
-			break;
-		}
-#if LIBCURL_VERSION_NUM >= 0x074200
-		mc = curl_multi_poll(client->multi, NULL, 0, POLL_INTERVAL_MS, NULL);
-#else
-		mc = curl_multi_wait(client->multi, NULL, 0, POLL_INTERVAL_MS, NULL);
-#endif
-		if (mc == CURLM_OK)
-			mc = curl_multi_perform(client->multi, &running);
-		if (mc != CURLM_OK)
-		{
-			snprintf(client->errbuf, sizeof(client->errbuf), "curl_multi_perform: %s",
-					 curl_multi_strerror(mc));
-			client->transfer_result = CURLE_RECV_ERROR;
-			break;
-		}
-		read_done_message(client);
-		if (!client->transfer_done && running == 0)
-		{
-			/* finished without a DONE message: should not happen */
-			snprintf(client->errbuf, sizeof(client->errbuf), "transfer ended without a result");
-			client->transfer_result = CURLE_RECV_ERROR;
-			break;
-		}
-	}
-	if (client->transfer_result == CURLE_OK)
+	if (ecp_transport_pump(t, NULL, NULL, 0) == ECP_PUMP_DONE)
+		rc = ecp_transport_result(t);
+	if (rc == CURLE_OK)
 	{
 		char	   *ctype = NULL;
 
-		curl_easy_getinfo(client->easy, CURLINFO_RESPONSE_CODE, &resp->status);
-		curl_easy_getinfo(client->easy, CURLINFO_NUM_CONNECTS, &resp->new_connections);
-		if (curl_easy_getinfo(client->easy, CURLINFO_CONTENT_TYPE, &ctype) == CURLE_OK && ctype)
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &resp->status);
+		curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &resp->new_connections);
+		if (curl_easy_getinfo(easy, CURLINFO_CONTENT_TYPE, &ctype) == CURLE_OK && ctype)
 			resp->content_type = dup_string(ctype);
 	}
-	/* an unfinished transfer's connection is closed here, never reused */
-	curl_multi_remove_handle(client->multi, client->easy);
-	return client->transfer_result;
+	ecp_transport_end(t);
+	return rc;
 }
 
 EcpHttpOutcome
@@ -809,6 +555,7 @@ ecp_http_begin(EcpHttpClient *client, const char *method, const char *url,
 	int			sends_body;
 	int			gzip;
 	int			failed;
+	CURL	   *easy;
 	double		start = now_seconds();
 	EcpHttpOutcome outcome = ECP_HTTP_OK;
 
@@ -869,20 +616,14 @@ ecp_http_begin(EcpHttpClient *client, const char *method, const char *url,
 		goto out;
 	}
 
-	/* fresh options; the connection cache (in the multi handle) stays */
-	curl_easy_reset(client->easy);
-	client->errbuf[0] = '\0';
-	client->refused[0] = '\0';
-	client->aborted = 0;
 	client->buf.len = 0;
 	client->buf.too_large = 0;
 	client->buf.out_of_memory = 0;
 	client->buf.max = client->max_response_bytes;
 	if (client->buf.data)
 		client->buf.data[0] = '\0';
-	set_common_options(client);
 
-	if (client->should_abort && client->should_abort(client->abort_arg))
+	if (ecp_transport_should_abort(client->transport))
 	{
 		snprintf(resp->error, sizeof(resp->error),
 				 "request abandoned by the caller (pause, cancel or shutdown)");
@@ -890,28 +631,29 @@ ecp_http_begin(EcpHttpClient *client, const char *method, const char *url,
 		goto out;
 	}
 
-	if (client->allow_address && read_target(client, url) != 0)
+	easy = ecp_transport_prepare(client->transport, url, collect_body, &client->buf,
+								 resp->error, sizeof(resp->error));
+	if (easy == NULL)
 	{
-		snprintf(resp->error, sizeof(resp->error), "the URL cannot be parsed");
 		outcome = ECP_HTTP_SETUP;
 		goto out;
 	}
-	curl_easy_setopt(client->easy, CURLOPT_URL, url);
-	curl_easy_setopt(client->easy, CURLOPT_HTTPHEADER, headers);
+	set_request_options(client, easy);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
 	if (is_head)
-		curl_easy_setopt(client->easy, CURLOPT_NOBODY, 1L);
+		curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
 	else
 	{
 		/* a Content-Length over the cap fails before any byte is read */
-		curl_easy_setopt(client->easy, CURLOPT_MAXFILESIZE_LARGE,
+		curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE,
 						 (curl_off_t) client->max_response_bytes);
 		if (sends_body)
 		{
-			curl_easy_setopt(client->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) send_len);
-			curl_easy_setopt(client->easy, CURLOPT_POSTFIELDS, send);
+			curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) send_len);
+			curl_easy_setopt(easy, CURLOPT_POSTFIELDS, send);
 		}
 		if (strcmp(method, "POST") != 0)
-			curl_easy_setopt(client->easy, CURLOPT_CUSTOMREQUEST, method);
+			curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method);
 	}
 
 	/* the transfer goes on until ecp_http_finish: keep what it uses */
@@ -921,7 +663,7 @@ ecp_http_begin(EcpHttpClient *client, const char *method, const char *url,
 	client->pending_start = start;
 	client->pending_send_len = sends_body ? (curl_off_t) send_len : 0;
 	client->in_flight = 1;
-	start_transfer(client);
+	ecp_transport_start(client->transport, client->pending_send_len);
 	return ECP_HTTP_OK;
 
 out:
@@ -946,7 +688,7 @@ ecp_http_finish(EcpHttpClient *client, EcpHttpResponse *resp)
 		return ECP_HTTP_SETUP;
 	}
 	rc = complete_transfer(client, resp);
-	resp->body_bytes_sent = (size_t) bytes_sent(client);
+	resp->body_bytes_sent = (size_t) ecp_transport_bytes_sent(client->transport);
 	if (rc == CURLE_OK)
 	{
 		if (client->buf.data && client->buf.len > 0)

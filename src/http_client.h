@@ -18,6 +18,12 @@
 
 typedef struct EcpHttpClient EcpHttpClient;
 
+/*
+ * connect_timeout_ms, user_agent, ca_file, insecure, should_abort and
+ * allow_address (with their args) are the transport's options
+ * (EcpTransportConfig, src/http_transport.h), copied into it; they stay
+ * flat here so that callers need not include libcurl's header.
+ */
 typedef struct EcpHttpConfig
 {
 	long		connect_timeout_ms; /* <= 0: 5000 */

@@ -123,14 +123,15 @@ open_at(EcpPartConfig *config, const EcpPosition *at)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.location = config->file;
 	cfg.max_line_bytes = config->max_line_bytes;
-	cfg.connect_timeout_ms = config->connect_timeout_ms;
+	cfg.transport.connect_timeout_ms = config->connect_timeout_ms;
 	cfg.idle_timeout_ms = config->request_timeout_ms;
-	cfg.should_abort = abort_read;
-	cfg.abort_arg = config;
+	cfg.transport.user_agent = "ecp/" ECP_VERSION;
+	cfg.transport.should_abort = abort_read;
+	cfg.transport.abort_arg = config;
 	if (!config->target_unrestricted)
 	{
-		cfg.allow_address = ecp_filter_address;
-		cfg.address_arg = config;
+		cfg.transport.allow_address = ecp_filter_address;
+		cfg.transport.address_arg = config;
 	}
 	status = ecp_file_open(&cfg, (uint64_t) at->position, (uint64_t) at->line_no, &reader,
 						   error, sizeof(error));

@@ -186,7 +186,7 @@ default_config(EcpFileReaderConfig *cfg, const char *location)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->location = location;
-	cfg->connect_timeout_ms = 2000;
+	cfg->transport.connect_timeout_ms = 2000;
 	cfg->idle_timeout_ms = 10000;
 }
 
@@ -566,7 +566,7 @@ test_local_errors(void)
 	   "an offset beyond the end: FATAL: %s", err);
 
 	default_config(&cfg, tmp_path("sample.ndjson"));
-	cfg.should_abort = abort_now;
+	cfg.transport.should_abort = abort_now;
 	r = open_at(&cfg, 0, 0);
 	{
 		const char *line;
@@ -724,7 +724,7 @@ test_http_basic(const Server *s)
 	}
 
 	default_config(&cfg, url(s, "/sample.ndjson?token=secret"));
-	cfg.allow_address = refuse_all;
+	cfg.transport.allow_address = refuse_all;
 	st = open_fails(&cfg, 0, err, sizeof(err));
 	ok(st == ECP_FILE_FATAL && contains(err, "test policy refuses 127.0.0.1 port") &&
 	   !contains(err, "secret"), "allow_address refusal: FATAL with its reason: %s", err);
@@ -851,8 +851,8 @@ test_http_silent(void)
 
 	default_config(&cfg, location);
 	deadline = now() + 0.3;
-	cfg.should_abort = abort_after;
-	cfg.abort_arg = &deadline;
+	cfg.transport.should_abort = abort_after;
+	cfg.transport.abort_arg = &deadline;
 	t0 = now();
 	st = open_fails(&cfg, 0, err, sizeof(err));
 	ok(st == ECP_FILE_ABORTED && now() - t0 < 0.3 + 3.0,
@@ -861,7 +861,7 @@ test_http_silent(void)
 	close(fd);
 
 	/* the port is closed now: refused */
-	cfg.should_abort = NULL;
+	cfg.transport.should_abort = NULL;
 	st = open_fails(&cfg, 0, err, sizeof(err));
 	ok(st == ECP_FILE_TRANSIENT && contains(err, location),
 	   "connection refused: TRANSIENT: %s", err);
