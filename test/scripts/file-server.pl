@@ -4,6 +4,7 @@
 #
 #   perl test/scripts/file-server.pl --dir DIR --port-file FILE [--log FILE]
 #        [--cut-once-at BYTES [--reset-at-cut]] [--ignore-range] [--max-seconds N]
+#        [--bytes-per-second N]
 #
 # Binds 127.0.0.1 on an ephemeral port and writes the port to --port-file
 # (atomically: a reader never sees it half written) once it listens.
@@ -22,6 +23,10 @@
 # connection is reset (RST, SO_LINGER 0) instead of closed: bytes still in
 # the socket buffer may then never arrive.
 #
+# --bytes-per-second N: each answer's body is paced to at most N bytes a
+# second (from its first byte), so a test can rely on a reader still
+# reading when it looks at it: a lower bound on how long a file takes.
+#
 # --log FILE: one line per request, flushed at once:
 #   <method> <target> range=<Range value or -> status=<code> bytes=<body bytes sent>
 # (target as requested, query string included).
@@ -39,13 +44,14 @@ use Getopt::Long;
 use IO::Select;
 use IO::Socket::INET;
 use POSIX qw(WNOHANG);
+use Time::HiRes ();
 use Socket qw(IPPROTO_TCP TCP_NODELAY SOL_SOCKET SO_LINGER);
 
 my %opt = ('max-seconds' => 3600);
 GetOptions(\%opt, 'dir=s', 'port-file=s', 'log=s', 'cut-once-at=i', 'reset-at-cut',
-	'ignore-range', 'max-seconds=i')
+	'ignore-range', 'max-seconds=i', 'bytes-per-second=i')
   or die "usage: $0 --dir DIR --port-file FILE [--log FILE] [--cut-once-at BYTES]"
-  . " [--ignore-range] [--max-seconds N]\n";
+  . " [--ignore-range] [--max-seconds N] [--bytes-per-second N]\n";
 die "--dir and --port-file are required\n" unless defined $opt{dir} && defined $opt{'port-file'};
 die "--dir $opt{dir} is not a directory\n" unless -d $opt{dir};
 
@@ -243,9 +249,17 @@ sub send_body
 {
 	my ($client, $fh, $from, $end) = @_;
 	my $sent = 0;
+	my $began = Time::HiRes::time();
+	my $rate = $opt{'bytes-per-second'};
 	sysseek($fh, $from, 0) or return 0;
 	while ($from + $sent < $end)
 	{
+		if ($rate)
+		{
+			# not ahead of the pace: wait until the bytes sent are due
+			my $due = $began + $sent / $rate - Time::HiRes::time();
+			Time::HiRes::sleep($due) if $due > 0;
+		}
 		my $want = $end - $from - $sent;
 		$want = $CHUNK if $want > $CHUNK;
 		my $buf;

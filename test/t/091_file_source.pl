@@ -66,7 +66,8 @@ my $NEXISTING = 100_000;
 }
 note(sprintf('orders.ndjson %.1f MB, ids.txt %.1f MB', (-s "$dir/orders.ndjson") / 1e6, (-s "$dir/ids.txt") / 1e6));
 
-# A file server; $cut cuts one response mid-file, $ignore_range ignores Range.
+# A file server; $cut cuts one response mid-file, $ignore_range ignores Range,
+# $rate paces every answer (bytes a second).
 sub file_server
 {
 	my (%opt) = @_;
@@ -76,6 +77,7 @@ sub file_server
 		'--port-file', $port_file, '--log', $log, '--max-seconds', 600);
 	push @args, '--cut-once-at', $opt{cut} if $opt{cut};
 	push @args, '--ignore-range' if $opt{ignore_range};
+	push @args, '--bytes-per-second', $opt{rate} if $opt{rate};
 	my $pid = fork();
 	die "fork: $!" unless defined $pid;
 	if ($pid == 0) { exec(@args) or die "exec: $!" }
@@ -125,7 +127,9 @@ $node->safe_psql('postgres', qq{
 });
 
 # --- 50 MB of NDJSON over HTTP, cut once mid-file -----------------------------------
-my $server = file_server(cut => int((-s "$dir/orders.ndjson") * 0.6));
+# Paced at 6 MB/s (about 8 s for the file), so the worker is still reading
+# when its memory is sampled at line 80,000: a slow reader, not a race.
+my $server = file_server(cut => int((-s "$dir/orders.ndjson") * 0.6), rate => 6_000_000);
 $node->safe_psql('postgres', qq{
 	SELECT ecp.create_task('ndjson', 'es', 'ndjson', file => '$server->{url}/orders.ndjson',
 	                       options => '{"id_field": "order_id", "batch_size": 2000}')});
@@ -149,7 +153,7 @@ like($node->safe_psql('postgres', "SELECT source || ' ' || last_key FROM ecp.par
 stop_server($server);
 
 # --- 50 MB of ids over HTTP, cut once, looked up through the query --------------------
-$server = file_server(cut => int((-s "$dir/ids.txt") * 0.3));
+$server = file_server(cut => int((-s "$dir/ids.txt") * 0.3), rate => 6_000_000);
 $node->safe_psql('postgres', qq{
 	SELECT ecp.create_task('id_file', 'es', 'id_file', query => 'SELECT * FROM orders',
 	                       file => '$server->{url}/ids.txt', options => '{"batch_size": 10000}')});
