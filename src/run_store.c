@@ -500,6 +500,17 @@ ecp_store_claim(EcpPartConfig *config)
 				   " WHERE id = $1 AND state = 'pending'", 1, types, values, NULL);
 		owner_exec("SELECT 1 FROM ecp.run WHERE id = $1 AND state = 'running'", 1, types, values, NULL);
 		running = SPI_processed == 1;
+
+		/*
+		 * The run ended (another part failed it, a cancel) between the
+		 * launcher's start and this claim: the part waits, unclaimed, as a
+		 * worker that meets a stopped run at a checkpoint leaves it,
+		 * instead of staying "running" with no worker.
+		 */
+		if (!running)
+			owner_exec("UPDATE ecp.part SET state = 'pending', worker_pid = NULL "
+					   " WHERE run_id = $1 AND part_no = $2 AND worker_pid = pg_backend_pid()",
+					   2, types, values, NULL);
 	}
 	if (running)
 		read_dual_index(config);
