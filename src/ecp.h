@@ -101,7 +101,8 @@ typedef struct EcpWorkerSlot
  */
 typedef struct EcpSharedState
 {
-	LWLock	   *lock;			/* protects every field below */
+	LWLock	   *lock;			/* protects every field below, and the rate
+								 * limiter's table (limiter.c) */
 	pid_t		launcher_pid;	/* 0 while no launcher runs */
 	Latch	   *launcher_latch; /* to wake the launcher; NULL when none */
 	bool		launcher_connected; /* connected to ecp.database_name */
@@ -139,6 +140,7 @@ extern bool ecp_part_has_slot(int64 run_id, int32 part_no);
 extern void ecp_attach_slot(int slot);
 extern bool ecp_stop_requested(int slot);
 extern void ecp_request_stop(int64 run_id);
+extern void ecp_clear_stop_request(int slot);
 extern uint64 ecp_slot_generation(int slot);
 extern bool ecp_reclaim_slot(int slot, uint64 generation);
 extern void ecp_hold_database(void);
@@ -146,9 +148,10 @@ extern void ecp_release_database_hold(void);
 extern void ecp_keep_database_hold(void);
 extern bool ecp_drop_stale_database_hold(void);
 
-/* query_check.c */
 /* run_windows.c */
 extern void ecp_apply_windows(void *arg);
+
+/* query_check.c */
 
 extern char *ecp_statement_text(const char *query);
 extern char *ecp_checked_statement_text(const char *query);

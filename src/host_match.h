@@ -1,6 +1,5 @@
 /*
- * host_match.h: the pure part of ecp's outbound-request policy (findings
- * H5/L6): parsing ecp.allowed_hosts entries and consumer URLs, CIDR
+ * host_match.h: the pure part of ecp's outbound-request policy: parsing ecp.allowed_hosts entries and consumer URLs, CIDR
  * matching, classifying private address ranges, and the verdict for one
  * (host, port, address) target.
  *

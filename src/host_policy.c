@@ -1,5 +1,5 @@
 /*
- * host_policy.c: the outbound-request policy (security findings H5, L6).
+ * host_policy.c: the outbound-request policy.
  *
  * Without it any role could make the server POST to any host:port (SSRF:
  * the cloud metadata service, an internal admin port), read part of the

@@ -1,6 +1,6 @@
 /*
  * http_errors.c: what the HTTP client says when a request fails, without
- * the secrets it carried (split from http_client.c).
+ * the secrets it carried.
  */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L

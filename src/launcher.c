@@ -2,9 +2,10 @@
  * launcher.c: the ecp launcher, one static background worker per cluster.
  *
  * It connects to ecp.database_name, wakes on its latch or once a second,
- * and (from the sync engine on) starts the workers of due runs.  Until
- * CREATE EXTENSION ecp has run in its database it waits quietly, checking
- * again on every wake-up, instead of failing and being restarted in a loop.
+ * and starts the workers of due runs.  Until CREATE EXTENSION ecp has run
+ * in its database, and while the installed schema is of another version
+ * than the library, it waits quietly, checking again on every wake-up,
+ * instead of failing and being restarted in a loop.
  *
  * Signals only set flags and the latch: the default SIGTERM handler would
  * raise FATAL wherever the process happens to be (in a transaction, in an

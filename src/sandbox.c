@@ -87,8 +87,8 @@ sandbox_xact_callback(XactEvent event, void *arg)
 /*
  * ecp.acting_role: whom the flow names as the operator of what a
  * superuser's session does to ecp's tables.  A worker sets it to the run's
- * owner, so "finished" or "failed" is recorded under the owner, as before
- * workers did their bookkeeping as the worker's own user.  Only superusers
+ * owner, so "finished" or "failed" is recorded under the owner, although
+ * the worker does its bookkeeping as the worker's own user.  Only superusers
  * can set it; for everyone else the flow records current_user.
  */
 void

@@ -331,11 +331,29 @@ ecp_attach_slot(int slot)
 	}
 }
 
-/* Read without the lock: a bool, polled often, set once. */
+/*
+ * Read without the lock: a bool, polled often; set by ecp_request_stop and
+ * cleared by ecp_clear_stop_request, both under the lock.
+ */
 bool
 ecp_stop_requested(int slot)
 {
 	return ((volatile EcpWorkerSlot *) &ecp_shared()->slots[slot])->stop_requested;
+}
+
+/*
+ * A worker takes its stop request back before it reads the run's state,
+ * under the lock ecp_request_stop sets it with (whose release is also the
+ * barrier that orders the clear before the read).
+ */
+void
+ecp_clear_stop_request(int slot)
+{
+	EcpSharedState *state = ecp_shared();
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	state->slots[slot].stop_requested = false;
+	LWLockRelease(state->lock);
 }
 
 /* Ask every worker of a run to stop what it is doing and look at the run. */

@@ -1,7 +1,9 @@
 /*
  * sync.h: the data a sync worker carries through its loop, and the parts
- * of the flow it calls: source (source_query.c) -> batch (batch.c) ->
- * sink (sink_es.c) -> checkpoint (run_store.c).
+ * of the flow it calls: a source (EcpSourceOps: source_query.c,
+ * source_ids.c, source_file.c) -> a page of documents (transform.c) ->
+ * a sink (sink_es.c with batch.c, or sink_http.c) -> the checkpoint
+ * (run_store.c); worker.c drives the loop.
  */
 #ifndef ECP_SYNC_H
 #define ECP_SYNC_H
@@ -130,8 +132,9 @@ typedef struct EcpPartConfig
 	bool		target_unrestricted;	/* owner exempt from the outbound host policy */
 
 	/*
-	 * Everything above is fixed once the part is loaded; this is what the
-	 * part has done so far, moved by the store after each checkpoint.
+	 * Everything above is fixed once the part's source is open (opening it
+	 * fills in query and, for a split, kind); this is what the part has
+	 * done so far, moved by the store after each checkpoint.
 	 */
 	EcpPartProgress progress;
 

@@ -94,8 +94,7 @@ run_still_running(EcpPartConfig *config)
 	 * the read then sets it again and is seen at the next step, instead of
 	 * being cleared unseen.
 	 */
-	((volatile EcpWorkerSlot *) &ecp_shared()->slots[config->slot])->stop_requested = false;
-	pg_memory_barrier();
+	ecp_clear_stop_request(config->slot);
 	state = ecp_store_run_state(config);
 	if (state == ECP_RUN_RUNNING)
 		return true;
