@@ -166,8 +166,7 @@ extern int	ecp_max_workers_per_role;
 extern void ecp_scheduler_define_gucs(void);
 
 /* limiter.c */
-extern Size ecp_limiter_shmem_size(void);
-extern void ecp_limiter_shmem_init(void);
+extern void ecp_limiter_install_hooks(void);
 extern void ecp_limiter_set(char kind, int64 id, double rate);
 extern double ecp_limiter_rate(int64 task_id, int64 consumer_id);
 extern long ecp_limiter_take(int64 task_id, int64 consumer_id, int n, bool waiting);

@@ -18,6 +18,8 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -77,25 +79,56 @@ bucket_count(void)
 	return 4 * ecp_max_workers + 16;
 }
 
-Size
-ecp_limiter_shmem_size(void)
+static Size
+limiter_shmem_size(void)
 {
 	return add_size(offsetof(EcpRateTable, buckets),
 					mul_size(sizeof(EcpRateBucket), bucket_count()));
 }
 
-/* Called under AddinShmemInitLock from shmem.c. */
-void
-ecp_limiter_shmem_init(void)
+/* Called under AddinShmemInitLock. */
+static void
+limiter_shmem_init(void)
 {
 	bool		found;
 
-	rate_table = ShmemInitStruct("ecp rate buckets", ecp_limiter_shmem_size(), &found);
+	rate_table = ShmemInitStruct("ecp rate buckets", limiter_shmem_size(), &found);
 	if (!found)
 	{
-		memset(rate_table, 0, ecp_limiter_shmem_size());
+		memset(rate_table, 0, limiter_shmem_size());
 		rate_table->nbuckets = bucket_count();
 	}
+}
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+limiter_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(limiter_shmem_size()));
+}
+
+static void
+limiter_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	limiter_shmem_init();
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* The buckets' shared memory, from _PG_init (shared_preload_libraries). */
+void
+ecp_limiter_install_hooks(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = limiter_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = limiter_shmem_startup;
 }
 
 /* 0 (unlimited) for anything not positive, NaN included; else clamped. */
@@ -407,7 +440,7 @@ ecp_limiter_done_waiting(int64 task_id)
 }
 
 /*
- * A worker's exit path (ecp_release_slot): a worker that dies in the middle
+ * A worker's exit path (worker_detach): a worker that dies in the middle
  * of a wait must not stay counted in waiting_workers.
  */
 void

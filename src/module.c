@@ -90,6 +90,7 @@ _PG_init(void)
 		return;
 
 	ecp_shmem_install_hooks();
+	ecp_limiter_install_hooks();
 	ecp_utility_hook_install();
 	ecp_commit_signals_install();
 	ecp_register_launcher();

@@ -16,10 +16,84 @@
 #include "access/stratnum.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
+
+/* A column of the query's row: "ecp:row"."column". */
+char *
+ecp_source_column_ref(const char *column)
+{
+	return psprintf(ECP_ROW_ALIAS ".%s", quote_identifier(column));
+}
+
+/*
+ * The version column as an integer text: integer types as they are,
+ * timestamps and dates as microseconds since 1970 (an updated_at column
+ * is the usual version), numeric cut to a bigint.  Anything else fails
+ * the run: a version that does not grow with the row would make
+ * Elasticsearch refuse newer rows.
+ */
+static char *
+version_expression(const EcpPartConfig *config, Oid type)
+{
+	char	   *ref = ecp_source_column_ref(config->version_column);
+
+	switch (type)
+	{
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+			return psprintf("(%s)" ECP_AS_TEXT, ref);
+		case NUMERICOID:
+			return psprintf("pg_catalog.trunc(%s)" ECP_AS_INT8 ECP_AS_TEXT, ref);
+		case TIMESTAMPOID:
+		case TIMESTAMPTZOID:
+		case DATEOID:
+			/* extract(... from ...) is grammar: always pg_catalog.extract */
+			return psprintf("(extract(epoch from %s) OPERATOR(pg_catalog.*) 1000000)" ECP_AS_INT8 ECP_AS_TEXT, ref);
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("version_column \"%s\" of task \"%s\" is of type %s",
+							config->version_column, config->task_name, format_type_be(type)),
+					 errhint("A version is an integer, numeric, date or timestamp column that grows with every change of the row, e.g. updated_at.")));
+	}
+	return NULL;
+}
+
+/*
+ * The columns a page query adds after (key, id, document) for the task's
+ * routing_column and version_column: "" when it names neither, else
+ * ", routing, version" (either may be a NULL text).  Inside SPI, as the
+ * owner (the types are the query's).
+ */
+char *
+ecp_source_write_columns(const EcpPartConfig *config)
+{
+	char	   *routing = "NULL" ECP_AS_TEXT;
+	char	   *version = "NULL" ECP_AS_TEXT;
+
+	if (config->routing_column == NULL && config->version_column == NULL)
+		return "";
+	if (config->routing_column)
+		routing = psprintf("(%s)" ECP_AS_TEXT, ecp_source_column_ref(config->routing_column));
+	if (config->version_column)
+	{
+		MemoryContext caller = CurrentMemoryContext;
+		char	   *sql = psprintf("SELECT %s FROM (%s\n) AS " ECP_ROW_ALIAS " LIMIT 0",
+								   ecp_source_column_ref(config->version_column), config->query);
+
+		if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "ecp: could not read the version column of the source query");
+		/* SPI leaves its own context current: what is returned goes where the caller's things go */
+		MemoryContextSwitchTo(caller);
+		version = version_expression(config, SPI_gettypeid(SPI_tuptable->tupdesc, 1));
+	}
+	return psprintf(", %s, %s", routing, version);
+}
 
 /*
  * OPERATOR(schema.name) of a btree strategy (BTLessStrategyNumber, ...)

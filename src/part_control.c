@@ -1,7 +1,7 @@
 /*
  * part_control.c: what every module of a worker uses to behave: whether
  * to stop (pause, cancel, shutdown), waiting without missing a stop or a
- * heartbeat, settings reloads, and JSON quoting for flow rows.  It sits
+ * heartbeat, settings reloads.  It sits
  * below the worker loop, the sources, the sink and the retry logic, so
  * their dependencies point one way: worker -> source/sink/checkpoint ->
  * part_control.
@@ -13,21 +13,9 @@
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
 #include "utils/guc.h"
-#include "utils/json.h"
 #include "utils/timestamp.h"
 
 static volatile sig_atomic_t got_sigterm = false;
-
-/* A C string as a JSON string literal. */
-char *
-ecp_json_quote(const char *text)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	escape_json(&buf, text ? text : "");
-	return buf.data;
-}
 
 void
 ecp_worker_sigterm(SIGNAL_ARGS)

@@ -34,7 +34,6 @@ ecp_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(shared_state_size()));
-	RequestAddinShmemSpace(MAXALIGN(ecp_limiter_shmem_size()));
 	RequestNamedLWLockTranche(ECP_TRANCHE_NAME, 1);
 }
 
@@ -54,7 +53,6 @@ ecp_shmem_startup(void)
 		shared_state->lock = &(GetNamedLWLockTranche(ECP_TRANCHE_NAME))->lock;
 		shared_state->nslots = ecp_max_workers;
 	}
-	ecp_limiter_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -267,14 +265,13 @@ ecp_reclaim_slot(int slot, uint64 generation)
 
 /*
  * A worker's exit: free its own slot (only if it is still the one it
- * attached to), and give back any rate-limit wait it was counted in.
+ * attached to).
  */
 void
 ecp_release_slot(int slot)
 {
 	EcpSharedState *state = ecp_shared();
 
-	ecp_limiter_forget_waits();
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
 	if (state->slots[slot].pid == MyProcPid)
 		memset(&state->slots[slot], 0, sizeof(EcpWorkerSlot));

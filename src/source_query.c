@@ -40,12 +40,6 @@ static char *page_sql_first = NULL;	/* in TopMemoryContext */
 static char *page_sql_next = NULL;
 static bool by_windows = false;
 
-char *
-ecp_source_column_ref(const char *column)
-{
-	return psprintf(ROW_ALIAS ".%s", quote_identifier(column));
-}
-
 #define column_ref ecp_source_column_ref
 
 /*

@@ -268,9 +268,10 @@ extern const EcpSourceOps *ecp_source_open(EcpPartConfig *config);
 extern int64 ecp_owner_int8(EcpPartConfig *config, const char *sql);
 extern int64 ecp_source_no_estimate(const EcpPartConfig *config);
 extern int64 ecp_source_nothing_unreadable(EcpPartConfig *config);
-extern char *ecp_source_write_columns(const EcpPartConfig *config);
 
-/* owner_sql.c: names ecp adds to SQL run as the owner, and result checks */
+/* owner_sql.c: the SQL ecp writes around the owner's query, and result checks */
+extern char *ecp_source_column_ref(const char *column);
+extern char *ecp_source_write_columns(const EcpPartConfig *config);
 extern char *ecp_type_operator(Oid type, int16 strategy, const char *column);
 extern char *ecp_qualified_type(Oid type);
 
@@ -280,7 +281,6 @@ extern int	ecp_read_page_rows(const char *sql, int nargs, Oid *types, Datum *val
 
 /* source_query.c: keyset pages (or key windows) of a query */
 extern const EcpSourceOps ecp_query_source;
-extern char *ecp_source_column_ref(const char *column);
 extern void ecp_source_column_types(const EcpPartConfig *config, Oid *key_type, Oid *id_type);
 
 /* source_ids.c: the run's ids, looked up through the query */

@@ -46,6 +46,8 @@ typedef struct RateWindow
 static void
 worker_detach(int code, Datum arg)
 {
+	/* a worker that dies in a rate-limit wait must not stay counted */
+	ecp_limiter_forget_waits();
 	if (my_slot >= 0)
 		ecp_release_slot(my_slot);
 }
