@@ -148,7 +148,8 @@ ecp_require_column_type(TupleDesc desc, int attno, Oid expected, const char *wha
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("column %d of %s is of type %s, not %s", attno, what,
-						OidIsValid(found) ? format_type_be(found) : "(none)", format_type_be(expected)),
+						OidIsValid(found) ? format_type_be_qualified(found) : "(none)",
+						format_type_be_qualified(expected)),
 				 errhint("ecp qualifies every name it adds to the task's query with pg_catalog; report this as a bug.")));
 }
 
