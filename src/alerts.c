@@ -100,7 +100,7 @@ read_pending(PendingAlert *alerts)
 	{
 		/* start from now: alerts raised before this launcher are not resent */
 		SPI_execute("SELECT COALESCE(pg_catalog.max(id), 0::pg_catalog.int8) FROM ecp.flow_log"
-					" WHERE action OPERATOR(pg_catalog.=) 'alert'::text", true, 1);
+					" WHERE action OPERATOR(pg_catalog.=) 'alert'::pg_catalog.text", true, 1);
 		ecp_require_column_type(SPI_tuptable->tupdesc, 1, INT8OID, "the last alert");
 		last_alert_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
@@ -112,7 +112,7 @@ read_pending(PendingAlert *alerts)
 	SPI_execute(psprintf("SELECT id, CASE WHEN pg_catalog.pg_column_size(content) OPERATOR(pg_catalog.<=) %d"
 						 "            THEN content::pg_catalog.text END"
 						 "  FROM ecp.flow_log"
-						 " WHERE action OPERATOR(pg_catalog.=) 'alert'::text"
+						 " WHERE action OPERATOR(pg_catalog.=) 'alert'::pg_catalog.text"
 						 "   AND id OPERATOR(pg_catalog.>) " INT64_FORMAT "::pg_catalog.int8"
 						 " ORDER BY id LIMIT %d", MAX_ALERT_BYTES / 4, last_alert_id, WEBHOOK_BATCH),
 				true, 0);

@@ -49,10 +49,10 @@ typedef struct Migration
 
 /* What each step reads: its own run's migration, or the task's latest one. */
 #define MIGRATION_COLUMNS \
-	"SELECT m.run_id, m.alias, m.new_index, m.load_settings::text, m.final_settings::text, " \
-	"       m.mappings::text, m.keep_old, array_to_string(m.old_indices, E'\\n'), " \
+	"SELECT m.run_id, m.alias, m.new_index, m.load_settings::pg_catalog.text, m.final_settings::pg_catalog.text, " \
+	"       m.mappings::pg_catalog.text, m.keep_old, pg_catalog.array_to_string(m.old_indices, E'\\n'), " \
 	"       (m.old_indices IS NOT NULL), " \
-	"       (SELECT coalesce(sum(p.processed), 0) FROM ecp.part p WHERE p.run_id = m.run_id AND p.stage = 1), " \
+	"       (SELECT coalesce(pg_catalog.sum(p.processed), 0) FROM ecp.part p WHERE p.run_id = m.run_id AND p.stage = 1), " \
 	"       m.dual_writes FROM ecp.migration m "
 
 static const char *
@@ -477,13 +477,13 @@ alias_step(EcpPartConfig *config, Migration *m, char **error)
 		status = alias_targets(config, m, &m->old, &m->nold, error);
 		if (status != ECP_SEND_DONE)
 			return status;
-		update_migration(m, "UPDATE ecp.migration SET old_indices = $2::text[], step = 'swap' WHERE run_id = $1",
+		update_migration(m, "UPDATE ecp.migration SET old_indices = $2::pg_catalog.text[], step = 'swap' WHERE run_id = $1",
 						 text_array_literal(m->old, m->nold));
 	}
 	status = move_alias(config, m->alias, m->old, m->nold, &m->new_index, 1, error);
 	if (status != ECP_SEND_DONE)
 		return status;
-	update_migration(m, "UPDATE ecp.migration SET state = 'swapped', swapped_at = now() WHERE run_id = $1 AND $2 = ''", NULL);
+	update_migration(m, "UPDATE ecp.migration SET state = 'swapped', swapped_at = pg_catalog.now() WHERE run_id = $1 AND $2 = ''", NULL);
 	ecp_store_event(config, "alias swapped",
 					psprintf("{\"alias\": %s, \"from\": %s, \"to\": %s}", ecp_json_quote(m->alias),
 							 json_name_array(m->old, m->nold), ecp_json_quote(m->new_index)));
@@ -562,7 +562,7 @@ rollback_step(EcpPartConfig *config, void *arg, char **error)
 	status = move_alias(config, m->alias, &m->new_index, 1, m->old, m->nold, error);
 	if (status != ECP_SEND_DONE)
 		return status;
-	update_migration(m, "UPDATE ecp.migration SET state = 'rolled back', rolled_back_at = now() WHERE run_id = $1 AND $2 = ''", NULL);
+	update_migration(m, "UPDATE ecp.migration SET state = 'rolled back', rolled_back_at = pg_catalog.now() WHERE run_id = $1 AND $2 = ''", NULL);
 	ecp_store_event(config, "rollback",
 					psprintf("{\"alias\": %s, \"from\": %s, \"to\": %s, \"migration_run\": " INT64_FORMAT "}",
 							 ecp_json_quote(m->alias), ecp_json_quote(m->new_index),

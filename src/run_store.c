@@ -53,8 +53,8 @@ basic_auth(const char *user, const char *password)
  */
 #define CONFIG_SQL \
 	"SELECT t.name AS task_name, t.index_name, t.search_path, " \
-	"       CASE WHEN p.source->>'query' ~ '^[0-9]{1,6}$' AND (p.source->>'query')::int > 0 " \
-	"            THEN t.queries[(p.source->>'query')::int] ELSE t.query END AS query, " \
+	"       CASE WHEN p.source->>'query' ~ '^[0-9]{1,6}$' AND (p.source->>'query')::pg_catalog.int4 > 0 " \
+	"            THEN t.queries[(p.source->>'query')::pg_catalog.int4] ELSE t.query END AS query, " \
 	"       p.source->>'kind' AS part_kind, p.source->>'query' AS part_query, " \
 	"       p.source->>'step' AS migrate_step, m.new_index, " \
 	"       p.source->>'from' AS range_from, p.source->>'to' AS range_to, " \
@@ -69,10 +69,10 @@ basic_auth(const char *user, const char *password)
 	"       t.options->>'version_column' AS version_column, " \
 	"       t.options->>'pipeline' AS pipeline, t.options->>'refresh' AS refresh, " \
 	"       c.kind AS consumer_kind, c.options->>'tag_header' AS tag_header, " \
-	"       CASE WHEN jsonb_typeof(c.options->'routes') = 'object' " \
+	"       CASE WHEN pg_catalog.jsonb_typeof(c.options->'routes') = 'object' " \
 	"            THEN c.options->'routes'->>(t.options->>'tag') END AS route_url, " \
-	"       CASE WHEN jsonb_typeof(c.options->'nodes') = 'array' " \
-	"            THEN (SELECT string_agg(n, E'\\n') FROM jsonb_array_elements_text(c.options->'nodes') n) " \
+	"       CASE WHEN pg_catalog.jsonb_typeof(c.options->'nodes') = 'array' " \
+	"            THEN (SELECT pg_catalog.string_agg(n, E'\\n') FROM pg_catalog.jsonb_array_elements_text(c.options->'nodes') n) " \
 	"       END AS nodes, " \
 	"       t.id AS task_id, c.id AS consumer_id, " \
 	"       t.options->>'id_column' AS id_column, " \
@@ -90,14 +90,14 @@ basic_auth(const char *user, const char *password)
 	"       c.options->>'request_timeout_ms' AS request_timeout_ms, " \
 	"       r.state AS run_state, (p.total IS NOT NULL) AS has_total, " \
 	"       p.last_key, p.position, p.line_no, p.processed, p.failed, " \
-	"       r.owner::oid AS run_owner, t.owner::oid AS task_owner, " \
-	"       c.owner::oid AS consumer_owner, p.owner::oid AS part_owner, " \
+	"       r.owner::pg_catalog.oid AS run_owner, t.owner::pg_catalog.oid AS task_owner, " \
+	"       c.owner::pg_catalog.oid AS consumer_owner, p.owner::pg_catalog.oid AS part_owner, " \
 	"       a.rolname AS owner_name, " \
-	"       (a.rolcanlogin AND (a.rolvaliduntil IS NULL OR a.rolvaliduntil > now())) AS owner_can_login " \
+	"       (a.rolcanlogin AND (a.rolvaliduntil IS NULL OR a.rolvaliduntil > pg_catalog.now())) AS owner_can_login " \
 	"  FROM ecp.run r JOIN ecp.part p ON p.run_id = r.id " \
 	"  LEFT JOIN ecp.task t ON t.id = r.task_id " \
 	"  LEFT JOIN ecp.consumer c ON c.id = t.consumer_id " \
-	"  LEFT JOIN pg_catalog.pg_authid a ON a.oid = r.owner::oid " \
+	"  LEFT JOIN pg_catalog.pg_authid a ON a.oid = r.owner::pg_catalog.oid " \
 	"  LEFT JOIN ecp.migration m ON m.run_id = r.id " \
 	" WHERE r.id = $1 AND p.part_no = $2"
 
@@ -434,8 +434,8 @@ read_dual_index(EcpPartConfig *config)
 	values[1] = CStringGetTextDatum(psprintf("{\"alias\": %s, \"new_index\": %s}",
 											 ecp_json_quote(config->index_name),
 											 ecp_json_quote(dual ? dual : config->dual_index)));
-	owner_exec(dual ? "SELECT ecp._flow_event($3, 'dual write', $2::jsonb)" :
-			   "SELECT ecp._flow_event($3, 'dual write ended', $2::jsonb)", 3, types, values, NULL);
+	owner_exec(dual ? "SELECT ecp._flow_event($3, 'dual write', $2::pg_catalog.jsonb)" :
+			   "SELECT ecp._flow_event($3, 'dual write ended', $2::pg_catalog.jsonb)", 3, types, values, NULL);
 	config->dual_index = dual ? MemoryContextStrdup(TopMemoryContext, dual) : NULL;
 }
 
@@ -486,17 +486,17 @@ ecp_store_claim(EcpPartConfig *config)
 	 * so a part never runs twice.
 	 */
 	owner_exec(config->recovering ?
-			   "UPDATE ecp.part SET state = 'running', worker_pid = pg_backend_pid(), "
+			   "UPDATE ecp.part SET state = 'running', worker_pid = pg_catalog.pg_backend_pid(), "
 			   "       heartbeat_at = now(), recoveries = recoveries + 1 "
 			   " WHERE run_id = $1 AND part_no = $2 AND heartbeat_at IS NOT DISTINCT FROM $4" :
-			   "UPDATE ecp.part SET state = 'running', worker_pid = pg_backend_pid(), "
+			   "UPDATE ecp.part SET state = 'running', worker_pid = pg_catalog.pg_backend_pid(), "
 			   "       heartbeat_at = now(), started_at = coalesce(started_at, now()) "
 			   " WHERE run_id = $1 AND part_no = $2 AND heartbeat_at IS NOT DISTINCT FROM $4",
 			   4, types, values, nulls);
 	claimed = SPI_processed == 1;
 	if (claimed)
 	{
-		owner_exec("UPDATE ecp.run SET state = 'running', started_at = coalesce(started_at, now()) "
+		owner_exec("UPDATE ecp.run SET state = 'running', started_at = coalesce(started_at, pg_catalog.now()) "
 				   " WHERE id = $1 AND state = 'pending'", 1, types, values, NULL);
 		owner_exec("SELECT 1 FROM ecp.run WHERE id = $1 AND state = 'running'", 1, types, values, NULL);
 		running = SPI_processed == 1;
@@ -509,7 +509,7 @@ ecp_store_claim(EcpPartConfig *config)
 		 */
 		if (!running)
 			owner_exec("UPDATE ecp.part SET state = 'pending', worker_pid = NULL "
-					   " WHERE run_id = $1 AND part_no = $2 AND worker_pid = pg_backend_pid()",
+					   " WHERE run_id = $1 AND part_no = $2 AND worker_pid = pg_catalog.pg_backend_pid()",
 					   2, types, values, NULL);
 	}
 	if (running)
@@ -553,7 +553,7 @@ ecp_store_release(EcpPartConfig *config)
  * ecp.progress shows it once every part has one.
  */
 #define RUN_TOTAL_SQL \
-	"UPDATE ecp.run SET total = (SELECT sum(total) FROM ecp.part WHERE run_id = $1), " \
+	"UPDATE ecp.run SET total = (SELECT pg_catalog.sum(total) FROM ecp.part WHERE run_id = $1), " \
 	"       total_is_estimate = total_is_estimate OR $3 WHERE id = $1"
 
 void
@@ -834,7 +834,7 @@ ecp_store_finish(EcpPartConfig *config, int64 null_keys)
 		insert_dead_letter(config, NULL, 0, "null_key",
 						   psprintf(INT64_FORMAT " rows have NULL in key column \"%s\"; they cannot be paged or given an _id",
 									null_keys, config->key_column));
-	owner_exec("UPDATE ecp.part SET state = 'done', finished_at = now(), heartbeat_at = now(), "
+	owner_exec("UPDATE ecp.part SET state = 'done', finished_at = pg_catalog.now(), heartbeat_at = pg_catalog.now(), "
 			   "       docs_per_second = NULL, failed = failed + $3 "
 			   " WHERE run_id = $1 AND part_no = $2", 3, types, values, NULL);
 	/*
@@ -842,7 +842,7 @@ ecp_store_finish(EcpPartConfig *config, int64 null_keys)
 	 * see the other unfinished, and neither would end the run.
 	 */
 	owner_exec("SELECT 1 FROM ecp.run WHERE id = $1 FOR UPDATE", 1, types, values, NULL);
-	owner_exec("UPDATE ecp.run SET state = 'succeeded', finished_at = now() "
+	owner_exec("UPDATE ecp.run SET state = 'succeeded', finished_at = pg_catalog.now() "
 			   " WHERE id = $1 AND state = 'running' "
 			   "   AND NOT EXISTS (SELECT 1 FROM ecp.part WHERE run_id = $1 AND state <> 'done')",
 			   1, types, values, NULL);
@@ -878,9 +878,9 @@ record_failure(EcpPartConfig *config, const char *error)
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', config->progress.exhausted_after > 0 ? ' ' : 'n'};
 	const char *const statements[] = {
-		"UPDATE ecp.part SET state = 'failed', heartbeat_at = now(), docs_per_second = NULL, "
+		"UPDATE ecp.part SET state = 'failed', heartbeat_at = pg_catalog.now(), docs_per_second = NULL, "
 		"       last_error = $2 WHERE run_id = $1 AND part_no = $3",
-		"UPDATE ecp.run SET state = 'failed', finished_at = now(), last_error = $2, "
+		"UPDATE ecp.run SET state = 'failed', finished_at = pg_catalog.now(), last_error = $2, "
 		"       failure_class = $4, failure_attempts = $5 "
 		" WHERE id = $1 AND state IN ('pending', 'running')",
 		NULL
@@ -934,7 +934,7 @@ ecp_store_heartbeat(EcpPartConfig *config)
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
 	const char *const statements[] = {
-		"UPDATE ecp.part SET heartbeat_at = now() WHERE run_id = $1 AND part_no = $2",
+		"UPDATE ecp.part SET heartbeat_at = pg_catalog.now() WHERE run_id = $1 AND part_no = $2",
 		NULL
 	};
 
@@ -948,8 +948,8 @@ ecp_store_event(EcpPartConfig *config, const char *action, const char *content_j
 	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INT4OID};
 	Datum		values[4];
 	const char *const statements[] = {
-		"SELECT ecp._flow_event($1, $2, jsonb_build_object('part', $4) || $3::jsonb)",
-		"UPDATE ecp.part SET heartbeat_at = now() WHERE run_id = $1 AND part_no = $4",
+		"SELECT ecp._flow_event($1, $2, pg_catalog.jsonb_build_object('part', $4) || $3::pg_catalog.jsonb)",
+		"UPDATE ecp.part SET heartbeat_at = pg_catalog.now() WHERE run_id = $1 AND part_no = $4",
 		NULL
 	};
 

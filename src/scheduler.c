@@ -39,32 +39,14 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "launcher_pass.h"
 #include "worker_args.h"
 
 /* A reserved slot whose worker has not attached after this long is free. */
 #define SLOT_ATTACH_TIMEOUT_MS 60000
 
-/* Largest rate_limit the launcher takes from a row (documents per second). */
-#define MAX_RATE_OPTION 1e9
-
-/* At most this many distinct bad options are remembered as warned about. */
-#define MAX_WARNED 10000
-
 /* At most one "rate buckets overflow" warning per this many milliseconds. */
 #define OVERFLOW_WARNING_MS 60000
-
-/* Largest parallelism the launcher takes from a task's options. */
-#define MAX_PARALLELISM 64
-
-/*
- * How long a write of the pass waits for a lock before it gives up until
- * the next pass: roles may lock their own runs and tasks (FOR UPDATE), and
- * the launcher serves every role.
- */
-#define PASS_LOCK_TIMEOUT "100ms"
-
-/* A write that keeps finding its row locked is logged once per this. */
-#define LOCKED_LOG_MS 60000
 
 StaticAssertDecl(sizeof(EcpWorkerArgs) <= ECP_SLOT_GENERATION_OFFSET,
 				 "worker args overlap the slot generation");
@@ -84,11 +66,6 @@ static uint64 pass_number = 0;
 /* Starts of parts whose worker may exit before the part moves. */
 static HTAB *start_records = NULL;
 
-/* Bad options already warned about, so each is logged once, not every second. */
-static HTAB *warned_options = NULL;
-
-/* When each write that found its rows locked was last logged, by what it does. */
-static HTAB *locked_logged = NULL;
 
 static TimestampTz overflow_warned_at = 0;
 
@@ -123,17 +100,6 @@ role_worker_cap(void)
 		return Max(1, ecp_max_workers / 2);
 	return ecp_max_workers_per_role;
 }
-
-/* A task's settings as the launcher uses them, checked. */
-typedef struct TaskSettings
-{
-	int			max_retries;
-	int			retry_base_ms;
-	int			retry_max_ms;
-	double		task_rate;		/* 0: unlimited */
-	double		consumer_rate;
-	int			parallelism;	/* parts of one run at once */
-} TaskSettings;
 
 /* A part of a pending or running run, with what the pass decides about it. */
 typedef struct ActivePart
@@ -173,18 +139,7 @@ typedef struct StartRecord
 	uint64		seen_pass;
 } StartRecord;
 
-#define WARNED_KEY_LEN 160
 
-typedef struct WarnedOption
-{
-	char		key[WARNED_KEY_LEN];
-} WarnedOption;
-
-typedef struct LockedLog
-{
-	char		key[WARNED_KEY_LEN];	/* what the launcher tried */
-	TimestampTz logged_at;
-} LockedLog;
 
 static void
 ensure_state(void)
@@ -246,172 +201,6 @@ reclaim_slots(void)
 	}
 }
 
-/*
- * Whether a write that found its rows locked should be logged now: once
- * per LOCKED_LOG_MS for each thing the launcher tried (say, "fail run 93"),
- * not at every pass while a role keeps its lock.
- */
-static bool
-locked_log_due(const char *what)
-{
-	char		key[WARNED_KEY_LEN];
-	LockedLog  *entry;
-	TimestampTz now = GetCurrentTimestamp();
-	bool		found;
-
-	if (locked_logged == NULL || hash_get_num_entries(locked_logged) >= MAX_WARNED)
-	{
-		HASHCTL		ctl;
-
-		if (locked_logged)
-			hash_destroy(locked_logged);
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = WARNED_KEY_LEN;
-		ctl.entrysize = sizeof(LockedLog);
-		locked_logged = hash_create("ecp locked writes", 64, &ctl, HASH_ELEM | HASH_STRINGS);
-	}
-	strlcpy(key, what, sizeof(key));
-	entry = hash_search(locked_logged, key, HASH_ENTER, &found);
-	if (found && !TimestampDifferenceExceeds(entry->logged_at, now, LOCKED_LOG_MS))
-		return false;
-	entry->logged_at = now;
-	return true;
-}
-
-/* Report a step that failed: a lock held elsewhere is retried quietly. */
-static void
-report_step_error(const ErrorData *edata, const char *what)
-{
-	if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-		ereport(WARNING,
-				(errcode(edata->sqlerrcode),
-				 errmsg("ecp launcher could not %s: %s", what, edata->message),
-				 errhint("The launcher goes on with the other runs and tries again in a second.")));
-	else if (locked_log_due(what))
-		ereport(LOG,
-				(errmsg("ecp launcher could not %s yet: a lock it needs is held by another transaction (%s)",
-						what, edata->message),
-				 errdetail("Roles may lock the rows of their own runs and tasks (SELECT ... FOR UPDATE); the launcher waits at most %s for a lock, never for a role's transaction.",
-						   PASS_LOCK_TIMEOUT),
-				 errhint("The launcher goes on with the other runs and tries again at every pass; this is logged once a minute.")));
-}
-
-/*
- * Run step(arg) in a subtransaction: an error rolls back only the step,
- * and the pass goes on.  With bounded_locks, the step waits at most
- * PASS_LOCK_TIMEOUT for any lock (the session pins lock_timeout = 0,
- * launcher.c): a step that changes rows a role can lock must never hold up
- * the pass for every role.
- */
-static bool
-run_isolated(void (*step) (void *), void *arg, const char *what, bool bounded_locks)
-{
-	MemoryContext caller_context = CurrentMemoryContext;
-	ResourceOwner caller_owner = CurrentResourceOwner;
-	volatile bool ok = true;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(caller_context);
-	PG_TRY();
-	{
-		/* as a function's SET clause: undone when the step ends, either way */
-		int			guc_level = NewGUCNestLevel();
-
-		if (bounded_locks)
-			(void) set_config_option("lock_timeout", PASS_LOCK_TIMEOUT, PGC_SUSET, PGC_S_OVERRIDE,
-									 GUC_ACTION_SAVE, true, 0, false);
-		step(arg);
-		AtEOXact_GUC(true, guc_level);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller_context);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		report_step_error(edata, what);
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(caller_context);
-	CurrentResourceOwner = caller_owner;
-	return ok;
-}
-
-/* Log a bad option once per row, option and value, not at every pass. */
-static bool
-first_warning(const char *kind, int64 id, const char *option, const char *value)
-{
-	char		key[WARNED_KEY_LEN];
-	bool		found;
-
-	if (warned_options == NULL || hash_get_num_entries(warned_options) >= MAX_WARNED)
-	{
-		HASHCTL		ctl;
-
-		if (warned_options)
-			hash_destroy(warned_options);
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = WARNED_KEY_LEN;
-		ctl.entrysize = sizeof(WarnedOption);
-		warned_options = hash_create("ecp bad options", 64, &ctl, HASH_ELEM | HASH_STRINGS);
-	}
-	snprintf(key, sizeof(key), "%s " INT64_FORMAT " %s %.100s", kind, id, option, value);
-	(void) hash_search(warned_options, key, HASH_ENTER, &found);
-	return !found;
-}
-
-/* How a bad value is shown in a warning: at most 64 bytes, and its JSON type. */
-static char *
-shown_value(const char *type, const char *text)
-{
-	if (text == NULL)
-		return psprintf("a JSON %s", type);
-	return psprintf("\"%.64s%s\" (a JSON %s)", text, strlen(text) > 64 ? "..." : "", type);
-}
-
-/*
- * A numeric option of a task or consumer, from its jsonb_typeof and its
- * text: the value when it is a number in [min, max] (and whole when
- * integral), else fallback with a WARNING naming the row.  strtod never
- * errors, so no value can abort the pass (1e400 is simply out of range).
- */
-static double
-checked_option(const char *kind, const char *name, int64 id, const char *option,
-			   const char *type, const char *text, double min, double max,
-			   bool integral, double fallback)
-{
-	double		value = 0;
-	char	   *end = NULL;
-	bool		valid;
-
-	if (type == NULL || strcmp(type, "null") == 0)
-		return fallback;		/* not set */
-	valid = strcmp(type, "number") == 0 && text != NULL;
-	if (valid)
-	{
-		value = strtod(text, &end);
-		valid = end != text && *end == '\0' && !isnan(value) &&
-			value >= min && value <= max && (!integral || value == floor(value));
-	}
-	if (valid)
-		return value;
-	if (first_warning(kind, id, option, text ? text : type))
-		ereport(WARNING,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("ecp %s \"%s\" (id " INT64_FORMAT ") has an invalid option \"%s\": %s",
-						kind, name, id, option, shown_value(type, text)),
-				 errdetail("The launcher expects %s from %g to %g and uses %g instead.",
-						   integral ? "a whole number" : "a number", min, max, fallback),
-				 errhint("Correct it, e.g. UPDATE ecp.%s SET options = options - '%s' WHERE id = " INT64_FORMAT ";",
-						 kind, option, id)));
-	return fallback;
-}
-
 /* Columns of ACTIVE_PARTS_SQL, from 1. */
 enum
 {
@@ -426,14 +215,11 @@ enum
  * The search_path is pinned to pg_catalog (launcher.c), and every other
  * object is named with its schema.
  */
-#define OPTION_COLUMNS(o, name) \
-	"pg_catalog.jsonb_typeof(" o ".options OPERATOR(pg_catalog.->) '" name "'::text), " \
-	o ".options OPERATOR(pg_catalog.->>) '" name "'::text"
 
 static const char *const ACTIVE_PARTS_SQL =
 "SELECT r.id, p.part_no, r.owner::pg_catalog.oid,"
-"       r.state OPERATOR(pg_catalog.=) 'running'::text,"
-"       p.state OPERATOR(pg_catalog.=) 'running'::text,"
+"       r.state OPERATOR(pg_catalog.=) 'running'::pg_catalog.text,"
+"       p.state OPERATOR(pg_catalog.=) 'running'::pg_catalog.text,"
 "       p.heartbeat_at, p.recoveries, t.id, t.consumer_id, t.name, c.name, "
 OPTION_COLUMNS("t", "max_retries") ", "
 OPTION_COLUMNS("t", "retry_base_ms") ", "
@@ -451,7 +237,7 @@ OPTION_COLUMNS("t", "parallelism")
  */
 "  CROSS JOIN LATERAL (SELECT pg_catalog.min(q.stage) AS stage FROM ecp.part q"
 "                       WHERE q.run_id OPERATOR(pg_catalog.=) r.id"
-"                         AND q.state OPERATOR(pg_catalog.<>) 'done'::text) s"
+"                         AND q.state OPERATOR(pg_catalog.<>) 'done'::pg_catalog.text) s"
 /* $1, $2: per run, its slots plus its parts' start records (see run_reads) */
 "  LEFT JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int4[]))"
 "         AS e(run_id, started) ON e.run_id OPERATOR(pg_catalog.=) r.id"
@@ -464,57 +250,19 @@ OPTION_COLUMNS("t", "parallelism")
 "  CROSS JOIN LATERAL ("
 "        SELECT w.part_no, w.state, w.heartbeat_at, w.recoveries FROM ecp.part w"
 "         WHERE w.run_id OPERATOR(pg_catalog.=) r.id AND w.stage OPERATOR(pg_catalog.=) s.stage"
-"           AND w.state OPERATOR(pg_catalog.=) 'running'::text"
+"           AND w.state OPERATOR(pg_catalog.=) 'running'::pg_catalog.text"
 "        UNION ALL"
 "        (SELECT a.part_no, a.state, a.heartbeat_at, a.recoveries FROM ecp.part a"
 "          WHERE a.run_id OPERATOR(pg_catalog.=) r.id AND a.stage OPERATOR(pg_catalog.=) s.stage"
-"            AND a.state OPERATOR(pg_catalog.=) 'pending'::text"
+"            AND a.state OPERATOR(pg_catalog.=) 'pending'::pg_catalog.text"
 "          ORDER BY a.part_no"
 "          LIMIT " CppAsString2(MAX_PARALLELISM) " OPERATOR(pg_catalog.+) COALESCE(e.started, 0))) p"
-" WHERE r.state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::text[])"
+" WHERE r.state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::pg_catalog.text[])"
 /* ecp.start(task, at => ...): not before its time */
 "   AND (r.not_before IS NULL OR r.not_before OPERATOR(pg_catalog.<=) pg_catalog.now())"
 " ORDER BY r.id, p.part_no";
 
-static const char *
-text_column(HeapTuple tuple, TupleDesc desc, int column)
-{
-	return SPI_getvalue(tuple, desc, column);
-}
 
-static TaskSettings
-read_settings(HeapTuple tuple, TupleDesc desc, int64 task_id, int64 consumer_id)
-{
-	TaskSettings s;
-	const char *task = text_column(tuple, desc, COL_TASK_NAME);
-	const char *consumer = text_column(tuple, desc, COL_CONSUMER_NAME);
-	int			c = COL_OPTIONS;
-
-	s.max_retries = (int) checked_option("task", task, task_id, "max_retries",
-										 text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
-										 0, PG_INT32_MAX, true, ecp_max_retries);
-	c += 2;
-	s.retry_base_ms = (int) checked_option("task", task, task_id, "retry_base_ms",
-										   text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
-										   1, PG_INT32_MAX, true, ecp_retry_base_ms);
-	c += 2;
-	s.retry_max_ms = (int) checked_option("task", task, task_id, "retry_max_ms",
-										  text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
-										  1, PG_INT32_MAX, true, ecp_retry_max_ms);
-	c += 2;
-	s.task_rate = checked_option("task", task, task_id, "rate_limit",
-								 text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
-								 0, MAX_RATE_OPTION, false, 0);
-	c += 2;
-	s.consumer_rate = checked_option("consumer", consumer, consumer_id, "rate_limit",
-									 text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
-									 0, MAX_RATE_OPTION, false, 0);
-	c += 2;
-	s.parallelism = (int) checked_option("task", task, task_id, "parallelism",
-										 text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
-										 1, MAX_PARALLELISM, true, 1);
-	return s;
-}
 
 /* The slots in use, sorted by (run, part), and how many are free. */
 typedef struct SlotView
@@ -611,7 +359,7 @@ read_active_parts(void *arg)
 		p->recoveries = DatumGetInt32(SPI_getbinval(tuple, desc, COL_RECOVERIES, &isnull));
 		p->task_id = DatumGetInt64(SPI_getbinval(tuple, desc, COL_TASK, &isnull));
 		p->consumer_id = DatumGetInt64(SPI_getbinval(tuple, desc, COL_CONSUMER, &isnull));
-		p->settings = read_settings(tuple, desc, p->task_id, p->consumer_id);
+		p->settings = ecp_launcher_settings(tuple, desc, COL_TASK_NAME, COL_CONSUMER_NAME, COL_OPTIONS, p->task_id, p->consumer_id);
 	}
 	out->count = (int) SPI_processed;
 	SPI_finish();
@@ -694,12 +442,12 @@ fail_run(void *arg)
 	Datum		values[2] = {CStringGetTextDatum(f->error), Int64GetDatum(f->run_id)};
 
 	SPI_connect();
-	SPI_execute_with_args("UPDATE ecp.run SET state = 'failed'::text, finished_at = pg_catalog.now(), last_error = $1"
+	SPI_execute_with_args("UPDATE ecp.run SET state = 'failed'::pg_catalog.text, finished_at = pg_catalog.now(), last_error = $1"
 						  " WHERE id OPERATOR(pg_catalog.=) (SELECT l.id FROM ecp.run l"
 						  "                                   WHERE l.id OPERATOR(pg_catalog.=) $2"
-						  "                                     AND l.state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::text[])"
+						  "                                     AND l.state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::pg_catalog.text[])"
 						  "                                     FOR UPDATE NOWAIT)"
-						  "   AND state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::text[])",
+						  "   AND state OPERATOR(pg_catalog.=) ANY ('{pending,running}'::pg_catalog.text[])",
 						  2, types, values, NULL, false, 0);
 	SPI_finish();
 }
@@ -710,7 +458,7 @@ fail_run_isolated(int64 run_id, const char *error)
 {
 	RunFailure	f = {run_id, error};
 	char	   *what = psprintf("fail run " INT64_FORMAT, run_id);
-	bool		failed = run_isolated(fail_run, &f, what, true);
+	bool		failed = ecp_pass_step(fail_run, &f, what, true);
 
 	pfree(what);
 	return failed;
@@ -1199,8 +947,8 @@ ecp_schedule_runs(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "scheduling ecp runs");
 
-	(void) run_isolated(ecp_apply_windows, NULL, "apply the windows of runs", true);
-	if (run_isolated(read_active_parts, &active, "read the parts of pending and running runs", true))
+	(void) ecp_pass_step(ecp_apply_windows, NULL, "apply the windows of runs", true);
+	if (ecp_pass_step(read_active_parts, &active, "read the parts of pending and running runs", true))
 		schedule_parts(active.parts, active.count, &slots);
 
 	PopActiveSnapshot();
