@@ -69,7 +69,10 @@ typedef struct EcpRateTable
 
 static EcpRateTable *rate_table = NULL;
 
-/* This worker process is counted in the waiting of this task's bucket. */
+/*
+ * Process-wide, not part state: this worker process is counted in the
+ * waiting of this task's bucket, which the exit callback must undo.
+ */
 static bool counted_waiting = false;
 static int64 counted_task_id = 0;
 

@@ -45,6 +45,7 @@ typedef struct Migration
 	int			nold;
 	int64		indexed;		/* documents the load parts indexed */
 	int64		dual_writes;
+	EcpSink    *sink;			/* the part's: every request goes through it */
 } Migration;
 
 /* What each step reads: its own run's migration, or the task's latest one. */
@@ -165,12 +166,12 @@ typedef struct Answer
  * ERROR): ECP_SEND_DONE when it answered, with any status; else why not.
  */
 static EcpSendStatus
-request(EcpPartConfig *config, EcpAnswerKind kind, const char *method, const char *path,
-		const char *body, Answer *answer, char **error)
+request(EcpSink *sink, EcpPartConfig *config, EcpAnswerKind kind, const char *method,
+		const char *path, const char *body, Answer *answer, char **error)
 {
 	EcpHttpResponse response;
 	const char *origin;
-	EcpHttpOutcome outcome = ecp_sink_call(config, kind, method, path, body, body ? strlen(body) : 0,
+	EcpHttpOutcome outcome = ecp_sink_call(sink, config, kind, method, path, body, body ? strlen(body) : 0,
 										   &response, &origin);
 	EcpSendStatus status = ECP_SEND_DONE;
 	const char *query = strchr(path, '?');
@@ -184,7 +185,7 @@ request(EcpPartConfig *config, EcpAnswerKind kind, const char *method, const cha
 		status = ECP_SEND_STOPPED;
 	else if (outcome != ECP_HTTP_OK)
 	{
-		*error = ecp_sink_transfer_error(method, origin, path, outcome, response.error);
+		*error = ecp_sink_transfer_error(sink, method, origin, path, outcome, response.error);
 		status = outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
 	}
 	ecp_http_response_free(&response);
@@ -274,7 +275,7 @@ check_alias_name(EcpPartConfig *config, Migration *m, char **error)
 	int			n;
 	char	  **names;
 	/* the names are all it needs: not the mappings and settings of each index */
-	EcpSendStatus status = request(config, ECP_ANSWER_INDICES, "GET",
+	EcpSendStatus status = request(m->sink, config, ECP_ANSWER_INDICES, "GET",
 								   psprintf("/%s?filter_path=*.settings.index.uuid", m->alias), NULL,
 								   &answer, error);
 
@@ -306,7 +307,7 @@ create_step(EcpPartConfig *config, void *arg, char **error)
 		return status;
 	body = psprintf("{\"settings\": %s%s%s}", m->load_settings, m->mappings ? ", \"mappings\": " : "",
 					m->mappings ? m->mappings : "");
-	status = request(config, ECP_ANSWER_ACK, "PUT", psprintf("/%s", m->new_index), body, &answer, error);
+	status = request(m->sink, config, ECP_ANSWER_ACK, "PUT", psprintf("/%s", m->new_index), body, &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
 	if (answer.code == 400 && strstr(answer.body, "resource_already_exists_exception"))
@@ -333,7 +334,7 @@ settings_step(EcpPartConfig *config, Migration *m, char **error)
 	EcpSendStatus status;
 
 	set_step(m, "settings");
-	status = request(config, ECP_ANSWER_ACK, "PUT", psprintf("/%s/_settings", m->new_index), m->final_settings,
+	status = request(m->sink, config, ECP_ANSWER_ACK, "PUT", psprintf("/%s/_settings", m->new_index), m->final_settings,
 					 &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
@@ -358,12 +359,12 @@ count_step(EcpPartConfig *config, Migration *m, char **error)
 	EcpSendStatus status;
 
 	set_step(m, "count");
-	status = request(config, ECP_ANSWER_ACK, "POST", psprintf("/%s/_refresh", m->new_index), NULL, &answer, error);
+	status = request(m->sink, config, ECP_ANSWER_ACK, "POST", psprintf("/%s/_refresh", m->new_index), NULL, &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
 	if (!ok(&answer))
 		return refused(config, psprintf("refreshing \"%s\"", m->new_index), &answer, error);
-	status = request(config, ECP_ANSWER_COUNT, "GET", psprintf("/%s/_count", m->new_index), NULL, &answer, error);
+	status = request(m->sink, config, ECP_ANSWER_COUNT, "GET", psprintf("/%s/_count", m->new_index), NULL, &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
 	if (!ok(&answer))
@@ -390,7 +391,7 @@ alias_targets(EcpPartConfig *config, Migration *m, char ***targets, int *ntarget
 	Answer		answer;
 	char	  **names;
 	int			n;
-	EcpSendStatus status = request(config, ECP_ANSWER_INDICES, "GET", psprintf("/_alias/%s", m->alias), NULL,
+	EcpSendStatus status = request(m->sink, config, ECP_ANSWER_INDICES, "GET", psprintf("/_alias/%s", m->alias), NULL,
 								   &answer, error);
 
 	*targets = NULL;
@@ -442,7 +443,7 @@ text_array_literal(char **names, int n)
  * write index (and on to[1..] as plain members).
  */
 static EcpSendStatus
-move_alias(EcpPartConfig *config, const char *alias, char **from, int nfrom, char **to, int nto,
+move_alias(EcpSink *sink, EcpPartConfig *config, const char *alias, char **from, int nfrom, char **to, int nto,
 		   char **error)
 {
 	StringInfoData body;
@@ -458,7 +459,7 @@ move_alias(EcpPartConfig *config, const char *alias, char **from, int nfrom, cha
 		appendStringInfo(&body, "%s{\"add\": {\"index\": %s, \"alias\": %s%s}}", i ? ", " : "",
 						 ecp_json_quote(to[i]), ecp_json_quote(alias), i == 0 ? ", \"is_write_index\": true" : "");
 	appendStringInfoString(&body, "]}");
-	status = request(config, ECP_ANSWER_ACK, "POST", "/_aliases", body.data, &answer, error);
+	status = request(sink, config, ECP_ANSWER_ACK, "POST", "/_aliases", body.data, &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
 	if (!ok(&answer))
@@ -480,7 +481,7 @@ alias_step(EcpPartConfig *config, Migration *m, char **error)
 		update_migration(m, "UPDATE ecp.migration SET old_indices = $2::pg_catalog.text[], step = 'swap' WHERE run_id = $1",
 						 text_array_literal(m->old, m->nold));
 	}
-	status = move_alias(config, m->alias, m->old, m->nold, &m->new_index, 1, error);
+	status = move_alias(m->sink, config, m->alias, m->old, m->nold, &m->new_index, 1, error);
 	if (status != ECP_SEND_DONE)
 		return status;
 	update_migration(m, "UPDATE ecp.migration SET state = 'swapped', swapped_at = pg_catalog.now() WHERE run_id = $1 AND $2 = ''", NULL);
@@ -491,12 +492,12 @@ alias_step(EcpPartConfig *config, Migration *m, char **error)
 }
 
 static EcpSendStatus
-drop_indices(EcpPartConfig *config, char **names, int n, const char *why, char **error)
+drop_indices(EcpSink *sink, EcpPartConfig *config, char **names, int n, const char *why, char **error)
 {
 	for (int i = 0; i < n; i++)
 	{
 		Answer		answer;
-		EcpSendStatus status = request(config, ECP_ANSWER_ACK, "DELETE", psprintf("/%s", names[i]), NULL, &answer,
+		EcpSendStatus status = request(sink, config, ECP_ANSWER_ACK, "DELETE", psprintf("/%s", names[i]), NULL, &answer,
 									   error);
 
 		if (status != ECP_SEND_DONE)
@@ -522,7 +523,7 @@ swap_step(EcpPartConfig *config, void *arg, char **error)
 	if (status == ECP_SEND_DONE && !m->keep_old && m->nold > 0)
 	{
 		set_step(m, "drop old");
-		status = drop_indices(config, m->old, m->nold, "keep_old is false", error);
+		status = drop_indices(m->sink, config, m->old, m->nold, "keep_old is false", error);
 		if (status == ECP_SEND_DONE)
 			update_migration(m, "UPDATE ecp.migration SET old_dropped = true WHERE run_id = $1 AND $2 = ''", NULL);
 	}
@@ -546,7 +547,7 @@ rollback_step(EcpPartConfig *config, void *arg, char **error)
 	{
 		Answer		answer;
 
-		status = request(config, ECP_ANSWER_ACK, "HEAD", psprintf("/%s", m->old[i]), NULL, &answer, error);
+		status = request(m->sink, config, ECP_ANSWER_ACK, "HEAD", psprintf("/%s", m->old[i]), NULL, &answer, error);
 		if (status != ECP_SEND_DONE)
 			return status;
 		if (answer.code == 404)
@@ -559,7 +560,7 @@ rollback_step(EcpPartConfig *config, void *arg, char **error)
 		if (!ok(&answer))
 			return refused(config, psprintf("checking index \"%s\"", m->old[i]), &answer, error);
 	}
-	status = move_alias(config, m->alias, &m->new_index, 1, m->old, m->nold, error);
+	status = move_alias(m->sink, config, m->alias, &m->new_index, 1, m->old, m->nold, error);
 	if (status != ECP_SEND_DONE)
 		return status;
 	update_migration(m, "UPDATE ecp.migration SET state = 'rolled back', rolled_back_at = pg_catalog.now() WHERE run_id = $1 AND $2 = ''", NULL);
@@ -574,7 +575,7 @@ static EcpSendStatus
 drop_new_step(EcpPartConfig *config, void *arg, char **error)
 {
 	Migration  *m = arg;
-	EcpSendStatus status = drop_indices(config, &m->new_index, 1, "its migration was cancelled", error);
+	EcpSendStatus status = drop_indices(m->sink, config, &m->new_index, 1, "its migration was cancelled", error);
 
 	if (status == ECP_SEND_DONE)
 		update_migration(m, "UPDATE ecp.migration SET state = 'dropped' WHERE run_id = $1 AND $2 = ''", NULL);
@@ -586,13 +587,14 @@ drop_new_step(EcpPartConfig *config, void *arg, char **error)
  * (the launcher then starts the next stage).
  */
 void
-ecp_migrate_part(EcpPartConfig *config)
+ecp_migrate_part(EcpPartConfig *config, EcpSink *sink)
 {
 	Migration	m;
 	EcpSendStep step;
 	const char *name = config->migrate_step;
 
 	memset(&m, 0, sizeof(m));
+	m.sink = sink;
 	if (!read_migration(config, &m))
 	{
 		ecp_store_fail(config, psprintf("run " INT64_FORMAT " (%s) found no migration to act on", config->run_id, name));

@@ -127,15 +127,18 @@ ecp_source_error_is_transient(int sqlerrcode)
 		sqlerrcode == ERRCODE_FDW_UNABLE_TO_CREATE_EXECUTION;
 }
 
-/* The last transient error of the source, for flow rows and last_error. */
-static char last_error[1024];
-static int	last_sqlerrcode;
+/* A transient error of the source, for flow rows and last_error. */
+typedef struct StepError
+{
+	char		message[1024];
+	int			sqlerrcode;
+} StepError;
 
 /* How one attempt of a source step ended. */
 typedef enum StepOutcome
 {
 	STEP_RAN,					/* its answer is in *result */
-	STEP_TRANSIENT,				/* a transient error, kept in last_error */
+	STEP_TRANSIENT,				/* a transient error, in *error */
 	STEP_STOPPED				/* a stop request interrupted its query */
 } StepOutcome;
 
@@ -145,7 +148,7 @@ typedef enum StepOutcome
  * goes on up and fails the run.
  */
 static StepOutcome
-try_step(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result)
+try_step(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result, StepError *error)
 {
 	MemoryContext context = CurrentMemoryContext;
 	volatile StepOutcome outcome = STEP_RAN;
@@ -173,9 +176,9 @@ try_step(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result)
 		AbortCurrentTransaction();
 		if (!stopped)
 		{
-			snprintf(last_error, sizeof(last_error), "reading the source failed: %s (SQLSTATE %s)",
+			snprintf(error->message, sizeof(error->message), "reading the source failed: %s (SQLSTATE %s)",
 					 edata->message, unpack_sql_state(edata->sqlerrcode));
-			last_sqlerrcode = edata->sqlerrcode;
+			error->sqlerrcode = edata->sqlerrcode;
 		}
 		FreeErrorData(edata);
 		MemoryContextSwitchTo(context);
@@ -193,7 +196,8 @@ try_step(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result)
 bool
 ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result)
 {
-	StepOutcome outcome = try_step(config, step, arg, result);
+	StepError	error;
+	StepOutcome outcome = try_step(config, step, arg, result, &error);
 
 	if (outcome == STEP_RAN)
 		return true;
@@ -201,10 +205,10 @@ ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *resul
 		return false;
 	ereport(LOG,
 			(errmsg("ecp worker for run " INT64_FORMAT " part %d: %s; trying again after the page in flight",
-					config->run_id, config->part_no, last_error)));
+					config->run_id, config->part_no, error.message)));
 	ecp_store_event(config, "retry",
 						 psprintf("{\"attempt\": 1, \"wait_ms\": 0, \"source\": true, \"after_page_in_flight\": true, \"error\": %s}",
-								  ecp_json_quote(last_error)));
+								  ecp_json_quote(error.message)));
 	return false;
 }
 
@@ -222,20 +226,21 @@ ecp_source_with_retries(EcpPartConfig *config, EcpSourceStep step, void *arg)
 	{
 		bool		result = false;
 		char	   *exhausted = NULL;
-		StepOutcome outcome = try_step(config, step, arg, &result);
+		StepError	error;
+		StepOutcome outcome = try_step(config, step, arg, &result, &error);
 
 		if (outcome == STEP_RAN)
 			return result ? ECP_SOURCE_TRUE : ECP_SOURCE_FALSE;
 		if (outcome == STEP_STOPPED)
 			return ECP_SOURCE_STOPPED;
-		switch (ecp_retry_after(config, attempt, last_error, "\"source\": true", &exhausted))
+		switch (ecp_retry_after(config, attempt, error.message, "\"source\": true", &exhausted))
 		{
 			case ECP_RETRY_AGAIN:
 				break;
 			case ECP_RETRY_STOPPED:
 				return ECP_SOURCE_STOPPED;
 			case ECP_RETRY_EXHAUSTED:
-				ereport(ERROR, (errcode(last_sqlerrcode), errmsg("%s", exhausted)));
+				ereport(ERROR, (errcode(error.sqlerrcode), errmsg("%s", exhausted)));
 		}
 	}
 }

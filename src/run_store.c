@@ -699,7 +699,7 @@ move_position(EcpPartConfig *config, const EcpPosition *end)
  */
 EcpRunState
 ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
-			   double docs_per_second, int64 (*estimated_total) (const EcpPartConfig *config))
+			   double docs_per_second, const EcpSource *source)
 {
 	MemoryContext back_to;
 	Oid			types[12] = {INT8OID, INT4OID, TEXTOID, INT8OID, INT8OID, FLOAT8OID,
@@ -749,7 +749,7 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 	config->progress.processed += counts.ok + counts.deleted;
 	config->progress.failed += counts.failed;
 	/* the source's estimate from the new position */
-	update_estimated_total(config, estimated_total(config));
+	update_estimated_total(config, source->ops->estimated_total(source->state, config));
 	count_dual_writes(config, counts.ok + counts.deleted);
 	read_dual_index(config);
 	state = select_run_state(config);

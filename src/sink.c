@@ -60,7 +60,6 @@
 #define RESPONSE_BYTES_SLACK (1024L * 1024)
 #define MAX_RESPONSE_BYTES (64L * 1024 * 1024)
 
-static EcpHttpClient *client = NULL;
 
 /*
  * The last request of a page, begun and not yet answered: the worker
@@ -77,8 +76,6 @@ typedef struct InFlight
 	const EcpBatch *batch;
 } InFlight;
 
-static InFlight in_flight;
-static bool address_refused = false;	/* by filter_address, this request */
 
 /*
  * How long a node that refused a connection or timed out is left out.
@@ -97,80 +94,31 @@ typedef struct SinkNode
 	int64		failures;
 } SinkNode;
 
-static SinkNode *nodes = NULL;
-static int	nnodes = 0;
-static int	current_node = 0;	/* the node of the request in flight */
-static const EcpSinkFormat *format = NULL;
-static char *request_path = NULL;
-static const char *tag_headers[2] = {NULL, NULL};
-static bool said_hello = false;
+/*
+ * An open sink: everything a part's requests share, from ecp_sink_open
+ * to ecp_sink_close, in the sink's own memory.
+ */
+struct EcpSink
+{
+	MemoryContext context;
+	EcpHttpClient *client;
+	const EcpSinkFormat *format;
+	char	   *request_path;	/* of the batches (changes with dual writes) */
+	const char *tag_headers[2];
+	bool		said_hello;
+	SinkNode   *nodes;
+	int			nnodes;
+	int			current_node;	/* the node of the request in flight */
+	InFlight	in_flight;
+	EcpAddressCheck filter;	/* its refused: the last request's */
+	int			large_bodies_lost;	/* in a row (reset by any answer) */
+};
+
 
 static int
 abort_transfer(void *arg)
 {
 	return ecp_worker_should_stop((const EcpPartConfig *) arg);
-}
-
-/* Whether a URL's host is a name, not an address written out (IPv6 in brackets). */
-static bool
-host_is_name(const char *host)
-{
-	HmAddr		literal;
-	size_t		len = strlen(host);
-
-	if (len >= 2 && host[0] == '[' && host[len - 1] == ']')
-		return hm_parse_ip(host + 1, len - 2, &literal) != 0;
-	return hm_parse_ip(host, len, &literal) != 0;
-}
-
-/*
- * EcpHttpConfig.allow_address: the outbound policy for the address curl
- * is about to connect to, with the GUCs' values now (a reload applies to
- * the next connection).  Runs inside curl: no ereport, no palloc.
- */
-int
-ecp_filter_address(const struct sockaddr *sa, socklen_t len, const char *host, int port,
-				   char *why, size_t whylen, void *arg)
-{
-	const EcpPartConfig *config = arg;
-	HmPolicy	policy;
-	HmAddr		addr;
-	HmVerdict	verdict;
-	char		reason[256];
-	char		text[HM_ADDR_TEXT];
-	char		where[HM_ADDR_TEXT + 16];
-
-	if (hm_addr_from_sockaddr(sa, len, &addr, NULL) != 0)
-	{
-		address_refused = true;
-		snprintf(why, whylen, "consumer address of family %d is not allowed for role \"%s\"",
-				 (int) sa->sa_family, config->owner_name);
-		return 0;
-	}
-	ecp_host_policy_current(&policy);
-	verdict = hm_check(&policy, host, port, &addr, reason, sizeof(reason));
-	if (verdict == HM_ALLOWED)
-		return 1;
-	address_refused = true;
-	if (host_is_name(host))
-	{
-		/*
-		 * Not the address a name resolved to: the run's last_error would
-		 * make the policy a DNS oracle for the role (the server log of a
-		 * superuser's own run is no concern: they are not restricted).
-		 */
-		hm_format_entry(host, port, where, sizeof(where));
-		snprintf(why, whylen, "consumer host %s resolves to an address that is not allowed for role \"%s\": %s%s",
-				 where, config->owner_name, reason,
-				 verdict == HM_BLOCKED ? "; an administrator can list the host in ecp.allowed_hosts" : "");
-		return 0;
-	}
-	hm_addr_format(&addr, text, sizeof(text));
-	hm_format_entry(text, port, where, sizeof(where));
-	snprintf(why, whylen, "consumer address %s is not allowed for role \"%s\": %s%s",
-			 where, config->owner_name, reason,
-			 verdict == HM_BLOCKED ? "; an administrator can list it in ecp.allowed_hosts" : "");
-	return 0;
 }
 
 /*
@@ -213,7 +161,7 @@ allowed_ca_file(const EcpPartConfig *config)
 						"it is not a file in ecp.ca_directory",
 						config->ca_file, config->owner_name),
 				 errhint("An administrator puts the CA certificate in the directory ecp.ca_directory names.")));
-	return MemoryContextStrdup(TopMemoryContext, resolved);
+	return pstrdup(resolved);
 }
 
 
@@ -227,43 +175,43 @@ response_limit(const EcpPartConfig *config)
 }
 
 static void
-add_node(const char *url)
+add_node(EcpSink *sink, const char *url)
 {
 	char		where[HM_HOST_MAX + 32];
-	char	   *base = MemoryContextStrdup(TopMemoryContext, url);
+	char	   *base = pstrdup(url);
 	size_t		len = strlen(base);
 
 	ecp_config_check_url(base);
 	while (len > 0 && base[len - 1] == '/')
 		base[--len] = '\0';	/* paths are appended with their own '/' */
 	hm_url_origin(base, where, sizeof(where));
-	nodes[nnodes].base = base;
-	nodes[nnodes].origin = MemoryContextStrdup(TopMemoryContext, where);
-	nodes[nnodes].down_until = 0;
-	nodes[nnodes].requests = 0;
-	nodes[nnodes].failures = 0;
-	nnodes++;
+	sink->nodes[sink->nnodes].base = base;
+	sink->nodes[sink->nnodes].origin = pstrdup(where);
+	sink->nodes[sink->nnodes].down_until = 0;
+	sink->nodes[sink->nnodes].requests = 0;
+	sink->nodes[sink->nnodes].failures = 0;
+	sink->nnodes++;
 }
 
 /* The URL (the route's, or the consumer's) and the further nodes. */
 static void
-open_nodes(const EcpPartConfig *config)
+open_nodes(EcpSink *sink, const EcpPartConfig *config)
 {
-	nodes = MemoryContextAllocZero(TopMemoryContext, sizeof(SinkNode) * (config->nnodes + 1));
-	nnodes = 0;
-	add_node(config->url);
+	sink->nodes = palloc0(sizeof(SinkNode) * (config->nnodes + 1));
+	sink->nnodes = 0;
+	add_node(sink, config->url);
 	for (int i = 0; i < config->nnodes; i++)
-		add_node(config->nodes[i]);
-	current_node = (int) (config->part_no % nnodes);	/* parts spread over the nodes */
+		add_node(sink, config->nodes[i]);
+	sink->current_node = (int) (config->part_no % sink->nnodes);	/* parts spread over the nodes */
 }
 
 /* The tag header line, checked again: a row written otherwise must not inject headers. */
 static void
-open_tag_header(const EcpPartConfig *config)
+open_tag_header(EcpSink *sink, const EcpPartConfig *config)
 {
 	const char *name = config->tag_header ? config->tag_header : "X-Ecp-Tag";
 
-	tag_headers[0] = NULL;
+	sink->tag_headers[0] = NULL;
 	if (config->tag == NULL)
 		return;
 	for (const char *c = config->tag; *c; c++)
@@ -277,44 +225,79 @@ open_tag_header(const EcpPartConfig *config)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid consumer option \"tag_header\" \"%s\"", name)));
-	tag_headers[0] = MemoryContextStrdup(TopMemoryContext, psprintf("%s: %s", name, config->tag));
+	sink->tag_headers[0] = psprintf("%s: %s", name, config->tag);
 }
 
-void
-ecp_sink_open(EcpPartConfig *config)
+/* The curl options of the part's consumer (the client is made from them). */
+static void
+http_options(EcpSink *sink, EcpPartConfig *config, EcpHttpConfig *http)
+{
+	memset(http, 0, sizeof(*http));
+	http->connect_timeout_ms = config->connect_timeout_ms;
+	http->request_timeout_ms = config->request_timeout_ms;
+	http->auth_header = config->auth_header;
+	http->user_agent = "ecp/" ECP_VERSION;
+	http->max_response_bytes = response_limit(config);
+	http->should_abort = abort_transfer;
+	http->abort_arg = config;
+	http->gzip_requests = config->gzip;
+	check_insecure(config);
+	http->ca_file = allowed_ca_file(config);
+	http->insecure = config->insecure;
+	if (!config->target_unrestricted)
+	{
+		sink->filter.owner_name = config->owner_name;
+		http->allow_address = ecp_filter_address;
+		http->address_arg = &sink->filter;
+	}
+}
+
+/* Fill a new sink (in its own memory, the current context). */
+static void
+open_in_context(EcpSink *sink, EcpPartConfig *config)
 {
 	EcpHttpConfig http;
 	char		err[256];
 
 	if (ecp_http_global_init(err, sizeof(err)) != 0)
 		ereport(ERROR, (errmsg("ecp could not initialise libcurl: %s", err)));
-
-	memset(&http, 0, sizeof(http));
-	http.connect_timeout_ms = config->connect_timeout_ms;
-	http.request_timeout_ms = config->request_timeout_ms;
-	http.auth_header = config->auth_header;
-	http.user_agent = "ecp/" ECP_VERSION;
-	http.max_response_bytes = response_limit(config);
-	http.should_abort = abort_transfer;
-	http.abort_arg = config;
-	http.gzip_requests = config->gzip;
-	check_insecure(config);
-	http.ca_file = allowed_ca_file(config);
-	http.insecure = config->insecure;
-	if (!config->target_unrestricted)
-	{
-		http.allow_address = ecp_filter_address;
-		http.address_arg = config;
-	}
-
-	open_nodes(config);
-	open_tag_header(config);
-	format = config->write_service ? &ecp_http_format : &ecp_es_format;
-	request_path = MemoryContextStrdup(TopMemoryContext, format->path(config));
-	said_hello = false;
-	client = ecp_http_client_create(&http, err, sizeof(err));
-	if (client == NULL)
+	http_options(sink, config, &http);
+	open_nodes(sink, config);
+	open_tag_header(sink, config);
+	sink->format = config->write_service ? &ecp_http_format : &ecp_es_format;
+	sink->request_path = pstrdup(sink->format->path(config));
+	/* last: nothing after it may fail, so an error leaks no connection */
+	sink->client = ecp_http_client_create(&http, err, sizeof(err));
+	if (sink->client == NULL)
 		ereport(ERROR, (errmsg("ecp could not create an HTTP client: %s", err)));
+}
+
+/*
+ * The part's sink, ready to send: its nodes, tag header and HTTP client,
+ * all in its own memory, which ecp_sink_close frees.
+ */
+EcpSink *
+ecp_sink_open(EcpPartConfig *config)
+{
+	MemoryContext context = AllocSetContextCreate(TopMemoryContext, "ecp sink",
+												  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(context);
+	EcpSink    *sink = palloc0(sizeof(EcpSink));
+
+	sink->context = context;
+	PG_TRY();
+	{
+		open_in_context(sink, config);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(context);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	return sink;
 }
 
 /*
@@ -322,24 +305,26 @@ ecp_sink_open(EcpPartConfig *config)
  * is).  The path is cut at its query: filter_path says nothing to people.
  */
 char *
-ecp_sink_transfer_error(const char *method, const char *origin, const char *path,
-						EcpHttpOutcome outcome, const char *why)
+ecp_sink_transfer_error(const EcpSink *sink, const char *method, const char *origin,
+						const char *path, EcpHttpOutcome outcome, const char *why)
 {
 	const char *query = strchr(path, '?');
 
-	if (outcome == ECP_HTTP_SETUP && address_refused)
+	if (outcome == ECP_HTTP_SETUP && sink->filter.refused)
 		return pstrdup(why);
 	return psprintf("%s %s%.*s failed: %s", method, origin,
 					query ? (int) (query - path) : (int) strlen(path), path, why);
 }
 
+/* Close the connections and free the sink (NULL: nothing to close). */
 void
-ecp_sink_close(void)
+ecp_sink_close(EcpSink *sink)
 {
-	in_flight.active = false;
-	if (client)
-		ecp_http_client_destroy(client);
-	client = NULL;
+	if (sink == NULL)
+		return;
+	if (sink->client)
+		ecp_http_client_destroy(sink->client);
+	MemoryContextDelete(sink->context);
 }
 
 /*
@@ -378,18 +363,18 @@ take_tokens(EcpPartConfig *config, int ndocs)
  * that comes back first (the request is tried; the worker backs off).
  */
 static int
-pick_node(void)
+pick_node(const EcpSink *sink)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int			soonest = 0;
 
-	for (int k = 1; k <= nnodes; k++)
+	for (int k = 1; k <= sink->nnodes; k++)
 	{
-		int			i = (current_node + k) % nnodes;
+		int			i = (sink->current_node + k) % sink->nnodes;
 
-		if (nodes[i].down_until <= now)
+		if (sink->nodes[i].down_until <= now)
 			return i;
-		if (nodes[i].down_until < nodes[soonest].down_until)
+		if (sink->nodes[i].down_until < sink->nodes[soonest].down_until)
 			soonest = i;
 	}
 	return soonest;
@@ -397,34 +382,34 @@ pick_node(void)
 
 /* Whether a node other than `node` is up. */
 static bool
-another_node_up(int node)
+another_node_up(const EcpSink *sink, int node)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	for (int i = 0; i < nnodes; i++)
-		if (i != node && nodes[i].down_until <= now)
+	for (int i = 0; i < sink->nnodes; i++)
+		if (i != node && sink->nodes[i].down_until <= now)
 			return true;
 	return false;
 }
 
 /* A node refused a connection or timed out: leave it out for a while. */
 static void
-mark_down(EcpPartConfig *config, int node, const char *why)
+mark_down(EcpSink *sink, EcpPartConfig *config, int node, const char *why)
 {
-	nodes[node].failures++;
-	if (nnodes < 2)
+	sink->nodes[node].failures++;
+	if (sink->nnodes < 2)
 		return;
-	nodes[node].down_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), NODE_DOWN_MS);
+	sink->nodes[node].down_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), NODE_DOWN_MS);
 	ecp_store_event(config, "node down",
 					psprintf("{\"node\": %s, \"error\": %s, \"retry_after_ms\": %d, \"other_node_up\": %s}",
-							 ecp_json_quote(nodes[node].origin), ecp_json_quote(why), NODE_DOWN_MS,
-							 another_node_up(node) ? "true" : "false"));
+							 ecp_json_quote(sink->nodes[node].origin), ecp_json_quote(why), NODE_DOWN_MS,
+							 another_node_up(sink, node) ? "true" : "false"));
 }
 
 static char *
-url_of(int node, const char *path)
+url_of(const EcpSink *sink, int node, const char *path)
 {
-	return psprintf("%s%s", nodes[node].base, path);
+	return psprintf("%s%s", sink->nodes[node].base, path);
 }
 
 /*
@@ -434,21 +419,21 @@ url_of(int node, const char *path)
  * outcome; *node is the node that gave it.
  */
 static EcpHttpOutcome
-fail_over(EcpPartConfig *config, EcpHttpOutcome outcome, int *node, const char *method,
+fail_over(EcpSink *sink, EcpPartConfig *config, EcpHttpOutcome outcome, int *node, const char *method,
 		  const char *path, const char *body, size_t body_len, EcpHttpResponse *response)
 {
 	while (outcome == ECP_HTTP_TRANSPORT)
 	{
-		mark_down(config, *node, response->error);
-		if (!another_node_up(*node))
+		mark_down(sink, config, *node, response->error);
+		if (!another_node_up(sink, *node))
 			break;
-		*node = pick_node();
+		*node = pick_node(sink);
 		ecp_http_response_free(response);
 		memset(response, 0, sizeof(*response));
-		nodes[*node].requests++;
-		address_refused = false;
-		outcome = ecp_http_request(client, method, url_of(*node, path), format->content_type,
-								   body, body_len, tag_headers, response);
+		sink->nodes[*node].requests++;
+		sink->filter.refused = false;
+		outcome = ecp_http_request(sink->client, method, url_of(sink, *node, path), sink->format->content_type,
+								   body, body_len, sink->tag_headers, response);
 	}
 	return outcome;
 }
@@ -488,48 +473,49 @@ answer_too_large(const EcpPartConfig *config, EcpAnswerKind kind, const char *me
 }
 
 EcpHttpOutcome
-ecp_sink_call(EcpPartConfig *config, EcpAnswerKind kind, const char *method, const char *path,
-			  const char *body, size_t body_len, EcpHttpResponse *response, const char **origin)
+ecp_sink_call(EcpSink *sink, EcpPartConfig *config, EcpAnswerKind kind, const char *method,
+			  const char *path, const char *body, size_t body_len, EcpHttpResponse *response,
+			  const char **origin)
 {
 	EcpHttpOutcome outcome;
-	int			node = pick_node();
+	int			node = pick_node(sink);
 
 	memset(response, 0, sizeof(*response));
-	nodes[node].requests++;
-	address_refused = false;
-	ecp_http_set_max_response(client, ecp_answer_cap(kind));
-	outcome = ecp_http_request(client, method, url_of(node, path), format->content_type,
-							   body, body_len, tag_headers, response);
-	if (outcome == ECP_HTTP_TRANSPORT && nnodes > 1)
-		outcome = fail_over(config, outcome, &node, method, path, body, body_len, response);
+	sink->nodes[node].requests++;
+	sink->filter.refused = false;
+	ecp_http_set_max_response(sink->client, ecp_answer_cap(kind));
+	outcome = ecp_http_request(sink->client, method, url_of(sink, node, path), sink->format->content_type,
+							   body, body_len, sink->tag_headers, response);
+	if (outcome == ECP_HTTP_TRANSPORT && sink->nnodes > 1)
+		outcome = fail_over(sink, config, outcome, &node, method, path, body, body_len, response);
 	/* back to the batches' limit (response_limit) */
-	ecp_http_set_max_response(client, 0);
-	current_node = node;
-	*origin = nodes[node].origin;
+	ecp_http_set_max_response(sink->client, 0);
+	sink->current_node = node;
+	*origin = sink->nodes[node].origin;
 	if (outcome == ECP_HTTP_TOO_LARGE)
 		answer_too_large(config, kind, method, *origin, path, response);
 	return outcome;
 }
 
 static EcpSendStatus
-begin_request(EcpPartConfig *config, StringInfo body, int ndocs, EcpHttpResponse *response,
-			  char **error)
+begin_request(EcpSink *sink, EcpPartConfig *config, StringInfo body, int ndocs,
+			  EcpHttpResponse *response, char **error)
 {
 	EcpHttpOutcome outcome;
 
 	memset(response, 0, sizeof(*response));
 	if (!take_tokens(config, ndocs))
 		return ECP_SEND_STOPPED;
-	current_node = pick_node();
-	nodes[current_node].requests++;
-	address_refused = false;
-	outcome = ecp_http_begin(client, "POST", url_of(current_node, request_path), format->content_type,
-							 body->data, body->len, tag_headers, response);
+	sink->current_node = pick_node(sink);
+	sink->nodes[sink->current_node].requests++;
+	sink->filter.refused = false;
+	outcome = ecp_http_begin(sink->client, "POST", url_of(sink, sink->current_node, sink->request_path), sink->format->content_type,
+							 body->data, body->len, sink->tag_headers, response);
 	if (outcome == ECP_HTTP_OK)
 		return ECP_SEND_DONE;
 	if (outcome == ECP_HTTP_ABORTED)
 		return ECP_SEND_STOPPED;
-	*error = ecp_sink_transfer_error("POST", nodes[current_node].origin, request_path, outcome,
+	*error = ecp_sink_transfer_error(sink, "POST", sink->nodes[sink->current_node].origin, sink->request_path, outcome,
 									 response->error);
 	ecp_http_response_free(response);
 	return outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
@@ -573,64 +559,61 @@ ecp_sink_status_class(const EcpPartConfig *config, long status, const char **hin
  * LOST_MEANS_TOO_LARGE_BYTES) a connection closed before the answer.
  */
 static char *
-too_large_error(const EcpPartConfig *config, const char *what, int ndocs)
+too_large_error(const EcpSink *sink, const EcpPartConfig *config, const char *what, int ndocs)
 {
-	const char *query = strchr(request_path, '?');
+	const char *query = strchr(sink->request_path, '?');
 
 	return psprintf("POST %s%.*s %s (%d document%s, batch_bytes %d): " TOO_LARGE_HINT "%s",
-					nodes[current_node].origin,
-					query ? (int) (query - request_path) : (int) strlen(request_path), request_path,
+					sink->nodes[sink->current_node].origin,
+					query ? (int) (query - sink->request_path) : (int) strlen(sink->request_path), sink->request_path,
 					what, ndocs, ndocs == 1 ? "" : "s", config->batch_bytes,
 					ndocs == 1 ? "; a single document this large can never be indexed: shrink or exclude it" : "");
 }
 
-/* Large bodies whose connection was lost in a row (reset by any answer). */
-static int	large_bodies_lost = 0;
-
 /* Why a transfer failed, and its class (see LOST_MEANS_TOO_LARGE_BYTES). */
 static EcpSendStatus
-transfer_failed(const EcpPartConfig *config, EcpHttpOutcome outcome, const EcpHttpResponse *response,
-				size_t body_len, int ndocs, char **error)
+transfer_failed(EcpSink *sink, const EcpPartConfig *config, EcpHttpOutcome outcome,
+				const EcpHttpResponse *response, size_t body_len, int ndocs, char **error)
 {
 	bool		large_lost = outcome == ECP_HTTP_TRANSPORT && response->connection_lost &&
 		body_len > LOST_MEANS_TOO_LARGE_BYTES;
 
-	large_bodies_lost = large_lost ? large_bodies_lost + 1 : 0;
-	if (large_bodies_lost >= 2)
+	sink->large_bodies_lost = large_lost ? sink->large_bodies_lost + 1 : 0;
+	if (sink->large_bodies_lost >= 2)
 	{
-		large_bodies_lost = 0;
-		*error = too_large_error(config,
+		sink->large_bodies_lost = 0;
+		*error = too_large_error(sink, config,
 								 psprintf("lost its connection (%s) twice in a row with a body of %zu bytes in flight",
 										  response->error, body_len),
 								 ndocs);
 		return ECP_SEND_FAILED;
 	}
-	*error = ecp_sink_transfer_error("POST", nodes[current_node].origin, request_path, outcome,
+	*error = ecp_sink_transfer_error(sink, "POST", sink->nodes[sink->current_node].origin, sink->request_path, outcome,
 									 response->error);
 	return outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
 }
 
 /* Why a whole request was answered with a non-2xx status, and its class. */
 static EcpSendStatus
-status_failed(const EcpPartConfig *config, const EcpHttpResponse *response, size_t body_len,
-			  int ndocs, char **error)
+status_failed(const EcpSink *sink, const EcpPartConfig *config, const EcpHttpResponse *response,
+			  size_t body_len, int ndocs, char **error)
 {
 	const char *hint;
 	char		err[512];
-	const char *query = strchr(request_path, '?');
+	const char *query = strchr(sink->request_path, '?');
 	EcpSendStatus status = ecp_sink_status_class(config, response->status, &hint);
 
 	if (response->status == 429)
 		ecp_limiter_feedback(config->consumer_id, true);
 	if (response->status == 413)
 	{
-		*error = too_large_error(config, psprintf("answered HTTP 413 to a body of %zu bytes", body_len),
+		*error = too_large_error(sink, config, psprintf("answered HTTP 413 to a body of %zu bytes", body_len),
 								 ndocs);
 		return status;
 	}
 	ecp_error_summary(response->body, response->body_len, response->status, err, sizeof(err));
-	*error = psprintf("POST %s%.*s answered HTTP %ld: %s%s", nodes[current_node].origin,
-					  query ? (int) (query - request_path) : (int) strlen(request_path), request_path,
+	*error = psprintf("POST %s%.*s answered HTTP %ld: %s%s", sink->nodes[sink->current_node].origin,
+					  query ? (int) (query - sink->request_path) : (int) strlen(sink->request_path), sink->request_path,
 					  response->status, err, hint);
 	return status;
 }
@@ -642,47 +625,47 @@ status_failed(const EcpPartConfig *config, const EcpHttpResponse *response, size
  * ECP_SEND_DONE, or why not (with *error set for failures).
  */
 static EcpSendStatus
-finish_request(EcpPartConfig *config, StringInfo body, const EcpBatch *batch, const int *members,
-			   int nmembers, EcpDocResult *results, char **error)
+finish_request(EcpSink *sink, EcpPartConfig *config, StringInfo body, const EcpBatch *batch,
+			   const int *members, int nmembers, EcpDocResult *results, char **error)
 {
 	EcpHttpResponse response;
 	EcpHttpOutcome outcome;
 	EcpSendStatus status;
 
 	memset(&response, 0, sizeof(response));
-	outcome = ecp_http_finish(client, &response);
-	if (outcome == ECP_HTTP_TRANSPORT && nnodes > 1 &&
+	outcome = ecp_http_finish(sink->client, &response);
+	if (outcome == ECP_HTTP_TRANSPORT && sink->nnodes > 1 &&
 		!(response.connection_lost && (size_t) body->len > LOST_MEANS_TOO_LARGE_BYTES))
-		outcome = fail_over(config, outcome, &current_node, "POST", request_path, body->data,
+		outcome = fail_over(sink, config, outcome, &sink->current_node, "POST", sink->request_path, body->data,
 							body->len, &response);
 	if (outcome == ECP_HTTP_OK)
-		large_bodies_lost = 0;	/* an answer: the body's size was not refused by a reset */
+		sink->large_bodies_lost = 0;	/* an answer: the body's size was not refused by a reset */
 	if (outcome == ECP_HTTP_ABORTED)
 		status = ECP_SEND_STOPPED;
 	else if (outcome != ECP_HTTP_OK)
 	{
-		if (outcome == ECP_HTTP_TRANSPORT && nnodes == 1)
-			nodes[current_node].failures++;
-		status = transfer_failed(config, outcome, &response, body->len, nmembers, error);
+		if (outcome == ECP_HTTP_TRANSPORT && sink->nnodes == 1)
+			sink->nodes[sink->current_node].failures++;
+		status = transfer_failed(sink, config, outcome, &response, body->len, nmembers, error);
 	}
 	else if (response.status < 200 || response.status > 299)
-		status = status_failed(config, &response, body->len, nmembers, error);
+		status = status_failed(sink, config, &response, body->len, nmembers, error);
 	else
-		status = format->judge(config, &response, batch, members, nmembers, results, error);
+		status = sink->format->judge(config, &response, batch, members, nmembers, results, error);
 	ecp_http_response_free(&response);
 	return status;
 }
 
 static EcpSendStatus
-send_request(EcpPartConfig *config, StringInfo body, const EcpBatch *batch, const int *members,
-			 int nmembers, EcpDocResult *results, char **error)
+send_request(EcpSink *sink, EcpPartConfig *config, StringInfo body, const EcpBatch *batch,
+			 const int *members, int nmembers, EcpDocResult *results, char **error)
 {
 	EcpHttpResponse response;
-	EcpSendStatus status = begin_request(config, body, nmembers, &response, error);
+	EcpSendStatus status = begin_request(sink, config, body, nmembers, &response, error);
 
 	if (status != ECP_SEND_DONE)
 		return status;
-	return finish_request(config, body, batch, members, nmembers, results, error);
+	return finish_request(sink, config, body, batch, members, nmembers, results, error);
 }
 
 /*
@@ -723,34 +706,35 @@ judged_before_sending(const EcpPartConfig *config, const EcpDoc *doc, EcpDocResu
  * batch), then start a new, empty body.
  */
 static EcpSendStatus
-send_and_restart(EcpPartConfig *config, StringInfo body, int length, const EcpBatch *batch,
-				 const int *members, int *nmembers, EcpDocResult *results, char **error)
+send_and_restart(EcpSink *sink, EcpPartConfig *config, StringInfo body, int length,
+				 const EcpBatch *batch, const int *members, int *nmembers, EcpDocResult *results,
+				 char **error)
 {
 	EcpSendStatus status;
 
 	body->len = length;
 	body->data[length] = '\0';
-	format->end_body(body);
-	status = send_request(config, body, batch, members, *nmembers, results, error);
+	sink->format->end_body(body);
+	status = send_request(sink, config, body, batch, members, *nmembers, results, error);
 	if (status != ECP_SEND_DONE)
 		return status;
 	resetStringInfo(body);
-	format->start_body(body, config);
+	sink->format->start_body(body, config);
 	*nmembers = 0;
 	return ECP_SEND_DONE;
 }
 
 /* The first request of a part says hello (ES: GET /, which product). */
 static EcpSendStatus
-hello_once(EcpPartConfig *config, char **error)
+hello_once(EcpSink *sink, EcpPartConfig *config, char **error)
 {
 	EcpSendStatus status;
 
-	if (said_hello || format->hello == NULL)
+	if (sink->said_hello || sink->format->hello == NULL)
 		return ECP_SEND_DONE;
-	status = format->hello(config, error);
+	status = sink->format->hello(sink, config, error);
 	if (status == ECP_SEND_DONE)
-		said_hello = true;
+		sink->said_hello = true;
 	return status;
 }
 
@@ -761,8 +745,8 @@ hello_once(EcpPartConfig *config, char **error)
  * dead letter, never sent.
  */
 EcpSendStatus
-ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch, const int *subset, int nsubset,
-			   EcpDocResult *results, char **error)
+ecp_sink_begin(EcpSink *sink, EcpPartConfig *config, EcpBatch *batch, const int *subset,
+			   int nsubset, EcpDocResult *results, char **error)
 {
 	StringInfoData body;
 	int		   *members = palloc(sizeof(int) * Max(batch->ndocs, 1));
@@ -775,16 +759,16 @@ ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch, const int *subset, int ns
 	EcpSendStatus status;
 	EcpHttpResponse response;
 
-	Assert(!in_flight.active);
-	status = hello_once(config, error);
+	Assert(!sink->in_flight.active);
+	status = hello_once(sink, config, error);
 	if (status != ECP_SEND_DONE)
 		return status;
 	/* the path may change from page to page (dual writes begin and end) */
-	if (request_path)
-		pfree(request_path);
-	request_path = MemoryContextStrdup(TopMemoryContext, format->path(config));
+	if (sink->request_path)
+		pfree(sink->request_path);
+	sink->request_path = MemoryContextStrdup(sink->context, sink->format->path(config));
 	initStringInfo(&body);
-	format->start_body(&body, config);
+	sink->format->start_body(&body, config);
 	for (int k = 0; k < count; k++)
 	{
 		int			i = subset ? subset[k] : k;
@@ -794,74 +778,74 @@ ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch, const int *subset, int ns
 			continue;
 		if (nmembers >= max_docs)
 		{
-			status = send_and_restart(config, &body, body.len, batch, members, &nmembers, results, error);
+			status = send_and_restart(sink, config, &body, body.len, batch, members, &nmembers, results, error);
 			if (status != ECP_SEND_DONE)
 				return status;
 			before = body.len;
 		}
-		format->append(&body, config, &batch->docs[i], nmembers == 0);
+		sink->format->append(&body, config, &batch->docs[i], nmembers == 0);
 		if (body.len > config->batch_bytes && nmembers > 0)
 		{
 			/* Over the byte limit: send what came before this document. */
-			status = send_and_restart(config, &body, before, batch, members, &nmembers, results, error);
+			status = send_and_restart(sink, config, &body, before, batch, members, &nmembers, results, error);
 			if (status != ECP_SEND_DONE)
 				return status;
-			format->append(&body, config, &batch->docs[i], true);
+			sink->format->append(&body, config, &batch->docs[i], true);
 		}
 		members[nmembers++] = i;
 	}
 	if (nmembers == 0)
 		return ECP_SEND_DONE;
-	format->end_body(&body);
-	status = begin_request(config, &body, nmembers, &response, error);
+	sink->format->end_body(&body);
+	status = begin_request(sink, config, &body, nmembers, &response, error);
 	if (status == ECP_SEND_DONE)
 	{
-		in_flight.active = true;
-		in_flight.body = body;
-		in_flight.members = members;
-		in_flight.nmembers = nmembers;
-		in_flight.results = results;
-		in_flight.batch = batch;
+		sink->in_flight.active = true;
+		sink->in_flight.body = body;
+		sink->in_flight.members = members;
+		sink->in_flight.nmembers = nmembers;
+		sink->in_flight.results = results;
+		sink->in_flight.batch = batch;
 	}
 	return status;
 }
 
 /* Complete the page begun by ecp_sink_begin (nothing to do if none). */
 EcpSendStatus
-ecp_sink_finish(EcpPartConfig *config, char **error)
+ecp_sink_finish(EcpSink *sink, EcpPartConfig *config, char **error)
 {
-	if (!in_flight.active)
+	if (!sink->in_flight.active)
 		return ECP_SEND_DONE;
-	in_flight.active = false;
-	return finish_request(config, &in_flight.body, in_flight.batch, in_flight.members,
-						  in_flight.nmembers, in_flight.results, error);
+	sink->in_flight.active = false;
+	return finish_request(sink, config, &sink->in_flight.body, sink->in_flight.batch, sink->in_flight.members,
+						  sink->in_flight.nmembers, sink->in_flight.results, error);
 }
 
 /* The part's source is exhausted: the kind's last step (ES: refresh). */
 EcpSendStatus
-ecp_sink_end_part(EcpPartConfig *config, char **error)
+ecp_sink_end_part(EcpSink *sink, EcpPartConfig *config, char **error)
 {
-	EcpSendStatus status = hello_once(config, error);
+	EcpSendStatus status = hello_once(sink, config, error);
 
-	if (status != ECP_SEND_DONE || format->end_part == NULL)
+	if (status != ECP_SEND_DONE || sink->format->end_part == NULL)
 		return status;
-	return format->end_part(config, error);
+	return sink->format->end_part(sink, config, error);
 }
 
 /* Which nodes the part used, in the flow (when there was a choice). */
 void
-ecp_sink_report_nodes(EcpPartConfig *config)
+ecp_sink_report_nodes(EcpSink *sink, EcpPartConfig *config)
 {
 	StringInfoData list;
 
-	if (nnodes < 2)
+	if (sink->nnodes < 2)
 		return;
 	initStringInfo(&list);
 	appendStringInfoString(&list, "{\"nodes\": [");
-	for (int i = 0; i < nnodes; i++)
+	for (int i = 0; i < sink->nnodes; i++)
 		appendStringInfo(&list, "%s{\"node\": %s, \"requests\": " INT64_FORMAT ", \"failures\": " INT64_FORMAT "}",
-						 i ? ", " : "", ecp_json_quote(nodes[i].origin), nodes[i].requests,
-						 nodes[i].failures);
+						 i ? ", " : "", ecp_json_quote(sink->nodes[i].origin), sink->nodes[i].requests,
+						 sink->nodes[i].failures);
 	appendStringInfoString(&list, "]}");
-	ecp_store_event(config, "nodes used", list.data);
+	ecp_store_event(config, "sink->nodes used", list.data);
 }

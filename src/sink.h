@@ -17,7 +17,7 @@ typedef struct EcpSinkFormat
 	/* the path and query a request goes to, after a node's base URL */
 	char	   *(*path) (const EcpPartConfig *config);
 	/* before the first request of the part (e.g. GET /), or NULL */
-	EcpSendStatus (*hello) (EcpPartConfig *config, char **error);
+	EcpSendStatus (*hello) (EcpSink *sink, EcpPartConfig *config, char **error);
 	/* a body: start, documents (first: none before it), end */
 	void		(*start_body) (StringInfo body, const EcpPartConfig *config);
 	void		(*append) (StringInfo body, const EcpPartConfig *config, const EcpDoc *doc,
@@ -28,7 +28,7 @@ typedef struct EcpSinkFormat
 							const EcpBatch *batch, const int *members, int nmembers,
 							EcpDocResult *results, char **error);
 	/* when the part's source is exhausted (e.g. refresh), or NULL */
-	EcpSendStatus (*end_part) (EcpPartConfig *config, char **error);
+	EcpSendStatus (*end_part) (EcpSink *sink, EcpPartConfig *config, char **error);
 } EcpSinkFormat;
 
 extern const EcpSinkFormat ecp_es_format;
@@ -42,14 +42,15 @@ extern const EcpSinkFormat ecp_http_format;
  * (ERRCODE_PROGRAM_LIMIT_EXCEEDED) naming the request, the cap and the
  * node.  The response must be freed.
  */
-extern EcpHttpOutcome ecp_sink_call(EcpPartConfig *config, EcpAnswerKind kind, const char *method,
-									const char *path, const char *body, size_t body_len,
-									EcpHttpResponse *response, const char **origin);
+extern EcpHttpOutcome ecp_sink_call(EcpSink *sink, EcpPartConfig *config, EcpAnswerKind kind,
+									const char *method, const char *path, const char *body,
+									size_t body_len, EcpHttpResponse *response,
+									const char **origin);
 /* the class of a whole-request HTTP status, and a hint (see sink.c) */
 extern EcpSendStatus ecp_sink_status_class(const EcpPartConfig *config, long status,
 										   const char **hint);
 /* "<method> <origin><path> failed: <why>" for a transfer that got no status */
-extern char *ecp_sink_transfer_error(const char *method, const char *origin, const char *path,
-									 EcpHttpOutcome outcome, const char *why);
+extern char *ecp_sink_transfer_error(const EcpSink *sink, const char *method, const char *origin,
+									 const char *path, EcpHttpOutcome outcome, const char *why);
 
 #endif

@@ -76,8 +76,9 @@ read_product(const char *body, size_t len, Product *product)
  * ECP_SEND_DONE for a 2xx.
  */
 static EcpSendStatus
-call_outcome(const EcpPartConfig *config, EcpHttpOutcome outcome, const EcpHttpResponse *response,
-			 const char *method, const char *origin, const char *path, const char **hint, char **error)
+call_outcome(const EcpSink *sink, const EcpPartConfig *config, EcpHttpOutcome outcome,
+			 const EcpHttpResponse *response, const char *method, const char *origin,
+			 const char *path, const char **hint, char **error)
 {
 	char		summary[512];
 	EcpSendStatus status;
@@ -86,7 +87,7 @@ call_outcome(const EcpPartConfig *config, EcpHttpOutcome outcome, const EcpHttpR
 		return ECP_SEND_STOPPED;
 	if (outcome != ECP_HTTP_OK)
 	{
-		*error = ecp_sink_transfer_error(method, origin, path, outcome, response->error);
+		*error = ecp_sink_transfer_error(sink, method, origin, path, outcome, response->error);
 		return outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
 	}
 	if (response->status >= 200 && response->status <= 299)
@@ -116,15 +117,15 @@ note_product(EcpPartConfig *config, const char *origin, const char *name, const 
  * unknown and the flow says why.
  */
 static EcpSendStatus
-es_hello(EcpPartConfig *config, char **error)
+es_hello(EcpSink *sink, EcpPartConfig *config, char **error)
 {
 	EcpHttpResponse response;
 	const char *origin;
 	const char *hint = "";
 	char		summary[512];
 	Product		product;
-	EcpHttpOutcome outcome = ecp_sink_call(config, ECP_ANSWER_PRODUCT, "GET", "/", NULL, 0, &response, &origin);
-	EcpSendStatus status = call_outcome(config, outcome, &response, "GET", origin, "/", &hint, error);
+	EcpHttpOutcome outcome = ecp_sink_call(sink, config, ECP_ANSWER_PRODUCT, "GET", "/", NULL, 0, &response, &origin);
+	EcpSendStatus status = call_outcome(sink, config, outcome, &response, "GET", origin, "/", &hint, error);
 
 	if (outcome == ECP_HTTP_OK && response.status == 403)
 	{
@@ -298,7 +299,7 @@ es_judge(EcpPartConfig *config, const EcpHttpResponse *response, const EcpBatch 
  * succeeds).
  */
 static EcpSendStatus
-es_end_part(EcpPartConfig *config, char **error)
+es_end_part(EcpSink *sink, EcpPartConfig *config, char **error)
 {
 	EcpHttpResponse response;
 	const char *origin;
@@ -310,8 +311,8 @@ es_end_part(EcpPartConfig *config, char **error)
 	if (!config->refresh)
 		return ECP_SEND_DONE;
 	path = psprintf("/%s/_refresh", config->index_name);
-	outcome = ecp_sink_call(config, ECP_ANSWER_ACK, "POST", path, NULL, 0, &response, &origin);
-	status = call_outcome(config, outcome, &response, "POST", origin, path, &hint, error);
+	outcome = ecp_sink_call(sink, config, ECP_ANSWER_ACK, "POST", path, NULL, 0, &response, &origin);
+	status = call_outcome(sink, config, outcome, &response, "POST", origin, path, &hint, error);
 	if (status == ECP_SEND_DONE)
 		ecp_store_event(config, "refreshed", psprintf("{\"index\": %s}", ecp_json_quote(config->index_name)));
 	else if (status == ECP_SEND_FAILED && outcome == ECP_HTTP_OK)

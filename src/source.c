@@ -24,14 +24,14 @@
 
 /* For sources that learn nothing of their size while they read. */
 int64
-ecp_source_no_estimate(const EcpPartConfig *config)
+ecp_source_no_estimate(void *state, const EcpPartConfig *config)
 {
 	return -1;
 }
 
 /* For sources that read every item they have (no NULL keys to report). */
 int64
-ecp_source_nothing_unreadable(EcpPartConfig *config)
+ecp_source_nothing_unreadable(void *state, EcpPartConfig *config)
 {
 	return 0;
 }
@@ -154,7 +154,7 @@ split_into_ranges(EcpPartConfig *config)
 
 /* The part's total, once: what the source says (a file: not yet known). */
 static void
-record_total(EcpPartConfig *config, const EcpSourceOps *source)
+record_total(EcpPartConfig *config, EcpSource *source)
 {
 	bool		is_estimate;
 	int64		total;
@@ -162,8 +162,69 @@ record_total(EcpPartConfig *config, const EcpSourceOps *source)
 	if (config->progress.has_total)
 		return;
 	/* two statements: C does not order the evaluation of arguments */
-	total = source->total(config, &is_estimate);
+	total = source->ops->total(source->state, config, &is_estimate);
 	ecp_store_set_total(config, total, is_estimate);
+}
+
+/*
+ * Open a source of the part's kind, its state in a memory context of its
+ * own (an error on the way frees it: a retried open leaks nothing).
+ */
+static EcpSource *
+open_source(EcpPartConfig *config)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext context = AllocSetContextCreate(TopMemoryContext, "ecp source",
+												  ALLOCSET_SMALL_SIZES);
+	EcpSource  *source = MemoryContextAllocZero(context, sizeof(EcpSource));
+
+	source->ops = source_of(config);
+	source->context = context;
+	PG_TRY();
+	{
+		source->state = source->ops->open(config, context);
+	}
+	PG_CATCH();
+	{
+		/* the open may have failed inside its own memory */
+		MemoryContextSwitchTo(caller);
+		MemoryContextDelete(context);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return source;
+}
+
+/* Close what the source holds and free its state (NULL: nothing open). */
+void
+ecp_source_close(EcpSource *source)
+{
+	if (source == NULL)
+		return;
+	if (source->ops->close)
+		source->ops->close(source->state);
+	MemoryContextDelete(source->context);
+}
+
+/* A source of the part's kind, open, with the part's total recorded. */
+static EcpSource *
+open_with_total(EcpPartConfig *config)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	EcpSource  *source = open_source(config);
+
+	PG_TRY();
+	{
+		record_total(config, source);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller);
+		ecp_source_close(source);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return source;
 }
 
 /*
@@ -172,25 +233,17 @@ record_total(EcpPartConfig *config, const EcpSourceOps *source)
  * planner's guess for a range of a table without statistics would be far
  * off), is cut, and then reads the first range.
  */
-const EcpSourceOps *
+EcpSource *
 ecp_source_open(EcpPartConfig *config)
 {
-	const EcpSourceOps *source;
-
 	if (config->kind == ECP_PART_SPLIT)
 	{
 		config->kind = ECP_PART_QUERY;
-		source = source_of(config);
-		source->open(config);
-		record_total(config, source);
+		ecp_source_close(open_with_total(config));
 		config->kind = ECP_PART_SPLIT;
 		(void) split_into_ranges(config);
 		ecp_store_load(config);
 		config->query = NULL;	/* the range's query is built anew */
 	}
-	source = source_of(config);
-	source->open(config);
-	record_total(config, source);
-	return source;
+	return open_with_total(config);
 }
-

@@ -41,7 +41,13 @@
 #include "file_reader.h"
 #include "http_client.h"
 
-static EcpFileReader *reader = NULL;
+/* A file source's state (in its own memory, source.c). */
+typedef struct FileSource
+{
+	EcpFileReader *reader;		/* open at the position read up to, or NULL */
+	EcpIdLookup *lookup;		/* lines of ids: how they are looked up */
+	EcpAddressCheck filter;	/* the owner's outbound policy, for curl */
+} FileSource;
 
 static int
 abort_read(void *arg)
@@ -67,15 +73,6 @@ check_server_file_access(EcpPartConfig *config)
 				 errhint("Reading files on the server needs membership in pg_read_server_files.")));
 }
 
-static void
-file_open(EcpPartConfig *config)
-{
-	char		err[256];
-
-	if (ecp_http_global_init(err, sizeof(err)) != 0)
-		ereport(ERROR, (errmsg("ecp could not initialise libcurl: %s", err)));
-	check_server_file_access(config);
-}
 
 /* The URL without its query string (a presigned signature), or the path. */
 static char *
@@ -85,17 +82,17 @@ shown_location(const char *file)
 }
 
 static void
-close_reader(void)
+close_reader(FileSource *fs)
 {
-	ecp_file_close(reader);
-	reader = NULL;
+	ecp_file_close(fs->reader);
+	fs->reader = NULL;
 }
 
 /* A reader's failure as an error: transient ones are retried. */
 static void
-report_failure(EcpFileStatus status, const char *error)
+report_failure(FileSource *fs, EcpFileStatus status, const char *error)
 {
-	close_reader();
+	close_reader(fs);
 	if (status == ECP_FILE_ABORTED)
 		ereport(ERROR,
 				(errcode(ERRCODE_QUERY_CANCELED),
@@ -112,14 +109,14 @@ report_failure(EcpFileStatus status, const char *error)
 
 /* Open the file at the checkpoint, and say in the flow how it resumed. */
 static void
-open_at(EcpPartConfig *config, const EcpPosition *at)
+open_at(FileSource *fs, EcpPartConfig *config, const EcpPosition *at)
 {
 	EcpFileReaderConfig cfg;
 	char		error[ECP_FILE_ERROR_SIZE];
 	EcpFileStatus status;
 	const char *how;
 
-	close_reader();
+	close_reader(fs);
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.location = config->file;
 	cfg.max_line_bytes = config->max_line_bytes;
@@ -130,16 +127,17 @@ open_at(EcpPartConfig *config, const EcpPosition *at)
 	cfg.transport.abort_arg = config;
 	if (!config->target_unrestricted)
 	{
+		fs->filter.owner_name = config->owner_name;
 		cfg.transport.allow_address = ecp_filter_address;
-		cfg.transport.address_arg = config;
+		cfg.transport.address_arg = &fs->filter;
 	}
-	status = ecp_file_open(&cfg, (uint64_t) at->position, (uint64_t) at->line_no, &reader,
+	status = ecp_file_open(&cfg, (uint64_t) at->position, (uint64_t) at->line_no, &fs->reader,
 						   error, sizeof(error));
 	if (status != ECP_FILE_OK)
-		report_failure(status, error);
+		report_failure(fs, status, error);
 	if (at->position == 0)
 		return;
-	how = ecp_file_resume_kind(reader) == ECP_FILE_RANGED ? "range"
+	how = ecp_file_resume_kind(fs->reader) == ECP_FILE_RANGED ? "range"
 		: "skipped (the server ignored Range, or the file is gzipped: read from the start up to the offset)";
 	ecp_store_event(config, "file resumed",
 						 psprintf("{\"file\": %s, \"offset\": " INT64_FORMAT ", \"line\": " INT64_FORMAT ", \"how\": \"%s\"}",
@@ -193,10 +191,10 @@ document_id(const EcpPartConfig *config, const char *line, size_t len, const cha
 
 /* One line into the page: a document, an id, or a dead letter. */
 static void
-take_line(const EcpPartConfig *config, EcpBatch *batch, char **ids, int *nids,
-		  const char *line, size_t len, int capacity)
+take_line(const FileSource *fs, const EcpPartConfig *config, EcpBatch *batch, char **ids,
+		  int *nids, const char *line, size_t len, int capacity)
 {
-	int64		line_no = (int64) ecp_file_line_no(reader);
+	int64		line_no = (int64) ecp_file_line_no(fs->reader);
 	const char *why = NULL;
 
 	if (len == 0)
@@ -226,8 +224,9 @@ take_line(const EcpPartConfig *config, EcpBatch *batch, char **ids, int *nids,
 }
 
 static bool
-file_read(EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
+file_read(void *state, EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
 {
+	FileSource *fs = state;
 	int			capacity = config->batch_size;
 	char	  **ids = palloc(sizeof(char *) * capacity);
 	int			nids = 0;
@@ -235,57 +234,70 @@ file_read(EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
 	size_t		bytes = 0;
 	char		error[ECP_FILE_ERROR_SIZE];
 
-	if (reader == NULL || ecp_file_offset(reader) != (uint64_t) after->position)
-		open_at(config, after);
+	if (fs->reader == NULL || ecp_file_offset(fs->reader) != (uint64_t) after->position)
+		open_at(fs, config, after);
 	batch->docs = palloc0(sizeof(EcpDoc) * capacity);
 	while (lines < capacity && bytes < (size_t) config->batch_bytes)
 	{
 		const char *line;
 		size_t		len;
-		EcpFileStatus status = ecp_file_next(reader, &line, &len, error, sizeof(error));
+		EcpFileStatus status = ecp_file_next(fs->reader, &line, &len, error, sizeof(error));
 
 		if (status == ECP_FILE_EOF)
 			break;
 		if (status != ECP_FILE_LINE && status != ECP_FILE_TOO_LONG)
-			report_failure(status, error);
+			report_failure(fs, status, error);
 		lines++;
 		bytes += len;
 		if (status == ECP_FILE_TOO_LONG)
-			add_bad_line(batch, capacity, (int64) ecp_file_line_no(reader),
+			add_bad_line(batch, capacity, (int64) ecp_file_line_no(fs->reader),
 						 psprintf("longer than max_line_bytes (%d bytes)", config->max_line_bytes));
 		else
-			take_line(config, batch, ids, &nids, line, len, capacity);
+			take_line(fs, config, batch, ids, &nids, line, len, capacity);
 	}
-	batch->end.position = (int64) ecp_file_offset(reader);
-	batch->end.line_no = (int64) ecp_file_line_no(reader);
+	batch->end.position = (int64) ecp_file_offset(fs->reader);
+	batch->end.line_no = (int64) ecp_file_line_no(fs->reader);
 	batch->end.last_key = NULL;
 	if (nids > 0)
-		ecp_ids_lookup(config, ids, nids, batch);
+		ecp_ids_lookup(fs->lookup, config, ids, nids, batch);
 	batch->read_any = lines > 0;
 	return batch->read_any;
 }
 
 static int64
-file_total(EcpPartConfig *config, bool *is_estimate)
+file_total(void *state, EcpPartConfig *config, bool *is_estimate)
 {
 	*is_estimate = true;
 	return -1;					/* a stream's lines are known at its end */
 }
 
-static void
-file_prepare(EcpPartConfig *config)
+/* Ready to read: curl, the owner's right to read the file, the id lookup. */
+static void *
+file_open(EcpPartConfig *config, MemoryContext context)
 {
-	file_open(config);
+	FileSource *fs = MemoryContextAllocZero(context, sizeof(FileSource));
+	char		err[256];
+
+	if (ecp_http_global_init(err, sizeof(err)) != 0)
+		ereport(ERROR, (errmsg("ecp could not initialise libcurl: %s", err)));
+	check_server_file_access(config);
 	if (!config->ndjson)
-		ecp_ids_prepare(config);
+		fs->lookup = ecp_ids_prepare(config, context);
+	return fs;
+}
+
+static void
+file_close(void *state)
+{
+	close_reader((FileSource *) state);
 }
 
 const EcpSourceOps ecp_file_source = {
 	.name = "file",
-	.open = file_prepare,
+	.open = file_open,
 	.read = file_read,
 	.total = file_total,
 	.estimated_total = ecp_source_no_estimate,
 	.unreadable = ecp_source_nothing_unreadable,
-	.close = close_reader,
+	.close = file_close,
 };

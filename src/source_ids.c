@@ -26,15 +26,14 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
-typedef struct IdLookup
+/* How a part looks its ids up (in the source's memory). */
+struct EcpIdLookup
 {
 	Oid			id_type;
-	char	   *select;			/* in TopMemoryContext: ... WHERE true */
+	char	   *select;			/* SELECT ... FROM (<query>) AS "ecp:row" */
 	bool		bare;			/* no query: the ids go to a write service as
 								 * they are, and it assembles the documents */
-} IdLookup;
-
-static IdLookup lookup;
+};
 
 static bool
 compared_in_own_type(Oid type)
@@ -42,33 +41,35 @@ compared_in_own_type(Oid type)
 	return type == INT2OID || type == INT4OID || type == INT8OID || type == UUIDOID;
 }
 
-/* Build the lookup query (as the owner: the column types are the query's). */
-void
-ecp_ids_prepare(EcpPartConfig *config)
+/*
+ * Build the lookup query (as the owner: the column types are the
+ * query's), in context.
+ */
+EcpIdLookup *
+ecp_ids_prepare(EcpPartConfig *config, MemoryContext context)
 {
 	MemoryContext back_to;
 	Oid			key_type;
-	MemoryContext old;
 	char	   *write_columns;
+	EcpIdLookup *lookup = MemoryContextAllocZero(context, sizeof(EcpIdLookup));
 
-	lookup.bare = config->raw_query == NULL && config->write_service;
-	if (lookup.bare)
-		return;
+	lookup->bare = config->raw_query == NULL && config->write_service;
+	if (lookup->bare)
+		return lookup;
 	back_to = ecp_begin_as_owner(config);
 	if (config->query == NULL)
 		config->query = MemoryContextStrdup(TopMemoryContext,
 											ecp_checked_statement_text(config->raw_query));
 	SPI_connect();
-	ecp_source_column_types(config, &key_type, &lookup.id_type);
-	write_columns = ecp_source_write_columns(config);	/* runs a query: before the switch */
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	lookup.select = psprintf("SELECT (%s)" ECP_AS_TEXT ", (%s)" ECP_AS_TEXT ", " ECP_DOCUMENT_SQL "%s FROM (%s\n) AS " ECP_ROW_ALIAS,
+	ecp_source_column_types(config, &key_type, &lookup->id_type);
+	write_columns = ecp_source_write_columns(config);
+	lookup->select = MemoryContextStrdup(context, psprintf("SELECT (%s)" ECP_AS_TEXT ", (%s)" ECP_AS_TEXT ", " ECP_DOCUMENT_SQL "%s FROM (%s\n) AS " ECP_ROW_ALIAS,
 							 ecp_source_column_ref(config->key_column),
 							 ecp_source_column_ref(config->id_column),
-							 write_columns, config->query);
-	MemoryContextSwitchTo(old);
+							 write_columns, config->query));
 	SPI_finish();
 	ecp_commit_as_owner(back_to);
+	return lookup;
 }
 
 /*
@@ -145,13 +146,13 @@ id_array(char **ids, int nids, Oid type)
 
 /* The rows of the ids (canonical, sorted, distinct) into SPI_tuptable. */
 static void
-select_rows(const EcpPartConfig *config, char **ids, int nids)
+select_rows(const EcpIdLookup *lookup, const EcpPartConfig *config, char **ids, int nids)
 {
-	const char *compare = compared_in_own_type(lookup.id_type)
+	const char *compare = compared_in_own_type(lookup->id_type)
 		? ecp_source_column_ref(config->id_column)
 		: psprintf("(%s)" ECP_AS_TEXT, ecp_source_column_ref(config->id_column));
-	char	   *sql = psprintf("%s WHERE %s OPERATOR(pg_catalog.=) ANY (%s)", lookup.select, compare,
-							   id_array(ids, nids, lookup.id_type));
+	char	   *sql = psprintf("%s WHERE %s OPERATOR(pg_catalog.=) ANY (%s)", lookup->select, compare,
+							   id_array(ids, nids, lookup->id_type));
 
 	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "ecp: looking ids up through the query failed");
@@ -169,14 +170,14 @@ text_or_null(HeapTuple tuple, TupleDesc desc, int column)
 
 /* Distinct canonical ids, sorted; the others are missing. */
 static int
-canonical_ids(char **ids, int nids, char **out, int *unusable)
+canonical_ids(Oid id_type, char **ids, int nids, char **out, int *unusable)
 {
 	int			n = 0;
 
 	*unusable = 0;
 	for (int i = 0; i < nids; i++)
 	{
-		char	   *id = canonical_id(ids[i], lookup.id_type);
+		char	   *id = canonical_id(ids[i], id_type);
 
 		if (id)
 			out[n++] = id;
@@ -215,7 +216,8 @@ bare_ids(char **ids, int nids, EcpBatch *batch)
  * batch->context.
  */
 void
-ecp_ids_lookup(EcpPartConfig *config, char **ids, int nids, EcpBatch *batch)
+ecp_ids_lookup(const EcpIdLookup *lookup, EcpPartConfig *config, char **ids, int nids,
+			   EcpBatch *batch)
 {
 	MemoryContext back_to;
 	MemoryContext old = MemoryContextSwitchTo(batch->context);
@@ -225,14 +227,14 @@ ecp_ids_lookup(EcpPartConfig *config, char **ids, int nids, EcpBatch *batch)
 	int			nwanted;
 	int			ndocs = 0;
 
-	if (lookup.bare)
+	if (lookup->bare)
 	{
 		bare_ids(ids, nids, batch);
 		MemoryContextSwitchTo(old);
 		return;
 	}
 	wanted = palloc(sizeof(char *) * Max(nids, 1));
-	nwanted = canonical_ids(ids, nids, wanted, &unusable);
+	nwanted = canonical_ids(lookup->id_type, ids, nids, wanted, &unusable);
 
 	found = palloc0(sizeof(bool) * Max(nwanted, 1));
 	batch->docs = palloc0(sizeof(EcpDoc) * Max(nids, 1) * 2);
@@ -240,7 +242,7 @@ ecp_ids_lookup(EcpPartConfig *config, char **ids, int nids, EcpBatch *batch)
 	{
 		back_to = ecp_begin_as_owner(config);
 		SPI_connect();
-		select_rows(config, wanted, nwanted);
+		select_rows(lookup, config, wanted, nwanted);
 		MemoryContextSwitchTo(batch->context);
 		if (SPI_processed > (uint64) nwanted * 2)
 			batch->docs = repalloc(batch->docs, sizeof(EcpDoc) * (SPI_processed + nwanted));
@@ -287,14 +289,14 @@ ecp_ids_lookup(EcpPartConfig *config, char **ids, int nids, EcpBatch *batch)
 	MemoryContextSwitchTo(old);
 }
 
-static void
-ids_open(EcpPartConfig *config)
+static void *
+ids_open(EcpPartConfig *config, MemoryContext context)
 {
-	ecp_ids_prepare(config);
+	return ecp_ids_prepare(config, context);
 }
 
 static bool
-ids_read(EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
+ids_read(void *state, EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
 {
 	int			nids;
 	char	  **ids;
@@ -306,21 +308,16 @@ ids_read(EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
 	batch->read_any = nids > 0;
 	if (nids == 0)
 		return false;
-	ecp_ids_lookup(config, ids, nids, batch);
+	ecp_ids_lookup((const EcpIdLookup *) state, config, ids, nids, batch);
 	batch->end.position = after->position + nids;
 	return true;
 }
 
 static int64
-ids_total(EcpPartConfig *config, bool *is_estimate)
+ids_total(void *state, EcpPartConfig *config, bool *is_estimate)
 {
 	*is_estimate = false;
 	return config->ids_count;
-}
-
-static void
-ids_close(void)
-{
 }
 
 const EcpSourceOps ecp_ids_source = {
@@ -330,5 +327,5 @@ const EcpSourceOps ecp_ids_source = {
 	.total = ids_total,
 	.estimated_total = ecp_source_no_estimate,
 	.unreadable = ecp_source_nothing_unreadable,
-	.close = ids_close,
+	.close = NULL,				/* nothing but memory */
 };

@@ -36,9 +36,15 @@
 
 #define ROW_ALIAS ECP_ROW_ALIAS
 
-static char *page_sql_first = NULL;	/* in TopMemoryContext */
-static char *page_sql_next = NULL;
-static bool by_windows = false;
+/* A query source's state (in its own memory, source.c). */
+typedef struct QueryReader
+{
+	char	   *page_sql_first; /* keyset pages: the first page */
+	char	   *page_sql_next;	/* ... the page after $1 */
+	EcpKeyWindows *windows;		/* or key windows (page_sql_* unset) */
+	char	   *part_rows_sql;	/* the part's rows: its total, NULL keys */
+	bool		id_is_key;		/* the id is taken from the key */
+} QueryReader;
 
 #define column_ref ecp_source_column_ref
 
@@ -82,70 +88,79 @@ range_filter(const EcpPartConfig *config, Oid key_type)
 	return filter;
 }
 
-/* The part's rows, as a query: for its total and its NULL keys. */
-static char *part_rows_sql = NULL;	/* in TopMemoryContext */
-static bool id_is_key = false;
-
+/*
+ * The page queries (keyset) or the key windows, built as the owner inside
+ * SPI (the column types are the query's); strings in the state's memory.
+ */
 static void
-query_open(EcpPartConfig *config)
+prepare_pages(QueryReader *qs, EcpPartConfig *config, MemoryContext context)
 {
-	MemoryContext back_to;
 	char	   *key = column_ref(config->key_column);
 	char	   *select_list;
-	char	   *select;
-	char	   *filter;
+	EcpWindowQuery windowed;
 	Oid			type;
 	Oid			id_type;
-	MemoryContext old;
+
+	ecp_source_column_types(config, &type, &id_type);
+	windowed.filter = range_filter(config, type);
+	qs->part_rows_sql = MemoryContextStrdup(context,
+											psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS " WHERE true%s",
+													 config->query, windowed.filter));
+	/* a key that is the id is printed once (the id is taken from the key) */
+	qs->id_is_key = strcmp(config->key_column, config->id_column) == 0;
+	select_list = psprintf("(%s)" ECP_AS_TEXT ", %s, " ECP_DOCUMENT_SQL "%s", key,
+						   qs->id_is_key ? "NULL" ECP_AS_TEXT : psprintf("(%s)" ECP_AS_TEXT, column_ref(config->id_column)),
+						   ecp_source_write_columns(config));
+	windowed.base_sql = psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS, config->query);
+	windowed.select_list = select_list;
+	windowed.key = key;
+	windowed.key_type = type;
+	qs->windows = ecp_source_windows_open(config, &windowed, context);
+	if (qs->windows == NULL)
+	{
+		char	   *select = psprintf("SELECT %s FROM (%s\n) AS " ROW_ALIAS, select_list, config->query);
+
+		qs->page_sql_first = MemoryContextStrdup(context,
+												 psprintf("%s WHERE %s IS NOT NULL%s ORDER BY %s LIMIT %d",
+														  select, key, windowed.filter, key, config->batch_size + 1));
+		qs->page_sql_next = MemoryContextStrdup(context,
+												psprintf("%s WHERE %s %s $1::%s%s ORDER BY %s LIMIT %d",
+														 select, key,
+														 ecp_type_operator(type, BTGreaterStrategyNumber, config->key_column),
+														 ecp_qualified_type(type), windowed.filter, key,
+														 config->batch_size + 1));
+	}
+}
+
+static void *
+query_open(EcpPartConfig *config, MemoryContext context)
+{
+	MemoryContext back_to;
+	QueryReader *qs = MemoryContextAllocZero(context, sizeof(QueryReader));
 
 	back_to = ecp_begin_as_owner(config);
 	if (config->query == NULL)
 		config->query = MemoryContextStrdup(TopMemoryContext,
 											ecp_checked_statement_text(config->raw_query));
 	SPI_connect();
-	ecp_source_column_types(config, &type, &id_type);
-	filter = range_filter(config, type);
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	part_rows_sql = psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS " WHERE true%s",
-							 config->query, filter);
-	MemoryContextSwitchTo(old);
-	/* a key that is the id is printed once (the id is taken from the key) */
-	id_is_key = strcmp(config->key_column, config->id_column) == 0;
-	select_list = psprintf("(%s)" ECP_AS_TEXT ", %s, " ECP_DOCUMENT_SQL "%s", key,
-						   id_is_key ? "NULL" ECP_AS_TEXT : psprintf("(%s)" ECP_AS_TEXT, column_ref(config->id_column)),
-						   ecp_source_write_columns(config));
-	by_windows = ecp_source_window_wanted(config,
-										  psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS, config->query),
-										  type);
-	if (by_windows)
-		ecp_source_window_prepare(config, select_list, key, type, filter);
-	else
-	{
-		select = psprintf("SELECT %s FROM (%s\n) AS " ROW_ALIAS, select_list, config->query);
-		old = MemoryContextSwitchTo(TopMemoryContext);
-		page_sql_first = psprintf("%s WHERE %s IS NOT NULL%s ORDER BY %s LIMIT %d",
-								  select, key, filter, key, config->batch_size + 1);
-		page_sql_next = psprintf("%s WHERE %s %s $1::%s%s ORDER BY %s LIMIT %d",
-								 select, key,
-								 ecp_type_operator(type, BTGreaterStrategyNumber, config->key_column),
-								 ecp_qualified_type(type), filter, key, config->batch_size + 1);
-		MemoryContextSwitchTo(old);
-	}
+	prepare_pages(qs, config, context);
 	SPI_finish();
 	ecp_commit_as_owner(back_to);
+	return qs;
 }
 
 /* The keyset page after after_key (NULL: the first) into docs. */
 static int
-read_keyset_page(const char *after_key, EcpDoc *docs, int capacity, MemoryContext context)
+read_keyset_page(const QueryReader *qs, const char *after_key, EcpDoc *docs, int capacity,
+				 MemoryContext context)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 
 	if (after_key == NULL)
-		return ecp_read_page_rows(page_sql_first, 0, NULL, NULL, docs, capacity, context);
+		return ecp_read_page_rows(qs->page_sql_first, 0, NULL, NULL, docs, capacity, context);
 	args[0] = CStringGetTextDatum(after_key);
-	return ecp_read_page_rows(page_sql_next, 1, argtypes, args, docs, capacity, context);
+	return ecp_read_page_rows(qs->page_sql_next, 1, argtypes, args, docs, capacity, context);
 }
 
 /*
@@ -178,8 +193,9 @@ check_keys_unique(const EcpPartConfig *config, const EcpDoc *docs, int rows)
  * only compared with the last one).
  */
 static bool
-query_read(EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
+query_read(void *state, EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
 {
+	QueryReader *qs = state;
 	MemoryContext back_to;
 	const char *after_key = after->last_key;
 	int			capacity = config->batch_size + 1;
@@ -188,13 +204,14 @@ query_read(EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch)
 	batch->docs = MemoryContextAllocZero(batch->context, sizeof(EcpDoc) * capacity);
 	back_to = ecp_begin_as_owner(config);
 	SPI_connect();
-	rows = by_windows ? ecp_source_window_read(config, after_key, batch->docs, capacity, batch->context)
-		: read_keyset_page(after_key, batch->docs, capacity, batch->context);
+	rows = qs->windows ? ecp_source_window_read(qs->windows, config, after_key, batch->docs,
+												capacity, batch->context)
+		: read_keyset_page(qs, after_key, batch->docs, capacity, batch->context);
 	check_keys_unique(config, batch->docs, rows);
 	SPI_finish();
 	ecp_commit_as_owner(back_to);
 	batch->ndocs = Min(rows, config->batch_size);
-	if (id_is_key)
+	if (qs->id_is_key)
 		for (int i = 0; i < batch->ndocs; i++)
 			batch->docs[i].id = batch->docs[i].key;
 	batch->read_any = batch->ndocs > 0;
@@ -246,7 +263,7 @@ plan_rows(const char *explain_json)
 
 /* The planner's estimate of the query's rows, planned as the owner. */
 static int64
-planner_rows(EcpPartConfig *config)
+planner_rows(EcpPartConfig *config, const char *part_rows_sql)
 {
 	MemoryContext back_to;
 	int64		rows = 0;
@@ -272,18 +289,20 @@ planner_rows(EcpPartConfig *config)
  * without statistics would be far off).
  */
 static int64
-query_total(EcpPartConfig *config, bool *is_estimate)
+query_total(void *state, EcpPartConfig *config, bool *is_estimate)
 {
+	QueryReader *qs = state;
+
 	*is_estimate = true;
 	if (config->kind == ECP_PART_RANGE)
 		return -1;
 	*is_estimate = !config->exact_total;
-	if (by_windows && !config->exact_total)
-		return ecp_source_window_total(config->progress.processed + config->progress.failed, config->progress.last_key);
+	if (qs->windows && !config->exact_total)
+		return ecp_source_window_total(qs->windows, config->progress.processed + config->progress.failed, config->progress.last_key);
 	if (config->exact_total)
 		return ecp_owner_int8(config,
-							  psprintf("SELECT pg_catalog.count(*) FROM (%s\n) AS " ROW_ALIAS, part_rows_sql));
-	return planner_rows(config);
+							  psprintf("SELECT pg_catalog.count(*) FROM (%s\n) AS " ROW_ALIAS, qs->part_rows_sql));
+	return planner_rows(config, qs->part_rows_sql);
 }
 
 /*
@@ -292,7 +311,7 @@ query_total(EcpPartConfig *config, bool *is_estimate)
  * ranges of a query, the first counts them (they belong to none).
  */
 static int64
-query_null_keys(EcpPartConfig *config)
+query_null_keys(void *state, EcpPartConfig *config)
 {
 	if (config->kind == ECP_PART_RANGE && config->has_from)
 		return 0;
@@ -306,16 +325,13 @@ query_null_keys(EcpPartConfig *config)
  * one there is: windowed sources learn the density of their keys.
  */
 static int64
-query_estimated_total(const EcpPartConfig *config)
+query_estimated_total(void *state, const EcpPartConfig *config)
 {
-	if (!by_windows || config->exact_total || config->kind == ECP_PART_RANGE)
-		return -1;
-	return ecp_source_window_total(config->progress.processed + config->progress.failed, config->progress.last_key);
-}
+	QueryReader *qs = state;
 
-static void
-query_close(void)
-{
+	if (qs->windows == NULL || config->exact_total || config->kind == ECP_PART_RANGE)
+		return -1;
+	return ecp_source_window_total(qs->windows, config->progress.processed + config->progress.failed, config->progress.last_key);
 }
 
 const EcpSourceOps ecp_query_source = {
@@ -325,5 +341,5 @@ const EcpSourceOps ecp_query_source = {
 	.total = query_total,
 	.estimated_total = query_estimated_total,
 	.unreadable = query_null_keys,
-	.close = query_close,
+	.close = NULL,				/* nothing but memory */
 };

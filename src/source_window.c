@@ -51,14 +51,13 @@
 #define MAX_WINDOW_PAGES 4
 #define MAX_SPAN ((double) PG_INT64_MAX / 16)
 
-typedef struct WindowState
+struct EcpKeyWindows
 {
 	bool		foreign;		/* the query reads a foreign table */
 	bool		has_rows;		/* the source had a key at prepare time */
 	int64		min_key;
 	int64		max_key;		/* raised if rows appear beyond it */
 	double		span;			/* keys per window */
-	/* in TopMemoryContext: */
 	char	   *window_sql;		/* the rows of ($1, $2] */
 	char	   *count_sql;		/* how many rows ($1, $2] holds */
 	char	   *next_key_sql;	/* the first key after $1 */
@@ -68,9 +67,7 @@ typedef struct WindowState
 	int64		first_lo;		/* where its first window started */
 	int64		last_read;		/* the last key it read */
 	int64		rows_read;
-} WindowState;
-
-static WindowState window;
+};
 
 /* Does the (analysed and planned) query read a foreign table? */
 bool
@@ -116,12 +113,12 @@ is_integer_type(Oid type)
  * always (an integer key is required), 'auto' when the query reads a
  * foreign table and the key is an integer.
  */
-bool
-ecp_source_window_wanted(const EcpPartConfig *config, const char *base_sql, Oid key_type)
+static bool
+windows_wanted(const EcpPartConfig *config, const char *base_sql, Oid key_type, bool *foreign)
 {
 	if (strcmp(config->paging, "keyset") == 0)
 		return false;
-	window.foreign = ecp_source_reads_foreign_table(base_sql);
+	*foreign = ecp_source_reads_foreign_table(base_sql);
 	if (strcmp(config->paging, "window") == 0)
 	{
 		if (!is_integer_type(key_type))
@@ -132,7 +129,7 @@ ecp_source_window_wanted(const EcpPartConfig *config, const char *base_sql, Oid 
 					 errhint("Set option key_column to an integer column of the query, or paging to 'keyset'.")));
 		return true;
 	}
-	if (!window.foreign)
+	if (!*foreign)
 		return false;
 	if (!is_integer_type(key_type))
 	{
@@ -178,15 +175,16 @@ int8_row(const char *sql, int nargs, const int64 *arg, int64 *values, int ncolum
 }
 
 /*
- * Build the window queries and find the key range.  select is the
- * SELECT list over "ecp:row"; key the key column reference; filter the
- * extra predicate (" AND ..." or "").  Inside SPI, as the owner.
+ * Build the window queries and find the key range (inside SPI, as the
+ * owner); the queries in the windows' memory.
  */
-void
-ecp_source_window_prepare(const EcpPartConfig *config, const char *select_list,
-						  const char *key, Oid key_type, const char *filter)
+static void
+prepare_windows(EcpKeyWindows *window, const EcpPartConfig *config, const EcpWindowQuery *query,
+				MemoryContext context)
 {
 	char	   *from = psprintf("(%s\n) AS " ROW_ALIAS, config->query);
+	const char *key = query->key;
+	const char *filter = query->filter;
 
 	/*
 	 * PostgreSQL plans min() and max() as ORDER BY key LIMIT 1, which
@@ -195,32 +193,33 @@ ecp_source_window_prepare(const EcpPartConfig *config, const char *select_list,
 	 * server whole, which answers them from its primary key.  Local tables
 	 * keep the rewrite: it uses their index.
 	 */
-	const char *fence = window.foreign ? "WITH ecp_no_minmax AS (SELECT) " : "";
+	const char *fence = window->foreign ? "WITH ecp_no_minmax AS (SELECT) " : "";
 	int64		bounds[2];
-	char	   *gt = ecp_type_operator(key_type, BTGreaterStrategyNumber, config->key_column);
-	char	   *le = ecp_type_operator(key_type, BTLessEqualStrategyNumber, config->key_column);
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	char	   *gt = ecp_type_operator(query->key_type, BTGreaterStrategyNumber, config->key_column);
+	char	   *le = ecp_type_operator(query->key_type, BTLessEqualStrategyNumber, config->key_column);
+	MemoryContext old = MemoryContextSwitchTo(context);
 
-	window.window_sql = psprintf("SELECT %s FROM (SELECT * FROM %s WHERE %s %s $1 AND %s %s $2%s OFFSET 0) AS "
-								 ROW_ALIAS " ORDER BY %s LIMIT %d",
-								 select_list, from, key, gt, key, le, filter, key, config->batch_size + 1);
-	window.count_sql = psprintf("%sSELECT pg_catalog.count(*)" ECP_AS_INT8 " FROM %s WHERE %s %s $1 AND %s %s $2%s",
-								fence, from, key, gt, key, le, filter);
-	window.next_key_sql = psprintf("%sSELECT pg_catalog.min(%s)" ECP_AS_INT8 " FROM %s WHERE %s %s $1%s",
-								   fence, key, from, key, gt, filter);
-	window.max_after_sql = psprintf("%sSELECT pg_catalog.max(%s)" ECP_AS_INT8 " FROM %s WHERE %s %s $1%s",
+	window->window_sql = psprintf("SELECT %s FROM (SELECT * FROM %s WHERE %s %s $1 AND %s %s $2%s OFFSET 0) AS "
+								  ROW_ALIAS " ORDER BY %s LIMIT %d",
+								  query->select_list, from, key, gt, key, le, filter, key,
+								  config->batch_size + 1);
+	window->count_sql = psprintf("%sSELECT pg_catalog.count(*)" ECP_AS_INT8 " FROM %s WHERE %s %s $1 AND %s %s $2%s",
+								 fence, from, key, gt, key, le, filter);
+	window->next_key_sql = psprintf("%sSELECT pg_catalog.min(%s)" ECP_AS_INT8 " FROM %s WHERE %s %s $1%s",
 									fence, key, from, key, gt, filter);
+	window->max_after_sql = psprintf("%sSELECT pg_catalog.max(%s)" ECP_AS_INT8 " FROM %s WHERE %s %s $1%s",
+									 fence, key, from, key, gt, filter);
 	MemoryContextSwitchTo(old);
 
-	window.has_rows = int8_row(psprintf("%sSELECT pg_catalog.min(%s)" ECP_AS_INT8 ", pg_catalog.max(%s)" ECP_AS_INT8
-										" FROM %s WHERE %s IS NOT NULL%s",
-										fence, key, key, from, key, filter),
-							   0, NULL, bounds, 2);
-	window.min_key = bounds[0];
-	window.max_key = bounds[1];
+	window->has_rows = int8_row(psprintf("%sSELECT pg_catalog.min(%s)" ECP_AS_INT8 ", pg_catalog.max(%s)" ECP_AS_INT8
+										 " FROM %s WHERE %s IS NOT NULL%s",
+										 fence, key, key, from, key, filter),
+								0, NULL, bounds, 2);
+	window->min_key = bounds[0];
+	window->max_key = bounds[1];
 	/* first guess: keys are dense */
-	window.span = config->batch_size;
-	if (window.has_rows && window.min_key == PG_INT64_MIN)
+	window->span = config->batch_size;
+	if (window->has_rows && window->min_key == PG_INT64_MIN)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("the key column \"%s\" of task \"%s\" holds the smallest bigint, which key windows cannot start below",
@@ -229,6 +228,27 @@ ecp_source_window_prepare(const EcpPartConfig *config, const char *select_list,
 	ereport(LOG,
 			(errmsg("ecp worker for run " INT64_FORMAT " part %d reads the source in key windows of \"%s\"",
 					config->run_id, config->part_no, config->key_column)));
+}
+
+/*
+ * Key windows over the query, when they should be used (paging 'window',
+ * or 'auto' over a foreign table with an integer key): ready to read, in
+ * context; NULL when the source is read by keyset pages.  Inside SPI, as
+ * the owner.
+ */
+EcpKeyWindows *
+ecp_source_windows_open(const EcpPartConfig *config, const EcpWindowQuery *query,
+						MemoryContext context)
+{
+	bool		foreign = false;
+	EcpKeyWindows *windows;
+
+	if (!windows_wanted(config, query->base_sql, query->key_type, &foreign))
+		return NULL;
+	windows = MemoryContextAllocZero(context, sizeof(EcpKeyWindows));
+	windows->foreign = foreign;
+	prepare_windows(windows, config, query, context);
+	return windows;
 }
 
 /* The next width after a window of span keys returned n of batch rows. */
@@ -257,13 +277,13 @@ last_key_of_page(const EcpDoc *docs, int n)
 
 /* The upper end of the window of span keys after lo, at most the last key. */
 static int64
-window_end(int64 lo, double span)
+window_end(const EcpKeyWindows *window, int64 lo, double span)
 {
 	int64		width = (int64) span;
 	int64		room;
 
-	if (!pg_sub_s64_overflow(window.max_key, lo, &room) && room <= width)
-		return window.max_key;
+	if (!pg_sub_s64_overflow(window->max_key, lo, &room) && room <= width)
+		return window->max_key;
 	return lo + width;			/* below max_key: cannot overflow */
 }
 
@@ -275,12 +295,12 @@ needs_count(int64 lo, int64 hi, int batch)
 }
 
 static int64
-count_window(int64 lo, int64 hi)
+count_window(const EcpKeyWindows *window, int64 lo, int64 hi)
 {
 	int64		bounds[2] = {lo, hi};
 	int64		n = 0;
 
-	(void) int8_row(window.count_sql, 2, bounds, &n, 1);
+	(void) int8_row(window->count_sql, 2, bounds, &n, 1);
 	return n;
 }
 
@@ -290,11 +310,11 @@ count_window(int64 lo, int64 hi)
  * false when no key follows.
  */
 static bool
-skip_gap(int64 hi, int64 *lo)
+skip_gap(const EcpKeyWindows *window, int64 hi, int64 *lo)
 {
 	int64		next;
 
-	if (!int8_row(window.next_key_sql, 1, &hi, &next, 1))
+	if (!int8_row(window->next_key_sql, 1, &hi, &next, 1))
 		return false;
 	*lo = next - 1;				/* next > hi >= PG_INT64_MIN: no overflow */
 	return true;
@@ -305,21 +325,21 @@ skip_gap(int64 hi, int64 *lo)
  * false when the keys are exhausted.  Inside SPI, as the owner.
  */
 int
-ecp_source_window_read(const EcpPartConfig *config, const char *after_key,
-					   EcpDoc *docs, int capacity, MemoryContext context)
+ecp_source_window_read(EcpKeyWindows *window, const EcpPartConfig *config,
+					   const char *after_key, EcpDoc *docs, int capacity, MemoryContext context)
 {
 	Oid			argtypes[2] = {INT8OID, INT8OID};
 	int			batch = config->batch_size;
 	int64		lo;
 
-	if (!window.has_rows)
+	if (!window->has_rows)
 		return 0;
 	lo = after_key ? DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(after_key)))
-		: window.min_key - 1;
-	if (!window.reading)
+		: window->min_key - 1;
+	if (!window->reading)
 	{
-		window.reading = true;
-		window.first_lo = lo;
+		window->reading = true;
+		window->first_lo = lo;
 	}
 	for (;;)
 	{
@@ -329,41 +349,41 @@ ecp_source_window_read(const EcpPartConfig *config, const char *after_key,
 
 		CHECK_FOR_INTERRUPTS();
 		/* past the known end: rows added meanwhile move it */
-		if (lo >= window.max_key &&
-			!int8_row(window.max_after_sql, 1, &lo, &window.max_key, 1))
+		if (lo >= window->max_key &&
+			!int8_row(window->max_after_sql, 1, &lo, &window->max_key, 1))
 			return 0;
-		hi = window_end(lo, window.span);
+		hi = window_end(window, lo, window->span);
 		if (needs_count(lo, hi, batch))
 		{
-			int64		n = count_window(lo, hi);
+			int64		n = count_window(window, lo, hi);
 
 			if (n > (int64) MAX_WINDOW_PAGES * batch)
 			{
 				/* aim at one page at the density just counted */
-				window.span = Max(1.0, window.span * batch / n);
+				window->span = Max(1.0, window->span * batch / n);
 				continue;
 			}
 			if (n == 0)
 			{
-				if (!skip_gap(hi, &lo))
+				if (!skip_gap(window, hi, &lo))
 					return 0;
 				continue;
 			}
 		}
 		args[0] = Int64GetDatum(lo);
 		args[1] = Int64GetDatum(hi);
-		rows = ecp_read_page_rows(window.window_sql, 2, argtypes, args, docs, capacity, context);
+		rows = ecp_read_page_rows(window->window_sql, 2, argtypes, args, docs, capacity, context);
 		if (rows > 0)
 		{
 			/* the row past the page, if any, is only there to be compared */
 			int			page_rows = Min(rows, batch);
 
-			window.last_read = last_key_of_page(docs, page_rows);
-			window.rows_read += page_rows;
-			window.span = next_span(window.span, page_rows, batch, lo, window.last_read);
+			window->last_read = last_key_of_page(docs, page_rows);
+			window->rows_read += page_rows;
+			window->span = next_span(window->span, page_rows, batch, lo, window->last_read);
 			return rows;
 		}
-		if (!skip_gap(hi, &lo))
+		if (!skip_gap(window, hi, &lo))
 			return 0;
 	}
 }
@@ -376,19 +396,20 @@ ecp_source_window_read(const EcpPartConfig *config, const char *after_key,
  * estimate from.
  */
 int64
-ecp_source_window_total(int64 rows_done, const char *checkpoint_key)
+ecp_source_window_total(const EcpKeyWindows *window, int64 rows_done,
+						const char *checkpoint_key)
 {
 	double		left,
 				density;
 	int64		after;
 
-	if (!window.has_rows)
+	if (!window->has_rows)
 		return rows_done;
-	if (checkpoint_key == NULL || window.rows_read == 0)
-		return rows_done + (int64) Min((double) window.max_key - (double) window.min_key + 1,
+	if (checkpoint_key == NULL || window->rows_read == 0)
+		return rows_done + (int64) Min((double) window->max_key - (double) window->min_key + 1,
 									   (double) PG_INT64_MAX / 2);
 	after = DatumGetInt64(DirectFunctionCall1(int8in, CStringGetDatum(checkpoint_key)));
-	density = window.rows_read / Max(1.0, (double) window.last_read - (double) window.first_lo);
-	left = Max(0.0, (double) window.max_key - (double) after) * Min(1.0, density);
+	density = window->rows_read / Max(1.0, (double) window->last_read - (double) window->first_lo);
+	left = Max(0.0, (double) window->max_key - (double) after) * Min(1.0, density);
 	return rows_done + (int64) Min(left, (double) PG_INT64_MAX / 2);
 }

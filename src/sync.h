@@ -196,25 +196,40 @@ typedef struct EcpBatch
 
 /*
  * A source: the worker reads every kind of part through these, and knows
- * none of them by name (source.c picks one for the part).  All but close
- * may ereport; transient errors (class 08 and the like, retry.c) are
- * retried from the checkpoint.
+ * none of them by name (source.c picks one for the part).  open returns
+ * the source's own state, allocated in the memory context it is given
+ * (deleted when the source is closed); every other call takes that state.
+ * All but close may ereport; transient errors (class 08 and the like,
+ * retry.c) are retried from the checkpoint.
  */
 typedef struct EcpSourceOps
 {
 	const char *name;
-	/* ready to read (as the owner where the owner's code runs) */
-	void		(*open) (EcpPartConfig *config);
+	/* ready to read (as the owner where the owner's code runs): the state */
+	void	   *(*open) (EcpPartConfig *config, MemoryContext context);
 	/* the page after *after into batch (in batch->context); false at the end */
-	bool		(*read) (EcpPartConfig *config, const EcpPosition *after, EcpBatch *batch);
+	bool		(*read) (void *state, EcpPartConfig *config, const EcpPosition *after,
+						 EcpBatch *batch);
 	/* the part's size: >= 0, or -1 when unknown */
-	int64		(*total) (EcpPartConfig *config, bool *is_estimate);
+	int64		(*total) (void *state, EcpPartConfig *config, bool *is_estimate);
 	/* a better estimate at a checkpoint, or -1 to keep the one there is */
-	int64		(*estimated_total) (const EcpPartConfig *config);
+	int64		(*estimated_total) (void *state, const EcpPartConfig *config);
 	/* rows the part could not read (NULL keys), reported at its end */
-	int64		(*unreadable) (EcpPartConfig *config);
-	void		(*close) (void);
+	int64		(*unreadable) (void *state, EcpPartConfig *config);
+	/* what memory does not free: connections, files (may be NULL) */
+	void		(*close) (void *state);
 } EcpSourceOps;
+
+/* An open source: its kind and its state (source.c opens and closes it). */
+typedef struct EcpSource
+{
+	const EcpSourceOps *ops;
+	void	   *state;
+	MemoryContext context;		/* the state's memory */
+} EcpSource;
+
+/* An open sink: the consumer's nodes, client and request in flight (sink.c). */
+typedef struct EcpSink EcpSink;
 
 /* How the sink judged one document. */
 typedef enum EcpDocOutcome
@@ -264,10 +279,11 @@ extern bool ecp_worker_wait(EcpPartConfig *config, long wait_ms);
 extern char *ecp_json_quote(const char *text);
 
 /* source.c: the source of a part; cutting a query into key ranges */
-extern const EcpSourceOps *ecp_source_open(EcpPartConfig *config);
+extern EcpSource *ecp_source_open(EcpPartConfig *config);
+extern void ecp_source_close(EcpSource *source);
 extern int64 ecp_owner_int8(EcpPartConfig *config, const char *sql);
-extern int64 ecp_source_no_estimate(const EcpPartConfig *config);
-extern int64 ecp_source_nothing_unreadable(EcpPartConfig *config);
+extern int64 ecp_source_no_estimate(void *state, const EcpPartConfig *config);
+extern int64 ecp_source_nothing_unreadable(void *state, EcpPartConfig *config);
 
 /* owner_sql.c: the SQL ecp writes around the owner's query, and result checks */
 extern char *ecp_source_column_ref(const char *column);
@@ -285,21 +301,33 @@ extern void ecp_source_column_types(const EcpPartConfig *config, Oid *key_type, 
 
 /* source_ids.c: the run's ids, looked up through the query */
 extern const EcpSourceOps ecp_ids_source;
-extern void ecp_ids_prepare(EcpPartConfig *config);
-extern void ecp_ids_lookup(EcpPartConfig *config, char **ids, int nids, EcpBatch *batch);
+typedef struct EcpIdLookup EcpIdLookup;
+extern EcpIdLookup *ecp_ids_prepare(EcpPartConfig *config, MemoryContext context);
+extern void ecp_ids_lookup(const EcpIdLookup *lookup, EcpPartConfig *config, char **ids, int nids,
+						   EcpBatch *batch);
 
 /* source_file.c: lines of a file: documents, or ids to look up */
 extern const EcpSourceOps ecp_file_source;
 
 /* source_window.c: key windows over foreign tables */
 extern bool ecp_source_reads_foreign_table(const char *sql);
-extern bool ecp_source_window_wanted(const EcpPartConfig *config, const char *base_sql,
-									 Oid key_type);
-extern void ecp_source_window_prepare(const EcpPartConfig *config, const char *select_list,
-									  const char *key, Oid key_type, const char *filter);
-extern int	ecp_source_window_read(const EcpPartConfig *config, const char *after_key,
-								   EcpDoc *docs, int capacity, MemoryContext context);
-extern int64 ecp_source_window_total(int64 rows_done, const char *checkpoint_key);
+typedef struct EcpKeyWindows EcpKeyWindows;
+typedef struct EcpWindowQuery
+{
+	const char *base_sql;		/* SELECT * FROM (<query>) AS "ecp:row" */
+	const char *select_list;	/* the page's columns over "ecp:row" */
+	const char *key;			/* the key column's reference */
+	Oid			key_type;
+	const char *filter;			/* " AND ..." (a range part) or "" */
+} EcpWindowQuery;
+extern EcpKeyWindows *ecp_source_windows_open(const EcpPartConfig *config,
+											  const EcpWindowQuery *query,
+											  MemoryContext context);
+extern int	ecp_source_window_read(EcpKeyWindows *windows, const EcpPartConfig *config,
+								   const char *after_key, EcpDoc *docs, int capacity,
+								   MemoryContext context);
+extern int64 ecp_source_window_total(const EcpKeyWindows *windows, int64 rows_done,
+									 const char *checkpoint_key);
 
 /* retry.c: back-off, and retries of transient source errors */
 typedef bool (*EcpSourceStep) (EcpPartConfig *config, void *arg);
@@ -329,21 +357,28 @@ extern EcpSourceOutcome ecp_source_with_retries(EcpPartConfig *config, EcpSource
 extern void ecp_transform_page(EcpPartConfig *config, EcpBatch *page);
 
 /* migrate.c: the steps of a migration (mode alias_swap) and its maintenance runs */
-extern void ecp_migrate_part(EcpPartConfig *config);
+extern void ecp_migrate_part(EcpPartConfig *config, EcpSink *sink);
 
 /* batch.c */
 extern void ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config,
 									const EcpDoc *doc, const char *index);
 
 /* sink.c: batches to the consumer (sink_es.c / sink_http.c: its kind) */
-extern void ecp_sink_open(EcpPartConfig *config);
-extern EcpSendStatus ecp_sink_begin(EcpPartConfig *config, EcpBatch *batch,
+extern EcpSink *ecp_sink_open(EcpPartConfig *config);
+extern EcpSendStatus ecp_sink_begin(EcpSink *sink, EcpPartConfig *config, EcpBatch *batch,
 									const int *subset, int nsubset,
 									EcpDocResult *results, char **error);
-extern EcpSendStatus ecp_sink_finish(EcpPartConfig *config, char **error);
-extern EcpSendStatus ecp_sink_end_part(EcpPartConfig *config, char **error);
-extern void ecp_sink_report_nodes(EcpPartConfig *config);
-extern void ecp_sink_close(void);
+extern EcpSendStatus ecp_sink_finish(EcpSink *sink, EcpPartConfig *config, char **error);
+extern EcpSendStatus ecp_sink_end_part(EcpSink *sink, EcpPartConfig *config, char **error);
+extern void ecp_sink_report_nodes(EcpSink *sink, EcpPartConfig *config);
+extern void ecp_sink_close(EcpSink *sink);
+
+/* address_filter.c: the outbound policy as curl's connect-time filter */
+typedef struct EcpAddressCheck
+{
+	const char *owner_name;		/* whose connection: named in refusals */
+	bool		refused;		/* the filter refused the last connection */
+} EcpAddressCheck;
 extern int	ecp_filter_address(const struct sockaddr *sa, socklen_t len, const char *host,
 							   int port, char *why, size_t whylen, void *arg);
 
@@ -366,7 +401,7 @@ extern bool ecp_store_claim(EcpPartConfig *config);
 extern void ecp_store_set_total(EcpPartConfig *config, int64 total, bool is_estimate);
 extern EcpRunState ecp_store_save(EcpPartConfig *config, EcpBatch *batch,
 							EcpDocResult *results, double docs_per_second,
-							int64 (*estimated_total) (const EcpPartConfig *config));
+							const EcpSource *source);
 extern void ecp_store_finish(EcpPartConfig *config, int64 null_keys);
 extern void ecp_store_fail(EcpPartConfig *config, const char *error);
 extern EcpRunState ecp_store_run_state(EcpPartConfig *config);

@@ -29,6 +29,10 @@
 
 #include "worker_args.h"
 
+/*
+ * Process-wide, not part state: the shared-memory slot this worker process
+ * holds, released by the exit callback (which no handle reaches).
+ */
 static int	my_slot = -1;
 
 #define RATE_SAMPLES 16
@@ -115,6 +119,40 @@ typedef struct PhaseTimes
 	double		checkpoint_ms;
 } PhaseTimes;
 
+/*
+ * Everything one part's loop holds, from the claim to the end of the
+ * part: no file-scope variable holds any of it.
+ */
+typedef struct PartLoop
+{
+	EcpPartConfig *config;
+	EcpSource  *source;			/* NULL until the source is ready */
+	EcpSink    *sink;			/* NULL until the part is claimed */
+	EcpBatch	pages[2];		/* the page sent, and the one read ahead */
+	int			current;		/* pages[current] is the page to send */
+	bool		have_page;		/* pages[current] is read, not yet sent */
+	RateWindow	rate;
+	int64		done;			/* documents acknowledged, for the rate */
+	PhaseTimes	times;
+} PartLoop;
+
+/* Whether the page after the one being sent was read, while it was sent. */
+typedef enum NextPage
+{
+	NEXT_UNKNOWN,				/* not read (yet, or a transient error) */
+	NEXT_READ,
+	NEXT_NONE					/* read: the source is exhausted */
+} NextPage;
+
+/* One page on its way to the sink, and what was read ahead meanwhile. */
+typedef struct PageSend
+{
+	EcpBatch   *page;
+	EcpDocResult *results;		/* one per document of the page */
+	NextPage	next_state;		/* the other page of the loop */
+	bool		read_ahead;		/* the read ahead was tried (once per page) */
+} PageSend;
+
 static double
 ms_since(instr_time start)
 {
@@ -125,12 +163,9 @@ ms_since(instr_time start)
 	return INSTR_TIME_GET_MILLISEC(now);
 }
 
-/* The part's source: chosen once the part is loaded. */
-static const EcpSourceOps *source = NULL;
-
 /* Read the page after *after into page, in the page's own memory. */
 static bool
-read_page(EcpPartConfig *config, const EcpPosition *after, EcpBatch *page, PhaseTimes *times)
+read_page(PartLoop *loop, const EcpPosition *after, EcpBatch *page)
 {
 	instr_time	start;
 	bool		found;
@@ -147,19 +182,19 @@ read_page(EcpPartConfig *config, const EcpPosition *after, EcpBatch *page, Phase
 	page->nbad_lines = 0;
 	pgstat_report_activity(STATE_RUNNING, "reading a page");
 	INSTR_TIME_SET_CURRENT(start);
-	found = source->read(config, after, page);
+	found = loop->source->ops->read(loop->source->state, loop->config, after, page);
 	if (found)
-		ecp_transform_page(config, page);
-	times->read_ms += ms_since(start);
+		ecp_transform_page(loop->config, page);
+	loop->times.read_ms += ms_since(start);
 	return found;
 }
 
 /* What a page read needs, as one argument of a retried source step. */
 typedef struct PageRead
 {
+	PartLoop   *loop;
 	EcpPosition after;
 	EcpBatch   *page;
-	PhaseTimes *times;
 } PageRead;
 
 static bool
@@ -167,7 +202,7 @@ read_page_step(EcpPartConfig *config, void *arg)
 {
 	PageRead   *read = (PageRead *) arg;
 
-	return read_page(config, &read->after, read->page, read->times);
+	return read_page(read->loop, &read->after, read->page);
 }
 
 /* The checkpoint the part starts from. */
@@ -179,57 +214,57 @@ checkpoint_of(const EcpPartConfig *config)
 	return at;
 }
 
-/* Whether the page after the one being sent was read, while it was sent. */
-typedef enum NextPage
+/*
+ * While the last request of the page runs, read the next page into the
+ * loop's other page (once per page: a retry does not read it again).  No
+ * back-off while a request is in flight: a failed read is tried again
+ * from the checkpoint after this page.
+ */
+static void
+read_ahead(PartLoop *loop, PageSend *send)
 {
-	NEXT_UNKNOWN,				/* not read (yet, or a transient error) */
-	NEXT_READ,
-	NEXT_NONE					/* read: the source is exhausted */
-} NextPage;
+	PageRead	read = {loop, send->page->end, &loop->pages[1 - loop->current]};
+	bool		found;
+
+	if (send->read_ahead)
+		return;
+	if (ecp_source_try(loop->config, read_page_step, &read, &found))
+	{
+		send->next_state = found ? NEXT_READ : NEXT_NONE;
+		send->read_ahead = true;
+	}
+}
 
 /*
- * Send page: every request but the last, then (while the last one runs)
- * read the next page into next, then wait for the last answer.  Reading
- * thus overlaps with the sink's work.  *next_state says whether a next
- * page was read.
+ * Send the page (or the documents listed in subset): every request but
+ * the last, then (while the last one runs) read the next page, then wait
+ * for the last answer.  Reading thus overlaps with the sink's work.
  */
 static EcpSendStatus
-send_page(EcpPartConfig *config, EcpBatch *page, const int *subset, int nsubset,
-		  EcpDocResult *results, EcpBatch *next, NextPage *next_state, bool *read_ahead,
-		  char **error, PhaseTimes *times)
+send_page(PartLoop *loop, PageSend *send, const int *subset, int nsubset, char **error)
 {
+	EcpBatch   *page = send->page;
 	instr_time	start;
 	EcpSendStatus status;
 
 	pgstat_report_activity(STATE_RUNNING, "sending a batch");
 	INSTR_TIME_SET_CURRENT(start);
-	status = page->ndocs > 0 ? ecp_sink_begin(config, page, subset, nsubset, results, error)
+	status = page->ndocs > 0
+		? ecp_sink_begin(loop->sink, loop->config, page, subset, nsubset, send->results, error)
 		: ECP_SEND_DONE;
-	times->send_ms += ms_since(start);
+	loop->times.send_ms += ms_since(start);
 	if (status != ECP_SEND_DONE)
 		return status;
 
-	if (!*read_ahead)
-	{
-		/* no back-off while a request is in flight: a failed read is tried
-		 * again from the checkpoint after this page */
-		PageRead	read = {page->end, next, times};
-		bool		found;
-
-		if (ecp_source_try(config, read_page_step, &read, &found))
-		{
-			*next_state = found ? NEXT_READ : NEXT_NONE;
-			*read_ahead = true;
-		}
-	}
+	read_ahead(loop, send);
 
 	MemoryContextSwitchTo(page->context);
 	if (page->ndocs == 0)
 		return ECP_SEND_DONE;	/* every id missing, every line bad */
 	pgstat_report_activity(STATE_RUNNING, "waiting for the sink");
 	INSTR_TIME_SET_CURRENT(start);
-	status = ecp_sink_finish(config, error);
-	times->send_ms += ms_since(start);
+	status = ecp_sink_finish(loop->sink, loop->config, error);
+	loop->times.send_ms += ms_since(start);
 	return status;
 }
 
@@ -261,21 +296,19 @@ collect_retries(const EcpDocResult *results, int ndocs, int *subset, char **why)
  * times.  The first attempt reads the next page while the sink works.
  */
 static EcpSendStatus
-send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *results,
-					   EcpBatch *next, NextPage *next_state, char **error, PhaseTimes *times)
+send_page_with_retries(PartLoop *loop, PageSend *send, char **error)
 {
+	EcpBatch   *page = send->page;
 	int		   *subset = palloc(sizeof(int) * Max(page->ndocs, 1));
 	int			nsubset = 0;
 	bool		all = true;
-	bool		read_ahead = false;
 
 	for (int attempt = 1;; attempt++)
 	{
 		EcpSendStatus status;
 		char	   *why = NULL;
 
-		status = send_page(config, page, all ? NULL : subset, nsubset, results, next,
-						   next_state, &read_ahead, &why, times);
+		status = send_page(loop, send, all ? NULL : subset, nsubset, &why);
 		if (status == ECP_SEND_STOPPED || status == ECP_SEND_FAILED)
 		{
 			*error = why;
@@ -290,14 +323,14 @@ send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *resu
 		 */
 		if (status == ECP_SEND_DONE)
 		{
-			int			n = collect_retries(results, page->ndocs, subset, &why);
+			int			n = collect_retries(send->results, page->ndocs, subset, &why);
 
 			if (n == 0)
 				break;
 			nsubset = n;
 			all = false;
 		}
-		switch (ecp_retry_after(config, attempt, why,
+		switch (ecp_retry_after(loop->config, attempt, why,
 								psprintf("\"documents\": %d", all ? page->ndocs : nsubset), error))
 		{
 			case ECP_RETRY_AGAIN:
@@ -316,7 +349,9 @@ send_page_with_retries(EcpPartConfig *config, EcpBatch *page, EcpDocResult *resu
 static bool
 prepare_step(EcpPartConfig *config, void *arg)
 {
-	source = ecp_source_open(config);
+	PartLoop   *loop = (PartLoop *) arg;
+
+	loop->source = ecp_source_open(config);
 	return true;
 }
 
@@ -324,162 +359,199 @@ prepare_step(EcpPartConfig *config, void *arg)
 static bool
 finish_step(EcpPartConfig *config, void *arg)
 {
-	ecp_store_finish(config, source->unreadable(config));
+	EcpSource  *source = ((PartLoop *) arg)->source;
+
+	ecp_store_finish(config, source->ops->unreadable(source->state, config));
 	return true;
 }
 
 static EcpSendStatus
 end_part_step(EcpPartConfig *config, void *arg, char **error)
 {
-	return ecp_sink_end_part(config, error);
+	return ecp_sink_end_part((EcpSink *) arg, config, error);
 }
 
 /*
- * The consumer's last step of the part (a refresh), retried like a batch,
- * and the nodes it used into the flow.  ECP_SEND_FAILED: the run failed
- * (recorded); ECP_SEND_STOPPED: a stop request came first.
- */
-static EcpSendStatus
-end_part(EcpPartConfig *config)
-{
-	EcpSendStatus status = ecp_send_with_retries(config, end_part_step, NULL);
-
-	if (status == ECP_SEND_DONE)
-		ecp_sink_report_nodes(config);
-	return status;
-}
-
-/*
- * The source is exhausted: the consumer's last step, then the part is
- * done.  True when a stop request came first (the loop goes on, and sees
- * it); false when the part ended, done or failed.
+ * The source is exhausted: the consumer's last step (a refresh, retried
+ * like a batch), the nodes it used into the flow, then the part is done.
+ * True when a stop request came first (the loop goes on, and sees it);
+ * false when the part ended, done or failed (recorded).
  */
 static bool
-stopped_before_end(EcpPartConfig *config)
+stopped_before_end(PartLoop *loop)
 {
-	EcpSendStatus ended = end_part(config);
+	EcpSendStatus ended = ecp_send_with_retries(loop->config, end_part_step, loop->sink);
 
 	if (ended == ECP_SEND_STOPPED)
 		return true;
-	if (ended == ECP_SEND_DONE)
-		return ecp_source_with_retries(config, finish_step, NULL) == ECP_SOURCE_STOPPED;
+	if (ended != ECP_SEND_DONE)
+		return false;
+	ecp_sink_report_nodes(loop->sink, loop->config);
+	return ecp_source_with_retries(loop->config, finish_step, loop) == ECP_SOURCE_STOPPED;
+}
+
+/* The checkpoint after an acknowledged page; false when the run is no longer running. */
+static bool
+checkpoint(PartLoop *loop, PageSend *send)
+{
+	EcpPartConfig *config = loop->config;
+	instr_time	start;
+	EcpRunState state;
+
+	loop->done += send->page->ndocs;
+	INSTR_TIME_SET_CURRENT(start);
+	state = ecp_store_save(config, send->page, send->results, rate_add(&loop->rate, loop->done),
+						   loop->source);
+	loop->times.checkpoint_ms += ms_since(start);
+	if (state == ECP_RUN_RUNNING)
+		return true;
+	ereport(LOG,
+			(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
+					config->run_id, config->part_no, ecp_run_state_names[state])));
+	ecp_store_release(config);
 	return false;
 }
 
-static void
-sync_part(EcpPartConfig *config)
+/* What one step of the loop came to. */
+typedef enum LoopStep
 {
-	EcpBatch	pages[2];
-	int			current = 0;
-	bool		prepared = false;
-	bool		have_page = false;	/* pages[current] is read, not yet sent */
-	RateWindow	rate;
-	int64		done = config->progress.processed + config->progress.failed;
-	PhaseTimes	times = {0, 0, 0};
-	instr_time	start;
+	LOOP_AGAIN,					/* go on (a stop request is seen at the top) */
+	LOOP_END					/* the part ended: done, failed or stopped */
+} LoopStep;
 
-	memset(&rate, 0, sizeof(rate));
-	for (int i = 0; i < 2; i++)
-		pages[i].context = AllocSetContextCreate(TopMemoryContext, "ecp page",
-												 ALLOCSET_DEFAULT_SIZES);
+/* The page to send: read from the checkpoint unless read ahead. */
+static LoopStep
+have_a_page(PartLoop *loop, bool *got_one)
+{
+	PageRead	read = {loop, checkpoint_of(loop->config), &loop->pages[loop->current]};
+	EcpSourceOutcome outcome;
 
-	if (!ecp_store_claim(config))
-		return;
-	ecp_sink_open(config);
-	if (config->kind == ECP_PART_MIGRATE)
+	*got_one = false;
+	if (loop->have_page)
 	{
-		ecp_migrate_part(config);
-		ecp_sink_close();
-		return;
+		*got_one = true;
+		return LOOP_AGAIN;
 	}
-	(void) rate_add(&rate, done);
+	outcome = ecp_source_with_retries(loop->config, read_page_step, &read);
+	if (outcome == ECP_SOURCE_STOPPED)
+		return LOOP_AGAIN;
+	if (outcome == ECP_SOURCE_FALSE)
+		return stopped_before_end(loop) ? LOOP_AGAIN : LOOP_END;
+	loop->have_page = *got_one = true;
+	return LOOP_AGAIN;
+}
 
+/* Send the page in hand, checkpoint it, and move on to the next one. */
+static LoopStep
+send_and_checkpoint(PartLoop *loop)
+{
+	PageSend	send = {&loop->pages[loop->current], NULL, NEXT_UNKNOWN, false};
+	EcpSendStatus status;
+	char	   *error = NULL;
+
+	MemoryContextSwitchTo(send.page->context);
+	send.results = palloc0(sizeof(EcpDocResult) * Max(send.page->ndocs, 1));
+	status = send_page_with_retries(loop, &send, &error);
+	if (status == ECP_SEND_STOPPED)
+	{
+		loop->have_page = false;	/* re-read from the checkpoint if we go on */
+		return LOOP_AGAIN;
+	}
+	if (status != ECP_SEND_DONE)
+	{
+		ecp_store_fail(loop->config, error);
+		return LOOP_END;
+	}
+	if (!checkpoint(loop, &send))
+		return LOOP_END;
+	if (send.next_state == NEXT_READ)
+	{
+		loop->current = 1 - loop->current;	/* the page read ahead is next */
+		return LOOP_AGAIN;
+	}
+	/* the source ended, or its read-ahead failed: read from the checkpoint */
+	loop->have_page = false;
+	if (send.next_state == NEXT_NONE)
+		return stopped_before_end(loop) ? LOOP_AGAIN : LOOP_END;
+	return LOOP_AGAIN;
+}
+
+/* Read, send and checkpoint pages until the part ends. */
+static void
+page_loop(PartLoop *loop)
+{
+	EcpPartConfig *config = loop->config;
+
+	(void) rate_add(&loop->rate, loop->done);
 	/* every stop (a wait ended by pause, cancel, shutdown) comes back here */
 	for (;;)
 	{
-		EcpBatch   *page = &pages[current];
-		EcpDocResult *results;
-		EcpSendStatus status;
-		NextPage	next_state = NEXT_UNKNOWN;
-		char	   *error = NULL;
-		EcpRunState state;
+		bool		got_page;
 
 		CHECK_FOR_INTERRUPTS();
 		ecp_reload_settings_if_asked();
 		if (ecp_worker_should_stop(config) && !run_still_running(config))
 			break;
-		if (!prepared)
-		{
-			if (ecp_source_with_retries(config, prepare_step, NULL) == ECP_SOURCE_STOPPED)
-				continue;
-			prepared = true;
-		}
-		if (!have_page)
-		{
-			PageRead	read = {checkpoint_of(config), page, &times};
-			EcpSourceOutcome outcome = ecp_source_with_retries(config, read_page_step, &read);
-
-			if (outcome == ECP_SOURCE_STOPPED)
-				continue;
-			if (outcome == ECP_SOURCE_FALSE)
-			{
-				if (stopped_before_end(config))
-					continue;
-				break;
-			}
-			have_page = true;
-		}
-
-		MemoryContextSwitchTo(page->context);
-		results = palloc0(sizeof(EcpDocResult) * Max(page->ndocs, 1));
-		status = send_page_with_retries(config, page, results, &pages[1 - current],
-										&next_state, &error, &times);
-		if (status == ECP_SEND_STOPPED)
-		{
-			have_page = false;	/* re-read from the checkpoint if we go on */
+		if (loop->source == NULL &&
+			ecp_source_with_retries(config, prepare_step, loop) == ECP_SOURCE_STOPPED)
 			continue;
-		}
-		if (status != ECP_SEND_DONE)
-		{
-			ecp_store_fail(config, error);
+		if (have_a_page(loop, &got_page) == LOOP_END)
 			break;
-		}
-
-		done += page->ndocs;
-		INSTR_TIME_SET_CURRENT(start);
-		state = ecp_store_save(config, page, results, rate_add(&rate, done),
-									source->estimated_total);
-		times.checkpoint_ms += ms_since(start);
-		if (state != ECP_RUN_RUNNING)
-		{
-			ereport(LOG,
-					(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
-							config->run_id, config->part_no, ecp_run_state_names[state])));
-			ecp_store_release(config);
-			break;
-		}
-		if (next_state == NEXT_READ)
-		{
-			current = 1 - current;	/* the page read ahead is next */
+		if (!got_page)
 			continue;
-		}
-		/* the source ended, or its read-ahead failed: read from the checkpoint */
-		have_page = false;
-		if (next_state == NEXT_NONE)
-		{
-			if (stopped_before_end(config))
-				continue;
+		if (send_and_checkpoint(loop) == LOOP_END)
 			break;
-		}
 	}
+}
+
+/* A loop for the loaded part, its pages in memory of their own. */
+static PartLoop *
+part_loop_create(EcpPartConfig *config)
+{
+	PartLoop   *loop = MemoryContextAllocZero(TopMemoryContext, sizeof(PartLoop));
+
+	loop->config = config;
+	loop->done = config->progress.processed + config->progress.failed;
+	for (int i = 0; i < 2; i++)
+		loop->pages[i].context = AllocSetContextCreate(TopMemoryContext, "ecp page",
+													   ALLOCSET_DEFAULT_SIZES);
+	return loop;
+}
+
+/* Close the loop's sink and source, and free its pages (also after an error). */
+static void
+part_loop_close(PartLoop *loop)
+{
 	MemoryContextSwitchTo(TopMemoryContext);
-	ecp_sink_close();
-	if (source)
-		source->close();
+	ecp_sink_close(loop->sink);
+	loop->sink = NULL;
+	ecp_source_close(loop->source);
+	loop->source = NULL;
+	for (int i = 0; i < 2; i++)
+		if (loop->pages[i].context)
+			MemoryContextDelete(loop->pages[i].context);
+	pfree(loop);
+}
+
+static void
+sync_part(PartLoop *loop)
+{
+	EcpPartConfig *config = loop->config;
+
+	if (!ecp_store_claim(config))
+		return;
+	loop->sink = ecp_sink_open(config);
+	if (config->kind == ECP_PART_MIGRATE)
+	{
+		ecp_migrate_part(config, loop->sink);
+		return;
+	}
+	page_loop(loop);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	ereport(LOG,
 			(errmsg("ecp worker for run " INT64_FORMAT " part %d spent %.0f ms reading, %.0f ms sending, %.0f ms checkpointing",
-					config->run_id, config->part_no, times.read_ms, times.send_ms, times.checkpoint_ms)));
+					config->run_id, config->part_no, loop->times.read_ms, loop->times.send_ms,
+					loop->times.checkpoint_ms)));
 }
 
 /*
@@ -492,6 +564,7 @@ static void
 run_part_or_fail(EcpPartConfig *config)
 {
 	MemoryContext context = CurrentMemoryContext;
+	PartLoop   *loop = NULL;
 
 	PG_TRY();
 	{
@@ -499,7 +572,9 @@ run_part_or_fail(EcpPartConfig *config)
 		if (config->progress.run_state == ECP_RUN_PENDING || config->progress.run_state == ECP_RUN_RUNNING)
 		{
 			ecp_sandbox_act_for(config->owner_name);
-			sync_part(config);
+			loop = part_loop_create(config);
+			sync_part(loop);
+			part_loop_close(loop);
 		}
 	}
 	PG_CATCH();
@@ -510,9 +585,8 @@ run_part_or_fail(EcpPartConfig *config)
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		ecp_sink_close();
-		if (source)
-			source->close();
+		if (loop)
+			part_loop_close(loop);
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && ecp_worker_should_stop(config))
 		{
 			ereport(LOG,
