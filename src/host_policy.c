@@ -104,7 +104,7 @@ ecp_host_policy_role_exempt(Oid roleid)
 }
 
 /*
- * This server's own addresses (finding M4): a service bound to 0.0.0.0 on
+ * This server's own addresses: a service bound to 0.0.0.0 on
  * the database host answers on every one of them, public or not.  Read
  * with getifaddrs, at most every LOCAL_ADDRS_MAX_AGE seconds per process,
  * so an address added later (DHCP, a new bridge) counts soon without a
@@ -242,7 +242,7 @@ numeric_form_of(const HmUrl *url, const HmAddr *addr)
 /*
  * The allowed_hosts entry a hint suggests for a name: "host:port"; when
  * the name cannot be an entry, the address of a numeric form; else NULL:
- * the address DNS gave is not for the role to see (finding L4).
+ * the address DNS gave is not for the role to see.
  */
 static const char *
 suggest_entry(const HmUrl *url, const HmAddr *addr, const char *address, char *entry,
@@ -261,7 +261,7 @@ suggest_entry(const HmUrl *url, const HmAddr *addr, const char *address, char *e
 
 /*
  * Judge every address host resolves to; false when it does not resolve.
- * The refusal does not quote an address DNS gave (finding L4: PUBLIC may
+ * The refusal does not quote an address DNS gave (PUBLIC may
  * call ecp._check_consumer_target, which would make it an oracle of
  * internal DNS); the server log has it for the administrator.  Roles
  * exempt from the policy never get here.
