@@ -354,6 +354,9 @@ extern bool ecp_config_bool(const char *value, const char *option, bool fallback
 extern int64 ecp_config_int64(const char *value, const char *what);
 extern const char *ecp_config_word(const char *value, const char *option,
 								   const char *const *words);
+extern int	ecp_option_int(const char *kind, const char *name, const char *value);
+extern bool ecp_option_bool(const char *kind, const char *name, const char *value);
+extern const char *ecp_option_word(const char *kind, const char *name, const char *value);
 extern void ecp_config_check_index(const char *index);
 extern void ecp_config_check_url(const char *url);
 extern void ecp_config_check_owners(Oid run_owner, Oid task_owner, Oid consumer_owner,
