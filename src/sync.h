@@ -319,7 +319,6 @@ typedef EcpSendStatus (*EcpSendStep) (EcpPartConfig *config, void *arg, char **e
 extern EcpSendStatus ecp_send_with_retries(EcpPartConfig *config, EcpSendStep step, void *arg);
 extern EcpRetryVerdict ecp_retry_after(EcpPartConfig *config, int attempt, const char *why,
 									   const char *what_json, char **exhausted);
-extern long ecp_backoff_ms(const EcpPartConfig *config, int attempt);
 extern bool ecp_source_error_is_transient(int sqlerrcode);
 extern bool ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result);
 extern EcpSourceOutcome ecp_source_with_retries(EcpPartConfig *config, EcpSourceStep step,
