@@ -319,10 +319,20 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- ---------------------------------------------------------------------------
--- Options.  A spec maps each option to a type (text, boolean), or to
--- [type, min, max] (integer, number; array: elements, object: keys).
--- Unknown keys, wrong types and values out of range are errors.
+-- Options.  Their contract (name, JSON type, bounds, default) is one table
+-- in C, src/option_contract.c, which the worker and the launcher read as
+-- well: SELECT * FROM ecp._option_contract().  min and max bound an
+-- integer or number's value, a text or word's bytes (max), an array's
+-- elements, an object's keys; a word is one of words.  Unknown keys, wrong
+-- types and values out of range are errors.
 -- ---------------------------------------------------------------------------
+CREATE FUNCTION ecp._option_contract(OUT kind text, OUT name text, OUT type text,
+                                     OUT min numeric, OUT max numeric, OUT default_value jsonb,
+                                     OUT default_setting text, OUT words text[], OUT launcher boolean)
+RETURNS SETOF record AS 'MODULE_PATHNAME', 'ecp_option_contract' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION ecp._option_contract() IS 'the task and consumer options: JSON type, bounds, default (a GUC may set it), words, whether the launcher reads it';
+
+-- A spec maps each option of a kind to [type, min, max].
 CREATE FUNCTION ecp._check_options(options jsonb, spec jsonb, what text)
 RETURNS void LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -347,15 +357,13 @@ BEGIN
                   USING ERRCODE = 'invalid_parameter_value',
                         HINT = 'Valid options: ' || (SELECT string_agg(key, ', ' ORDER BY key) FROM jsonb_object_keys(spec) key) || '.';
         END IF;
-        IF jsonb_typeof(rule) = 'array' THEN
-            want := rule ->> 0;
-            low := (rule ->> 1)::numeric;
-            high := (rule ->> 2)::numeric;
-        ELSE
-            want := rule #>> '{}';
-        END IF;
+        want := rule ->> 0;
+        low := (rule ->> 1)::numeric;
+        high := (rule ->> 2)::numeric;
+        -- a word's words are checked after every key's type
         valid := CASE want
-                 WHEN 'text' THEN jsonb_typeof(v) = 'string' AND octet_length(v #>> '{}') <= 8192
+                 WHEN 'text' THEN jsonb_typeof(v) = 'string' AND octet_length(v #>> '{}') <= high
+                 WHEN 'word' THEN jsonb_typeof(v) = 'string' AND octet_length(v #>> '{}') <= high
                  WHEN 'boolean' THEN jsonb_typeof(v) = 'boolean'
                  WHEN 'number' THEN jsonb_typeof(v) = 'number'
                                     AND (v::text)::numeric BETWEEN low AND high
@@ -374,7 +382,7 @@ BEGIN
                             WHEN 'boolean' THEN 'true or false'
                             WHEN 'array' THEN format('a JSON array of %s to %s elements', low, high)
                             WHEN 'object' THEN format('a JSON object of %s to %s keys', low, high)
-                            ELSE 'a string of at most 8192 bytes' END,
+                            ELSE format('a string of at most %s bytes', high) END,
                   -- a secret is never quoted: errors reach the server log
                   CASE WHEN k IN ('password', 'api_key') THEN '***' ELSE left(v::text, 100) END
                   USING ERRCODE = 'invalid_parameter_value';
@@ -382,58 +390,53 @@ BEGIN
     END LOOP;
 END $$;
 
+-- The options of a kind (task, consumer) as a spec, from the contract.
+CREATE FUNCTION ecp._option_spec(kind text) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_object_agg(c.name, jsonb_build_array(c.type, c.min, c.max))
+      FROM ecp._option_contract() c WHERE c.kind = _option_spec.kind
+$$;
+
 CREATE FUNCTION ecp._task_option_spec() RETURNS jsonb
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT '{"id_column": "text", "key_column": "text",
-             "batch_size": ["integer", 1, 100000],
-             "batch_bytes": ["integer", 1024, 104857600],
-             "op": "text", "exact_total": "boolean",
-             "max_retries": ["integer", 0, 1000],
-             "retry_base_ms": ["integer", 1, 3600000],
-             "retry_max_ms": ["integer", 1, 3600000],
-             "rate_limit": ["number", 0, 1000000000],
-             "paging": "text",
-             "parallelism": ["integer", 1, 64],
-             "delete_missing": "boolean",
-             "format": "text", "id_field": "text",
-             "max_line_bytes": ["integer", 1024, 268435456],
-             "tag": "text", "transform": "text",
-             "routing_column": "text", "version_column": "text",
-             "pipeline": "text", "refresh": "boolean",
-             "mode": "text", "settings": ["object", 0, 1000], "mappings": ["object", 0, 1000],
-             "keep_old": "boolean", "window": "text"}'::jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ecp._option_spec('task')
 $$;
 
 CREATE FUNCTION ecp._consumer_option_spec() RETURNS jsonb
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT '{"username": "text", "password": "text", "api_key": "text",
-             "ca_file": "text", "insecure": "boolean", "gzip": "boolean",
-             "connect_timeout_ms": ["integer", 1, 600000],
-             "request_timeout_ms": ["integer", 1, 3600000],
-             "rate_limit": ["number", 0, 1000000000],
-             "nodes": ["array", 1, 32], "routes": ["object", 1, 64],
-             "tag_header": "text"}'::jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ecp._option_spec('consumer')
 $$;
 
--- The task options that take one of a set of words (the ranges are in the
--- spec).
+-- A word option's value (NULL: not set) is one of its words in the
+-- contract.
+CREATE FUNCTION ecp._check_option_word(kind text, name text, value text, hint text)
+RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    words text[] := (SELECT c.words FROM ecp._option_contract() c
+                      WHERE c.kind = _check_option_word.kind AND c.name = _check_option_word.name);
+    wanted text := array_to_string(words[1:cardinality(words) - 1], ', ') || ' or ' || words[cardinality(words)];
+BEGIN
+    IF value IS NULL OR value = ANY (words) THEN
+        RETURN;
+    END IF;
+    IF hint IS NULL THEN
+        RAISE EXCEPTION 'option "%" must be %, not "%"', name, wanted, value
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RAISE EXCEPTION 'option "%" must be %, not "%"', name, wanted, value
+          USING ERRCODE = 'invalid_parameter_value', HINT = hint;
+END $$;
+
+-- The task options that take one of a set of words (mode is checked with
+-- the other options of a migration).
 CREATE FUNCTION ecp._check_task_option_values(options jsonb) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF options ? 'op' AND options->>'op' NOT IN ('index', 'create', 'update', 'delete') THEN
-        RAISE EXCEPTION 'option "op" must be index, create, update or delete, not "%"', options->>'op'
-              USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF options ? 'paging' AND options->>'paging' NOT IN ('auto', 'keyset', 'window') THEN
-        RAISE EXCEPTION 'option "paging" must be auto, keyset or window, not "%"', options->>'paging'
-              USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'auto pages foreign tables by key windows and everything else by keyset.';
-    END IF;
-    IF options ? 'format' AND options->>'format' NOT IN ('ids', 'ndjson') THEN
-        RAISE EXCEPTION 'option "format" must be ids or ndjson, not "%"', options->>'format'
-              USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'ids: one id per line, looked up through the query; ndjson: one document per line, sent as it is.';
-    END IF;
+    PERFORM ecp._check_option_word('task', 'op', options->>'op', NULL);
+    PERFORM ecp._check_option_word('task', 'paging', options->>'paging',
+            'auto pages foreign tables by key windows and everything else by keyset.');
+    PERFORM ecp._check_option_word('task', 'format', options->>'format',
+            'ids: one id per line, looked up through the query; ndjson: one document per line, sent as it is.');
 END $$;
 
 -- Secrets are replaced by "***" wherever options are shown.
@@ -942,14 +945,13 @@ END $$;
 CREATE FUNCTION ecp._check_migration_options(t ecp.task, kind text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    mode text := coalesce(t.options->>'mode', 'direct');
+    mode text := coalesce(t.options->>'mode',
+                          (SELECT c.default_value #>> '{}' FROM ecp._option_contract() c
+                            WHERE c.kind = 'task' AND c.name = 'mode'));
     win text := t.options->>'window';
 BEGIN
-    IF mode NOT IN ('direct', 'alias_swap') THEN
-        RAISE EXCEPTION 'option "mode" must be direct or alias_swap, not "%"', left(mode, 100)
-              USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'alias_swap loads a new index and then points the alias (the task''s index) at it.';
-    END IF;
+    PERFORM ecp._check_option_word('task', 'mode', left(mode, 100),
+            'alias_swap loads a new index and then points the alias (the task''s index) at it.');
     IF mode = 'direct' AND t.options ?| ARRAY['settings', 'mappings', 'keep_old'] THEN
         RAISE EXCEPTION 'task "%": options settings, mappings and keep_old go with mode alias_swap', t.name
               USING ERRCODE = 'invalid_parameter_value',
@@ -1100,11 +1102,13 @@ CREATE FUNCTION ecp.set_rate(task text, docs_per_second numeric) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t ecp.task;
+    rate record;
 BEGIN
-    IF docs_per_second IS NULL OR docs_per_second < 0 OR docs_per_second > 1000000000 THEN
+    SELECT c.min, c.max INTO rate FROM ecp._option_contract() c WHERE c.kind = 'task' AND c.name = 'rate_limit';
+    IF docs_per_second IS NULL OR docs_per_second < rate.min OR docs_per_second > rate.max THEN
         RAISE EXCEPTION 'invalid rate % for task "%"', coalesce(docs_per_second::text, 'NULL'), task
               USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'Give documents per second between 0 (unlimited) and 1000000000.';
+                    HINT = format('Give documents per second between %s (unlimited) and %s.', rate.min, rate.max);
     END IF;
     SELECT * INTO t FROM ecp.task WHERE name = set_rate.task;
     IF NOT FOUND THEN
@@ -1542,16 +1546,6 @@ BEGIN
     EXECUTE 'EXPLAIN (FORMAT JSON) ' || query INTO plan;
     RETURN (plan -> 0 -> 'Plan' ->> 'Plan Rows')::numeric::bigint;
 END $$;
-
--- Fibonacci back-off: 1, 1, 2, 3, 5, ... x base_ms, capped at max_ms.
-CREATE FUNCTION ecp._backoff_ms(attempt integer, base_ms integer, max_ms integer)
-RETURNS bigint LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    WITH RECURSIVE fib(n, a, b) AS (
-        SELECT 1, 1::bigint, 1::bigint
-        UNION ALL
-        SELECT n + 1, b, a + b FROM fib WHERE n < greatest(attempt, 1) AND a * base_ms < max_ms)
-    SELECT least((SELECT a FROM fib ORDER BY n DESC LIMIT 1) * base_ms, max_ms::bigint)
-$$;
 
 -- ---------------------------------------------------------------------------
 -- Migrations with no downtime (task option mode alias_swap).

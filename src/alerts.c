@@ -12,7 +12,8 @@
  * the deadline, and the alerts left wait for the next pass), and after a
  * failure the webhook is left alone for a back-off that doubles up to
  * MAX_BACKOFF_MS, so a webhook that accepts connections and never answers
- * costs the scheduling at most one budget now and then.  An alert larger
+ * costs the scheduling at most one budget now and then.  (Not backoff.c's:
+ * that one is a task's, set by its options; this one is the webhook's.)  An alert larger
  * than MAX_ALERT_BYTES (ecp writes small ones; only a superuser's direct
  * INSERT can be larger) is not read: a short JSON notice with its id and
  * "truncated": true is sent in its place, pointing at ecp.flow.

@@ -17,6 +17,8 @@
 
 #include "utils/builtins.h"
 
+#include "option_contract.h"
+
 /*
  * The message says what is wrong, with what is wanted after a ";": the
  * worker's last_error holds the message alone.
@@ -111,6 +113,54 @@ ecp_config_word(const char *value, const char *option, const char *const *words)
 	bad_value(psprintf("option \"%s\"", option), value, psprintf("one of %s", list.data),
 			  "Correct the option, then ecp.resume the run.");
 	return NULL;				/* not reached */
+}
+
+/*
+ * An option of the contract (option_contract.c) of the type the caller
+ * reads: a name not there is a bug in ecp, not in the row.
+ */
+static const EcpOption *
+contract_option(const char *kind, const char *name, EcpOptionType type)
+{
+	const EcpOption *option = ecp_option_find(kind, name);
+
+	if (option == NULL || option->type != type)
+		elog(ERROR, "ecp: %s option \"%s\" is not a %s option of the contract",
+			 kind, name, ecp_option_type_name(type));
+	return option;
+}
+
+/* An integer option of a task or consumer (kind) as the contract bounds it. */
+int
+ecp_option_int(const char *kind, const char *name, const char *value)
+{
+	const EcpOption *option = contract_option(kind, name, ECP_OPTION_INTEGER);
+
+	return ecp_config_int(value, name, (int) ecp_option_default(option),
+						  (int) option->min, (int) option->max);
+}
+
+/* A boolean option; NULL gives the contract's default. */
+bool
+ecp_option_bool(const char *kind, const char *name, const char *value)
+{
+	const EcpOption *option = contract_option(kind, name, ECP_OPTION_BOOLEAN);
+
+	return ecp_config_bool(value, name, strcmp(option->default_json, "true") == 0);
+}
+
+/*
+ * A word option; NULL gives the contract's default, its first word (NULL
+ * when it has none).
+ */
+const char *
+ecp_option_word(const char *kind, const char *name, const char *value)
+{
+	const EcpOption *option = contract_option(kind, name, ECP_OPTION_WORD);
+
+	if (value == NULL)
+		return option->default_json ? option->words[0] : NULL;
+	return ecp_config_word(value, name, option->words);
 }
 
 /*

@@ -6,15 +6,11 @@
  */
 #include "ecp.h"
 
-#include <math.h>
-
 #include "executor/spi.h"
 #include "utils/hsearch.h"
 
 #include "launcher_pass.h"
-
-/* Largest rate_limit the launcher takes from a row (documents per second). */
-#define MAX_RATE_OPTION 1e9
+#include "option_contract.h"
 
 /* At most this many distinct bad options are remembered as warned about. */
 #define MAX_WARNED 10000
@@ -62,40 +58,36 @@ shown_value(const char *type, const char *text)
 }
 
 /*
- * A numeric option of a task or consumer, from its jsonb_typeof and its
- * text: the value when it is a number in [min, max] (and whole when
- * integral), else fallback with a WARNING naming the row.  strtod never
- * errors, so no value can abort the pass (1e400 is simply out of range).
+ * A numeric option of a task or consumer (kind), from its jsonb_typeof
+ * and its text: the value when it is a number within the option's
+ * contract (option_contract.c), else its default with a WARNING naming
+ * the row.  No value can abort the pass.
  */
 static double
-checked_option(const char *kind, const char *name, int64 id, const char *option,
-			   const char *type, const char *text, double min, double max,
-			   bool integral, double fallback)
+checked_option(const char *kind, const char *name, int64 id, const char *option_name,
+			   const char *type, const char *text)
 {
+	const EcpOption *option = ecp_option_find(kind, option_name);
+	double		fallback;
 	double		value = 0;
-	char	   *end = NULL;
-	bool		valid;
 
+	if (option == NULL || !option->launcher)
+		elog(ERROR, "ecp: the launcher does not read the %s option \"%s\"", kind, option_name);
+	fallback = ecp_option_default(option);
 	if (type == NULL || strcmp(type, "null") == 0)
 		return fallback;		/* not set */
-	valid = strcmp(type, "number") == 0 && text != NULL;
-	if (valid)
-	{
-		value = strtod(text, &end);
-		valid = end != text && *end == '\0' && !isnan(value) &&
-			value >= min && value <= max && (!integral || value == floor(value));
-	}
-	if (valid)
+	if (strcmp(type, "number") == 0 && ecp_option_number(option, text, &value))
 		return value;
-	if (first_warning(kind, id, option, text ? text : type))
+	if (first_warning(kind, id, option_name, text ? text : type))
 		ereport(WARNING,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("ecp %s \"%s\" (id " INT64_FORMAT ") has an invalid option \"%s\": %s",
-						kind, name, id, option, shown_value(type, text)),
+						kind, name, id, option_name, shown_value(type, text)),
 				 errdetail("The launcher expects %s from %g to %g and uses %g instead.",
-						   integral ? "a whole number" : "a number", min, max, fallback),
+						   option->type == ECP_OPTION_INTEGER ? "a whole number" : "a number",
+						   option->min, option->max, fallback),
 				 errhint("Correct it, e.g. UPDATE ecp.%s SET options = options - '%s' WHERE id = " INT64_FORMAT ";",
-						 kind, option, id)));
+						 kind, option_name, id)));
 	return fallback;
 }
 
@@ -121,27 +113,21 @@ ecp_launcher_settings(HeapTuple tuple, TupleDesc desc, int task_name_column,
 	int			c = first_option_column;
 
 	s.max_retries = (int) checked_option("task", task, task_id, "max_retries",
-										 text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
-										 0, PG_INT32_MAX, true, ecp_max_retries);
+										 text_column(tuple, desc, c), text_column(tuple, desc, c + 1));
 	c += 2;
 	s.retry_base_ms = (int) checked_option("task", task, task_id, "retry_base_ms",
-										   text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
-										   1, PG_INT32_MAX, true, ecp_retry_base_ms);
+										   text_column(tuple, desc, c), text_column(tuple, desc, c + 1));
 	c += 2;
 	s.retry_max_ms = (int) checked_option("task", task, task_id, "retry_max_ms",
-										  text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
-										  1, PG_INT32_MAX, true, ecp_retry_max_ms);
+										  text_column(tuple, desc, c), text_column(tuple, desc, c + 1));
 	c += 2;
 	s.task_rate = checked_option("task", task, task_id, "rate_limit",
-								 text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
-								 0, MAX_RATE_OPTION, false, 0);
+								 text_column(tuple, desc, c), text_column(tuple, desc, c + 1));
 	c += 2;
 	s.consumer_rate = checked_option("consumer", consumer, consumer_id, "rate_limit",
-									 text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
-									 0, MAX_RATE_OPTION, false, 0);
+									 text_column(tuple, desc, c), text_column(tuple, desc, c + 1));
 	c += 2;
 	s.parallelism = (int) checked_option("task", task, task_id, "parallelism",
-										 text_column(tuple, desc, c), text_column(tuple, desc, c + 1),
-										 1, MAX_PARALLELISM, true, 1);
+										 text_column(tuple, desc, c), text_column(tuple, desc, c + 1));
 	return s;
 }

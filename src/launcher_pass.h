@@ -12,8 +12,10 @@
 #include "access/htup.h"
 #include "access/tupdesc.h"
 
-/* Largest parallelism the launcher takes from a task's options. */
-#define MAX_PARALLELISM 64
+#include "option_contract.h"
+
+/* Largest parallelism of a task (the option's bound in the contract). */
+#define MAX_PARALLELISM ECP_MAX_PARALLELISM
 
 /*
  * How long a write of the pass waits for a lock before it gives up until

@@ -12,6 +12,7 @@
 #include "utils/guc.h"
 
 #include "host_policy.h"
+#include "option_contract.h"
 
 PG_MODULE_MAGIC;
 
@@ -26,6 +27,22 @@ int			ecp_alert_after = 3;
 char	   *ecp_alert_webhook = NULL;
 
 void		_PG_init(void);
+
+/*
+ * The GUC that holds a task option's default (ecp.max_retries, ...): its
+ * boot value and bounds are the option's in the contract
+ * (option_contract.c).
+ */
+static void
+define_option_default(const char *option_name, const char *description, int *variable, int flags)
+{
+	const EcpOption *option = ecp_option_find("task", option_name);
+
+	DefineCustomIntVariable(option->default_setting, description, NULL, variable,
+							(int) strtol(option->default_json, NULL, 10),
+							(int) option->min, (int) option->max,
+							PGC_SIGHUP, flags, NULL, NULL, NULL);
+}
 
 static void
 define_gucs(void)
@@ -46,18 +63,15 @@ define_gucs(void)
 							PGC_POSTMASTER,
 							0,
 							NULL, NULL, NULL);
-	DefineCustomIntVariable("ecp.max_retries",
-							"Default for the task option max_retries: attempts per batch after a transient failure.",
-							NULL, &ecp_max_retries, 10, 0, 1000,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("ecp.retry_base_ms",
-							"Default for the task option retry_base_ms: the unit of the Fibonacci back-off.",
-							NULL, &ecp_retry_base_ms, 1000, 1, 3600000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("ecp.retry_max_ms",
-							"Default for the task option retry_max_ms: the longest back-off wait.",
-							NULL, &ecp_retry_max_ms, 30000, 1, 3600000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	define_option_default("max_retries",
+						  "Default for the task option max_retries: attempts per batch after a transient failure.",
+						  &ecp_max_retries, 0);
+	define_option_default("retry_base_ms",
+						  "Default for the task option retry_base_ms: the unit of the Fibonacci back-off.",
+						  &ecp_retry_base_ms, GUC_UNIT_MS);
+	define_option_default("retry_max_ms",
+						  "Default for the task option retry_max_ms: the longest back-off wait.",
+						  &ecp_retry_max_ms, GUC_UNIT_MS);
 	DefineCustomIntVariable("ecp.heartbeat_interval",
 							"How often a worker renews its heartbeat, also while it waits.",
 							NULL, &ecp_heartbeat_interval, 5, 1, 3600,

@@ -1,5 +1,6 @@
 /*
- * retry.c: the Fibonacci back-off, and retries of the source.
+ * retry.c: the retry policy (its back-off is backoff.c's), and retries of
+ * the source.
  *
  * A source can fail for a moment as a sink can: MySQL restarts or fails
  * over, a connection drops, a lock wait or a statement times out, a
@@ -11,6 +12,7 @@
  * key is harmless.
  */
 #include "sync.h"
+#include "backoff.h"
 
 #include "access/xact.h"
 #include "miscadmin.h"
@@ -18,23 +20,6 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
-
-/* Fibonacci back-off: 1, 1, 2, 3, 5, 8, ... x base, capped. */
-long
-ecp_backoff_ms(const EcpPartConfig *config, int attempt)
-{
-	long		a = 1,
-				b = 1;
-
-	for (int i = 2; i < attempt && a * config->retry_base_ms < config->retry_max_ms; i++)
-	{
-		long		next = a + b;
-
-		a = b;
-		b = next;
-	}
-	return Min((long) (attempt <= 2 ? 1 : b) * config->retry_base_ms, (long) config->retry_max_ms);
-}
 
 /*
  * The one retry policy of a worker, for the sink's batches and the
@@ -61,7 +46,7 @@ ecp_retry_after(EcpPartConfig *config, int attempt, const char *why, const char 
 	}
 	if (attempt == ecp_alert_after)
 		ecp_store_alert(config, "transient", attempt, why);
-	wait_ms = ecp_backoff_ms(config, attempt);
+	wait_ms = ecp_backoff_ms(attempt, config->retry_base_ms, config->retry_max_ms);
 	ecp_store_event(config, "retry",
 					psprintf("{\"attempt\": %d, \"wait_ms\": %ld, %s, \"error\": %s}",
 							 attempt, wait_ms, what_json, ecp_json_quote(why)));

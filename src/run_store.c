@@ -150,8 +150,6 @@ load_owner(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 }
 
 static const char *const consumer_kinds[] = {"elasticsearch", "http", NULL};
-static const char *const op_words[] = {"index", "create", "update", "delete", NULL};
-static const char *const paging_words[] = {"auto", "keyset", "window", NULL};
 
 /*
  * A name that goes into a URL, a header or a function call: checked here
@@ -185,7 +183,7 @@ load_write_options(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	config->transform_fn = oid_column(tuple, desc, "transform_fn");
 	config->routing_column = copy_text(tuple, desc, "routing_column");
 	config->version_column = copy_text(tuple, desc, "version_column");
-	config->refresh = ecp_config_bool(value_of(tuple, desc, "refresh"), "refresh", false);
+	config->refresh = ecp_option_bool("task", "refresh", value_of(tuple, desc, "refresh"));
 }
 
 /* The task's fields, each checked: what a worker acts on. */
@@ -219,27 +217,22 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 		ecp_config_required(config->raw_query, "the task's query", recreate);
 		ecp_config_required(config->id_column, "the task's option \"id_column\"", recreate);
 	}
-	config->op = (char *) ecp_config_word(value_of(tuple, desc, "op"), "op", op_words);
-	config->paging = (char *) ecp_config_word(value_of(tuple, desc, "paging"), "paging", paging_words);
-	config->batch_size = ecp_config_int(value_of(tuple, desc, "batch_size"), "batch_size", 5000, 1, 100000);
-	config->batch_bytes = ecp_config_int(value_of(tuple, desc, "batch_bytes"), "batch_bytes",
-										 5242880, 1024, 104857600);
-	config->exact_total = ecp_config_bool(value_of(tuple, desc, "exact_total"), "exact_total", false);
-	config->max_retries = ecp_config_int(value_of(tuple, desc, "max_retries"), "max_retries",
-										 ecp_max_retries, 0, 1000);
-	config->retry_base_ms = ecp_config_int(value_of(tuple, desc, "retry_base_ms"), "retry_base_ms",
-										   ecp_retry_base_ms, 1, 3600000);
-	config->retry_max_ms = ecp_config_int(value_of(tuple, desc, "retry_max_ms"), "retry_max_ms",
-										  ecp_retry_max_ms, 1, 3600000);
-	config->parallelism = ecp_config_int(value_of(tuple, desc, "parallelism"), "parallelism", 1, 1, 64);
-	config->delete_missing = ecp_config_bool(value_of(tuple, desc, "delete_missing"),
-											 "delete_missing", false);
+	config->op = (char *) ecp_option_word("task", "op", value_of(tuple, desc, "op"));
+	config->paging = (char *) ecp_option_word("task", "paging", value_of(tuple, desc, "paging"));
+	config->batch_size = ecp_option_int("task", "batch_size", value_of(tuple, desc, "batch_size"));
+	config->batch_bytes = ecp_option_int("task", "batch_bytes", value_of(tuple, desc, "batch_bytes"));
+	config->exact_total = ecp_option_bool("task", "exact_total", value_of(tuple, desc, "exact_total"));
+	config->max_retries = ecp_option_int("task", "max_retries", value_of(tuple, desc, "max_retries"));
+	config->retry_base_ms = ecp_option_int("task", "retry_base_ms", value_of(tuple, desc, "retry_base_ms"));
+	config->retry_max_ms = ecp_option_int("task", "retry_max_ms", value_of(tuple, desc, "retry_max_ms"));
+	config->parallelism = ecp_option_int("task", "parallelism", value_of(tuple, desc, "parallelism"));
+	config->delete_missing = ecp_option_bool("task", "delete_missing",
+											 value_of(tuple, desc, "delete_missing"));
 	load_write_options(config, tuple, desc);
 }
 
 static const char *const kind_words[] = {"query", "split", "range", "ids", "file", "migrate", NULL};
 static const char *const step_words[] = {"create", "swap", "rollback", "drop_index", NULL};
-static const char *const format_words[] = {"ids", "ndjson", NULL};
 
 /* A bound of a key range: NULL (open) or an integer. */
 static bool
@@ -272,15 +265,17 @@ load_part_source(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 														"migration step", step_words);
 	if (config->kind == ECP_PART_FILE)
 	{
+		const char *format;
+
 		config->file = copy_text(tuple, desc, "file");
 		ecp_config_required(config->file, "the task's file", "Recreate the task with ecp.create_task(..., file => ...).");
-		config->ndjson = strcmp(ecp_config_word(value_of(tuple, desc, "format"), "format", format_words),
-								"ndjson") == 0;
+		format = ecp_option_word("task", "format", value_of(tuple, desc, "format"));
+		config->ndjson = format != NULL && strcmp(format, "ndjson") == 0;
 		config->id_field = copy_text(tuple, desc, "id_field");
 		if (config->id_field == NULL)
 			config->id_field = "id";
-		config->max_line_bytes = ecp_config_int(value_of(tuple, desc, "max_line_bytes"), "max_line_bytes",
-												10 * 1024 * 1024, 1024, 268435456);
+		config->max_line_bytes = ecp_option_int("task", "max_line_bytes",
+												value_of(tuple, desc, "max_line_bytes"));
 	}
 }
 
@@ -323,12 +318,12 @@ load_consumer(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	else if (node_list)
 		load_nodes(config, node_list);
 	config->ca_file = copy_text(tuple, desc, "ca_file");
-	config->insecure = ecp_config_bool(value_of(tuple, desc, "insecure"), "insecure", false);
-	config->gzip = ecp_config_bool(value_of(tuple, desc, "gzip"), "gzip", false);
-	config->connect_timeout_ms = ecp_config_int(value_of(tuple, desc, "connect_timeout_ms"),
-												"connect_timeout_ms", 5000, 1, 600000);
-	config->request_timeout_ms = ecp_config_int(value_of(tuple, desc, "request_timeout_ms"),
-												"request_timeout_ms", 60000, 1, 3600000);
+	config->insecure = ecp_option_bool("consumer", "insecure", value_of(tuple, desc, "insecure"));
+	config->gzip = ecp_option_bool("consumer", "gzip", value_of(tuple, desc, "gzip"));
+	config->connect_timeout_ms = ecp_option_int("consumer", "connect_timeout_ms",
+												value_of(tuple, desc, "connect_timeout_ms"));
+	config->request_timeout_ms = ecp_option_int("consumer", "request_timeout_ms",
+												value_of(tuple, desc, "request_timeout_ms"));
 	if (user && password)
 		config->auth_header = basic_auth(user, password);
 	else if (api_key)

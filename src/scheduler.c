@@ -39,6 +39,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "backoff.h"
 #include "launcher_pass.h"
 #include "worker_args.h"
 
@@ -365,23 +366,6 @@ read_active_parts(void *arg)
 	SPI_finish();
 }
 
-/* Fibonacci back-off, as ecp._backoff_ms: 1, 1, 2, 3, 5, ... x base, capped. */
-static int64
-backoff_ms(int attempt, int base_ms, int max_ms)
-{
-	int64		a = 1,
-				b = 1;
-
-	for (int n = 1; n < Max(attempt, 1) && a * base_ms < max_ms; n++)
-	{
-		int64		next = a + b;
-
-		a = b;
-		b = next;
-	}
-	return Min(a * (int64) base_ms, (int64) max_ms);
-}
-
 /* Older than this server, or than ecp.recovery_timeout. */
 static bool
 heartbeat_old(TimestampTz heartbeat, TimestampTz now)
@@ -419,8 +403,8 @@ runnable(const ActivePart *p, TimestampTz now)
 	if (!p->has_heartbeat)
 		return true;
 	return heartbeat_old(p->heartbeat, now) &&
-		p->heartbeat + backoff_ms(p->recoveries, p->settings.retry_base_ms,
-								  p->settings.retry_max_ms) * 1000 < now;
+		p->heartbeat + (TimestampTz) ecp_backoff_ms(p->recoveries, p->settings.retry_base_ms,
+													p->settings.retry_max_ms) * 1000 < now;
 }
 
 typedef struct RunFailure
@@ -513,7 +497,7 @@ may_start(ActivePart *p, TimestampTz now)
 		return false;
 	}
 	return now >= r->started_at +
-		backoff_ms(p->fruitless, p->settings.retry_base_ms, p->settings.retry_max_ms) * 1000;
+		(TimestampTz) ecp_backoff_ms(p->fruitless, p->settings.retry_base_ms, p->settings.retry_max_ms) * 1000;
 }
 
 static void

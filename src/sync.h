@@ -347,7 +347,6 @@ typedef EcpSendStatus (*EcpSendStep) (EcpPartConfig *config, void *arg, char **e
 extern EcpSendStatus ecp_send_with_retries(EcpPartConfig *config, EcpSendStep step, void *arg);
 extern EcpRetryVerdict ecp_retry_after(EcpPartConfig *config, int attempt, const char *why,
 									   const char *what_json, char **exhausted);
-extern long ecp_backoff_ms(const EcpPartConfig *config, int attempt);
 extern bool ecp_source_error_is_transient(int sqlerrcode);
 extern bool ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result);
 extern EcpSourceOutcome ecp_source_with_retries(EcpPartConfig *config, EcpSourceStep step,
@@ -389,6 +388,9 @@ extern bool ecp_config_bool(const char *value, const char *option, bool fallback
 extern int64 ecp_config_int64(const char *value, const char *what);
 extern const char *ecp_config_word(const char *value, const char *option,
 								   const char *const *words);
+extern int	ecp_option_int(const char *kind, const char *name, const char *value);
+extern bool ecp_option_bool(const char *kind, const char *name, const char *value);
+extern const char *ecp_option_word(const char *kind, const char *name, const char *value);
 extern void ecp_config_check_index(const char *index);
 extern void ecp_config_check_url(const char *url);
 extern void ecp_config_check_owners(Oid run_owner, Oid task_owner, Oid consumer_owner,
