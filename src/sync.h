@@ -9,6 +9,7 @@
 #define ECP_SYNC_H
 
 #include "ecp.h"
+#include "flow_actions.h"
 
 #include <sys/socket.h>
 
@@ -374,7 +375,7 @@ extern void ecp_store_heartbeat(EcpPartConfig *config);
 extern void ecp_store_release(EcpPartConfig *config);
 extern void ecp_store_alert(EcpPartConfig *config, const char *class, int attempts,
 								 const char *error);
-extern void ecp_store_event(EcpPartConfig *config, const char *action,
+extern void ecp_store_event(EcpPartConfig *config, EcpFlowAction action,
 								 const char *content_json);
 extern int	ecp_store_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high,
 								 int nranges);
