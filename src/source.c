@@ -132,7 +132,6 @@ split_into_ranges(EcpPartConfig *config)
 	bool		integer_key;
 	bool		has_keys = false;
 	int			ranges;
-
 	StringInfoData event;
 
 	integer_key = key_is_integer(config);
