@@ -187,7 +187,18 @@ CREATE TABLE ecp.flow_log (
     action      text NOT NULL,
     content     jsonb NOT NULL DEFAULT '{}',
     operator    text NOT NULL DEFAULT current_user,
-    owner       regrole NOT NULL DEFAULT current_user::regrole
+    owner       regrole NOT NULL DEFAULT current_user::regrole,
+    -- EcpFlowAction's names (src/flow_actions.c), in its order: the
+    -- regression tests compare this list with ecp._flow_actions()
+    CONSTRAINT flow_log_action_check
+        CHECK (action IN ('create_consumer', 'create_task', 'start', 'pause', 'resume',
+                          'running', 'cancel', 'finished', 'failed', 'set_rate', 'alert',
+                          'drop_owned', 'cron skipped',
+                          'worker started', 'recovered', 'dual write', 'dual write ended',
+                          'retry', 'split', 'file resumed', 'cluster', 'nodes used',
+                          'node down', 'refreshed', 'index exists', 'index created',
+                          'settings restored', 'count checked', 'alias swapped',
+                          'index dropped', 'rollback'))
 );
 CREATE INDEX ON ecp.flow_log (run_id);
 COMMENT ON TABLE ecp.flow_log IS 'audit trail: one row per operation or event';
@@ -269,6 +280,12 @@ COMMENT ON FUNCTION ecp.launcher_pid() IS 'pid of the running ecp launcher, NULL
 -- constraint by the regression tests).
 CREATE FUNCTION ecp._run_states() RETURNS text[]
     AS 'MODULE_PATHNAME', 'ecp_run_states'
+    LANGUAGE C IMMUTABLE STRICT;
+
+-- The flow actions the C code knows (checked against ecp.flow_log's CHECK
+-- constraint by the regression tests).
+CREATE FUNCTION ecp._flow_actions() RETURNS text[]
+    AS 'MODULE_PATHNAME', 'ecp_flow_actions'
     LANGUAGE C IMMUTABLE STRICT;
 
 -- Wake the launcher, or tell a run's workers to look at its state, when

@@ -28,6 +28,7 @@
 #include "utils/timestamp.h"
 
 #include "http_client.h"
+#include "json_build.h"
 
 #define WEBHOOK_BATCH 20
 
@@ -86,6 +87,21 @@ ensure_client(void)
 	return webhook_client != NULL;
 }
 
+/* What the webhook gets instead of an alert too large to send. */
+static char *
+truncated_alert(int64 id)
+{
+	StringInfoData note;
+
+	ecp_json_object_new(&note);
+	ecp_json_key_int(&note, "alert", id);
+	ecp_json_key_bool(&note, "truncated", true);
+	ecp_json_key_string(&note, "error",
+						psprintf("the alert is larger than %d bytes: read it in ecp.flow", MAX_ALERT_BYTES));
+	ecp_json_end_object(&note);
+	return note.data;
+}
+
 /* The alerts after last_alert_id, copied out of the transaction. */
 static int
 read_pending(PendingAlert *alerts)
@@ -124,9 +140,7 @@ read_pending(PendingAlert *alerts)
 
 		alerts[n].id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		if (json == NULL || strlen(json) > MAX_ALERT_BYTES)
-			json = psprintf("{\"alert\": " INT64_FORMAT ", \"truncated\": true, "
-							"\"error\": \"the alert is larger than %d bytes: read it in ecp.flow\"}",
-							alerts[n].id, MAX_ALERT_BYTES);
+			json = truncated_alert(alerts[n].id);
 		alerts[n].json = MemoryContextStrdup(TopMemoryContext, json);
 		n++;
 	}

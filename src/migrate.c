@@ -30,6 +30,7 @@
 
 #include "bulk_response.h"
 #include "es_answers.h"
+#include "json_build.h"
 
 /* A migration's row, as the step that acts on it reads it. */
 typedef struct Migration
@@ -300,25 +301,33 @@ create_step(EcpPartConfig *config, void *arg, char **error)
 {
 	Migration  *m = arg;
 	Answer		answer;
-	char	   *body;
+	StringInfoData body;
+	StringInfoData event;
 	EcpSendStatus status = check_alias_name(config, m, error);
 
 	if (status != ECP_SEND_DONE)
 		return status;
-	body = psprintf("{\"settings\": %s%s%s}", m->load_settings, m->mappings ? ", \"mappings\": " : "",
-					m->mappings ? m->mappings : "");
-	status = request(m->sink, config, ECP_ANSWER_ACK, "PUT", psprintf("/%s", m->new_index), body, &answer, error);
+	ecp_json_object_new(&body);
+	ecp_json_key_raw(&body, "settings", m->load_settings);
+	if (m->mappings)
+		ecp_json_key_raw(&body, "mappings", m->mappings);
+	ecp_json_end_object(&body);
+	status = request(m->sink, config, ECP_ANSWER_ACK, "PUT", psprintf("/%s", m->new_index), body.data, &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
-	if (answer.code == 400 && strstr(answer.body, "resource_already_exists_exception"))
-		ecp_store_event(config, "index exists", psprintf("{\"index\": %s, \"why\": \"created before this worker (a resumed run)\"}",
-														 ecp_json_quote(m->new_index)));
-	else if (!ok(&answer))
+	if (!ok(&answer) && !(answer.code == 400 && strstr(answer.body, "resource_already_exists_exception")))
 		return refused(config, psprintf("creating index \"%s\"", m->new_index), &answer, error);
+	ecp_json_object_new(&event);
+	ecp_json_key_string(&event, "index", m->new_index);
+	if (ok(&answer))
+	{
+		ecp_json_key_string(&event, "alias", m->alias);
+		ecp_json_key_raw(&event, "settings", m->load_settings);
+	}
 	else
-		ecp_store_event(config, "index created",
-						psprintf("{\"index\": %s, \"alias\": %s, \"settings\": %s}", ecp_json_quote(m->new_index),
-								 ecp_json_quote(m->alias), m->load_settings));
+		ecp_json_key_string(&event, "why", "created before this worker (a resumed run)");
+	ecp_json_end_object(&event);
+	ecp_store_event(config, ok(&answer) ? ECP_FLOW_INDEX_CREATED : ECP_FLOW_INDEX_EXISTS, event.data);
 	set_step(m, "load");
 	return ECP_SEND_DONE;
 }
@@ -332,6 +341,7 @@ settings_step(EcpPartConfig *config, Migration *m, char **error)
 {
 	Answer		answer;
 	EcpSendStatus status;
+	StringInfoData event;
 
 	set_step(m, "settings");
 	status = request(m->sink, config, ECP_ANSWER_ACK, "PUT", psprintf("/%s/_settings", m->new_index), m->final_settings,
@@ -340,8 +350,11 @@ settings_step(EcpPartConfig *config, Migration *m, char **error)
 		return status;
 	if (!ok(&answer))
 		return refused(config, psprintf("restoring the settings of \"%s\"", m->new_index), &answer, error);
-	ecp_store_event(config, "settings restored",
-					psprintf("{\"index\": %s, \"settings\": %s}", ecp_json_quote(m->new_index), m->final_settings));
+	ecp_json_object_new(&event);
+	ecp_json_key_string(&event, "index", m->new_index);
+	ecp_json_key_raw(&event, "settings", m->final_settings);
+	ecp_json_end_object(&event);
+	ecp_store_event(config, ECP_FLOW_SETTINGS_RESTORED, event.data);
 	return ECP_SEND_DONE;
 }
 
@@ -357,6 +370,7 @@ count_step(EcpPartConfig *config, Migration *m, char **error)
 	Answer		answer;
 	int64		count;
 	EcpSendStatus status;
+	StringInfoData event;
 
 	set_step(m, "count");
 	status = request(m->sink, config, ECP_ANSWER_ACK, "POST", psprintf("/%s/_refresh", m->new_index), NULL, &answer, error);
@@ -370,9 +384,13 @@ count_step(EcpPartConfig *config, Migration *m, char **error)
 	if (!ok(&answer))
 		return refused(config, psprintf("counting \"%s\"", m->new_index), &answer, error);
 	count = answer_count(config, &answer);
-	ecp_store_event(config, "count checked",
-					psprintf("{\"index\": %s, \"count\": " INT64_FORMAT ", \"indexed\": " INT64_FORMAT ", \"dual_writes\": " INT64_FORMAT "}",
-							 ecp_json_quote(m->new_index), count, m->indexed, m->dual_writes));
+	ecp_json_object_new(&event);
+	ecp_json_key_string(&event, "index", m->new_index);
+	ecp_json_key_int(&event, "count", count);
+	ecp_json_key_int(&event, "indexed", m->indexed);
+	ecp_json_key_int(&event, "dual_writes", m->dual_writes);
+	ecp_json_end_object(&event);
+	ecp_store_event(config, ECP_FLOW_COUNT_CHECKED, event.data);
 	if (count != m->indexed && m->dual_writes == 0)
 	{
 		*error = psprintf("the new index \"%s\" holds " INT64_FORMAT " documents but the run indexed " INT64_FORMAT
@@ -413,19 +431,6 @@ alias_targets(EcpPartConfig *config, Migration *m, char ***targets, int *ntarget
 }
 
 static char *
-json_name_array(char **names, int n)
-{
-	StringInfoData out;
-
-	initStringInfo(&out);
-	appendStringInfoChar(&out, '[');
-	for (int i = 0; i < n; i++)
-		appendStringInfo(&out, "%s%s", i ? ", " : "", ecp_json_quote(names[i]));
-	appendStringInfoChar(&out, ']');
-	return out.data;
-}
-
-static char *
 text_array_literal(char **names, int n)
 {
 	StringInfoData out;
@@ -450,15 +455,23 @@ move_alias(EcpSink *sink, EcpPartConfig *config, const char *alias, char **from,
 	Answer		answer;
 	EcpSendStatus status;
 
-	initStringInfo(&body);
-	appendStringInfoString(&body, "{\"actions\": [");
-	for (int i = 0; i < nfrom; i++)
-		appendStringInfo(&body, "{\"remove\": {\"index\": %s, \"alias\": %s}}, ",
-						 ecp_json_quote(from[i]), ecp_json_quote(alias));
-	for (int i = 0; i < nto; i++)
-		appendStringInfo(&body, "%s{\"add\": {\"index\": %s, \"alias\": %s%s}}", i ? ", " : "",
-						 ecp_json_quote(to[i]), ecp_json_quote(alias), i == 0 ? ", \"is_write_index\": true" : "");
-	appendStringInfoString(&body, "]}");
+	ecp_json_object_new(&body);
+	ecp_json_key(&body, "actions");
+	ecp_json_begin_array(&body);
+	for (int i = 0; i < nfrom + nto; i++)
+	{
+		ecp_json_begin_object(&body);
+		ecp_json_key(&body, i < nfrom ? "remove" : "add");
+		ecp_json_begin_object(&body);
+		ecp_json_key_string(&body, "index", i < nfrom ? from[i] : to[i - nfrom]);
+		ecp_json_key_string(&body, "alias", alias);
+		if (i == nfrom)
+			ecp_json_key_bool(&body, "is_write_index", true);
+		ecp_json_end_object(&body);
+		ecp_json_end_object(&body);
+	}
+	ecp_json_end_array(&body);
+	ecp_json_end_object(&body);
 	status = request(sink, config, ECP_ANSWER_ACK, "POST", "/_aliases", body.data, &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
@@ -471,6 +484,7 @@ static EcpSendStatus
 alias_step(EcpPartConfig *config, Migration *m, char **error)
 {
 	EcpSendStatus status;
+	StringInfoData event;
 
 	if (m->old == NULL)
 	{
@@ -485,9 +499,12 @@ alias_step(EcpPartConfig *config, Migration *m, char **error)
 	if (status != ECP_SEND_DONE)
 		return status;
 	update_migration(m, "UPDATE ecp.migration SET state = 'swapped', swapped_at = pg_catalog.now() WHERE run_id = $1 AND $2 = ''", NULL);
-	ecp_store_event(config, "alias swapped",
-					psprintf("{\"alias\": %s, \"from\": %s, \"to\": %s}", ecp_json_quote(m->alias),
-							 json_name_array(m->old, m->nold), ecp_json_quote(m->new_index)));
+	ecp_json_object_new(&event);
+	ecp_json_key_string(&event, "alias", m->alias);
+	ecp_json_key_string_array(&event, "from", m->old, m->nold);
+	ecp_json_key_string(&event, "to", m->new_index);
+	ecp_json_end_object(&event);
+	ecp_store_event(config, ECP_FLOW_ALIAS_SWAPPED, event.data);
 	return ECP_SEND_DONE;
 }
 
@@ -499,13 +516,17 @@ drop_indices(EcpSink *sink, EcpPartConfig *config, char **names, int n, const ch
 		Answer		answer;
 		EcpSendStatus status = request(sink, config, ECP_ANSWER_ACK, "DELETE", psprintf("/%s", names[i]), NULL, &answer,
 									   error);
+		StringInfoData event;
 
 		if (status != ECP_SEND_DONE)
 			return status;
 		if (!ok(&answer) && answer.code != 404)
 			return refused(config, psprintf("dropping index \"%s\"", names[i]), &answer, error);
-		ecp_store_event(config, "index dropped",
-						psprintf("{\"index\": %s, \"why\": %s}", ecp_json_quote(names[i]), ecp_json_quote(why)));
+		ecp_json_object_new(&event);
+		ecp_json_key_string(&event, "index", names[i]);
+		ecp_json_key_string(&event, "why", why);
+		ecp_json_end_object(&event);
+		ecp_store_event(config, ECP_FLOW_INDEX_DROPPED, event.data);
 	}
 	return ECP_SEND_DONE;
 }
@@ -542,6 +563,7 @@ rollback_step(EcpPartConfig *config, void *arg, char **error)
 {
 	Migration  *m = arg;
 	EcpSendStatus status;
+	StringInfoData event;
 
 	for (int i = 0; i < m->nold; i++)
 	{
@@ -564,10 +586,13 @@ rollback_step(EcpPartConfig *config, void *arg, char **error)
 	if (status != ECP_SEND_DONE)
 		return status;
 	update_migration(m, "UPDATE ecp.migration SET state = 'rolled back', rolled_back_at = pg_catalog.now() WHERE run_id = $1 AND $2 = ''", NULL);
-	ecp_store_event(config, "rollback",
-					psprintf("{\"alias\": %s, \"from\": %s, \"to\": %s, \"migration_run\": " INT64_FORMAT "}",
-							 ecp_json_quote(m->alias), ecp_json_quote(m->new_index),
-							 json_name_array(m->old, m->nold), m->run_id));
+	ecp_json_object_new(&event);
+	ecp_json_key_string(&event, "alias", m->alias);
+	ecp_json_key_string(&event, "from", m->new_index);
+	ecp_json_key_string_array(&event, "to", m->old, m->nold);
+	ecp_json_key_int(&event, "migration_run", m->run_id);
+	ecp_json_end_object(&event);
+	ecp_store_event(config, ECP_FLOW_ROLLBACK, event.data);
 	return ECP_SEND_DONE;
 }
 

@@ -13,6 +13,7 @@
  */
 #include "sync.h"
 #include "backoff.h"
+#include "json_build.h"
 
 #include "access/xact.h"
 #include "miscadmin.h"
@@ -36,6 +37,7 @@ ecp_retry_after(EcpPartConfig *config, int attempt, const char *why, const char 
 				char **exhausted)
 {
 	long		wait_ms;
+	StringInfoData event;
 
 	if (attempt > config->max_retries)
 	{
@@ -47,9 +49,13 @@ ecp_retry_after(EcpPartConfig *config, int attempt, const char *why, const char 
 	if (attempt == ecp_alert_after)
 		ecp_store_alert(config, "transient", attempt, why);
 	wait_ms = ecp_backoff_ms(attempt, config->retry_base_ms, config->retry_max_ms);
-	ecp_store_event(config, "retry",
-					psprintf("{\"attempt\": %d, \"wait_ms\": %ld, %s, \"error\": %s}",
-							 attempt, wait_ms, what_json, ecp_json_quote(why)));
+	ecp_json_object_new(&event);
+	ecp_json_key_int(&event, "attempt", attempt);
+	ecp_json_key_int(&event, "wait_ms", wait_ms);
+	ecp_json_raw_members(&event, what_json);
+	ecp_json_key_string(&event, "error", why);
+	ecp_json_end_object(&event);
+	ecp_store_event(config, ECP_FLOW_RETRY, event.data);
 	pgstat_report_activity(STATE_RUNNING, "waiting to retry");
 	if (!ecp_worker_wait(config, wait_ms))
 		return ECP_RETRY_STOPPED;
@@ -183,6 +189,7 @@ ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *resul
 {
 	StepError	error;
 	StepOutcome outcome = try_step(config, step, arg, result, &error);
+	StringInfoData event;
 
 	if (outcome == STEP_RAN)
 		return true;
@@ -191,9 +198,14 @@ ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *resul
 	ereport(LOG,
 			(errmsg("ecp worker for run " INT64_FORMAT " part %d: %s; trying again after the page in flight",
 					config->run_id, config->part_no, error.message)));
-	ecp_store_event(config, "retry",
-						 psprintf("{\"attempt\": 1, \"wait_ms\": 0, \"source\": true, \"after_page_in_flight\": true, \"error\": %s}",
-								  ecp_json_quote(error.message)));
+	ecp_json_object_new(&event);
+	ecp_json_key_int(&event, "attempt", 1);
+	ecp_json_key_int(&event, "wait_ms", 0);
+	ecp_json_key_bool(&event, "source", true);
+	ecp_json_key_bool(&event, "after_page_in_flight", true);
+	ecp_json_key_string(&event, "error", error.message);
+	ecp_json_end_object(&event);
+	ecp_store_event(config, ECP_FLOW_RETRY, event.data);
 	return false;
 }
 

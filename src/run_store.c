@@ -11,6 +11,7 @@
  */
 #include "sync.h"
 #include "host_policy.h"
+#include "json_build.h"
 
 #include "catalog/pg_type.h"
 #include "common/base64.h"
@@ -417,6 +418,7 @@ read_dual_index(EcpPartConfig *config)
 	Datum		values[3] = {Int64GetDatum(config->consumer_id), CStringGetTextDatum(config->index_name),
 	Int64GetDatum(config->run_id)};
 	char	   *dual = NULL;
+	StringInfoData content;
 
 	if (config->write_service || config->kind == ECP_PART_MIGRATE)
 		return;
@@ -426,11 +428,14 @@ read_dual_index(EcpPartConfig *config)
 	if ((dual == NULL && config->dual_index == NULL) ||
 		(dual && config->dual_index && strcmp(dual, config->dual_index) == 0))
 		return;
-	values[1] = CStringGetTextDatum(psprintf("{\"alias\": %s, \"new_index\": %s}",
-											 ecp_json_quote(config->index_name),
-											 ecp_json_quote(dual ? dual : config->dual_index)));
-	owner_exec(dual ? "SELECT ecp._flow_event($3, 'dual write', $2::pg_catalog.jsonb)" :
-			   "SELECT ecp._flow_event($3, 'dual write ended', $2::pg_catalog.jsonb)", 3, types, values, NULL);
+	ecp_json_object_new(&content);
+	ecp_json_key_string(&content, "alias", config->index_name);
+	ecp_json_key_string(&content, "new_index", dual ? dual : config->dual_index);
+	ecp_json_end_object(&content);
+	values[1] = CStringGetTextDatum(content.data);
+	owner_exec(psprintf("SELECT ecp._flow_event($3, %s, $2::pg_catalog.jsonb)",
+						quote_literal_cstr(ecp_flow_action_names[dual ? ECP_FLOW_DUAL_WRITE : ECP_FLOW_DUAL_WRITE_ENDED])),
+			   3, types, values, NULL);
 	config->dual_index = dual ? MemoryContextStrdup(TopMemoryContext, dual) : NULL;
 }
 
@@ -510,14 +515,16 @@ ecp_store_claim(EcpPartConfig *config)
 	if (running)
 		read_dual_index(config);
 	if (running && config->recovering)
-		owner_exec("SELECT ecp._flow_event($1, 'recovered', "
-				   "  jsonb_build_object('part', $2, 'pid', pg_backend_pid(), "
-				   "                     'interrupted_at', $4, 'resume_after_key', nullif($3, '')))",
+		owner_exec(psprintf("SELECT ecp._flow_event($1, %s, "
+							"  jsonb_build_object('part', $2, 'pid', pg_backend_pid(), "
+							"                     'interrupted_at', $4, 'resume_after_key', nullif($3, '')))",
+							quote_literal_cstr(ecp_flow_action_names[ECP_FLOW_RECOVERED])),
 				   4, types, values, nulls);
 	else if (running)
-		owner_exec("SELECT ecp._flow_event($1, 'worker started', "
-				   "  jsonb_build_object('part', $2, 'pid', pg_backend_pid(), "
-				   "                     'resume_after_key', nullif($3, '')))",
+		owner_exec(psprintf("SELECT ecp._flow_event($1, %s, "
+							"  jsonb_build_object('part', $2, 'pid', pg_backend_pid(), "
+							"                     'resume_after_key', nullif($3, '')))",
+							quote_literal_cstr(ecp_flow_action_names[ECP_FLOW_WORKER_STARTED])),
 				   3, types, values, NULL);
 	SPI_finish();
 	ecp_commit_bookkeeping(back_to);
@@ -938,7 +945,7 @@ ecp_store_heartbeat(EcpPartConfig *config)
 
 /* A flow event of this part (retry, ...); content is a JSON object. */
 void
-ecp_store_event(EcpPartConfig *config, const char *action, const char *content_json)
+ecp_store_event(EcpPartConfig *config, EcpFlowAction action, const char *content_json)
 {
 	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INT4OID};
 	Datum		values[4];
@@ -949,7 +956,8 @@ ecp_store_event(EcpPartConfig *config, const char *action, const char *content_j
 	};
 
 	values[0] = Int64GetDatum(config->run_id);
-	values[1] = CStringGetTextDatum(action);
+	Assert((unsigned) action < ECP_FLOW_NACTIONS);
+	values[1] = CStringGetTextDatum(ecp_flow_action_names[action]);
 	values[2] = CStringGetTextDatum(content_json);
 	values[3] = Int32GetDatum(config->part_no);
 	store_statements(statements, 4, types, values, NULL);

@@ -28,6 +28,7 @@
 
 #include "bulk_response.h"
 #include "host_policy.h"
+#include "json_build.h"
 #include "sink.h"
 
 #include "utils/timestamp.h"
@@ -396,14 +397,19 @@ another_node_up(const EcpSink *sink, int node)
 static void
 mark_down(EcpSink *sink, EcpPartConfig *config, int node, const char *why)
 {
+	StringInfoData event;
+
 	sink->nodes[node].failures++;
 	if (sink->nnodes < 2)
 		return;
 	sink->nodes[node].down_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), NODE_DOWN_MS);
-	ecp_store_event(config, "node down",
-					psprintf("{\"node\": %s, \"error\": %s, \"retry_after_ms\": %d, \"other_node_up\": %s}",
-							 ecp_json_quote(sink->nodes[node].origin), ecp_json_quote(why), NODE_DOWN_MS,
-							 another_node_up(sink, node) ? "true" : "false"));
+	ecp_json_object_new(&event);
+	ecp_json_key_string(&event, "node", sink->nodes[node].origin);
+	ecp_json_key_string(&event, "error", why);
+	ecp_json_key_int(&event, "retry_after_ms", NODE_DOWN_MS);
+	ecp_json_key_bool(&event, "other_node_up", another_node_up(sink, node));
+	ecp_json_end_object(&event);
+	ecp_store_event(config, ECP_FLOW_NODE_DOWN, event.data);
 }
 
 static char *
@@ -840,12 +846,18 @@ ecp_sink_report_nodes(EcpSink *sink, EcpPartConfig *config)
 
 	if (sink->nnodes < 2)
 		return;
-	initStringInfo(&list);
-	appendStringInfoString(&list, "{\"nodes\": [");
+	ecp_json_object_new(&list);
+	ecp_json_key(&list, "nodes");
+	ecp_json_begin_array(&list);
 	for (int i = 0; i < sink->nnodes; i++)
-		appendStringInfo(&list, "%s{\"node\": %s, \"requests\": " INT64_FORMAT ", \"failures\": " INT64_FORMAT "}",
-						 i ? ", " : "", ecp_json_quote(sink->nodes[i].origin), sink->nodes[i].requests,
-						 sink->nodes[i].failures);
-	appendStringInfoString(&list, "]}");
-	ecp_store_event(config, "sink->nodes used", list.data);
+	{
+		ecp_json_begin_object(&list);
+		ecp_json_key_string(&list, "node", sink->nodes[i].origin);
+		ecp_json_key_int(&list, "requests", sink->nodes[i].requests);
+		ecp_json_key_int(&list, "failures", sink->nodes[i].failures);
+		ecp_json_end_object(&list);
+	}
+	ecp_json_end_array(&list);
+	ecp_json_end_object(&list);
+	ecp_store_event(config, ECP_FLOW_NODES_USED, list.data);
 }

@@ -13,6 +13,7 @@
 #include "sink.h"
 
 #include "bulk_response.h"
+#include "json_build.h"
 
 #include <jansson.h>
 
@@ -103,12 +104,18 @@ static void
 note_product(EcpPartConfig *config, const char *origin, const char *name, const char *version,
 			 const char *why)
 {
+	StringInfoData event;
+
 	if (config->part_no != 0)
 		return;
-	ecp_store_event(config, "cluster",
-					psprintf("{\"node\": %s, \"product\": %s, \"version\": %s%s%s}",
-							 ecp_json_quote(origin), ecp_json_quote(name), ecp_json_quote(version),
-							 why ? ", \"note\": " : "", why ? ecp_json_quote(why) : ""));
+	ecp_json_object_new(&event);
+	ecp_json_key_string(&event, "node", origin);
+	ecp_json_key_string(&event, "product", name);
+	ecp_json_key_string(&event, "version", version);
+	if (why)
+		ecp_json_key_string(&event, "note", why);
+	ecp_json_end_object(&event);
+	ecp_store_event(config, ECP_FLOW_CLUSTER, event.data);
 }
 
 /*
@@ -314,7 +321,14 @@ es_end_part(EcpSink *sink, EcpPartConfig *config, char **error)
 	outcome = ecp_sink_call(sink, config, ECP_ANSWER_ACK, "POST", path, NULL, 0, &response, &origin);
 	status = call_outcome(sink, config, outcome, &response, "POST", origin, path, &hint, error);
 	if (status == ECP_SEND_DONE)
-		ecp_store_event(config, "refreshed", psprintf("{\"index\": %s}", ecp_json_quote(config->index_name)));
+	{
+		StringInfoData event;
+
+		ecp_json_object_new(&event);
+		ecp_json_key_string(&event, "index", config->index_name);
+		ecp_json_end_object(&event);
+		ecp_store_event(config, ECP_FLOW_REFRESHED, event.data);
+	}
 	else if (status == ECP_SEND_FAILED && outcome == ECP_HTTP_OK)
 		*error = psprintf("%s%s", *error, hint);
 	ecp_http_response_free(&response);

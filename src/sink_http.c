@@ -16,6 +16,7 @@
  * requests are classed by status like Elasticsearch's (sink.c).
  */
 #include "sink.h"
+#include "json_build.h"
 
 #include "mb/pg_wchar.h"
 #include "utils/json.h"
@@ -57,19 +58,15 @@ http_path(const EcpPartConfig *config)
 static void
 http_start_body(StringInfo body, const EcpPartConfig *config)
 {
-	appendStringInfoString(body, "{\"task\":");
-	escape_json(body, config->task_name);
-	appendStringInfo(body, ",\"run\":" INT64_FORMAT ",\"part\":%d,\"index\":", config->run_id,
-					 config->part_no);
-	escape_json(body, config->index_name);
-	appendStringInfoString(body, ",\"tag\":");
-	if (config->tag)
-		escape_json(body, config->tag);
-	else
-		appendStringInfoString(body, "null");
-	appendStringInfoString(body, ",\"op\":");
-	escape_json(body, config->op);
-	appendStringInfoString(body, ",\"docs\":[");
+	ecp_json_begin_object(body);
+	ecp_json_key_string(body, "task", config->task_name);
+	ecp_json_key_int(body, "run", config->run_id);
+	ecp_json_key_int(body, "part", config->part_no);
+	ecp_json_key_string(body, "index", config->index_name);
+	ecp_json_key_string(body, "tag", config->tag);	/* NULL: null */
+	ecp_json_key_string(body, "op", config->op);
+	ecp_json_key(body, "docs");
+	ecp_json_begin_array(body);
 }
 
 static void
@@ -95,7 +92,8 @@ http_append(StringInfo body, const EcpPartConfig *config, const EcpDoc *doc, boo
 static void
 http_end_body(StringInfo body)
 {
-	appendStringInfoString(body, "]}");
+	ecp_json_end_array(body);
+	ecp_json_end_object(body);
 }
 
 /* Containers, members and elements outside strings (see TOKENS_PER_DOC). */

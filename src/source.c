@@ -20,6 +20,8 @@
 #include "utils/json.h"
 #include "utils/memutils.h"
 
+#include "json_build.h"
+
 #define RANGES_PER_WORKER 4
 
 /* For sources that learn nothing of their size while they read. */
@@ -130,25 +132,28 @@ split_into_ranges(EcpPartConfig *config)
 	bool		integer_key;
 	bool		has_keys = false;
 	int			ranges;
+	StringInfoData event;
 
 	integer_key = key_is_integer(config);
 	if (integer_key)
 		has_keys = key_bounds(config, &low, &high);
 	ranges = ecp_store_split(config, has_keys, low, high,
 								  integer_key ? config->parallelism * RANGES_PER_WORKER : 1);
+	ecp_json_object_new(&event);
 	if (!integer_key)
 	{
-		StringInfoData why;
-
-		initStringInfo(&why);
-		escape_json(&why, psprintf("key column \"%s\" is not an integer: one part reads the whole query",
-								   config->key_column));
-		ecp_store_event(config, "split", psprintf("{\"ranges\": 1, \"why\": %s}", why.data));
+		ecp_json_key_int(&event, "ranges", 1);
+		ecp_json_key_string(&event, "why", psprintf("key column \"%s\" is not an integer: one part reads the whole query",
+													config->key_column));
 	}
 	else
-		ecp_store_event(config, "split",
-							 psprintf("{\"ranges\": %d, \"min\": " INT64_FORMAT ", \"max\": " INT64_FORMAT "}",
-									  ranges, low, high));
+	{
+		ecp_json_key_int(&event, "ranges", ranges);
+		ecp_json_key_int(&event, "min", low);
+		ecp_json_key_int(&event, "max", high);
+	}
+	ecp_json_end_object(&event);
+	ecp_store_event(config, ECP_FLOW_SPLIT, event.data);
 	return ranges > 1;
 }
 

@@ -40,6 +40,7 @@
 #include "es_answers.h"
 #include "file_reader.h"
 #include "http_client.h"
+#include "json_build.h"
 
 /* A file source's state (in its own memory, source.c). */
 typedef struct FileSource
@@ -115,6 +116,7 @@ open_at(FileSource *fs, EcpPartConfig *config, const EcpPosition *at)
 	char		error[ECP_FILE_ERROR_SIZE];
 	EcpFileStatus status;
 	const char *how;
+	StringInfoData event;
 
 	close_reader(fs);
 	memset(&cfg, 0, sizeof(cfg));
@@ -139,9 +141,13 @@ open_at(FileSource *fs, EcpPartConfig *config, const EcpPosition *at)
 		return;
 	how = ecp_file_resume_kind(fs->reader) == ECP_FILE_RANGED ? "range"
 		: "skipped (the server ignored Range, or the file is gzipped: read from the start up to the offset)";
-	ecp_store_event(config, "file resumed",
-						 psprintf("{\"file\": %s, \"offset\": " INT64_FORMAT ", \"line\": " INT64_FORMAT ", \"how\": \"%s\"}",
-								  ecp_json_quote(shown_location(config->file)), at->position, at->line_no, how));
+	ecp_json_object_new(&event);
+	ecp_json_key_string(&event, "file", shown_location(config->file));
+	ecp_json_key_int(&event, "offset", at->position);
+	ecp_json_key_int(&event, "line", at->line_no);
+	ecp_json_key_string(&event, "how", how);
+	ecp_json_end_object(&event);
+	ecp_store_event(config, ECP_FLOW_FILE_RESUMED, event.data);
 }
 
 static void

@@ -9,6 +9,7 @@
 #define ECP_SYNC_H
 
 #include "ecp.h"
+#include "flow_actions.h"
 
 #include <sys/socket.h>
 
@@ -276,7 +277,6 @@ extern bool ecp_worker_got_sigterm(void);
 extern void ecp_reload_settings_if_asked(void);
 extern bool ecp_worker_should_stop(const EcpPartConfig *config);
 extern bool ecp_worker_wait(EcpPartConfig *config, long wait_ms);
-extern char *ecp_json_quote(const char *text);
 
 /* source.c: the source of a part; cutting a query into key ranges */
 extern EcpSource *ecp_source_open(EcpPartConfig *config);
@@ -411,7 +411,7 @@ extern void ecp_store_heartbeat(EcpPartConfig *config);
 extern void ecp_store_release(EcpPartConfig *config);
 extern void ecp_store_alert(EcpPartConfig *config, const char *class, int attempts,
 								 const char *error);
-extern void ecp_store_event(EcpPartConfig *config, const char *action,
+extern void ecp_store_event(EcpPartConfig *config, EcpFlowAction action,
 								 const char *content_json);
 extern int	ecp_store_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high,
 								 int nranges);
