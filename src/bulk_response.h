@@ -1,5 +1,6 @@
 /*
- * bulk_response.h: read an Elasticsearch _bulk response (jansson).
+ * bulk_response.h: read an Elasticsearch _bulk response (jansson), and
+ * summarise an error body (ecp_error_summary, in error_summary.c).
  *
  * Plain C99, no PostgreSQL headers (jansson's json_object() clashes with
  * PostgreSQL's fmgrprotos.h).  Never ereports, exits or longjmps: errors

@@ -4,7 +4,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # the _bulk response scanner against jansson alone (no server needed)
-cc -O2 -I "$here/../../src" -o "${TMPDIR:-/tmp}/ecp_bulk_parse" "$here/bulk_parse.c" "$here/../../src/bulk_response.c" -ljansson
+src="$here/../../src"
+cc -O2 -I "$src" -o "${TMPDIR:-/tmp}/ecp_bulk_parse" "$here/bulk_parse.c" "$src/bulk_response.c" \
+	"$src/bulk_scan.c" "$src/error_summary.c" -ljansson
 "${TMPDIR:-/tmp}/ecp_bulk_parse" 5000 200
 rm -f "${TMPDIR:-/tmp}/ecp_bulk_parse"
 bash "$here/esd_throughput.sh"
