@@ -13,12 +13,15 @@
 EXTENSION  = ecp
 MODULE_big = ecp
 EXT_VERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" ecp.control)
-OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+# src/ by process (src/README.md): lib (PostgreSQL-free), common, backend,
+# launcher, worker; every folder is on the include path.
+SRC_DIRS   = src/lib src/common src/backend src/launcher src/worker
+OBJS       = $(patsubst %.c,%.o,$(sort $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))))
 DATA       = $(sort $(wildcard sql/ecp--*.sql))
 PGFILEDESC = "ecp - sync large data sets into Elasticsearch"
 
 PG_CONFIG ?= pg_config
-PG_CPPFLAGS = -I$(srcdir)/src -DECP_VERSION='"$(EXT_VERSION)"'
+PG_CPPFLAGS = -I$(srcdir)/src $(foreach d,$(SRC_DIRS),-I$(srcdir)/$(d)) -DECP_VERSION='"$(EXT_VERSION)"'
 # PostgreSQL's own flags stay; ours are added on top. -Wextra's unused-parameter
 # fires on every PG_FUNCTION_ARGS function that ignores fcinfo, so that one
 # is relaxed; everything else is an error.
@@ -34,7 +37,7 @@ include $(PGXS)
 
 # PGXS tracks no header dependencies: rebuild every object when a header
 # changes, or objects compiled against an old struct layout get linked.
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard src/*.h $(foreach d,$(SRC_DIRS),$(d)/*.h))
 
 # test and demo build the stand-in themselves, after installing the
 # packages it needs; bench expects them installed (make test or make demo).

@@ -1,10 +1,10 @@
 /*
- * bulk_parse: what src/bulk_response.c's scanner saves over parsing every
+ * bulk_parse: what src/lib/bulk_response.c's scanner saves over parsing every
  * _bulk response with jansson alone, per response of batch_size items and
  * per 1,000,000 documents (the responses of one run of a million rows).
  *
- *   cc -O2 -I src -o bulk_parse test/bench/bulk_parse.c src/bulk_response.c \
- *       src/bulk_scan.c src/error_summary.c -ljansson
+ *   cc -O2 -I src/lib -o bulk_parse test/bench/bulk_parse.c src/lib/bulk_response.c \
+ *       src/lib/bulk_scan.c src/lib/error_summary.c -ljansson
  *   ./bulk_parse [items per response] [repetitions]
  *
  * The response is the shape ecp asks for with filter_path (one status per

@@ -4,7 +4,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # the _bulk response scanner against jansson alone (no server needed)
-src="$here/../../src"
+src="$here/../../src/lib"
 cc -O2 -I "$src" -o "${TMPDIR:-/tmp}/ecp_bulk_parse" "$here/bulk_parse.c" "$src/bulk_response.c" \
 	"$src/bulk_scan.c" "$src/error_summary.c" -ljansson
 "${TMPDIR:-/tmp}/ecp_bulk_parse" 5000 200
