@@ -16,7 +16,7 @@ EXT_VERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" ecp.control)
 # src/ by process (src/README.md): lib (PostgreSQL-free), common, backend,
 # launcher, worker; every folder is on the include path.
 SRC_DIRS   = src/lib src/common src/backend src/launcher src/worker
-OBJS       = $(patsubst %.c,%.o,$(sort $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))))
+OBJS       = src/module.o $(patsubst %.c,%.o,$(sort $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))))
 DATA       = $(sort $(wildcard sql/ecp--*.sql))
 PGFILEDESC = "ecp - sync large data sets into Elasticsearch"
 

@@ -109,7 +109,7 @@ ecp_host_policy_role_exempt(Oid roleid)
  * with getifaddrs, at most every LOCAL_ADDRS_MAX_AGE seconds per process,
  * so an address added later (DHCP, a new bridge) counts soon without a
  * netlink dump per connection.  malloc, not palloc, and no ereport: this
- * runs inside libcurl's callback too (sink.c, ecp_filter_address).
+ * runs inside libcurl's callback too (the worker's connect-time address check).
  */
 #define LOCAL_ADDRS_MAX_AGE 5.0
 

@@ -14,8 +14,9 @@
  * So memory stays bounded whatever the file's size.
  *
  * This file holds the local files, the content and line layers and
- * open/close; file_http.c the HTTP raw layer and the URL handling; the
- * reader's state (file_reader_internal.h) is theirs alone.  Nothing here
+ * open/close; file_http.c the HTTP raw layer and the URL handling;
+ * file_util.c what both use.  The reader's state (file_reader_internal.h)
+ * is theirs alone.  Nothing here
  * calls exit/abort/longjmp, and every error path frees what it allocated
  * (ecp_file_close takes any partly built reader).
  */
@@ -45,43 +46,10 @@
 #define O_CLOEXEC 0
 #endif
 
-EcpFileStatus
-ecp_file_fail(char *error, size_t errlen, EcpFileStatus st, const char *fmt,...)
-{
-	va_list		ap;
-
-	if (error && errlen > 0)
-	{
-		va_start(ap, fmt);
-		vsnprintf(error, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return st;
-}
-
 static int
 aborted(EcpFileReader *r)
 {
 	return r->should_abort && r->should_abort(r->abort_arg);
-}
-
-char *
-ecp_file_dup_range(const char *s, size_t n)
-{
-	char	   *copy = malloc(n + 1);
-
-	if (copy)
-	{
-		memcpy(copy, s, n);
-		copy[n] = '\0';
-	}
-	return copy;
-}
-
-int
-ecp_file_ends_with_gz(const char *path, size_t n)
-{
-	return n >= 3 && strncasecmp(path + n - 3, ".gz", 3) == 0;
 }
 
 static int
