@@ -46,7 +46,7 @@ count_class(EcpBulkResult *out, int i, EcpItemClass klass)
 #define MAX_ITEM_STRING 1000	/* bytes kept of error.type / reason */
 
 /*
- * Bounds on what jansson is given (finding M5).  jansson builds a tree of
+ * Bounds on what jansson is given.  jansson builds a tree of
  * about 70 bytes per byte of "[{},{},...]": a 64 MiB body from a hostile or
  * broken server would take several GB.  The scanner reads any size without
  * allocating; jansson only reads one failed item's error object (at most

@@ -79,7 +79,7 @@ typedef struct EcpBulkResult
  * number of items than expected_items, or an item is not a single-key object
  * with an integer status.
  *
- * Memory is bounded whatever the body (finding M5): the scanner allocates
+ * Memory is bounded whatever the body: the scanner allocates
  * only the items; a failed item's error object over 64 KiB is not parsed
  * (its reason says so); a body the scanner cannot read is parsed whole
  * only up to 512 KiB, a larger one is -1 ("not a readable _bulk answer").

@@ -5,7 +5,7 @@
  * proxy's HTML page), and the bounded UTF-8 text builder and ErrorCause
  * text it shares with the _bulk reader (bulk_response.c).
  *
- * Memory is bounded whatever the body (finding M5): jansson builds a tree
+ * Memory is bounded whatever the body: jansson builds a tree
  * of about 70 bytes per byte of "[{},{},...]", so a body over
  * ECP_ERROR_BODY_JSON_MAX is not handed to it whole; only an "error"
  * member within its first ECP_ERROR_BODY_JSON_MAX bytes, found with the

@@ -5,7 +5,7 @@
  * GET /<name> and GET /_alias/<name>) and _count's count; with the same
  * scanner it checks the lines of an NDJSON file and reads their id (the
  * file source).  No tree is built, so memory stays small whatever a
- * hostile server sends (finding H1; json_scan.c says why not jansson).
+ * hostile server sends (json_scan.c says why not jansson).
  * Plain C99: the unit tests build it alone.
  */
 #include "es_answers.h"

@@ -4,7 +4,7 @@
  *
  * Why not jansson: a tree costs about 75 bytes of malloc per byte of
  * "[{},{},...]", outside PostgreSQL's memory accounting, so a hostile
- * server answering a few tens of MB took gigabytes (finding H1), and a
+ * server answering a few tens of MB took gigabytes, and a
  * hostile file server 773 MB per 10 MB line.  The scanner checks the
  * whole input (RFC 8259: grammar, escapes, UTF-8) but keeps only what its
  * caller reads; values are skipped with a nesting stack of MAX_DEPTH bytes.
