@@ -86,6 +86,16 @@ rate_add(RateWindow *window, int64 done)
 	return (done - window->done[oldest]) / elapsed;
 }
 
+/* The run is no longer running: leave the part to the run's state. */
+static void
+release_for(EcpPartConfig *config, EcpRunState state)
+{
+	ereport(LOG,
+			(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
+					config->run_id, config->part_no, ecp_run_state_names[state])));
+	ecp_store_release(config);
+}
+
 /* After a stop request: go on only if the run is still running. */
 static bool
 run_still_running(EcpPartConfig *config)
@@ -104,10 +114,7 @@ run_still_running(EcpPartConfig *config)
 	state = ecp_store_run_state(config);
 	if (state == ECP_RUN_RUNNING)
 		return true;
-	ereport(LOG,
-			(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
-					config->run_id, config->part_no, ecp_run_state_names[state])));
-	ecp_store_release(config);
+	release_for(config, state);
 	return false;
 }
 
@@ -405,10 +412,7 @@ checkpoint(PartLoop *loop, PageSend *send)
 	loop->times.checkpoint_ms += ms_since(start);
 	if (state == ECP_RUN_RUNNING)
 		return true;
-	ereport(LOG,
-			(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
-					config->run_id, config->part_no, ecp_run_state_names[state])));
-	ecp_store_release(config);
+	release_for(config, state);
 	return false;
 }
 
