@@ -6,6 +6,11 @@
 -- * flow actions are one list in C (ecp._flow_actions()), checked by
 --   ecp.flow_log's CHECK like run states.
 -- * ecp._backoff_ms is gone: the back-off is one C function.
+-- * status that tells the truth: ecp.progress and ecp.parts show a part
+--   waiting to retry (retry_attempt, retry_at, retry_error, retry_class);
+--   last_error is set only while a run is failed (recovered_error keeps
+--   what a resumed run recovered from); partial marks a run that
+--   succeeded with dead letters.
 \echo Use "ALTER EXTENSION ecp UPDATE TO '0.6'" to load this file. \quit
 
 -- ---------------------------------------------------------------------------
@@ -222,3 +227,223 @@ EXCEPTION WHEN check_violation THEN
           USING HINT = 'SELECT action, count(*) FROM ecp.flow_log WHERE action <> ALL (ecp._flow_actions()) GROUP BY 1 lists them; '
                        'update or delete them, then ALTER TABLE ecp.flow_log VALIDATE CONSTRAINT flow_log_action_check.';
 END $$;
+
+-- ---------------------------------------------------------------------------
+-- Status that tells the truth: a part waiting to retry says so (attempt,
+-- when, the error and what failed); last_error is a failed run's only (a
+-- resumed run keeps the error it recovered from apart); a run that
+-- succeeded with dead letters is partial.
+-- ---------------------------------------------------------------------------
+ALTER TABLE ecp.run ADD COLUMN recovered_error text;
+ALTER TABLE ecp.part ADD COLUMN retry_attempt integer,
+                     ADD COLUMN retry_at timestamptz,
+                     ADD COLUMN retry_error text,
+                     ADD COLUMN retry_class text CHECK (retry_class IN ('source', 'consumer'));
+COMMENT ON COLUMN ecp.run.last_error IS 'the error the run failed with: set only while it is failed (ecp.resume moves it to recovered_error)';
+COMMENT ON COLUMN ecp.run.recovered_error IS 'the error of the last failure the run was resumed from';
+COMMENT ON COLUMN ecp.part.retry_attempt IS 'the attempt the part waits to make after a transient error (NULL: not retrying; cleared when it moves on)';
+COMMENT ON COLUMN ecp.part.retry_at IS 'when the part tries again';
+COMMENT ON COLUMN ecp.part.retry_error IS 'the transient error the part retries after';
+COMMENT ON COLUMN ecp.part.retry_class IS 'what failed: source (reading) or consumer (sending)';
+
+-- A run that was resumed keeps its error apart; new ones start clean.
+UPDATE ecp.run SET recovered_error = last_error, last_error = NULL
+ WHERE state <> 'failed' AND last_error IS NOT NULL;
+UPDATE ecp.part p SET last_error = NULL
+  FROM ecp.run r WHERE r.id = p.run_id AND r.state <> 'failed' AND p.last_error IS NOT NULL;
+
+CREATE OR REPLACE FUNCTION ecp._clear_failure() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.state = 'running' AND OLD.state = 'failed' THEN
+        NEW.failure_class := NULL;
+        NEW.failure_attempts := NULL;
+        NEW.recovered_error := OLD.last_error;
+        NEW.last_error := NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION ecp._on_run_state() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.state = 'running' AND OLD.state IN ('paused', 'failed') THEN
+        UPDATE ecp.part SET state = 'pending', recoveries = 0, last_error = NULL,
+                            retry_attempt = NULL, retry_at = NULL, retry_error = NULL, retry_class = NULL
+         WHERE run_id = NEW.id AND state IN ('failed', 'running');
+        IF NOT EXISTS (SELECT 1 FROM ecp.part WHERE run_id = NEW.id AND state <> 'done') THEN
+            UPDATE ecp.run SET state = 'succeeded', finished_at = now() WHERE id = NEW.id;
+        END IF;
+        PERFORM ecp._wake_launcher_at_commit();
+    ELSIF NEW.state IN ('paused', 'cancelled') THEN
+        PERFORM ecp._signal_run_at_commit(NEW.id);
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION ecp._flow_on_run() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    action text;
+    content jsonb := '{}';
+    counts record;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        action := 'start';
+        IF NEW.retry_of IS NOT NULL THEN
+            content := jsonb_build_object('retry_failed_of', NEW.retry_of,
+                                          'ids', cardinality(NEW.only_ids));
+        ELSIF NEW.only_ids IS NOT NULL THEN
+            content := jsonb_build_object('ids', cardinality(NEW.only_ids));
+        END IF;
+        content := content || coalesce(ecp._run_endpoint(NEW.task_id), '{}')
+                   || jsonb_strip_nulls(jsonb_build_object('at', NEW.not_before, 'action', NEW.action));
+    ELSIF NEW.state IS NOT DISTINCT FROM OLD.state
+          OR (OLD.state = 'pending' AND NEW.state = 'running') THEN
+        -- a worker taking up a pending run records "worker started" itself
+        RETURN NEW;
+    ELSE
+        action := CASE
+            WHEN NEW.state = 'paused' THEN 'pause'
+            WHEN NEW.state = 'running' AND OLD.state IN ('paused', 'failed') THEN 'resume'
+            WHEN NEW.state = 'running' THEN 'running'
+            WHEN NEW.state = 'cancelled' THEN 'cancel'
+            WHEN NEW.state = 'succeeded' THEN 'finished'
+            WHEN NEW.state = 'failed' THEN 'failed'
+            ELSE NEW.state END;
+        SELECT coalesce(sum(p.processed), 0) AS processed, coalesce(sum(p.failed), 0) AS failed,
+               coalesce(sum(p.deleted), 0) AS deleted, coalesce(sum(p.missing), 0) AS missing,
+               coalesce(sum(p.skipped), 0) AS skipped, coalesce(sum(p.skipped_stale), 0) AS skipped_stale,
+               count(*) AS parts
+          INTO counts FROM ecp.part p WHERE p.run_id = NEW.id;
+        content := jsonb_build_object('from', OLD.state, 'to', NEW.state,
+                                      'processed', counts.processed, 'failed', counts.failed);
+        IF counts.deleted > 0 OR counts.missing > 0 THEN
+            content := content || jsonb_build_object('deleted', counts.deleted, 'missing', counts.missing);
+        END IF;
+        IF counts.skipped > 0 OR counts.skipped_stale > 0 THEN
+            content := content || jsonb_build_object('skipped', counts.skipped, 'skipped_stale', counts.skipped_stale);
+        END IF;
+        IF counts.parts > 1 THEN
+            content := content || jsonb_build_object('parts', counts.parts);
+        END IF;
+        IF NEW.state = 'paused' AND NEW.paused_reason IS NOT NULL THEN
+            content := content || jsonb_build_object('why', NEW.paused_reason);
+        ELSIF OLD.state = 'paused' AND OLD.paused_reason IS NOT NULL THEN
+            content := content || jsonb_build_object('why', 'inside its window ' ||
+                (SELECT t.options->>'window' FROM ecp.task t WHERE t.id = NEW.task_id));
+        END IF;
+        IF NEW.action IS NOT NULL THEN
+            content := content || jsonb_build_object('action', NEW.action);
+        END IF;
+        IF NEW.state IN ('succeeded', 'failed', 'cancelled') THEN
+            content := content || jsonb_build_object('duration',
+                (coalesce(NEW.finished_at, now()) - coalesce(NEW.started_at, NEW.created_at))::text);
+        END IF;
+        IF NEW.state = 'failed' THEN
+            content := content || jsonb_build_object('error', left(NEW.last_error, 2000));
+        END IF;
+        IF NEW.state = 'succeeded' AND counts.failed > 0 THEN
+            content := content || jsonb_build_object('partial', true);
+        END IF;
+    END IF;
+    INSERT INTO ecp.flow_log (task_id, run_id, action, content, operator, owner)
+    VALUES (NEW.task_id, NEW.id, action, content, coalesce(NEW.changed_by, NEW.operator), NEW.owner);
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE VIEW ecp.progress WITH (security_invoker = true) AS
+SELECT r.id AS run_id,
+       t.name AS task,
+       r.state,
+       p.processed,
+       p.failed,
+       coalesce(p.total, r.total) AS total,
+       CASE WHEN r.state = 'succeeded' THEN 100.0
+            WHEN coalesce(p.total, r.total) > 0
+            THEN round(least(100.0, 100.0 * (p.processed + p.failed + p.deleted + p.missing
+                                             + p.skipped + p.skipped_stale)
+                                    / coalesce(p.total, r.total)), 2)
+       END AS percent,
+       CASE WHEN r.state = 'running' THEN round(p.docs_per_second::numeric, 1) END AS docs_per_second,
+       CASE WHEN r.state = 'running' AND p.docs_per_second > 0 AND coalesce(p.total, r.total) IS NOT NULL
+            THEN make_interval(secs => round(greatest(coalesce(p.total, r.total) - p.processed - p.failed
+                                                      - p.deleted - p.missing - p.skipped
+                                                      - p.skipped_stale, 0) / p.docs_per_second))
+       END AS eta,
+       r.started_at,
+       r.finished_at,
+       coalesce(r.finished_at, now()) - r.started_at AS duration,
+       p.heartbeat_at,
+       r.operator,
+       r.last_error,
+       p.deleted,
+       p.missing,
+       p.parts,
+       p.parts_done,
+       p.skipped,
+       p.skipped_stale,
+       r.not_before AS starts_at,
+       CASE WHEN r.state = 'paused' THEN coalesce(r.paused_reason, 'paused by ' || r.changed_by) END AS paused_why,
+       r.recovered_error,
+       r.state = 'succeeded' AND p.failed > 0 AS partial,
+       w.retry_attempt,
+       CASE WHEN w.retry_attempt IS NOT NULL
+            THEN coalesce((t.options->>'max_retries')::integer,
+                          current_setting('ecp.max_retries')::integer) END AS retry_max,
+       w.retry_at,
+       w.retry_error,
+       w.retry_class
+  FROM ecp.run r
+  JOIN ecp.task t ON t.id = r.task_id
+  LEFT JOIN LATERAL (
+       SELECT pt.retry_attempt, pt.retry_at, pt.retry_error, pt.retry_class
+         FROM ecp.part pt
+        WHERE pt.run_id = r.id AND pt.retry_attempt IS NOT NULL AND r.state = 'running'
+        ORDER BY pt.retry_attempt DESC LIMIT 1) w ON true
+  CROSS JOIN LATERAL (
+       SELECT coalesce(sum(pt.processed), 0)::bigint AS processed,
+              coalesce(sum(pt.failed), 0)::bigint AS failed,
+              coalesce(sum(pt.deleted), 0)::bigint AS deleted,
+              coalesce(sum(pt.missing), 0)::bigint AS missing,
+              coalesce(sum(pt.skipped), 0)::bigint AS skipped,
+              coalesce(sum(pt.skipped_stale), 0)::bigint AS skipped_stale,
+              sum(pt.docs_per_second) FILTER (WHERE pt.state = 'running') AS docs_per_second,
+              max(pt.heartbeat_at) AS heartbeat_at,
+              CASE WHEN count(*) > 1 AND count(pt.total) = count(*) THEN sum(pt.total)::bigint END AS total,
+              count(*) AS parts,
+              count(*) FILTER (WHERE pt.state = 'done') AS parts_done
+         FROM ecp.part pt WHERE pt.run_id = r.id) p;
+COMMENT ON VIEW ecp.progress IS 'one row per run: state, counts, speed, ETA; retry_* while a part waits to retry, partial for a run that succeeded with dead letters';
+
+CREATE OR REPLACE VIEW ecp.parts WITH (security_invoker = true) AS
+SELECT p.run_id,
+       p.part_no AS part,
+       ecp._part_source_text(p.source, t, r) AS source,
+       p.state,
+       p.processed,
+       p.failed,
+       CASE p.source->>'kind'
+            WHEN 'ids' THEN p.position || ' ids done'
+            WHEN 'file' THEN format('line %s, byte %s', p.line_no, p.position)
+            ELSE p.last_key END AS last_key,
+       p.heartbeat_at,
+       p.worker_pid,
+       p.last_error,
+       p.deleted,
+       p.missing,
+       p.total,
+       p.recoveries,
+       p.started_at,
+       p.finished_at,
+       p.skipped,
+       p.skipped_stale,
+       p.retry_attempt,
+       p.retry_at,
+       p.retry_error,
+       p.retry_class
+  FROM ecp.part p
+  JOIN ecp.run r ON r.id = p.run_id
+  JOIN ecp.task t ON t.id = r.task_id;
+COMMENT ON VIEW ecp.parts IS 'one row per part of a run: what it reads, state, counters, checkpoint, worker';
+

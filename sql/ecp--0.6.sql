@@ -111,7 +111,8 @@ CREATE TABLE ecp.run (
     failure_attempts integer,
     not_before  timestamptz,
     action      text CHECK (action IN ('rollback', 'drop_index')),
-    paused_reason text
+    paused_reason text,
+    recovered_error text
 );
 CREATE INDEX ON ecp.run (task_id);
 CREATE INDEX ON ecp.run (state) WHERE state IN ('pending', 'running');
@@ -121,6 +122,8 @@ COMMENT ON COLUMN ecp.run.failure_class IS 'the class of the alert of a failed r
 COMMENT ON COLUMN ecp.run.not_before IS 'ecp.start(task, at => ...): the launcher starts the run at that time';
 COMMENT ON COLUMN ecp.run.action IS 'a maintenance run of an alias_swap task: rollback (the alias back), drop_index (a cancelled migration''s new index)';
 COMMENT ON COLUMN ecp.run.paused_reason IS 'why ecp paused the run itself (its window closed); NULL when a role paused it';
+COMMENT ON COLUMN ecp.run.last_error IS 'the error the run failed with: set only while it is failed (ecp.resume moves it to recovered_error)';
+COMMENT ON COLUMN ecp.run.recovered_error IS 'the error of the last failure the run was resumed from';
 SELECT pg_catalog.pg_extension_config_dump('ecp.run', '');
 ALTER TABLE ecp.run ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_only ON ecp.run USING (pg_has_role(owner, 'MEMBER'));
@@ -165,6 +168,10 @@ CREATE TABLE ecp.part (
     skipped     bigint NOT NULL DEFAULT 0,
     skipped_stale bigint NOT NULL DEFAULT 0,
     stage       smallint NOT NULL DEFAULT 1,
+    retry_attempt integer,
+    retry_at    timestamptz,
+    retry_error text,
+    retry_class text CHECK (retry_class IN ('source', 'consumer')),
     PRIMARY KEY (run_id, part_no)
 );
 COMMENT ON TABLE ecp.part IS 'unit of parallel work of a run, with its checkpoint';
@@ -174,6 +181,10 @@ COMMENT ON COLUMN ecp.part.position IS 'checkpoint of id and file parts: ids don
 COMMENT ON COLUMN ecp.part.line_no IS 'checkpoint of file parts: the number of the last acknowledged line';
 COMMENT ON COLUMN ecp.part.skipped IS 'documents the task''s transform returned NULL for: not sent';
 COMMENT ON COLUMN ecp.part.skipped_stale IS 'documents Elasticsearch already held in a newer version (version_column, HTTP 409): not written, not failed';
+COMMENT ON COLUMN ecp.part.retry_attempt IS 'the attempt the part waits to make after a transient error (NULL: not retrying; cleared when it moves on)';
+COMMENT ON COLUMN ecp.part.retry_at IS 'when the part tries again';
+COMMENT ON COLUMN ecp.part.retry_error IS 'the transient error the part retries after';
+COMMENT ON COLUMN ecp.part.retry_class IS 'what failed: source (reading) or consumer (sending)';
 COMMENT ON COLUMN ecp.part.stage IS 'a part starts once every part of its run with a lower stage is done: 0 prepares a migration, 1 loads, 2 swaps';
 SELECT pg_catalog.pg_extension_config_dump('ecp.part', '');
 ALTER TABLE ecp.part ENABLE ROW LEVEL SECURITY;
@@ -1328,7 +1339,8 @@ CREATE FUNCTION ecp._on_run_state() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.state = 'running' AND OLD.state IN ('paused', 'failed') THEN
-        UPDATE ecp.part SET state = 'pending', recoveries = 0
+        UPDATE ecp.part SET state = 'pending', recoveries = 0, last_error = NULL,
+                            retry_attempt = NULL, retry_at = NULL, retry_error = NULL, retry_class = NULL
          WHERE run_id = NEW.id AND state IN ('failed', 'running');
         IF NOT EXISTS (SELECT 1 FROM ecp.part WHERE run_id = NEW.id AND state <> 'done') THEN
             UPDATE ecp.run SET state = 'succeeded', finished_at = now() WHERE id = NEW.id;
@@ -1340,13 +1352,16 @@ BEGIN
     RETURN NEW;
 END $$;
 
--- Trigger clear_failure: a resumed run has not failed (yet).
+-- Trigger clear_failure: a resumed run has not failed (yet); the error it
+-- recovered from is kept apart, so last_error IS NOT NULL means failed.
 CREATE FUNCTION ecp._clear_failure() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.state = 'running' AND OLD.state = 'failed' THEN
         NEW.failure_class := NULL;
         NEW.failure_attempts := NULL;
+        NEW.recovered_error := OLD.last_error;
+        NEW.last_error := NULL;
     END IF;
     RETURN NEW;
 END $$;
@@ -1952,6 +1967,9 @@ BEGIN
         IF NEW.state = 'failed' THEN
             content := content || jsonb_build_object('error', left(NEW.last_error, 2000));
         END IF;
+        IF NEW.state = 'succeeded' AND counts.failed > 0 THEN
+            content := content || jsonb_build_object('partial', true);
+        END IF;
     END IF;
     INSERT INTO ecp.flow_log (task_id, run_id, action, content, operator, owner)
     VALUES (NEW.task_id, NEW.id, action, content, coalesce(NEW.changed_by, NEW.operator), NEW.owner);
@@ -2137,9 +2155,23 @@ SELECT r.id AS run_id,
        p.skipped,
        p.skipped_stale,
        r.not_before AS starts_at,
-       CASE WHEN r.state = 'paused' THEN coalesce(r.paused_reason, 'paused by ' || r.changed_by) END AS paused_why
+       CASE WHEN r.state = 'paused' THEN coalesce(r.paused_reason, 'paused by ' || r.changed_by) END AS paused_why,
+       r.recovered_error,
+       r.state = 'succeeded' AND p.failed > 0 AS partial,
+       w.retry_attempt,
+       CASE WHEN w.retry_attempt IS NOT NULL
+            THEN coalesce((t.options->>'max_retries')::integer,
+                          current_setting('ecp.max_retries')::integer) END AS retry_max,
+       w.retry_at,
+       w.retry_error,
+       w.retry_class
   FROM ecp.run r
   JOIN ecp.task t ON t.id = r.task_id
+  LEFT JOIN LATERAL (
+       SELECT pt.retry_attempt, pt.retry_at, pt.retry_error, pt.retry_class
+         FROM ecp.part pt
+        WHERE pt.run_id = r.id AND pt.retry_attempt IS NOT NULL AND r.state = 'running'
+        ORDER BY pt.retry_attempt DESC LIMIT 1) w ON true
   CROSS JOIN LATERAL (
        SELECT coalesce(sum(pt.processed), 0)::bigint AS processed,
               coalesce(sum(pt.failed), 0)::bigint AS failed,
@@ -2153,7 +2185,7 @@ SELECT r.id AS run_id,
               count(*) AS parts,
               count(*) FILTER (WHERE pt.state = 'done') AS parts_done
          FROM ecp.part pt WHERE pt.run_id = r.id) p;
-COMMENT ON VIEW ecp.progress IS 'one row per run: state, counts, speed, ETA';
+COMMENT ON VIEW ecp.progress IS 'one row per run: state, counts, speed, ETA; retry_* while a part waits to retry, partial for a run that succeeded with dead letters';
 
 CREATE VIEW ecp.parts WITH (security_invoker = true) AS
 SELECT p.run_id,
@@ -2176,7 +2208,11 @@ SELECT p.run_id,
        p.started_at,
        p.finished_at,
        p.skipped,
-       p.skipped_stale
+       p.skipped_stale,
+       p.retry_attempt,
+       p.retry_at,
+       p.retry_error,
+       p.retry_class
   FROM ecp.part p
   JOIN ecp.run r ON r.id = p.run_id
   JOIN ecp.task t ON t.id = r.task_id;

@@ -174,19 +174,6 @@ ecp_json_raw(StringInfo buf, const char *json)
 	appendStringInfoString(buf, json && json[0] ? json : "null");
 }
 
-/*
- * Members of the object being written, given as text ("\"documents\": 12"):
- * what callers of ecp_retry_after pass; nothing for NULL or empty.
- */
-void
-ecp_json_raw_members(StringInfo buf, const char *members)
-{
-	if (members == NULL || members[0] == '\0')
-		return;
-	separate(buf);
-	appendStringInfoString(buf, members);
-}
-
 void
 ecp_json_key_string(StringInfo buf, const char *key, const char *value)
 {

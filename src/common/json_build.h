@@ -32,7 +32,6 @@ extern void ecp_json_double(StringInfo buf, double value);
 extern void ecp_json_bool(StringInfo buf, bool value);
 extern void ecp_json_null(StringInfo buf);
 extern void ecp_json_raw(StringInfo buf, const char *json);
-extern void ecp_json_raw_members(StringInfo buf, const char *members);
 
 extern void ecp_json_key_string(StringInfo buf, const char *key, const char *value);
 extern void ecp_json_key_int(StringInfo buf, const char *key, int64 value);

@@ -28,12 +28,13 @@
  * failed), either the retries are exhausted (the run fails with the
  * message *exhausted, and the store records the class "retries
  * exhausted"), or the back-off is waited out, with an alert at
- * ecp.alert_after attempts and a flow row "retry" (what_json: more
- * members of its content, e.g. "\"documents\": 12").  Pause, cancel or
+ * ecp.alert_after attempts, a flow row "retry", and the part shown as
+ * retrying in ecp.progress meanwhile.  documents: how many are sent again,
+ * or ECP_RETRY_OF_SOURCE for a step of the source.  Pause, cancel or
  * shutdown end the wait: ECP_RETRY_STOPPED.
  */
 EcpRetryVerdict
-ecp_retry_after(EcpPartConfig *config, int attempt, const char *why, const char *what_json,
+ecp_retry_after(EcpPartConfig *config, int attempt, const char *why, int documents,
 				char **exhausted)
 {
 	long		wait_ms;
@@ -52,10 +53,14 @@ ecp_retry_after(EcpPartConfig *config, int attempt, const char *why, const char 
 	ecp_json_object_new(&event);
 	ecp_json_key_int(&event, "attempt", attempt);
 	ecp_json_key_int(&event, "wait_ms", wait_ms);
-	ecp_json_raw_members(&event, what_json);
+	if (documents == ECP_RETRY_OF_SOURCE)
+		ecp_json_key_bool(&event, "source", true);
+	else
+		ecp_json_key_int(&event, "documents", documents);
 	ecp_json_key_string(&event, "error", why);
 	ecp_json_end_object(&event);
-	ecp_store_event(config, ECP_FLOW_RETRY, event.data);
+	ecp_store_retrying(config, attempt, wait_ms, why,
+					   documents == ECP_RETRY_OF_SOURCE ? "source" : "consumer", event.data);
 	pgstat_report_activity(STATE_RUNNING, "waiting to retry");
 	if (!ecp_worker_wait(config, wait_ms))
 		return ECP_RETRY_STOPPED;
@@ -83,7 +88,7 @@ ecp_send_with_retries(EcpPartConfig *config, EcpSendStep step, void *arg)
 			ecp_store_fail(config, error);
 			return status;
 		}
-		switch (ecp_retry_after(config, attempt, error, "\"documents\": 0", &error))
+		switch (ecp_retry_after(config, attempt, error, 0, &error))
 		{
 			case ECP_RETRY_AGAIN:
 				break;
@@ -205,7 +210,7 @@ ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *resul
 	ecp_json_key_bool(&event, "after_page_in_flight", true);
 	ecp_json_key_string(&event, "error", error.message);
 	ecp_json_end_object(&event);
-	ecp_store_event(config, ECP_FLOW_RETRY, event.data);
+	ecp_store_retrying(config, 1, 0, error.message, "source", event.data);
 	return false;
 }
 
@@ -230,7 +235,7 @@ ecp_source_with_retries(EcpPartConfig *config, EcpSourceStep step, void *arg)
 			return result ? ECP_SOURCE_TRUE : ECP_SOURCE_FALSE;
 		if (outcome == STEP_STOPPED)
 			return ECP_SOURCE_STOPPED;
-		switch (ecp_retry_after(config, attempt, error.message, "\"source\": true", &exhausted))
+		switch (ecp_retry_after(config, attempt, error.message, ECP_RETRY_OF_SOURCE, &exhausted))
 		{
 			case ECP_RETRY_AGAIN:
 				break;

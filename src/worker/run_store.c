@@ -52,6 +52,13 @@ basic_auth(const char *user, const char *password)
  * Every field as text (options too: a cast in SQL would fail the whole
  * statement on one bad value), and the owners of all four rows.
  */
+
+/*
+ * A part that moves on (a checkpoint, its end, a claim, a release) is no
+ * longer waiting to retry: ecp.progress stops saying so.
+ */
+#define CLEAR_RETRY \
+	", retry_attempt = NULL, retry_at = NULL, retry_error = NULL, retry_class = NULL "
 #define CONFIG_SQL \
 	"SELECT t.name AS task_name, t.index_name, t.search_path, " \
 	"       CASE WHEN p.source->>'query' ~ '^[0-9]{1,6}$' AND (p.source->>'query')::pg_catalog.int4 > 0 " \
@@ -487,10 +494,10 @@ ecp_store_claim(EcpPartConfig *config)
 	 */
 	owner_exec(config->recovering ?
 			   "UPDATE ecp.part SET state = 'running', worker_pid = pg_catalog.pg_backend_pid(), "
-			   "       heartbeat_at = now(), recoveries = recoveries + 1 "
+			   "       heartbeat_at = now(), recoveries = recoveries + 1" CLEAR_RETRY
 			   " WHERE run_id = $1 AND part_no = $2 AND heartbeat_at IS NOT DISTINCT FROM $4" :
 			   "UPDATE ecp.part SET state = 'running', worker_pid = pg_catalog.pg_backend_pid(), "
-			   "       heartbeat_at = now(), started_at = coalesce(started_at, now()) "
+			   "       heartbeat_at = now(), started_at = coalesce(started_at, now())" CLEAR_RETRY
 			   " WHERE run_id = $1 AND part_no = $2 AND heartbeat_at IS NOT DISTINCT FROM $4",
 			   4, types, values, nulls);
 	claimed = SPI_processed == 1;
@@ -542,7 +549,7 @@ ecp_store_release(EcpPartConfig *config)
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no)};
 	const char *const statements[] = {
-		"UPDATE ecp.part SET state = 'pending', worker_pid = NULL, docs_per_second = NULL "
+		"UPDATE ecp.part SET state = 'pending', worker_pid = NULL, docs_per_second = NULL" CLEAR_RETRY
 		" WHERE run_id = $1 AND part_no = $2 AND state = 'running'",
 		NULL
 	};
@@ -744,7 +751,7 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 			   "       failed = failed + $5, batches = batches + 1, heartbeat_at = now(), "
 			   "       docs_per_second = $6, recoveries = 0, position = $7, line_no = $8, "
 			   "       deleted = deleted + $9, missing = missing + $10, "
-			   "       skipped = skipped + $11, skipped_stale = skipped_stale + $12 "
+			   "       skipped = skipped + $11, skipped_stale = skipped_stale + $12" CLEAR_RETRY
 			   " WHERE run_id = $1 AND part_no = $2", 12, types, values, nulls);
 	/* an error aborts the worker: the new position may be set before commit */
 	move_position(config, &batch->end);
@@ -837,7 +844,7 @@ ecp_store_finish(EcpPartConfig *config, int64 null_keys)
 						   psprintf(INT64_FORMAT " rows have NULL in key column \"%s\"; they cannot be paged or given an _id",
 									null_keys, config->key_column));
 	owner_exec("UPDATE ecp.part SET state = 'done', finished_at = pg_catalog.now(), heartbeat_at = pg_catalog.now(), "
-			   "       docs_per_second = NULL, failed = failed + $3 "
+			   "       docs_per_second = NULL, failed = failed + $3" CLEAR_RETRY
 			   " WHERE run_id = $1 AND part_no = $2", 3, types, values, NULL);
 	/*
 	 * Lock the run first: two parts finishing at once would otherwise each
@@ -881,7 +888,7 @@ record_failure(EcpPartConfig *config, const char *error)
 	char		nulls[5] = {' ', ' ', ' ', ' ', config->progress.exhausted_after > 0 ? ' ' : 'n'};
 	const char *const statements[] = {
 		"UPDATE ecp.part SET state = 'failed', heartbeat_at = pg_catalog.now(), docs_per_second = NULL, "
-		"       last_error = $2 WHERE run_id = $1 AND part_no = $3",
+		"       last_error = $2" CLEAR_RETRY " WHERE run_id = $1 AND part_no = $3",
 		"UPDATE ecp.run SET state = 'failed', finished_at = pg_catalog.now(), last_error = $2, "
 		"       failure_class = $4, failure_attempts = $5 "
 		" WHERE id = $1 AND state IN ('pending', 'running')",
@@ -961,6 +968,37 @@ ecp_store_event(EcpPartConfig *config, EcpFlowAction action, const char *content
 	values[2] = CStringGetTextDatum(content_json);
 	values[3] = Int32GetDatum(config->part_no);
 	store_statements(statements, 4, types, values, NULL);
+}
+
+/*
+ * The part waits wait_ms to retry attempt after error (of the source or
+ * the consumer: retry_class): ecp.progress shows it until the part moves
+ * on, and the flow gets the retry row, in one transaction.
+ */
+void
+ecp_store_retrying(EcpPartConfig *config, int attempt, long wait_ms, const char *error,
+				   const char *retry_class, const char *content_json)
+{
+	Oid			types[8] = {INT8OID, TEXTOID, TEXTOID, INT4OID, INT4OID, INT8OID, TEXTOID, TEXTOID};
+	Datum		values[8];
+	const char *const statements[] = {
+		"SELECT ecp._flow_event($1, $2, pg_catalog.jsonb_build_object('part', $4) || $3::pg_catalog.jsonb)",
+		"UPDATE ecp.part SET heartbeat_at = pg_catalog.now(), retry_attempt = $5, "
+		"       retry_at = pg_catalog.now() + pg_catalog.make_interval(secs => $6 / 1000.0), "
+		"       retry_error = pg_catalog.\"left\"($7, 2000), retry_class = $8 "
+		" WHERE run_id = $1 AND part_no = $4",
+		NULL
+	};
+
+	values[0] = Int64GetDatum(config->run_id);
+	values[1] = CStringGetTextDatum(ecp_flow_action_names[ECP_FLOW_RETRY]);
+	values[2] = CStringGetTextDatum(content_json);
+	values[3] = Int32GetDatum(config->part_no);
+	values[4] = Int32GetDatum(attempt);
+	values[5] = Int64GetDatum((int64) wait_ms);
+	values[6] = CStringGetTextDatum(error ? error : "");
+	values[7] = CStringGetTextDatum(retry_class);
+	store_statements(statements, 8, types, values, NULL);
 }
 
 /* An alert about this run: flow row, NOTIFY ecp_alert (at commit). */

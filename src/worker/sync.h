@@ -345,8 +345,9 @@ typedef enum EcpRetryVerdict
 } EcpRetryVerdict;
 typedef EcpSendStatus (*EcpSendStep) (EcpPartConfig *config, void *arg, char **error);
 extern EcpSendStatus ecp_send_with_retries(EcpPartConfig *config, EcpSendStep step, void *arg);
+#define ECP_RETRY_OF_SOURCE (-1)	/* documents of ecp_retry_after: a source step */
 extern EcpRetryVerdict ecp_retry_after(EcpPartConfig *config, int attempt, const char *why,
-									   const char *what_json, char **exhausted);
+									   int documents, char **exhausted);
 extern bool ecp_source_error_is_transient(int sqlerrcode);
 extern bool ecp_source_try(EcpPartConfig *config, EcpSourceStep step, void *arg, bool *result);
 extern EcpSourceOutcome ecp_source_with_retries(EcpPartConfig *config, EcpSourceStep step,
@@ -409,6 +410,9 @@ extern void ecp_store_fail(EcpPartConfig *config, const char *error);
 extern EcpRunState ecp_store_run_state(EcpPartConfig *config);
 extern void ecp_store_heartbeat(EcpPartConfig *config);
 extern void ecp_store_release(EcpPartConfig *config);
+extern void ecp_store_retrying(EcpPartConfig *config, int attempt, long wait_ms,
+							   const char *error, const char *retry_class,
+							   const char *content_json);
 extern void ecp_store_alert(EcpPartConfig *config, const char *class, int attempts,
 								 const char *error);
 extern void ecp_store_event(EcpPartConfig *config, EcpFlowAction action,

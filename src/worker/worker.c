@@ -337,8 +337,7 @@ send_page_with_retries(PartLoop *loop, PageSend *send, char **error)
 			nsubset = n;
 			all = false;
 		}
-		switch (ecp_retry_after(loop->config, attempt, why,
-								psprintf("\"documents\": %d", all ? page->ndocs : nsubset), error))
+		switch (ecp_retry_after(loop->config, attempt, why, all ? page->ndocs : nsubset, error))
 		{
 			case ECP_RETRY_AGAIN:
 				break;
