@@ -363,9 +363,14 @@ SELECT r.id AS run_id,
             WHEN coalesce(p.total, r.total) > 0
             THEN round(least(100.0, 100.0 * (p.processed + p.failed + p.deleted + p.missing
                                              + p.skipped + p.skipped_stale)
-                                    / coalesce(p.total, r.total)), 2)
+                                    / coalesce(p.total, r.total)), 1)
        END AS percent,
-       CASE WHEN r.state = 'running' THEN round(p.docs_per_second::numeric, 1) END AS docs_per_second,
+       -- running: the rate of the last seconds; finished: the run's average
+       CASE WHEN r.state = 'running' THEN round(p.docs_per_second::numeric, 1)
+            WHEN r.finished_at > r.started_at
+            THEN round((p.processed + p.failed)
+                       / extract(epoch FROM r.finished_at - r.started_at), 1)
+       END AS docs_per_second,
        CASE WHEN r.state = 'running' AND p.docs_per_second > 0 AND coalesce(p.total, r.total) IS NOT NULL
             THEN make_interval(secs => round(greatest(coalesce(p.total, r.total) - p.processed - p.failed
                                                       - p.deleted - p.missing - p.skipped
@@ -373,7 +378,7 @@ SELECT r.id AS run_id,
        END AS eta,
        r.started_at,
        r.finished_at,
-       coalesce(r.finished_at, now()) - r.started_at AS duration,
+       date_trunc('second', coalesce(r.finished_at, now()) - r.started_at) AS duration,
        p.heartbeat_at,
        r.operator,
        r.last_error,

@@ -200,6 +200,9 @@ static const Range private_ranges[] = {
 	{6, {0xff}, 8, "multicast"},
 	{6, {0x20, 0x01, 0x0d, 0xb8}, 32, "documentation (2001:db8::/32)"},
 	{6, {0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}, 48, "local-use NAT64 (64:ff9b:1::/48)"},
+	{6, {0x20, 0x01, 0x00, 0x02, 0x00, 0x00}, 48, "benchmarking (2001:2::/48)"},
+	{6, {0x20, 0x01, 0x00, 0x10}, 28, "deprecated ORCHID (2001:10::/28)"},
+	{6, {0x3f, 0xff, 0x00}, 20, "documentation (3fff::/20)"},
 };
 
 /* The range of private_ranges[] addr is in, itself (nothing unwrapped). */

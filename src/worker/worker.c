@@ -558,6 +558,27 @@ sync_part(PartLoop *loop)
 }
 
 /*
+ * An error as the run records it (last_error, the flow, the alert): its
+ * message, detail and hint, and its SQLSTATE unless the message names one
+ * already, so what to change reaches the owner, not only the server log.
+ */
+static char *
+error_as_recorded(const ErrorData *edata)
+{
+	StringInfoData text;
+
+	initStringInfo(&text);
+	appendStringInfoString(&text, edata->message ? edata->message : "unknown error");
+	if (edata->detail)
+		appendStringInfo(&text, "; detail: %s", edata->detail);
+	if (edata->hint)
+		appendStringInfo(&text, "; hint: %s", edata->hint);
+	if (edata->message == NULL || strstr(edata->message, "SQLSTATE") == NULL)
+		appendStringInfo(&text, " (SQLSTATE %s)", unpack_sql_state(edata->sqlerrcode));
+	return text.data;
+}
+
+/*
  * Load, check, claim and sync the part.  Any error (a bad field of a row,
  * the source query failed, a type cannot be cast, ...) fails the run with
  * its message instead of killing the worker: a worker that died would be
@@ -599,9 +620,11 @@ run_part_or_fail(EcpPartConfig *config)
 		}
 		else
 		{
+			char	   *error = error_as_recorded(edata);
+
 			ereport(LOG,
-					(errmsg("ecp run " INT64_FORMAT " failed: %s", config->run_id, edata->message)));
-			ecp_store_fail(config, edata->message);
+					(errmsg("ecp run " INT64_FORMAT " failed: %s", config->run_id, error)));
+			ecp_store_fail(config, error);
 		}
 		FreeErrorData(edata);
 	}

@@ -4,7 +4,8 @@
 #    a part that moves on stops saying so;
 #  * last_error is a failed run's only: a resumed run that succeeds keeps
 #    the error it recovered from in recovered_error;
-#  * a run that succeeded with dead letters is partial (view and flow).
+#  * a run that succeeded with dead letters is partial (view and flow);
+#  * a run that failed on an error of the worker keeps its hint and SQLSTATE.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -100,5 +101,16 @@ is(sql("SELECT count(*) FROM ecp.flow f JOIN ecp.progress p USING (run_id) "
 	'only partial runs are flagged partial');
 is(sql(q{SELECT string_agg(task, ',' ORDER BY task) FROM ecp.progress WHERE state = 'succeeded' AND partial}),
 	'poisoned', 'one line tells clean from partial');
+
+# --- an error raised in the worker: its hint and SQLSTATE reach last_error --
+sql("CREATE TABLE rep AS SELECT g, g % 7 AS grp FROM generate_series(1, 100) g");
+sql(q{SELECT ecp.create_task('rep', 'esd', 'rep', query => 'SELECT g, grp FROM rep', options => '{"key_column": "grp", "id_column": "g"}')});
+$run = sql("SELECT ecp.start('rep')");
+is(EcpTest::wait_for_run($node, $run, 'failed'), 'failed', 'a key that repeats fails the run');
+like(sql("SELECT last_error FROM ecp.progress WHERE run_id = $run"),
+	qr/key column "grp" is not unique.*; hint: Give task "rep" a unique, indexed key_column.*\(SQLSTATE 23505\)$/s,
+	'last_error has the message, the hint and the SQLSTATE');
+like(sql("SELECT content->>'error' FROM ecp.flow WHERE run_id = $run AND action = 'failed'"),
+	qr/hint: Give task "rep"/, 'and so has the flow');
 
 done_testing();

@@ -127,8 +127,11 @@ ok(@seen && $seen[-1]{percent} > $seen[0]{percent}, 'percent grows');
 # a checkpoint every 0.5 s; 10 s allows for a stalled machine
 is(scalar(grep { $_->{age} eq '' || $_->{age} > 10 } @seen), 0, 'heartbeat_at is never more than 10 s old');
 is($node->safe_psql('postgres',
-		"SELECT percent || ' ' || (docs_per_second IS NULL) || ' ' || (eta IS NULL) FROM ecp.progress WHERE run_id = $paced"),
-	'100.0 true true', 'after the run: 100%, no speed and no eta');
+		"SELECT percent || ' ' || (eta IS NULL) || ' ' || (duration = date_trunc('second', duration)) FROM ecp.progress WHERE run_id = $paced"),
+	'100.0 true true', 'after the run: 100%, no eta, a duration in whole seconds');
+my $average = $node->safe_psql('postgres', "SELECT docs_per_second FROM ecp.progress WHERE run_id = $paced");
+ok($average ne '' && $average >= 400 * 0.4 && $average <= 400 * 1.6,
+	"docs_per_second of the finished run is its average ($average), within 0.4x..1.6x of the 400 docs/s limit");
 
 # ================ a webhook that never answers ==========================================
 # A webhook that accepts connections and never answers (EcpTest).

@@ -161,6 +161,9 @@ test_private(void)
 		{"2001:0:a00:1::f7f7:fbfb", "RFC 1918"},	/* server 10.0.0.1 */
 		{"2001:0:4136:e378::f7f7:fbfb", NULL},	/* 65.54.227.120, 8.8.4.4 */
 		{"2001:1::1", NULL},		/* not Teredo: 2001:0::/32 only */
+		{"2001:2::1", "benchmarking"}, {"2001:2:0:ffff::1", "benchmarking"}, {"2001:2:1::1", NULL},
+		{"2001:10::1", "ORCHID"}, {"2001:1f:ffff::1", "ORCHID"}, {"2001:20::1", NULL},
+		{"3fff::1", "documentation"}, {"3fff:fff:ffff::1", "documentation"}, {"3fff:1000::1", NULL},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
