@@ -497,12 +497,21 @@ END $$;
 -- credentials (those go in options).
 CREATE FUNCTION ecp._check_url(url text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    port text;
 BEGIN
     IF url IS NULL OR url !~ '^https?://[^/?#@\s]+(/[^?#\s]*)?$' THEN
         RAISE EXCEPTION 'invalid consumer URL "%"',
               regexp_replace(coalesce(url, 'NULL'), '//[^/@]*@', '//***@')
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Use http://host:port or https://host:port (an optional path prefix is allowed); put credentials in options "username"/"password" or "api_key", never in the URL.';
+    END IF;
+    -- the port after the host (an IPv6 address is in brackets)
+    port := substring(url from '^https?://(?:\[[^]/]*\]|[^/:\[]*):([^/]*)');
+    IF port IS NOT NULL AND (port !~ '^[0-9]{1,5}$' OR port::integer NOT BETWEEN 1 AND 65535) THEN
+        RAISE EXCEPTION 'invalid port "%" in consumer URL "%"', port, ecp._url_origin(url)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'A port is a number from 1 to 65535, e.g. http://localhost:9200; leave it out for 80 (http) or 443 (https).';
     END IF;
 END $$;
 
@@ -1457,33 +1466,108 @@ BEGIN
     RETURN ecp._create_run(r.task_id, ids, run);
 END $$;
 
+CREATE FUNCTION ecp.retry_failed(task text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN ecp.retry_failed(ecp._latest_run(task));
+END $$;
+COMMENT ON FUNCTION ecp.retry_failed(text) IS 'a new run over the failed documents of the latest run of a task';
+
+-- A run that is in the state a verb asks for already: a NOTICE, and the
+-- verb does nothing (as pg_cron's are, so a script may repeat them).
+CREATE FUNCTION ecp._already(run bigint, state text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+BEGIN
+    IF EXISTS (SELECT 1 FROM ecp.run r WHERE r.id = run AND r.state = state) THEN
+        RAISE NOTICE 'run % is already %', run, state;
+        RETURN true;
+    END IF;
+    RETURN false;
+END $$;
+
+-- The run a verb given a task's name acts on: the task's latest run
+-- (maintenance runs aside).
+CREATE FUNCTION ecp._latest_run(task text) RETURNS bigint
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    task_id bigint;
+    run bigint;
+BEGIN
+    SELECT t.id INTO task_id FROM ecp.task t WHERE t.name = task;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', coalesce(task, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT name FROM ecp.tasks lists the tasks you can see; a run id works too.';
+    END IF;
+    SELECT max(r.id) INTO run FROM ecp.run r WHERE r.task_id = task_id AND r.action IS NULL;
+    IF run IS NULL THEN
+        RAISE EXCEPTION 'task "%" has no run', task
+              USING ERRCODE = 'no_data_found',
+                    HINT = 'Start one with SELECT ecp.start(' || quote_literal(task) || ').';
+    END IF;
+    RETURN run;
+END $$;
+
 -- The state changes a role may make; the triggers check_transition and
--- on_state do the rest.
+-- on_state do the rest.  Each takes a run id or a task's name (its latest
+-- run).
 CREATE FUNCTION ecp.pause(run bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 BEGIN
+    IF ecp._already(run, 'paused') THEN
+        RETURN;
+    END IF;
     PERFORM ecp._run_for_update(run, ARRAY['pending', 'running'], 'paused');
     UPDATE ecp.run SET state = 'paused' WHERE id = run;
 END $$;
+
+CREATE FUNCTION ecp.pause(task text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ecp.pause(ecp._latest_run(task));
+END $$;
+COMMENT ON FUNCTION ecp.pause(text) IS 'pause the latest run of a task';
 
 CREATE FUNCTION ecp.resume(run bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 BEGIN
+    IF ecp._already(run, 'running') THEN
+        RETURN;
+    END IF;
     PERFORM ecp._run_for_update(run, ARRAY['paused', 'failed'], 'resumed');
     -- the trigger on_state puts the parts back from their checkpoints
     UPDATE ecp.run SET state = 'running' WHERE id = run;
     PERFORM ecp._warn_if_not_launcher_database(run);
 END $$;
 
+CREATE FUNCTION ecp.resume(task text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ecp.resume(ecp._latest_run(task));
+END $$;
+COMMENT ON FUNCTION ecp.resume(text) IS 'resume the latest run of a task';
+
 CREATE FUNCTION ecp.cancel(run bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 BEGIN
+    IF ecp._already(run, 'cancelled') THEN
+        RETURN;
+    END IF;
     PERFORM ecp._run_for_update(run, ARRAY['pending', 'running', 'paused'], 'cancelled');
     UPDATE ecp.run SET state = 'cancelled' WHERE id = run;
 END $$;
+
+CREATE FUNCTION ecp.cancel(task text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ecp.cancel(ecp._latest_run(task));
+END $$;
+COMMENT ON FUNCTION ecp.cancel(text) IS 'cancel the latest run of a task';
 
 -- ecp.cancel can drop a cancelled migration's half-built index (by a
 -- maintenance run: only a worker talks to the cluster).
@@ -1493,8 +1577,10 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m ecp.migration;
 BEGIN
-    PERFORM ecp._run_for_update(run, ARRAY['pending', 'running', 'paused'], 'cancelled');
-    UPDATE ecp.run SET state = 'cancelled' WHERE id = run;
+    IF NOT ecp._already(run, 'cancelled') THEN
+        PERFORM ecp._run_for_update(run, ARRAY['pending', 'running', 'paused'], 'cancelled');
+        UPDATE ecp.run SET state = 'cancelled' WHERE id = run;
+    END IF;
     IF drop_index THEN
         SELECT * INTO m FROM ecp.migration WHERE run_id = run;
         IF NOT FOUND OR m.state <> 'loading' THEN

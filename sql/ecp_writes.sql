@@ -114,3 +114,45 @@ SELECT ecp.schedule('plain', '0 2 * * *');
 SELECT ecp.unschedule('plain');
 -- maintenance runs come only from ecp.rollback and ecp.cancel
 INSERT INTO ecp.run (task_id, action) SELECT id, 'rollback' FROM ecp.tasks WHERE name = 'swap';
+
+-- verbs take a run id or a task's name (its latest run); asking for the ------------
+-- state a run is in already is a NOTICE; a consumer URL's port is 1..65535
+SET client_min_messages = notice;
+
+SELECT ecp.create_consumer('p0', 'http://127.0.0.1:0');
+SELECT ecp.create_consumer('p99999', 'http://127.0.0.1:99999');
+SELECT ecp.create_consumer('pabc', 'http://127.0.0.1:9x/');
+SELECT ecp.create_consumer('p65535', 'http://127.0.0.1:65535');
+SELECT ecp.create_consumer('p6', 'http://[::1]:9200/prefix');
+SELECT ecp.create_consumer('p6bad', 'http://[::1]:70000');
+SELECT ecp.create_consumer('nop', 'https://127.0.0.1/es');
+SELECT name, url FROM ecp.consumers WHERE name IN ('p65535', 'p6', 'nop') ORDER BY name;
+
+CREATE TABLE verb_items AS SELECT g AS id FROM generate_series(1, 10) g;
+ALTER TABLE verb_items ADD PRIMARY KEY (id);
+SELECT ecp.create_task('verbs', 'p65535', 'verbs', query => 'SELECT * FROM verb_items') > 0 AS created;
+
+-- a task without a run, a task that does not exist
+SELECT ecp.pause('verbs');
+SELECT ecp.pause('nope');
+SELECT ecp.pause(NULL::text);
+
+SELECT ecp.start('verbs') AS run \gset
+SELECT ecp.pause('verbs');
+SELECT ecp.pause('verbs');
+SELECT ecp.pause(:run);
+SELECT state FROM ecp.progress WHERE run_id = :run;
+SET client_min_messages = error;   -- the launcher works in another database
+SELECT ecp.resume('verbs');
+SET client_min_messages = notice;
+SELECT ecp.resume(:run);
+SELECT ecp.cancel('verbs');
+SELECT ecp.cancel('verbs');
+SELECT ecp.cancel(:run, drop_index => false);
+SELECT state FROM ecp.progress WHERE run_id = :run;
+-- a cancelled run cannot be paused or resumed: still an error
+SELECT ecp.pause('verbs');
+SELECT ecp.resume('verbs');
+SELECT ecp.retry_failed('verbs');
+-- the flow has one row per change, none for the repeats
+SELECT action FROM ecp.flow WHERE run_id = :run ORDER BY at, action;

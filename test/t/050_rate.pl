@@ -1,7 +1,7 @@
 # Rate limiting: a run limited to 2,000 docs/s arrives at that pace by the
 # sink's own clock; ecp.set_rate and a plain UPDATE change it mid-run.
 #
-# What the limiter promises (src/limiter.c, src/sink_es.c), and so what is
+# What the limiter promises (src/common/limiter.c, src/worker/sink_es.c), and so what is
 # asserted, by the times the sink logged each bulk request:
 #  - a bucket holds at most one second's worth of tokens (its capacity is
 #    the rate r; it refills at r per second), and a request takes the

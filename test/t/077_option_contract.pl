@@ -1,4 +1,4 @@
-# One contract for task and consumer options (src/option_contract.c): the
+# One contract for task and consumer options (src/lib/option_contract.c): the
 # SQL checks, the worker and the launcher read the same bounds.  pg_regress
 # (ecp_contract) tries every option against the SQL checks; here the
 # worker and the launcher meet the same bounds, taken from
@@ -93,7 +93,7 @@ for my $option (@numeric)
 		if ($option->{type} eq 'integer')
 		{
 			is($state, 'failed', "$what: the worker fails the run");
-			like($error, qr/option "\Q$option->{name}\E" is "\Q$value\E"; it must be an integer between \Q$option->{min}\E and \Q$option->{max}\E$/,
+			like($error, qr/option "\Q$option->{name}\E" is "\Q$value\E"; it must be an integer between \Q$option->{min}\E and \Q$option->{max}\E; hint: .*\(SQLSTATE 22023\)$/,
 				"... naming the contract's bounds") or diag($error);
 		}
 		else

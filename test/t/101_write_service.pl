@@ -1,6 +1,6 @@
 # A consumer of kind 'http' (a write service): ecp POSTs each batch as
 # JSON to the consumer's URL and reads {"failed": [...]} back
-# (src/sink_http.c), against test/scripts/write-service.pl, which validates
+# (src/worker/sink_http.c), against test/scripts/write-service.pl, which validates
 # the shape of every batch (a malformed one is answered 400, and a 4xx
 # fails the run) and logs every request.
 #  * 2,000 orders arrive in 4 batches of 500, each with task, run, part,

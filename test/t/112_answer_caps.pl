@@ -152,7 +152,7 @@ sub alias_status { my ($st) = $es->get('/_alias/bomb'); return $st }
 # ---- GET /<alias>: the create step ------------------------------------------------------------
 my ($run, $state, $error, $seconds) = fails_with_fault({ path => '/bomb', method => 'GET', bytes => $HUGE });
 is($state, 'failed', "a 20 MB answer to GET /bomb fails the migration (in ${\ sprintf('%.1f', $seconds)} s)");
-like($error, qr{^GET http://127\.0\.0\.1:\d+/bomb answered more than 1 MiB \(1048576 bytes\), ecp's limit for answers to GET /<index or alias> and GET /_alias/<alias>, and the rest was not read; check that the consumer of task "m_bomb" points at an Elasticsearch or OpenSearch cluster$},
+like($error, qr{^GET http://127\.0\.0\.1:\d+/bomb answered more than 1 MiB \(1048576 bytes\), ecp's limit for answers to GET /<index or alias> and GET /_alias/<alias>, and the rest was not read; check that the consumer of task "m_bomb" points at an Elasticsearch or OpenSearch cluster; hint: ecp asks for the index names only.* \(SQLSTATE 54000\)$},
 	'the error names the request, its cap and the node');
 my @asked = grep { $_->{method} eq 'GET' && $_->{url} =~ m{^/bomb\b} } @{ $es->requests(1000) // [] };
 like($asked[-1]{url} // '', qr{^/bomb\?filter_path=\*\.settings\.index\.uuid$},
