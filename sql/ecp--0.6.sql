@@ -2402,3 +2402,25 @@ REVOKE EXECUTE ON FUNCTION ecp._estimate_rows(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION ecp._split_part(bigint, bigint, bigint, integer) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION ecp._dual_index(bigint, text, bigint) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION ecp._apply_windows() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Every function a user calls says what it does (\df+ ecp.*, \dd ecp.*).
+-- ---------------------------------------------------------------------------
+COMMENT ON FUNCTION ecp.create_consumer(text, text, text, jsonb) IS
+  'register where documents go: an Elasticsearch or OpenSearch cluster (kind elasticsearch) or a write service (kind http)';
+COMMENT ON FUNCTION ecp.create_task(text, text, text, text, text[], text[], text, jsonb) IS
+  'define what to sync: a query (or queries, ids, a file), the consumer and the index, with options';
+COMMENT ON FUNCTION ecp.preview(text, integer) IS
+  'the first n documents a query would send, as jsonb, without sending anything';
+COMMENT ON FUNCTION ecp.set_rate(text, numeric) IS
+  'set a task''s rate limit in documents per second; its running workers take it within a second';
+COMMENT ON FUNCTION ecp.retry_failed(bigint) IS
+  'a new run over the ids in failed_docs of a finished run';
+COMMENT ON FUNCTION ecp.pause(bigint) IS
+  'pause a run: its workers stop within a second and keep their checkpoints (a paused run: a NOTICE)';
+COMMENT ON FUNCTION ecp.resume(bigint) IS
+  'continue a paused or failed run from its checkpoints (a running run: a NOTICE)';
+COMMENT ON FUNCTION ecp.cancel(bigint) IS
+  'stop a run for good (a cancelled run: a NOTICE)';
+COMMENT ON FUNCTION ecp.unschedule(text) IS
+  'remove the pg_cron job of a task that ecp.schedule made';

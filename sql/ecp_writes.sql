@@ -156,3 +156,8 @@ SELECT ecp.resume('verbs');
 SELECT ecp.retry_failed('verbs');
 -- the flow has one row per change, none for the repeats
 SELECT action FROM ecp.flow WHERE run_id = :run ORDER BY at, action;
+
+-- every function a user calls has a comment
+SELECT p.oid::regprocedure AS uncommented FROM pg_proc p
+ WHERE p.pronamespace = 'ecp'::regnamespace AND p.proname !~ '^_'
+   AND obj_description(p.oid, 'pg_proc') IS NULL;
