@@ -62,7 +62,7 @@ run_ms() { # task -> milliseconds of its run
 		{ echo "the $1 run did not finish" >&2; exit 1; }
 	state=$(tpsql -At -c "SELECT state FROM ecp.run WHERE id = $r")
 	[ "$state" = succeeded ] || { echo "the $1 run $state" >&2; exit 1; }
-	tpsql -At -c "SELECT round(extract(epoch FROM duration) * 1000) FROM ecp.progress WHERE run_id = $r"
+	tpsql -At -c "SELECT round(extract(epoch FROM finished_at - started_at) * 1000) FROM ecp.run WHERE id = $r"
 }
 ms_of "COPY (SELECT row_to_json(o) FROM orders o) TO '/dev/null'" >/dev/null
 base_ms=$(ms_of "COPY (SELECT row_to_json(o) FROM orders o) TO '/dev/null'")

@@ -189,8 +189,8 @@ DO \$\$ BEGIN
 		PERFORM pg_sleep(0.02);
 	END LOOP;
 END \$\$;
-SELECT CASE WHEN state = 'succeeded' THEN round(extract(epoch FROM duration) * 1000) END
-  FROM ecp.progress WHERE run_id = :run;
+SELECT CASE WHEN state = 'succeeded' THEN round(extract(epoch FROM finished_at - started_at) * 1000) END
+  FROM ecp.run WHERE id = :run;
 SQL
 }
 pairs=""
