@@ -12,7 +12,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-read -r -a programs <<< "${PROGRAMS:-sink_test host_match_test hostile_body_test file_reader_test http_transport_test es_answers_test line_id_test contract_test json_build_test}"
+read -r -a programs <<< "${PROGRAMS:-sink_test host_match_test hostile_body_test file_reader_test http_transport_test es_answers_test line_id_test contract_test json_build_test pgoutput_test pgoutput_real_test}"
 
 # only sink_test talks to the Elasticsearch stand-in
 if [[ " ${programs[*]} " == *" sink_test "* ]] && [ -z "${ESD_BIN:-}" ]; then
