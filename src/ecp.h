@@ -13,6 +13,7 @@
 #include "datatype/timestamp.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "nodes/nodes.h"
 
 #ifndef ECP_VERSION
 #error "ECP_VERSION must be defined by the build (see Makefile)"
@@ -64,6 +65,10 @@ extern int	ecp_retry_max_ms;
 extern int	ecp_heartbeat_interval;	/* seconds */
 extern int	ecp_recovery_timeout;	/* seconds */
 extern int	ecp_alert_after;
+extern int	ecp_max_followers_per_role;
+extern int	ecp_max_follow_slots;
+extern int	ecp_follow_interval_ms;
+extern int	ecp_follow_max_retained_wal_mb;
 extern char *ecp_alert_webhook;
 
 /*
@@ -156,6 +161,9 @@ extern void ecp_apply_windows(void *arg);
 extern char *ecp_statement_text(const char *query);
 extern char *ecp_checked_statement_text(const char *query);
 extern int	ecp_enter_search_path(const char *search_path);
+
+/* follow_tables.c */
+extern void ecp_follow_drop_extension_cleanup(Node *parsetree);
 
 /* commit_signals.c */
 extern void ecp_commit_signals_install(void);

@@ -19,6 +19,10 @@ PG_MODULE_MAGIC;
 char	   *ecp_database_name = NULL;
 int			ecp_max_workers = 8;
 int			ecp_max_retries = 10;
+int			ecp_max_followers_per_role = 4;
+int			ecp_max_follow_slots = 4;
+int			ecp_follow_interval_ms = 250;
+int			ecp_follow_max_retained_wal_mb = 1024;
 int			ecp_retry_base_ms = 1000;
 int			ecp_retry_max_ms = 30000;
 int			ecp_heartbeat_interval = 5;
@@ -84,6 +88,25 @@ define_gucs(void)
 							"Alert after this many consecutive failed attempts of a batch.",
 							NULL, &ecp_alert_after, 3, 1, 1000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("ecp.max_followers_per_role",
+							"How many tasks one role may follow at once (ecp.follow).",
+							"Each follower holds a worker slot for as long as it follows.",
+							&ecp_max_followers_per_role, 4, 0, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("ecp.max_follow_slots",
+							"How many replication slots ecp's followers may hold (mode decoding).",
+							"Each slot decodes all WAL of the database and retains WAL until its follower confirms it.",
+							&ecp_max_follow_slots, 4, 0, 100,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("ecp.follow_interval",
+							"How often an idle follower looks for changes.",
+							NULL, &ecp_follow_interval_ms, 250, 10, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("ecp.follow_max_retained_wal",
+							"Alert when a follower's replication slot retains more WAL than this.",
+							"Set max_slot_wal_keep_size too: past it PostgreSQL invalidates the slot instead of filling the disk.",
+							&ecp_follow_max_retained_wal_mb, 1024, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);
 	/* superuser-only: a webhook URL often carries a token */
 	DefineCustomStringVariable("ecp.alert_webhook",
 							   "URL the launcher POSTs every alert to (JSON), best effort; empty: none.",

@@ -1,5 +1,6 @@
 /*
- * utility_hook.c: keep the launcher out of the way of DROP DATABASE.
+ * utility_hook.c: keep the launcher out of the way of DROP DATABASE, and
+ * drop followers' slots before DROP EXTENSION ecp (follow_tables.c).
  *
  * DROP DATABASE refuses to run while any process is connected to the
  * database, and background workers are not asked to leave.  When the
@@ -187,6 +188,8 @@ ecp_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 		return;
 	}
 
+	/* a follower's replication slot is not the extension's: drop it first */
+	ecp_follow_drop_extension_cleanup(parsetree);
 	call_next_utility(pstmt, queryString, readOnlyTree, context, params,
 					  queryEnv, dest, qc);
 

@@ -41,10 +41,15 @@ typedef enum EcpFlowAction
 	ECP_FLOW_COUNT_CHECKED,
 	ECP_FLOW_ALIAS_SWAPPED,
 	ECP_FLOW_INDEX_DROPPED,
-	ECP_FLOW_ROLLBACK
+	ECP_FLOW_ROLLBACK,
+	/* following changes: ecp.follow and ecp.unfollow (SQL), the follower */
+	ECP_FLOW_FOLLOW,
+	ECP_FLOW_UNFOLLOW,
+	ECP_FLOW_CAPTURE_READY,
+	ECP_FLOW_TRUNCATE_SEEN
 } EcpFlowAction;
 
-#define ECP_FLOW_NACTIONS (ECP_FLOW_ROLLBACK + 1)
+#define ECP_FLOW_NACTIONS (ECP_FLOW_TRUNCATE_SEEN + 1)
 
 /* ecp.flow_log.action's words, indexed by EcpFlowAction. */
 extern const char *const ecp_flow_action_names[ECP_FLOW_NACTIONS];

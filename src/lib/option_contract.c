@@ -73,6 +73,8 @@ const EcpOption ecp_options[] = {
 	{"task", "mappings", ECP_OPTION_OBJECT, 0, 1000, NULL, NULL, NULL, false},
 	BOOLEAN("task", "keep_old", true),
 	TEXT("task", "window", NULL),
+	/* task: following changes (ecp.follow): table -> column or {column, ids} */
+	{"task", "follow_tables", ECP_OPTION_OBJECT, 1, 64, NULL, NULL, NULL, false},
 	/* consumer */
 	TEXT("consumer", "username", NULL),
 	TEXT("consumer", "password", NULL),

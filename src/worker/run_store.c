@@ -236,11 +236,15 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	config->parallelism = ecp_option_int("task", "parallelism", value_of(tuple, desc, "parallelism"));
 	config->delete_missing = ecp_option_bool("task", "delete_missing",
 											 value_of(tuple, desc, "delete_missing"));
+	/* a follower deletes the documents of rows that are gone */
+	if (config->kind == ECP_PART_FOLLOW)
+		config->delete_missing = true;
 	load_write_options(config, tuple, desc);
 }
 
-static const char *const kind_words[] = {"query", "split", "range", "ids", "file", "migrate", NULL};
+static const char *const kind_words[] = {"query", "split", "range", "ids", "file", "migrate", "follow", NULL};
 static const char *const step_words[] = {"create", "swap", "rollback", "drop_index", NULL};
+static const char *const follow_step_words[] = {"capture", "apply", NULL};
 
 /* A bound of a key range: NULL (open) or an integer. */
 static bool
@@ -258,7 +262,7 @@ load_part_source(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 {
 	const char *kind = ecp_config_word(value_of(tuple, desc, "part_kind"), "source kind", kind_words);
 	const EcpPartKind kinds[] = {ECP_PART_QUERY, ECP_PART_SPLIT, ECP_PART_RANGE, ECP_PART_IDS, ECP_PART_FILE,
-	ECP_PART_MIGRATE};
+	ECP_PART_MIGRATE, ECP_PART_FOLLOW};
 
 	config->kind = ECP_PART_QUERY;
 	for (int i = 0; kind_words[i]; i++)
@@ -271,6 +275,9 @@ load_part_source(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	if (config->kind == ECP_PART_MIGRATE)
 		config->migrate_step = (char *) ecp_config_word(value_of(tuple, desc, "migrate_step"),
 														"migration step", step_words);
+	if (config->kind == ECP_PART_FOLLOW)
+		config->follow_step = (char *) ecp_config_word(value_of(tuple, desc, "migrate_step"),
+													   "follow step", follow_step_words);
 	if (config->kind == ECP_PART_FILE)
 	{
 		const char *format;
@@ -759,6 +766,8 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 	config->progress.failed += counts.failed;
 	/* the source's estimate from the new position */
 	update_estimated_total(config, source->ops->estimated_total(source->state, config));
+	if (source->ops->acknowledge)
+		source->ops->acknowledge(source->state, config, batch);
 	count_dual_writes(config, counts.ok + counts.deleted);
 	read_dual_index(config);
 	state = select_run_state(config);

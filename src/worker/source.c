@@ -47,6 +47,8 @@ source_of(const EcpPartConfig *config)
 			return &ecp_ids_source;
 		case ECP_PART_FILE:
 			return &ecp_file_source;
+		case ECP_PART_FOLLOW:
+			return &ecp_follow_source;
 		case ECP_PART_QUERY:
 		case ECP_PART_RANGE:
 		case ECP_PART_SPLIT:

@@ -44,7 +44,9 @@ typedef enum EcpPartKind
 	ECP_PART_RANGE,				/* from <= key < to of the query */
 	ECP_PART_IDS,				/* the run's ids, looked up through the query */
 	ECP_PART_FILE,				/* the task's file */
-	ECP_PART_MIGRATE			/* a step of a migration (migrate.c) */
+	ECP_PART_MIGRATE,			/* a step of a migration (migrate.c) */
+	ECP_PART_FOLLOW				/* a follower: capture (follow_capture.c) or
+								 * apply (source_follow.c) */
 } EcpPartKind;
 
 /* What a part has done: its run's state, its checkpoint and counters. */
@@ -114,6 +116,7 @@ typedef struct EcpPartConfig
 	char	   *id_field;		/* ECP_PART_FILE, ndjson: the _id field */
 	int			max_line_bytes;
 	char	   *migrate_step;	/* ECP_PART_MIGRATE: create, swap, rollback, drop_index */
+	char	   *follow_step;	/* ECP_PART_FOLLOW: capture, apply */
 	char	   *alias;			/* a migration's alias (the task's index) */
 	char	   *new_index;		/* a migration's new index; its load parts write there */
 
@@ -193,6 +196,9 @@ typedef struct EcpBatch
 								 * return (not deleted) */
 	EcpBadLine *bad_lines;
 	int			nbad_lines;
+	void	   *ack;			/* what the source consumed for this page,
+								 * released with its checkpoint
+								 * (EcpSourceOps.acknowledge), or NULL */
 } EcpBatch;
 
 /*
@@ -219,6 +225,13 @@ typedef struct EcpSourceOps
 	int64		(*unreadable) (void *state, EcpPartConfig *config);
 	/* what memory does not free: connections, files (may be NULL) */
 	void		(*close) (void *state);
+
+	/*
+	 * Inside the checkpoint's transaction (as ecp, SPI connected), after
+	 * the sink acknowledged the page: release what the page consumed (a
+	 * follower's queue entries).  NULL: nothing to release.
+	 */
+	void		(*acknowledge) (void *state, EcpPartConfig *config, const EcpBatch *batch);
 } EcpSourceOps;
 
 /* An open source: its kind and its state (source.c opens and closes it). */
@@ -308,6 +321,15 @@ extern void ecp_ids_lookup(const EcpIdLookup *lookup, EcpPartConfig *config, cha
 
 /* source_file.c: lines of a file: documents, or ids to look up */
 extern const EcpSourceOps ecp_file_source;
+
+/* source_follow.c: a follower's changes, applied through the query */
+extern const EcpSourceOps ecp_follow_source;
+
+/* follow_capture.c: a follower's publication and slot (mode decoding) */
+extern void ecp_follow_capture_part(EcpPartConfig *config);
+typedef struct EcpDecoder EcpDecoder;
+extern EcpDecoder *ecp_decoder_open(EcpPartConfig *config, MemoryContext context);
+extern int64 ecp_decoder_capture(EcpDecoder *decoder, EcpPartConfig *config);
 
 /* source_window.c: key windows over foreign tables */
 extern bool ecp_source_reads_foreign_table(const char *sql);

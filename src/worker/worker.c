@@ -187,6 +187,7 @@ read_page(PartLoop *loop, const EcpPosition *after, EcpBatch *page)
 	page->missing = 0;
 	page->bad_lines = NULL;
 	page->nbad_lines = 0;
+	page->ack = NULL;
 	pgstat_report_activity(STATE_RUNNING, "reading a page");
 	INSTR_TIME_SET_CURRENT(start);
 	found = loop->source->ops->read(loop->source->state, loop->config, after, page);
@@ -543,6 +544,11 @@ sync_part(PartLoop *loop)
 
 	if (!ecp_store_claim(config))
 		return;
+	if (config->kind == ECP_PART_FOLLOW && strcmp(config->follow_step, "capture") == 0)
+	{
+		ecp_follow_capture_part(config);	/* sends nothing */
+		return;
+	}
 	loop->sink = ecp_sink_open(config);
 	if (config->kind == ECP_PART_MIGRATE)
 	{
