@@ -40,7 +40,12 @@ ecp_retry_after(EcpPartConfig *config, int attempt, const char *why, int documen
 	long		wait_ms;
 	StringInfoData event;
 
-	if (attempt > config->max_retries)
+	/*
+	 * A follower does not give up: it keeps the index equal for as long as
+	 * it follows, so it retries (alerting at ecp.alert_after) until the
+	 * consumer is back or a role pauses or cancels it.
+	 */
+	if (attempt > config->max_retries && config->kind != ECP_PART_FOLLOW)
 	{
 		config->progress.exhausted_after = attempt;
 		*exhausted = psprintf("retries exhausted after %d attempts (max_retries %d): %s; the checkpoint is kept, ecp.resume continues from it",
