@@ -47,6 +47,7 @@ const char *const ecp_flow_action_names[ECP_FLOW_NACTIONS] = {
 	[ECP_FLOW_ALIAS_SWAPPED] = "alias swapped",
 	[ECP_FLOW_INDEX_DROPPED] = "index dropped",
 	[ECP_FLOW_ROLLBACK] = "rollback",
+	[ECP_FLOW_WATERMARK] = "watermark",
 };
 
 PG_FUNCTION_INFO_V1(ecp_flow_actions);

@@ -41,10 +41,12 @@ typedef enum EcpFlowAction
 	ECP_FLOW_COUNT_CHECKED,
 	ECP_FLOW_ALIAS_SWAPPED,
 	ECP_FLOW_INDEX_DROPPED,
-	ECP_FLOW_ROLLBACK
+	ECP_FLOW_ROLLBACK,
+	/* written by ecp's SQL: a run's watermarks, ecp.reset_watermark */
+	ECP_FLOW_WATERMARK
 } EcpFlowAction;
 
-#define ECP_FLOW_NACTIONS (ECP_FLOW_ROLLBACK + 1)
+#define ECP_FLOW_NACTIONS (ECP_FLOW_WATERMARK + 1)
 
 /* ecp.flow_log.action's words, indexed by EcpFlowAction. */
 extern const char *const ecp_flow_action_names[ECP_FLOW_NACTIONS];
