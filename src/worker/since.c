@@ -111,8 +111,16 @@ since_text(Oid type, int64 value)
 				ereport(ERROR,
 						(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 						 errmsg("timestamp out of range")));
-			else				/* no time zone asked for: the fields are UTC */
+			else
+			{
+				/*
+				 * No time zone asked for: the fields are UTC, and marked as
+				 * having none (tm_isdst -1), which EncodeDateTime takes for
+				 * "print no offset": a timestamptz says +00.
+				 */
+				tm.tm_isdst = 0;
 				EncodeDateTime(&tm, fsec, type == TIMESTAMPTZOID, 0, NULL, USE_ISO_DATES, buf);
+			}
 			return pstrdup(buf);
 		default:
 			return psprintf(INT64_FORMAT, value);
