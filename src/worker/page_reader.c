@@ -10,13 +10,12 @@
  * slot into the page's memory, with its length (the NDJSON builder then
  * needs no strlen).
  *
- * A page query returns (key text, id text, document text), and the
- * routing and version (text) when the task names columns for them, and
- * last since_column's value, in its own type, for an incremental run
- * (since.c).  At most
- * capacity rows are kept (the caller asks for one row past the page, to
- * compare keys across its end); more are not expected, as the query has
- * a LIMIT.
+ * A page query returns (key text, id text, document text), the routing
+ * and version (text) when the task names columns for them, and, last,
+ * since_column's value in its own type for an incremental run (since.c).
+ * At most capacity rows are kept (the caller asks for one row past the
+ * page, to compare keys across its end); more are not expected, as the
+ * query has a LIMIT.
  */
 #include "sync.h"
 

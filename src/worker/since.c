@@ -114,9 +114,9 @@ since_text(Oid type, int64 value)
 			else
 			{
 				/*
-				 * No time zone asked for: the fields are UTC, and marked as
-				 * having none (tm_isdst -1), which EncodeDateTime takes for
-				 * "print no offset": a timestamptz says +00.
+				 * Without a time zone timestamp2tm leaves the fields in
+				 * UTC with tm_isdst -1, which EncodeDateTime reads as
+				 * "print no offset": a timestamptz must say +00.
 				 */
 				tm.tm_isdst = 0;
 				EncodeDateTime(&tm, fsec, type == TIMESTAMPTZOID, 0, NULL, USE_ISO_DATES, buf);
