@@ -161,3 +161,179 @@ SELECT action FROM ecp.flow WHERE run_id = :run ORDER BY at, action;
 SELECT p.oid::regprocedure AS uncommented FROM pg_proc p
  WHERE p.pronamespace = 'ecp'::regnamespace AND p.proname !~ '^_'
    AND obj_description(p.oid, 'pg_proc') IS NULL;
+
+-- since_column: incremental runs (issue 22) ----------------------------------------
+-- the column is an output column of the query (of each query of queries)
+-- of an integer, date or timestamp type; since_overlap goes with it
+CREATE TABLE since_rows (id bigint PRIMARY KEY, n integer, small smallint, day date,
+                         at timestamp, at_tz timestamptz, label text, amount numeric);
+SELECT ecp.create_task('since_int', 'p65535', 'since', query => 'SELECT * FROM since_rows',
+       options => '{"since_column": "n", "since_overlap": 5}') > 0 AS created;
+SELECT ecp.create_task('since_ts', 'p65535', 'since', query => 'SELECT * FROM since_rows',
+       options => '{"since_column": "at"}') > 0 AS created;
+SELECT ecp.create_task('since_kinds', 'p65535', 'since',
+       queries => ARRAY['SELECT id, small AS v FROM since_rows', 'SELECT id, day AS v FROM since_rows',
+                        'SELECT id, at_tz AS v FROM since_rows', 'SELECT id, id AS v FROM since_rows'],
+       options => '{"since_column": "v", "since_overlap": 0}') > 0 AS created;
+SELECT name, options->'since_column' AS since_column, options->'since_overlap' AS since_overlap, watermark
+  FROM ecp.tasks WHERE name LIKE 'since\_%' ORDER BY name;
+-- refused, each with its SQLSTATE
+\set VERBOSITY verbose
+SELECT ecp.create_task('since_bad', 'p65535', 'since', query => 'SELECT * FROM since_rows',
+       options => '{"since_column": "changed"}');
+SELECT ecp.create_task('since_bad', 'p65535', 'since', query => 'SELECT * FROM since_rows',
+       options => '{"since_column": "label"}');
+SELECT ecp.create_task('since_bad', 'p65535', 'since', query => 'SELECT * FROM since_rows',
+       options => '{"since_column": "amount"}');
+SELECT ecp.create_task('since_bad', 'p65535', 'since',
+       queries => ARRAY['SELECT id, at FROM since_rows', 'SELECT id, label AS at FROM since_rows'],
+       options => '{"since_column": "at"}');
+SELECT ecp.create_task('since_bad', 'p65535', 'since',
+       queries => ARRAY['SELECT id, at FROM since_rows', 'SELECT id FROM since_rows'],
+       options => '{"since_column": "at"}');
+SELECT ecp.create_task('since_bad', 'p65535', 'since', query => 'SELECT * FROM since_rows',
+       options => '{"since_column": 7}');
+SELECT ecp.create_task('since_bad', 'p65535', 'since', query => 'SELECT * FROM since_rows',
+       options => '{"since_column": "at", "since_overlap": -1}');
+SELECT ecp.create_task('since_bad', 'p65535', 'since', query => 'SELECT * FROM since_rows',
+       options => '{"since_column": "at", "since_overlap": 2147483648}');
+SELECT ecp.create_task('since_bad', 'p65535', 'since', query => 'SELECT * FROM since_rows',
+       options => '{"since_column": "at", "since_overlap": "60"}');
+SELECT ecp.create_task('since_bad', 'p65535', 'since', query => 'SELECT * FROM since_rows',
+       options => '{"since_overlap": 60}');
+SELECT ecp.create_task('since_bad', 'p65535', 'since', file => 'http://127.0.0.1:65535/docs.ndjson',
+       options => '{"since_column": "at"}');
+SELECT ecp.create_task('since_bad', 'p65535', 'since', query => 'SELECT * FROM since_rows',
+       options => '{"since_column": "at", "mode": "alias_swap"}');
+-- an UPDATE is checked the same way
+UPDATE ecp.task SET options = options || '{"since_column": "label"}' WHERE name = 'since_ts';
+UPDATE ecp.task SET options = options || '{"mode": "alias_swap"}' WHERE name = 'since_ts';
+\set VERBOSITY default
+-- the largest overlap is taken
+UPDATE ecp.task SET options = options || '{"since_overlap": 2147483647}' WHERE name = 'since_ts';
+SELECT options->'since_overlap' FROM ecp.tasks WHERE name = 'since_ts';
+
+-- The watermark.  The launcher works in another database, so ecp's
+-- workers are played here by hand (as a superuser): parts record the
+-- largest value they acknowledged, then the run ends.
+CREATE FUNCTION pg_temp.finish(run bigint, state text, maxima text[], type regtype)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO ecp.part (run_id, part_no, owner, source)
+    SELECT run, i, r.owner, '{"kind": "range", "query": 0}'
+      FROM ecp.run r, generate_series(1, cardinality(maxima) - 1) i WHERE r.id = finish.run;
+    UPDATE ecp.part p SET since_max = maxima[p.part_no + 1], since_type = type, state = 'done'
+     WHERE p.run_id = finish.run;
+    UPDATE ecp.run SET state = finish.state WHERE id = finish.run;
+END $$;
+SET client_min_messages = error;   -- the launcher works in another database
+SELECT ecp.start('since_int') AS run \gset
+SET client_min_messages = notice;
+-- compared as integers: 10 > 9 (as text, '9' would win); NULL: a part that read nothing
+SELECT pg_temp.finish(:run, 'succeeded', ARRAY['9', '10', NULL], 'integer');
+SELECT watermark FROM ecp.tasks WHERE name = 'since_int';
+SELECT action, content - 'duration' AS content FROM ecp.flow
+ WHERE run_id = :run AND action IN ('finished', 'watermark') ORDER BY at;
+SELECT query_no, value, value_type, run_id = :run AS set_by_the_run FROM ecp.watermark
+ WHERE task_id = (SELECT id FROM ecp.tasks WHERE name = 'since_int');
+-- a run that saw less, or nothing, keeps it
+SET client_min_messages = error;
+SELECT ecp.start('since_int') AS run \gset
+SET client_min_messages = notice;
+SELECT pg_temp.finish(:run, 'succeeded', ARRAY['8'], 'integer');
+SELECT watermark, (SELECT content FROM ecp.flow WHERE run_id = :run AND action = 'watermark') AS flow
+  FROM ecp.tasks WHERE name = 'since_int';
+SET client_min_messages = error;
+SELECT ecp.start('since_int') AS run \gset
+SET client_min_messages = notice;
+SELECT pg_temp.finish(:run, 'succeeded', ARRAY[NULL], 'integer');
+SELECT watermark FROM ecp.tasks WHERE name = 'since_int';
+-- a failed run does not move it, and writes no watermark row
+SET client_min_messages = error;
+SELECT ecp.start('since_int') AS run \gset
+SET client_min_messages = notice;
+SELECT pg_temp.finish(:run, 'failed', ARRAY['100'], 'integer');
+SELECT watermark, (SELECT count(*) FROM ecp.flow WHERE run_id = :run AND action = 'watermark') AS rows
+  FROM ecp.tasks WHERE name = 'since_int';
+-- neither does an id run
+SET client_min_messages = error;
+SELECT ecp.start('since_int', ids => ARRAY['1']) AS run \gset
+SET client_min_messages = notice;
+SELECT pg_temp.finish(:run, 'succeeded', ARRAY['100'], 'integer');
+SELECT watermark, (SELECT count(*) FROM ecp.flow WHERE run_id = :run AND action = 'watermark') AS rows
+  FROM ecp.tasks WHERE name = 'since_int';
+-- timestamps compare as timestamps, whatever DateStyle says
+SET client_min_messages = error;
+SELECT ecp.start('since_ts') AS run \gset
+SET client_min_messages = notice;
+SET DateStyle = 'SQL, DMY';
+-- (as text, '2026-...' would win over '10000-...')
+SELECT pg_temp.finish(:run, 'succeeded', ARRAY['2026-01-10 00:00:00.5', '10000-01-01 00:00:00', '0900-01-01 00:00:00'],
+                      'timestamp');
+RESET DateStyle;
+SELECT watermark FROM ecp.tasks WHERE name = 'since_ts';
+
+-- a task of queries: one watermark per query (each of its own type);
+-- ecp.tasks shows the smallest, once every query has one (of one type)
+SELECT ecp.create_task('since_shards', 'p65535', 'since',
+       queries => ARRAY['SELECT * FROM since_rows WHERE id % 2 = 0', 'SELECT * FROM since_rows WHERE id % 2 = 1'],
+       options => '{"since_column": "at_tz"}') > 0 AS created;
+CREATE FUNCTION pg_temp.finish_shards(task text, maxima text[], types regtype[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    started bigint;
+BEGIN
+    SET LOCAL client_min_messages = error;   -- the launcher works in another database
+    started := ecp.start(task);
+    SET LOCAL client_min_messages = notice;
+    UPDATE ecp.part p SET since_max = maxima[p.part_no + 1], since_type = types[p.part_no + 1], state = 'done'
+     WHERE p.run_id = started;
+    UPDATE ecp.run SET state = 'succeeded' WHERE id = started;
+END $$;
+SELECT pg_temp.finish_shards('since_kinds', ARRAY['7', '2026-03-01', NULL, '12'],
+                             ARRAY['smallint', 'date', NULL, 'bigint']::regtype[]);
+SELECT query_no, value, value_type FROM ecp.watermark
+ WHERE task_id = (SELECT id FROM ecp.tasks WHERE name = 'since_kinds') ORDER BY query_no;
+SELECT pg_temp.finish_shards('since_shards', ARRAY['2026-02-01 00:00:00+00', NULL],
+                             ARRAY['timestamptz', NULL]::regtype[]);
+SELECT name, watermark FROM ecp.tasks WHERE name IN ('since_kinds', 'since_shards') ORDER BY name;
+SELECT pg_temp.finish_shards('since_shards', ARRAY[NULL, '2026-01-15 12:00:00+00'],
+                             ARRAY[NULL, 'timestamptz']::regtype[]);
+SELECT name, watermark FROM ecp.tasks WHERE name = 'since_shards';
+SELECT content FROM ecp.flow
+ WHERE action = 'watermark' AND task_id = (SELECT id FROM ecp.tasks WHERE name = 'since_shards') ORDER BY at;
+
+-- ecp.reset_watermark: a NOTICE says what was reset, the flow too
+SELECT ecp.reset_watermark('since_int');
+SELECT watermark FROM ecp.tasks WHERE name = 'since_int';
+SELECT content FROM ecp.flow WHERE action = 'watermark' AND content ? 'reset' ORDER BY at DESC LIMIT 1;
+SELECT ecp.reset_watermark('since_int');
+SELECT ecp.reset_watermark('since_shards');
+SELECT ecp.reset_watermark('nope');
+-- another since_column (or query) forgets the watermark
+SELECT watermark FROM ecp.tasks WHERE name = 'since_ts';
+UPDATE ecp.task SET options = options || '{"since_column": "at_tz"}' WHERE name = 'since_ts';
+SELECT watermark FROM ecp.tasks WHERE name = 'since_ts';
+
+-- a role sees only its own watermarks, resets only its own, and writes none
+SELECT ecp._advance_watermark(id, 0, 'integer', '5', NULL) FROM ecp.tasks WHERE name = 'since_int';
+SELECT id AS since_int_id FROM ecp.tasks WHERE name = 'since_int' \gset
+CREATE FUNCTION pg_temp.sqlstate_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE sql;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE;
+END $$;
+CREATE ROLE ecp_regress_since;
+SET SESSION AUTHORIZATION ecp_regress_since;
+SELECT count(*) AS watermarks_seen FROM ecp.watermark;
+SELECT ecp.reset_watermark('since_int');
+SELECT pg_temp.sqlstate_of('SELECT ecp._reset_watermark(' || :since_int_id || ')') AS reset_another_roles;
+SELECT pg_temp.sqlstate_of('SELECT ecp._advance_watermark(' || :since_int_id || ', 0, ''integer'', ''9'', NULL)') AS advance;
+SELECT pg_temp.sqlstate_of('INSERT INTO ecp.watermark (task_id, query_no, value, value_type, owner) VALUES ('
+                           || :since_int_id || ', 1, ''9'', ''integer'', ''ecp_regress_since'')') AS insert;
+SELECT pg_temp.sqlstate_of('UPDATE ecp.watermark SET value = ''9''') AS update;
+RESET SESSION AUTHORIZATION;
+SELECT watermark FROM ecp.tasks WHERE name = 'since_int';
+DROP ROLE ecp_regress_since;

@@ -20,6 +20,7 @@
 #include "catalog/pg_index.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "nodes/nodeFuncs.h"
 #include "nodes/parsenodes.h"
 #include "parser/analyze.h"
 #include "parser/parsetree.h"
@@ -176,4 +177,51 @@ ecp_column_facts(PG_FUNCTION_ARGS)
 	}
 	AtEOXact_GUC(true, nest_level);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(facts)));
+}
+
+PG_FUNCTION_INFO_V1(ecp_column_type);
+
+/*
+ * ecp._column_type(query text, search_path text, column text) RETURNS
+ * regtype: the type of the query's output column of that name (the first
+ * one), read under the task's search_path by parse analysis only; NULL
+ * when the query has no such column.  The query has passed
+ * ecp._check_query.  Task option since_column is checked with it.
+ */
+Datum
+ecp_column_type(PG_FUNCTION_ARGS)
+{
+	char	   *query_text;
+	char	   *column;
+	List	   *statements;
+	Oid			type = InvalidOid;
+	int			nest_level;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(2))
+		PG_RETURN_NULL();
+	query_text = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	column = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	nest_level = ecp_enter_search_path(PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	statements = pg_parse_query(query_text);
+	if (list_length(statements) == 1)
+	{
+		Query	   *query = parse_analyze_fixedparams(linitial_node(RawStmt, statements), query_text,
+													  NULL, 0, NULL);
+		ListCell   *lc;
+
+		foreach(lc, query->targetList)
+		{
+			TargetEntry *tle = lfirst_node(TargetEntry, lc);
+
+			if (!tle->resjunk && tle->resname && strcmp(tle->resname, column) == 0)
+			{
+				type = exprType((Node *) tle->expr);
+				break;
+			}
+		}
+	}
+	AtEOXact_GUC(true, nest_level);
+	if (!OidIsValid(type))
+		PG_RETURN_NULL();
+	PG_RETURN_OID(type);
 }

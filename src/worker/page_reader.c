@@ -10,11 +10,12 @@
  * slot into the page's memory, with its length (the NDJSON builder then
  * needs no strlen).
  *
- * A page query returns (key text, id text, document text), and the
- * routing and version (text) when the task names columns for them.  At most
- * capacity rows are kept (the caller asks for one row past the page, to
- * compare keys across its end); more are not expected, as the query has
- * a LIMIT.
+ * A page query returns (key text, id text, document text), the routing
+ * and version (text) when the task names columns for them, and, last,
+ * since_column's value in its own type for an incremental run (since.c).
+ * At most capacity rows are kept (the caller asks for one row past the
+ * page, to compare keys across its end); more are not expected, as the
+ * query has a LIMIT.
  */
 #include "sync.h"
 
@@ -32,6 +33,7 @@ typedef struct PageReceiver
 	int			capacity;
 	int			count;
 	MemoryContext context;
+	Oid			since_type;		/* the last column's, or InvalidOid: none */
 } PageReceiver;
 
 /* A text datum as a NUL-terminated copy in context, and its length. */
@@ -69,7 +71,15 @@ receive_row(TupleTableSlot *slot, DestReceiver *self)
 	doc->key = copy_text(slot->tts_values[0], slot->tts_isnull[0], receiver->context, &ignored);
 	doc->id = copy_text(slot->tts_values[1], slot->tts_isnull[1], receiver->context, &ignored);
 	doc->json = copy_text(slot->tts_values[2], slot->tts_isnull[2], receiver->context, &doc->json_len);
-	if (slot->tts_tupleDescriptor->natts >= 5)
+	if (OidIsValid(receiver->since_type))
+	{
+		int			last = slot->tts_tupleDescriptor->natts - 1;
+
+		doc->has_since = !slot->tts_isnull[last];
+		if (doc->has_since)
+			doc->since = ecp_since_datum_value(receiver->since_type, slot->tts_values[last]);
+	}
+	if (slot->tts_tupleDescriptor->natts - (OidIsValid(receiver->since_type) ? 1 : 0) >= 5)
 	{
 		/* routing_column, version_column (ecp_source_write_columns) */
 		doc->routing = copy_text(slot->tts_values[3], slot->tts_isnull[3], receiver->context, &ignored);
@@ -80,16 +90,26 @@ receive_row(TupleTableSlot *slot, DestReceiver *self)
 
 /*
  * The columns must be the text ecp asked for before any Datum is read as
- * text: 3, or 5 with the routing and version columns.
+ * text: 3, or 5 with the routing and version columns; then the since
+ * column, of exactly the type asked for, before its Datum is read.
  */
 static void
 startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 {
-	if (typeinfo->natts != 3 && typeinfo->natts != 5)
+	PageReceiver *receiver = (PageReceiver *) self;
+	int			since = OidIsValid(receiver->since_type) ? 1 : 0;
+	int			text_columns = typeinfo->natts - since;
+
+	if (text_columns != 3 && text_columns != 5)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("a page query of the source returned %d columns, not 3 or 5", typeinfo->natts)));
-	ecp_require_all_columns(typeinfo, TEXTOID, "a page query of the source");
+				 errmsg("a page query of the source returned %d columns, not %d or %d",
+						typeinfo->natts, 3 + since, 5 + since)));
+	for (int attno = 1; attno <= text_columns; attno++)
+		ecp_require_column_type(typeinfo, attno, TEXTOID, "a page query of the source");
+	if (since)
+		ecp_require_column_type(typeinfo, typeinfo->natts, receiver->since_type,
+								"a page query of the source (since_column)");
 }
 
 static void
@@ -109,6 +129,17 @@ destroy(DestReceiver *self)
 int
 ecp_read_page_rows(const char *sql, int nargs, Oid *types, Datum *values,
 				   EcpDoc *docs, int capacity, MemoryContext context)
+{
+	return ecp_read_page_rows_since(sql, nargs, types, values, InvalidOid, docs, capacity, context);
+}
+
+/*
+ * The same for a page query whose last column is since_column's value,
+ * of type since_type (InvalidOid: it has none).
+ */
+int
+ecp_read_page_rows_since(const char *sql, int nargs, Oid *types, Datum *values,
+						 Oid since_type, EcpDoc *docs, int capacity, MemoryContext context)
 {
 	PageReceiver receiver;
 	SPIExecuteOptions options;
@@ -134,6 +165,7 @@ ecp_read_page_rows(const char *sql, int nargs, Oid *types, Datum *values,
 	receiver.docs = docs;
 	receiver.capacity = capacity;
 	receiver.context = context;
+	receiver.since_type = since_type;
 
 	memset(&options, 0, sizeof(options));
 	options.params = params;

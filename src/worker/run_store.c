@@ -387,6 +387,7 @@ ecp_store_load(EcpPartConfig *config)
 		load_task(config, tuple, desc);
 		load_consumer(config, tuple, desc);
 		config->target_unrestricted = ecp_host_policy_role_exempt(config->owner);
+		ecp_since_load(config);
 	}
 	SPI_finish();
 	ecp_commit_bookkeeping(back_to);
@@ -760,6 +761,7 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 			   "       deleted = deleted + $9, missing = missing + $10, "
 			   "       skipped = skipped + $11, skipped_stale = skipped_stale + $12" CLEAR_RETRY
 			   " WHERE run_id = $1 AND part_no = $2", 12, types, values, nulls);
+	ecp_since_save(config, batch);
 	/* an error aborts the worker: the new position may be set before commit */
 	move_position(config, &batch->end);
 	config->progress.processed += counts.ok + counts.deleted;

@@ -58,7 +58,12 @@ source_of(const EcpPartConfig *config)
 	return &ecp_query_source;
 }
 
-/* The smallest and largest key, as the owner; false when there is none. */
+/*
+ * The smallest and largest key, as the owner; false when there is none.
+ * An incremental run cuts the keys of the rows it will read (since.c:
+ * the source was opened once before, so the since column's type is
+ * known).
+ */
 static bool
 key_bounds(EcpPartConfig *config, int64 *low, int64 *high)
 {
@@ -66,10 +71,12 @@ key_bounds(EcpPartConfig *config, int64 *low, int64 *high)
 	char	   *key = ecp_source_column_ref(config->key_column);
 	char	   *from = psprintf("(%s\n) AS " ECP_ROW_ALIAS, config->query);
 	const char *fence;
+	char	   *since;
 	bool		found = false;
 
 	back_to = ecp_begin_as_owner(config);
 	SPI_connect();
+	since = ecp_since_filter(config);
 
 	/*
 	 * Over a foreign table, PostgreSQL's min/max rewrite (ORDER BY key
@@ -79,8 +86,8 @@ key_bounds(EcpPartConfig *config, int64 *low, int64 *high)
 	 */
 	fence = ecp_source_reads_foreign_table(psprintf("SELECT * FROM %s", from))
 		? "WITH ecp_no_minmax AS (SELECT) " : "";
-	if (SPI_execute(psprintf("%sSELECT pg_catalog.min(%s)" ECP_AS_INT8 ", pg_catalog.max(%s)" ECP_AS_INT8 " FROM %s",
-							 fence, key, key, from), true, 1) == SPI_OK_SELECT &&
+	if (SPI_execute(psprintf("%sSELECT pg_catalog.min(%s)" ECP_AS_INT8 ", pg_catalog.max(%s)" ECP_AS_INT8 " FROM %s WHERE true%s",
+							 fence, key, key, from, since ? since : ""), true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
 		bool		null_low,

@@ -8,7 +8,11 @@
  *     FROM (<query>) AS "ecp:row"
  *    WHERE key OPERATOR(s.>) $1::<key type>  -- the checkpoint; IS NOT NULL at first
  *      AND key OPERATOR(s.>=) <from> AND key OPERATOR(s.<) <to>  -- a range part
+ *      AND since OPERATOR(s.>=) '<watermark less overlap>'::<its type>  -- since.c
  *    ORDER BY key LIMIT <batch_size + 1>
+ *
+ * (an incremental run also selects the since column last: since.c keeps
+ * the largest value it read)
  *
  * (every name ecp adds is qualified, s being the schema of the key type's
  * btree operators: owner_sql.c)
@@ -43,7 +47,9 @@ typedef struct QueryReader
 	char	   *page_sql_next;	/* ... the page after $1 */
 	EcpKeyWindows *windows;		/* or key windows (page_sql_* unset) */
 	char	   *part_rows_sql;	/* the part's rows: its total, NULL keys */
+	char	   *since_filter;	/* since.c: " AND ..." or "" */
 	bool		id_is_key;		/* the id is taken from the key */
+	Oid			since_type;		/* the page's last column's type, or InvalidOid */
 } QueryReader;
 
 #define column_ref ecp_source_column_ref
@@ -100,21 +106,28 @@ prepare_pages(QueryReader *qs, EcpPartConfig *config, MemoryContext context)
 	EcpWindowQuery windowed;
 	Oid			type;
 	Oid			id_type;
+	char	   *since;
 
 	ecp_source_column_types(config, &type, &id_type);
-	windowed.filter = range_filter(config, type);
+	/* an incremental run: the since filter, and the since column last */
+	ecp_since_prepare(config);
+	since = ecp_since_filter(config);
+	qs->since_filter = MemoryContextStrdup(context, since ? since : "");
+	windowed.filter = psprintf("%s%s", range_filter(config, type), qs->since_filter);
+	qs->since_type = config->since_column ? config->since_type : InvalidOid;
 	qs->part_rows_sql = MemoryContextStrdup(context,
 											psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS " WHERE true%s",
 													 config->query, windowed.filter));
 	/* a key that is the id is printed once (the id is taken from the key) */
 	qs->id_is_key = strcmp(config->key_column, config->id_column) == 0;
-	select_list = psprintf("(%s)" ECP_AS_TEXT ", %s, " ECP_DOCUMENT_SQL "%s", key,
+	select_list = psprintf("(%s)" ECP_AS_TEXT ", %s, " ECP_DOCUMENT_SQL "%s%s", key,
 						   qs->id_is_key ? "NULL" ECP_AS_TEXT : psprintf("(%s)" ECP_AS_TEXT, column_ref(config->id_column)),
-						   ecp_source_write_columns(config));
+						   ecp_source_write_columns(config), ecp_since_page_column(config));
 	windowed.base_sql = psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS, config->query);
 	windowed.select_list = select_list;
 	windowed.key = key;
 	windowed.key_type = type;
+	windowed.since_type = qs->since_type;
 	qs->windows = ecp_source_windows_open(config, &windowed, context);
 	if (qs->windows == NULL)
 	{
@@ -158,9 +171,11 @@ read_keyset_page(const QueryReader *qs, const char *after_key, EcpDoc *docs, int
 	Datum		args[1];
 
 	if (after_key == NULL)
-		return ecp_read_page_rows(qs->page_sql_first, 0, NULL, NULL, docs, capacity, context);
+		return ecp_read_page_rows_since(qs->page_sql_first, 0, NULL, NULL, qs->since_type,
+										docs, capacity, context);
 	args[0] = CStringGetTextDatum(after_key);
-	return ecp_read_page_rows(qs->page_sql_next, 1, argtypes, args, docs, capacity, context);
+	return ecp_read_page_rows_since(qs->page_sql_next, 1, argtypes, args, qs->since_type,
+									docs, capacity, context);
 }
 
 /*
@@ -308,16 +323,19 @@ query_total(void *state, EcpPartConfig *config, bool *is_estimate)
 /*
  * Rows whose key is NULL cannot be paged (NULL > x is never true): count
  * them at the end so they are reported, never silently skipped.  Of the
- * ranges of a query, the first counts them (they belong to none).
+ * ranges of a query, the first counts them (they belong to none); an
+ * incremental run, those it would have read.
  */
 static int64
 query_null_keys(void *state, EcpPartConfig *config)
 {
+	QueryReader *qs = state;
+
 	if (config->kind == ECP_PART_RANGE && config->has_from)
 		return 0;
 	return ecp_owner_int8(config,
-					   psprintf("SELECT pg_catalog.count(*) FROM (%s\n) AS " ROW_ALIAS " WHERE %s IS NULL",
-								config->query, column_ref(config->key_column)));
+					   psprintf("SELECT pg_catalog.count(*) FROM (%s\n) AS " ROW_ALIAS " WHERE %s IS NULL%s",
+								config->query, column_ref(config->key_column), qs->since_filter));
 }
 
 /*

@@ -60,6 +60,9 @@ typedef struct EcpPartProgress
 	int64		processed;
 	int64		failed;
 	int			exhausted_after;	/* attempts, when retries ran out */
+	bool		has_since_max;	/* since_column: the largest value acknowledged */
+	int64		since_max;		/* (as ecp_since_datum_value orders it) */
+	Oid			since_max_type;
 } EcpPartProgress;
 
 /* Everything a worker needs to know about its run, read once at start. */
@@ -102,6 +105,15 @@ typedef struct EcpPartConfig
 	char	   *version_column; /* external_gte versions, or NULL */
 	char	   *pipeline;		/* ingest pipeline, or NULL */
 	bool		refresh;		/* refresh the index at the end of the part */
+	char	   *since_column;	/* incremental runs (since.c), or NULL: the
+								 * whole source, and always for ids, files
+								 * and migrations */
+	int			since_overlap;	/* seconds (days of a date, rounded up), or
+								 * units of an integer */
+	char	   *since_watermark;	/* the watermark of the part's query, or
+									 * NULL: none yet */
+	Oid			since_watermark_type;
+	Oid			since_type;		/* since_column's type, once the source is open */
 
 	/* part: what it reads */
 	EcpPartKind kind;
@@ -175,6 +187,8 @@ typedef struct EcpDoc
 	bool		skipped;		/* the transform returned NULL: not sent */
 	char	   *refused;		/* why the document cannot be sent (the
 								 * transform failed): a dead letter */
+	bool		has_since;		/* since_column's value is not NULL */
+	int64		since;			/* ... as ecp_since_datum_value orders it */
 } EcpDoc;
 
 /* A line of a file that cannot be a document: a dead letter. */
@@ -307,6 +321,31 @@ extern char *ecp_qualified_type(Oid type);
 /* page_reader.c: a page query's rows straight into documents */
 extern int	ecp_read_page_rows(const char *sql, int nargs, Oid *types, Datum *values,
 							   EcpDoc *docs, int capacity, MemoryContext context);
+extern int	ecp_read_page_rows_since(const char *sql, int nargs, Oid *types, Datum *values,
+									 Oid since_type, EcpDoc *docs, int capacity,
+									 MemoryContext context);
+
+/*
+ * since.c: task option since_column, incremental runs.  A part that reads
+ * a query (not ids, a file or a migration's step) loads the option, the
+ * watermark of its query and its own largest value so far with its row
+ * (ecp_since_load, in the store's SPI connection).  Once the source is
+ * open as the owner, ecp_since_prepare knows the column's type; then
+ * ecp_since_filter is the page query's " AND <column> >= <watermark less
+ * since_overlap>" (NULL: read everything) and ecp_since_page_column the
+ * column each page adds last, whose largest value ecp_since_save keeps
+ * with every checkpoint.  ecp_store_advance_watermark moves the query's
+ * watermark up to it (a full run's moves when the run succeeds, by the
+ * trigger watermark on ecp.run; a polling follower calls it itself).
+ */
+extern bool ecp_since_type_allowed(Oid type);
+extern int64 ecp_since_datum_value(Oid type, Datum value);
+extern void ecp_since_load(EcpPartConfig *config);
+extern void ecp_since_prepare(EcpPartConfig *config);
+extern char *ecp_since_filter(const EcpPartConfig *config);
+extern char *ecp_since_page_column(const EcpPartConfig *config);
+extern void ecp_since_save(EcpPartConfig *config, const EcpBatch *batch);
+extern void ecp_store_advance_watermark(EcpPartConfig *config);
 
 /* source_query.c: keyset pages (or key windows) of a query */
 extern const EcpSourceOps ecp_query_source;
@@ -340,7 +379,9 @@ typedef struct EcpWindowQuery
 	const char *select_list;	/* the page's columns over "ecp:row" */
 	const char *key;			/* the key column's reference */
 	Oid			key_type;
-	const char *filter;			/* " AND ..." (a range part) or "" */
+	const char *filter;			/* " AND ..." (a range part, since.c) or "" */
+	Oid			since_type;		/* the select list ends with since_column's
+								 * value, of this type (InvalidOid: it does not) */
 } EcpWindowQuery;
 extern EcpKeyWindows *ecp_source_windows_open(const EcpPartConfig *config,
 											  const EcpWindowQuery *query,
