@@ -758,6 +758,35 @@ COMMENT ON VIEW ecp.followers IS 'followed tasks: mode, state, lag, queue, chang
 
 GRANT SELECT ON ecp.follower, ecp.follow_table, ecp.follow_queue, ecp.followers TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION ecp._follow_cleanup(ecp.follower) FROM PUBLIC;
+-- The launcher's look at the followers' slots, at every pass: an alert
+-- when a slot retains more WAL than ecp.follow_max_retained_wal (once,
+-- until it falls below again), or was invalidated (wal_status lost: the
+-- follower cannot go on; unfollow and follow again).
+CREATE FUNCTION ecp._watch_followers() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w record;
+    limit_bytes bigint := pg_size_bytes(current_setting('ecp.follow_max_retained_wal'));
+BEGIN
+    FOR w IN SELECT f.task_id, f.run_id, f.slot_name, f.wal_alerted_at, s.wal_status,
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint AS retained
+               FROM ecp.follower f JOIN pg_replication_slots s ON s.slot_name = f.slot_name
+              WHERE f.mode = 'decoding' AND f.run_id IS NOT NULL
+    LOOP
+        IF (w.retained > limit_bytes OR w.wal_status = 'lost') AND w.wal_alerted_at IS NULL THEN
+            PERFORM ecp._alert(w.run_id, CASE WHEN w.wal_status = 'lost' THEN 'follow slot lost'
+                                              ELSE 'follow retained wal' END, NULL,
+                               CASE WHEN w.wal_status = 'lost'
+                                    THEN format('replication slot %s was invalidated (max_slot_wal_keep_size): its follower cannot go on; ecp.unfollow and ecp.follow the task again', w.slot_name)
+                                    ELSE format('replication slot %s retains %s of WAL, more than ecp.follow_max_retained_wal (%s): its follower is behind (paused, failed, or its consumer is down)',
+                                                w.slot_name, pg_size_pretty(w.retained), pg_size_pretty(limit_bytes)) END);
+            UPDATE ecp.follower SET wal_alerted_at = now() WHERE task_id = w.task_id;
+        ELSIF w.retained <= limit_bytes AND w.wal_status <> 'lost' AND w.wal_alerted_at IS NOT NULL THEN
+            UPDATE ecp.follower SET wal_alerted_at = NULL WHERE task_id = w.task_id;
+        END IF;
+    END LOOP;
+END $$;
+REVOKE EXECUTE ON FUNCTION ecp._watch_followers() FROM PUBLIC;
 -- (follow section end)
 
 -- ---------------------------------------------------------------------------

@@ -156,6 +156,9 @@ extern bool ecp_drop_stale_database_hold(void);
 /* run_windows.c */
 extern void ecp_apply_windows(void *arg);
 
+/* follow_watch.c */
+extern void ecp_watch_followers(void *arg);
+
 /* query_check.c */
 
 extern char *ecp_statement_text(const char *query);

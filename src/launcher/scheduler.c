@@ -932,6 +932,7 @@ ecp_schedule_runs(void)
 	pgstat_report_activity(STATE_RUNNING, "scheduling ecp runs");
 
 	(void) ecp_pass_step(ecp_apply_windows, NULL, "apply the windows of runs", true);
+	(void) ecp_pass_step(ecp_watch_followers, NULL, "watch the followers' slots", true);
 	if (ecp_pass_step(read_active_parts, &active, "read the parts of pending and running runs", true))
 		schedule_parts(active.parts, active.count, &slots);
 

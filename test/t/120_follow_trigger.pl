@@ -86,6 +86,8 @@ my $pid = $node->safe_psql('postgres', "SELECT worker_pid FROM ecp.parts WHERE r
 ok($pid > 0, 'the follower has a worker');
 EcpFollow::change_shop($node, 6, 200, 200, 20);
 kill 'KILL', $pid;
+# a killed backend restarts the cluster (restart_after_crash): wait for it
+$node->poll_query_until('postgres', 'SELECT true') or die 'the cluster did not come back';
 EcpFollow::change_shop($node, 7, 200, 200, 20);
 ok(EcpFollow::until_true(sub {
 	my $now = $node->safe_psql('postgres', "SELECT coalesce(worker_pid, 0) FROM ecp.parts WHERE run_id = $run AND part = -2");
