@@ -37,10 +37,14 @@ sub slots { return $node->safe_psql('postgres', q{SELECT count(*) FROM pg_replic
 sub publications { return $node->safe_psql('postgres', q{SELECT count(*) FROM pg_publication WHERE pubname LIKE 'ecp_%'}) }
 
 # --- follow: slot first, then the backfill, writes during it -------------------
+# a rate limit keeps the backfill busy for seconds, so writes land during it
+$node->safe_psql('postgres', "SELECT ecp.set_rate('shop', 10000)");
 my ($rc, $run, $err) = $node->psql('postgres', "SELECT ecp.follow('shop')");
 is($rc, 0, 'ecp.follow succeeds');
 like($err, qr/followed in mode decoding .*slot ecp_follow_$task_id/, 'the NOTICE names mode decoding and the slot');
 EcpFollow::change_shop($node, 1, 300, 300, 30);
+is(EcpFollow::follower_state($node, 'shop'), 'backfilling', 'the writes landed while the backfill ran');
+$node->safe_psql('postgres', "SELECT ecp.set_rate('shop', 0)");
 ok(EcpFollow::until_true(sub { EcpFollow::follower_state($node, 'shop') eq 'following' }, 120),
 	'the follower follows once the backfill is done');
 is(slots(), '1', 'one replication slot');
