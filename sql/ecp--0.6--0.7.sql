@@ -1120,3 +1120,197 @@ SELECT t.id, t.name, c.name AS consumer, t.index_name AS index, t.query, t.optio
   FROM ecp.task t JOIN ecp.consumer c ON c.id = t.consumer_id;
 COMMENT ON VIEW ecp.tasks IS 'task definitions, and the watermark of a task with since_column';
 -- (since_column section end)
+
+-- ---------------------------------------------------------------------------
+-- Ids on sharded tasks
+-- ---------------------------------------------------------------------------
+-- An id run (ecp.start(task, ids => ...), ecp.retry_failed) of a task of
+-- queries looks each batch of ids up in every query, or with task option
+-- shard_of (the option contract, in C) only in the query that holds each
+-- id; an id two queries return is a flow row "duplicate ids".
+
+-- The flow action "duplicate ids" (as in the since_column section: an
+-- install that still holds rows roles wrote up to 0.1 keeps the CHECK NOT
+-- VALID, with a WARNING).
+ALTER TABLE ecp.flow_log DROP CONSTRAINT flow_log_action_check;
+ALTER TABLE ecp.flow_log ADD CONSTRAINT flow_log_action_check
+    CHECK (action IN ('create_consumer', 'create_task', 'start', 'pause', 'resume',
+                      'running', 'cancel', 'finished', 'failed', 'set_rate', 'alert',
+                      'drop_owned', 'cron skipped',
+                      'worker started', 'recovered', 'dual write', 'dual write ended',
+                      'retry', 'split', 'file resumed', 'cluster', 'nodes used',
+                      'node down', 'refreshed', 'index exists', 'index created',
+                      'settings restored', 'count checked', 'alias swapped',
+                      'index dropped', 'rollback',
+                      'follow', 'unfollow', 'capture ready', 'truncate seen', 'watermark',
+                      'duplicate ids')) NOT VALID;
+DO $$
+BEGIN
+    ALTER TABLE ecp.flow_log VALIDATE CONSTRAINT flow_log_action_check;
+EXCEPTION WHEN check_violation THEN
+    RAISE WARNING 'ecp.flow_log holds rows with an action ecp never wrote (rows written by roles up to ecp 0.1): its CHECK flow_log_action_check checks new rows only'
+          USING HINT = 'SELECT action, count(*) FROM ecp.flow_log WHERE action <> ALL (ecp._flow_actions()) GROUP BY 1 lists them; '
+                       'update or delete them, then ALTER TABLE ecp.flow_log VALIDATE CONSTRAINT flow_log_action_check.';
+END $$;
+
+-- Id runs of a task of queries are no longer refused.
+CREATE OR REPLACE FUNCTION ecp._prepare_run() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t ecp.task;
+    busy bigint;
+BEGIN
+    -- the task row's lock keeps two starts of one task apart
+    SELECT * INTO t FROM ecp.task WHERE id = NEW.task_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % does not exist', coalesce(NEW.task_id::text, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT id, name FROM ecp.tasks lists the tasks you can see.';
+    END IF;
+    -- a follower's run goes on beside the task's other runs
+    SELECT id INTO busy FROM ecp.run
+     WHERE task_id = t.id AND state IN ('pending', 'running', 'paused')
+       AND action IS DISTINCT FROM 'follow' LIMIT 1;
+    IF FOUND AND NEW.action IS DISTINCT FROM 'follow' THEN
+        RAISE EXCEPTION 'task "%" already has run % in progress', t.name, busy
+              USING ERRCODE = 'object_in_use',
+                    HINT = 'Wait for it, or ecp.cancel(' || busy || ') first.';
+    END IF;
+    IF NEW.retry_of IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM ecp.run WHERE id = NEW.retry_of AND task_id = t.id) THEN
+        RAISE EXCEPTION 'run % is not a run of task "%"', NEW.retry_of, t.name
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- only ecp._start_maintenance (SECURITY DEFINER) inserts a maintenance
+    -- run, with the superuser-only ecp.starting_maintenance on around it;
+    -- roles have no INSERT on action either
+    IF NEW.action IS NOT NULL AND current_setting('ecp.starting_maintenance', true) IS DISTINCT FROM 'on' THEN
+        RAISE EXCEPTION 'maintenance runs are started by ecp.rollback and ecp.cancel(run, drop_index => true)'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    NEW.only_ids := CASE WHEN NEW.action IS NULL THEN coalesce(NEW.only_ids, t.ids) END;
+    -- a task of queries looks ids up in each query (or in the one shard_of names)
+    IF NEW.only_ids IS NOT NULL AND t.query IS NULL AND t.queries IS NULL
+       AND NOT ecp._task_writes_ids(t) THEN
+        RAISE EXCEPTION 'task "%" has no query to look ids up with', t.name
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'Id runs need a task with query => ''SELECT ...'' or queries => ARRAY[...].';
+    END IF;
+    PERFORM ecp._check_ids(NEW.only_ids, 'ids');
+    NEW.owner := t.owner;
+    NEW.state := 'pending';
+    NEW.operator := ecp._operator();
+    NEW.changed_by := NEW.operator;
+    NEW.total := CASE WHEN NEW.action = 'follow' THEN NULL
+                      WHEN NEW.action IS NOT NULL THEN 0 ELSE cardinality(NEW.only_ids) END;
+    NEW.total_is_estimate := CASE WHEN NEW.action = 'follow' THEN NULL
+                                  WHEN NEW.only_ids IS NOT NULL OR NEW.action IS NOT NULL THEN false END;
+    NEW.created_at := now();
+    NEW.started_at := NULL;
+    NEW.finished_at := NULL;
+    NEW.last_error := NULL;
+    NEW.paused_reason := NULL;
+    RETURN NEW;
+END $$;
+
+-- The hint of queries with ids: ecp.start(task, ids => ...) does it.
+CREATE OR REPLACE FUNCTION ecp._check_task_source(t ecp.task) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    format text := t.options->>'format';
+    bare_ids boolean := ecp._task_writes_ids(t);
+BEGIN
+    IF t.ids IS NOT NULL AND t.query IS NULL AND NOT bare_ids THEN
+        RAISE EXCEPTION 'task "%": ids are looked up through a query', t.name
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Pass query => ''SELECT id, ... FROM ...'' with ids => ARRAY[...] (only a write service, consumer kind http, takes bare ids).';
+    END IF;
+    IF num_nonnulls(t.query, t.queries, t.file) = 0 AND NOT (bare_ids AND t.ids IS NOT NULL) THEN
+        RAISE EXCEPTION 'task "%" has no source', t.name
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Pass query => ''SELECT id, ... FROM ...'', queries => ARRAY[...], or file => ''https://...''.';
+    END IF;
+    IF t.queries IS NOT NULL AND (t.query IS NOT NULL OR t.file IS NOT NULL OR t.ids IS NOT NULL) THEN
+        RAISE EXCEPTION 'task "%": queries cannot be combined with query, ids or file', t.name
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Each element of queries is one part of the task; ecp.start(task, ids => ...) looks ids up in every query (or in the one option shard_of names).';
+    END IF;
+    IF t.queries IS NOT NULL AND (cardinality(t.queries) NOT BETWEEN 1 AND 4096
+                                  OR array_position(t.queries, NULL) IS NOT NULL) THEN
+        RAISE EXCEPTION 'task "%": queries must hold 1 to 4096 queries, none NULL', t.name
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF t.ids IS NOT NULL AND t.file IS NOT NULL THEN
+        RAISE EXCEPTION 'task "%": ids and file cannot be combined', t.name
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM ecp._check_ids(t.ids, 'ids');
+    IF t.file IS NULL THEN
+        IF t.options ?| ARRAY['format', 'id_field', 'max_line_bytes'] THEN
+            RAISE EXCEPTION 'task "%": options format, id_field and max_line_bytes are for a file source', t.name
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSE
+        PERFORM ecp._check_file(t.file, t.owner);
+        IF format = 'ndjson' AND t.query IS NOT NULL THEN
+            RAISE EXCEPTION 'task "%": an NDJSON file holds the documents; it has no query', t.name
+                  USING ERRCODE = 'invalid_parameter_value',
+                        HINT = 'Leave query out, or use option format ''ids'' to look the file''s ids up through the query.';
+        END IF;
+        IF format = 'ids' AND t.query IS NULL AND NOT bare_ids THEN
+            RAISE EXCEPTION 'task "%": a file of ids is looked up through a query', t.name
+                  USING ERRCODE = 'invalid_parameter_value',
+                        HINT = 'Pass query => ''SELECT id, ... FROM ...'' (only a write service, consumer kind http, takes bare ids).';
+        END IF;
+        IF t.query IS NULL AND t.options ?| ARRAY['id_column', 'key_column', 'paging', 'exact_total'] THEN
+            RAISE EXCEPTION 'task "%": an NDJSON file has no columns; its _id is the field named by option id_field', t.name
+                  USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    IF coalesce((t.options->>'parallelism')::integer, 1) > 1
+       AND (t.file IS NOT NULL OR t.ids IS NOT NULL) THEN
+        RAISE EXCEPTION 'task "%": a file or a list of ids is read by one part; parallelism must be 1', t.name
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'parallelism runs the parts of queries, or key ranges of one query, at once.';
+    END IF;
+END $$;
+
+-- shard_of checked (src/common/shard_of.c): one expression over id, of
+-- id_type when ids compare in it (an integer or a uuid) and else text,
+-- without subqueries, aggregates or volatile functions, of an integer
+-- type, read under search_path.
+CREATE FUNCTION ecp._check_shard_of(expression text, id_type regtype, search_path text) RETURNS void
+    AS 'MODULE_PATHNAME', 'ecp_check_shard_of'
+    LANGUAGE C VOLATILE;
+
+-- Trigger check_shard_of: option shard_of goes with queries, and is an
+-- expression over the id column of queries[1].  (After check_row, which
+-- checks the options and the queries: triggers fire in name order.)
+CREATE FUNCTION ecp._check_shard_of_option() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    expression text := NEW.options->>'shard_of';
+BEGIN
+    IF expression IS NULL THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.options->'shard_of' IS NOT DISTINCT FROM OLD.options->'shard_of'
+       AND NEW.options->'id_column' IS NOT DISTINCT FROM OLD.options->'id_column'
+       AND NEW.queries IS NOT DISTINCT FROM OLD.queries
+       AND NEW.search_path IS NOT DISTINCT FROM OLD.search_path THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.queries IS NULL THEN
+        RAISE EXCEPTION 'task "%": option "shard_of" goes with queries', NEW.name
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'shard_of names the query of queries that holds an id; a task of one query looks every id up in it.';
+    END IF;
+    PERFORM ecp._check_shard_of(expression,
+                                ecp._column_type(NEW.queries[1], NEW.search_path, NEW.options->>'id_column'),
+                                NEW.search_path);
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER check_shard_of BEFORE INSERT OR UPDATE ON ecp.task
+    FOR EACH ROW EXECUTE FUNCTION ecp._check_shard_of_option();
+-- (ids on sharded tasks section end)

@@ -212,7 +212,8 @@ CREATE TABLE ecp.flow_log (
                           'node down', 'refreshed', 'index exists', 'index created',
                           'settings restored', 'count checked', 'alias swapped',
                           'index dropped', 'rollback',
-                          'follow', 'unfollow', 'capture ready', 'truncate seen', 'watermark'))
+                          'follow', 'unfollow', 'capture ready', 'truncate seen', 'watermark',
+                          'duplicate ids'))
 );
 CREATE INDEX ON ecp.flow_log (run_id);
 COMMENT ON TABLE ecp.flow_log IS 'audit trail: one row per operation or event';
@@ -777,7 +778,7 @@ BEGIN
     IF t.queries IS NOT NULL AND (t.query IS NOT NULL OR t.file IS NOT NULL OR t.ids IS NOT NULL) THEN
         RAISE EXCEPTION 'task "%": queries cannot be combined with query, ids or file', t.name
               USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'Each element of queries is one part of the task; to look ids up over shards, use one query that unions them.';
+                    HINT = 'Each element of queries is one part of the task; ecp.start(task, ids => ...) looks ids up in every query (or in the one option shard_of names).';
     END IF;
     IF t.queries IS NOT NULL AND (cardinality(t.queries) NOT BETWEEN 1 AND 4096
                                   OR array_position(t.queries, NULL) IS NOT NULL) THEN
@@ -1227,13 +1228,12 @@ BEGIN
               USING ERRCODE = 'insufficient_privilege';
     END IF;
     NEW.only_ids := CASE WHEN NEW.action IS NULL THEN coalesce(NEW.only_ids, t.ids) END;
-    IF NEW.only_ids IS NOT NULL AND t.query IS NULL
-       AND NOT (ecp._task_writes_ids(t) AND t.queries IS NULL) THEN
+    -- a task of queries looks ids up in each query (or in the one shard_of names)
+    IF NEW.only_ids IS NOT NULL AND t.query IS NULL AND t.queries IS NULL
+       AND NOT ecp._task_writes_ids(t) THEN
         RAISE EXCEPTION 'task "%" has no query to look ids up with', t.name
               USING ERRCODE = 'feature_not_supported',
-                    HINT = CASE WHEN t.queries IS NOT NULL
-                                THEN 'A task of queries reads shards; create a task whose one query unions them for id runs.'
-                                ELSE 'Id runs need a task with query => ''SELECT ...''.' END;
+                    HINT = 'Id runs need a task with query => ''SELECT ...'' or queries => ARRAY[...].';
     END IF;
     PERFORM ecp._check_ids(NEW.only_ids, 'ids');
     NEW.owner := t.owner;
@@ -3293,3 +3293,51 @@ SELECT t.id, t.name, c.name AS consumer, t.index_name AS index, t.query, t.optio
 COMMENT ON VIEW ecp.tasks IS 'task definitions, and the watermark of a task with since_column';
 GRANT SELECT ON ecp.tasks TO PUBLIC;
 -- (since_column section end)
+
+-- ===========================================================================
+-- Ids on sharded tasks (0.7): id runs of a task of queries, option shard_of
+-- ===========================================================================
+-- An id run (ecp.start(task, ids => ...), ecp.retry_failed) of a task of
+-- queries looks each batch of ids up in every query, or with task option
+-- shard_of only in the query that holds each id (the worker's
+-- source_ids.c); an id two queries return is a flow row "duplicate ids".
+
+-- shard_of checked (src/common/shard_of.c): one expression over id, of
+-- id_type when ids compare in it (an integer or a uuid) and else text,
+-- without subqueries, aggregates or volatile functions, of an integer
+-- type, read under search_path.
+CREATE FUNCTION ecp._check_shard_of(expression text, id_type regtype, search_path text) RETURNS void
+    AS 'MODULE_PATHNAME', 'ecp_check_shard_of'
+    LANGUAGE C VOLATILE;
+
+-- Trigger check_shard_of: option shard_of goes with queries, and is an
+-- expression over the id column of queries[1].  (After check_row, which
+-- checks the options and the queries: triggers fire in name order.)
+CREATE FUNCTION ecp._check_shard_of_option() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    expression text := NEW.options->>'shard_of';
+BEGIN
+    IF expression IS NULL THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.options->'shard_of' IS NOT DISTINCT FROM OLD.options->'shard_of'
+       AND NEW.options->'id_column' IS NOT DISTINCT FROM OLD.options->'id_column'
+       AND NEW.queries IS NOT DISTINCT FROM OLD.queries
+       AND NEW.search_path IS NOT DISTINCT FROM OLD.search_path THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.queries IS NULL THEN
+        RAISE EXCEPTION 'task "%": option "shard_of" goes with queries', NEW.name
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'shard_of names the query of queries that holds an id; a task of one query looks every id up in it.';
+    END IF;
+    PERFORM ecp._check_shard_of(expression,
+                                ecp._column_type(NEW.queries[1], NEW.search_path, NEW.options->>'id_column'),
+                                NEW.search_path);
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER check_shard_of BEFORE INSERT OR UPDATE ON ecp.task
+    FOR EACH ROW EXECUTE FUNCTION ecp._check_shard_of_option();
+-- (ids on sharded tasks section end)

@@ -337,3 +337,73 @@ SELECT pg_temp.sqlstate_of('UPDATE ecp.watermark SET value = ''9''') AS update;
 RESET SESSION AUTHORIZATION;
 SELECT watermark FROM ecp.tasks WHERE name = 'since_int';
 DROP ROLE ecp_regress_since;
+
+-- ids on sharded tasks (issue 23) -----------------------------------------------------
+-- an id run of a task of queries looks its ids up in every query; task
+-- option shard_of is an expression over id that names the query (1 for
+-- queries[1]) holding it, checked when the task is written
+CREATE TABLE shard_a (id bigint PRIMARY KEY, v text);
+CREATE TABLE shard_b (id bigint PRIMARY KEY, v text);
+CREATE TABLE shard_codes (code text PRIMARY KEY, v text);
+CREATE FUNCTION pg_temp.refusal(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    message text;
+BEGIN
+    SET LOCAL client_min_messages = warning;
+    EXECUTE sql;
+    RETURN 'taken';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+    RETURN SQLSTATE || ': ' || message;
+END $$;
+CREATE FUNCTION pg_temp.shard_task(shard_of jsonb) RETURNS text LANGUAGE sql AS $$
+    SELECT pg_temp.refusal(format(
+        'SELECT ecp.create_task(''shard_bad'', ''p65535'', ''sharded'', '
+        'queries => ARRAY[''SELECT * FROM shard_a'', ''SELECT * FROM shard_b''], options => %L)',
+        jsonb_build_object('shard_of', shard_of)))
+$$;
+SELECT ecp.create_task('shard_ids', 'p65535', 'sharded',
+       queries => ARRAY['SELECT * FROM shard_a', 'SELECT * FROM shard_b'],
+       options => '{"shard_of": "(id % 2) + 1"}') > 0 AS created;
+SELECT ecp.create_task('shard_all', 'p65535', 'sharded',
+       queries => ARRAY['SELECT * FROM shard_a', 'SELECT * FROM shard_b']) > 0 AS created;
+-- id is text when the id column is not an integer or a uuid
+SELECT ecp.create_task('shard_text', 'p65535', 'sharded',
+       queries => ARRAY['SELECT * FROM shard_codes', 'SELECT * FROM shard_codes'],
+       options => '{"id_column": "code", "shard_of": "pg_catalog.length(id) % 2 + 1"}') > 0 AS created;
+-- refused, each with its SQLSTATE
+SELECT e AS shard_of, pg_temp.shard_task(e) AS refused
+  FROM unnest(ARRAY['"(id % 2"', '"1), (2"', '"1) FROM pg_class WHERE (true"', '"1) --"',
+                    '"1; DROP TABLE shard_a"', '"(SELECT 1)"', '"id IN (SELECT id FROM shard_b)::int"',
+                    '"order_id % 16"', '"(random() * 2)::int + 1"', '"count(id)"',
+                    '"generate_series(1, 2)"', '"id::text"', '"no_such_function(id)"', '" "',
+                    '7']::jsonb[]) e;
+SELECT pg_temp.refusal($$SELECT ecp.create_task('shard_bad', 'p65535', 'sharded',
+       queries => ARRAY['SELECT * FROM shard_codes'], options => '{"id_column": "code", "shard_of": "id % 2"}')$$) AS text_id;
+-- with a task of one query: the query holds every id
+SELECT pg_temp.refusal($$SELECT ecp.create_task('shard_bad', 'p65535', 'sharded',
+       query => 'SELECT * FROM shard_a', options => '{"shard_of": "1"}')$$) AS one_query;
+-- the message and hint, once in full
+SELECT ecp.create_task('shard_bad', 'p65535', 'sharded',
+       queries => ARRAY['SELECT * FROM shard_a', 'SELECT * FROM shard_b'],
+       options => '{"shard_of": "(random() * 2)::int"}');
+-- an UPDATE is checked the same way; one that leaves shard_of alone is not
+UPDATE ecp.task SET options = options || '{"shard_of": "id"}' WHERE name = 'shard_ids';
+UPDATE ecp.task SET options = options || '{"shard_of": "order_id"}' WHERE name = 'shard_ids';
+UPDATE ecp.task SET options = options || '{"batch_size": 100}' WHERE name = 'shard_ids';
+SELECT name, options->>'shard_of' AS shard_of FROM ecp.tasks WHERE name LIKE 'shard\_%' ORDER BY name;
+
+-- id runs and retry_failed of a task of queries are no longer refused
+SET client_min_messages = error;   -- the launcher works in another database
+SELECT ecp.start('shard_ids', ids => ARRAY['1', '2', '3']) AS shard_run \gset
+RESET client_min_messages;
+SELECT part, source, state FROM ecp.parts WHERE run_id = :shard_run;
+SELECT ecp.cancel(:shard_run);
+INSERT INTO ecp.failed_doc (run_id, doc_id, status, error_type, reason, owner)
+VALUES (:shard_run, '2', 400, 'mapper_parsing_exception', 'bad', current_user::regrole),
+       (:shard_run, '7', 400, 'mapper_parsing_exception', 'bad', current_user::regrole);
+SET client_min_messages = error;
+SELECT ecp.retry_failed(:shard_run) AS retry_run \gset
+RESET client_min_messages;
+SELECT only_ids, retry_of = :shard_run AS retries_it FROM ecp.run WHERE id = :retry_run;
+SELECT ecp.cancel(:retry_run);

@@ -165,6 +165,12 @@ extern char *ecp_statement_text(const char *query);
 extern char *ecp_checked_statement_text(const char *query);
 extern int	ecp_enter_search_path(const char *search_path);
 
+/* shard_of.c: task option shard_of, which query of queries holds an id */
+extern bool ecp_id_compared_in_own_type(Oid type);
+extern Oid	ecp_shard_of_id_type(Oid column_type);
+extern char *ecp_shard_of_sql(const char *expression, const char *id_array);
+extern void ecp_check_shard_of_expression(const char *expression, Oid column_type);
+
 /* follow_tables.c */
 extern void ecp_follow_drop_extension_cleanup(Node *parsetree);
 

@@ -56,6 +56,8 @@ const EcpOption ecp_options[] = {
 	WORD_DEFAULT("task", "paging", paging_words, "auto"),
 	INTEGER("task", "parallelism", 1, ECP_MAX_PARALLELISM, 1, true),
 	BOOLEAN("task", "delete_missing", false),
+	/* task: the query of queries that holds an id (shard_of.c), for id runs */
+	TEXT("task", "shard_of", NULL),
 	/* task: incremental runs (since.c): rows from the watermark less the overlap */
 	TEXT("task", "since_column", NULL),
 	INTEGER("task", "since_overlap", 0, 2147483647, 60, false),

@@ -15,7 +15,10 @@
 #include <errno.h>
 #include <math.h>
 
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 
 #include "option_contract.h"
 
@@ -46,6 +49,33 @@ ecp_config_required(const char *value, const char *what, const char *hint)
 	if (value == NULL || value[0] == '\0')
 		bad_field(what, NULL, hint);
 	return value;
+}
+
+/*
+ * The queries of a task (a text[]), in TopMemoryContext: 1 to 4096, none
+ * NULL or empty.
+ */
+char	  **
+ecp_config_queries(Datum array, const char *task_name, int *nqueries)
+{
+	const char *recreate = "Recreate the task with ecp.create_task.";
+	Datum	   *elements;
+	bool	   *nulls;
+	char	  **queries;
+	int			n;
+
+	deconstruct_array(DatumGetArrayTypeP(array), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elements, &nulls, &n);
+	if (n < 1 || n > 4096)
+		bad_value(psprintf("the number of queries of task \"%s\"", task_name), psprintf("%d", n),
+				  "1 to 4096", recreate);
+	queries = MemoryContextAllocZero(TopMemoryContext, sizeof(char *) * n);
+	for (int i = 0; i < n; i++)
+		queries[i] = (char *) ecp_config_required(nulls[i] ? NULL :
+												  MemoryContextStrdup(TopMemoryContext, TextDatumGetCString(elements[i])),
+												  psprintf("queries[%d] of task \"%s\"", i + 1, task_name), recreate);
+	*nqueries = n;
+	return queries;
 }
 
 /* An integer option in [min, max]; NULL gives fallback. */

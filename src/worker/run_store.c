@@ -67,6 +67,8 @@ basic_auth(const char *user, const char *password)
 	"       p.source->>'step' AS migrate_step, m.new_index, " \
 	"       p.source->>'from' AS range_from, p.source->>'to' AS range_to, " \
 	"       t.file, (SELECT pg_catalog.max(i.n) FROM ecp.run_id i WHERE i.run_id = r.id) AS ids_count, " \
+	"       CASE WHEN p.source->>'kind' = 'ids' AND t.query IS NULL THEN t.queries END AS id_queries, " \
+	"       t.options->>'shard_of' AS shard_of, " \
 	"       t.options->>'parallelism' AS parallelism, " \
 	"       t.options->>'delete_missing' AS delete_missing, " \
 	"       t.options->>'format' AS format, t.options->>'id_field' AS id_field, " \
@@ -194,6 +196,25 @@ load_write_options(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	config->refresh = ecp_option_bool("task", "refresh", value_of(tuple, desc, "refresh"));
 }
 
+/*
+ * An id part of a task of queries looks its ids up in every query: all
+ * of them, as stored (each is checked when the source opens).
+ */
+static void
+load_id_queries(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
+{
+	int			attno = SPI_fnumber(desc, "id_queries");
+	bool		isnull;
+	Datum		queries;
+
+	config->shard_of = copy_text(tuple, desc, "shard_of");
+	ecp_require_column_type(desc, attno, TEXTARRAYOID, "the task's queries");
+	queries = SPI_getbinval(tuple, desc, attno, &isnull);
+	config->queries = isnull ? NULL : ecp_config_queries(queries, config->task_name, &config->nqueries);
+	if (isnull)
+		config->nqueries = 0;
+}
+
 /* The task's fields, each checked: what a worker acts on. */
 static void
 load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
@@ -217,7 +238,10 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	config->search_path = copy_text(tuple, desc, "search_path");
 	config->id_column = copy_text(tuple, desc, "id_column");
 	config->key_column = copy_text(tuple, desc, "key_column");
-	if (config->kind != ECP_PART_MIGRATE && !(config->kind == ECP_PART_FILE && config->ndjson) &&
+	load_id_queries(config, tuple, desc);
+	if (config->nqueries > 0)
+		ecp_config_required(config->id_column, "the task's option \"id_column\"", recreate);
+	else if (config->kind != ECP_PART_MIGRATE && !(config->kind == ECP_PART_FILE && config->ndjson) &&
 		!(config->write_service && config->raw_query == NULL &&
 		  (config->kind == ECP_PART_IDS || config->kind == ECP_PART_FILE)))
 	{

@@ -2,7 +2,7 @@
  * source_ids.c: the id source.  A run over a list of ids (ecp.start(task,
  * ids => ...), a task's ids, ecp.retry_failed, or the lines of an id
  * file) reads them batch_size at a time and looks each batch up through
- * the task's query:
+ * the task's query, or through each query of a task of queries:
  *
  *   SELECT key::text, id::text, row_to_json(row)::text   (all pg_catalog.)
  *     FROM (<query>) AS "ecp:row"
@@ -11,62 +11,99 @@
  * The ids are compared in the id column's own type when it is an integer
  * or a uuid, so an index (or, through mysql_fdw, MySQL's primary key:
  * the array constant is sent as IN (...)) finds them at once; other
- * types are compared as text.  An id the query does not return is
+ * types are compared as text.  An id the queries do not return is
  * "missing": counted, or with option delete_missing sent as a delete in
  * the same _bulk request (an id that never existed is then a delete of a
  * document that is not there, which Elasticsearch answers "not_found" and
  * ecp counts as deleted).  An id that cannot be a value of an integer or
  * uuid column cannot be returned either: it is missing too, never an
  * error.  The checkpoint is the number of ids done.
+ *
+ * A task of queries (shards): each batch is looked up in every query, one
+ * statement each, in each query's own id type; with task option shard_of
+ * (shard_of.c) only in the query that holds each id, and a query that
+ * holds none of the batch is not asked.  The ids' own form is that of
+ * the first query's id type.  An id that two queries return gets both
+ * documents, in the order of the queries (the later one stays in the
+ * index), and a flow row "duplicate ids" per batch says which.
  */
 #include "sync.h"
+#include "json_build.h"
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
-/* How a part looks its ids up (in the source's memory). */
-struct EcpIdLookup
+/* At most this many ids are named in a flow row "duplicate ids". */
+#define DUPLICATES_NAMED 10
+
+/* One query the ids are looked up in (in the source's memory). */
+typedef struct IdQuery
 {
 	Oid			id_type;
 	char	   *select;			/* SELECT ... FROM (<query>) AS "ecp:row" */
+} IdQuery;
+
+/* How a part looks its ids up (in the source's memory). */
+struct EcpIdLookup
+{
+	IdQuery    *queries;		/* the task's query, or each of its queries */
+	int			nqueries;
+	char	   *shard_of;		/* task option shard_of (queries only), or NULL */
 	bool		bare;			/* no query: the ids go to a write service as
 								 * they are, and it assembles the documents */
 };
 
-static bool
-compared_in_own_type(Oid type)
+/*
+ * The statement of one query, as the owner inside SPI (the column types
+ * are the query's); the helpers read the query from a part's config.
+ */
+static void
+prepare_query(IdQuery *id_query, const EcpPartConfig *config, char *query, MemoryContext context)
 {
-	return type == INT2OID || type == INT4OID || type == INT8OID || type == UUIDOID;
+	EcpPartConfig as_read = *config;
+	Oid			key_type;
+
+	as_read.query = query;
+	ecp_source_column_types(&as_read, &key_type, &id_query->id_type);
+	id_query->select = MemoryContextStrdup(context,
+										   psprintf("SELECT (%s)" ECP_AS_TEXT ", (%s)" ECP_AS_TEXT ", " ECP_DOCUMENT_SQL "%s FROM (%s\n) AS " ECP_ROW_ALIAS,
+													ecp_source_column_ref(config->key_column),
+													ecp_source_column_ref(config->id_column),
+													ecp_source_write_columns(&as_read), query));
 }
 
 /*
- * Build the lookup query (as the owner: the column types are the
- * query's), in context.
+ * Build the lookup statements (as the owner: the column types are the
+ * queries'), in context.  A task of queries has each checked as the
+ * task's query is, and its shard_of too.
  */
 EcpIdLookup *
 ecp_ids_prepare(EcpPartConfig *config, MemoryContext context)
 {
 	MemoryContext back_to;
-	Oid			key_type;
-	char	   *write_columns;
 	EcpIdLookup *lookup = MemoryContextAllocZero(context, sizeof(EcpIdLookup));
 
-	lookup->bare = config->raw_query == NULL && config->write_service;
+	lookup->bare = config->raw_query == NULL && config->nqueries == 0 && config->write_service;
 	if (lookup->bare)
 		return lookup;
 	back_to = ecp_begin_as_owner(config);
-	if (config->query == NULL)
+	if (config->nqueries == 0 && config->query == NULL)
 		config->query = MemoryContextStrdup(TopMemoryContext,
 											ecp_checked_statement_text(config->raw_query));
 	SPI_connect();
-	ecp_source_column_types(config, &key_type, &lookup->id_type);
-	write_columns = ecp_source_write_columns(config);
-	lookup->select = MemoryContextStrdup(context, psprintf("SELECT (%s)" ECP_AS_TEXT ", (%s)" ECP_AS_TEXT ", " ECP_DOCUMENT_SQL "%s FROM (%s\n) AS " ECP_ROW_ALIAS,
-							 ecp_source_column_ref(config->key_column),
-							 ecp_source_column_ref(config->id_column),
-							 write_columns, config->query));
+	lookup->nqueries = Max(config->nqueries, 1);
+	lookup->queries = MemoryContextAllocZero(context, sizeof(IdQuery) * lookup->nqueries);
+	for (int q = 0; q < lookup->nqueries; q++)
+		prepare_query(&lookup->queries[q], config,
+					  config->nqueries > 0 ? ecp_checked_statement_text(config->queries[q]) : config->query,
+					  context);
+	if (config->nqueries > 0 && config->shard_of)
+	{
+		ecp_check_shard_of_expression(config->shard_of, lookup->queries[0].id_type);
+		lookup->shard_of = MemoryContextStrdup(context, config->shard_of);
+	}
 	SPI_finish();
 	ecp_commit_as_owner(back_to);
 	return lookup;
@@ -100,7 +137,7 @@ canonical_id(const char *id, Oid type)
 		}
 		return hex == 32 ? out.data : NULL;
 	}
-	if (!compared_in_own_type(type))
+	if (!ecp_id_compared_in_own_type(type))
 		return pstrdup(id);
 	errno = 0;
 	n = strtoll(id, &end, 10);
@@ -139,20 +176,20 @@ id_array(char **ids, int nids, Oid type)
 		appendStringInfoChar(&array, '"');
 	}
 	appendStringInfoChar(&array, '}');
-	if (compared_in_own_type(type))
+	if (ecp_id_compared_in_own_type(type))
 		return psprintf("%s::%s[]", quote_literal_cstr(array.data), ecp_qualified_type(type));
 	return psprintf("%s::pg_catalog.text[]", quote_literal_cstr(array.data));
 }
 
-/* The rows of the ids (canonical, sorted, distinct) into SPI_tuptable. */
+/* The rows of the ids (distinct, in the query's form) into SPI_tuptable. */
 static void
-select_rows(const EcpIdLookup *lookup, const EcpPartConfig *config, char **ids, int nids)
+select_rows(const IdQuery *id_query, const EcpPartConfig *config, char **ids, int nids)
 {
-	const char *compare = compared_in_own_type(lookup->id_type)
+	const char *compare = ecp_id_compared_in_own_type(id_query->id_type)
 		? ecp_source_column_ref(config->id_column)
 		: psprintf("(%s)" ECP_AS_TEXT, ecp_source_column_ref(config->id_column));
-	char	   *sql = psprintf("%s WHERE %s OPERATOR(pg_catalog.=) ANY (%s)", lookup->select, compare,
-							   id_array(ids, nids, lookup->id_type));
+	char	   *sql = psprintf("%s WHERE %s OPERATOR(pg_catalog.=) ANY (%s)", id_query->select, compare,
+							   id_array(ids, nids, id_query->id_type));
 
 	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "ecp: looking ids up through the query failed");
@@ -210,22 +247,251 @@ bare_ids(char **ids, int nids, EcpBatch *batch)
 	batch->ndocs = nids;
 }
 
+/* A wanted id as one query writes it: where it is in the batch's list. */
+typedef struct AskedId
+{
+	char	   *form;			/* canonical in the query's id type */
+	int			wanted;			/* index into the batch's wanted ids */
+} AskedId;
+
+static int
+compare_asked(const void *a, const void *b)
+{
+	return strcmp(((const AskedId *) a)->form, ((const AskedId *) b)->form);
+}
+
 /*
- * Look ids up as the owner: a document per row the query returns, then a
- * delete (delete_missing) or a count for each id it does not, all in
+ * What a batch's lookup found so far, in batch->context: the documents,
+ * and for each wanted id the first query (1..) that returned it (0: none
+ * yet); ids two queries returned are counted and the first few named.
+ */
+typedef struct Found
+{
+	EcpBatch   *batch;
+	int			capacity;		/* of batch->docs */
+	int		   *query_of;
+	bool	   *repeated;
+	int			nrepeated;
+	StringInfoData named;		/* a JSON array of {"id", "queries"} */
+} Found;
+
+static EcpDoc *
+new_doc(Found *found)
+{
+	EcpBatch   *batch = found->batch;
+
+	if (batch->ndocs == found->capacity)
+	{
+		found->capacity *= 2;
+		batch->docs = repalloc(batch->docs, sizeof(EcpDoc) * found->capacity);
+	}
+	memset(&batch->docs[batch->ndocs], 0, sizeof(EcpDoc));	/* repalloc does not zero */
+	return &batch->docs[batch->ndocs++];
+}
+
+/* Query q (1..) returned wanted id i. */
+static void
+mark_found(Found *found, int i, int q, char **wanted)
+{
+	if (found->query_of[i] == 0)
+		found->query_of[i] = q;
+	else if (found->query_of[i] != q && !found->repeated[i])
+	{
+		found->repeated[i] = true;
+		if (found->nrepeated++ < DUPLICATES_NAMED)
+		{
+			ecp_json_begin_object(&found->named);
+			ecp_json_key_string(&found->named, "id", wanted[i]);
+			ecp_json_key(&found->named, "queries");
+			ecp_json_begin_array(&found->named);
+			ecp_json_int(&found->named, found->query_of[i]);
+			ecp_json_int(&found->named, q);
+			ecp_json_end_array(&found->named);
+			ecp_json_end_object(&found->named);
+		}
+	}
+}
+
+/* The first of asked (sorted by form) whose form is form, or -1. */
+static int
+first_asked(const AskedId *asked, int nasked, const char *form)
+{
+	int			low = 0,
+				high = nasked;
+
+	while (low < high)
+	{
+		int			mid = low + (high - low) / 2;
+
+		if (strcmp(asked[mid].form, form) < 0)
+			low = mid + 1;
+		else
+			high = mid;
+	}
+	return low < nasked && strcmp(asked[low].form, form) == 0 ? low : -1;
+}
+
+/*
+ * The wanted ids query q (from 0) is asked for, in its id type, sorted by
+ * that form: all of them, or with shard_of those it holds.
+ */
+static int
+ids_for_query(const EcpIdLookup *lookup, int q, char **wanted, int nwanted,
+			  const int *holder, AskedId *asked)
+{
+	int			nasked = 0;
+
+	for (int i = 0; i < nwanted; i++)
+	{
+		char	   *form;
+
+		if (holder && holder[i] != q + 1)
+			continue;
+		form = canonical_id(wanted[i], lookup->queries[q].id_type);
+		if (form == NULL)
+			continue;
+		asked[nasked].form = form;
+		asked[nasked].wanted = i;
+		nasked++;
+	}
+	qsort(asked, nasked, sizeof(AskedId), compare_asked);
+	return nasked;
+}
+
+/*
+ * Look the ids up in query q (from 0): its rows become documents (in the
+ * batch's memory); what it takes to ask goes to scratch, which the caller
+ * resets after each query.
+ */
+static void
+look_up_in_query(const EcpIdLookup *lookup, int q, EcpPartConfig *config, char **wanted,
+				 int nwanted, const int *holder, Found *found, MemoryContext scratch)
+{
+	MemoryContext batch_context = found->batch->context;
+	AskedId    *asked;
+	char	  **forms;
+	int			nforms = 0;
+	int			nasked;
+
+	MemoryContextSwitchTo(scratch);
+	asked = palloc(sizeof(AskedId) * Max(nwanted, 1));
+	nasked = ids_for_query(lookup, q, wanted, nwanted, holder, asked);
+	if (nasked == 0)
+		return;					/* none of the batch is in this query */
+	forms = palloc(sizeof(char *) * nasked);
+	for (int a = 0; a < nasked; a++)
+		if (a == 0 || strcmp(asked[a].form, asked[a - 1].form) != 0)
+			forms[nforms++] = asked[a].form;
+	select_rows(&lookup->queries[q], config, forms, nforms);
+	MemoryContextSwitchTo(batch_context);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	row = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		EcpDoc	   *doc = new_doc(found);
+		int			a;
+
+		doc->key = text_or_null(row, desc, 1);
+		doc->id = text_or_null(row, desc, 2);
+		doc->json = text_or_null(row, desc, 3);
+		if (desc->natts >= 5)
+		{
+			doc->routing = text_or_null(row, desc, 4);
+			doc->version = text_or_null(row, desc, 5);
+		}
+		a = doc->id ? first_asked(asked, nasked, doc->id) : -1;
+		for (; a >= 0 && a < nasked && strcmp(asked[a].form, doc->id) == 0; a++)
+			mark_found(found, asked[a].wanted, q + 1, wanted);
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * With shard_of: the query (1..) of each wanted id, evaluated as the
+ * owner for the whole batch at once.  A number that is not one of the
+ * task's queries fails the run: looking the id up nowhere would make it
+ * missing, and delete_missing would delete a document that exists.
+ */
+static int *
+holders_of(const EcpIdLookup *lookup, EcpPartConfig *config, char **wanted, int nwanted,
+		   MemoryContext context)
+{
+	Oid			id_type = lookup->queries[0].id_type;
+	int		   *holder = MemoryContextAllocZero(context, sizeof(int) * Max(nwanted, 1));
+
+	if (SPI_execute(ecp_shard_of_sql(lookup->shard_of, id_array(wanted, nwanted, id_type)),
+					true, 0) != SPI_OK_SELECT || SPI_processed != (uint64) nwanted)
+		elog(ERROR, "ecp: evaluating option \"shard_of\" failed");
+	ecp_require_all_columns(SPI_tuptable->tupdesc, INT8OID, "option \"shard_of\"");
+	for (int i = 0; i < nwanted; i++)
+	{
+		bool		isnull;
+		int64		q = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+
+		if (isnull || q < 1 || q > lookup->nqueries)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("option \"shard_of\" of task \"%s\" gives %s for id \"%s\", not the number of one of its %d queries",
+							config->task_name, isnull ? "NULL" : psprintf(INT64_FORMAT, q),
+							wanted[i], lookup->nqueries),
+					 errhint("shard_of gives 1 for an id of queries[1], 2 for queries[2] and so on, e.g. \"(id %% 16) + 1\" when queries[1] reads the ids with id %% 16 = 0; fix it with UPDATE ecp.task SET options = ..., then ecp.resume the run.")));
+		holder[i] = (int) q;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return holder;
+}
+
+/* Every query (or each id's, with shard_of), as the owner. */
+static void
+look_up(const EcpIdLookup *lookup, EcpPartConfig *config, char **wanted, int nwanted, Found *found)
+{
+	MemoryContext back_to = ecp_begin_as_owner(config);
+	MemoryContext scratch = AllocSetContextCreate(found->batch->context, "ecp id lookup",
+												  ALLOCSET_DEFAULT_SIZES);
+	const int  *holder;
+
+	SPI_connect();
+	holder = lookup->shard_of ? holders_of(lookup, config, wanted, nwanted, found->batch->context) : NULL;
+	for (int q = 0; q < lookup->nqueries; q++)
+	{
+		look_up_in_query(lookup, q, config, wanted, nwanted, holder, found, scratch);
+		MemoryContextReset(scratch);
+	}
+	SPI_finish();
+	MemoryContextDelete(scratch);
+	ecp_commit_as_owner(back_to);
+	MemoryContextSwitchTo(found->batch->context);
+}
+
+/* A flow row: ids that more than one of the task's queries returned. */
+static void
+report_duplicates(EcpPartConfig *config, Found *found)
+{
+	StringInfoData content;
+
+	ecp_json_end_array(&found->named);
+	ecp_json_object_new(&content);
+	ecp_json_key_int(&content, "ids", found->nrepeated);
+	ecp_json_key_raw(&content, "first", found->named.data);
+	ecp_json_end_object(&content);
+	ecp_store_event(config, ECP_FLOW_DUPLICATE_IDS, content.data);
+	MemoryContextSwitchTo(found->batch->context);
+}
+
+/*
+ * Look ids up as the owner: a document per row the queries return, then
+ * a delete (delete_missing) or a count for each id they do not, all in
  * batch->context.
  */
 void
 ecp_ids_lookup(const EcpIdLookup *lookup, EcpPartConfig *config, char **ids, int nids,
 			   EcpBatch *batch)
 {
-	MemoryContext back_to;
 	MemoryContext old = MemoryContextSwitchTo(batch->context);
 	char	  **wanted;
-	bool	   *found;
 	int			unusable;
 	int			nwanted;
-	int			ndocs = 0;
+	Found		found;
 
 	if (lookup->bare)
 	{
@@ -234,58 +500,38 @@ ecp_ids_lookup(const EcpIdLookup *lookup, EcpPartConfig *config, char **ids, int
 		return;
 	}
 	wanted = palloc(sizeof(char *) * Max(nids, 1));
-	nwanted = canonical_ids(lookup->id_type, ids, nids, wanted, &unusable);
+	nwanted = canonical_ids(lookup->queries[0].id_type, ids, nids, wanted, &unusable);
 
-	found = palloc0(sizeof(bool) * Max(nwanted, 1));
-	batch->docs = palloc0(sizeof(EcpDoc) * Max(nids, 1) * 2);
+	memset(&found, 0, sizeof(found));
+	found.batch = batch;
+	found.capacity = Max(nids, 1) * 2;
+	found.query_of = palloc0(sizeof(int) * Max(nwanted, 1));
+	found.repeated = palloc0(sizeof(bool) * Max(nwanted, 1));
+	initStringInfo(&found.named);
+	ecp_json_begin_array(&found.named);
+	batch->docs = palloc0(sizeof(EcpDoc) * found.capacity);
+	batch->ndocs = 0;
 	if (nwanted > 0)
-	{
-		back_to = ecp_begin_as_owner(config);
-		SPI_connect();
-		select_rows(lookup, config, wanted, nwanted);
-		MemoryContextSwitchTo(batch->context);
-		if (SPI_processed > (uint64) nwanted * 2)
-			batch->docs = repalloc(batch->docs, sizeof(EcpDoc) * (SPI_processed + nwanted));
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			EcpDoc	   *doc = &batch->docs[ndocs++];
-			char	  **hit;
-
-			memset(doc, 0, sizeof(*doc));	/* repalloc does not zero */
-
-			doc->key = text_or_null(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-			doc->id = text_or_null(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-			doc->json = text_or_null(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
-			if (SPI_tuptable->tupdesc->natts >= 5)
-			{
-				doc->routing = text_or_null(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4);
-				doc->version = text_or_null(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 5);
-			}
-			hit = doc->id ? bsearch(&doc->id, wanted, nwanted, sizeof(char *), compare_strings) : NULL;
-			if (hit)
-				found[hit - wanted] = true;
-		}
-		SPI_finish();
-		ecp_commit_as_owner(back_to);
-		MemoryContextSwitchTo(batch->context);
-	}
+		look_up(lookup, config, wanted, nwanted, &found);
 	for (int i = 0; i < nwanted; i++)
 	{
-		if (found[i])
+		EcpDoc	   *doc;
+
+		if (found.query_of[i] != 0)
 			continue;
 		if (!config->delete_missing)
 		{
 			batch->missing++;
 			continue;
 		}
-		memset(&batch->docs[ndocs], 0, sizeof(EcpDoc));
-		batch->docs[ndocs].key = wanted[i];
-		batch->docs[ndocs].id = wanted[i];
-		batch->docs[ndocs].is_delete = true;
-		ndocs++;
+		doc = new_doc(&found);
+		doc->key = wanted[i];
+		doc->id = wanted[i];
+		doc->is_delete = true;
 	}
 	batch->missing += unusable;
-	batch->ndocs = ndocs;
+	if (found.nrepeated > 0)
+		report_duplicates(config, &found);
 	MemoryContextSwitchTo(old);
 }
 

@@ -123,6 +123,10 @@ typedef struct EcpPartConfig
 	int64		range_to;
 	int			query_no;		/* which of queries (1..), 0: query */
 	int64		ids_count;		/* ECP_PART_IDS: how many ids the run has */
+	char	  **queries;		/* ECP_PART_IDS of a task of queries: each
+								 * query, as stored (raw_query is NULL) */
+	int			nqueries;		/* ... how many, 0: the task has a query */
+	char	   *shard_of;		/* task option shard_of: the query of an id */
 	char	   *file;			/* ECP_PART_FILE: URL or path */
 	bool		ndjson;			/* ECP_PART_FILE: documents, else ids */
 	char	   *id_field;		/* ECP_PART_FILE, ndjson: the _id field */
@@ -351,7 +355,7 @@ extern void ecp_store_advance_watermark(EcpPartConfig *config);
 extern const EcpSourceOps ecp_query_source;
 extern void ecp_source_column_types(const EcpPartConfig *config, Oid *key_type, Oid *id_type);
 
-/* source_ids.c: the run's ids, looked up through the query */
+/* source_ids.c: the run's ids, looked up through the query (or queries) */
 extern const EcpSourceOps ecp_ids_source;
 typedef struct EcpIdLookup EcpIdLookup;
 extern EcpIdLookup *ecp_ids_prepare(EcpPartConfig *config, MemoryContext context);
@@ -450,6 +454,7 @@ extern const char *ecp_config_required(const char *value, const char *what, cons
 extern int	ecp_config_int(const char *value, const char *option, int fallback, int min, int max);
 extern bool ecp_config_bool(const char *value, const char *option, bool fallback);
 extern int64 ecp_config_int64(const char *value, const char *what);
+extern char **ecp_config_queries(Datum array, const char *task_name, int *nqueries);
 extern const char *ecp_config_word(const char *value, const char *option,
 								   const char *const *words);
 extern int	ecp_option_int(const char *kind, const char *name, const char *value);
