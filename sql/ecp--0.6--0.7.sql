@@ -787,6 +787,28 @@ BEGIN
     END LOOP;
 END $$;
 REVOKE EXECUTE ON FUNCTION ecp._watch_followers() FROM PUBLIC;
+CREATE OR REPLACE FUNCTION ecp._on_run_state() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.state = 'running' AND OLD.state IN ('paused', 'failed') THEN
+        UPDATE ecp.part SET state = 'pending', recoveries = 0, last_error = NULL,
+                            retry_attempt = NULL, retry_at = NULL, retry_error = NULL, retry_class = NULL
+         WHERE run_id = NEW.id AND state IN ('failed', 'running');
+        IF NOT EXISTS (SELECT 1 FROM ecp.part WHERE run_id = NEW.id AND state <> 'done') THEN
+            UPDATE ecp.run SET state = 'succeeded', finished_at = now() WHERE id = NEW.id;
+        END IF;
+        PERFORM ecp._wake_launcher_at_commit();
+    ELSIF NEW.state IN ('paused', 'cancelled') THEN
+        PERFORM ecp._signal_run_at_commit(NEW.id);
+    END IF;
+    -- a cancelled follow run cannot go on: its task is unfollowed (slot,
+    -- publication, triggers and queue dropped), as ecp.unfollow does
+    IF NEW.state = 'cancelled' AND NEW.action = 'follow' THEN
+        DELETE FROM ecp.follower WHERE run_id = NEW.id;
+    END IF;
+    RETURN NEW;
+END $$;
+
 -- (follow section end)
 
 -- ---------------------------------------------------------------------------

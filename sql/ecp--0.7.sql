@@ -1366,7 +1366,7 @@ END $$;
 -- Trigger on_state, as ecp: a resumed run's parts go on from their
 -- checkpoints (a run whose parts are all done is finished: a pause that
 -- raced its last checkpoint), a paused or cancelled run's workers are told
--- to stop.
+-- to stop, a cancelled follow run unfollows its task.
 CREATE FUNCTION ecp._on_run_state() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -1380,6 +1380,11 @@ BEGIN
         PERFORM ecp._wake_launcher_at_commit();
     ELSIF NEW.state IN ('paused', 'cancelled') THEN
         PERFORM ecp._signal_run_at_commit(NEW.id);
+    END IF;
+    -- a cancelled follow run cannot go on: its task is unfollowed (slot,
+    -- publication, triggers and queue dropped), as ecp.unfollow does
+    IF NEW.state = 'cancelled' AND NEW.action = 'follow' THEN
+        DELETE FROM ecp.follower WHERE run_id = NEW.id;
     END IF;
     RETURN NEW;
 END $$;
