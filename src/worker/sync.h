@@ -472,6 +472,7 @@ extern void ecp_store_finish(EcpPartConfig *config, int64 null_keys);
 extern void ecp_store_fail(EcpPartConfig *config, const char *error);
 extern EcpRunState ecp_store_run_state(EcpPartConfig *config);
 extern void ecp_store_heartbeat(EcpPartConfig *config);
+extern void ecp_store_refresh_dual_index(EcpPartConfig *config);
 extern void ecp_store_release(EcpPartConfig *config);
 extern void ecp_store_retrying(EcpPartConfig *config, int attempt, long wait_ms,
 							   const char *error, const char *retry_class,
