@@ -3378,9 +3378,10 @@ BEGIN
         RAISE EXCEPTION 'task "%" reads %: mode % cannot follow it', t.name,
               CASE WHEN t.queries IS NOT NULL THEN 'queries (shards)' ELSE 'foreign table ' || foreign_tables END, chosen
               USING ERRCODE = 'feature_not_supported',
-                    HINT = CASE WHEN t.options ? 'since_column'
-                                THEN 'Changes of a foreign table are neither decoded nor seen by triggers: follow it in mode poll (mode => NULL or ''poll'').'
-                                ELSE 'Changes of a foreign table are neither decoded nor seen by triggers: set option since_column (a column that grows with every change, e.g. updated_at), then ecp.follow polls.' END;
+                    HINT = CASE WHEN t.queries IS NOT NULL THEN 'A task of queries is followed in mode poll'
+                                ELSE 'Changes of a foreign table are neither decoded nor seen by triggers: it is followed in mode poll' END
+                           || CASE WHEN t.options ? 'since_column' THEN ' (mode => NULL or ''poll'').'
+                                   ELSE ', which needs option since_column (a column that grows with every change, e.g. updated_at).' END;
     ELSIF poll_interval IS NOT NULL THEN
         RAISE EXCEPTION 'poll_interval goes with mode poll, not with mode %', chosen
               USING ERRCODE = 'invalid_parameter_value',
@@ -3444,7 +3445,7 @@ BEGIN
     UPDATE ecp.follower f SET run_id = run_id WHERE f.task_id = t.id;
     PERFORM ecp._flow_event(run_id, 'follow',
                             jsonb_build_object('mode', 'poll', 'backfill', backfill,
-                                               'poll_interval', ecp._check_poll_interval(poll_interval)::text,
+                                               'poll_seconds', extract(epoch FROM ecp._check_poll_interval(poll_interval))::float8,
                                                'since_column', t.options->>'since_column'));
     PERFORM set_config('ecp.acting_role', '', true);
     RETURN run_id;

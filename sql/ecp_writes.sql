@@ -375,7 +375,7 @@ SELECT task, mode, state, run = :poll_run AS first_run, lag_bytes, lag_seconds, 
 SELECT state, action, operator = session_user AS by_caller, only_ids FROM ecp.run WHERE id = :poll_run;
 SELECT name, watermark FROM ecp.tasks WHERE name = 'since_shards';
 SELECT content - 'since_column' AS follow_flow FROM ecp.flow WHERE run_id = :poll_run AND action = 'follow';
-SELECT ecp.follow('since_shards');
+SELECT ecp.follow('since_shards') = :poll_run AS same_run;
 -- unfollow cancels the poll run in progress
 SELECT ecp.unfollow('since_shards');
 SELECT state FROM ecp.run WHERE id = :poll_run;
