@@ -88,16 +88,17 @@ sub doc
 }
 
 # True when no run of $task starts until the database's clock is
-# $intervals poll intervals past $since (a timestamptz expression): the
-# run count is read again and again meanwhile.  Bounded by 60 s.
+# $intervals poll intervals past $since (a timestamptz expression, read
+# once): the run count is read again and again meanwhile.  Bounded by 60 s.
 sub no_new_run_until
 {
 	my ($task, $since, $intervals) = @_;
 	my $before = runs($task);
+	my $until = q1("SELECT ($since) + interval '1 second' * $INTERVAL * $intervals");
 	my $changed = 0;
 	my $over = EcpFollow::until_true(sub {
 		$changed = 1 if runs($task) ne $before;
-		return $changed || q1("SELECT clock_timestamp() > ($since) + interval '$intervals seconds' * $INTERVAL") eq 't';
+		return $changed || q1("SELECT clock_timestamp() > '$until'::timestamptz") eq 't';
 	}, 60);
 	$changed = 1 if runs($task) ne $before;
 	diag("runs of $task: $before, then " . runs($task)) if $changed;
