@@ -195,7 +195,7 @@ flush_keys(PeekPass *pass)
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (SPI_execute_with_args("INSERT INTO ecp.follow_queue (task_id, relid, key, committed_at, owner) "
 							  "SELECT $1, c.relid, c.key, c.at, f.owner "
-							  "  FROM pg_catalog.unnest($2, $3, $4) AS c(relid, key, at), "
+							  "  FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3), pg_catalog.unnest($4)) AS c(relid, key, at), "
 							  "       ecp.follower f WHERE f.task_id = $1",
 							  4, types, values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "ecp: storing decoded changes failed");
