@@ -369,22 +369,31 @@ peek_and_store(PeekPass *pass, XLogRecPtr flush)
 	portal = SPI_cursor_open(NULL, plan, values, NULL, true);
 	for (;;)
 	{
+		SPITupleTable *fetched;
+		uint64		nfetched;
+
 		SPI_cursor_fetch(portal, true, PEEK_FETCH);
 		if (SPI_processed == 0)
 			break;
-		ecp_require_column_type(SPI_tuptable->tupdesc, 1, BYTEAOID, "a peek of the slot");
-		for (uint64 i = 0; i < SPI_processed; i++)
+		/* storing keys runs an INSERT, which replaces SPI_tuptable */
+		fetched = SPI_tuptable;
+		nfetched = SPI_processed;
+		ecp_require_column_type(fetched->tupdesc, 1, BYTEAOID, "a peek of the slot");
+		for (uint64 i = 0; i < nfetched; i++)
 		{
 			bool		isnull;
-			bytea	   *data = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[i],
-															  SPI_tuptable->tupdesc, 1, &isnull));
+			Datum		value = SPI_getbinval(fetched->vals[i], fetched->tupdesc, 1, &isnull);
 
 			if (!isnull)
+			{
+				bytea	   *data = DatumGetByteaPP(value);
+
 				read_message(pass, (const unsigned char *) VARDATA_ANY(data),
 							 VARSIZE_ANY_EXHDR(data), message);
+			}
 			pass->rows++;
 		}
-		SPI_freetuptable(SPI_tuptable);
+		SPI_freetuptable(fetched);
 	}
 	SPI_cursor_close(portal);
 	flush_keys(pass);
