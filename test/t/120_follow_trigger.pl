@@ -30,6 +30,8 @@ $node->safe_psql('postgres',
 	"SELECT ecp.create_task('shop', 'esd', 'shop', query => \$q\$$EcpFollow::QUERY\$q\$, options => '$EcpFollow::OPTIONS')");
 
 # --- follow with a backfill, writes during it ----------------------------------
+# a rate limit keeps the backfill busy for seconds, so writes land during it
+$node->safe_psql('postgres', "SELECT ecp.set_rate('shop', 10000)");
 my ($rc, $out, $err) = $node->psql('postgres', "SELECT ecp.follow('shop')");
 is($rc, 0, 'ecp.follow succeeds');
 like($err, qr/task "shop" is followed in mode trigger .*statement triggers on public\.categories, public\.products/,
@@ -46,6 +48,8 @@ for my $round (1 .. 3)
 {
 	EcpFollow::change_shop($node, $round, 300, 300, 30);
 }
+is(EcpFollow::follower_state($node, 'shop'), 'backfilling', 'the writes landed while the backfill ran');
+$node->safe_psql('postgres', "SELECT ecp.set_rate('shop', 0)");
 ok(EcpFollow::until_true(sub { EcpFollow::follower_state($node, 'shop') eq 'following' }, 120),
 	'the follower follows once the backfill is done');
 is(EcpFollow::wait_equal($node, $es, 'shop', 'shop'), '0 0 0',

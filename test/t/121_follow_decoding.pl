@@ -37,10 +37,14 @@ sub slots { return $node->safe_psql('postgres', q{SELECT count(*) FROM pg_replic
 sub publications { return $node->safe_psql('postgres', q{SELECT count(*) FROM pg_publication WHERE pubname LIKE 'ecp_%'}) }
 
 # --- follow: slot first, then the backfill, writes during it -------------------
+# a rate limit keeps the backfill busy for seconds, so writes land during it
+$node->safe_psql('postgres', "SELECT ecp.set_rate('shop', 10000)");
 my ($rc, $run, $err) = $node->psql('postgres', "SELECT ecp.follow('shop')");
 is($rc, 0, 'ecp.follow succeeds');
 like($err, qr/followed in mode decoding .*slot ecp_follow_$task_id/, 'the NOTICE names mode decoding and the slot');
 EcpFollow::change_shop($node, 1, 300, 300, 30);
+is(EcpFollow::follower_state($node, 'shop'), 'backfilling', 'the writes landed while the backfill ran');
+$node->safe_psql('postgres', "SELECT ecp.set_rate('shop', 0)");
 ok(EcpFollow::until_true(sub { EcpFollow::follower_state($node, 'shop') eq 'following' }, 120),
 	'the follower follows once the backfill is done');
 is(slots(), '1', 'one replication slot');
@@ -132,6 +136,10 @@ isnt($rc, 0, 'bob cannot pause alice\'s follower');
 ($rc, undef, $err) = $node->psql('postgres', "SET ROLE bob; SELECT ecp._follow_create(" .
 	$node->safe_psql('postgres', "SELECT id FROM ecp.task WHERE name = 'alice_shop'") . ", 'decoding', false, '[]')");
 like($err, qr/is not yours/, 'bob cannot call the internal function for alice\'s task');
+$node->safe_psql('postgres', 'CREATE TABLE public.bobs (id int); ALTER TABLE public.bobs OWNER TO bob');
+($rc, undef, $err) = $node->psql('postgres', "SET ROLE bob; CREATE TRIGGER t AFTER INSERT ON public.bobs "
+	. "REFERENCING NEW TABLE AS ecp_new FOR EACH STATEMENT EXECUTE FUNCTION ecp._follow_enqueue('$task_id')");
+like($err, qr/permission denied for function _follow_enqueue/, 'bob cannot fire ecp\'s queue trigger from a table of his');
 $node->safe_psql('postgres', 'REVOKE SELECT ON public.categories FROM alice');
 ($rc, undef, $err) = $node->psql('postgres', "SET ROLE alice; SELECT ecp.unfollow('alice_shop'); SELECT ecp.follow('alice_shop', backfill => false)");
 like($err, qr/permission denied for table categories|may not read table/, 'alice cannot follow once she cannot read a table');
