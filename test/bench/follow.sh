@@ -36,16 +36,17 @@
 # for the others (PUT /_esd/config {"discard": ...}).
 # Usage: test/bench/follow.sh [rows] [rate] [seconds]
 #   rows (1000000), changes per second (1000), seconds of load (30);
-#   ECP_BENCH_COST_SECONDS (3), ECP_BENCH_COST_ROUNDS (3) and
-#   ECP_BENCH_BATCHES (10) size the write-cost runs.
+#   ECP_BENCH_COST_SECONDS (2), ECP_BENCH_COST_ROUNDS (4: even, so each
+#   table goes first as often) and ECP_BENCH_BATCHES (10) size the
+#   write-cost runs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 rows=${1:-1000000}
 rate=${2:-1000}
 secs=${3:-30}
-cost_secs=${ECP_BENCH_COST_SECONDS:-3}
-cost_rounds=${ECP_BENCH_COST_ROUNDS:-3}
+cost_secs=${ECP_BENCH_COST_SECONDS:-2}
+cost_rounds=${ECP_BENCH_COST_ROUNDS:-4}
 batch_count=${ECP_BENCH_BATCHES:-10}
 batch_rows=10000
 poll_ms=5
