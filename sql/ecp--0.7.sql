@@ -1366,7 +1366,7 @@ END $$;
 -- Trigger on_state, as ecp: a resumed run's parts go on from their
 -- checkpoints (a run whose parts are all done is finished: a pause that
 -- raced its last checkpoint), a paused or cancelled run's workers are told
--- to stop.
+-- to stop, a cancelled follow run unfollows its task.
 CREATE FUNCTION ecp._on_run_state() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -1380,6 +1380,11 @@ BEGIN
         PERFORM ecp._wake_launcher_at_commit();
     ELSIF NEW.state IN ('paused', 'cancelled') THEN
         PERFORM ecp._signal_run_at_commit(NEW.id);
+    END IF;
+    -- a cancelled follow run cannot go on: its task is unfollowed (slot,
+    -- publication, triggers and queue dropped), as ecp.unfollow does
+    IF NEW.state = 'cancelled' AND NEW.action = 'follow' THEN
+        DELETE FROM ecp.follower WHERE run_id = NEW.id;
     END IF;
     RETURN NEW;
 END $$;
@@ -2455,12 +2460,14 @@ COMMENT ON FUNCTION ecp.unschedule(text) IS
 -- ===========================================================================
 -- A followed task (ecp.follow): its capture mode, the run whose follower
 -- part applies the changes, and for decoding its slot and publication
--- (named ecp_follow_<task id>, owned by the extension's owner).  Not
--- dumped: a restored follower would have no slot or triggers; follow again.
+-- (named ecp_follow_<task id>, owned by the extension's owner); in mode
+-- poll, its latest poll run (a full run the launcher starts every
+-- poll_interval: section "Following by polling").  Not dumped: a
+-- restored follower would have no slot or triggers; follow again.
 CREATE TABLE ecp.follower (
     task_id          bigint PRIMARY KEY REFERENCES ecp.task(id) ON DELETE CASCADE,
     run_id           bigint REFERENCES ecp.run(id) ON DELETE SET NULL,
-    mode             text NOT NULL CHECK (mode IN ('decoding', 'trigger')),
+    mode             text NOT NULL CHECK (mode IN ('decoding', 'trigger', 'poll')),
     backfill         boolean NOT NULL,
     slot_name        text,
     publication_name text,
@@ -2470,11 +2477,15 @@ CREATE TABLE ecp.follower (
     last_applied_at  timestamptz,
     wal_alerted_at   timestamptz,
     owner            regrole NOT NULL,
-    created_at       timestamptz NOT NULL DEFAULT now()
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    poll_interval    interval,
+    polled_at        timestamptz
 );
 COMMENT ON TABLE ecp.follower IS 'a followed task: capture mode, its follow run, its slot and publication (decoding)';
 COMMENT ON COLUMN ecp.follower.consistent_lsn IS 'decoding: where the slot began (changes committed after it are followed)';
 COMMENT ON COLUMN ecp.follower.confirmed_lsn IS 'decoding: the slot position ecp last confirmed (changes before it are in the queue or applied)';
+COMMENT ON COLUMN ecp.follower.poll_interval IS 'poll: how long after its last poll run finished the launcher starts the next';
+COMMENT ON COLUMN ecp.follower.polled_at IS 'poll: when the last successful poll run before run_id started (a change before it, less since_overlap, is in the index)';
 ALTER TABLE ecp.follower ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_only ON ecp.follower USING (pg_has_role(owner, 'MEMBER'));
 
@@ -2721,7 +2732,8 @@ END $$;
 -- The follower's tables and mode, created as the extension's owner after
 -- ecp.follow checked them as the caller: checked again here for what the
 -- caller could have changed (a role may call this directly).
-CREATE FUNCTION ecp._follow_create(task_id bigint, mode text, backfill boolean, tables jsonb)
+CREATE FUNCTION ecp._follow_create(task_id bigint, mode text, backfill boolean, tables jsonb,
+                                   poll_interval interval DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
@@ -2740,7 +2752,7 @@ BEGIN
     IF NOT FOUND OR NOT pg_has_role(session_user, t.owner, 'MEMBER') THEN
         RAISE EXCEPTION 'task % is not yours', task_id USING ERRCODE = 'insufficient_privilege';
     END IF;
-    IF mode NOT IN ('decoding', 'trigger') THEN
+    IF mode NOT IN ('decoding', 'trigger', 'poll') THEN
         RAISE EXCEPTION 'unknown follow mode "%"', mode USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF mode = 'decoding' AND current_setting('wal_level') <> 'logical' THEN
@@ -2753,6 +2765,9 @@ BEGIN
         RAISE EXCEPTION 'role % follows % tasks already, the most ecp.max_followers_per_role allows', t.owner, followed
               USING ERRCODE = 'configuration_limit_exceeded',
                     HINT = 'ecp.unfollow a task first, or ask an administrator to raise ecp.max_followers_per_role.';
+    END IF;
+    IF mode = 'poll' THEN
+        RETURN ecp._follow_poll_create(t, backfill, poll_interval, operator);
     END IF;
     IF mode = 'decoding' AND (SELECT count(*) FROM ecp.follower f WHERE f.mode = 'decoding')
                              >= current_setting('ecp.max_follow_slots')::integer THEN
@@ -2771,7 +2786,7 @@ BEGIN
                           AND c.relpersistence = 'p') THEN
             RAISE EXCEPTION 'relation % cannot be followed: only permanent tables can', tb.relid::regclass
                   USING ERRCODE = 'wrong_object_type',
-                        HINT = 'Views are followed through their tables; foreign, unlogged and temporary tables cannot be followed (for a foreign table, use option since_column and a schedule).';
+                        HINT = 'Views are followed through their tables; unlogged and temporary tables cannot be followed; a foreign table is followed in mode poll (option since_column).';
         END IF;
         IF NOT has_table_privilege(t.owner, tb.relid, 'SELECT') THEN
             RAISE EXCEPTION 'role % may not read table %', t.owner, tb.relid::regclass
@@ -2832,7 +2847,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
       FROM pg_class c WHERE c.oid = relid
 $$;
 
-CREATE FUNCTION ecp.follow(task text, backfill boolean DEFAULT true, mode text DEFAULT NULL)
+CREATE FUNCTION ecp.follow(task text, backfill boolean DEFAULT true, mode text DEFAULT NULL,
+                           poll_interval interval DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
@@ -2852,20 +2868,19 @@ BEGIN
               USING HINT = 'SELECT * FROM ecp.followers shows it; ecp.unfollow stops it.';
         RETURN (SELECT f.run_id FROM ecp.follower f WHERE f.task_id = t.id);
     END IF;
-    IF t.query IS NULL THEN
-        RAISE EXCEPTION 'task "%" has no query: only a task of one query can be followed', t.name
+    IF t.query IS NULL AND t.queries IS NULL THEN
+        RAISE EXCEPTION 'task "%" has no query: only a task of a query or of queries can be followed', t.name
               USING ERRCODE = 'feature_not_supported',
-                    HINT = CASE WHEN t.queries IS NOT NULL
-                                THEN 'Shards behind mysql_fdw are followed with option since_column and a schedule (ecp.schedule).'
-                                ELSE 'Create a task with query => ''SELECT ...''.' END;
+                    HINT = 'Create a task with query => ''SELECT ...''.';
     END IF;
     IF coalesce(t.options->>'op', 'index') <> 'index' OR t.options->>'mode' = 'alias_swap' THEN
         RAISE EXCEPTION 'task "%": a follower indexes and deletes documents, so it needs op index and mode direct', t.name
               USING ERRCODE = 'feature_not_supported',
                     HINT = 'A task of mode alias_swap: follow a task of mode direct on the same alias (it writes to both indices while a migration loads).';
     END IF;
-    IF chosen IS NULL THEN
-        chosen := CASE WHEN current_setting('wal_level') = 'logical' THEN 'decoding' ELSE 'trigger' END;
+    chosen := ecp._follow_mode(t, mode, poll_interval);
+    IF chosen = 'poll' THEN
+        RETURN ecp._follow_poll(t, coalesce(backfill, true), poll_interval);
     END IF;
     SELECT coalesce(jsonb_agg(jsonb_build_object('relid', p.relid, 'key_column', p.key_column,
                                                  'ids_query', p.ids_query)), '[]')
@@ -2880,8 +2895,8 @@ BEGIN
                             ELSE 'SELECT * FROM ecp.followers shows it.' END;
     RETURN run_id;
 END $$;
-COMMENT ON FUNCTION ecp.follow(text, boolean, text) IS
-  'keep the task''s index equal to its source: capture changes (decoding, or triggers), backfill => true loads everything first; returns the follow run';
+COMMENT ON FUNCTION ecp.follow(text, boolean, text, interval) IS
+  'keep the task''s index equal to its source: capture changes (decoding, or triggers), or poll with since_column every poll_interval (mode poll: foreign tables, queries), backfill => true loads everything first; returns the follow run (poll: the first poll run)';
 
 CREATE FUNCTION ecp.unfollow(task text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -2918,13 +2933,17 @@ BEGIN
     PERFORM set_config('ecp.acting_role', '', true);
 END $$;
 COMMENT ON FUNCTION ecp.unfollow(text) IS
-  'stop following a task: its follow run is cancelled, its triggers, publication and replication slot dropped';
+  'stop following a task: its follow run (poll: a poll run in progress) is cancelled, its triggers, publication and replication slot dropped';
 
 -- One row per followed task.
 CREATE VIEW ecp.followers WITH (security_invoker = true) AS
 SELECT t.name AS task,
        f.mode,
-       CASE WHEN r.state IS NULL THEN 'stopped'
+       CASE WHEN f.mode = 'poll' AND r.state IN ('paused', 'failed') THEN r.state
+            WHEN f.mode = 'poll' AND NOT t.options ? 'since_column' THEN 'stopped'
+            WHEN f.mode = 'poll' AND r.state IN ('pending', 'running') AND f.backfill AND f.polled_at IS NULL THEN 'backfilling'
+            WHEN f.mode = 'poll' THEN 'following'
+            WHEN r.state IS NULL THEN 'stopped'
             WHEN r.state IN ('pending', 'running') AND fp.state = 'running' THEN 'following'
             WHEN r.state IN ('pending', 'running') AND EXISTS (SELECT 1 FROM ecp.part lp WHERE lp.run_id = r.id AND lp.stage = 1 AND lp.state <> 'done') THEN 'backfilling'
             WHEN r.state IN ('pending', 'running') THEN 'starting'
@@ -2932,23 +2951,31 @@ SELECT t.name AS task,
        f.run_id AS run,
        CASE WHEN f.mode = 'decoding'
             THEN pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint END AS lag_bytes,
-       round(extract(epoch FROM now() - q.oldest)::numeric, 1) AS lag_seconds,
-       coalesce(fp.processed + fp.deleted, 0) AS changes_applied,
+       round(extract(epoch FROM now() - CASE WHEN f.mode <> 'poll' THEN q.oldest
+                                             WHEN r.state = 'succeeded' THEN r.started_at
+                                             ELSE f.polled_at END)::numeric, 1) AS lag_seconds,
+       CASE WHEN f.mode = 'poll' THEN f.changes_applied + coalesce(pr.applied, 0)
+            ELSE coalesce(fp.processed + fp.deleted, 0) END AS changes_applied,
        coalesce(q.queued, 0) AS queue_length,
-       f.last_applied_at,
+       CASE WHEN f.mode = 'poll' AND r.state = 'succeeded' THEN r.finished_at ELSE f.last_applied_at END AS last_applied_at,
        CASE WHEN f.mode = 'decoding' THEN pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint END AS retained_wal_bytes,
        s.wal_status,
        coalesce(r.last_error, fp.retry_error) AS last_error,
        (SELECT string_agg(ft.table_name, ', ' ORDER BY ft.table_name) FROM ecp.follow_table ft WHERE ft.task_id = f.task_id) AS tables,
-       f.slot_name
+       f.slot_name,
+       CASE WHEN f.mode = 'poll' AND r.id IS NULL THEN now()
+            WHEN f.mode = 'poll' AND r.state IN ('succeeded', 'cancelled') THEN r.finished_at + f.poll_interval
+       END AS next_poll_at
   FROM ecp.follower f
   JOIN ecp.task t ON t.id = f.task_id
   LEFT JOIN ecp.run r ON r.id = f.run_id
   LEFT JOIN ecp.part fp ON fp.run_id = f.run_id AND fp.part_no = -2
   LEFT JOIN pg_replication_slots s ON s.slot_name = f.slot_name
   LEFT JOIN LATERAL (SELECT count(*) AS queued, min(fq.committed_at) AS oldest
-                       FROM ecp.follow_queue fq WHERE fq.task_id = f.task_id) q ON true;
-COMMENT ON VIEW ecp.followers IS 'followed tasks: mode, state, lag, queue, changes applied';
+                       FROM ecp.follow_queue fq WHERE fq.task_id = f.task_id) q ON true
+  LEFT JOIN LATERAL (SELECT sum(pp.processed + pp.deleted) AS applied
+                       FROM ecp.part pp WHERE pp.run_id = f.run_id AND f.mode = 'poll') pr ON true;
+COMMENT ON VIEW ecp.followers IS 'followed tasks: mode, state, lag, queue, changes applied (mode poll: documents sent by all of its poll runs, the overlap''s again each time; lag: since its last successful poll run started; next_poll_at)';
 
 GRANT SELECT ON ecp.follower, ecp.follow_table, ecp.follow_queue, ecp.followers TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION ecp._follow_cleanup(ecp.follower) FROM PUBLIC;
@@ -3293,3 +3320,194 @@ SELECT t.id, t.name, c.name AS consumer, t.index_name AS index, t.query, t.optio
 COMMENT ON VIEW ecp.tasks IS 'task definitions, and the watermark of a task with since_column';
 GRANT SELECT ON ecp.tasks TO PUBLIC;
 -- (since_column section end)
+
+-- ===========================================================================
+-- Following by polling (0.7): ecp.follow in mode poll
+-- ===========================================================================
+-- A task with since_column whose source is a foreign table (mysql_fdw) or
+-- a task of queries has no WAL to decode and no table to put triggers on:
+-- its follower polls.  The launcher starts an ordinary full run of the
+-- task every poll_interval (ecp._poll_followers, at every pass); since_column
+-- makes each run read only what changed since the last successful one,
+-- and the trigger watermark moves the watermark when it succeeds.  The
+-- follower's run_id is its latest poll run; a paused or failed poll run
+-- stops the polling until it is resumed and succeeds (never a loop of
+-- failing runs).  Deletes in the source are not seen.
+
+-- poll_interval, checked: from 1 second (the launcher's pass) to 1 day;
+-- NULL is the default, 1 minute.
+CREATE FUNCTION ecp._check_poll_interval(poll_interval interval) RETURNS interval
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF poll_interval IS NULL THEN
+        RETURN interval '1 minute';
+    END IF;
+    IF poll_interval < interval '1 second' OR poll_interval > interval '1 day' THEN
+        RAISE EXCEPTION 'poll_interval % is out of range', poll_interval
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'A follower polls at most every second and at least once a day: give an interval from ''1 second'' to ''1 day'' (default ''1 minute'').';
+    END IF;
+    RETURN poll_interval;
+END $$;
+
+-- The mode ecp.follow follows a task in: the one asked for, checked, or
+-- poll for a task with since_column that reads a foreign table or is a
+-- task of queries, else decoding (wal_level logical) or trigger.  The
+-- task's tables are read as the caller, under its search_path.
+CREATE FUNCTION ecp._follow_mode(t ecp.task, mode text, poll_interval interval) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    chosen text := mode;
+    foreign_tables text;
+BEGIN
+    IF mode IS NOT NULL AND mode NOT IN ('decoding', 'trigger', 'poll') THEN
+        RAISE EXCEPTION 'unknown follow mode "%"', mode
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'mode is decoding, trigger or poll; NULL picks one.';
+    END IF;
+    IF t.queries IS NULL THEN
+        SELECT string_agg(q.relid::regclass::text, ', ' ORDER BY q.relid::regclass::text) INTO foreign_tables
+          FROM ecp._query_tables(t.query, t.search_path, coalesce(t.options->>'id_column', 'id')) q
+         WHERE q.relkind = 'f';
+    END IF;
+    IF chosen IS NULL THEN
+        chosen := CASE WHEN t.options ? 'since_column' AND (t.queries IS NOT NULL OR foreign_tables IS NOT NULL) THEN 'poll'
+                       WHEN current_setting('wal_level') = 'logical' THEN 'decoding'
+                       ELSE 'trigger' END;
+    END IF;
+    IF chosen = 'poll' THEN
+        PERFORM ecp._check_poll_interval(poll_interval);
+        PERFORM ecp._check_pollable(t);
+    ELSIF t.queries IS NOT NULL OR foreign_tables IS NOT NULL THEN
+        RAISE EXCEPTION 'task "%" reads %: mode % cannot follow it', t.name,
+              CASE WHEN t.queries IS NOT NULL THEN 'queries (shards)' ELSE 'foreign table ' || foreign_tables END, chosen
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = CASE WHEN t.queries IS NOT NULL THEN 'A task of queries is followed in mode poll'
+                                ELSE 'Changes of a foreign table are neither decoded nor seen by triggers: it is followed in mode poll' END
+                           || CASE WHEN t.options ? 'since_column' THEN ' (mode => NULL or ''poll'').'
+                                   ELSE ', which needs option since_column (a column that grows with every change, e.g. updated_at).' END;
+    ELSIF poll_interval IS NOT NULL THEN
+        RAISE EXCEPTION 'poll_interval goes with mode poll, not with mode %', chosen
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Mode poll is for a task with option since_column (mode => ''poll''); leave poll_interval out otherwise.';
+    END IF;
+    RETURN chosen;
+END $$;
+
+-- What a task needs to be followed in mode poll: since_column (each poll
+-- reads what changed) and no option ids (a run over ids ignores it).
+CREATE FUNCTION ecp._check_pollable(t ecp.task) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT t.options ? 'since_column' THEN
+        RAISE EXCEPTION 'task "%" has no option since_column: mode poll cannot tell what changed', t.name
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = format('Name a column that grows with every change of a row, e.g. UPDATE ecp.task SET options = options || ''{"since_column": "updated_at"}'' WHERE name = %L; a local table is followed in mode decoding or trigger.', t.name);
+    END IF;
+    IF t.ids IS NOT NULL THEN
+        RAISE EXCEPTION 'task "%" runs over its option ids: mode poll cannot follow it', t.name
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'Each poll is a full run of the task; follow a task without ids.';
+    END IF;
+END $$;
+
+-- ecp.follow in mode poll, as the caller: the follower and its first
+-- poll run (ecp._follow_create checks again, as ecp), a NOTICE.
+CREATE FUNCTION ecp._follow_poll(t ecp.task, backfill boolean, poll_interval interval) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    run_id bigint;
+BEGIN
+    run_id := ecp._follow_create(t.id, 'poll', backfill, '[]', poll_interval);
+    RAISE NOTICE 'task "%" is followed in mode poll (run %): a run every % reads the rows whose "%" moved%', t.name, run_id,
+          ecp._check_poll_interval(poll_interval), t.options->>'since_column',
+          CASE WHEN backfill THEN '; this first one reads them all' ELSE '' END
+          USING HINT = 'Deletes in the source are not seen by polling. SELECT * FROM ecp.followers shows the follower.';
+    RETURN run_id;
+END $$;
+
+-- The follower of mode poll, as ecp (called by ecp._follow_create once the
+-- caller's right to the task and ecp.max_followers_per_role are checked):
+-- its row, and its first poll run at once, started for the caller.  With
+-- backfill the task's watermark is forgotten, so that run reads the whole
+-- source; without, it reads from the watermark (all of it if none).
+CREATE FUNCTION ecp._follow_poll_create(t ecp.task, backfill boolean, poll_interval interval, operator text)
+RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    run_id bigint;
+BEGIN
+    PERFORM ecp._check_pollable(t);
+    INSERT INTO ecp.follower (task_id, mode, backfill, owner, poll_interval)
+    VALUES (t.id, 'poll', backfill, t.owner, ecp._check_poll_interval(poll_interval));
+    PERFORM set_config('ecp.acting_role', operator, true);
+    IF backfill THEN
+        PERFORM ecp._forget_watermarks(t, 'ecp.follow: the backfill reads the whole source', operator);
+    END IF;
+    run_id := ecp._create_run(t.id, NULL, NULL, NULL, NULL);
+    UPDATE ecp.follower f SET run_id = run_id WHERE f.task_id = t.id;
+    PERFORM ecp._flow_event(run_id, 'follow',
+                            jsonb_build_object('mode', 'poll', 'backfill', backfill,
+                                               'poll_seconds', extract(epoch FROM ecp._check_poll_interval(poll_interval))::float8,
+                                               'since_column', t.options->>'since_column'));
+    PERFORM set_config('ecp.acting_role', '', true);
+    RETURN run_id;
+END $$;
+REVOKE EXECUTE ON FUNCTION ecp._follow_poll_create(ecp.task, boolean, interval, text) FROM PUBLIC;
+
+-- The launcher's step for the followers of mode poll, at every pass
+-- (src/launcher/follow_poll.c): a new full run of a follower's task once
+-- its latest poll run finished (succeeded, or was cancelled) poll_interval
+-- ago, or it has none, and the task has no run in progress.  The run's
+-- owner is the task's (the trigger prepare); its operator "ecp follower".
+-- A paused or failed poll run keeps it waiting.  The run it replaces adds
+-- its documents to changes_applied and, if it succeeded, its start to
+-- polled_at.  A follower being unfollowed (locked) is skipped.
+CREATE FUNCTION ecp._poll_followers() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    due record;
+    new_run bigint;
+    started integer := 0;
+BEGIN
+    FOR due IN SELECT f.task_id, r.id AS last_run, r.state AS last_state,
+                      r.started_at AS last_started, r.finished_at AS last_finished
+                 FROM ecp.follower f
+                 JOIN ecp.task t ON t.id = f.task_id
+                 LEFT JOIN ecp.run r ON r.id = f.run_id
+                WHERE f.mode = 'poll' AND t.options ? 'since_column' AND t.ids IS NULL
+                  AND (r.id IS NULL
+                       OR (r.state IN ('succeeded', 'cancelled') AND r.finished_at + f.poll_interval <= now()))
+                  AND NOT EXISTS (SELECT 1 FROM ecp.run b WHERE b.task_id = f.task_id
+                                                           AND b.state IN ('pending', 'running', 'paused'))
+                ORDER BY f.task_id
+                  FOR UPDATE OF f SKIP LOCKED
+    LOOP
+        BEGIN
+            PERFORM set_config('ecp.acting_role', 'ecp follower', true);
+            new_run := ecp._create_run(due.task_id, NULL, NULL, NULL, NULL);
+            PERFORM set_config('ecp.acting_role', '', true);
+            UPDATE ecp.follower f
+               SET run_id = new_run,
+                   changes_applied = f.changes_applied
+                                     + coalesce((SELECT sum(p.processed + p.deleted) FROM ecp.part p
+                                                  WHERE p.run_id = due.last_run), 0),
+                   polled_at = CASE WHEN due.last_state = 'succeeded' THEN due.last_started ELSE f.polled_at END,
+                   last_applied_at = CASE WHEN due.last_state = 'succeeded' THEN due.last_finished
+                                          ELSE f.last_applied_at END
+             WHERE f.task_id = due.task_id;
+            started := started + 1;
+        EXCEPTION
+            WHEN lock_not_available OR object_in_use THEN
+                NULL;       -- a role holds the task's row, or just started a run of it: the next pass
+            WHEN OTHERS THEN
+                RAISE WARNING 'ecp: could not start a poll run of task %: %', due.task_id, SQLERRM
+                      USING HINT = 'The launcher tries again at its next pass.';
+        END;
+    END LOOP;
+    RETURN started;
+END $$;
+REVOKE EXECUTE ON FUNCTION ecp._poll_followers() FROM PUBLIC;
+-- (poll section end)

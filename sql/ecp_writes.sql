@@ -337,3 +337,46 @@ SELECT pg_temp.sqlstate_of('UPDATE ecp.watermark SET value = ''9''') AS update;
 RESET SESSION AUTHORIZATION;
 SELECT watermark FROM ecp.tasks WHERE name = 'since_int';
 DROP ROLE ecp_regress_since;
+
+-- ecp.follow in mode poll (issue 22) ------------------------------------------------
+-- for a task with since_column over a foreign table or of queries; each
+-- refusal says why, with its SQLSTATE
+CREATE TABLE poll_rows (id bigint PRIMARY KEY, note text, updated_at timestamptz NOT NULL);
+SELECT ecp.create_task('poll_plain', 'p65535', 'poll', query => 'SELECT * FROM poll_rows') > 0 AS created;
+SELECT ecp.create_task('poll_since', 'p65535', 'poll', query => 'SELECT * FROM poll_rows',
+       options => '{"since_column": "updated_at"}') > 0 AS created;
+\set VERBOSITY verbose
+-- mode poll needs since_column
+SELECT ecp.follow('poll_plain', mode => 'poll');
+-- poll_interval: from 1 second to 1 day
+SELECT ecp.follow('poll_since', mode => 'poll', poll_interval => '0.5 seconds');
+SELECT ecp.follow('poll_since', mode => 'poll', poll_interval => '25 hours');
+SELECT ecp.follow('poll_since', mode => 'poll', poll_interval => '-1 minute');
+-- poll_interval goes with mode poll only; modes are decoding, trigger, poll
+SELECT ecp.follow('poll_plain', mode => 'trigger', poll_interval => '1 minute');
+SELECT ecp.follow('poll_since', mode => 'polling');
+-- a task of queries is followed only by polling
+SELECT ecp.follow('since_shards', mode => 'trigger');
+-- the internal function checks again, as ecp
+SELECT ecp._follow_create(id, 'poll', true, '[]', '2 days') FROM ecp.task WHERE name = 'poll_since';
+SELECT ecp._follow_create(id, 'poll', true, '[]') FROM ecp.task WHERE name = 'poll_plain';
+\set VERBOSITY terse
+SELECT count(*) AS followers FROM ecp.follower;
+-- accepted: a task of queries with since_column polls by default; its
+-- first poll run is started at once, for the caller (the launcher works
+-- in another database: the run waits), and the backfill forgets the
+-- watermark so that it reads everything
+SET client_min_messages = error;
+SELECT ecp.follow('since_shards', poll_interval => '90 seconds') AS poll_run \gset
+SET client_min_messages = notice;
+SELECT mode, backfill, poll_interval, polled_at, run_id = :poll_run AS first_run FROM ecp.follower;
+SELECT task, mode, state, run = :poll_run AS first_run, lag_bytes, lag_seconds, changes_applied, queue_length,
+       tables, slot_name, next_poll_at FROM ecp.followers;
+SELECT state, action, operator = session_user AS by_caller, only_ids FROM ecp.run WHERE id = :poll_run;
+SELECT name, watermark FROM ecp.tasks WHERE name = 'since_shards';
+SELECT content - 'since_column' AS follow_flow FROM ecp.flow WHERE run_id = :poll_run AND action = 'follow';
+SELECT ecp.follow('since_shards') = :poll_run AS same_run;
+-- unfollow cancels the poll run in progress
+SELECT ecp.unfollow('since_shards');
+SELECT state FROM ecp.run WHERE id = :poll_run;
+SELECT count(*) AS followers FROM ecp.follower;

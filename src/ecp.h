@@ -159,6 +159,9 @@ extern void ecp_apply_windows(void *arg);
 /* follow_watch.c */
 extern void ecp_watch_followers(void *arg);
 
+/* follow_poll.c */
+extern void ecp_poll_followers(void *arg);
+
 /* query_check.c */
 
 extern char *ecp_statement_text(const char *query);

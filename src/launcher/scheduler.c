@@ -936,6 +936,12 @@ ecp_schedule_runs(void)
 	if (ecp_pass_step(read_active_parts, &active, "read the parts of pending and running runs", true))
 		schedule_parts(active.parts, active.count, &slots);
 
+	/*
+	 * Last: the runs it starts are not in this pass's parts; their commit
+	 * wakes the launcher, whose next pass starts them.
+	 */
+	(void) ecp_pass_step(ecp_poll_followers, NULL, "start the poll runs of followers", true);
+
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);

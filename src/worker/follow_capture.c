@@ -72,7 +72,7 @@ struct EcpDecoder
  * after the last move: each move writes WAL of its own (the follower's
  * row), which must not keep a quiet server busy.
  */
-#define IDLE_ADVANCE_BYTES (16 * 1024 * 1024)
+#define IDLE_ADVANCE_BYTES (1024 * 1024)
 #define IDLE_ADVANCE_MS 10000
 
 /* The keys of decoded changes, waiting for their INSERT. */

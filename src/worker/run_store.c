@@ -454,6 +454,22 @@ read_dual_index(EcpPartConfig *config)
 	config->dual_index = dual ? MemoryContextStrdup(TopMemoryContext, dual) : NULL;
 }
 
+/*
+ * Read again whether a migration of the part's alias loads (a follower
+ * does it for every page, between reading its rows and sending them: a
+ * migration that began after the rows were read loads them itself).
+ */
+void
+ecp_store_refresh_dual_index(EcpPartConfig *config)
+{
+	MemoryContext back_to = ecp_begin_bookkeeping();
+
+	SPI_connect();
+	read_dual_index(config);
+	SPI_finish();
+	ecp_commit_bookkeeping(back_to);
+}
+
 /* Documents this part wrote to a loading migration's index as well. */
 static void
 count_dual_writes(EcpPartConfig *config, int64 written)

@@ -316,8 +316,8 @@ ecp_since_prepare(EcpPartConfig *config)
  * every name qualified (it runs as the owner under the task's
  * search_path); NULL when the part reads the whole source (no since
  * column, no watermark yet, or one of another type).  config->since_type
- * must be known (ecp_since_prepare).  A follower polling a task with
- * since_column reuses it.
+ * must be known (ecp_since_prepare).  A follower of mode poll starts
+ * full runs, so this is its filter too.
  */
 char *
 ecp_since_filter(const EcpPartConfig *config)
@@ -397,7 +397,8 @@ ecp_since_save(EcpPartConfig *config, const EcpBatch *batch)
  * after goes into config, so the next ecp_since_filter starts there.
  * Nothing to do before the part acknowledged a row.  A full run's
  * watermark moves by itself when the run succeeds (the trigger watermark
- * on ecp.run); a follower that polls calls this after each poll.
+ * on ecp.run), also a poll run of a follower of mode poll, which is a
+ * full run: nothing calls this yet.
  */
 void
 ecp_store_advance_watermark(EcpPartConfig *config)

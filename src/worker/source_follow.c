@@ -364,6 +364,9 @@ follow_read(void *arg, EcpPartConfig *config, const EcpPosition *after, EcpBatch
 	ids = ids_of_page(state, config, &page, &nids);
 	if (nids > 0)
 		ecp_ids_lookup(state->lookup, config, ids, nids, batch);
+	/* a migration of the alias that began before the rows were read gets them too */
+	ecp_store_refresh_dual_index(config);
+	MemoryContextSwitchTo(batch->context);
 	batch->read_any = true;
 	batch->end.position = after->position + page.n;
 	ack = palloc(sizeof(FollowAck));

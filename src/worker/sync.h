@@ -336,7 +336,7 @@ extern int	ecp_read_page_rows_since(const char *sql, int nargs, Oid *types, Datu
  * column each page adds last, whose largest value ecp_since_save keeps
  * with every checkpoint.  ecp_store_advance_watermark moves the query's
  * watermark up to it (a full run's moves when the run succeeds, by the
- * trigger watermark on ecp.run; a polling follower calls it itself).
+ * trigger watermark on ecp.run, a follower's poll runs included).
  */
 extern bool ecp_since_type_allowed(Oid type);
 extern int64 ecp_since_datum_value(Oid type, Datum value);
@@ -472,6 +472,7 @@ extern void ecp_store_finish(EcpPartConfig *config, int64 null_keys);
 extern void ecp_store_fail(EcpPartConfig *config, const char *error);
 extern EcpRunState ecp_store_run_state(EcpPartConfig *config);
 extern void ecp_store_heartbeat(EcpPartConfig *config);
+extern void ecp_store_refresh_dual_index(EcpPartConfig *config);
 extern void ecp_store_release(EcpPartConfig *config);
 extern void ecp_store_retrying(EcpPartConfig *config, int attempt, long wait_ms,
 							   const char *error, const char *retry_class,

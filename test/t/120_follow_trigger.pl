@@ -123,6 +123,14 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM ecp.followers}), '0', 'ec
 $node->safe_psql('postgres', 'UPDATE public.products SET price = price + 1 WHERE id < 100');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM ecp.follow_queue'), '0', 'writes are no longer queued');
 
+# --- cancelling the follow run unfollows ---------------------------------------------
+my $again = $node->safe_psql('postgres', "SELECT ecp.follow('shop', backfill => false)");
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'ecp_follow_%'}), '8', 'followed again');
+$node->safe_psql('postgres', "SELECT ecp.cancel($again)");
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'ecp_follow_%'}) . ' '
+	. $node->safe_psql('postgres', 'SELECT count(*) FROM ecp.followers'), '0 0',
+	'ecp.cancel of the follow run unfollows: triggers dropped, no follower');
+
 $es->stop;
 $node->stop;
 done_testing();

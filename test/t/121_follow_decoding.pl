@@ -93,13 +93,14 @@ EcpFollow::change_shop($node, 8, 200, 200, 20);
 is(EcpFollow::wait_equal($node, $es, 'shop', 'shop', 150), '0 0 0', 'after a restart nothing is lost');
 
 # --- a stuck follower: the WAL alert ---------------------------------------------------
+my $paused_at = $node->safe_psql('postgres', 'SELECT now()');
 $node->safe_psql('postgres', "SELECT ecp.pause($run)");
 for (1 .. 12)
 {
 	$node->safe_psql('postgres', q{INSERT INTO public.noise (pad) SELECT repeat('x', 1000) FROM generate_series(1, 4000)});
 }
 ok(EcpFollow::until_true(sub {
-	$node->safe_psql('postgres', "SELECT count(*) FROM ecp.flow WHERE run_id = $run AND action = 'alert' AND content->>'class' = 'follow retained wal'") eq '1' }, 60),
+	$node->safe_psql('postgres', "SELECT count(*) FROM ecp.flow WHERE run_id = $run AND action = 'alert' AND content->>'class' = 'follow retained wal' AND at >= '$paused_at'") eq '1' }, 60),
 	'a paused follower whose slot retains more than ecp.follow_max_retained_wal raises one alert');
 $node->safe_psql('postgres', "SELECT ecp.resume($run)");
 EcpFollow::change_shop($node, 9, 100, 100, 10);
@@ -128,18 +129,20 @@ ok(EcpFollow::until_true(sub { slots() eq '1' }, 60), 'alice follows a task');
 	. "SELECT ecp.create_task('bob_shop', 'esd_b', 'bob', query => \$q\$$EcpFollow::QUERY\$q\$, options => '$EcpFollow::OPTIONS')");
 like($err, qr/permission denied for table (products|categories)/, 'bob cannot even create a task over tables he cannot read');
 is($node->safe_psql('postgres', 'SET ROLE bob; SELECT count(*) FROM ecp.followers'), '0', 'bob does not see alice\'s follower');
-($rc, undef, $err) = $node->psql('postgres', "SET ROLE bob; SELECT ecp.unfollow('alice_shop')");
+# bob's own session (SET ROLE in a superuser's session would still be that superuser's)
+($rc, undef, $err) = $node->psql('postgres', "SELECT ecp.unfollow('alice_shop')", extra_params => [ '-U', 'bob' ]);
 like($err, qr/task "alice_shop" does not exist/, 'bob cannot unfollow alice\'s task');
 my $alice_run = $node->safe_psql('postgres', "SELECT run FROM ecp.followers WHERE task = 'alice_shop'");
 ($rc, undef, $err) = $node->psql('postgres', "SET ROLE bob; SELECT ecp.pause($alice_run)");
 isnt($rc, 0, 'bob cannot pause alice\'s follower');
-($rc, undef, $err) = $node->psql('postgres', "SET ROLE bob; SELECT ecp._follow_create(" .
-	$node->safe_psql('postgres', "SELECT id FROM ecp.task WHERE name = 'alice_shop'") . ", 'decoding', false, '[]')");
+($rc, undef, $err) = $node->psql('postgres', "SELECT ecp._follow_create(" .
+	$node->safe_psql('postgres', "SELECT id FROM ecp.task WHERE name = 'alice_shop'") . ", 'decoding', false, '[]')",
+	extra_params => [ '-U', 'bob' ]);
 like($err, qr/is not yours/, 'bob cannot call the internal function for alice\'s task');
 $node->safe_psql('postgres', 'CREATE TABLE public.bobs (id int); ALTER TABLE public.bobs OWNER TO bob');
 ($rc, undef, $err) = $node->psql('postgres', "SET ROLE bob; CREATE TRIGGER t AFTER INSERT ON public.bobs "
 	. "REFERENCING NEW TABLE AS ecp_new FOR EACH STATEMENT EXECUTE FUNCTION ecp._follow_enqueue('$task_id')");
-like($err, qr/permission denied for function _follow_enqueue/, 'bob cannot fire ecp\'s queue trigger from a table of his');
+like($err, qr/permission denied for function ecp._follow_enqueue/, 'bob cannot fire ecp\'s queue trigger from a table of his');
 $node->safe_psql('postgres', 'REVOKE SELECT ON public.categories FROM alice');
 ($rc, undef, $err) = $node->psql('postgres', "SET ROLE alice; SELECT ecp.unfollow('alice_shop'); SELECT ecp.follow('alice_shop', backfill => false)");
 like($err, qr/permission denied for table categories|may not read table/, 'alice cannot follow once she cannot read a table');
