@@ -54,6 +54,8 @@ poll_ms=5
 make -s -C "$top" all >/dev/null
 
 throwaway_init followbench
+# the poller and the load too, when the script stops early
+trap 'kill $(jobs -p) 2>/dev/null; throwaway_cleanup' EXIT
 # a big max_wal_size and a long checkpoint_timeout: no checkpoint storm
 # in the middle of a measured UPDATE
 throwaway_start_pg "wal_level = logical" "max_wal_size = 8GB" "checkpoint_timeout = 30min"
@@ -264,6 +266,7 @@ for mode in decoding trigger; do
 	touch "$stop"
 	wait "$poller" || fail "the poller failed"
 	read -r p50 p95 pmax samples missed <<<"$(latencies "$seen" "$probes")"
+	[ "$samples" -gt 0 ] || fail "no probe was seen in the index"
 	load_tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$work/load.$mode")
 	wait_caught_up
 	esd_discard true
@@ -299,6 +302,7 @@ SQL
 	            AND NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'ecp worker')" 60
 	read -r one_med one_min one_max one_with one_without <<<"$(paired one.sql -c 2 -j 2 -T "$cost_secs")"
 	read -r bat_med bat_min bat_max bat_with bat_without <<<"$(paired batch.sql -c 1 -t "$batch_count")"
+	[ -n "$one_med" ] && [ -n "$bat_med" ] || fail "a write-cost run failed"
 
 	t_full=$SECONDS
 	tpsql -At -c "SELECT ecp.unfollow('items')" >/dev/null
