@@ -74,7 +74,7 @@ SET client_min_messages = warning;
 SELECT ecp.create_consumer('bench', '$es_url');
 SELECT ecp.create_task('items', 'bench', 'items', query => 'SELECT * FROM items');
 SQL
-interval_ms=$(tpsql -At -c "SHOW ecp.follow_interval")
+follow_interval=$(tpsql -At -c "SHOW ecp.follow_interval")
 
 # pgbench scripts (the table is substituted per run)
 cat >"$work/one.sql" <<'EOF'
@@ -331,6 +331,6 @@ SQL
 	line "  (this mode's parts took: $phases)"
 done
 
-echo "following changes: items of $((rows + 1)) rows, $(nproc) cores, wal_level logical for every figure, ecp.follow_interval $interval_ms; $SECONDS s in all"
+echo "following changes: items of $((rows + 1)) rows, $(nproc) cores, wal_level logical for every figure, ecp.follow_interval $follow_interval; $SECONDS s in all"
 echo "(ratios: throughput followed / not followed, paired runs in alternating order, median; the follower is paused while the write cost is measured)"
 printf '%s' "$report"
