@@ -348,10 +348,20 @@ follow_read(void *arg, EcpPartConfig *config, const EcpPosition *after, EcpBatch
 
 	for (;;)
 	{
-		if (state->decoder)
-			(void) ecp_decoder_capture(state->decoder, config);
 		MemoryContextSwitchTo(batch->context);
 		read_queue(state, config, &page);
+
+		/*
+		 * Decode only when the queue runs short: every peek decodes from
+		 * the slot's restart point, so peeking before each page of a
+		 * backlog would decode a big transaction again for every page.
+		 */
+		if (state->decoder && page.n < config->batch_size &&
+			ecp_decoder_capture(state->decoder, config) > 0)
+		{
+			MemoryContextSwitchTo(batch->context);
+			read_queue(state, config, &page);
+		}
 		if (page.n > 0)
 			break;
 		if (state->inflight_count > 0 || !wait_for_changes(state, config))

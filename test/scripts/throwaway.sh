@@ -3,7 +3,9 @@
 # directory removed) when the calling script exits, also on failure.
 #
 #   throwaway_init demo            # $work, cleanup trap
-#   throwaway_start_pg             # $pg_port; tpsql runs psql against it
+#   throwaway_start_pg [setting...]  # $pg_port; tpsql runs psql against it
+#                                  # (settings: postgresql.conf lines, e.g.
+#                                  # "wal_level = logical")
 #   throwaway_start_esd [--discard]  # $es_url
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -37,6 +39,7 @@ port = $pg_port
 unix_socket_directories = '$work'
 shared_preload_libraries = 'ecp'
 CONF
+	if [ $# -gt 0 ]; then printf '%s\n' "$@" >>"$pgdata/postgresql.conf"; fi
 	as_test_user pg_ctl -D "$pgdata" -l "$work/postgres.log" -w start >/dev/null
 }
 
