@@ -51,6 +51,8 @@ sub options_at_max
 {
 	my ($kind) = @_;
 	my @pairs = map { "\"$_->{name}\": $_->{max}" } grep { $_->{kind} eq $kind } @numeric;
+	# since_overlap goes with since_column
+	push @pairs, '"since_column": "id"' if grep { $_ =~ /"since_overlap"/ } @pairs;
 	return '{' . join(', ', @pairs) . '}';
 }
 $node->safe_psql('postgres', "SELECT ecp.create_consumer('maxed', '$url', options => '" . options_at_max('consumer') . "')");
@@ -71,6 +73,8 @@ sub stored_row
 	my $setting = qq{{"$option->{name}": $value}};
 	my ($task_options, $consumer_options) = $option->{kind} eq 'task' ? ($setting, '{}') : ('{}', $setting);
 	$task_options =~ s/^\{/{"id_column": "id", / or die;
+	# the worker reads since_overlap only for a task with since_column
+	$task_options =~ s/^\{/{"since_column": "id", / if $option->{name} eq 'since_overlap';
 	$task_options =~ s/, \}$/}/;
 	$node->safe_psql('postgres', qq{
 SET session_replication_role = replica;
