@@ -53,6 +53,7 @@ const char *const ecp_flow_action_names[ECP_FLOW_NACTIONS] = {
 	[ECP_FLOW_TRUNCATE_SEEN] = "truncate seen",
 	[ECP_FLOW_WATERMARK] = "watermark",
 	[ECP_FLOW_DUPLICATE_IDS] = "duplicate ids",
+	[ECP_FLOW_WALK_RESTARTED] = "walk restarted",
 };
 
 PG_FUNCTION_INFO_V1(ecp_flow_actions);

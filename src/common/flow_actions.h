@@ -50,10 +50,12 @@ typedef enum EcpFlowAction
 	/* written by ecp's SQL: a run's watermarks, ecp.reset_watermark */
 	ECP_FLOW_WATERMARK,
 	/* written by the workers: an id that two queries of a task return */
-	ECP_FLOW_DUPLICATE_IDS
+	ECP_FLOW_DUPLICATE_IDS,
+	/* verify and repair */
+	ECP_FLOW_WALK_RESTARTED
 } EcpFlowAction;
 
-#define ECP_FLOW_NACTIONS (ECP_FLOW_DUPLICATE_IDS + 1)
+#define ECP_FLOW_NACTIONS (ECP_FLOW_WALK_RESTARTED + 1)
 
 /* ecp.flow_log.action's words, indexed by EcpFlowAction. */
 extern const char *const ecp_flow_action_names[ECP_FLOW_NACTIONS];

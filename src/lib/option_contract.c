@@ -72,6 +72,8 @@ const EcpOption ecp_options[] = {
 	TEXT("task", "version_column", NULL),
 	TEXT("task", "pipeline", NULL),
 	BOOLEAN("task", "refresh", false),
+	/* task: the count check after a full run; absent: when no other task writes the index */
+	{"task", "count_check", ECP_OPTION_BOOLEAN, NONE, NONE, NULL, NULL, NULL, false},
 	/* task: migrations and windows */
 	WORD_DEFAULT("task", "mode", mode_words, "direct"),
 	{"task", "settings", ECP_OPTION_OBJECT, 0, 1000, NULL, NULL, NULL, false},

@@ -1,0 +1,684 @@
+-- ecp 0.7 -> 0.8: verify and repair (issue 23).
+--
+-- * ecp.verify(task, options): compare the source with the index, page by
+--   page (_mget); differences in ecp.drift, ecp.drift_summary; option
+--   extra walks the index's ids (point in time) for rows that are gone.
+-- * ecp.repair(verify_run): an id run that re-sends and deletes them.
+-- * A count check after every full run (flow "count checked"),
+--   ecp.index_stats(task); ecp.progress.action.
+\echo Use "ALTER EXTENSION ecp UPDATE TO '0.8'" to load this file. \quit
+
+ALTER TABLE ecp.run DROP CONSTRAINT run_action_check;
+ALTER TABLE ecp.run ADD CONSTRAINT run_action_check CHECK (action IN ('rollback', 'drop_index', 'follow', 'verify'));
+ALTER TABLE ecp.run ADD COLUMN verify_with jsonb;
+ALTER TABLE ecp.run ADD COLUMN repair_of bigint REFERENCES ecp.run(id) ON DELETE SET NULL;
+COMMENT ON COLUMN ecp.run.verify_with IS 'a verify run''s options (ecp.verify): extra, sample';
+COMMENT ON COLUMN ecp.run.repair_of IS 'the verify run whose drift this id run repairs (ecp.repair)';
+
+ALTER TABLE ecp.flow_log DROP CONSTRAINT flow_log_action_check;
+ALTER TABLE ecp.flow_log ADD CONSTRAINT flow_log_action_check
+    CHECK (action IN ('create_consumer', 'create_task', 'start', 'pause', 'resume',
+                          'running', 'cancel', 'finished', 'failed', 'set_rate', 'alert',
+                          'drop_owned', 'cron skipped',
+                          'worker started', 'recovered', 'dual write', 'dual write ended',
+                          'retry', 'split', 'file resumed', 'cluster', 'nodes used',
+                          'node down', 'refreshed', 'index exists', 'index created',
+                          'settings restored', 'count checked', 'alias swapped',
+                          'index dropped', 'rollback',
+                          'follow', 'unfollow', 'capture ready', 'truncate seen', 'watermark',
+                          'duplicate ids', 'walk restarted')) NOT VALID;
+DO $$
+BEGIN
+    ALTER TABLE ecp.flow_log VALIDATE CONSTRAINT flow_log_action_check;
+EXCEPTION WHEN check_violation THEN
+    RAISE WARNING 'ecp.flow_log holds rows with an action ecp never wrote (rows written by roles up to ecp 0.1): its CHECK flow_log_action_check checks new rows only'
+          USING HINT = 'SELECT * FROM ecp.flow_log WHERE NOT (action = ANY (ecp._flow_actions())) shows them; '
+                       'update or delete them, then ALTER TABLE ecp.flow_log VALIDATE CONSTRAINT flow_log_action_check.';
+END $$;
+
+CREATE OR REPLACE FUNCTION ecp._prepare_run() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t ecp.task;
+    busy bigint;
+BEGIN
+    -- the task row's lock keeps two starts of one task apart
+    SELECT * INTO t FROM ecp.task WHERE id = NEW.task_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % does not exist', coalesce(NEW.task_id::text, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT id, name FROM ecp.tasks lists the tasks you can see.';
+    END IF;
+    -- a follower's run goes on beside the task's other runs
+    SELECT id INTO busy FROM ecp.run
+     WHERE task_id = t.id AND state IN ('pending', 'running', 'paused')
+       AND action IS DISTINCT FROM 'follow' LIMIT 1;
+    IF FOUND AND NEW.action IS DISTINCT FROM 'follow' THEN
+        RAISE EXCEPTION 'task "%" already has run % in progress', t.name, busy
+              USING ERRCODE = 'object_in_use',
+                    HINT = 'Wait for it, or ecp.cancel(' || busy || ') first.';
+    END IF;
+    IF NEW.retry_of IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM ecp.run WHERE id = NEW.retry_of AND task_id = t.id) THEN
+        RAISE EXCEPTION 'run % is not a run of task "%"', NEW.retry_of, t.name
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- only ecp._start_maintenance (SECURITY DEFINER) inserts a maintenance
+    -- run, with the superuser-only ecp.starting_maintenance on around it;
+    -- roles have no INSERT on action either
+    IF NEW.action IS NOT NULL AND current_setting('ecp.starting_maintenance', true) IS DISTINCT FROM 'on' THEN
+        RAISE EXCEPTION 'maintenance runs are started by ecp.rollback and ecp.cancel(run, drop_index => true)'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    NEW.only_ids := CASE WHEN NEW.action IS NULL OR NEW.action = 'verify'
+                         THEN coalesce(NEW.only_ids, t.ids) END;
+    IF NEW.repair_of IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM ecp.run WHERE id = NEW.repair_of AND task_id = t.id AND action = 'verify') THEN
+        RAISE EXCEPTION 'run % is not a verify run of task "%"', NEW.repair_of, t.name
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- a task of queries looks ids up in each query (or in the one shard_of names)
+    IF NEW.only_ids IS NOT NULL AND t.query IS NULL AND t.queries IS NULL
+       AND NOT ecp._task_writes_ids(t) THEN
+        RAISE EXCEPTION 'task "%" has no query to look ids up with', t.name
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'Id runs need a task with query => ''SELECT ...'' or queries => ARRAY[...].';
+    END IF;
+    PERFORM ecp._check_ids(NEW.only_ids, 'ids');
+    NEW.owner := t.owner;
+    NEW.state := 'pending';
+    NEW.operator := ecp._operator();
+    NEW.changed_by := NEW.operator;
+    NEW.total := CASE WHEN NEW.action = 'follow' THEN NULL
+                      WHEN NEW.action IS NULL OR NEW.action = 'verify' THEN cardinality(NEW.only_ids) ELSE 0 END;
+    NEW.total_is_estimate := CASE WHEN NEW.action = 'follow' THEN NULL
+                                  WHEN NEW.only_ids IS NOT NULL OR NEW.action <> 'verify' THEN false END;
+    NEW.created_at := now();
+    NEW.started_at := NULL;
+    NEW.finished_at := NULL;
+    NEW.last_error := NULL;
+    NEW.paused_reason := NULL;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION ecp._create_parts() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t ecp.task;
+    migrating boolean;
+    settings record;
+    f ecp.follower;
+BEGIN
+    SELECT * INTO t FROM ecp.task WHERE id = NEW.task_id;
+    IF NEW.action = 'follow' THEN
+        SELECT * INTO f FROM ecp.follower WHERE task_id = t.id;
+        IF f.mode = 'decoding' THEN
+            INSERT INTO ecp.part (run_id, part_no, owner, source, stage, total)
+            VALUES (NEW.id, -1, NEW.owner, '{"kind": "follow", "step": "capture"}', 0, 0);
+        END IF;
+        INSERT INTO ecp.part (run_id, part_no, owner, source, stage)
+        VALUES (NEW.id, -2, NEW.owner, '{"kind": "follow", "step": "apply"}', 2);
+        IF NOT f.backfill THEN
+            PERFORM ecp._wake_launcher_at_commit();
+            RETURN NEW;
+        END IF;
+    ELSIF NEW.action IS NOT NULL AND NEW.action <> 'verify' THEN
+        INSERT INTO ecp.part (run_id, part_no, owner, source, stage, total)
+        VALUES (NEW.id, -1, NEW.owner, jsonb_build_object('kind', 'migrate', 'step', NEW.action), 0, 0);
+        PERFORM ecp._wake_launcher_at_commit();
+        RETURN NEW;
+    END IF;
+    migrating := t.options->>'mode' = 'alias_swap' AND NEW.only_ids IS NULL AND NEW.action IS NULL;
+    IF NEW.only_ids IS NOT NULL THEN
+        INSERT INTO ecp.part (run_id, part_no, owner, source)
+        VALUES (NEW.id, 0, NEW.owner, '{"kind": "ids"}');
+    ELSIF t.file IS NOT NULL THEN
+        INSERT INTO ecp.part (run_id, part_no, owner, source, position, line_no)
+        VALUES (NEW.id, 0, NEW.owner, '{"kind": "file"}', 0, 0);
+    ELSIF t.queries IS NOT NULL THEN
+        INSERT INTO ecp.part (run_id, part_no, owner, source)
+        SELECT NEW.id, i - 1, NEW.owner, jsonb_build_object('kind', 'query', 'query', i)
+          FROM generate_series(1, cardinality(t.queries)) i;
+    ELSIF coalesce((t.options->>'parallelism')::integer, 1) > 1 THEN
+        INSERT INTO ecp.part (run_id, part_no, owner, source)
+        VALUES (NEW.id, 0, NEW.owner, '{"kind": "split"}');
+    ELSE
+        INSERT INTO ecp.part (run_id, part_no, owner, source)
+        VALUES (NEW.id, 0, NEW.owner, '{"kind": "query", "query": 0}');
+    END IF;
+    -- a verify run with option extra also walks the index's ids
+    IF NEW.action = 'verify' AND coalesce((NEW.verify_with->>'extra')::boolean, false) THEN
+        INSERT INTO ecp.part (run_id, part_no, owner, source)
+        VALUES (NEW.id, -1, NEW.owner, '{"kind": "index_ids"}');
+    END IF;
+    IF migrating THEN
+        INSERT INTO ecp.part (run_id, part_no, owner, source, stage, total)
+        VALUES (NEW.id, -1, NEW.owner, '{"kind": "migrate", "step": "create"}', 0, 0),
+               (NEW.id, -2, NEW.owner, '{"kind": "migrate", "step": "swap"}', 2, 0);
+        settings := ecp._migration_settings(t.options->'settings');
+        INSERT INTO ecp.migration (run_id, task_id, consumer_id, alias, new_index, load_settings,
+                                   final_settings, mappings, keep_old, owner)
+        VALUES (NEW.id, t.id, t.consumer_id, t.index_name, t.index_name || '-' || NEW.id,
+                settings.load_settings, settings.final_settings, t.options->'mappings',
+                coalesce((t.options->>'keep_old')::boolean, true), NEW.owner);
+    END IF;
+    PERFORM ecp._wake_launcher_at_commit();
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION ecp._latest_run(task text) RETURNS bigint
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    task_id bigint;
+    run bigint;
+BEGIN
+    SELECT t.id INTO task_id FROM ecp.task t WHERE t.name = task;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', coalesce(task, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT name FROM ecp.tasks lists the tasks you can see; a run id works too.';
+    END IF;
+    SELECT max(r.id) INTO run FROM ecp.run r WHERE r.task_id = task_id
+       AND (r.action IS NULL OR r.action = 'verify');
+    IF run IS NULL THEN
+        RAISE EXCEPTION 'task "%" has no run', task
+              USING ERRCODE = 'no_data_found',
+                    HINT = 'Start one with SELECT ecp.start(' || quote_literal(task) || ').';
+    END IF;
+    RETURN run;
+END $$;
+
+CREATE OR REPLACE FUNCTION ecp._flow_on_run() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    action text;
+    content jsonb := '{}';
+    counts record;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        action := 'start';
+        IF NEW.retry_of IS NOT NULL THEN
+            content := jsonb_build_object('retry_failed_of', NEW.retry_of,
+                                          'ids', cardinality(NEW.only_ids));
+        ELSIF NEW.only_ids IS NOT NULL THEN
+            content := jsonb_build_object('ids', cardinality(NEW.only_ids));
+        END IF;
+        content := content || coalesce(ecp._run_endpoint(NEW.task_id), '{}')
+                   || jsonb_strip_nulls(jsonb_build_object('at', NEW.not_before, 'action', NEW.action,
+                                                           'verify', NEW.verify_with,
+                                                           'repair_of', NEW.repair_of));
+    ELSIF NEW.state IS NOT DISTINCT FROM OLD.state
+          OR (OLD.state = 'pending' AND NEW.state = 'running') THEN
+        -- a worker taking up a pending run records "worker started" itself
+        RETURN NEW;
+    ELSE
+        action := CASE
+            WHEN NEW.state = 'paused' THEN 'pause'
+            WHEN NEW.state = 'running' AND OLD.state IN ('paused', 'failed') THEN 'resume'
+            WHEN NEW.state = 'running' THEN 'running'
+            WHEN NEW.state = 'cancelled' THEN 'cancel'
+            WHEN NEW.state = 'succeeded' THEN 'finished'
+            WHEN NEW.state = 'failed' THEN 'failed'
+            ELSE NEW.state END;
+        SELECT coalesce(sum(p.processed), 0) AS processed, coalesce(sum(p.failed), 0) AS failed,
+               coalesce(sum(p.deleted), 0) AS deleted, coalesce(sum(p.missing), 0) AS missing,
+               coalesce(sum(p.skipped), 0) AS skipped, coalesce(sum(p.skipped_stale), 0) AS skipped_stale,
+               count(*) AS parts
+          INTO counts FROM ecp.part p WHERE p.run_id = NEW.id;
+        content := jsonb_build_object('from', OLD.state, 'to', NEW.state,
+                                      'processed', counts.processed, 'failed', counts.failed);
+        IF counts.deleted > 0 OR counts.missing > 0 THEN
+            content := content || jsonb_build_object('deleted', counts.deleted, 'missing', counts.missing);
+        END IF;
+        IF counts.skipped > 0 OR counts.skipped_stale > 0 THEN
+            content := content || jsonb_build_object('skipped', counts.skipped, 'skipped_stale', counts.skipped_stale);
+        END IF;
+        IF counts.parts > 1 THEN
+            content := content || jsonb_build_object('parts', counts.parts);
+        END IF;
+        IF NEW.state = 'paused' AND NEW.paused_reason IS NOT NULL THEN
+            content := content || jsonb_build_object('why', NEW.paused_reason);
+        ELSIF OLD.state = 'paused' AND OLD.paused_reason IS NOT NULL THEN
+            content := content || jsonb_build_object('why', 'inside its window ' ||
+                (SELECT t.options->>'window' FROM ecp.task t WHERE t.id = NEW.task_id));
+        END IF;
+        IF NEW.action IS NOT NULL THEN
+            content := content || jsonb_build_object('action', NEW.action);
+        END IF;
+        IF NEW.state IN ('succeeded', 'failed', 'cancelled') THEN
+            content := content || jsonb_build_object('duration',
+                (coalesce(NEW.finished_at, now()) - coalesce(NEW.started_at, NEW.created_at))::text);
+        END IF;
+        IF NEW.state = 'failed' THEN
+            content := content || jsonb_build_object('error', left(NEW.last_error, 2000));
+        END IF;
+        IF NEW.state = 'succeeded' AND counts.failed > 0 THEN
+            content := content || jsonb_build_object('partial', true);
+        END IF;
+    END IF;
+    INSERT INTO ecp.flow_log (task_id, run_id, action, content, operator, owner)
+    VALUES (NEW.task_id, NEW.id, action, content, coalesce(NEW.changed_by, NEW.operator), NEW.owner);
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION ecp._part_source_text(source jsonb, t ecp.task, r ecp.run) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE source->>'kind'
+        WHEN 'query' THEN CASE WHEN (source->>'query')::integer > 0
+                               THEN t.queries[(source->>'query')::integer] ELSE t.query END
+        WHEN 'split' THEN 'key ranges of the query (not cut yet)'
+        WHEN 'range' THEN format('%s in [%s, %s)', coalesce(t.options->>'key_column', t.options->>'id_column'),
+                                 coalesce(source->>'from', '-inf'), coalesce(source->>'to', '+inf'))
+        WHEN 'ids' THEN format('%s ids', cardinality(r.only_ids))
+        WHEN 'file' THEN split_part(t.file, '?', 1)
+        WHEN 'migrate' THEN CASE source->>'step'
+            WHEN 'create' THEN 'migration: create the new index'
+            WHEN 'swap' THEN 'migration: settings, count, swap the alias'
+            WHEN 'rollback' THEN 'rollback: the alias back to its old index'
+            WHEN 'drop_index' THEN 'drop a cancelled migration''s new index' END
+        WHEN 'follow' THEN CASE source->>'step'
+            WHEN 'capture' THEN 'follow: create the publication and the replication slot'
+            WHEN 'apply' THEN 'follow: apply the changes captured' END
+        WHEN 'index_ids' THEN 'verify: every id of the index, looked up in the source'
+    END
+$$;
+
+CREATE OR REPLACE VIEW ecp.progress WITH (security_invoker = true) AS
+SELECT r.id AS run_id,
+       t.name AS task,
+       CASE WHEN r.state = 'running' AND r.action = 'follow'
+                 AND EXISTS (SELECT 1 FROM ecp.part fp WHERE fp.run_id = r.id AND fp.part_no = -2
+                                AND fp.state = 'running')
+            THEN 'following' ELSE r.state END AS state,
+       p.processed,
+       p.failed,
+       coalesce(p.total, r.total) AS total,
+       CASE WHEN r.state = 'succeeded' THEN 100.0
+            WHEN coalesce(p.total, r.total) > 0
+            THEN round(least(100.0, 100.0 * (p.processed + p.failed + p.deleted + p.missing
+                                             + p.skipped + p.skipped_stale)
+                                    / coalesce(p.total, r.total)), 1)
+       END AS percent,
+       -- running: the rate of the last seconds; finished: the run's average
+       CASE WHEN r.state = 'running' THEN round(p.docs_per_second::numeric, 1)
+            WHEN r.finished_at > r.started_at
+            THEN round((p.processed + p.failed)
+                       / extract(epoch FROM r.finished_at - r.started_at), 1)
+       END AS docs_per_second,
+       CASE WHEN r.state = 'running' AND p.docs_per_second > 0 AND coalesce(p.total, r.total) IS NOT NULL
+            THEN make_interval(secs => round(greatest(coalesce(p.total, r.total) - p.processed - p.failed
+                                                      - p.deleted - p.missing - p.skipped
+                                                      - p.skipped_stale, 0) / p.docs_per_second))
+       END AS eta,
+       r.started_at,
+       r.finished_at,
+       date_trunc('second', coalesce(r.finished_at, now()) - r.started_at) AS duration,
+       p.heartbeat_at,
+       r.operator,
+       r.last_error,
+       p.deleted,
+       p.missing,
+       p.parts,
+       p.parts_done,
+       p.skipped,
+       p.skipped_stale,
+       r.not_before AS starts_at,
+       CASE WHEN r.state = 'paused' THEN coalesce(r.paused_reason, 'paused by ' || r.changed_by) END AS paused_why,
+       r.recovered_error,
+       r.state = 'succeeded' AND p.failed > 0 AS partial,
+       w.retry_attempt,
+       CASE WHEN w.retry_attempt IS NOT NULL
+            THEN coalesce((t.options->>'max_retries')::integer,
+                          current_setting('ecp.max_retries')::integer) END AS retry_max,
+       w.retry_at,
+       w.retry_error,
+       w.retry_class,
+       coalesce(r.action, CASE WHEN r.repair_of IS NOT NULL THEN 'repair'
+                               WHEN r.only_ids IS NOT NULL THEN 'ids' ELSE 'sync' END) AS action
+  FROM ecp.run r
+  JOIN ecp.task t ON t.id = r.task_id
+  LEFT JOIN LATERAL (
+       SELECT pt.retry_attempt, pt.retry_at, pt.retry_error, pt.retry_class
+         FROM ecp.part pt
+        WHERE pt.run_id = r.id AND pt.retry_attempt IS NOT NULL AND r.state = 'running'
+        ORDER BY pt.retry_attempt DESC LIMIT 1) w ON true
+  CROSS JOIN LATERAL (
+       SELECT coalesce(sum(pt.processed), 0)::bigint AS processed,
+              coalesce(sum(pt.failed), 0)::bigint AS failed,
+              coalesce(sum(pt.deleted), 0)::bigint AS deleted,
+              coalesce(sum(pt.missing), 0)::bigint AS missing,
+              coalesce(sum(pt.skipped), 0)::bigint AS skipped,
+              coalesce(sum(pt.skipped_stale), 0)::bigint AS skipped_stale,
+              sum(pt.docs_per_second) FILTER (WHERE pt.state = 'running') AS docs_per_second,
+              max(pt.heartbeat_at) AS heartbeat_at,
+              CASE WHEN count(*) > 1 AND count(pt.total) = count(*) THEN sum(pt.total)::bigint END AS total,
+              count(*) AS parts,
+              count(*) FILTER (WHERE pt.state = 'done') AS parts_done
+         FROM ecp.part pt WHERE pt.run_id = r.id) p;
+
+-- ===========================================================================
+-- Verify and repair (issue 23)
+-- ===========================================================================
+
+-- A verify run (ecp.verify) reads the task's source as a full run does and
+-- compares each page with what the index holds (_mget); what differs is
+-- recorded here, one row per id.  Option extra adds a part (-1, source
+-- {"kind": "index_ids"}) that walks every id of the index and records the
+-- ids the source no longer returns.  ecp.repair turns the rows into an id
+-- run.  A page sent again after a crash finds the same ids again: the key
+-- keeps one row per id.
+CREATE TABLE ecp.drift (
+    run_id   bigint NOT NULL REFERENCES ecp.run(id) ON DELETE CASCADE,
+    id       text NOT NULL,
+    kind     text NOT NULL CHECK (kind IN ('missing', 'stale', 'extra')),
+    detail   text,
+    part_no  integer NOT NULL,
+    found_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    owner    regrole NOT NULL,
+    PRIMARY KEY (run_id, id)
+);
+COMMENT ON TABLE ecp.drift IS 'documents a verify run found to differ from the source: missing from the index, stale (the index holds another document), extra (the source no longer has the row)';
+COMMENT ON COLUMN ecp.drift.detail IS 'stale: the first field that differs, with both values cut short; missing and extra: NULL';
+SELECT pg_catalog.pg_extension_config_dump('ecp.drift', '');
+ALTER TABLE ecp.drift ENABLE ROW LEVEL SECURITY;
+CREATE POLICY owner_only ON ecp.drift USING (pg_has_role(owner, 'MEMBER'));
+
+-- The options of ecp.verify, checked: extra (boolean), sample (0 < s <= 1).
+CREATE FUNCTION ecp._check_verify_options(given jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    key text;
+BEGIN
+    IF given IS NULL OR jsonb_typeof(given) <> 'object' THEN
+        RAISE EXCEPTION 'verify options must be a JSON object, not %', coalesce(given::text, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'For example ''{"extra": true, "sample": 0.1}''.';
+    END IF;
+    FOR key IN SELECT jsonb_object_keys(given) LOOP
+        IF key NOT IN ('extra', 'sample') THEN
+            RAISE EXCEPTION 'unknown verify option "%"', key
+                  USING ERRCODE = 'invalid_parameter_value',
+                        HINT = 'Verify options are extra (true: also find documents whose rows are gone) and sample (check that fraction of the pages).';
+        END IF;
+    END LOOP;
+    IF given ? 'extra' AND jsonb_typeof(given->'extra') <> 'boolean' THEN
+        RAISE EXCEPTION 'verify option "extra" must be true or false, not %', given->'extra'
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF given ? 'sample' AND (jsonb_typeof(given->'sample') <> 'number'
+                               OR (given->>'sample')::numeric <= 0 OR (given->>'sample')::numeric > 1) THEN
+        RAISE EXCEPTION 'verify option "sample" must be a number above 0 and at most 1, not %', given->'sample'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'sample 0.1 compares about one page in ten; 1 (the default) compares every page.';
+    END IF;
+    RETURN given;
+END $$;
+
+-- What a verify compares with needs an Elasticsearch that holds exactly
+-- what ecp sent: not a write service, not a pipeline's output, not deletes.
+CREATE FUNCTION ecp._check_verifiable(t ecp.task) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF (SELECT c.kind FROM ecp.consumer c WHERE c.id = t.consumer_id) <> 'elasticsearch' THEN
+        RAISE EXCEPTION 'task "%" writes to a write service: there is no index to verify', t.name
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'Verify a task whose consumer is of kind elasticsearch.';
+    END IF;
+    IF t.options ? 'pipeline' THEN
+        RAISE EXCEPTION 'task "%" sends its documents through ingest pipeline "%": the index holds the pipeline''s output, not what ecp sends',
+              t.name, t.options->>'pipeline'
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'Verify compares documents as ecp sends them; with version_column it compares versions only.';
+    END IF;
+    IF t.options->>'op' = 'delete' THEN
+        RAISE EXCEPTION 'task "%" deletes documents (op delete): there is nothing to compare', t.name
+              USING ERRCODE = 'feature_not_supported';
+    END IF;
+END $$;
+
+-- Start a verify run, as ecp (roles cannot write ecp.run.action): the
+-- caller must be a member of the task's owner.
+CREATE FUNCTION ecp._start_verify(task_id bigint, options jsonb) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    t ecp.task;
+    run_id bigint;
+    operator text := session_user;
+BEGIN
+    IF NOT ecp._session_user_acts() THEN
+        RAISE EXCEPTION 'verify runs are not started from inside a query ecp or a maintenance command runs'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT * INTO t FROM ecp.task WHERE id = task_id;
+    IF NOT FOUND OR NOT pg_has_role(session_user, t.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'task % is not yours', task_id USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM ecp._check_verifiable(t);
+    PERFORM set_config('ecp.acting_role', operator, true);
+    PERFORM set_config('ecp.starting_maintenance', 'on', true);
+    INSERT INTO ecp.run (task_id, action, verify_with)
+    VALUES (t.id, 'verify', ecp._check_verify_options(options))
+    RETURNING id INTO run_id;
+    PERFORM set_config('ecp.starting_maintenance', 'off', true);
+    PERFORM set_config('ecp.acting_role', '', true);
+    PERFORM ecp._warn_if_not_launcher_database(run_id);
+    RETURN run_id;
+END $$;
+
+CREATE FUNCTION ecp.verify(task text, options jsonb DEFAULT '{}') RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t ecp.task;
+BEGIN
+    -- the caller's view of the tasks (row-level security: its own)
+    SELECT * INTO t FROM ecp.task WHERE name = verify.task;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', coalesce(task, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT name FROM ecp.tasks lists the tasks you can see.';
+    END IF;
+    PERFORM ecp._check_verify_options(options);
+    RETURN ecp._start_verify(t.id, options);
+END $$;
+COMMENT ON FUNCTION ecp.verify(text, jsonb) IS
+  'start a verify run: compare the task''s source with its index, page by page, and record what differs in ecp.drift; options {"extra": true} (also find documents whose rows are gone), {"sample": 0.1}';
+
+-- Start the id run that repairs what a verify run found, as ecp: missing
+-- and stale ids are sent again, extra ones are deleted (the run deletes
+-- the documents of ids its query does not return, as delete_missing).
+CREATE FUNCTION ecp._start_repair(verify_run bigint) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    r ecp.run;
+    ids text[];
+    run_id bigint;
+    operator text := session_user;
+BEGIN
+    IF NOT ecp._session_user_acts() THEN
+        RAISE EXCEPTION 'repair runs are not started from inside a query ecp or a maintenance command runs'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT * INTO r FROM ecp.run WHERE id = verify_run;
+    IF NOT FOUND OR NOT pg_has_role(session_user, r.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'run % does not exist', coalesce(verify_run::text, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT run_id FROM ecp.drift_summary lists your verify runs.';
+    END IF;
+    IF r.action IS DISTINCT FROM 'verify' THEN
+        RAISE EXCEPTION 'run % is not a verify run', verify_run
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Start one with ecp.verify(task); ecp.retry_failed(run) re-sends a run''s failed documents.';
+    END IF;
+    IF r.state NOT IN ('succeeded', 'failed', 'cancelled') THEN
+        RAISE EXCEPTION 'verify run % is %: repair it once it has ended', verify_run, r.state
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = 'A cancelled or failed verify can be repaired too: what it found is real.';
+    END IF;
+    SELECT array_agg(d.id ORDER BY d.id) INTO ids FROM ecp.drift d WHERE d.run_id = verify_run;
+    IF ids IS NULL THEN
+        RAISE NOTICE 'verify run % found no drift: nothing to repair', verify_run;
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('ecp.acting_role', operator, true);
+    INSERT INTO ecp.run (task_id, only_ids, repair_of) VALUES (r.task_id, ids, verify_run)
+    RETURNING id INTO run_id;
+    PERFORM set_config('ecp.acting_role', '', true);
+    PERFORM ecp._warn_if_not_launcher_database(run_id);
+    RETURN run_id;
+END $$;
+
+CREATE FUNCTION ecp.repair(verify_run bigint) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN ecp._start_repair(verify_run);
+END $$;
+COMMENT ON FUNCTION ecp.repair(bigint) IS
+  'start an id run that repairs what a verify run found: missing and stale documents sent again, extra ones deleted; NULL (and a notice) when it found nothing';
+
+-- A verify run's findings at a glance.
+CREATE VIEW ecp.drift_summary WITH (security_invoker = true) AS
+SELECT r.id AS run_id,
+       t.name AS task,
+       r.state,
+       coalesce(p.checked, 0) AS checked,
+       coalesce(d.missing, 0) AS missing,
+       coalesce(d.stale, 0) AS stale,
+       coalesce(d.extra, 0) AS extra,
+       p.walked AS index_ids_walked,
+       coalesce(p.not_sampled, 0) AS not_sampled,
+       (r.verify_with->>'sample')::numeric AS sample,
+       r.started_at,
+       r.finished_at,
+       date_trunc('second', coalesce(r.finished_at, now()) - r.started_at) AS duration,
+       (SELECT rp.id FROM ecp.run rp WHERE rp.repair_of = r.id ORDER BY rp.id DESC LIMIT 1) AS repair_run
+  FROM ecp.run r
+  JOIN ecp.task t ON t.id = r.task_id
+  LEFT JOIN LATERAL (
+       SELECT sum(pt.processed) FILTER (WHERE pt.part_no >= 0)::bigint AS checked,
+              sum(pt.processed) FILTER (WHERE pt.part_no = -1)::bigint AS walked,
+              sum(pt.skipped) FILTER (WHERE pt.part_no >= 0)::bigint AS not_sampled
+         FROM ecp.part pt WHERE pt.run_id = r.id) p ON true
+  LEFT JOIN LATERAL (
+       SELECT count(*) FILTER (WHERE dr.kind = 'missing') AS missing,
+              count(*) FILTER (WHERE dr.kind = 'stale') AS stale,
+              count(*) FILTER (WHERE dr.kind = 'extra') AS extra
+         FROM ecp.drift dr WHERE dr.run_id = r.id) d ON true
+ WHERE r.action = 'verify';
+COMMENT ON VIEW ecp.drift_summary IS 'per verify run: documents checked, missing, stale and extra ones found, how long it took, the repair run';
+
+-- The count check after a full run: the index to count, or NULL when the
+-- count would not say whether the run's documents are all there.  A run
+-- of the whole source (not ids, not incremental, not a migration, which
+-- checks its new index itself) of a task whose index no other task writes
+-- (option count_check true says it is the only writer anyway; false
+-- turns the check off).
+CREATE FUNCTION ecp._count_check_index(run bigint) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.index_name
+      FROM ecp.run r
+      JOIN ecp.task t ON t.id = r.task_id
+      JOIN ecp.consumer c ON c.id = t.consumer_id
+     WHERE r.id = run AND r.action IS NULL AND r.only_ids IS NULL AND c.kind = 'elasticsearch'
+       AND t.file IS NULL AND NOT t.options ? 'since_column'
+       AND coalesce(t.options->>'mode', 'direct') = 'direct'
+       AND coalesce(t.options->>'op', 'index') IN ('index', 'create')
+       AND NOT t.options ? 'pipeline'
+       AND CASE WHEN t.options ? 'count_check' THEN (t.options->>'count_check')::boolean
+                ELSE NOT EXISTS (SELECT 1 FROM ecp.task o JOIN ecp.consumer oc ON oc.id = o.consumer_id
+                                  WHERE o.id <> t.id AND o.index_name = t.index_name
+                                    AND ecp._url_origin(oc.url) = ecp._url_origin(c.url)) END
+$$;
+REVOKE EXECUTE ON FUNCTION ecp._count_check_index(bigint) FROM PUBLIC;
+
+-- The count check's flow row: the documents the run wrote against the
+-- index's _count, and whether they are equal.
+CREATE FUNCTION ecp._record_count_check(run bigint, index text, index_count bigint) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    written bigint;
+    failed bigint;
+    content jsonb;
+BEGIN
+    SELECT coalesce(sum(p.processed - p.deleted), 0), coalesce(sum(p.failed), 0) INTO written, failed
+      FROM ecp.part p WHERE p.run_id = run;
+    content := jsonb_build_object('index', index, 'count', index_count, 'indexed', written,
+                                  'equal', index_count = written);
+    IF index_count > written THEN
+        content := content || jsonb_build_object('why',
+            format('the index holds %s documents more than the run wrote: documents of rows deleted since they were indexed? ecp.verify(task, ''{"extra": true}'') finds them',
+                   index_count - written));
+    ELSIF index_count < written THEN
+        content := content || jsonb_build_object('why',
+            format('the index holds %s documents fewer than the run wrote: ids that repeat in the source, or deletes by another writer? ecp.verify(task) finds the missing ones',
+                   written - index_count));
+    END IF;
+    IF failed > 0 THEN
+        content := content || jsonb_build_object('failed', failed);
+    END IF;
+    PERFORM ecp._flow_event(run, 'count checked', content);
+    RETURN index_count = written;
+END $$;
+REVOKE EXECUTE ON FUNCTION ecp._record_count_check(bigint, text, bigint) FROM PUBLIC;
+
+-- What ecp knows about a task's source and index: the rows of its latest
+-- run of the whole source, the index's count from the latest count check,
+-- and the latest verify.  Nothing is asked of the cluster or planned here:
+-- the numbers are as of the times given.
+CREATE FUNCTION ecp.index_stats(task text,
+    OUT task_name text, OUT index text, OUT source_rows bigint, OUT source_rows_estimated boolean,
+    OUT source_rows_at timestamptz, OUT index_count bigint, OUT counted_at timestamptz,
+    OUT count_equal boolean, OUT last_verify bigint, OUT verified_at timestamptz, OUT verify_state text,
+    OUT checked bigint, OUT missing bigint, OUT stale bigint, OUT extra bigint)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t ecp.task;
+    r ecp.run;
+    f record;
+    v record;
+BEGIN
+    SELECT * INTO t FROM ecp.task WHERE name = index_stats.task;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', coalesce(task, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT name FROM ecp.tasks lists the tasks you can see.';
+    END IF;
+    task_name := t.name;
+    index := t.index_name;
+    SELECT * INTO r FROM ecp.run WHERE task_id = t.id AND state = 'succeeded' AND only_ids IS NULL
+       AND (action IS NULL OR action = 'verify') ORDER BY finished_at DESC LIMIT 1;
+    IF FOUND THEN
+        source_rows := (SELECT sum(p.processed + p.failed + p.skipped + p.skipped_stale)
+                          FROM ecp.part p WHERE p.run_id = r.id AND p.part_no >= 0);
+        source_rows_estimated := coalesce((r.verify_with->>'sample')::numeric < 1, false);
+        source_rows_at := r.finished_at;
+    END IF;
+    SELECT fl.content, fl.at INTO f FROM ecp.flow_log fl JOIN ecp.run fr ON fr.id = fl.run_id
+     WHERE fr.task_id = t.id AND fl.action = 'count checked' AND fl.content ? 'equal'
+     ORDER BY fl.at DESC LIMIT 1;
+    IF FOUND THEN
+        index_count := (f.content->>'count')::bigint;
+        counted_at := f.at;
+        count_equal := (f.content->>'equal')::boolean;
+    END IF;
+    SELECT * INTO v FROM ecp.drift_summary s WHERE s.task = t.name ORDER BY s.run_id DESC LIMIT 1;
+    IF FOUND THEN
+        last_verify := v.run_id;
+        verified_at := v.finished_at;
+        verify_state := v.state;
+        checked := v.checked;
+        missing := v.missing;
+        stale := v.stale;
+        extra := v.extra;
+    END IF;
+    RETURN;
+END $$;
+COMMENT ON FUNCTION ecp.index_stats(text) IS
+  'a task''s source rows (its latest full or verify run), its index''s count (the latest count check) and its latest verify';
+
+GRANT SELECT ON ecp.drift, ecp.drift_summary TO PUBLIC;
+
+-- (verify section end)
