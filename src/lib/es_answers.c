@@ -30,6 +30,8 @@ ecp_answer_cap(EcpAnswerKind kind)
 			return ECP_ANSWER_INDICES_CAP;
 		case ECP_ANSWER_COUNT:
 			return ECP_ANSWER_COUNT_CAP;
+		case ECP_ANSWER_HITS:
+			return ECP_ANSWER_HITS_CAP;
 		case ECP_ANSWER_ACK:
 			break;
 	}
@@ -47,6 +49,8 @@ ecp_answer_requests(EcpAnswerKind kind)
 			return "GET /<index or alias> and GET /_alias/<alias>";
 		case ECP_ANSWER_COUNT:
 			return "GET /<index>/_count";
+		case ECP_ANSWER_HITS:
+			return "POST /_search with a point in time (a page of ids)";
 		case ECP_ANSWER_ACK:
 			break;
 	}
@@ -64,6 +68,8 @@ ecp_answer_hint(EcpAnswerKind kind)
 			return "ecp asks for the index names only, about 100 bytes per index, so a larger answer comes from a server that is not Elasticsearch, or from an alias over more than about 10,000 indices.";
 		case ECP_ANSWER_COUNT:
 			return "Elasticsearch answers _count with less than 1 KiB, so a larger answer comes from some other server.";
+		case ECP_ANSWER_HITS:
+			return "ecp asks for at most 10,000 ids without their documents, about 100 bytes each plus the id, so a larger answer comes from a server that ignores \"_source\": false, or is not Elasticsearch.";
 		case ECP_ANSWER_ACK:
 			break;
 	}

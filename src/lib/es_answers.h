@@ -25,6 +25,8 @@ typedef enum EcpAnswerKind
 	ECP_ANSWER_INDICES,			/* GET /<name>?filter_path=*.settings.index.uuid,
 								 * GET /_alias/<name>: one entry per index */
 	ECP_ANSWER_COUNT,			/* GET /<index>/_count */
+	ECP_ANSWER_HITS,			/* POST /_search with a point in time: a page
+								 * of ids (a verify's walk of the index) */
 	ECP_ANSWER_ACK				/* PUT /<index>, PUT /<index>/_settings,
 								 * POST /<index>/_refresh, POST /_aliases,
 								 * DELETE /<index>, HEAD /<index>: an
@@ -35,6 +37,7 @@ typedef enum EcpAnswerKind
 #define ECP_ANSWER_INDICES_CAP ((size_t) 1 << 20)
 #define ECP_ANSWER_COUNT_CAP ((size_t) 64 << 10)
 #define ECP_ANSWER_ACK_CAP ((size_t) 256 << 10)
+#define ECP_ANSWER_HITS_CAP ((size_t) 32 << 20)
 
 /* The largest answer a request of this kind may get, in bytes. */
 extern size_t ecp_answer_cap(EcpAnswerKind kind);

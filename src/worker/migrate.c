@@ -152,118 +152,6 @@ set_step(const Migration *m, const char *step)
 	update_migration(m, "UPDATE ecp.migration SET step = $2 WHERE run_id = $1", step);
 }
 
-/* A request's answer: the status, a copy of the body, who answered what. */
-typedef struct Answer
-{
-	long		code;
-	char	   *body;
-	size_t		len;
-	char	   *request;		/* "GET http://host:port/path", without the query */
-} Answer;
-
-/*
- * A request to the cluster (the node in use, another if it is down),
- * whose answer is read up to the cap of its kind (a larger one is an
- * ERROR): ECP_SEND_DONE when it answered, with any status; else why not.
- */
-static EcpSendStatus
-request(EcpSink *sink, EcpPartConfig *config, EcpAnswerKind kind, const char *method,
-		const char *path, const char *body, Answer *answer, char **error)
-{
-	EcpHttpResponse response;
-	const char *origin;
-	EcpHttpOutcome outcome = ecp_sink_call(sink, config, kind, method, path, body, body ? strlen(body) : 0,
-										   &response, &origin);
-	EcpSendStatus status = ECP_SEND_DONE;
-	const char *query = strchr(path, '?');
-
-	answer->code = response.status;
-	answer->body = pnstrdup(response.body ? response.body : "", response.body_len);
-	answer->len = response.body_len;
-	answer->request = psprintf("%s %s%.*s", method, origin,
-							   query ? (int) (query - path) : (int) strlen(path), path);
-	if (outcome == ECP_HTTP_ABORTED)
-		status = ECP_SEND_STOPPED;
-	else if (outcome != ECP_HTTP_OK)
-	{
-		*error = ecp_sink_transfer_error(sink, method, origin, path, outcome, response.error);
-		status = outcome == ECP_HTTP_TRANSPORT ? ECP_SEND_TRANSIENT : ECP_SEND_FAILED;
-	}
-	ecp_http_response_free(&response);
-	return status;
-}
-
-/* A status the step cannot take: its class, and Elasticsearch's words. */
-static EcpSendStatus
-refused(EcpPartConfig *config, const char *what, const Answer *answer, char **error)
-{
-	const char *hint;
-	char		summary[512];
-	EcpSendStatus status = ecp_sink_status_class(config, answer->code, &hint);
-
-	ecp_error_summary(answer->body, answer->len, answer->code, summary, sizeof(summary));
-	*error = psprintf("%s: HTTP %ld %s%s", what, answer->code, summary, hint);
-	return status;
-}
-
-static bool
-ok(const Answer *answer)
-{
-	return answer->code >= 200 && answer->code <= 299;
-}
-
-/*
- * A 2xx answer that is not what Elasticsearch answers: the step cannot
- * trust it (an alias's indices, a count), so the run fails.
- */
-static void
-unreadable(const EcpPartConfig *config, const Answer *answer, EcpAnswerRead read, const char *why,
-		   const char *expected)
-{
-	ereport(ERROR,
-			(errcode(read == ECP_ANSWER_NOT_JSON ? ERRCODE_INVALID_JSON_TEXT : ERRCODE_DATA_EXCEPTION),
-			 errmsg("%s answered HTTP %ld with %s (%s); check that the consumer of task \"%s\" points at an Elasticsearch or OpenSearch cluster",
-					answer->request, answer->code,
-					read == ECP_ANSWER_NOT_JSON ? "an answer that is not JSON" : "an answer ecp cannot use",
-					why, config->task_name),
-			 errhint("Elasticsearch answers this request with %s.", expected)));
-}
-
-/*
- * The keys of a JSON object answer (GET /<name>, GET /_alias/<name>: the
- * indices), scanned without a tree, palloc'd.
- */
-static char **
-object_keys(const EcpPartConfig *config, const Answer *answer, int *nkeys)
-{
-	char		why[256];
-	char	  **found;
-	char	  **keys;
-	EcpAnswerRead read = ecp_answer_object_keys(answer->body, answer->len, &found, nkeys,
-												why, sizeof(why));
-
-	if (read != ECP_ANSWER_READ)
-		unreadable(config, answer, read, why, "a JSON object keyed by index names, each once");
-	keys = palloc0(sizeof(char *) * (*nkeys + 1));
-	for (int i = 0; i < *nkeys; i++)
-		keys[i] = pstrdup(found[i]);
-	ecp_answer_keys_free(found, *nkeys);
-	return keys;
-}
-
-/* The "count" of a _count answer. */
-static int64
-answer_count(const EcpPartConfig *config, const Answer *answer)
-{
-	char		why[256];
-	long long	count;
-	EcpAnswerRead read = ecp_answer_count(answer->body, answer->len, &count, why, sizeof(why));
-
-	if (read != ECP_ANSWER_READ)
-		unreadable(config, answer, read, why, "a JSON object whose \"count\" is a non-negative integer");
-	return (int64) count;
-}
-
 /* ---------------------------------------------------------------------------
  * create: the new index, for the load.
  * ------------------------------------------------------------------------- */
@@ -272,19 +160,19 @@ answer_count(const EcpPartConfig *config, const Answer *answer)
 static EcpSendStatus
 check_alias_name(EcpPartConfig *config, Migration *m, char **error)
 {
-	Answer		answer;
+	EcpAnswer		answer;
 	int			n;
 	char	  **names;
 	/* the names are all it needs: not the mappings and settings of each index */
-	EcpSendStatus status = request(m->sink, config, ECP_ANSWER_INDICES, "GET",
+	EcpSendStatus status = ecp_sink_request(m->sink, config, ECP_ANSWER_INDICES, "GET",
 								   psprintf("/%s?filter_path=*.settings.index.uuid", m->alias), NULL,
 								   &answer, error);
 
 	if (status != ECP_SEND_DONE || answer.code == 404)
 		return status;
-	if (!ok(&answer))
-		return refused(config, psprintf("GET /%s", m->alias), &answer, error);
-	names = object_keys(config, &answer, &n);
+	if (!ecp_answer_ok(&answer))
+		return ecp_answer_refused(config, psprintf("GET /%s", m->alias), &answer, error);
+	names = ecp_answer_index_keys(config, &answer, &n);
 	for (int i = 0; i < n; i++)
 		if (strcmp(names[i], m->alias) == 0)
 		{
@@ -300,7 +188,7 @@ static EcpSendStatus
 create_step(EcpPartConfig *config, void *arg, char **error)
 {
 	Migration  *m = arg;
-	Answer		answer;
+	EcpAnswer		answer;
 	StringInfoData body;
 	StringInfoData event;
 	EcpSendStatus status = check_alias_name(config, m, error);
@@ -312,14 +200,14 @@ create_step(EcpPartConfig *config, void *arg, char **error)
 	if (m->mappings)
 		ecp_json_key_raw(&body, "mappings", m->mappings);
 	ecp_json_end_object(&body);
-	status = request(m->sink, config, ECP_ANSWER_ACK, "PUT", psprintf("/%s", m->new_index), body.data, &answer, error);
+	status = ecp_sink_request(m->sink, config, ECP_ANSWER_ACK, "PUT", psprintf("/%s", m->new_index), body.data, &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
-	if (!ok(&answer) && !(answer.code == 400 && strstr(answer.body, "resource_already_exists_exception")))
-		return refused(config, psprintf("creating index \"%s\"", m->new_index), &answer, error);
+	if (!ecp_answer_ok(&answer) && !(answer.code == 400 && strstr(answer.body, "resource_already_exists_exception")))
+		return ecp_answer_refused(config, psprintf("creating index \"%s\"", m->new_index), &answer, error);
 	ecp_json_object_new(&event);
 	ecp_json_key_string(&event, "index", m->new_index);
-	if (ok(&answer))
+	if (ecp_answer_ok(&answer))
 	{
 		ecp_json_key_string(&event, "alias", m->alias);
 		ecp_json_key_raw(&event, "settings", m->load_settings);
@@ -327,7 +215,7 @@ create_step(EcpPartConfig *config, void *arg, char **error)
 	else
 		ecp_json_key_string(&event, "why", "created before this worker (a resumed run)");
 	ecp_json_end_object(&event);
-	ecp_store_event(config, ok(&answer) ? ECP_FLOW_INDEX_CREATED : ECP_FLOW_INDEX_EXISTS, event.data);
+	ecp_store_event(config, ecp_answer_ok(&answer) ? ECP_FLOW_INDEX_CREATED : ECP_FLOW_INDEX_EXISTS, event.data);
 	set_step(m, "load");
 	return ECP_SEND_DONE;
 }
@@ -339,17 +227,17 @@ create_step(EcpPartConfig *config, void *arg, char **error)
 static EcpSendStatus
 settings_step(EcpPartConfig *config, Migration *m, char **error)
 {
-	Answer		answer;
+	EcpAnswer		answer;
 	EcpSendStatus status;
 	StringInfoData event;
 
 	set_step(m, "settings");
-	status = request(m->sink, config, ECP_ANSWER_ACK, "PUT", psprintf("/%s/_settings", m->new_index), m->final_settings,
+	status = ecp_sink_request(m->sink, config, ECP_ANSWER_ACK, "PUT", psprintf("/%s/_settings", m->new_index), m->final_settings,
 					 &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
-	if (!ok(&answer))
-		return refused(config, psprintf("restoring the settings of \"%s\"", m->new_index), &answer, error);
+	if (!ecp_answer_ok(&answer))
+		return ecp_answer_refused(config, psprintf("restoring the settings of \"%s\"", m->new_index), &answer, error);
 	ecp_json_object_new(&event);
 	ecp_json_key_string(&event, "index", m->new_index);
 	ecp_json_key_raw(&event, "settings", m->final_settings);
@@ -367,23 +255,23 @@ settings_step(EcpPartConfig *config, Migration *m, char **error)
 static EcpSendStatus
 count_step(EcpPartConfig *config, Migration *m, char **error)
 {
-	Answer		answer;
+	EcpAnswer		answer;
 	int64		count;
 	EcpSendStatus status;
 	StringInfoData event;
 
 	set_step(m, "count");
-	status = request(m->sink, config, ECP_ANSWER_ACK, "POST", psprintf("/%s/_refresh", m->new_index), NULL, &answer, error);
+	status = ecp_sink_request(m->sink, config, ECP_ANSWER_ACK, "POST", psprintf("/%s/_refresh", m->new_index), NULL, &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
-	if (!ok(&answer))
-		return refused(config, psprintf("refreshing \"%s\"", m->new_index), &answer, error);
-	status = request(m->sink, config, ECP_ANSWER_COUNT, "GET", psprintf("/%s/_count", m->new_index), NULL, &answer, error);
+	if (!ecp_answer_ok(&answer))
+		return ecp_answer_refused(config, psprintf("refreshing \"%s\"", m->new_index), &answer, error);
+	status = ecp_sink_request(m->sink, config, ECP_ANSWER_COUNT, "GET", psprintf("/%s/_count", m->new_index), NULL, &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
-	if (!ok(&answer))
-		return refused(config, psprintf("counting \"%s\"", m->new_index), &answer, error);
-	count = answer_count(config, &answer);
+	if (!ecp_answer_ok(&answer))
+		return ecp_answer_refused(config, psprintf("counting \"%s\"", m->new_index), &answer, error);
+	count = ecp_answer_count_of(config, &answer);
 	ecp_json_object_new(&event);
 	ecp_json_key_string(&event, "index", m->new_index);
 	ecp_json_key_int(&event, "count", count);
@@ -406,19 +294,19 @@ count_step(EcpPartConfig *config, Migration *m, char **error)
 static EcpSendStatus
 alias_targets(EcpPartConfig *config, Migration *m, char ***targets, int *ntargets, char **error)
 {
-	Answer		answer;
+	EcpAnswer		answer;
 	char	  **names;
 	int			n;
-	EcpSendStatus status = request(m->sink, config, ECP_ANSWER_INDICES, "GET", psprintf("/_alias/%s", m->alias), NULL,
+	EcpSendStatus status = ecp_sink_request(m->sink, config, ECP_ANSWER_INDICES, "GET", psprintf("/_alias/%s", m->alias), NULL,
 								   &answer, error);
 
 	*targets = NULL;
 	*ntargets = 0;
 	if (status != ECP_SEND_DONE || answer.code == 404)
 		return status;
-	if (!ok(&answer))
-		return refused(config, psprintf("reading alias \"%s\"", m->alias), &answer, error);
-	names = object_keys(config, &answer, &n);
+	if (!ecp_answer_ok(&answer))
+		return ecp_answer_refused(config, psprintf("reading alias \"%s\"", m->alias), &answer, error);
+	names = ecp_answer_index_keys(config, &answer, &n);
 	*targets = palloc0(sizeof(char *) * (n + 1));
 	for (int i = 0; i < n; i++)
 	{
@@ -452,7 +340,7 @@ move_alias(EcpSink *sink, EcpPartConfig *config, const char *alias, char **from,
 		   char **error)
 {
 	StringInfoData body;
-	Answer		answer;
+	EcpAnswer		answer;
 	EcpSendStatus status;
 
 	ecp_json_object_new(&body);
@@ -472,11 +360,11 @@ move_alias(EcpSink *sink, EcpPartConfig *config, const char *alias, char **from,
 	}
 	ecp_json_end_array(&body);
 	ecp_json_end_object(&body);
-	status = request(sink, config, ECP_ANSWER_ACK, "POST", "/_aliases", body.data, &answer, error);
+	status = ecp_sink_request(sink, config, ECP_ANSWER_ACK, "POST", "/_aliases", body.data, &answer, error);
 	if (status != ECP_SEND_DONE)
 		return status;
-	if (!ok(&answer))
-		return refused(config, psprintf("moving alias \"%s\"", alias), &answer, error);
+	if (!ecp_answer_ok(&answer))
+		return ecp_answer_refused(config, psprintf("moving alias \"%s\"", alias), &answer, error);
 	return ECP_SEND_DONE;
 }
 
@@ -513,15 +401,15 @@ drop_indices(EcpSink *sink, EcpPartConfig *config, char **names, int n, const ch
 {
 	for (int i = 0; i < n; i++)
 	{
-		Answer		answer;
-		EcpSendStatus status = request(sink, config, ECP_ANSWER_ACK, "DELETE", psprintf("/%s", names[i]), NULL, &answer,
+		EcpAnswer		answer;
+		EcpSendStatus status = ecp_sink_request(sink, config, ECP_ANSWER_ACK, "DELETE", psprintf("/%s", names[i]), NULL, &answer,
 									   error);
 		StringInfoData event;
 
 		if (status != ECP_SEND_DONE)
 			return status;
-		if (!ok(&answer) && answer.code != 404)
-			return refused(config, psprintf("dropping index \"%s\"", names[i]), &answer, error);
+		if (!ecp_answer_ok(&answer) && answer.code != 404)
+			return ecp_answer_refused(config, psprintf("dropping index \"%s\"", names[i]), &answer, error);
 		ecp_json_object_new(&event);
 		ecp_json_key_string(&event, "index", names[i]);
 		ecp_json_key_string(&event, "why", why);
@@ -567,9 +455,9 @@ rollback_step(EcpPartConfig *config, void *arg, char **error)
 
 	for (int i = 0; i < m->nold; i++)
 	{
-		Answer		answer;
+		EcpAnswer		answer;
 
-		status = request(m->sink, config, ECP_ANSWER_ACK, "HEAD", psprintf("/%s", m->old[i]), NULL, &answer, error);
+		status = ecp_sink_request(m->sink, config, ECP_ANSWER_ACK, "HEAD", psprintf("/%s", m->old[i]), NULL, &answer, error);
 		if (status != ECP_SEND_DONE)
 			return status;
 		if (answer.code == 404)
@@ -579,8 +467,8 @@ rollback_step(EcpPartConfig *config, void *arg, char **error)
 							  m->alias, m->old[i], m->run_id, m->new_index);
 			return ECP_SEND_FAILED;
 		}
-		if (!ok(&answer))
-			return refused(config, psprintf("checking index \"%s\"", m->old[i]), &answer, error);
+		if (!ecp_answer_ok(&answer))
+			return ecp_answer_refused(config, psprintf("checking index \"%s\"", m->old[i]), &answer, error);
 	}
 	status = move_alias(m->sink, config, m->alias, &m->new_index, 1, m->old, m->nold, error);
 	if (status != ECP_SEND_DONE)

@@ -55,7 +55,9 @@ basic_auth(const char *user, const char *password)
 	"       p.source->>'step' AS migrate_step, m.new_index, " \
 	"       p.source->>'from' AS range_from, p.source->>'to' AS range_to, " \
 	"       t.file, (SELECT pg_catalog.max(i.n) FROM ecp.run_id i WHERE i.run_id = r.id) AS ids_count, " \
-	"       CASE WHEN p.source->>'kind' = 'ids' AND t.query IS NULL THEN t.queries END AS id_queries, " \
+	"       CASE WHEN p.source->>'kind' IN ('ids', 'index_ids') AND t.query IS NULL THEN t.queries END AS id_queries, " \
+	"       (r.action = 'verify') AS verify, r.verify_with->>'sample' AS verify_sample, " \
+	"       (r.repair_of IS NOT NULL) AS repair, " \
 	"       t.options->>'shard_of' AS shard_of, " \
 	"       t.options->>'parallelism' AS parallelism, " \
 	"       t.options->>'delete_missing' AS delete_missing, " \
@@ -204,6 +206,25 @@ load_id_queries(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 }
 
 /* The task's fields, each checked: what a worker acts on. */
+/* Verify option sample: 0 < s <= 1 (ecp._check_verify_options), 1 when absent. */
+static double
+verify_sample(const char *text)
+{
+	char	   *end;
+	double		sample;
+
+	if (text == NULL)
+		return 1.0;
+	errno = 0;
+	sample = strtod(text, &end);
+	if (errno != 0 || *end != '\0' || !(sample > 0 && sample <= 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("verify option \"sample\" is \"%s\", not a number above 0 and at most 1", text),
+				 errhint("Start the verify again with ecp.verify(task, '{\"sample\": 0.1}').")));
+	return sample;
+}
+
 static void
 load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 {
@@ -248,13 +269,21 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	config->parallelism = ecp_option_int("task", "parallelism", value_of(tuple, desc, "parallelism"));
 	config->delete_missing = ecp_option_bool("task", "delete_missing",
 											 value_of(tuple, desc, "delete_missing"));
-	/* a follower deletes the documents of rows that are gone */
-	if (config->kind == ECP_PART_FOLLOW)
+	/*
+	 * A follower deletes the documents of rows that are gone, and so does
+	 * a repair (the extra documents a verify found); a verify's walk of
+	 * the index finds them by the same lookup.
+	 */
+	if (config->kind == ECP_PART_FOLLOW || config->kind == ECP_PART_INDEX_IDS ||
+		bool_column(tuple, desc, "repair"))
 		config->delete_missing = true;
+	config->verify = bool_column(tuple, desc, "verify");
+	config->verify_sample = verify_sample(value_of(tuple, desc, "verify_sample"));
 	load_write_options(config, tuple, desc);
 }
 
-static const char *const kind_words[] = {"query", "split", "range", "ids", "file", "migrate", "follow", NULL};
+static const char *const kind_words[] = {"query", "split", "range", "ids", "file", "migrate", "follow",
+"index_ids", NULL};
 static const char *const step_words[] = {"create", "swap", "rollback", "drop_index", NULL};
 static const char *const follow_step_words[] = {"capture", "apply", NULL};
 
@@ -274,7 +303,7 @@ load_part_source(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 {
 	const char *kind = ecp_config_word(value_of(tuple, desc, "part_kind"), "source kind", kind_words);
 	const EcpPartKind kinds[] = {ECP_PART_QUERY, ECP_PART_SPLIT, ECP_PART_RANGE, ECP_PART_IDS, ECP_PART_FILE,
-	ECP_PART_MIGRATE, ECP_PART_FOLLOW};
+	ECP_PART_MIGRATE, ECP_PART_FOLLOW, ECP_PART_INDEX_IDS};
 
 	config->kind = ECP_PART_QUERY;
 	for (int i = 0; kind_words[i]; i++)

@@ -263,6 +263,40 @@ insert_dead_letter(EcpPartConfig *config, const char *doc_id, int status,
 			   5, types, values, nulls);
 }
 
+/*
+ * What a verify found about one id (inside an open SPI connection).  A
+ * page checked again after a crash finds its ids again: one row per id.
+ */
+static void
+insert_drift(EcpPartConfig *config, const char *id, const char *kind, const char *detail)
+{
+	Oid			types[5] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', detail ? ' ' : 'n', ' '};
+
+	values[0] = Int64GetDatum(config->run_id);
+	values[1] = CStringGetTextDatum(id);
+	values[2] = CStringGetTextDatum(kind);
+	values[3] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
+	values[4] = Int32GetDatum(config->part_no);
+	owner_exec("INSERT INTO ecp.drift (run_id, id, kind, detail, part_no, owner) "
+			   "SELECT $1, $2, $3, $4, $5, owner FROM ecp.run WHERE id = $1 "
+			   "ON CONFLICT (run_id, id) DO NOTHING",
+			   5, types, values, nulls);
+}
+
+/* The same in a transaction of its own (a verify's walk of the index). */
+void
+ecp_store_drift(EcpPartConfig *config, const char *id, const char *kind, const char *detail)
+{
+	MemoryContext back_to = ecp_begin_bookkeeping();
+
+	SPI_connect();
+	insert_drift(config, id, kind, detail);
+	SPI_finish();
+	ecp_commit_bookkeeping(back_to);
+}
+
 /* The run's state (GONE when deleted), inside an open SPI connection. */
 static EcpRunState
 select_run_state(EcpPartConfig *config)
@@ -339,6 +373,11 @@ count_results(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results, Bat
 			counts->skipped++;
 		else if (results[i].outcome == ECP_DOC_STALE)
 			counts->stale++;
+		else if (results[i].outcome == ECP_DOC_DRIFT)
+		{
+			counts->ok++;		/* checked: what it found is in ecp.drift */
+			insert_drift(config, batch->docs[i].id, results[i].error_type, results[i].reason);
+		}
 		else if (results[i].outcome == ECP_DOC_FAILED)
 		{
 			(*failed)++;
@@ -491,14 +530,18 @@ ecp_store_run_ids(EcpPartConfig *config, int64 after, int n, int *nids)
 	return ids;
 }
 
-/* The part is done; the run succeeds when it was its last running part. */
-void
+/*
+ * The part is done; the run succeeds when it was its last running part
+ * (true: this part ended it).
+ */
+bool
 ecp_store_finish(EcpPartConfig *config, int64 null_keys)
 {
 	MemoryContext back_to;
 	Oid			types[3] = {INT8OID, INT4OID, INT8OID};
 	Datum		values[3] = {Int64GetDatum(config->run_id), Int32GetDatum(config->part_no),
 	Int64GetDatum(null_keys)};
+	bool		ended_run;
 
 	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
@@ -518,10 +561,12 @@ ecp_store_finish(EcpPartConfig *config, int64 null_keys)
 			   " WHERE id = $1 AND state = 'running' "
 			   "   AND NOT EXISTS (SELECT 1 FROM ecp.part WHERE run_id = $1 AND state <> 'done')",
 			   1, types, values, NULL);
+	ended_run = SPI_processed == 1;
 	SPI_finish();
 	ecp_commit_bookkeeping(back_to);
 	ereport(LOG,
 			(errmsg("ecp run " INT64_FORMAT " part %d finished", config->run_id, config->part_no)));
+	return ended_run;
 }
 
 /* At most this many bytes of an error go into last_error (and the flow). */

@@ -235,8 +235,9 @@ ecp_since_load(EcpPartConfig *config)
 	config->since_watermark = NULL;
 	config->since_watermark_type = InvalidOid;
 	config->progress.has_since_max = false;
+	/* a verify compares the whole source */
 	if ((config->kind != ECP_PART_QUERY && config->kind != ECP_PART_RANGE &&
-		 config->kind != ECP_PART_SPLIT) || config->new_index != NULL)
+		 config->kind != ECP_PART_SPLIT) || config->new_index != NULL || config->verify)
 		return;
 	if (SPI_execute_with_args("SELECT t.options->>'since_column', t.options->>'since_overlap', "
 							  "       w.value, w.value_type::pg_catalog.oid, "

@@ -107,6 +107,7 @@ struct EcpSink
 	char	   *request_path;	/* of the batches (changes with dual writes) */
 	const char *tag_headers[2];
 	bool		said_hello;
+	char	   *product;		/* what GET / said: "Elasticsearch", "OpenSearch", ... */
 	SinkNode   *nodes;
 	int			nnodes;
 	int			current_node;	/* the node of the request in flight */
@@ -166,12 +167,22 @@ allowed_ca_file(const EcpPartConfig *config)
 }
 
 
+/*
+ * A verify's _mget answers carry the documents: its requests hold at most
+ * batch_bytes of the documents compared (answer_weight), and the index's
+ * may be larger than ecp's (a stale document), so four times that, plus
+ * the metadata of each, up to 1 GiB.
+ */
+#define MAX_VERIFY_RESPONSE_BYTES (1024L * 1024 * 1024)
+
 /* The largest answer a request of this task may get (see above). */
 static size_t
 response_limit(const EcpPartConfig *config)
 {
 	long		limit = RESPONSE_BYTES_SLACK + RESPONSE_BYTES_PER_DOC * Max(config->batch_size, 1);
 
+	if (config->verify)
+		return (size_t) Min(limit + 4L * config->batch_bytes, MAX_VERIFY_RESPONSE_BYTES);
 	return (size_t) Min(limit, MAX_RESPONSE_BYTES);
 }
 
@@ -265,7 +276,8 @@ open_in_context(EcpSink *sink, EcpPartConfig *config)
 	http_options(sink, config, &http);
 	open_nodes(sink, config);
 	open_tag_header(sink, config);
-	sink->format = config->write_service ? &ecp_http_format : &ecp_es_format;
+	sink->format = config->write_service ? &ecp_http_format :
+		config->verify ? &ecp_verify_format : &ecp_es_format;
 	sink->request_path = pstrdup(sink->format->path(config));
 	/* last: nothing after it may fail, so an error leaks no connection */
 	sink->client = ecp_http_client_create(&http, err, sizeof(err));
@@ -730,9 +742,22 @@ send_and_restart(EcpSink *sink, EcpPartConfig *config, StringInfo body, int leng
 	return ECP_SEND_DONE;
 }
 
+/* The product the first request's GET / found (NULL: not asked yet, or unknown). */
+void
+ecp_sink_set_product(EcpSink *sink, const char *product)
+{
+	sink->product = MemoryContextStrdup(sink->context, product);
+}
+
+const char *
+ecp_sink_product(const EcpSink *sink)
+{
+	return sink->product;
+}
+
 /* The first request of a part says hello (ES: GET /, which product). */
-static EcpSendStatus
-hello_once(EcpSink *sink, EcpPartConfig *config, char **error)
+EcpSendStatus
+ecp_sink_hello(EcpSink *sink, EcpPartConfig *config, char **error)
 {
 	EcpSendStatus status;
 
@@ -764,11 +789,19 @@ ecp_sink_begin(EcpSink *sink, EcpPartConfig *config, EcpBatch *batch, const int 
 	int			max_docs = rate > 0 ? (int) Max(1.0, Min(rate / 20, (double) INT_MAX)) : INT_MAX;
 	EcpSendStatus status;
 	EcpHttpResponse response;
+	size_t		weight = 0;		/* of the documents in the body (answer_weight) */
 
 	Assert(!sink->in_flight.active);
-	status = hello_once(sink, config, error);
+	status = ecp_sink_hello(sink, config, error);
 	if (status != ECP_SEND_DONE)
 		return status;
+	if (subset == NULL && sink->format->checks_page && !sink->format->checks_page(config))
+	{
+		/* not in a sample: the page's documents are counted as skipped */
+		for (int i = 0; i < batch->ndocs; i++)
+			results[i].outcome = ECP_DOC_SKIPPED;
+		return ECP_SEND_DONE;
+	}
 	/* the path may change from page to page (dual writes begin and end) */
 	if (sink->request_path)
 		pfree(sink->request_path);
@@ -782,22 +815,28 @@ ecp_sink_begin(EcpSink *sink, EcpPartConfig *config, EcpBatch *batch, const int 
 
 		if (judged_before_sending(config, &batch->docs[i], &results[i]))
 			continue;
+		size_t		doc_weight = sink->format->answer_weight ?
+			sink->format->answer_weight(&batch->docs[i]) : 0;
+
 		if (nmembers >= max_docs)
 		{
 			status = send_and_restart(sink, config, &body, body.len, batch, members, &nmembers, results, error);
 			if (status != ECP_SEND_DONE)
 				return status;
 			before = body.len;
+			weight = 0;
 		}
 		sink->format->append(&body, config, &batch->docs[i], nmembers == 0);
-		if (body.len > config->batch_bytes && nmembers > 0)
+		if (body.len + weight + doc_weight > (size_t) config->batch_bytes && nmembers > 0)
 		{
 			/* Over the byte limit: send what came before this document. */
 			status = send_and_restart(sink, config, &body, before, batch, members, &nmembers, results, error);
 			if (status != ECP_SEND_DONE)
 				return status;
 			sink->format->append(&body, config, &batch->docs[i], true);
+			weight = 0;
 		}
+		weight += doc_weight;
 		members[nmembers++] = i;
 	}
 	if (nmembers == 0)
@@ -831,7 +870,7 @@ ecp_sink_finish(EcpSink *sink, EcpPartConfig *config, char **error)
 EcpSendStatus
 ecp_sink_end_part(EcpSink *sink, EcpPartConfig *config, char **error)
 {
-	EcpSendStatus status = hello_once(sink, config, error);
+	EcpSendStatus status = ecp_sink_hello(sink, config, error);
 
 	if (status != ECP_SEND_DONE || sink->format->end_part == NULL)
 		return status;

@@ -76,8 +76,8 @@ read_product(const char *body, size_t len, Product *product)
  * got no 2xx: stopped, a transfer failure, or a status and its class.
  * ECP_SEND_DONE for a 2xx.
  */
-static EcpSendStatus
-call_outcome(const EcpSink *sink, const EcpPartConfig *config, EcpHttpOutcome outcome,
+EcpSendStatus
+ecp_es_call_outcome(const EcpSink *sink, const EcpPartConfig *config, EcpHttpOutcome outcome,
 			 const EcpHttpResponse *response, const char *method, const char *origin,
 			 const char *path, const char **hint, char **error)
 {
@@ -123,8 +123,8 @@ note_product(EcpPartConfig *config, const char *origin, const char *name, const 
  * not to monitor the cluster) is no reason to stop: the product stays
  * unknown and the flow says why.
  */
-static EcpSendStatus
-es_hello(EcpSink *sink, EcpPartConfig *config, char **error)
+EcpSendStatus
+ecp_es_hello(EcpSink *sink, EcpPartConfig *config, char **error)
 {
 	EcpHttpResponse response;
 	const char *origin;
@@ -132,7 +132,7 @@ es_hello(EcpSink *sink, EcpPartConfig *config, char **error)
 	char		summary[512];
 	Product		product;
 	EcpHttpOutcome outcome = ecp_sink_call(sink, config, ECP_ANSWER_PRODUCT, "GET", "/", NULL, 0, &response, &origin);
-	EcpSendStatus status = call_outcome(sink, config, outcome, &response, "GET", origin, "/", &hint, error);
+	EcpSendStatus status = ecp_es_call_outcome(sink, config, outcome, &response, "GET", origin, "/", &hint, error);
 
 	if (outcome == ECP_HTTP_OK && response.status == 403)
 	{
@@ -147,7 +147,10 @@ es_hello(EcpSink *sink, EcpPartConfig *config, char **error)
 	{
 		read_product(response.body, response.body_len, &product);
 		if (product.known)
+		{
 			note_product(config, origin, product.name, product.version, NULL);
+			ecp_sink_set_product(sink, product.name);
+		}
 		else
 		{
 			ecp_error_summary(response.body, response.body_len, response.status, summary, sizeof(summary));
@@ -319,7 +322,7 @@ es_end_part(EcpSink *sink, EcpPartConfig *config, char **error)
 		return ECP_SEND_DONE;
 	path = psprintf("/%s/_refresh", config->index_name);
 	outcome = ecp_sink_call(sink, config, ECP_ANSWER_ACK, "POST", path, NULL, 0, &response, &origin);
-	status = call_outcome(sink, config, outcome, &response, "POST", origin, path, &hint, error);
+	status = ecp_es_call_outcome(sink, config, outcome, &response, "POST", origin, path, &hint, error);
 	if (status == ECP_SEND_DONE)
 	{
 		StringInfoData event;
@@ -338,7 +341,7 @@ es_end_part(EcpSink *sink, EcpPartConfig *config, char **error)
 const EcpSinkFormat ecp_es_format = {
 	.content_type = "application/x-ndjson",
 	.path = es_path,
-	.hello = es_hello,
+	.hello = ecp_es_hello,
 	.start_body = es_start_body,
 	.append = es_append,
 	.end_body = es_end_body,

@@ -463,6 +463,28 @@ look_up(const EcpIdLookup *lookup, EcpPartConfig *config, char **wanted, int nwa
 	MemoryContextSwitchTo(found->batch->context);
 }
 
+/*
+ * Ids that cannot be a value of the id column ("abc" for an integer) are
+ * in no row: with delete_missing their documents are deleted as given
+ * (a verify's walk of the index finds such documents extra, and the
+ * repair removes them).
+ */
+static void
+delete_unusable(const EcpIdLookup *lookup, char **ids, int nids, Found *found)
+{
+	for (int i = 0; i < nids; i++)
+	{
+		EcpDoc	   *doc;
+
+		if (canonical_id(ids[i], lookup->queries[0].id_type) != NULL)
+			continue;
+		doc = new_doc(found);
+		doc->key = ids[i];
+		doc->id = ids[i];
+		doc->is_delete = true;
+	}
+}
+
 /* A flow row: ids that more than one of the task's queries returned. */
 static void
 report_duplicates(EcpPartConfig *config, Found *found)
@@ -529,7 +551,10 @@ ecp_ids_lookup(const EcpIdLookup *lookup, EcpPartConfig *config, char **ids, int
 		doc->id = wanted[i];
 		doc->is_delete = true;
 	}
-	batch->missing += unusable;
+	if (config->delete_missing && unusable > 0)
+		delete_unusable(lookup, ids, nids, &found);
+	else
+		batch->missing += unusable;
 	if (found.nrepeated > 0)
 		report_duplicates(config, &found);
 	MemoryContextSwitchTo(old);

@@ -45,8 +45,10 @@ typedef enum EcpPartKind
 	ECP_PART_IDS,				/* the run's ids, looked up through the query */
 	ECP_PART_FILE,				/* the task's file */
 	ECP_PART_MIGRATE,			/* a step of a migration (migrate.c) */
-	ECP_PART_FOLLOW				/* a follower: capture (follow_capture.c) or
+	ECP_PART_FOLLOW,			/* a follower: capture (follow_capture.c) or
 								 * apply (source_follow.c) */
+	ECP_PART_INDEX_IDS			/* a verify run's walk of the index's ids
+								 * (verify_extra.c) */
 } EcpPartKind;
 
 /* What a part has done: its run's state, its checkpoint and counters. */
@@ -105,6 +107,9 @@ typedef struct EcpPartConfig
 	char	   *version_column; /* external_gte versions, or NULL */
 	char	   *pipeline;		/* ingest pipeline, or NULL */
 	bool		refresh;		/* refresh the index at the end of the part */
+	bool		verify;			/* a verify run (ecp.verify): pages are compared
+								 * with the index (sink_verify.c), never written */
+	double		verify_sample;	/* the fraction of pages a verify compares (1: all) */
 	char	   *since_column;	/* incremental runs (since.c), or NULL: the
 								 * whole source, and always for ids, files
 								 * and migrations */
@@ -270,7 +275,9 @@ typedef enum EcpDocOutcome
 	ECP_DOC_RETRY,				/* transient: 429 / 5xx for this item */
 	ECP_DOC_FAILED,				/* data error: dead letter */
 	ECP_DOC_SKIPPED,			/* the transform dropped it: not sent */
-	ECP_DOC_STALE				/* a newer version is in the index (409) */
+	ECP_DOC_STALE,				/* a newer version is in the index (409) */
+	ECP_DOC_DRIFT				/* a verify: the index differs (error_type
+								 * missing or stale, reason: where) */
 } EcpDocOutcome;
 
 typedef struct EcpDocResult
@@ -423,6 +430,12 @@ extern EcpSourceOutcome ecp_source_with_retries(EcpPartConfig *config, EcpSource
 /* transform.c: option transform over a page, as the owner */
 extern void ecp_transform_page(EcpPartConfig *config, EcpBatch *page);
 
+/* verify_extra.c: a verify run's walk of every id of the index (option extra) */
+extern void ecp_verify_extra_part(EcpPartConfig *config, EcpSink *sink);
+
+/* count_check.c: the index's _count against what a full run wrote */
+extern void ecp_count_check(EcpPartConfig *config, EcpSink *sink);
+
 /* migrate.c: the steps of a migration (mode alias_swap) and its maintenance runs */
 extern void ecp_migrate_part(EcpPartConfig *config, EcpSink *sink);
 
@@ -473,7 +486,7 @@ extern void ecp_store_set_total(EcpPartConfig *config, int64 total, bool is_esti
 extern EcpRunState ecp_store_save(EcpPartConfig *config, EcpBatch *batch,
 							EcpDocResult *results, double docs_per_second,
 							const EcpSource *source);
-extern void ecp_store_finish(EcpPartConfig *config, int64 null_keys);
+extern bool ecp_store_finish(EcpPartConfig *config, int64 null_keys);
 extern void ecp_store_fail(EcpPartConfig *config, const char *error);
 extern EcpRunState ecp_store_run_state(EcpPartConfig *config);
 extern void ecp_store_heartbeat(EcpPartConfig *config);
@@ -486,6 +499,8 @@ extern void ecp_store_alert(EcpPartConfig *config, const char *class, int attemp
 								 const char *error);
 extern void ecp_store_event(EcpPartConfig *config, EcpFlowAction action,
 								 const char *content_json);
+extern void ecp_store_drift(EcpPartConfig *config, const char *id, const char *kind,
+							const char *detail);
 extern int	ecp_store_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high,
 								 int nranges);
 extern char **ecp_store_run_ids(EcpPartConfig *config, int64 after, int n, int *nids);

@@ -140,6 +140,7 @@ typedef struct PartLoop
 	bool		have_page;		/* pages[current] is read, not yet sent */
 	RateWindow	rate;
 	int64		done;			/* documents acknowledged, for the rate */
+	bool		ended_run;		/* this part's end was its run's */
 	PhaseTimes	times;
 } PartLoop;
 
@@ -366,9 +367,10 @@ prepare_step(EcpPartConfig *config, void *arg)
 static bool
 finish_step(EcpPartConfig *config, void *arg)
 {
-	EcpSource  *source = ((PartLoop *) arg)->source;
+	PartLoop   *loop = (PartLoop *) arg;
+	EcpSource  *source = loop->source;
 
-	ecp_store_finish(config, source->ops->unreadable(source->state, config));
+	loop->ended_run = ecp_store_finish(config, source->ops->unreadable(source->state, config));
 	return true;
 }
 
@@ -394,7 +396,11 @@ stopped_before_end(PartLoop *loop)
 	if (ended != ECP_SEND_DONE)
 		return false;
 	ecp_sink_report_nodes(loop->sink, loop->config);
-	return ecp_source_with_retries(loop->config, finish_step, loop) == ECP_SOURCE_STOPPED;
+	if (ecp_source_with_retries(loop->config, finish_step, loop) == ECP_SOURCE_STOPPED)
+		return true;
+	if (loop->ended_run)
+		ecp_count_check(loop->config, loop->sink);
+	return false;
 }
 
 /* The checkpoint after an acknowledged page; false when the run is no longer running. */
@@ -553,6 +559,11 @@ sync_part(PartLoop *loop)
 	if (config->kind == ECP_PART_MIGRATE)
 	{
 		ecp_migrate_part(config, loop->sink);
+		return;
+	}
+	if (config->kind == ECP_PART_INDEX_IDS)
+	{
+		ecp_verify_extra_part(config, loop->sink);
 		return;
 	}
 	page_loop(loop);
