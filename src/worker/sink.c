@@ -812,11 +812,11 @@ ecp_sink_begin(EcpSink *sink, EcpPartConfig *config, EcpBatch *batch, const int 
 	{
 		int			i = subset ? subset[k] : k;
 		int			before = body.len;
+		size_t		doc_weight;
 
 		if (judged_before_sending(config, &batch->docs[i], &results[i]))
 			continue;
-		size_t		doc_weight = sink->format->answer_weight ?
-			sink->format->answer_weight(&batch->docs[i]) : 0;
+		doc_weight = sink->format->answer_weight ? sink->format->answer_weight(&batch->docs[i]) : 0;
 
 		if (nmembers >= max_docs)
 		{

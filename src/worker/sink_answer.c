@@ -6,8 +6,8 @@
  */
 #include "sink.h"
 
+#include "bulk_response.h"
 #include "es_answers.h"
-#include "error_summary.h"
 
 
 /*
@@ -55,8 +55,8 @@ ecp_answer_refused(EcpPartConfig *config, const char *what, const EcpAnswer *ans
 	return status;
 }
 
-static bool
-ok(const EcpAnswer *answer)
+bool
+ecp_answer_ok(const EcpAnswer *answer)
 {
 	return answer->code >= 200 && answer->code <= 299;
 }

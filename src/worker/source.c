@@ -53,6 +53,7 @@ source_of(const EcpPartConfig *config)
 		case ECP_PART_RANGE:
 		case ECP_PART_SPLIT:
 		case ECP_PART_MIGRATE:	/* reads nothing: migrate.c runs it */
+		case ECP_PART_INDEX_IDS:	/* verify_extra.c reads the index itself */
 			break;
 	}
 	return &ecp_query_source;
