@@ -76,6 +76,7 @@ typedef struct config {
     bool auto_create_index;
     bool refresh_timer;
     size_t max_content_length;
+    size_t max_open_pits;    /* search.max_open_pit_context */
     size_t log_body_max;     /* bytes of each request body kept in /_esd/requests */
     char *auth_basic;        /* "user:pass" from --auth, or NULL */
     char *auth_apikey;       /* encoded api key from --auth, or NULL */
@@ -155,6 +156,7 @@ void resp_error_obj(resp_t *rs, int status, json_t *cause);
 void resp_error_string(resp_t *rs, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 json_t *index_not_found_cause(const char *name);
+void resp_validation(resp_t *rs, const char *const *msgs, int n);
 
 void route_request(req_t *r, resp_t *rs);
 int http_start(int port);
@@ -179,6 +181,15 @@ typedef struct doc {
     int refs;                    /* map + snapshots */
 } doc_t;
 
+/* The documents a search sees: the live list as of a refresh.  Shared by
+ * the index (until its next refresh) and by every point in time opened
+ * on it, so PITs opened between two refreshes cost no copy. */
+typedef struct snapshot {
+    int refs;
+    size_t n;
+    doc_t **docs;                /* in write order (Lucene doc order) */
+} snapshot_t;
+
 typedef struct index {
     char *name;
     char uuid[23];
@@ -190,8 +201,7 @@ typedef struct index {
     size_t nbuckets, nentries;
     doc_t *head, *tail;          /* live docs */
     size_t live;
-    doc_t **snap;                /* searchable docs as of the last refresh */
-    size_t nsnap;
+    snapshot_t *snap;            /* searchable docs as of the last refresh, or NULL */
     int64_t next_seq;
     int64_t refresh_ms;          /* -1: no periodic refresh */
     int64_t last_refresh;
@@ -219,6 +229,8 @@ doc_t *doc_new(const char *id, size_t id_len);
 void doc_put(index_t *ix, doc_t *d);      /* replace any record with the same id */
 void doc_release(doc_t *d);
 void index_refresh(index_t *ix);
+snapshot_t *snapshot_ref(snapshot_t *s);  /* NULL-safe; returns s */
+void snapshot_release(snapshot_t *s);     /* NULL-safe */
 void index_touch(index_t *ix);
 void index_apply_settings(index_t *ix);
 int index_replicas(const index_t *ix);
@@ -356,6 +368,38 @@ void write_source(sb_t *s, const doc_t *d, const char *filter);
  * returns a filter_path style spec (owned) or NULL for the whole source */
 char *source_spec(const json_t *body_source, const req_t *r, bool *enabled);
 void write_hit_meta(sb_t *s, const index_t *ix, const doc_t *d, int compat);
+
+/* ------------------------------------------------------------------ */
+/* points in time (pit.c); the registry is guarded by g_store.lock     */
+/* ------------------------------------------------------------------ */
+/* One index a search reads, and the documents it sees there. */
+typedef struct search_target {
+    index_t *ix;
+    snapshot_t *snap;            /* not owned; NULL: nothing refreshed yet */
+} search_target_t;
+
+/* The search body's "pit" object. */
+typedef struct pit_ref {
+    const char *id;              /* points into the parsed body */
+    int64_t keep_alive_ms;       /* -1: not given */
+} pit_ref_t;
+
+/* NULL, or the 400 cause (owned) of a malformed "pit" object */
+json_t *pit_ref_parse(const json_t *pit, pit_ref_t *out);
+/* Caller holds g_store.lock.  The indices and snapshots of the open PIT,
+ * whose keep_alive the search renews; false with the error (400 for an id
+ * esd did not issue, 404 for one closed or expired) answered into rs. */
+bool pit_acquire(const pit_ref_t *ref, resp_t *rs, ixlist_t *ixs, search_target_t **targets,
+                 size_t *n);
+/* POST /{index}/_pit and DELETE /_pit (Elasticsearch) */
+void handle_pit_open(req_t *r, resp_t *rs, const char *expr);
+void handle_pit_close(req_t *r, resp_t *rs);
+/* /{index}/_search/point_in_time, /_search/point_in_time[/_all] (OpenSearch) */
+void handle_os_pit(req_t *r, resp_t *rs, const char *expr);
+size_t pits_open(void);                 /* any thread, no lock */
+size_t pits_expire(bool all);           /* caller holds the lock; how many were freed */
+void pits_clear(void);                  /* caller holds the lock */
+json_t *pits_json(void);                /* caller holds the lock: /_esd/pits */
 
 /* ------------------------------------------------------------------ */
 /* indices (indices.c)                                                 */

@@ -14,6 +14,7 @@ config_t g_cfg = {
     .auto_create_index = true,
     .refresh_timer = true,
     .max_content_length = 104857600,
+    .max_open_pits = 300,
     .log_body_max = 16384,
 };
 volatile int g_stopping;
@@ -159,6 +160,7 @@ int main(int argc, char **argv)
     http_stop();
     refresh_thread_stop();
     pthread_mutex_lock(&g_store.lock);
+    pits_clear();
     store_clear();
     pipelines_clear();
     free(g_store.idx);

@@ -126,6 +126,16 @@ void resp_error_string(resp_t *rs, int status, const char *fmt, ...)
     rs->no_filter = true;
 }
 
+/* ES's ActionRequestValidationException: "Validation Failed: 1: a;2: b;" */
+void resp_validation(resp_t *rs, const char *const *msgs, int n)
+{
+    char buf[2048];
+    size_t len = (size_t)snprintf(buf, sizeof buf, "Validation Failed: ");
+    for (int i = 0; i < n && len < sizeof buf; i++)
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "%d: %s;", i + 1, msgs[i]);
+    resp_error(rs, 400, "action_request_validation_exception", "%s", buf);
+}
+
 json_t *index_not_found_cause(const char *name)
 {
     char msg[600];
@@ -210,9 +220,34 @@ static bool route_common(req_t *r, resp_t *rs, const char *ep, const char *targe
     return true;
 }
 
+static void route_index(req_t *r, resp_t *rs);
+
+/* /_pit: Elasticsearch's close (and, on 8.x, an open without index);
+ * OpenSearch has no such endpoint, and takes _pit for an index name */
+static void route_pit(req_t *r, resp_t *rs)
+{
+    if (g_cfg.flavor == FLAVOR_OPENSEARCH)
+        route_index(r, rs);
+    else if (is(r, "DELETE"))
+        handle_pit_close(r, rs);
+    else if (is(r, "POST"))
+        handle_pit_open(r, rs, NULL);
+    else
+        method_not_allowed(r, rs, "DELETE, POST");
+}
+
 static void route_top(req_t *r, resp_t *rs)
 {
     const char *s0 = r->seg[0];
+    if (!strcmp(s0, "_pit") && r->nseg == 1) {
+        route_pit(r, rs);
+        return;
+    }
+    if (!strcmp(s0, "_search") && r->nseg >= 2 && r->nseg <= 3 &&
+        !strcmp(r->seg[1], "point_in_time") && g_cfg.flavor == FLAVOR_OPENSEARCH) {
+        handle_os_pit(r, rs, NULL);
+        return;
+    }
     if (strcmp(s0, "_cluster") == 0 && r->nseg >= 2 && strcmp(r->seg[1], "health") == 0 &&
         r->nseg <= 3) {
         if (is(r, "GET"))
@@ -308,6 +343,18 @@ static void route_index(req_t *r, resp_t *rs)
     const char *ep = r->seg[1];
     if (r->nseg == 2 && route_common(r, rs, ep, ix))
         return;
+    if (r->nseg == 2 && !strcmp(ep, "_pit") && g_cfg.flavor != FLAVOR_OPENSEARCH) {
+        if (is(r, "POST"))
+            handle_pit_open(r, rs, ix);
+        else
+            method_not_allowed(r, rs, "POST");
+        return;
+    }
+    if (r->nseg == 3 && !strcmp(ep, "_search") && !strcmp(r->seg[2], "point_in_time") &&
+        g_cfg.flavor == FLAVOR_OPENSEARCH) {
+        handle_os_pit(r, rs, ix);
+        return;
+    }
     if ((strcmp(ep, "_alias") == 0 || strcmp(ep, "_aliases") == 0) && r->nseg <= 3) {
         if (any(r, "GET", "HEAD"))
             handle_alias_get(r, rs, ix, r->nseg == 3 ? r->seg[2] : NULL);

@@ -1,10 +1,11 @@
 /*
- * _search and _count over the refreshed snapshot of each index.
+ * _search and _count over the refreshed snapshot of each index, or over the
+ * snapshots of a point in time (pit.c).
  *
  * Supported queries: match_all, match_none, ids, term, terms, match (exact,
  * case-insensitive), range, exists, bool.  Sorting on source fields with ES's
  * mapping rules (text fields and, on ES 8, _id are refused), _doc, _score,
- * from/size, search_after and track_total_hits.
+ * _shard_doc (with a PIT), from/size, search_after and track_total_hits.
  */
 #include "esd.h"
 
@@ -17,6 +18,7 @@
 typedef struct sortkey {
     char *field;        /* source path (".keyword" stripped), NULL for _doc/_score */
     bool is_doc, is_score, is_id;
+    bool is_shard_doc;  /* ES's PIT tiebreaker (OpenSearch 2.x has none) */
     bool desc;
 } sortkey_t;
 
@@ -24,6 +26,7 @@ typedef struct hit {
     index_t *ix;
     doc_t *d;
     long long ord;      /* global doc order */
+    long long shard_doc; /* (shard index << 32) | position in the snapshot */
 } hit_t;
 
 typedef struct sctx {
@@ -294,11 +297,12 @@ static json_t *sort_add(sctx_t *sc, const char *field, const char *order, const 
     sc->keys = xrealloc(sc->keys, (size_t)(sc->nkeys + 1) * sizeof(sortkey_t));
     sortkey_t *k = &sc->keys[sc->nkeys++];
     memset(k, 0, sizeof *k);
-    k->is_doc = !strcmp(field, "_doc") || !strcmp(field, "_shard_doc");
+    k->is_doc = !strcmp(field, "_doc");
+    k->is_shard_doc = !strcmp(field, "_shard_doc") && g_cfg.flavor != FLAVOR_OPENSEARCH;
     k->is_score = !strcmp(field, "_score");
     k->is_id = !strcmp(field, "_id");
     k->desc = order ? !strcmp(order, "desc") : k->is_score;
-    if (k->is_doc || k->is_score)
+    if (k->is_doc || k->is_score || k->is_shard_doc)
         return NULL;
     k->field = xstrdup(field);
     if (k->is_id) {
@@ -397,8 +401,9 @@ static int cmp_key(const hit_t *a, const hit_t *b, const sortkey_t *k)
 {
     if (k->is_score)
         return 0;
-    if (k->is_doc) {
-        int c = a->ord < b->ord ? -1 : a->ord > b->ord;
+    if (k->is_doc || k->is_shard_doc) {
+        long long x = k->is_doc ? a->ord : a->shard_doc, y = k->is_doc ? b->ord : b->shard_doc;
+        int c = x < y ? -1 : x > y;
         return k->desc ? -c : c;
     }
     json_t *ta, *tb;
@@ -431,8 +436,8 @@ static json_t *hit_sort_values(const hit_t *h, const sctx_t *sc)
     json_t *arr = json_array();
     for (int i = 0; i < sc->nkeys; i++) {
         const sortkey_t *k = &sc->keys[i];
-        if (k->is_doc) {
-            json_array_append_new(arr, json_integer(h->ord));
+        if (k->is_doc || k->is_shard_doc) {
+            json_array_append_new(arr, json_integer(k->is_doc ? h->ord : h->shard_doc));
         } else if (k->is_score) {
             json_array_append_new(arr, json_real(1.0));
         } else {
@@ -459,9 +464,9 @@ static bool after(const hit_t *h, const sctx_t *sc, const json_t *sa)
         int c;
         if (k->is_score) {
             continue;
-        } else if (k->is_doc) {
-            long long w = (long long)json_number_value(want);
-            c = h->ord < w ? -1 : h->ord > w;
+        } else if (k->is_doc || k->is_shard_doc) {
+            long long w = (long long)json_number_value(want), v = k->is_doc ? h->ord : h->shard_doc;
+            c = v < w ? -1 : v > w;
             if (k->desc) c = -c;
         } else {
             json_t *tmp;
@@ -510,20 +515,22 @@ static json_t *load_body(req_t *r, resp_t *rs)
     return b;
 }
 
-static void collect(const ixlist_t *ixs, const json_t *query, hit_t **out, size_t *n)
+static void collect(const search_target_t *tg, size_t ntg, const json_t *query, hit_t **out, size_t *n)
 {
     size_t cap = 0;
-    for (size_t i = 0; i < ixs->n; i++)
-        cap += ixs->v[i]->nsnap;
+    for (size_t i = 0; i < ntg; i++)
+        cap += tg[i].snap ? tg[i].snap->n : 0;
     *out = xmalloc((cap ? cap : 1) * sizeof(hit_t));
     *n = 0;
     long long base = 0;
-    for (size_t i = 0; i < ixs->n; i++) {
-        index_t *ix = ixs->v[i];
-        for (size_t k = 0; k < ix->nsnap; k++)
-            if (query_match(query, ix->snap[k]))
-                (*out)[(*n)++] = (hit_t){ix, ix->snap[k], base + (long long)k};
-        base += (long long)ix->nsnap;
+    for (size_t i = 0; i < ntg; i++) {
+        const snapshot_t *s = tg[i].snap;
+        size_t sn = s ? s->n : 0;
+        for (size_t k = 0; k < sn; k++)
+            if (query_match(query, s->docs[k]))
+                (*out)[(*n)++] = (hit_t){tg[i].ix, s->docs[k], base + (long long)k,
+                                         (long long)i << 32 | (long long)k};
+        base += (long long)sn;
     }
 }
 
@@ -545,7 +552,8 @@ static bool int_param(req_t *r, const json_t *body, const char *key, long long d
 
 static const char *known_keys[] = {"query", "size", "from", "sort", "search_after", "_source",
                                    "track_total_hits", "timeout", "seq_no_primary_term", "version",
-                                   "stored_fields", "explain", "track_scores", "min_score", NULL};
+                                   "stored_fields", "explain", "track_scores", "min_score", "pit",
+                                   NULL};
 
 static json_t *check_keys(const json_t *body)
 {
@@ -616,12 +624,62 @@ static void write_total(sb_t *s, req_t *r, const json_t *body, size_t total)
               gte ? limit : (long long)total, gte ? "gte" : "eq");
 }
 
-void handle_search(req_t *r, resp_t *rs, const char *expr)
+/* whether the request sorts on name, in the body or in ?sort= */
+static bool sorts_on(const json_t *spec, const char *arg, const char *name)
 {
-    int64_t t0 = mono_ms();
-    json_t *body = load_body(r, rs);
-    if (!body)
-        return;
+    if (arg) {
+        size_t n = strlen(name);
+        for (const char *p = arg; *p;) {
+            size_t len = strcspn(p, ",");
+            if ((len == n || (len > n && p[n] == ':')) && !strncmp(p, name, n))
+                return true;
+            p += len + (p[len] == ',');
+        }
+        return false;
+    }
+    if (json_is_string(spec))
+        return !strcmp(json_string_value(spec), name);
+    if (json_is_object(spec))
+        return json_object_get(spec, name) != NULL;
+    size_t i;
+    json_t *x;
+    json_array_foreach((json_t *)spec, i, x) if (sorts_on(x, NULL, name)) return true;
+    return false;
+}
+
+/* What RestSearchAction and SearchRequest.validate refuse before any index
+ * is looked at: a PIT comes with its own indices, routing and preference,
+ * and _shard_doc only means something within a PIT. */
+static bool pit_rules_ok(req_t *r, resp_t *rs, const json_t *body, bool has_pit)
+{
+    static const char *opts[] = {"ignore_unavailable", "allow_no_indices", "expand_wildcards",
+                                 "ignore_throttled", NULL};
+    const char *msgs[4];
+    int n = 0;
+    if (has_pit) {
+        bool indices_options = false;
+        for (int i = 0; opts[i]; i++)
+            indices_options |= req_arg(r, opts[i]) != NULL;
+        if (r->nseg == 2)
+            msgs[n++] = "[indices] cannot be used with point in time. Do not specify any index with point in time.";
+        if (indices_options)
+            msgs[n++] = "[indicesOptions] cannot be used with point in time";
+        if (req_arg(r, "routing"))
+            msgs[n++] = "[routing] cannot be used with point in time";
+        if (req_arg(r, "preference"))
+            msgs[n++] = "[preference] cannot be used with point in time";
+    } else if (g_cfg.flavor != FLAVOR_OPENSEARCH &&
+               sorts_on(json_object_get(body, "sort"), req_arg(r, "sort"), "_shard_doc")) {
+        msgs[n++] = "[_shard_doc] sort field cannot be used without [point in time]";
+    }
+    if (n)
+        resp_validation(rs, msgs, n);
+    return n == 0;
+}
+
+/* Checks that need no index; answers the 400 and returns false otherwise. */
+static bool search_validate(req_t *r, resp_t *rs, const json_t *body, pit_ref_t *pit, bool *has_pit)
+{
     json_t *e = check_keys(body);
     const json_t *query = json_object_get(body, "query");
     if (!e && query)
@@ -638,38 +696,56 @@ void handle_search(req_t *r, resp_t *rs, const char *expr)
         e = err_cause("illegal_argument_exception", msg);
     }
     if (e) {
-        json_decref(body);
         search_error(rs, e, NULL);
-        return;
+        return false;
     }
-    pthread_mutex_lock(&g_store.lock);
-    ixlist_t ixs = {0};
-    json_t *cause = NULL;
-    if (!resolve_read(expr, &ixs, &cause, req_arg_bool(r, "ignore_unavailable", false))) {
-        pthread_mutex_unlock(&g_store.lock);
-        json_decref(body);
-        resp_error_obj(rs, 404, cause);
-        return;
+    const json_t *pj = json_object_get(body, "pit");
+    *has_pit = pj != NULL;
+    if (pj && (e = pit_ref_parse(pj, pit))) {
+        resp_error_obj(rs, 400, e);
+        return false;
     }
+    return pit_rules_ok(r, rs, body, *has_pit);
+}
+
+/* Elasticsearch (7.12+) appends an ascending _shard_doc to a sorted PIT
+ * search whose sort does not end with one, unless search_after holds
+ * exactly as many values as the sort (SearchRequest's tiebreaker rule).
+ * OpenSearch 2.x adds nothing. */
+static json_t *add_tiebreaker(sctx_t *sc, const json_t *sa, const ixlist_t *ixs)
+{
+    if (g_cfg.flavor == FLAVOR_OPENSEARCH || !sc->nkeys || sc->keys[sc->nkeys - 1].is_shard_doc)
+        return NULL;
+    if (sa && json_array_size(sa) != (size_t)sc->nkeys + 1)
+        return NULL;
+    return sort_add(sc, "_shard_doc", "asc", ixs, true);
+}
+
+/* Sorts, pages and renders; the store lock is held. */
+static void search_run(req_t *r, resp_t *rs, const json_t *body, const ixlist_t *ixs,
+                       const search_target_t *tg, size_t ntg, const char *pit_id, int64_t t0)
+{
+    long long size, from;
+    int_param(r, body, "size", 10, &size);
+    int_param(r, body, "from", 0, &from);
     sctx_t sc = {NULL, 0};
-    e = parse_sort(json_object_get(body, "sort"), req_arg(r, "sort"), &sc, &ixs);
+    json_t *e = parse_sort(json_object_get(body, "sort"), req_arg(r, "sort"), &sc, ixs);
     const json_t *sa = json_object_get(body, "search_after");
+    if (!e && pit_id)
+        e = add_tiebreaker(&sc, sa, ixs);
     if (!e && sa && (!json_is_array(sa) || (int)json_array_size(sa) != sc.nkeys)) {
         char msg[200];
         snprintf(msg, sizeof msg, "search_after has %zu value(s) but sort has %d.", json_array_size(sa), sc.nkeys);
         e = err_cause("illegal_argument_exception", msg);
     }
     if (e) {
-        pthread_mutex_unlock(&g_store.lock);
-        search_error(rs, e, &ixs);
+        search_error(rs, e, ixs);
         sort_free(&sc);
-        ixlist_free(&ixs);
-        json_decref(body);
         return;
     }
     hit_t *hits;
     size_t n;
-    collect(&ixs, query, &hits, &n);
+    collect(tg, ntg, json_object_get(body, "query"), &hits, &n);
     if (sc.nkeys)
         qsort_r(hits, n, sizeof *hits, cmp_hits, &sc);
     size_t total = n, start = 0;
@@ -684,19 +760,68 @@ void handle_search(req_t *r, resp_t *rs, const char *expr)
     char *filter = source_spec(json_object_get(body, "_source"), r, &with_source);
     sb_t s;
     sb_init(&s, 4096);
-    sb_printf(&s, "{\"took\":%lld,\"timed_out\":false,\"_shards\":{\"total\":%zu,\"successful\":%zu,\"skipped\":0,\"failed\":0},\"hits\":{",
-              (long long)(mono_ms() - t0), ixs.n, ixs.n);
+    sb_putc(&s, '{');
+    if (pit_id) {
+        sb_puts(&s, "\"pit_id\":");
+        sb_json_cstr(&s, pit_id);
+        sb_putc(&s, ',');
+    }
+    sb_printf(&s, "\"took\":%lld,\"timed_out\":false,\"_shards\":{\"total\":%zu,\"successful\":%zu,\"skipped\":0,\"failed\":0},\"hits\":{",
+              (long long)(mono_ms() - t0), ntg, ntg);
     write_total(&s, r, body, total);
     sb_puts(&s, sc.nkeys || !count ? "\"max_score\":null,\"hits\":[" : "\"max_score\":1.0,\"hits\":[");
     write_hits(&s, r, body, hits + start, count, &sc, filter, with_source);
     sb_puts(&s, "]}}");
-    pthread_mutex_unlock(&g_store.lock);
     free(filter);
     free(hits);
     sort_free(&sc);
+    resp_sb(rs, 200, &s);
+}
+
+/* the refreshed snapshot of each resolved index */
+static search_target_t *index_targets(const ixlist_t *ixs)
+{
+    search_target_t *tg = xcalloc(ixs->n ? ixs->n : 1, sizeof *tg);
+    for (size_t i = 0; i < ixs->n; i++)
+        tg[i] = (search_target_t){ixs->v[i], ixs->v[i]->snap};
+    return tg;
+}
+
+void handle_search(req_t *r, resp_t *rs, const char *expr)
+{
+    int64_t t0 = mono_ms();
+    json_t *body = load_body(r, rs);
+    if (!body)
+        return;
+    pit_ref_t pit;
+    bool has_pit = false;
+    if (!search_validate(r, rs, body, &pit, &has_pit)) {
+        json_decref(body);
+        return;
+    }
+    pthread_mutex_lock(&g_store.lock);
+    ixlist_t ixs = {0};
+    search_target_t *tg = NULL;
+    size_t ntg = 0;
+    json_t *cause = NULL;
+    bool ok;
+    if (has_pit) {
+        ok = pit_acquire(&pit, rs, &ixs, &tg, &ntg);
+    } else {
+        ok = resolve_read(expr, &ixs, &cause, req_arg_bool(r, "ignore_unavailable", false));
+        if (ok) {
+            tg = index_targets(&ixs);
+            ntg = ixs.n;
+        } else {
+            resp_error_obj(rs, 404, cause);
+        }
+    }
+    if (ok)
+        search_run(r, rs, body, &ixs, tg, ntg, has_pit ? pit.id : NULL, t0);
+    pthread_mutex_unlock(&g_store.lock);
+    free(tg);
     ixlist_free(&ixs);
     json_decref(body);
-    resp_sb(rs, 200, &s);
 }
 
 void handle_count(req_t *r, resp_t *rs, const char *expr)
@@ -721,9 +846,11 @@ void handle_count(req_t *r, resp_t *rs, const char *expr)
         return;
     }
     size_t count = 0;
-    for (size_t i = 0; i < ixs.n; i++)
-        for (size_t k = 0; k < ixs.v[i]->nsnap; k++)
-            count += query_match(query, ixs.v[i]->snap[k]);
+    for (size_t i = 0; i < ixs.n; i++) {
+        const snapshot_t *snap = ixs.v[i]->snap;
+        for (size_t k = 0; snap && k < snap->n; k++)
+            count += query_match(query, snap->docs[k]);
+    }
     pthread_mutex_unlock(&g_store.lock);
     json_t *out = json_pack("{s:I,s:{s:I,s:I,s:i,s:i}}", "count", (json_int_t)count, "_shards",
                             "total", (json_int_t)ixs.n, "successful", (json_int_t)ixs.n,

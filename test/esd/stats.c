@@ -134,8 +134,9 @@ json_t *stats_json(void)
         json_array_append_new(bl, json_pack("{s:I,s:I,s:I,s:I}", "t_ms", (json_int_t)e->t_ms, "items",
                                             (json_int_t)e->items, "bytes", (json_int_t)e->bytes, "ok", (json_int_t)e->ok));
     }
-    json_t *out = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:o}",
+    json_t *out = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o,s:o}",
                             "since_ms", (json_int_t)S.since_ms,
+                            "open_pits", (json_int_t)pits_open(),
                             "requests", (json_int_t)S.requests,
                             "bulk_requests", (json_int_t)S.bulk_requests,
                             "bulk_items", (json_int_t)S.bulk_items,

@@ -5,7 +5,8 @@
  * in the hash map.  The "searchable" view of an index is an array of record
  * pointers taken at the last refresh (reference counted), which gives the
  * real near-real-time semantics: GET/_mget see the map, _search/_count see
- * the snapshot.
+ * the snapshot.  A point in time holds a reference to the snapshot it was
+ * opened on (pit.c), which keeps those records alive after later writes.
  */
 #include "esd.h"
 
@@ -165,13 +166,27 @@ index_t *store_create(const char *name)
     return ix;
 }
 
+snapshot_t *snapshot_ref(snapshot_t *s)
+{
+    if (s)
+        s->refs++;
+    return s;
+}
+
+void snapshot_release(snapshot_t *s)
+{
+    if (!s || --s->refs > 0)
+        return;
+    for (size_t i = 0; i < s->n; i++)
+        doc_release(s->docs[i]);
+    free(s->docs);
+    free(s);
+}
+
 static void snap_release(index_t *ix)
 {
-    for (size_t i = 0; i < ix->nsnap; i++)
-        doc_release(ix->snap[i]);
-    free(ix->snap);
+    snapshot_release(ix->snap);
     ix->snap = NULL;
-    ix->nsnap = 0;
 }
 
 static void index_free(index_t *ix)
@@ -225,13 +240,14 @@ void index_refresh(index_t *ix)
 {
     if (ix->dirty) {
         snap_release(ix);
-        ix->snap = xmalloc((ix->live ? ix->live : 1) * sizeof(doc_t *));
-        size_t n = 0;
+        snapshot_t *s = xcalloc(1, sizeof *s);
+        s->refs = 1;
+        s->docs = xmalloc((ix->live ? ix->live : 1) * sizeof(doc_t *));
         for (doc_t *d = ix->head; d; d = d->next) {
             d->refs++;
-            ix->snap[n++] = d;
+            s->docs[s->n++] = d;
         }
-        ix->nsnap = n;
+        ix->snap = s;
         ix->dirty = false;
     }
     ix->refreshed_writes = ix->writes;
@@ -275,6 +291,7 @@ static void *refresh_main(void *arg)
             ts.tv_nsec -= 1000000000L;
         }
         pthread_cond_timedwait(&g_store.refreshed, &g_store.lock, &ts);
+        pits_expire(false);   /* frees expired points in time, timer or not */
         if (!g_cfg.refresh_timer)
             continue;
         int64_t now = mono_ms();
