@@ -357,6 +357,38 @@ SELECT r.id AS run_id,
               count(*) FILTER (WHERE pt.state = 'done') AS parts_done
          FROM ecp.part pt WHERE pt.run_id = r.id) p;
 
+CREATE OR REPLACE VIEW ecp.parts WITH (security_invoker = true) AS
+SELECT p.run_id,
+       p.part_no AS part,
+       ecp._part_source_text(p.source, t, r) AS source,
+       CASE WHEN p.state = 'running' AND p.source->>'kind' = 'follow' AND p.source->>'step' = 'apply'
+            THEN 'following' ELSE p.state END AS state,
+       p.processed,
+       p.failed,
+       CASE p.source->>'kind'
+            WHEN 'ids' THEN p.position || ' ids done'
+            WHEN 'file' THEN format('line %s, byte %s', p.line_no, p.position)
+            WHEN 'index_ids' THEN p.position || ' ids walked'
+            ELSE p.last_key END AS last_key,
+       p.heartbeat_at,
+       p.worker_pid,
+       p.last_error,
+       p.deleted,
+       p.missing,
+       p.total,
+       p.recoveries,
+       p.started_at,
+       p.finished_at,
+       p.skipped,
+       p.skipped_stale,
+       p.retry_attempt,
+       p.retry_at,
+       p.retry_error,
+       p.retry_class
+  FROM ecp.part p
+  JOIN ecp.run r ON r.id = p.run_id
+  JOIN ecp.task t ON t.id = r.task_id;
+
 -- ===========================================================================
 -- Verify and repair (issue 23)
 -- ===========================================================================

@@ -2344,6 +2344,7 @@ SELECT p.run_id,
        CASE p.source->>'kind'
             WHEN 'ids' THEN p.position || ' ids done'
             WHEN 'file' THEN format('line %s, byte %s', p.line_no, p.position)
+            WHEN 'index_ids' THEN p.position || ' ids walked'
             ELSE p.last_key END AS last_key,
        p.heartbeat_at,
        p.worker_pid,

@@ -8,7 +8,7 @@
 #     exactly those 40 ids with the right kinds (missing, stale with the
 #     field that differs, extra), ecp.drift_summary counts them, and the
 #     stand-in's request log has no write request during the verify;
-#   - ecp.repair(verify) sends 20 again and deletes 10; a second verify is
+#   - ecp.repair(verify) sends 30 again and deletes 10; a second verify is
 #     clean; ecp.progress says verify and repair;
 #   - the same drift again, the verify run rate-limited, paused, resumed
 #     and its worker killed with kill -9: it still finds exactly the 40,
@@ -60,7 +60,7 @@ is(sql("SELECT content->>'count' || ' ' || (content->>'indexed') || ' ' || (cont
 	  . "WHERE run_id = $full AND action = 'count checked'"),
 	"$NROWS $NROWS true", 'the full run ends with a count check: the index holds what it wrote');
 is(sql("SELECT index_count || ' ' || count_equal || ' ' || source_rows FROM ecp.index_stats('products')"),
-	"$NROWS t $NROWS", 'ecp.index_stats shows the count and the source rows');
+	"$NROWS true $NROWS", 'ecp.index_stats shows the count and the source rows');
 is(sql("SELECT action FROM ecp.progress WHERE run_id = $full"), 'sync', 'ecp.progress: a full run is a sync');
 
 # --- drift ---------------------------------------------------------------------
@@ -110,7 +110,7 @@ is($es->stats->{open_pits} // 0, 0, 'the walk closed its point in time');
 # --- repair --------------------------------------------------------------------
 my $repair = run_to_end("SELECT ecp.repair($verify)", 'the repair');
 is(sql("SELECT processed || ' ' || deleted || ' ' || action FROM ecp.progress WHERE run_id = $repair"),
-	'20 10 repair', 'the repair sent 20 documents again and deleted 10');
+	'30 10 repair', 'the repair sent 30 documents again (10 missing, 20 stale) and deleted 10 (extra)');
 is(sql("SELECT repair_run FROM ecp.drift_summary WHERE run_id = $verify"), $repair, 'drift_summary names the repair run');
 my $clean = run_to_end(q{SELECT ecp.verify('products', '{"extra": true}')}, 'a second verify');
 is(sql("SELECT checked || ' ' || missing || ' ' || stale || ' ' || extra FROM ecp.drift_summary WHERE run_id = $clean"),
@@ -125,16 +125,16 @@ run_to_end("SELECT ecp.start('products')", 'a full run that restores the index')
 make_drift();
 sql("SELECT ecp.set_rate('products', 4000)");
 my $slow = sql(q{SELECT ecp.verify('products', '{"extra": true}')});
-ok(EcpTest::poll($node, "SELECT coalesce(sum(processed), 0) > 8000 FROM ecp.parts WHERE run_id = $slow AND part_no >= 0", 120),
+ok(EcpTest::poll($node, "SELECT coalesce(sum(processed), 0) > 8000 FROM ecp.parts WHERE run_id = $slow AND part >= 0", 120),
 	'the rate-limited verify is under way');
 sql("SELECT ecp.pause($slow)");
 is(EcpTest::wait_for_run($node, $slow, 'paused', 30), 'paused', 'it pauses');
 ok(EcpTest::poll($node, "SELECT count(*) = 0 FROM ecp.parts WHERE run_id = $slow AND state = 'running'", 60),
 	'its workers stopped');
 sql("SELECT ecp.resume($slow)");
-ok(EcpTest::poll($node, "SELECT coalesce(sum(processed), 0) > 24000 FROM ecp.parts WHERE run_id = $slow AND part_no >= 0", 120),
+ok(EcpTest::poll($node, "SELECT coalesce(sum(processed), 0) > 24000 FROM ecp.parts WHERE run_id = $slow AND part >= 0", 120),
 	'it goes on after resume');
-my $pid = sql("SELECT worker_pid FROM ecp.parts WHERE run_id = $slow AND state = 'running' AND part_no >= 0 "
+my $pid = sql("SELECT worker_pid FROM ecp.parts WHERE run_id = $slow AND state = 'running' AND part >= 0 "
 	  . "AND worker_pid IS NOT NULL LIMIT 1");
 ok($pid =~ /^\d+$/, 'a worker of the verify runs');
 kill 'KILL', $pid;
