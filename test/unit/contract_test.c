@@ -114,9 +114,10 @@ entry_problem(const EcpOption *o)
 		return "words without type word, or type word without words";
 	if (o->launcher && !is_numeric(o))
 		return "the launcher reads only numbers";
+	/* no default: ecp decides per task (count_check: when no other task writes the index) */
 	if (o->type == ECP_OPTION_BOOLEAN)
-		return o->default_json && (strcmp(o->default_json, "true") == 0 || strcmp(o->default_json, "false") == 0)
-			? NULL : "a boolean's default is true or false";
+		return o->default_json == NULL || strcmp(o->default_json, "true") == 0 || strcmp(o->default_json, "false") == 0
+			? NULL : "a boolean's default is true, false or none";
 	if (isnan(o->max) || (!isnan(o->min) && o->min > o->max))
 		return "no upper bound, or bounds the wrong way round";
 	if (o->type == ECP_OPTION_WORD && o->default_json)
