@@ -18,6 +18,9 @@
 #     query's stays, and a flow row "duplicate ids" names the id and both
 #     queries; a shard_of that gives no query's number fails the run and
 #     says why;
+#   - verify and repair (ecp.verify with extra, ecp.repair) of the task,
+#     without and with shard_of: drift in both places found id by id,
+#     repaired, and a second verify clean;
 #   - retry_failed: a full run of a sharded task whose documents with a
 #     "flag" field the stand-in refuses (poison_field) has dead letters in
 #     many tables; with the fault cleared, ecp.retry_failed sends exactly
@@ -283,6 +286,40 @@ is(counters($retry), "$flagged 0 0", "it sent the $flagged documents again, none
 $es->refresh('flagged');
 is($es->count('flagged'), $NROWS - 3, 'the index holds every order');
 is($es->doc('flagged', '3')->{flag}, JSON::PP::true, 'a flagged order is there, as the transform made it');
+
+# --- verify and repair of the sharded task, without and with shard_of ----------
+# (issue 23) drift in both places; ecp.verify with extra finds exactly the
+# drifted ids (the walk of the index looks its ids up in the 16 queries,
+# or in the one shard_of names); ecp.repair fixes them; a second verify is
+# clean.
+my @verify_rounds = (
+	[ 'without shard_of', q{UPDATE ecp.task SET options = options - 'shard_of' WHERE name = 'orders'},
+	  [ 501 .. 510 ], [ 611 .. 615 ], [ 720, 721, 722 ] ],
+	[ 'with shard_of', q{UPDATE ecp.task SET options = options || '{"shard_of": "(id % 16) + 1"}' WHERE name = 'orders'},
+	  [ 801 .. 810 ], [ 911 .. 915 ], [ 1020, 1021, 1022 ] ]);
+for my $round (@verify_rounds)
+{
+	my ($how, $set, $index_gone, $index_changed, $db_gone) = @$round;
+	$node->safe_psql('postgres', $set);
+	$es->bulk(join('', (map { qq({"delete":{"_index":"orders","_id":"$_"}}\n) } @$index_gone),
+		(map { qq({"index":{"_index":"orders","_id":"$_"}}\n{"id":$_,"customer":"changed by hand","amount":1.00}\n) } @$index_changed)),
+		refresh => 'true');
+	$my->query(join(' ', map { 'DELETE FROM ' . db_of($_ % 16) . '.orders_' . ($_ % 16) . " WHERE id = $_;" } @$db_gone));
+	my $verify = $node->safe_psql('postgres', q{SELECT ecp.verify('orders', '{"extra": true}')});
+	is(EcpTest::wait_for_run($node, $verify, 'succeeded', 240), 'succeeded', "verify $how succeeds");
+	is($node->safe_psql('postgres', "SELECT string_agg(id || ' ' || kind, ', ' ORDER BY id::integer) FROM ecp.drift WHERE run_id = $verify"),
+		join(', ', (map { "$_ missing" } @$index_gone), (map { "$_ stale" } @$index_changed), (map { "$_ extra" } @$db_gone)),
+		"verify $how finds the 18 drifted ids over the shards, each with its kind");
+	my $repair = $node->safe_psql('postgres', "SELECT ecp.repair($verify)");
+	is(EcpTest::wait_for_run($node, $repair, 'succeeded', 120), 'succeeded', "the repair $how succeeds");
+	is(counters($repair), '15 3 0', "the repair $how sent 15 documents again and deleted 3");
+	is_deeply([ differing('orders', @$index_gone, @$index_changed, @$db_gone) ], [],
+		"after the repair $how the index equals the source for the 18 ids");
+	my $again = $node->safe_psql('postgres', q{SELECT ecp.verify('orders', '{"extra": true}')});
+	is(EcpTest::wait_for_run($node, $again, 'succeeded', 240), 'succeeded', "a second verify $how succeeds");
+	is($node->safe_psql('postgres', "SELECT missing + stale + extra FROM ecp.drift_summary WHERE run_id = $again"),
+		'0', "the second verify $how finds nothing");
+}
 
 $node->stop;
 # the next test files get MariaDB as they would without this one
