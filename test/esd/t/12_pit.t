@@ -209,6 +209,8 @@ is($st, 200, 'ignore_unavailable');
 $es->delete('/_pit', { id => $b->{id} });
 ($st, $b) = $es->get('/w/_pit?keep_alive=1m');
 is($st, 405, 'GET /{index}/_pit: 405');
+($st, $b) = $es->post('/w/_search/point_in_time?keep_alive=1m');
+is($st, 400, "OpenSearch's create route is unknown to es8");
 ($st, $b) = $es->post('/_pit?keep_alive=1m');
 is($b->{error}{reason}, 'Validation Failed: 1: [index] is not specified;', 'POST /_pit without index');
 ($st, $b) = $es->post('/_search', { pit => { id => $before, keep_alive => 'soon' } });
