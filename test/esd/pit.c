@@ -20,6 +20,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,7 +104,7 @@ static long b64url_decode(const char *in, unsigned char *out, int *bad)
         return -1;
     for (size_t i = 0; i < n; i++) {
         const char *p = memchr(B64URL, in[i], 64);
-        if (!p || !in[i]) {
+        if (!p) {
             *bad = (unsigned char)in[i];
             return -1;
         }
@@ -197,10 +198,15 @@ static bool id_decode(const char *id, pit_key_t *k, int *bad_char)
 /* --------------------------------------------------------------- */
 /* time values: Elasticsearch's TimeValue.parseTimeValue            */
 /* --------------------------------------------------------------- */
-static json_t *iae(const char *fmt, const char *a, const char *b)
+static json_t *iae(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static json_t *iae(const char *fmt, ...)
 {
     char msg[1200];
-    snprintf(msg, sizeof msg, fmt, a, b);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
     return err_cause("illegal_argument_exception", msg);
 }
 
@@ -215,16 +221,12 @@ static json_t *time_number(const char *input, const char *num, const char *setti
         errno = 0;
         (void)strtod(num, &end);
         if (*num && !*end && !errno)
-            return iae("failed to parse [%s], fractional time values are not supported%s", input, "");
-        return iae("failed to parse [%s]%s", input, "");
+            return iae("failed to parse [%s], fractional time values are not supported", input);
+        return iae("failed to parse [%s]", input);
     }
-    if (v < -1) {
-        char msg[1200];
-        snprintf(msg, sizeof msg,
-                 "failed to parse setting [%s] with value [%s] as a time value: negative durations are not supported",
-                 setting, input);
-        return err_cause("illegal_argument_exception", msg);
-    }
+    if (v < -1)
+        return iae("failed to parse setting [%s] with value [%s] as a time value: negative durations are not supported",
+                   setting, input);
     *out = v;
     return NULL;
 }
@@ -253,7 +255,7 @@ static json_t *time_value(const char *s, const char *setting, int64_t *ms)
     char norm[256];
     size_t len = strlen(s);
     if (len >= sizeof norm)
-        return iae("failed to parse [%s]%s", s, "");
+        return iae("failed to parse [%s]", s);
     size_t a = 0, b = len;
     while (a < b && isspace((unsigned char)s[a])) a++;
     while (b > a && isspace((unsigned char)s[b - 1])) b--;
@@ -290,11 +292,8 @@ static json_t *time_value(const char *s, const char *setting, int64_t *ms)
         *ms = 0;
         return NULL;
     }
-    char msg[1200];
-    snprintf(msg, sizeof msg,
-             "failed to parse setting [%s] with value [%s] as a time value: unit is missing or unrecognized",
-             setting, s);
-    return err_cause("illegal_argument_exception", msg);
+    return iae("failed to parse setting [%s] with value [%s] as a time value: unit is missing or unrecognized",
+               setting, s);
 }
 
 /* --------------------------------------------------------------- */
