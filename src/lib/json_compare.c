@@ -71,6 +71,7 @@ typedef struct Doc
 	Node	   *nodes;
 	uint32_t	n;
 	size_t		cap;
+	size_t		members;		/* of all its objects */
 } Doc;
 
 /* A step of the path to the value compared: a member's key or an element. */
@@ -748,6 +749,7 @@ build_nodes(Doc *d)
 			node->key = (uint32_t) (key - d->text);
 			node->key_len = (uint32_t) (key_end - key);
 			node->escaped = key_escaped ? ESCAPED_KEY : 0;
+			d->members++;
 		}
 		if (depth > 0)
 			d->nodes[open[depth - 1]].len++;
@@ -1180,9 +1182,9 @@ prepare(Cmp *c)
 
 	/*
 	 * Along a path each object pushes its members from both sides (no more
-	 * than each side's nodes in all), and a sort borrows as many again.
+	 * than each side's members in all), and a sort borrows as many again.
 	 */
-	c->cap = 2 * ((size_t) c->e->n + c->a->n) + 2;
+	c->cap = 2 * (c->e->members + c->a->members) + 2;
 	c->arena = malloc(c->cap * sizeof(uint32_t));
 	return c->arena ? 0 : -1;
 }

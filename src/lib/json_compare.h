@@ -54,9 +54,10 @@ typedef enum EcpJsonCompareScope
  * index document"), what is wrong and at which byte.
  *
  * Byte-identical texts are equal after one check that they are JSON,
- * without building anything.  Otherwise memory is about 24 bytes per value
- * of each text plus 8 per object member, freed before returning; time is
- * linear but for sorting each object's keys.
+ * without building anything.  Otherwise memory is 24 bytes per value of
+ * each text (48 at most while the array of them grows) plus 8 per object
+ * member, freed before returning; the stack holds a frame per level of
+ * nesting (512 at most); time is linear but for sorting each object's keys.
  */
 extern EcpJsonCompare ecp_json_compare(const char *expected, size_t expected_len,
 									   const char *actual, size_t actual_len,

@@ -404,8 +404,8 @@ doc_member(EcpScan *s, const EcpScanText *key, void *arg)
 		d->doc->has_version = 1;
 		rc = read_integer(s, &d->doc->version, &instead);
 		if (rc > 0)
-			return ecp_scan_unexpected(s, "docs[%d]._version is %s, not an integer", d->index,
-									   instead);
+			return ecp_scan_unexpected(s, "docs[%d]._version is not a 64-bit integer: it is %s",
+									   d->index, instead);
 		return rc;
 	}
 	if (key_is(key, "error"))
@@ -486,7 +486,7 @@ read_doc(EcpScan *s, int index, void *arg)
 	DocRead		d;
 
 	if (index >= m->nids)
-		return ecp_scan_unexpected(s, "the answer has more docs than the %d ids asked for",
+		return ecp_scan_unexpected(s, "the answer holds more docs than the %d asked for",
 								   m->nids);
 	if (ecp_scan_peek(s) != '{')
 		return ecp_scan_unexpected(s, "docs[%d] is %s, not an object", index, kind_here(s));
@@ -545,7 +545,7 @@ ecp_answer_mget(const char *body, size_t len, const char *const *ids, int nids, 
 	if (rc == ECP_ANSWER_READ && !m.docs_seen)
 		rc = unexpected(err, errlen, "the answer has no \"docs\"");
 	else if (rc == ECP_ANSWER_READ && m.ndocs < nids)
-		rc = unexpected(err, errlen, "the answer has %d docs for the %d ids asked for", m.ndocs,
+		rc = unexpected(err, errlen, "the answer holds %d of the %d docs asked for", m.ndocs,
 						nids);
 	if (rc != ECP_ANSWER_READ && nids > 0)
 	{
@@ -755,7 +755,7 @@ shards_member(EcpScan *s, const EcpScanText *key, void *arg)
 		return ecp_scan_skip_value(s);
 	rc = read_integer(s, &failed, &instead);
 	if (rc > 0)
-		return ecp_scan_unexpected(s, "_shards.failed is %s, not an integer", instead);
+		return ecp_scan_unexpected(s, "_shards.failed is not a 64-bit integer: it is %s", instead);
 	if (rc == 0 && failed > 0)
 		r->failed_shards = failed;
 	return rc;

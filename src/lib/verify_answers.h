@@ -30,7 +30,8 @@ typedef struct EcpMgetDoc
 	int			found;			/* 1 found, 0 not found, -1 the item is an error */
 	const char *source;			/* the raw text of its _source inside the
 								 * body (not copied), or NULL when absent (not
-								 * asked for, or not found) */
+								 * asked for, or not found; or the index keeps
+								 * no _source) */
 	size_t		source_len;
 	int			has_version;
 	long long	version;		/* _version when has_version */

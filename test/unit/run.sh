@@ -12,7 +12,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
-read -r -a programs <<< "${PROGRAMS:-sink_test host_match_test hostile_body_test file_reader_test http_transport_test es_answers_test line_id_test contract_test json_build_test pgoutput_test pgoutput_real_test}"
+read -r -a programs <<< "${PROGRAMS:-sink_test host_match_test hostile_body_test file_reader_test http_transport_test es_answers_test line_id_test contract_test json_build_test pgoutput_test pgoutput_real_test json_compare_test verify_answers_test}"
 
 # only sink_test talks to the Elasticsearch stand-in
 if [[ " ${programs[*]} " == *" sink_test "* ]] && [ -z "${ESD_BIN:-}" ]; then
@@ -32,7 +32,9 @@ run_one() {
 	if [ -n "${VALGRIND:-}" ]; then
 		# sink_test and hostile_body_test skip their elapsed-time bounds,
 		# file_reader_test its maxrss bound (and reads 5 MB, not 50),
-		# es_answers_test and line_id_test both (and scan 4 MiB, not 64)
+		# es_answers_test and line_id_test both (and scan 4 MiB, not 64),
+		# json_compare_test and verify_answers_test both (the latter reads
+		# 4 MiB, not 64)
 		export UNIT_NO_PERF=1
 		valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible \
 			--errors-for-leak-kinds=definite,indirect,possible --error-exitcode=9 \
