@@ -5,9 +5,10 @@
  *
  * The ids come a page at a time from a point in time (the index as it was
  * when the walk began, so documents written meanwhile neither repeat nor
- * slip through), sorted by _shard_doc (Elasticsearch refuses to sort on
- * _id unless a cluster setting allows fielddata on it; _shard_doc is the
- * order a point in time is meant to be paged in) and paged with
+ * slip through), sorted by _shard_doc on Elasticsearch (it refuses to sort
+ * on _id unless a cluster setting allows fielddata on it; _shard_doc is
+ * the order a point in time is meant to be paged in) and by _id on
+ * OpenSearch (2.x has no _shard_doc, and allows _id), paged with
  * search_after, asking for no _source.  Each page is looked up through
  * the task's query (or each of its queries, or the one shard_of names),
  * as an id run does; an id the source does not return is "extra" in
@@ -169,7 +170,7 @@ search_body(const Walk *walk)
 	ecp_json_key_string(&body, "id", walk->pit);
 	ecp_json_key_string(&body, "keep_alive", WALK_KEEP_ALIVE);
 	ecp_json_end_object(&body);
-	ecp_json_key_raw(&body, "sort", "[{\"_shard_doc\":\"asc\"}]");
+	ecp_json_key_raw(&body, "sort", walk->opensearch ? "[{\"_id\":\"asc\"}]" : "[{\"_shard_doc\":\"asc\"}]");
 	if (walk->after)
 		ecp_json_key_raw(&body, "search_after", walk->after);
 	ecp_json_end_object(&body);
