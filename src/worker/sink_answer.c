@@ -9,7 +9,6 @@
 #include "bulk_response.h"
 #include "es_answers.h"
 
-
 /*
  * A request to the cluster (the node in use, another if it is down),
  * whose answer is read up to the cap of its kind (a larger one is an
@@ -17,7 +16,7 @@
  */
 EcpSendStatus
 ecp_sink_request(EcpSink *sink, EcpPartConfig *config, EcpAnswerKind kind, const char *method,
-		const char *path, const char *body, EcpAnswer *answer, char **error)
+				 const char *path, const char *body, EcpAnswer *answer, char **error)
 {
 	EcpHttpResponse response;
 	const char *origin;
@@ -66,8 +65,8 @@ ecp_answer_ok(const EcpAnswer *answer)
  * trust it (an alias's indices, a count), so the run fails.
  */
 void
-ecp_answer_unreadable(const EcpPartConfig *config, const EcpAnswer *answer, EcpAnswerRead read, const char *why,
-		   const char *expected)
+ecp_answer_unreadable(const EcpPartConfig *config, const EcpAnswer *answer, EcpAnswerRead read,
+					  const char *why, const char *expected)
 {
 	ereport(ERROR,
 			(errcode(read == ECP_ANSWER_NOT_JSON ? ERRCODE_INVALID_JSON_TEXT : ERRCODE_DATA_EXCEPTION),
