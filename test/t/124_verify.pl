@@ -16,6 +16,7 @@
 #   - option sample checks a part of the pages; the count check is
 #     skipped when another task writes the index, unless count_check says
 #     otherwise, and says "not equal" (and why) when rows were deleted;
+#   - roles: another role cannot verify, repair, read or write drift;
 #   - bad calls: unknown task, bad options, repair of a run that is not a
 #     verify or has not ended, a task with a pipeline.
 use strict;
@@ -164,6 +165,25 @@ is(sql("SELECT (content->>'equal') || ' ' || (content->>'count') || ' ' || (cont
 	'false ' . ($NROWS - 10) . ' ' . ($NROWS - 15), 'count_check true: checked, and not equal after rows were deleted');
 like(sql("SELECT content->>'why' FROM ecp.flow WHERE run_id = $said AND action = 'count checked'"),
 	qr/5 documents more than the run wrote.*extra/, 'the flow says why and what finds them');
+
+# --- roles: another role's verify, repair and drift ----------------------------------
+sql('CREATE ROLE bob LOGIN');
+sub as_bob
+{
+	my ($call) = @_;
+	my ($rc, $out, $err) = $node->psql('postgres', $call, extra_params => [ '-U', 'bob' ]);
+	return ($rc, $out, $err);
+}
+my (undef, undef, $berr) = as_bob(q{SELECT ecp.verify('products')});
+like($berr, qr/task "products" does not exist/, 'bob cannot verify the superuser\'s task');
+(undef, undef, $berr) = as_bob("SELECT ecp._start_verify((SELECT id FROM ecp.task WHERE name = 'products'), '{}')");
+like($berr, qr/is not yours/, 'nor through the internal function');
+(undef, undef, $berr) = as_bob("SELECT ecp.repair($verify)");
+like($berr, qr/run $verify does not exist/, 'bob cannot repair another role\'s verify run');
+my (undef, $bout) = as_bob("SELECT count(*) FROM ecp.drift");
+is($bout, '0', 'bob sees no drift rows of others');
+(undef, undef, $berr) = as_bob("INSERT INTO ecp.drift (run_id, id, kind, part_no, owner) VALUES ($verify, 'x', 'extra', 0, 'bob')");
+like($berr, qr/permission denied for table drift/, 'bob cannot write drift rows');
 
 # --- bad calls -------------------------------------------------------------------
 sub fails
