@@ -63,27 +63,4 @@ extern EcpJsonCompare ecp_json_compare(const char *expected, size_t expected_len
 									   const char *actual, size_t actual_len,
 									   EcpJsonCompareScope scope, char *why, size_t whylen);
 
-/*
- * Helpers also used by verify_answers.c.
- */
-
-/*
- * The JSON string quoted[0..len) (its quotes included, well-formed: as
- * json_scan.c's ecp_scan_string accepted it) unescaped into out: at most
- * outlen - 1 bytes and a NUL, cut on a UTF-8 boundary (*cut set when some
- * was left out).  The length written; it may hold NULs (\u0000).
- */
-extern size_t ecp_json_string_decode(const char *quoted, size_t len, char *out, size_t outlen,
-									 int *cut);
-
-/*
- * text[0..len) between double quotes for a message, in at most outlen
- * bytes with the NUL (outlen >= 8): '"', '\\' and control characters
- * escaped as in JSON, a byte that is not UTF-8 as \xNN; "..." before the
- * closing quote when it is cut or when more is set (the caller cut it
- * already).
- */
-extern void ecp_json_quote_shown(const char *text, size_t len, int more, char *out,
-								 size_t outlen);
-
 #endif							/* ECP_JSON_COMPARE_H */

@@ -11,12 +11,12 @@
  * expects stops there, and the body is then checked whole, so that a body
  * that is not JSON is said to be so.  Sources and sort values are spans
  * of the body; strings ecp keeps are unescaped by json_scan.c, or by
- * json_compare.c's decoder when only their start is shown.
+ * json_text.c's decoder when only their start is shown.
  * Plain C99: the unit tests build it alone.
  */
 #include "verify_answers.h"
-#include "json_compare.h"
 #include "json_scan.h"
+#include "json_text.h"
 
 #include <limits.h>
 #include <stdarg.h>
