@@ -92,3 +92,34 @@ ecp_worker_wait(EcpPartConfig *config, long wait_ms)
 	}
 }
 
+/* The run is no longer running: leave the part to the run's state. */
+void
+ecp_part_release_for(EcpPartConfig *config, EcpRunState state)
+{
+	ereport(LOG,
+			(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
+					config->run_id, config->part_no, ecp_run_state_names[state])));
+	ecp_store_release(config);
+}
+
+/* After a stop request: go on only if the run is still running. */
+bool
+ecp_part_still_running(EcpPartConfig *config)
+{
+	EcpRunState state;
+
+	if (ecp_worker_got_sigterm())
+		return false;
+
+	/*
+	 * Clear the request before reading the state: a pause committed after
+	 * the read then sets it again and is seen at the next step, instead of
+	 * being cleared unseen.
+	 */
+	ecp_clear_stop_request(config->slot);
+	state = ecp_store_run_state(config);
+	if (state == ECP_RUN_RUNNING)
+		return true;
+	ecp_part_release_for(config, state);
+	return false;
+}

@@ -315,6 +315,8 @@ extern bool ecp_worker_got_sigterm(void);
 extern void ecp_reload_settings_if_asked(void);
 extern bool ecp_worker_should_stop(const EcpPartConfig *config);
 extern bool ecp_worker_wait(EcpPartConfig *config, long wait_ms);
+extern void ecp_part_release_for(EcpPartConfig *config, EcpRunState state);
+extern bool ecp_part_still_running(EcpPartConfig *config);
 
 /* source.c: the source of a part; cutting a query into key ranges */
 extern EcpSource *ecp_source_open(EcpPartConfig *config);

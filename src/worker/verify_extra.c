@@ -338,22 +338,6 @@ note_restart(Walk *walk)
 					" passed): the walk of the index's ids starts again from the beginning\"}");
 }
 
-/* After a stop request: go on only if the run is still running. */
-static bool
-still_running(EcpPartConfig *config)
-{
-	EcpRunState state;
-
-	if (ecp_worker_got_sigterm())
-		return false;
-	ecp_clear_stop_request(config->slot);
-	state = ecp_store_run_state(config);
-	if (state == ECP_RUN_RUNNING)
-		return true;
-	ecp_store_release(config);
-	return false;
-}
-
 static bool
 finish_step(EcpPartConfig *config, void *arg)
 {
@@ -368,6 +352,7 @@ walk_one_page(Walk *walk)
 	EcpPartConfig *config = walk->config;
 	EcpSendStatus status = ecp_send_with_retries(config, page_step, walk);
 	bool		sampled;
+	EcpRunState state;
 
 	if (status == ECP_SEND_STOPPED)
 		return true;			/* the loop sees the request */
@@ -385,9 +370,10 @@ walk_one_page(Walk *walk)
 		skip_page(walk);
 	else if (ecp_source_with_retries(config, look_up_step, walk) == ECP_SOURCE_STOPPED)
 		return true;
-	if (save_page(walk, sampled) != ECP_RUN_RUNNING)
+	state = save_page(walk, sampled);
+	if (state != ECP_RUN_RUNNING)
 	{
-		ecp_store_release(config);
+		ecp_part_release_for(config, state);
 		return false;
 	}
 	return true;
@@ -414,7 +400,7 @@ ecp_verify_extra_part(EcpPartConfig *config, EcpSink *sink)
 	{
 		CHECK_FOR_INTERRUPTS();
 		ecp_reload_settings_if_asked();
-		if (ecp_worker_should_stop(config) && !still_running(config))
+		if (ecp_worker_should_stop(config) && !ecp_part_still_running(config))
 			break;
 		if (walk.lookup == NULL &&
 			ecp_source_with_retries(config, prepare_step, &walk) == ECP_SOURCE_STOPPED)

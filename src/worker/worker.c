@@ -86,38 +86,6 @@ rate_add(RateWindow *window, int64 done)
 	return (done - window->done[oldest]) / elapsed;
 }
 
-/* The run is no longer running: leave the part to the run's state. */
-static void
-release_for(EcpPartConfig *config, EcpRunState state)
-{
-	ereport(LOG,
-			(errmsg("ecp worker for run " INT64_FORMAT " part %d stops: the run is %s",
-					config->run_id, config->part_no, ecp_run_state_names[state])));
-	ecp_store_release(config);
-}
-
-/* After a stop request: go on only if the run is still running. */
-static bool
-run_still_running(EcpPartConfig *config)
-{
-	EcpRunState state;
-
-	if (ecp_worker_got_sigterm())
-		return false;
-
-	/*
-	 * Clear the request before reading the state: a pause committed after
-	 * the read then sets it again and is seen at the next step, instead of
-	 * being cleared unseen.
-	 */
-	ecp_clear_stop_request(config->slot);
-	state = ecp_store_run_state(config);
-	if (state == ECP_RUN_RUNNING)
-		return true;
-	release_for(config, state);
-	return false;
-}
-
 /* Where a worker's time went, logged when its part ends. */
 typedef struct PhaseTimes
 {
@@ -418,7 +386,7 @@ checkpoint(PartLoop *loop, PageSend *send)
 	loop->times.checkpoint_ms += ms_since(start);
 	if (state == ECP_RUN_RUNNING)
 		return true;
-	release_for(config, state);
+	ecp_part_release_for(config, state);
 	return false;
 }
 
@@ -500,7 +468,7 @@ page_loop(PartLoop *loop)
 
 		CHECK_FOR_INTERRUPTS();
 		ecp_reload_settings_if_asked();
-		if (ecp_worker_should_stop(config) && !run_still_running(config))
+		if (ecp_worker_should_stop(config) && !ecp_part_still_running(config))
 			break;
 		if (loop->source == NULL &&
 			ecp_source_with_retries(config, prepare_step, loop) == ECP_SOURCE_STOPPED)
