@@ -3907,3 +3907,15 @@ COMMENT ON FUNCTION ecp.index_stats(text) IS
 GRANT SELECT ON ecp.drift, ecp.drift_summary TO PUBLIC;
 
 -- (verify section end)
+
+-- ===========================================================================
+-- Lifecycle of tasks and consumers (issue 24)
+-- ===========================================================================
+
+-- (lifecycle section end)
+
+-- ===========================================================================
+-- Monitoring: views, retention, metrics (issue 24)
+-- ===========================================================================
+
+-- (monitoring section end)
