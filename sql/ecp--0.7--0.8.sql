@@ -8,6 +8,11 @@
 --   ecp.index_stats(task); ecp.progress.action.
 \echo Use "ALTER EXTENSION ecp UPDATE TO '0.8'" to load this file. \quit
 
+-- (the complete script calls it first: CREATE EXTENSION ecp in ecp.database_name only)
+CREATE FUNCTION ecp._check_install_database() RETURNS void
+AS 'MODULE_PATHNAME', 'ecp_check_install_database' LANGUAGE C VOLATILE;
+REVOKE EXECUTE ON FUNCTION ecp._check_install_database() FROM PUBLIC;
+
 ALTER TABLE ecp.run DROP CONSTRAINT run_action_check;
 ALTER TABLE ecp.run ADD CONSTRAINT run_action_check CHECK (action IN ('rollback', 'drop_index', 'follow', 'verify'));
 ALTER TABLE ecp.run ADD COLUMN verify_with jsonb;

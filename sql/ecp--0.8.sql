@@ -35,6 +35,13 @@
 --    same row types (functions take ecp.task and ecp.run rows).
 \echo Use "CREATE EXTENSION ecp" to load this file. \quit
 
+-- ecp is created in the database its launcher connects to (see
+-- ecp_check_install_database in src/backend/functions.c).
+CREATE FUNCTION ecp._check_install_database() RETURNS void
+AS 'MODULE_PATHNAME', 'ecp_check_install_database' LANGUAGE C VOLATILE;
+REVOKE EXECUTE ON FUNCTION ecp._check_install_database() FROM PUBLIC;
+SELECT ecp._check_install_database();
+
 -- ===========================================================================
 -- Tables
 -- ===========================================================================

@@ -220,4 +220,11 @@ extern bool ecp_launcher_stopping(void);
 /* utility_hook.c */
 extern void ecp_utility_hook_install(void);
 
+/* backend/functions.c: CREATE EXTENSION ecp in ecp.database_name only */
+extern void ecp_install_check_define_gucs(void);
+
+/* backend/error_context.c: errors without ecp's internal CONTEXT lines */
+extern void ecp_error_context_define_gucs(void);
+extern void ecp_error_context_install(void);
+
 #endif							/* ECP_H */

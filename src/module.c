@@ -115,6 +115,8 @@ define_gucs(void)
 	ecp_host_policy_define_gucs();
 	ecp_scheduler_define_gucs();
 	ecp_sandbox_define_gucs();
+	ecp_error_context_define_gucs();
+	ecp_install_check_define_gucs();
 	MarkGUCPrefixReserved("ecp");
 }
 
@@ -129,6 +131,7 @@ _PG_init(void)
 	ecp_shmem_install_hooks();
 	ecp_limiter_install_hooks();
 	ecp_utility_hook_install();
+	ecp_error_context_install();
 	ecp_commit_signals_install();
 	ecp_register_launcher();
 }

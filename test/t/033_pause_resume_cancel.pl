@@ -73,9 +73,12 @@ $es->refresh('slow');
 is($es->count('slow'), 20000, 'no id is missing after pause and resume');
 is($node->safe_psql('postgres', "SELECT processed FROM ecp.progress WHERE run_id = $run"),
 	'20000', 'processed counts every document once');
+# the count check comes after the run has finished (its last worker does it)
+ok(EcpTest::poll($node, "SELECT count(*) = 1 FROM ecp.flow WHERE run_id = $run AND action = 'count checked'", 30),
+	'the run\'s count check is in the flow');
 is($node->safe_psql('postgres',
 		"SELECT string_agg(action, ',' ORDER BY at) FROM ecp.flow WHERE run_id = $run"),
-	'start,worker started,cluster,pause,resume,worker started,cluster,finished',
+	'start,worker started,cluster,pause,resume,worker started,cluster,finished,count checked',
 	'the flow has every step');
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM ecp.flow WHERE run_id = $run AND operator <> current_user"),
