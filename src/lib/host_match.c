@@ -828,6 +828,8 @@ typedef struct Target
 	const HmAddr *addr;			/* NULL: the name alone */
 	int			listed;			/* an entry covers it */
 	int			entries;		/* entries seen */
+	int			other_port;		/* an entry covers the host, for another port
+								 * (the first such port) */
 } Target;
 
 static int
@@ -835,12 +837,19 @@ cover_target(const HmEntry *entry, void *arg)
 {
 	Target	   *t = arg;
 
+	int			host_covered;
+
 	t->entries++;
 	if (entry->kind == HM_ENTRY_ADDRESS)
-		t->listed |= t->addr != NULL && (entry->port == 0 || entry->port == t->port) &&
-			hm_cidr_contains(&entry->addr, entry->prefix, t->addr);
+		host_covered = t->addr != NULL && hm_cidr_contains(&entry->addr, entry->prefix, t->addr);
 	else
-		t->listed |= hm_entry_matches_name(entry, t->host, t->port);
+		host_covered = hm_entry_matches_name(entry, t->host, entry->port);	/* any port */
+	if (!host_covered)
+		return 0;
+	if (entry->port == 0 || entry->port == t->port)
+		t->listed = 1;
+	else if (t->other_port == 0)
+		t->other_port = entry->port;
 	return 0;
 }
 
@@ -889,6 +898,14 @@ hm_check(const HmPolicy *policy, const char *host, int port, const HmAddr *addr,
 	}
 	if (t.listed)
 		return HM_ALLOWED;
+	if (t.other_port != 0)
+	{
+		/* the likelier mistake than the address class: say it first */
+		if (why && whylen > 0)
+			snprintf(why, whylen, "ecp.allowed_hosts lists this host for port %d only, not for port %d",
+					 t.other_port, port);
+		return addr && policy->block_private && blocked_class(addr, policy, &form) ? HM_BLOCKED : HM_NOT_LISTED;
+	}
 	if (policy->block_private && addr && (klass = blocked_class(addr, policy, &form)) != NULL)
 	{
 		if (why && whylen > 0 && form)

@@ -99,6 +99,24 @@ ecp_es_call_outcome(const EcpSink *sink, const EcpPartConfig *config, EcpHttpOut
 	return status;
 }
 
+/*
+ * The consumer's URL has a path (after scheme://host:port): a path prefix
+ * for a cluster behind a reverse proxy works, but an index name there
+ * (http://es:9200/products) makes GET / read the index.  The hint for a
+ * cluster that does not answer GET / as one: "" when the URL has no path.
+ */
+static char *
+path_hint(const EcpPartConfig *config)
+{
+	const char *authority = strstr(config->url, "://");
+	const char *path = authority ? strchr(authority + 3, '/') : NULL;
+
+	if (path == NULL || strspn(path, "/") == strlen(path))
+		return "";
+	return psprintf("; the consumer's URL has the path \"%s\": if that is an index name, give the cluster's URL "
+					"without it (the index belongs in the task); a path is for a cluster behind a reverse proxy", path);
+}
+
 /* The flow's note of the product, from the first part only (once per run). */
 static void
 note_product(EcpPartConfig *config, const char *origin, const char *name, const char *version,
@@ -155,8 +173,8 @@ ecp_es_hello(EcpSink *sink, EcpPartConfig *config, char **error)
 		{
 			ecp_error_summary(response.body, response.body_len, response.status, summary, sizeof(summary));
 			*error = psprintf("%s is not Elasticsearch 7, 8 or 9 or OpenSearch 1 to 3: GET / answered product %s, version %s (%s); "
-							  "point the consumer at a cluster, or create it with kind => 'http' for a write service of your own",
-							  origin, product.name, product.version, summary);
+							  "point the consumer at a cluster, or create it with kind => 'http' for a write service of your own%s",
+							  origin, product.name, product.version, summary, path_hint(config));
 			status = ECP_SEND_FAILED;
 		}
 	}

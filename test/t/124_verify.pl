@@ -55,8 +55,18 @@ sub run_to_end
 	return $run;
 }
 
+# The count check of a run: its last worker writes it after the run
+# succeeded, so wait for it.
+sub count_checked
+{
+	my ($run) = @_;
+	EcpTest::poll($node, "SELECT count(*) = 1 FROM ecp.flow WHERE run_id = $run AND action = 'count checked'", 30);
+	return 1;
+}
+
 # --- a full run and its count check ----------------------------------------
 my $full = run_to_end("SELECT ecp.start('products')", 'the full run');
+count_checked($full);
 is(sql("SELECT content->>'count' || ' ' || (content->>'indexed') || ' ' || (content->>'equal') FROM ecp.flow "
 	  . "WHERE run_id = $full AND action = 'count checked'"),
 	"$NROWS $NROWS true", 'the full run ends with a count check: the index holds what it wrote');
@@ -155,11 +165,14 @@ is($checked + $skipped, $NROWS - 10, 'the others are counted as not sampled');
 # --- the count check: other writers, count_check, not equal -----------------------
 sql(q{SELECT ecp.create_task('other', 'es', 'products', query => 'SELECT * FROM products WHERE false')});
 my $shared = run_to_end("SELECT ecp.start('products')", 'a full run of a task whose index another task writes');
+ok(EcpTest::poll($node, "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'ecp worker'", 30),
+	'the run\'s workers are gone');
 is(sql("SELECT count(*) FROM ecp.flow WHERE run_id = $shared AND action = 'count checked'"), 0,
 	'no count check: another task writes the index');
 sql(q{UPDATE ecp.task SET options = options || '{"count_check": true}' WHERE name = 'products'});
 sql('DELETE FROM products WHERE id <= 5');
 my $said = run_to_end("SELECT ecp.start('products')", 'a full run with count_check true');
+count_checked($said);
 is(sql("SELECT (content->>'equal') || ' ' || (content->>'count') || ' ' || (content->>'indexed') FROM ecp.flow "
 	  . "WHERE run_id = $said AND action = 'count checked'"),
 	'false ' . ($NROWS - 10) . ' ' . ($NROWS - 15), 'count_check true: checked, and not equal after rows were deleted');

@@ -286,6 +286,11 @@ test_check(void)
 	   "listed address allowed on any port");
 	ok(verdict("127.0.0.1:9200", 1, "127.0.0.1", 9201, NULL, why) == HM_BLOCKED,
 	   "listed with another port: still blocked");
+	ok(strstr(why, "lists this host for port 9200 only, not for port 9201") != NULL,
+	   "... and the refusal says the port is what is missing (%s)", why);
+	ok(verdict("search.example.com:9200", 1, "search.example.com", 9300, "93.184.216.34", why) == HM_NOT_LISTED &&
+	   strstr(why, "for port 9200 only, not for port 9300") != NULL,
+	   "a listed public name on another port: not listed, and why (%s)", why);
 	ok(verdict("127.0.0.1", 1, "::ffff:127.0.0.1", 9200, NULL, why) == HM_ALLOWED,
 	   "127.0.0.1 covers ::ffff:127.0.0.1");
 	ok(verdict("127.0.0.1", 1, "localhost", 9200, "127.0.0.1", why) == HM_ALLOWED,
