@@ -36,6 +36,9 @@ ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config, const EcpD
 	}
 	appendStringInfoString(body, "\"_id\":");
 	escape_json(body, doc->id);
+	/* through an alias_swap task's alias: never auto-create an index of its name */
+	if (config->writes_alias && (index == NULL || strcmp(index, config->alias) == 0))
+		appendStringInfoString(body, ",\"require_alias\":true");
 	if (doc->routing)
 	{
 		appendStringInfoString(body, ",\"routing\":");

@@ -68,6 +68,7 @@ basic_auth(const char *user, const char *password)
 	"       t.options->>'routing_column' AS routing_column, " \
 	"       t.options->>'version_column' AS version_column, " \
 	"       t.options->>'pipeline' AS pipeline, t.options->>'refresh' AS refresh, " \
+	"       (t.options->>'mode' = 'alias_swap') AS alias_swap, " \
 	"       c.kind AS consumer_kind, c.options->>'tag_header' AS tag_header, " \
 	"       CASE WHEN pg_catalog.jsonb_typeof(c.options->'routes') = 'object' " \
 	"            THEN c.options->'routes'->>(t.options->>'tag') END AS route_url, " \
@@ -244,6 +245,7 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 		if (config->kind != ECP_PART_MIGRATE)
 			config->index_name = config->new_index;	/* a migration loads its new index */
 	}
+	config->writes_alias = bool_column(tuple, desc, "alias_swap") && config->new_index == NULL;
 	config->search_path = copy_text(tuple, desc, "search_path");
 	config->id_column = copy_text(tuple, desc, "id_column");
 	config->key_column = copy_text(tuple, desc, "key_column");

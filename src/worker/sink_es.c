@@ -218,6 +218,12 @@ config_item_error(const EcpPartConfig *config, const EcpBulkResult *parsed)
 	const char *type = item->error_type ? item->error_type : "error";
 	const char *reason = item->reason ? item->reason : "(no reason given)";
 
+	if (item->error_type && strcmp(item->error_type, "index_not_found_exception") == 0 && config->writes_alias)
+		return psprintf("alias \"%s\" of task \"%s\" (mode alias_swap) does not exist yet (%d %s: %s); "
+						"a full run (ecp.start(task)) creates the first index and points the alias at it; "
+						"until then other runs are refused rather than create an index named like the alias, "
+						"which would keep the alias from ever being created",
+						config->alias, config->task_name, item->status, type, reason);
 	if (item->error_type && strcmp(item->error_type, "index_not_found_exception") == 0)
 		return psprintf("index \"%s\" does not exist%s (%d %s: %s); %s", config->index_name,
 						config->op && strcmp(config->op, "delete") == 0 ? "" : " and the cluster does not create it",

@@ -140,6 +140,10 @@ typedef struct EcpPartConfig
 	char	   *follow_step;	/* ECP_PART_FOLLOW: capture, apply */
 	char	   *alias;			/* a migration's alias (the task's index) */
 	char	   *new_index;		/* a migration's new index; its load parts write there */
+	bool		writes_alias;	/* mode alias_swap, not a migration's load: the
+								 * documents go through the alias, which must
+								 * exist (require_alias: never an index named
+								 * like it) */
 
 	/* consumer */
 	bool		write_service;	/* kind http: batches as JSON (sink_http.c) */

@@ -8,6 +8,8 @@
 #    untouched; ecp.resume completes the migration;
 #  * an id repair during a load writes to the alias and to the new index
 #    (dual writes), so the update is not lost at the swap;
+#  * before its first migration, an alias_swap task's id run fails with a
+#    hint instead of creating an index named like the alias;
 #  * ecp.rollback points the alias back; after keep_old false dropped the
 #    old index it is refused; ecp.cancel(run, drop_index => true) drops a
 #    half-built index, a plain cancel keeps it.
@@ -51,6 +53,25 @@ sql(q{
 	INSERT INTO products SELECT g, 'sku-' || g, 'product ' || g, g % 100 FROM generate_series(1, 90000) g;
 });
 sql("SELECT ecp.create_consumer('es', '$url')");
+
+# --- the alias-swap trap: before its first migration, an alias_swap task's --------------
+# other runs must not auto-create an index named like the alias (which would
+# keep the alias from ever being created)
+sql(q{SELECT ecp.create_task('early', 'es', 'early-alias', query => 'SELECT * FROM products',
+      options => '{"mode": "alias_swap"}')});
+my $early = sql("SELECT ecp.start('early', ids => ARRAY['1', '2'])");
+is(EcpTest::wait_for_run($node, $early, 'failed', 60), 'failed', 'an id run before the first migration fails');
+like(sql("SELECT last_error FROM ecp.run WHERE id = $early"),
+	qr/alias "early-alias" of task "early" \(mode alias_swap\) does not exist yet.*a full run \(ecp.start\(task\)\) creates the first index/,
+	'... saying the alias does not exist yet and what creates it');
+my ($early_st) = $es->head('/early-alias');
+is($early_st, 404, 'and no index named like the alias was created');
+my $first = sql("SELECT ecp.start('early')");
+is(EcpTest::wait_for_run($node, $first, 'succeeded', 180), 'succeeded', 'the first migration then creates index and alias');
+my ($alias_st, $alias_body) = $es->get('/_alias/early-alias');
+is(join(',', keys %{ $alias_body // {} }), "early-alias-$first", 'the alias points at the new index');
+$early = sql("SELECT ecp.start('early', ids => ARRAY['1', '2'])");
+is(EcpTest::wait_for_run($node, $early, 'succeeded', 60), 'succeeded', 'now an id run through the alias succeeds');
 
 # --- the index the alias points at today ---------------------------------------------
 sql(q{SELECT ecp.create_task('v1', 'es', 'products-v1', query => 'SELECT * FROM products')});
