@@ -133,13 +133,19 @@ $node->safe_psql('postgres', 'DROP EXTENSION ecp; CREATE EXTENSION ecp');
 
 # --- DROP DATABASE of another database with ecp in it ---------------------
 $node->safe_psql('postgres', 'CREATE DATABASE other');
-$node->safe_psql('other', 'CREATE EXTENSION ecp');
+# CREATE EXTENSION ecp outside ecp.database_name is refused, as pg_cron's is
+($ret, $out, $err) = $node->psql('other', "\\set VERBOSITY verbose\nCREATE EXTENSION ecp");
+like($err, qr/ERROR:  55000: ecp can only be created in database "postgres", not in "other".*HINT:  Create it in database "postgres", or set ecp.database_name = 'other'/s,
+	'CREATE EXTENSION ecp in another database is refused, naming the setting');
+unlike($err, qr/CONTEXT/, '... without CONTEXT lines of ecp\'s install script');
+# a superuser may install it there anyway (its runs would never start)
+$node->safe_psql('other', 'SET ecp.install_in_any_database = on; CREATE EXTENSION ecp');
 ($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE other', timeout => 30);
 is($ret, 0, 'DROP DATABASE of a database with ecp succeeds');
 
 # --- DROP DATABASE of the launcher's own database ---------------------------
 $node->safe_psql('postgres', 'CREATE DATABASE ecpdb');
-$node->safe_psql('ecpdb', 'CREATE EXTENSION ecp');
+$node->safe_psql('ecpdb', 'SET ecp.install_in_any_database = on; CREATE EXTENSION ecp');
 $node->append_conf('postgresql.conf', "ecp.database_name = 'ecpdb'\n");
 $node->restart;
 $launcher_sql =~ s/datname = 'postgres'/datname = 'ecpdb'/;

@@ -64,7 +64,7 @@ unlike(slurp_file($node->logfile), qr/ecp launcher is leaving database "postgres
 # --- the owner's own drop of a throwaway launcher database ------------------------
 $node->safe_psql('postgres', 'CREATE ROLE dbo2 LOGIN');
 $node->safe_psql('postgres', 'CREATE DATABASE throwaway OWNER dbo2');
-$node->safe_psql('throwaway', 'CREATE EXTENSION ecp');
+$node->safe_psql('throwaway', 'SET ecp.install_in_any_database = on; CREATE EXTENSION ecp');
 $node->append_conf('postgresql.conf', "ecp.database_name = 'throwaway'\n");
 $node->restart;
 my $in_throwaway =
