@@ -115,7 +115,8 @@ refused("UPDATE ecp.run SET last_error = 'x', operator = 'victim' WHERE id = $m_
 	qr/permission denied for table run/, 'rewriting a run\'s operator or error');
 refused("UPDATE ecp.part SET state = 'running', heartbeat_at = now() - interval '1 day' WHERE run_id = $m_run",
 	qr/permission denied for table part/, 'making a part look dead');
-is($node->safe_psql('postgres', "SELECT string_agg(operator, ',') FROM ecp.flow WHERE run_id = $m_run"),
+# (the count check, which the run's last worker writes after the finish, is left out: it may come later)
+is($node->safe_psql('postgres', "SELECT string_agg(operator, ',') FROM ecp.flow WHERE run_id = $m_run AND action <> 'count checked'"),
 	'mallory,mallory,mallory,mallory', 'the flow names mallory for start, worker, cluster and finish');
 
 # --- rows that still get through fail their run, cleanly -----------------------
