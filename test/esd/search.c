@@ -6,6 +6,9 @@
  * case-insensitive), range, exists, bool.  Sorting on source fields with ES's
  * mapping rules (text fields and, on ES 8, _id are refused), _doc, _score,
  * _shard_doc (with a PIT), from/size, search_after and track_total_hits.
+ * The walks of a whole index (match_all on _shard_doc or _id) take their
+ * pages straight from the snapshots (search_page.c); the rest match and
+ * sort every document here.
  */
 #include "search.h"
 
@@ -440,7 +443,7 @@ static json_t *hit_sort_values(const hit_t *h, const sctx_t *sc)
     return arr;
 }
 
-/* (search.h) compares as cmp_key, the search_after values standing for a hit */
+/* (search.h) h against the search_after values, key by key as cmp_key */
 bool hit_after(const hit_t *h, const sctx_t *sc, const json_t *sa)
 {
     for (int i = 0; i < sc->nkeys; i++) {
