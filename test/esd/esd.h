@@ -188,6 +188,10 @@ typedef struct snapshot {
     int refs;
     size_t n;
     doc_t **docs;                /* in write order (Lucene doc order) */
+    /* positions in docs ordered by _id, built by the first search paging on
+     * _id (search_page.c); by_id_ties: two _ids compare equal, no such paging */
+    size_t *by_id;
+    bool by_id_built, by_id_ties;
 } snapshot_t;
 
 typedef struct index {

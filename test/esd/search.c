@@ -6,33 +6,17 @@
  * case-insensitive), range, exists, bool.  Sorting on source fields with ES's
  * mapping rules (text fields and, on ES 8, _id are refused), _doc, _score,
  * _shard_doc (with a PIT), from/size, search_after and track_total_hits.
+ * The walks of a whole index (match_all on _shard_doc or _id) take their
+ * pages straight from the snapshots (search_page.c); the rest match and
+ * sort every document here.
  */
-#include "esd.h"
+#include "search.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-typedef struct sortkey {
-    char *field;        /* source path (".keyword" stripped), NULL for _doc/_score */
-    bool is_doc, is_score, is_id;
-    bool is_shard_doc;  /* ES's PIT tiebreaker (OpenSearch 2.x has none) */
-    bool desc;
-} sortkey_t;
-
-typedef struct hit {
-    index_t *ix;
-    doc_t *d;
-    long long ord;      /* global doc order */
-    long long shard_doc; /* (shard index << 32) | position in the snapshot */
-} hit_t;
-
-typedef struct sctx {
-    sortkey_t *keys;
-    int nkeys;
-} sctx_t;
 
 /* --------------------------------------------------------------- */
 /* field access                                                    */
@@ -406,6 +390,10 @@ static int cmp_key(const hit_t *a, const hit_t *b, const sortkey_t *k)
         int c = x < y ? -1 : x > y;
         return k->desc ? -c : c;
     }
+    if (k->is_id) {   /* what comparing their json_stringn copies gives, without them */
+        int c = strcmp(a->d->id, b->d->id);
+        return k->desc ? -c : c;
+    }
     json_t *ta, *tb;
     const json_t *va = sort_value(a, k, &ta), *vb = sort_value(b, k, &tb);
     int c;
@@ -418,7 +406,7 @@ static int cmp_key(const hit_t *a, const hit_t *b, const sortkey_t *k)
     return c;
 }
 
-static int cmp_hits(const void *x, const void *y, void *arg)
+int cmp_hits(const void *x, const void *y, void *arg)
 {
     const sctx_t *sc = arg;
     const hit_t *a = x, *b = y;
@@ -455,8 +443,8 @@ static json_t *hit_sort_values(const hit_t *h, const sctx_t *sc)
     return arr;
 }
 
-/* true when hit h sorts strictly after the search_after values */
-static bool after(const hit_t *h, const sctx_t *sc, const json_t *sa)
+/* (search.h) h against the search_after values, key by key as cmp_key */
+bool hit_after(const hit_t *h, const sctx_t *sc, const json_t *sa)
 {
     for (int i = 0; i < sc->nkeys; i++) {
         const sortkey_t *k = &sc->keys[i];
@@ -532,6 +520,26 @@ static void collect(const search_target_t *tg, size_t ntg, const json_t *query, 
                                          (long long)i << 32 | (long long)k};
         base += (long long)sn;
     }
+}
+
+/* Every document the query matches, sorted: any query, any sort. */
+static void page_general(const search_target_t *tg, size_t ntg, const json_t *query, const sctx_t *sc,
+                         const json_t *sa, long long from, long long size, page_t *pg)
+{
+    size_t n;
+    collect(tg, ntg, query, &pg->hits, &n);
+    if (sc->nkeys)
+        qsort_r(pg->hits, n, sizeof *pg->hits, cmp_hits, (void *)sc);
+    size_t start = 0;
+    if (sa)
+        while (start < n && !hit_after(&pg->hits[start], sc, sa))
+            start++;
+    start += (size_t)from;
+    pg->total = n;
+    pg->start = start;
+    pg->count = start < n ? n - start : 0;
+    if ((long long)pg->count > size)
+        pg->count = (size_t)size;
 }
 
 static bool int_param(req_t *r, const json_t *body, const char *key, long long dflt, long long *out)
@@ -743,19 +751,10 @@ static void search_run(req_t *r, resp_t *rs, const json_t *body, const ixlist_t 
         sort_free(&sc);
         return;
     }
-    hit_t *hits;
-    size_t n;
-    collect(tg, ntg, json_object_get(body, "query"), &hits, &n);
-    if (sc.nkeys)
-        qsort_r(hits, n, sizeof *hits, cmp_hits, &sc);
-    size_t total = n, start = 0;
-    if (sa)
-        while (start < n && !after(&hits[start], &sc, sa))
-            start++;
-    start += (size_t)from;
-    size_t count = start < n ? n - start : 0;
-    if ((long long)count > size)
-        count = (size_t)size;
+    const json_t *query = json_object_get(body, "query");
+    page_t pg;
+    if (!page_direct(tg, ntg, query, &sc, sa, from, size, &pg))
+        page_general(tg, ntg, query, &sc, sa, from, size, &pg);
     bool with_source;
     char *filter = source_spec(json_object_get(body, "_source"), r, &with_source);
     sb_t s;
@@ -768,12 +767,12 @@ static void search_run(req_t *r, resp_t *rs, const json_t *body, const ixlist_t 
     }
     sb_printf(&s, "\"took\":%lld,\"timed_out\":false,\"_shards\":{\"total\":%zu,\"successful\":%zu,\"skipped\":0,\"failed\":0},\"hits\":{",
               (long long)(mono_ms() - t0), ntg, ntg);
-    write_total(&s, r, body, total);
-    sb_puts(&s, sc.nkeys || !count ? "\"max_score\":null,\"hits\":[" : "\"max_score\":1.0,\"hits\":[");
-    write_hits(&s, r, body, hits + start, count, &sc, filter, with_source);
+    write_total(&s, r, body, pg.total);
+    sb_puts(&s, sc.nkeys || !pg.count ? "\"max_score\":null,\"hits\":[" : "\"max_score\":1.0,\"hits\":[");
+    write_hits(&s, r, body, pg.hits + pg.start, pg.count, &sc, filter, with_source);
     sb_puts(&s, "]}}");
     free(filter);
-    free(hits);
+    free(pg.hits);
     sort_free(&sc);
     resp_sb(rs, 200, &s);
 }

@@ -180,6 +180,7 @@ void snapshot_release(snapshot_t *s)
     for (size_t i = 0; i < s->n; i++)
         doc_release(s->docs[i]);
     free(s->docs);
+    free(s->by_id);
     free(s);
 }
 

@@ -25,7 +25,13 @@ sub wait_until {
 
 sub load {
     my ($es, $index, $from, $to) = @_;
-    my @lines = map { ({ index => { _index => $index, _id => sprintf('d%05d', $_) } }, { n => $_ % 7, v => "orig$_" }) } $from .. $to;
+    return load_ids($es, $index, $from .. $to);
+}
+
+# docs d<n> for each n, written in that order
+sub load_ids {
+    my ($es, $index, @n) = @_;
+    my @lines = map { ({ index => { _index => $index, _id => sprintf('d%05d', $_) } }, { n => $_ % 7, v => "orig$_" }) } @n;
     my ($s, $r) = $es->bulk(nd(@lines), refresh => 'true');
     return $s == 200 && !$r->{errors};
 }
@@ -67,6 +73,37 @@ sub once_each {
     my %seen;
     $seen{$_}++ for @$ids;
     return scalar(keys %seen) == $expected && !grep { $_ != 1 } values %seen;
+}
+
+# A query that matches every document and that the direct paging
+# (search_page.c) does not take: the general path's answer to compare with.
+my $GENERAL = { bool => { filter => [{ match_all => {} }] } };
+
+# Asks for the same page with no query (paged straight from the snapshots
+# when the sort allows) and through the general path; returns whether the
+# two answers are the same but for took, and the first one.
+sub same_page {
+    my ($es, $id, %q) = @_;
+    my ($s1, $direct) = pit_search($es, $id, %q);
+    my ($s2, $general) = pit_search($es, $id, %q, query => $GENERAL);
+    delete $_->{took} for $direct, $general;
+    my $same = $J->encode([$s1, $direct]) eq $J->encode([$s2, $general]);
+    diag($J->encode({ direct => [$s1, $direct], general => [$s2, $general] })) unless $same;
+    return ($same, $direct);
+}
+
+# The same walk, straight and through the general path: whether they visit
+# the same hits with the same sort values in the same pages, and the ids.
+sub same_walk {
+    my ($es, $id, %q) = @_;
+    my @direct = walk($es, $id, %q);
+    my @general = walk($es, $id, %q, query => $GENERAL);
+    return ($J->encode([@direct[0 .. 3]]) eq $J->encode([@general[0 .. 3]]), $direct[0]);
+}
+
+sub first_ids {
+    my ($r, $n) = @_;
+    return [map { $_->{_id} } @{ $r->{hits}{hits} }[0 .. $n - 1]];
 }
 
 # ================= es8 =================
@@ -154,6 +191,45 @@ is(scalar @{ $b->{hits}{hits}[0]{sort} }, 2, 'an explicit trailing _shard_doc is
 is(scalar @{ $b->{hits}{hits}[0]{sort} }, 2, '_doc gets the tiebreaker too');
 ($st, $b) = pit_search($es, $before, size => 2, sort => [{ n => 'asc' }], search_after => [0, 1, 2]);
 is($st, 400, 'search_after longer than sort + tiebreaker: 400');
+
+# ---- match_all on _shard_doc, paged straight from the snapshots: the general path's answers ----
+ok(load($es, 'p', 1, 40), 'a second index of 40 docs');
+my $w_n = $es->count('w');
+my $one = open_pit($es, 'w');
+my $two = open_pit($es, 'p,w');    # p is shard 0, w shard 1
+my $shard1 = 1 << 32;
+for my $order (qw(asc desc)) {
+    for my $case ([$one, 'one index', $w_n], [$two, 'two indices', $w_n + 40]) {
+        my ($pid, $what, $n) = @$case;
+        my ($same, $ids) = same_walk($es, $pid, size => 300, sort => [{ _shard_doc => $order }], _source => JSON::PP::false,
+                                     track_total_hits => JSON::PP::false);
+        ok($same && @$ids == $n, "$what, _shard_doc $order: the walk is the general path's, every doc");
+    }
+    for my $c ([[-1], 'before the first'], [[0], 'at the first'], [[20], 'inside shard 0'], [[39], 'at the end of shard 0'],
+               [[1000], 'beyond the end of shard 0'], [[$shard1 - 1], 'between the shards'], [[$shard1], 'at the start of shard 1'],
+               [[$shard1 + 1200], 'inside shard 1'], [[$shard1 + $w_n - 1], 'at the last'],
+               [[$shard1 + $w_n], 'just beyond the last'], [[5 << 32], 'beyond every shard']) {
+        my ($sa, $what) = @$c;
+        my ($same) = same_page($es, $two, size => 25, from => 3, sort => [{ _shard_doc => $order }], search_after => $sa,
+                               track_total_hits => JSON::PP::true, version => JSON::PP::true, _source => ['v']);
+        ok($same, "_shard_doc $order, search_after $what, from 3: the general path's page");
+    }
+}
+my ($same, $r) = same_page($es, $two, size => 3, sort => [{ _shard_doc => 'asc' }], search_after => [$shard1 - 1]);
+ok($same && $r->{hits}{hits}[0]{_index} eq 'w' && $r->{hits}{hits}[0]{sort}[0] == $shard1 && $r->{hits}{total}{value} == $w_n + 40,
+   'asc after the end of shard 0: shard 1 from its start, total hits of every doc');
+($same, $r) = same_page($es, $two, size => 3, from => 2, sort => [{ _shard_doc => 'desc' }], search_after => [$shard1]);
+ok($same && $r->{hits}{hits}[0]{_id} eq 'd00038' && $r->{hits}{hits}[0]{sort}[0] == 37, 'desc after the start of shard 1, from 2: p\'s third last');
+($same, $r) = same_page($es, $two, size => 5, sort => [{ _shard_doc => 'desc' }], search_after => [5 << 32]);
+ok($same && $r->{hits}{hits}[0]{sort}[0] == $shard1 + $w_n - 1, 'desc beyond every shard: from the last doc');
+($same, $r) = same_page($es, $one, size => 0, sort => ['_shard_doc']);
+ok($same && !@{ $r->{hits}{hits} } && $r->{hits}{total}{value} == $w_n, 'size 0: total hits only');
+($same, $r) = same_page($es, $one, size => 10, from => 9990, sort => [{ _shard_doc => 'desc' }], search_after => [100]);
+ok($same && !@{ $r->{hits}{hits} }, 'from beyond what search_after leaves: no hits');
+($st, $b) = pit_search($es, $one, size => 4, sort => ['_shard_doc'], search_after => [10], query => { match_all => { boost => 2 } });
+my ($st2, $b2) = pit_search($es, $one, size => 4, sort => ['_shard_doc'], search_after => [10], query => $GENERAL);
+is_deeply([$st, $b->{hits}], [$st2, $b2->{hits}], 'an explicit match_all pages as no query');
+is(($es->delete('/_pit', { id => $_ }))[0], 200, 'closed') for $one, $two;
 
 # ---- multi-index PIT: shard index in _shard_doc ----
 ok(load($es, 'x', 1, 3), 'second index');
@@ -315,6 +391,33 @@ is($es->exit_status, 0, 'es8 esd exited cleanly');
     is_deeply([$st, $b->{hits}{hits}[0]{_type}, $b->{pit_id}], [200, '_doc', $id], 'es7: _shard_doc, _type, pit_id');
     ($st, $b) = $e7->post('/w/_search', { sort => ['_shard_doc'] });
     is($st, 400, 'es7: _shard_doc without pit refused');
+    # _id sorts with the implicit tiebreaker [_id, _shard_doc]; v and w share the _ids d00200 to d00250
+    my @v_order = map { 200 + ($_ * 37) % 101 } 0 .. 100;
+    my %v_pos;    # _shard_doc in v (shard 0) of d<n>
+    @v_pos{@v_order} = 0 .. 100;
+    ok(load_ids($e7, 'v', @v_order), 'es7: a second index, _ids written out of order');
+    my $vw = open_pit($e7, 'v,w');
+    for my $order (qw(asc desc)) {
+        my ($same, $ids) = same_walk($e7, $vw, size => 33, sort => [{ _id => $order }], _source => JSON::PP::false);
+        ok($same && @$ids == 351, "es7, _id $order over two indices with shared _ids: the general path's walk");
+        for my $c ([['', 0], 'before every _id'], [['d00220', $v_pos{220}], 'at v\'s d00220'], [['d00220', $shard1 + 219], 'at w\'s d00220'],
+                   [['d00220', 1 << 40], 'past both d00220'], [['d00100x', 0], 'between two _ids'], [['zzz', 0], 'beyond every _id'],
+                   [['d00220'], 'with no tiebreaker value'], [[JSON::PP::true, 5], 'a boolean _id']) {
+            my ($sa, $what) = @$c;
+            my ($same) = same_page($e7, $vw, size => 20, from => 1, sort => [{ _id => $order }], search_after => $sa);
+            ok($same, "es7, _id $order, search_after $what: the general path's page");
+        }
+    }
+    # a boolean _id compares equal to every _id, so _shard_doc alone decides
+    ($same, $r) = same_page($e7, $vw, size => 400, sort => [{ _id => 'asc' }], search_after => [JSON::PP::true, $shard1 + 50],
+                            _source => JSON::PP::false);
+    ok($same && @{ $r->{hits}{hits} } == 300 && $r->{hits}{hits}[0]{_id} eq 'd00052',
+       'es7: search_after a boolean _id: from the first hit whose _shard_doc is greater, then every later hit');
+    ($same, $r) = same_page($e7, $vw, size => 3, sort => [{ _id => 'asc' }], search_after => ['d00220', $v_pos{220}]);
+    ok($same && $J->encode([map { [$_->{_index}, $_->{sort}] } @{ $r->{hits}{hits} }])
+                eq $J->encode([['w', ['d00220', $shard1 + 219]], ['v', ['d00221', $v_pos{221}]], ['w', ['d00221', $shard1 + 220]]]),
+       'es7: after v\'s d00220 comes w\'s, then d00221 in shard order');
+    is(($e7->delete('/_pit', { id => $vw }))[0], 200, 'es7: closed');
     ($st, $b) = $e7->delete('/_pit', { id => $id });
     is_deeply([$st, $b], [200, { succeeded => JSON::PP::true, num_freed => 1 }], 'es7: close');
     $e7->stop;
@@ -338,6 +441,38 @@ is($es->exit_status, 0, 'es8 esd exited cleanly');
     like($b->{error}{root_cause}[0]{reason}, qr/No mapping found for \[_shard_doc\] in order to sort on/, '... as an unmapped field');
     my ($ids_os) = walk($os, $id, size => 100, sort => [{ _id => 'asc' }], _source => JSON::PP::false);
     ok(once_each($ids_os, 250), 'paging on _id with a PIT visits every doc once');
+    # _id paged straight from the snapshots; v and w share the _ids d00200 to d00250
+    ok(load_ids($os, 'v', reverse 200 .. 300), 'opensearch: a second index, _ids written in reverse order');
+    ($st, $b) = $os->post('/v,w/_search/point_in_time?keep_alive=1m');
+    my $vw = $b->{pit_id};
+    for my $order (qw(asc desc)) {
+        # a walk on _id alone sees every _id, but a page ending between two
+        # indices' copies of an _id skips the next copies (as on OpenSearch)
+        for my $case ([$id, 'one index', 250], [$vw, 'two indices', 300]) {
+            my ($pid, $what, $n) = @$case;
+            my ($same, $ids) = same_walk($os, $pid, size => 37, sort => [{ _id => $order }], _source => JSON::PP::false,
+                                         track_total_hits => JSON::PP::false);
+            my %distinct = map { $_ => 1 } @$ids;
+            ok($same && keys %distinct == $n, "opensearch, $what, _id $order: the general path's walk, every _id");
+            for my $c ([[''], 'before every _id'], [['d00001'], 'at the first'], [['d00100'], 'in the middle'],
+                       [['d00100x'], 'between two _ids'], [['d00220'], 'at a shared _id'], [['d00250'], 'at w\'s last'],
+                       [['d00300'], 'at the last'], [['zzz'], 'beyond every _id'], [[JSON::PP::true], 'a boolean'],
+                       [[5], 'a number'], [[undef], 'null']) {
+                my ($sa, $what2) = @$c;
+                my ($same) = same_page($os, $pid, size => 20, from => 2, sort => [{ _id => $order }], search_after => $sa,
+                                       version => JSON::PP::true);
+                ok($same, "opensearch, $what, _id $order, search_after $what2: the general path's page");
+            }
+        }
+    }
+    ($same, $r) = same_page($os, $vw, size => 4, sort => [{ _id => 'desc' }], search_after => ['d00201']);
+    ok($same && $J->encode([map { [$_->{_index}, $_->{_id}] } @{ $r->{hits}{hits} }])
+                eq $J->encode([['v', 'd00200'], ['w', 'd00200'], ['w', 'd00199'], ['w', 'd00198']]),
+       'opensearch, _id desc: a shared _id from both indices, in index order');
+    ($same, $r) = same_page($os, $vw, size => 2, sort => [{ _id => 'asc' }], search_after => ['d00250']);
+    ok($same && $J->encode(first_ids($r, 2)) eq $J->encode(['d00251', 'd00252']), 'opensearch: search_after skips every index\'s copy of the _id');
+    ($st, $b) = $os->delete('/_search/point_in_time', { pit_id => [$vw] });
+    is($st, 200, 'opensearch: closed');
     ($st, $b) = $os->post('/w/_search', { pit => { id => $id } });
     like($b->{error}{reason}, qr/\[indices\] cannot be used with point in time/, 'index in the path refused');
     ($st, $b) = $os->post('/w/_search/point_in_time');
