@@ -16,6 +16,15 @@ bash test/scripts/install-deps.sh || { echo "0 passed, 1 failed, 0 skipped"; exi
 # The suites asked for; each one must write its counts line.
 suites=${ECP_SUITES:-regress tap esd unit examples}
 
+# The install is the system's (one PostgreSQL, one ecp.so): two runs of
+# make test from two trees at once would test each other's build.  One at
+# a time; a second one waits here.
+exec 9>/tmp/ecp-make-test.lock
+if ! flock -n 9; then
+	echo "==== waiting for another make test on this machine (/tmp/ecp-make-test.lock) ===="
+	flock 9
+fi
+
 # ecp itself (the PGXS build), and the stand-in the suites run against:
 # plain "make" builds only the extension.
 echo "==== build and install ===="
