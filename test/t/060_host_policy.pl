@@ -133,7 +133,7 @@ set_policy(allowed_hosts => "127.0.0.1:$port");
 is(error_as('bob', "SELECT ecp.create_consumer('b_local', '$url')"), '',
 	'bob may use the stand-in once ecp.allowed_hosts lists it');
 refused('bob', "SELECT ecp.create_consumer('b_port', 'http://127.0.0.1:1')",
-	'loopback addresses are blocked', 'another port of 127.0.0.1 is still refused');
+	"ecp.allowed_hosts lists this host for port $port only, not for port 1", 'another port of 127.0.0.1 is still refused, and the refusal says the port is what is missing');
 refused('bob', "SELECT ecp.create_consumer('b_other', 'http://93.184.216.34:9200')",
 	'it is not listed in ecp\.allowed_hosts', 'an unlisted public address is refused');
 

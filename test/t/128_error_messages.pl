@@ -35,7 +35,7 @@ sub psql_err
 }
 
 my $err = psql_err(q{SELECT ecp.start('nope')});
-like($err, qr/^ERROR:  task "nope" does not exist\nHINT:  Create it with ecp.create_task/m, 'an unknown task: message and hint');
+like($err, qr/ERROR:  task "nope" does not exist\nHINT:  Create it with ecp.create_task/, 'an unknown task: message and hint');
 unlike($err, qr/CONTEXT/, '... and no CONTEXT line of ecp\'s functions');
 $err = psql_err(qq{\\set VERBOSITY verbose\nSELECT ecp.start('nope')});
 like($err, qr/ERROR:  42704: task "nope" does not exist/, '... with its SQLSTATE (verbose)');
