@@ -761,8 +761,12 @@ SELECT pg_catalog.pg_extension_config_dump('ecp.throughput', '');
 ALTER TABLE ecp.throughput ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_only ON ecp.throughput USING (pg_has_role(owner, 'MEMBER'));
 
--- The purge looks for old flow rows whose run is gone by time.
+-- The purge looks for old flow rows whose run is gone by time; the runs
+-- that point at a purged one (retry_of, repair_of: ON DELETE SET NULL)
+-- are found by index, not by a scan of ecp.run per purged run.
 CREATE INDEX flow_log_at_idx ON ecp.flow_log (at);
+CREATE INDEX run_retry_of_idx ON ecp.run (retry_of) WHERE retry_of IS NOT NULL;
+CREATE INDEX run_repair_of_idx ON ecp.run (repair_of) WHERE repair_of IS NOT NULL;
 
 -- One row per run, narrow enough for psql: what it does, how far it is,
 -- and why it is not simply running or done.  Runs that finished more than
