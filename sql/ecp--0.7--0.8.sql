@@ -20,6 +20,9 @@ ALTER TABLE ecp.run ADD COLUMN repair_of bigint REFERENCES ecp.run(id) ON DELETE
 COMMENT ON COLUMN ecp.run.verify_with IS 'a verify run''s options (ecp.verify): extra, sample';
 COMMENT ON COLUMN ecp.run.repair_of IS 'the verify run whose drift this id run repairs (ecp.repair)';
 
+ALTER TABLE ecp.part ADD COLUMN bytes_sent bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN ecp.part.bytes_sent IS 'request body bytes the part sent for its acknowledged pages (retries included; before gzip), added at each checkpoint';
+
 ALTER TABLE ecp.flow_log DROP CONSTRAINT flow_log_action_check;
 ALTER TABLE ecp.flow_log ADD CONSTRAINT flow_log_action_check
     CHECK (action IN ('create_consumer', 'create_task', 'start', 'pause', 'resume',
@@ -340,7 +343,8 @@ SELECT r.id AS run_id,
        w.retry_error,
        w.retry_class,
        coalesce(r.action, CASE WHEN r.repair_of IS NOT NULL THEN 'repair'
-                               WHEN r.only_ids IS NOT NULL THEN 'ids' ELSE 'sync' END) AS action
+                               WHEN r.only_ids IS NOT NULL THEN 'ids' ELSE 'sync' END) AS action,
+       p.bytes_sent
   FROM ecp.run r
   JOIN ecp.task t ON t.id = r.task_id
   LEFT JOIN LATERAL (
@@ -359,7 +363,8 @@ SELECT r.id AS run_id,
               max(pt.heartbeat_at) AS heartbeat_at,
               CASE WHEN count(*) > 1 AND count(pt.total) = count(*) THEN sum(pt.total)::bigint END AS total,
               count(*) AS parts,
-              count(*) FILTER (WHERE pt.state = 'done') AS parts_done
+              count(*) FILTER (WHERE pt.state = 'done') AS parts_done,
+              coalesce(sum(pt.bytes_sent), 0)::bigint AS bytes_sent
          FROM ecp.part pt WHERE pt.run_id = r.id) p;
 
 CREATE OR REPLACE VIEW ecp.parts WITH (security_invoker = true) AS
@@ -729,5 +734,263 @@ GRANT SELECT ON ecp.drift, ecp.drift_summary TO PUBLIC;
 -- ===========================================================================
 -- Monitoring: views, retention, metrics (issue 24)
 -- ===========================================================================
+
+-- What this section adds (the same in the complete and the upgrade
+-- script): the narrow view ecp.status, ecp.task_health (the latest run of
+-- each task and a word for its health), per-minute throughput samples
+-- (ecp.throughput, written by the workers at each checkpoint, and
+-- ecp.throughput_per_minute), ecp.metrics in the shape postgres_exporter
+-- reads (doc/postgres_exporter/queries.yaml), and ecp._purge_history,
+-- which the launcher calls under ecp.history_days.  The bytes each part
+-- sent are ecp.part.bytes_sent (ecp.progress.bytes_sent), above.
+
+-- Documents and request bytes per task and minute: each checkpoint adds
+-- its page's to the row of its minute (one upsert, in the checkpoint's
+-- transaction).  documents counts what the consumer answered for:
+-- written, deleted, refused (dead letters) or already newer; bytes are
+-- request bodies as ecp.part.bytes_sent counts them.  No foreign key to
+-- ecp.task: its check would lock the task's row (FOR KEY SHARE) inside
+-- the checkpoint, and a role that holds its task FOR UPDATE would stall
+-- its workers; the rows of a dropped task go with the retention
+-- (ecp.history_days) and ecp.throughput_per_minute leaves them out.
+CREATE TABLE ecp.throughput (
+    minute    timestamptz NOT NULL,
+    task_id   bigint NOT NULL,
+    documents bigint NOT NULL DEFAULT 0,
+    bytes     bigint NOT NULL DEFAULT 0,
+    owner     regrole NOT NULL,
+    PRIMARY KEY (minute, task_id)
+);
+COMMENT ON TABLE ecp.throughput IS 'documents and request bytes per task and minute, added by the workers at each checkpoint; purged after ecp.history_days';
+SELECT pg_catalog.pg_extension_config_dump('ecp.throughput', '');
+ALTER TABLE ecp.throughput ENABLE ROW LEVEL SECURITY;
+CREATE POLICY owner_only ON ecp.throughput USING (pg_has_role(owner, 'MEMBER'));
+
+-- The purge looks for old flow rows whose run is gone by time; the runs
+-- that point at a purged one (retry_of, repair_of: ON DELETE SET NULL)
+-- are found by index, not by a scan of ecp.run per purged run.
+CREATE INDEX flow_log_at_idx ON ecp.flow_log (at);
+CREATE INDEX run_retry_of_idx ON ecp.run (retry_of) WHERE retry_of IS NOT NULL;
+CREATE INDEX run_repair_of_idx ON ecp.run (repair_of) WHERE repair_of IS NOT NULL;
+
+-- One row per run, narrow enough for psql: what it does, how far it is,
+-- and why it is not simply running or done.  Runs that finished more than
+-- a day ago are left out (ecp.progress has them all).
+CREATE VIEW ecp.status WITH (security_invoker = true) AS
+SELECT p.run_id,
+       p.task,
+       p.action,
+       CASE WHEN p.retry_attempt IS NOT NULL THEN 'retrying' ELSE p.state END AS state,
+       to_char(p.processed + p.failed + p.deleted + p.missing + p.skipped + p.skipped_stale,
+               'FM9,999,999,999,999,999,990')
+         || coalesce(' / ' || to_char(p.total, 'FM9,999,999,999,999,999,990'), '') AS done,
+       p.percent,
+       round(p.docs_per_second) AS docs_s,
+       p.eta,
+       CASE WHEN p.bytes_sent > 0 THEN pg_size_pretty(p.bytes_sent) END AS sent,
+       CASE WHEN p.retry_attempt IS NOT NULL
+            THEN format('attempt %s/%s: %s', p.retry_attempt, p.retry_max, p.retry_error)
+            WHEN p.state = 'paused' THEN p.paused_why
+            WHEN p.state = 'failed' THEN p.last_error
+            WHEN p.partial
+            THEN format('partial: %s dead letter%s', p.failed, CASE WHEN p.failed = 1 THEN '' ELSE 's' END)
+            WHEN p.state = 'pending' AND p.starts_at > now()
+            THEN 'starts at ' || to_char(p.starts_at, 'YYYY-MM-DD HH24:MI:SS')
+       END AS why
+  FROM ecp.progress p
+ WHERE p.finished_at IS NULL OR p.finished_at > now() - interval '1 day'
+ ORDER BY p.run_id;
+COMMENT ON VIEW ecp.status IS
+  'one row per run of the last day, narrow: action, state (retrying while a part waits to retry), done / total, percent, docs/s, ETA, bytes sent, why';
+
+-- The latest run of each task (maintenance runs left out) and a word for
+-- the task's health; when it last succeeded; what its latest verify found.
+CREATE VIEW ecp.task_health WITH (security_invoker = true) AS
+SELECT t.name AS task,
+       CASE WHEN p.run_id IS NULL THEN 'never run'
+            WHEN p.retry_attempt IS NOT NULL THEN 'retrying'
+            WHEN p.state IN ('running', 'following') THEN 'running'
+            WHEN p.partial THEN 'partial'
+            WHEN p.state = 'succeeded' THEN 'ok'
+            ELSE p.state END AS health,
+       p.run_id,
+       p.action,
+       p.state,
+       p.started_at,
+       p.finished_at,
+       s.finished_at AS last_success,
+       d.missing + d.stale + d.extra AS drift,
+       d.finished_at AS verified_at
+  FROM ecp.task t
+  LEFT JOIN LATERAL (
+       SELECT r.id FROM ecp.run r
+        WHERE r.task_id = t.id AND r.action IS DISTINCT FROM 'rollback' AND r.action IS DISTINCT FROM 'drop_index'
+        ORDER BY r.id DESC LIMIT 1) l ON true
+  LEFT JOIN LATERAL (SELECT * FROM ecp.progress pr WHERE pr.run_id = l.id) p ON true
+  LEFT JOIN LATERAL (
+       SELECT r.finished_at FROM ecp.run r
+        WHERE r.task_id = t.id AND r.state = 'succeeded' AND r.action IS NULL
+        ORDER BY r.id DESC LIMIT 1) s ON true
+  LEFT JOIN LATERAL (
+       SELECT ds.missing, ds.stale, ds.extra, ds.finished_at
+         FROM ecp.run v JOIN ecp.drift_summary ds ON ds.run_id = v.id
+        WHERE v.task_id = t.id AND v.action = 'verify' AND v.state = 'succeeded'
+        ORDER BY v.id DESC LIMIT 1) d ON true;
+COMMENT ON VIEW ecp.task_health IS
+  'one row per task: its latest run (maintenance left out), health (ok, partial, failed, retrying, running, paused, pending, cancelled, never run), last success, drift of its latest verify';
+
+-- Throughput by minute with the task's name: what a chart of documents
+-- per second over time reads.  The current minute's rates are over the
+-- seconds gone by.
+CREATE VIEW ecp.throughput_per_minute WITH (security_invoker = true) AS
+SELECT s.minute,
+       t.name AS task,
+       s.documents,
+       s.bytes,
+       round(s.documents / e.seconds, 1) AS docs_per_second,
+       round(s.bytes / e.seconds) AS bytes_per_second
+  FROM ecp.throughput s
+  JOIN ecp.task t ON t.id = s.task_id
+  CROSS JOIN LATERAL (
+       SELECT greatest(1, extract(epoch FROM least(now(), s.minute + interval '1 minute') - s.minute)) AS seconds) e;
+COMMENT ON VIEW ecp.throughput_per_minute IS
+  'documents and request bytes per task and minute, and their rates (the current minute: over the seconds gone by)';
+
+-- Metrics in the shape postgres_exporter's custom queries read: one row
+-- per metric and labels (task, consumer, state; NULL when not one of the
+-- metric's), one value.  doc/postgres_exporter/queries.yaml maps them to
+-- ecp_* metrics.  Runs by state list every state, 0 included, and the
+-- per-task metrics every task, so a series does not vanish at 0.
+CREATE VIEW ecp.metrics WITH (security_invoker = true) AS
+SELECT 'runs'::text AS metric, NULL::text AS task, NULL::text AS consumer, s.state,
+       coalesce(c.runs, 0)::double precision AS value
+  FROM unnest(ecp._run_states()) s(state)
+  LEFT JOIN (SELECT r.state, count(*) AS runs FROM ecp.run r GROUP BY r.state) c ON c.state = s.state
+UNION ALL
+SELECT m.metric, t.name, NULL, NULL, m.value
+  FROM ecp.task t
+  CROSS JOIN LATERAL (
+       SELECT coalesce(sum(pt.processed), 0) AS processed,
+              coalesce(sum(pt.failed), 0) AS failed,
+              coalesce(sum(pt.docs_per_second) FILTER (WHERE r.state = 'running' AND pt.state = 'running'), 0) AS rate,
+              count(*) FILTER (WHERE r.state = 'running' AND pt.retry_attempt IS NOT NULL) AS retrying
+         FROM ecp.run r JOIN ecp.part pt ON pt.run_id = r.id
+        WHERE r.task_id = t.id) a
+  CROSS JOIN LATERAL (
+       SELECT max(r.finished_at) AS at FROM ecp.run r
+        WHERE r.task_id = t.id AND r.state = 'succeeded' AND r.action IS NULL) ls
+  CROSS JOIN LATERAL (
+       VALUES ('documents_processed', a.processed::double precision),
+              ('documents_failed', a.failed::double precision),
+              ('documents_per_second', a.rate),
+              ('parts_retrying', a.retrying::double precision),
+              ('seconds_since_success', extract(epoch FROM now() - ls.at)::double precision)) m(metric, value)
+ WHERE m.value IS NOT NULL
+UNION ALL
+SELECT m.metric, f.task, NULL, NULL, m.value
+  FROM ecp.followers f
+  CROSS JOIN LATERAL (
+       VALUES ('follower_lag_bytes', f.lag_bytes::double precision),
+              ('follower_lag_seconds', f.lag_seconds::double precision),
+              ('follower_queue_length', f.queue_length::double precision),
+              ('follower_retained_wal_bytes', f.retained_wal_bytes::double precision)) m(metric, value)
+ WHERE m.value IS NOT NULL
+UNION ALL
+SELECT m.metric,
+       CASE WHEN l.kind = 'task' THEN l.name END,
+       CASE WHEN l.kind = 'consumer' THEN l.name END,
+       NULL, m.value
+  FROM ecp.rate_limits l
+  CROSS JOIN LATERAL (
+       VALUES ('rate_limit_configured', l.configured_rate::double precision),
+              ('rate_limit_effective', l.effective_rate::double precision),
+              ('rate_limit_measured', l.measured_rate::double precision),
+              ('rate_limit_waiting_workers', l.waiting_workers::double precision)) m(metric, value)
+ WHERE m.value IS NOT NULL;
+COMMENT ON VIEW ecp.metrics IS
+  'metric, labels (task, consumer, state), value: runs by state, documents, retries, follower lag, rate limits, for postgres_exporter (doc/postgres_exporter/queries.yaml)';
+
+-- The retention: removes finished runs (succeeded, failed, cancelled)
+-- that finished more than `days` days ago, oldest first, at most max_runs
+-- of them, with what cascades from them (parts, run ids, dead letters,
+-- drift, migration rows) and their flow rows; then flow rows older than
+-- that whose run is gone (or that had none), and throughput samples older
+-- than that, each at most 100 x max_runs.  Kept whatever their age, so
+-- the views still say what they said: a task's latest run, its latest run
+-- other than maintenance (ecp.task_health), its latest successful one, a
+-- follower's run, a migration still loading and a task's latest swap (what
+-- ecp.rollback and drop_index need).  A run a role holds locked is skipped
+-- until a later call.  `more` says a limit was reached (call again).  The
+-- launcher calls it (ecp.history_days); roles cannot.
+CREATE FUNCTION ecp._purge_history(days integer, max_runs integer,
+                                   OUT runs bigint, OUT failed_docs bigint, OUT flow_rows bigint,
+                                   OUT throughput_rows bigint, OUT more boolean)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cutoff timestamptz;
+    purged bigint[];
+    removed bigint;
+BEGIN
+    IF days IS NULL OR days < 1 THEN
+        RAISE EXCEPTION 'days must be 1 or more, not %', coalesce(days::text, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'ecp.history_days = 0 keeps everything: the launcher then purges nothing.';
+    END IF;
+    IF max_runs IS NULL OR max_runs < 1 THEN
+        RAISE EXCEPTION 'max_runs must be 1 or more, not %', coalesce(max_runs::text, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'It bounds the work of one call; the launcher passes 1000.';
+    END IF;
+    cutoff := now() - make_interval(days => days);
+
+    WITH latest AS (
+         SELECT max(r.id) AS any_run,
+                max(r.id) FILTER (WHERE r.action IS DISTINCT FROM 'rollback'
+                                    AND r.action IS DISTINCT FROM 'drop_index') AS not_maintenance,
+                max(r.id) FILTER (WHERE r.state = 'succeeded') AS succeeded
+           FROM ecp.run r GROUP BY r.task_id),
+         kept AS (
+         SELECT unnest(ARRAY[l.any_run, l.not_maintenance, l.succeeded]) AS id FROM latest l
+         UNION SELECT f.run_id FROM ecp.follower f
+         UNION SELECT m.run_id FROM ecp.migration m WHERE m.state = 'loading'
+         UNION (SELECT DISTINCT ON (m.task_id) m.run_id FROM ecp.migration m
+                 WHERE m.state IN ('swapped', 'rolled back')
+                 ORDER BY m.task_id, m.swapped_at DESC NULLS LAST)),
+         old AS (
+         SELECT r.id FROM ecp.run r
+          WHERE r.state IN ('succeeded', 'failed', 'cancelled') AND r.finished_at < cutoff
+            AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.id = r.id)
+          ORDER BY r.finished_at, r.id
+          LIMIT max_runs
+            FOR UPDATE OF r SKIP LOCKED)
+    SELECT coalesce(array_agg(old.id), '{}') INTO purged FROM old;
+
+    SELECT count(*) INTO failed_docs FROM ecp.failed_doc fd WHERE fd.run_id = ANY (purged);
+    DELETE FROM ecp.flow_log fl WHERE fl.run_id = ANY (purged);
+    GET DIAGNOSTICS flow_rows = ROW_COUNT;
+    DELETE FROM ecp.run r WHERE r.id = ANY (purged);
+    GET DIAGNOSTICS runs = ROW_COUNT;
+    more := runs >= max_runs;
+
+    DELETE FROM ecp.flow_log fl
+     WHERE fl.id IN (SELECT o.id FROM ecp.flow_log o
+                      WHERE o.at < cutoff
+                        AND (o.run_id IS NULL OR NOT EXISTS (SELECT 1 FROM ecp.run r WHERE r.id = o.run_id))
+                      ORDER BY o.at LIMIT 100 * max_runs);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    flow_rows := flow_rows + removed;
+    more := more OR removed >= 100 * max_runs;
+
+    DELETE FROM ecp.throughput s
+     WHERE (s.minute, s.task_id) IN (SELECT o.minute, o.task_id FROM ecp.throughput o
+                                      WHERE o.minute < cutoff ORDER BY o.minute LIMIT 100 * max_runs);
+    GET DIAGNOSTICS throughput_rows = ROW_COUNT;
+    more := more OR throughput_rows >= 100 * max_runs;
+END $$;
+REVOKE EXECUTE ON FUNCTION ecp._purge_history(integer, integer) FROM PUBLIC;
+COMMENT ON FUNCTION ecp._purge_history(integer, integer) IS
+  'the retention (ecp.history_days): finished runs older than days, with their parts, dead letters, drift and flow rows, and old flow rows and throughput samples; at most max_runs runs a call; the launcher calls it';
+
+GRANT SELECT ON ecp.throughput, ecp.status, ecp.task_health, ecp.throughput_per_minute, ecp.metrics TO PUBLIC;
 
 -- (monitoring section end)

@@ -206,6 +206,11 @@ extern void ecp_limiter_forget_waits(void);
 /* alerts.c */
 extern void ecp_post_alerts(void);
 
+/* retention.c: ecp.history_days, the purge of old history */
+extern int	ecp_history_days;
+extern void ecp_retention_define_gucs(void);
+extern void ecp_purge_history(void);
+
 /* sandbox.c */
 extern void ecp_sandbox_define_gucs(void);
 

@@ -114,6 +114,7 @@ define_gucs(void)
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	ecp_host_policy_define_gucs();
 	ecp_scheduler_define_gucs();
+	ecp_retention_define_gucs();
 	ecp_sandbox_define_gucs();
 	ecp_error_context_define_gucs();
 	ecp_install_check_define_gucs();

@@ -241,6 +241,7 @@ schedule_runs_safely(void)
 {
 	run_step_safely(ecp_schedule_runs);
 	run_step_safely(ecp_post_alerts);
+	run_step_safely(ecp_purge_history);
 }
 
 /*

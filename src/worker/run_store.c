@@ -389,6 +389,27 @@ count_results(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results, Bat
 	*failed += batch->nbad_lines;
 }
 
+/*
+ * Add a page's documents (what the consumer answered for: written,
+ * deleted, refused or already newer) and request bytes to its task's row
+ * of this minute in ecp.throughput (inside the checkpoint's transaction).
+ */
+static void
+add_throughput(EcpPartConfig *config, int64 documents, int64 bytes)
+{
+	Oid			types[4] = {INT8OID, INT8OID, INT8OID, REGROLEOID};
+	Datum		values[4] = {Int64GetDatum(config->task_id), Int64GetDatum(documents),
+	Int64GetDatum(bytes), ObjectIdGetDatum(config->owner)};
+
+	if (documents == 0 && bytes == 0)
+		return;
+	owner_exec("INSERT INTO ecp.throughput AS s (minute, task_id, documents, bytes, owner) "
+			   "VALUES (date_trunc('minute', now()), $1, $2, $3, $4) "
+			   "ON CONFLICT (minute, task_id) DO UPDATE "
+			   "   SET documents = s.documents + EXCLUDED.documents, bytes = s.bytes + EXCLUDED.bytes",
+			   4, types, values, NULL);
+}
+
 /* The new position, in the worker's memory (the batch's is reset). */
 static void
 move_position(EcpPartConfig *config, const EcpPosition *end)
@@ -410,10 +431,10 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 			   double docs_per_second, const EcpSource *source)
 {
 	MemoryContext back_to;
-	Oid			types[12] = {INT8OID, INT4OID, TEXTOID, INT8OID, INT8OID, FLOAT8OID,
-	INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID};
-	Datum		values[12];
-	char		nulls[12] = {' ', ' ', batch->end.last_key ? ' ' : 'n', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[13] = {INT8OID, INT4OID, TEXTOID, INT8OID, INT8OID, FLOAT8OID,
+	INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID};
+	Datum		values[13];
+	char		nulls[13] = {' ', ' ', batch->end.last_key ? ' ' : 'n', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	BatchCounts counts;
 	EcpRunState state;
 
@@ -446,12 +467,14 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 	values[9] = Int64GetDatum(batch->missing);
 	values[10] = Int64GetDatum(counts.skipped);
 	values[11] = Int64GetDatum(counts.stale);
+	values[12] = Int64GetDatum(batch->bytes_sent);
 	owner_exec("UPDATE ecp.part SET last_key = $3, processed = processed + $4, "
 			   "       failed = failed + $5, batches = batches + 1, heartbeat_at = now(), "
 			   "       docs_per_second = $6, recoveries = 0, position = $7, line_no = $8, "
 			   "       deleted = deleted + $9, missing = missing + $10, "
-			   "       skipped = skipped + $11, skipped_stale = skipped_stale + $12" CLEAR_RETRY
-			   " WHERE run_id = $1 AND part_no = $2", 12, types, values, nulls);
+			   "       skipped = skipped + $11, skipped_stale = skipped_stale + $12, "
+			   "       bytes_sent = bytes_sent + $13" CLEAR_RETRY
+			   " WHERE run_id = $1 AND part_no = $2", 13, types, values, nulls);
 	ecp_since_save(config, batch);
 	/* an error aborts the worker: the new position may be set before commit */
 	move_position(config, &batch->end);
@@ -463,6 +486,8 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 		source->ops->acknowledge(source->state, config, batch);
 	count_dual_writes(config, counts.ok + counts.deleted);
 	read_dual_index(config);
+	/* last: parts of one task share the minute's row, so its lock is held shortest */
+	add_throughput(config, counts.ok + counts.deleted + counts.failed + counts.stale, batch->bytes_sent);
 	state = select_run_state(config);
 	SPI_finish();
 	ecp_commit_bookkeeping(back_to);

@@ -114,6 +114,8 @@ struct EcpSink
 	InFlight	in_flight;
 	EcpAddressCheck filter;	/* its refused: the last request's */
 	int			large_bodies_lost;	/* in a row (reset by any answer) */
+	int64		bytes_sent;		/* batch request bodies sent since the last
+								 * ecp_sink_take_bytes_sent */
 };
 
 
@@ -434,11 +436,13 @@ url_of(const EcpSink *sink, int node, const char *path)
  * A transfer to `node` failed without an answer: if the node is down
  * (refused, reset, timed out) and another is up, send the same request
  * there at once, until one answers or none is left.  Returns the last
- * outcome; *node is the node that gave it.
+ * outcome; *node is the node that gave it.  A batch's body sent again
+ * counts in the bytes sent (count_bytes).
  */
 static EcpHttpOutcome
 fail_over(EcpSink *sink, EcpPartConfig *config, EcpHttpOutcome outcome, int *node, const char *method,
-		  const char *path, const char *body, size_t body_len, EcpHttpResponse *response)
+		  const char *path, const char *body, size_t body_len, EcpHttpResponse *response,
+		  bool count_bytes)
 {
 	while (outcome == ECP_HTTP_TRANSPORT)
 	{
@@ -450,6 +454,8 @@ fail_over(EcpSink *sink, EcpPartConfig *config, EcpHttpOutcome outcome, int *nod
 		memset(response, 0, sizeof(*response));
 		sink->nodes[*node].requests++;
 		sink->filter.refused = false;
+		if (count_bytes)
+			sink->bytes_sent += (int64) body_len;
 		outcome = ecp_http_request(sink->client, method, url_of(sink, *node, path), sink->format->content_type,
 								   body, body_len, sink->tag_headers, response);
 	}
@@ -505,7 +511,7 @@ ecp_sink_call(EcpSink *sink, EcpPartConfig *config, EcpAnswerKind kind, const ch
 	outcome = ecp_http_request(sink->client, method, url_of(sink, node, path), sink->format->content_type,
 							   body, body_len, sink->tag_headers, response);
 	if (outcome == ECP_HTTP_TRANSPORT && sink->nnodes > 1)
-		outcome = fail_over(sink, config, outcome, &node, method, path, body, body_len, response);
+		outcome = fail_over(sink, config, outcome, &node, method, path, body, body_len, response, false);
 	/* back to the batches' limit (response_limit) */
 	ecp_http_set_max_response(sink->client, 0);
 	sink->current_node = node;
@@ -530,7 +536,10 @@ begin_request(EcpSink *sink, EcpPartConfig *config, StringInfo body, int ndocs,
 	outcome = ecp_http_begin(sink->client, "POST", url_of(sink, sink->current_node, sink->request_path), sink->format->content_type,
 							 body->data, body->len, sink->tag_headers, response);
 	if (outcome == ECP_HTTP_OK)
+	{
+		sink->bytes_sent += body->len;
 		return ECP_SEND_DONE;
+	}
 	if (outcome == ECP_HTTP_ABORTED)
 		return ECP_SEND_STOPPED;
 	*error = ecp_sink_transfer_error(sink, "POST", sink->nodes[sink->current_node].origin, sink->request_path, outcome,
@@ -655,7 +664,7 @@ finish_request(EcpSink *sink, EcpPartConfig *config, StringInfo body, const EcpB
 	if (outcome == ECP_HTTP_TRANSPORT && sink->nnodes > 1 &&
 		!(response.connection_lost && (size_t) body->len > LOST_MEANS_TOO_LARGE_BYTES))
 		outcome = fail_over(sink, config, outcome, &sink->current_node, "POST", sink->request_path, body->data,
-							body->len, &response);
+							body->len, &response, true);
 	if (outcome == ECP_HTTP_OK)
 		sink->large_bodies_lost = 0;	/* an answer: the body's size was not refused by a reset */
 	if (outcome == ECP_HTTP_ABORTED)
@@ -899,4 +908,18 @@ ecp_sink_report_nodes(EcpSink *sink, EcpPartConfig *config)
 	ecp_json_end_array(&list);
 	ecp_json_end_object(&list);
 	ecp_store_event(config, ECP_FLOW_NODES_USED, list.data);
+}
+
+/*
+ * The batch request bodies sent since the last call (every attempt,
+ * before gzip), and start counting again: the worker takes them at each
+ * page's checkpoint, whose requests are the only ones sent since.
+ */
+int64
+ecp_sink_take_bytes_sent(EcpSink *sink)
+{
+	int64		sent = sink->bytes_sent;
+
+	sink->bytes_sent = 0;
+	return sent;
 }

@@ -226,6 +226,10 @@ typedef struct EcpBatch
 	void	   *ack;			/* what the source consumed for this page,
 								 * released with its checkpoint
 								 * (EcpSourceOps.acknowledge), or NULL */
+	int64		bytes_sent;		/* request bodies sent for this page, retries
+								 * included (ecp_sink_take_bytes_sent), added
+								 * to the part and the throughput at its
+								 * checkpoint */
 } EcpBatch;
 
 /*
@@ -457,6 +461,7 @@ extern EcpSendStatus ecp_sink_begin(EcpSink *sink, EcpPartConfig *config, EcpBat
 extern EcpSendStatus ecp_sink_finish(EcpSink *sink, EcpPartConfig *config, char **error);
 extern EcpSendStatus ecp_sink_end_part(EcpSink *sink, EcpPartConfig *config, char **error);
 extern void ecp_sink_report_nodes(EcpSink *sink, EcpPartConfig *config);
+extern int64 ecp_sink_take_bytes_sent(EcpSink *sink);
 extern void ecp_sink_close(EcpSink *sink);
 
 /* address_filter.c: the outbound policy as curl's connect-time filter */

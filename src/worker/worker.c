@@ -157,6 +157,7 @@ read_page(PartLoop *loop, const EcpPosition *after, EcpBatch *page)
 	page->bad_lines = NULL;
 	page->nbad_lines = 0;
 	page->ack = NULL;
+	page->bytes_sent = 0;
 	pgstat_report_activity(STATE_RUNNING, "reading a page");
 	INSTR_TIME_SET_CURRENT(start);
 	found = loop->source->ops->read(loop->source->state, loop->config, after, page);
@@ -380,6 +381,7 @@ checkpoint(PartLoop *loop, PageSend *send)
 	EcpRunState state;
 
 	loop->done += send->page->ndocs;
+	send->page->bytes_sent = ecp_sink_take_bytes_sent(loop->sink);
 	INSTR_TIME_SET_CURRENT(start);
 	state = ecp_store_save(config, send->page, send->results, rate_add(&loop->rate, loop->done),
 						   loop->source);
