@@ -912,6 +912,22 @@ BEGIN
     RETURN task_id;
 END $$;
 
+CREATE OR REPLACE FUNCTION ecp.create_consumer(name text, url text, kind text DEFAULT 'elasticsearch',
+                                    options jsonb DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM ecp.consumer c WHERE c.name = create_consumer.name) THEN
+        RAISE EXCEPTION 'consumer "%" already exists', name
+              USING ERRCODE = 'duplicate_object';
+    END IF;
+    -- the trigger check_row checks every field
+    BEGIN
+        INSERT INTO ecp.consumer (name, kind, url, options) VALUES (name, kind, url, options);
+    EXCEPTION WHEN unique_violation THEN
+        PERFORM ecp._name_taken('consumer', name);
+    END;
+END $$;
+
 CREATE OR REPLACE FUNCTION ecp.drop_consumer(name text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
@@ -1082,7 +1098,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     before jsonb := '{}';
     after jsonb := '{}';
-    changed_options jsonb := ecp._options_change(OLD.options - 'rate_limit', NEW.options - 'rate_limit');
+    option_diff jsonb := ecp._options_change(OLD.options - 'rate_limit', NEW.options - 'rate_limit');
     action text;
 BEGIN
     IF NEW.name IS DISTINCT FROM OLD.name THEN
@@ -1118,9 +1134,9 @@ BEGIN
         before := before || jsonb_build_object('search_path', OLD.search_path);
         after := after || jsonb_build_object('search_path', NEW.search_path);
     END IF;
-    IF changed_options->'before' <> '{}' OR changed_options->'after' <> '{}' THEN
-        before := before || jsonb_build_object('options', changed_options->'before');
-        after := after || jsonb_build_object('options', changed_options->'after');
+    IF option_diff->'before' <> '{}' OR option_diff->'after' <> '{}' THEN
+        before := before || jsonb_build_object('options', option_diff->'before');
+        after := after || jsonb_build_object('options', option_diff->'after');
     END IF;
     IF NEW.enabled IS DISTINCT FROM OLD.enabled THEN
         before := before || jsonb_build_object('enabled', OLD.enabled);
@@ -1185,7 +1201,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     before jsonb := '{}';
     after jsonb := '{}';
-    changed_options jsonb := ecp._options_change(OLD.options, NEW.options);
+    option_diff jsonb := ecp._options_change(OLD.options, NEW.options);
     action text;
 BEGIN
     IF NEW.name IS DISTINCT FROM OLD.name THEN
@@ -1201,9 +1217,9 @@ BEGIN
         before := before || jsonb_build_object('url', OLD.url);
         after := after || jsonb_build_object('url', NEW.url);
     END IF;
-    IF changed_options->'before' <> '{}' OR changed_options->'after' <> '{}' THEN
-        before := before || jsonb_build_object('options', changed_options->'before');
-        after := after || jsonb_build_object('options', changed_options->'after');
+    IF option_diff->'before' <> '{}' OR option_diff->'after' <> '{}' THEN
+        before := before || jsonb_build_object('options', option_diff->'before');
+        after := after || jsonb_build_object('options', option_diff->'after');
     END IF;
     IF before = '{}' AND after = '{}' THEN
         RETURN NULL;
