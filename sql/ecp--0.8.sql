@@ -4165,7 +4165,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     job record;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron')
+       OR (TG_OP = 'UPDATE' AND NEW.name = OLD.name) THEN
         RETURN NULL;
     END IF;
     FOR job IN EXECUTE 'SELECT jobid, schedule, database, username, active FROM cron.job
@@ -4459,13 +4460,94 @@ END $$;
 COMMENT ON FUNCTION ecp.rename_consumer(text, text) IS
   'rename a consumer of your own (its tasks keep it by id)';
 
+-- The version of the action line of a document read by query, as a
+-- worker writes it (owner_sql.c): an integer's text, a numeric cut to a
+-- bigint, a date or timestamp in microseconds (NULL: no version_column).
+CREATE FUNCTION ecp._version_sql(t ecp.task, query text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    version_type regtype;
+    expression text;
+BEGIN
+    IF NOT t.options ? 'version_column' THEN
+        RETURN 'NULL::pg_catalog.text';
+    END IF;
+    version_type := ecp._column_type(query, t.search_path, t.options->>'version_column');
+    expression := format(CASE
+        WHEN version_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+        THEN '(r.%I)::pg_catalog.text'
+        WHEN version_type = 'numeric'::regtype
+        THEN 'pg_catalog.trunc(r.%I)::pg_catalog.int8::pg_catalog.text'
+        WHEN version_type IN ('date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype)
+        THEN '(extract(epoch from r.%I) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8::pg_catalog.text'
+        END, t.options->>'version_column');
+    IF expression IS NULL THEN
+        RAISE EXCEPTION 'version_column "%" of task "%" is of type %', t.options->>'version_column', t.name, version_type
+              USING ERRCODE = 'datatype_mismatch',
+                    HINT = 'A version is an integer, numeric, date or timestamp column that grows with every change of the row, e.g. updated_at.';
+    END IF;
+    RETURN expression;
+END $$;
+
+-- The first n documents of query as a run reads them (key order), each
+-- as text[]: id, document, the document after the transform (sent_sql),
+-- routing, version.  The query runs as the caller under the task's
+-- search_path, which only its own text and the transform see.
+CREATE FUNCTION ecp._preview_rows(t ecp.task, query text, sent_sql text, n integer) RETURNS text[]
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    statement text;
+    rows text[];
+BEGIN
+    PERFORM set_config('search_path', t.search_path, true);
+    statement := ecp._statement_text(query);
+    PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+    statement := format(
+        'SELECT pg_catalog.array_agg(ARRAY[x.id, x.body, %1$s, x.routing, x.version] ORDER BY x.n)'
+        '  FROM (SELECT (r.%2$I)::pg_catalog.text AS id, pg_catalog.row_to_json(r)::pg_catalog.text AS body,'
+        '               %3$s AS routing, %4$s AS version, pg_catalog.row_number() OVER (ORDER BY r.%5$I) AS n'
+        '          FROM (%6$s' || E'\n' || ') AS r WHERE r.%5$I IS NOT NULL %7$s ORDER BY r.%5$I LIMIT %8$s) AS x',
+        sent_sql, t.options->>'id_column',
+        CASE WHEN t.options ? 'routing_column'
+             THEN format('(r.%I)::pg_catalog.text', t.options->>'routing_column') ELSE 'NULL::pg_catalog.text' END,
+        ecp._version_sql(t, query), coalesce(t.options->>'key_column', t.options->>'id_column'), statement,
+        -- a task of ids reads only those
+        CASE WHEN t.ids IS NOT NULL
+             THEN format('AND (r.%I)::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1)', t.options->>'id_column')
+             ELSE '' END,
+        n);
+    PERFORM set_config('search_path', t.search_path, true);
+    EXECUTE statement INTO rows USING t.ids;
+    PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+    RETURN rows;
+END $$;
+
+-- A document's action line and source line as sent (batch.c; a write
+-- service's entry, sink_http.c); NULL, NULL for a document the transform
+-- skipped (sent NULL): nothing is sent.
+CREATE FUNCTION ecp._sent_lines(kind text, op text, id text, sent text, routing text, version text,
+                                OUT action json, OUT document json)
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN sent IS NULL THEN NULL
+                WHEN kind = 'http'
+                THEN ('{"id":' || to_json(id)::text || CASE WHEN op = 'delete' THEN ',"delete":true' ELSE '' END || '}')::json
+                ELSE ('{"' || op || '":{"_id":' || to_json(id)::text
+                      || coalesce(',"routing":' || to_json(routing)::text, '')
+                      || CASE WHEN version IS NOT NULL AND op <> 'delete'
+                              THEN ',"version":' || version || ',"version_type":"external_gte"' ELSE '' END
+                      || '}}')::json END,
+           CASE WHEN sent IS NULL OR op = 'delete' THEN NULL
+                WHEN op = 'update' AND kind <> 'http' THEN ('{"doc":' || sent || ',"doc_as_upsert":true}')::json
+                ELSE sent::json END
+$$;
+
 -- What a run of the task would send, for its first n documents in key
 -- order (the watermark of since_column aside): the _id, the action line
 -- of _bulk (of a write service: the document's entry without "doc") and
 -- the source line, after the task's transform, as text exactly as sent.
 -- The query and the transform run as the caller (a member of the task's
 -- owner: row-level security), under the task's search_path, as
--- ecp.preview runs a query; ecp's own expressions under pg_catalog only.
+-- ecp.preview runs a query.
 CREATE FUNCTION ecp.preview_task(task text, n integer DEFAULT 1)
 RETURNS TABLE (_id text, action json, document json)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -4473,10 +4555,7 @@ DECLARE
     t ecp.task;
     kind text;
     op text;
-    version_type regtype;
-    version_sql text := 'NULL::pg_catalog.text';
     sent_sql text := 'x.body';
-    sources text[];
     wanted integer := n;
     found_rows text[];      -- [document][id, body, sent, routing, version]
 BEGIN
@@ -4498,25 +4577,6 @@ BEGIN
     SELECT c.kind INTO kind FROM ecp.consumer c WHERE c.id = t.consumer_id;
     op := coalesce(t.options->>'op', (SELECT oc.default_value #>> '{}' FROM ecp._option_contract() oc
                                        WHERE oc.kind = 'task' AND oc.name = 'op'));
-    sources := coalesce(t.queries, ARRAY[t.query]);
-    IF t.options ? 'version_column' THEN
-        -- as a worker writes it (owner_sql.c): an integer's text, a numeric
-        -- cut to a bigint, a date or timestamp in microseconds
-        version_type := ecp._column_type(sources[1], t.search_path, t.options->>'version_column');
-        version_sql := format(CASE
-            WHEN version_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
-            THEN '(r.%I)::pg_catalog.text'
-            WHEN version_type = 'numeric'::regtype
-            THEN 'pg_catalog.trunc(r.%I)::pg_catalog.int8::pg_catalog.text'
-            WHEN version_type IN ('date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype)
-            THEN '(extract(epoch from r.%I) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8::pg_catalog.text'
-            END, t.options->>'version_column');
-        IF version_sql IS NULL THEN
-            RAISE EXCEPTION 'version_column "%" of task "%" is of type %', t.options->>'version_column', t.name, version_type
-                  USING ERRCODE = 'datatype_mismatch',
-                        HINT = 'A version is an integer, numeric, date or timestamp column that grows with every change of the row, e.g. updated_at.';
-        END IF;
-    END IF;
     IF t.options ? 'transform' THEN
         -- the function the task is bound to (transform_fn), by its OID's name
         SELECT format('%I.%I(x.body::pg_catalog.jsonb)::pg_catalog.text', ns.nspname, p.proname) INTO sent_sql
@@ -4527,47 +4587,14 @@ BEGIN
                         HINT = format('A task is bound to its transform when it is written. Create the function, then bind it again: UPDATE ecp.task SET options = options WHERE name = %L.', t.name);
         END IF;
     END IF;
-    FOR i IN 1 .. cardinality(sources) LOOP
+    -- the first query's documents first, as the parts of a task of queries
+    FOR i IN 1 .. coalesce(cardinality(t.queries), 1) LOOP
         EXIT WHEN wanted <= 0;
-        -- the owner's query and transform under the task's search_path,
-        -- every name ecp adds qualified; the rows kept as text
-        PERFORM set_config('search_path', t.search_path, true);
-        EXECUTE format(
-            'SELECT pg_catalog.array_agg(ARRAY[x.id, x.body, %1$s, x.routing, x.version] ORDER BY x.n)'
-            '  FROM (SELECT (r.%2$I)::pg_catalog.text AS id, pg_catalog.row_to_json(r)::pg_catalog.text AS body,'
-            '               %3$s AS routing, %4$s AS version, pg_catalog.row_number() OVER (ORDER BY r.%5$I) AS n'
-            '          FROM (%6$s' || E'\n' || ') AS r WHERE r.%5$I IS NOT NULL %7$s ORDER BY r.%5$I LIMIT %8$s) AS x',
-            sent_sql, t.options->>'id_column',
-            CASE WHEN t.options ? 'routing_column'
-                 THEN format('(r.%I)::pg_catalog.text', t.options->>'routing_column') ELSE 'NULL::pg_catalog.text' END,
-            version_sql, coalesce(t.options->>'key_column', t.options->>'id_column'),
-            ecp._statement_text(sources[i]),
-            CASE WHEN t.ids IS NOT NULL
-                 THEN format('AND (r.%I)::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1)', t.options->>'id_column')
-                 ELSE '' END,
-            wanted)
-          INTO found_rows USING t.ids;
-        PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+        found_rows := ecp._preview_rows(t, coalesce(t.queries[i], t.query), sent_sql, wanted);
         FOR j IN 1 .. coalesce(array_length(found_rows, 1), 0) LOOP
             _id := found_rows[j][1];
-            IF found_rows[j][3] IS NULL THEN
-                -- the transform returned NULL: a run skips it, nothing is sent
-                action := NULL;
-                document := NULL;
-            ELSIF kind = 'http' THEN
-                action := ('{"id":' || to_json(_id)::text
-                           || CASE WHEN op = 'delete' THEN ',"delete":true' ELSE '' END || '}')::json;
-                document := CASE WHEN op <> 'delete' THEN found_rows[j][3]::json END;
-            ELSE
-                action := ('{"' || op || '":{"_id":' || to_json(_id)::text
-                           || coalesce(',"routing":' || to_json(found_rows[j][4])::text, '')
-                           || CASE WHEN found_rows[j][5] IS NOT NULL AND op <> 'delete'
-                                   THEN ',"version":' || found_rows[j][5] || ',"version_type":"external_gte"' ELSE '' END
-                           || '}}')::json;
-                document := CASE op WHEN 'delete' THEN NULL
-                                    WHEN 'update' THEN ('{"doc":' || found_rows[j][3] || ',"doc_as_upsert":true}')::json
-                                    ELSE found_rows[j][3]::json END;
-            END IF;
+            SELECT l.action, l.document INTO action, document
+              FROM ecp._sent_lines(kind, op, _id, found_rows[j][3], found_rows[j][4], found_rows[j][5]) l;
             RETURN NEXT;
         END LOOP;
         wanted := wanted - coalesce(array_length(found_rows, 1), 0);

@@ -60,7 +60,7 @@ sub refused_as
 	my ($role, $statement, $state, $pattern, $name) = @_;
 	my ($rc, $out, $err) = as($role, $statement);
 	isnt($rc, 0, "refused: $name");
-	like($err, qr/ERROR:  $state: $pattern/s, "... $name: $state") or diag($err);
+	like($err, qr/ERROR:  $state: [^\n]*$pattern/s, "... $name: $state") or diag($err);
 	return $err;
 }
 
