@@ -189,8 +189,9 @@ for my $call (q{ecp.alter_consumer('a_es', url => 'http://127.0.0.1:1')}, q{ecp.
 {
 	refused_as('bob', "SELECT $call", '42704', 'consumer "a_es" does not exist', "bob: $call");
 }
-like(ok_as('bob', q{UPDATE ecp.task SET enabled = false, name = 'stolen' WHERE name = 'a_items'},
-		"bob's plain UPDATE of alice's task"), qr/^$/, '... finds no row');
+is(ok_as('bob', q{WITH changed AS (UPDATE ecp.task SET enabled = false, name = 'stolen' WHERE name = 'a_items' RETURNING 1)
+                  SELECT count(*) FROM changed}, "bob's plain UPDATE of alice's task"),
+	'0', '... finds no row (row-level security)');
 is(sql(q{SELECT name || ' ' || enabled FROM ecp.task WHERE name = 'a_items'}), 'a_items true', '... and changes nothing');
 my $err = refused_as('bob', q{SELECT ecp.rename_task('b_t', 'a_items')}, '42710', 'task name "a_items" is taken',
 	"bob renames to the name of alice's task");
