@@ -77,6 +77,7 @@ CREATE TABLE ecp.task (
     ids         text[],
     file        text,
     transform_fn regprocedure,
+    enabled     boolean NOT NULL DEFAULT true,
     -- every source but an NDJSON file is read by column: it has an id column
     CONSTRAINT task_has_id_column
         CHECK (jsonb_typeof(options) = 'object'
@@ -90,6 +91,8 @@ COMMENT ON COLUMN ecp.task.ids IS 'id source: the ids a run looks up through que
 COMMENT ON COLUMN ecp.task.file IS 'file source: http(s) URL or server path';
 COMMENT ON COLUMN ecp.task.transform_fn IS
   'the function option transform named when the task was written, resolved under search_path pg_catalog, pg_temp; the worker calls this one';
+COMMENT ON COLUMN ecp.task.enabled IS
+  'false: ecp.start, ecp.verify, ecp.follow and pg_cron firings start no run of the task (ecp.alter_task(task, enabled => ...))';
 SELECT pg_catalog.pg_extension_config_dump('ecp.task', '');
 ALTER TABLE ecp.task ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_only ON ecp.task USING (pg_has_role(owner, 'MEMBER'));
@@ -226,7 +229,9 @@ CREATE TABLE ecp.flow_log (
                           'settings restored', 'count checked', 'alias swapped',
                           'index dropped', 'rollback',
                           'follow', 'unfollow', 'capture ready', 'truncate seen', 'watermark',
-                          'duplicate ids', 'walk restarted'))
+                          'duplicate ids', 'walk restarted',
+                          'alter_task', 'rename_task', 'drop_task',
+                          'alter_consumer', 'rename_consumer', 'drop_consumer'))
 );
 CREATE INDEX ON ecp.flow_log (run_id);
 COMMENT ON TABLE ecp.flow_log IS 'audit trail: one row per operation or event';
@@ -725,7 +730,11 @@ BEGIN
               USING ERRCODE = 'duplicate_object';
     END IF;
     -- the trigger check_row checks every field
-    INSERT INTO ecp.consumer (name, kind, url, options) VALUES (name, kind, url, options);
+    BEGIN
+        INSERT INTO ecp.consumer (name, kind, url, options) VALUES (name, kind, url, options);
+    EXCEPTION WHEN unique_violation THEN
+        PERFORM ecp._name_taken('consumer', name);
+    END;
 END $$;
 
 -- A role drops a consumer of its own that no task uses.  Roles have no
@@ -752,9 +761,12 @@ BEGIN
     IF users IS NOT NULL THEN
         RAISE EXCEPTION 'consumer "%" is used by task(s) %', c.name, users
               USING ERRCODE = 'dependent_objects_still_exist',
-                    HINT = 'A consumer is dropped when no task uses it.';
+                    HINT = 'A consumer is dropped when no task uses it: ecp.drop_task them, or ecp.alter_task them to another consumer.';
     END IF;
+    -- the flow row (trigger flow_drop) names the caller, not this function's owner
+    PERFORM set_config('ecp.acting_role', session_user, true);
     DELETE FROM ecp.consumer WHERE id = c.id;
+    PERFORM set_config('ecp.acting_role', '', true);
 END $$;
 COMMENT ON FUNCTION ecp.drop_consumer(text) IS 'drop a consumer of your own that no task uses';
 
@@ -1122,9 +1134,13 @@ BEGIN
         RAISE EXCEPTION 'task "%" already exists', name USING ERRCODE = 'duplicate_object';
     END IF;
     -- the trigger check_row checks the source, the index and the options
-    INSERT INTO ecp.task (name, consumer_id, index_name, query, queries, ids, file, options)
-    VALUES (name, consumer_row.id, index, query, queries, ids, file, options)
-    RETURNING id INTO task_id;
+    BEGIN
+        INSERT INTO ecp.task (name, consumer_id, index_name, query, queries, ids, file, options)
+        VALUES (name, consumer_row.id, index, query, queries, ids, file, options)
+        RETURNING id INTO task_id;
+    EXCEPTION WHEN unique_violation THEN
+        PERFORM ecp._name_taken('task', name);
+    END;
     RETURN task_id;
 END $$;
 
@@ -1218,6 +1234,10 @@ BEGIN
         RAISE EXCEPTION 'task % does not exist', coalesce(NEW.task_id::text, 'NULL')
               USING ERRCODE = 'undefined_object',
                     HINT = 'SELECT id, name FROM ecp.tasks lists the tasks you can see.';
+    END IF;
+    -- a disabled task reads its source no more (a rollback or drop_index may go on)
+    IF NEW.action IS NULL OR NEW.action IN ('verify', 'follow') THEN
+        PERFORM ecp._refuse_disabled(t);
     END IF;
     -- a follower's run goes on beside the task's other runs
     SELECT id INTO busy FROM ecp.run
@@ -1476,10 +1496,15 @@ BEGIN
     RETURN run_id;
 END $$;
 
-CREATE FUNCTION ecp.start(task text, ids text[] DEFAULT NULL, at timestamptz DEFAULT NULL) RETURNS bigint
+-- ids: an array of text, integers or uuids (ARRAY['a'], ARRAY[1, 2], an
+-- untyped '{1,2}', NULL); anycompatiblearray takes each of them without
+-- making a call ambiguous, an untyped literal or NULL as text[].
+CREATE FUNCTION ecp.start(task text, ids anycompatiblearray DEFAULT NULL::text[],
+                          at timestamptz DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t ecp.task;
+    id_texts text[] := ecp._ids_as_text(ids);
 BEGIN
     SELECT * INTO t FROM ecp.task WHERE name = start.task;
     IF NOT FOUND THEN
@@ -1487,16 +1512,17 @@ BEGIN
               USING ERRCODE = 'undefined_object',
                     HINT = 'Create it with ecp.create_task(name, consumer, index, query => ...).';
     END IF;
-    IF ids IS NOT NULL AND cardinality(ids) = 0 THEN
+    PERFORM ecp._refuse_disabled(t);
+    IF id_texts IS NOT NULL AND cardinality(id_texts) = 0 THEN
         RAISE EXCEPTION 'ids is empty: nothing to start'
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Pass at least one id, or leave ids out to run the whole task.';
     END IF;
-    -- the trigger prepare checks the task, the ids and decides the rest
-    RETURN ecp._create_run(t.id, ids, NULL, at, NULL);
+    -- the trigger prepare checks the task (enabled), the ids and decides the rest
+    RETURN ecp._create_run(t.id, id_texts, NULL, at, NULL);
 END $$;
-COMMENT ON FUNCTION ecp.start(text, text[], timestamptz) IS
-  'start a run of a task: all of its source, or only the given ids looked up through its query; at => a time: the launcher starts it then';
+COMMENT ON FUNCTION ecp.start(text, anycompatiblearray, timestamptz) IS
+  'start a run of a task: all of its source, or only the given ids (text, integer or uuid array) looked up through its query; at => a time: the launcher starts it then';
 
 -- A new run of the same task over the ids in failed_docs of a finished
 -- run (after fixing the data or the mapping).
@@ -1871,9 +1897,9 @@ CREATE FUNCTION ecp._session_user_acts() RETURNS boolean
 AS 'MODULE_PATHNAME', 'ecp_session_user_acts' LANGUAGE C STRICT VOLATILE;
 
 -- A flow row saying a pg_cron firing was skipped because the task still
--- has a run in progress.  EXECUTE stays granted: a role's own pg_cron job
--- calls it through ecp._scheduled_start, and it writes only a true row
--- about the caller's task.
+-- has a run in progress (busy), or is disabled (busy NULL).  EXECUTE stays
+-- granted: a role's own pg_cron job calls it through ecp._scheduled_start,
+-- and it writes only a true row about the caller's task.
 CREATE FUNCTION ecp._note_cron_skip(task_id bigint, busy bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
@@ -1890,7 +1916,19 @@ BEGIN
     IF NOT FOUND OR NOT pg_has_role(session_user, t.owner, 'MEMBER') THEN
         RAISE EXCEPTION 'task % is not yours', task_id USING ERRCODE = 'insufficient_privilege';
     END IF;
-    -- what the row says must be true: the task has that run in progress
+    -- what the row says must be true: the task is disabled
+    IF busy IS NULL THEN
+        IF t.enabled THEN
+            RAISE EXCEPTION 'task "%" is enabled', t.name
+                  USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+        INSERT INTO ecp.flow_log (task_id, action, content, operator, owner)
+        VALUES (t.id, 'cron skipped',
+                jsonb_build_object('task', t.name, 'disabled', true, 'why', 'the task is disabled'),
+                session_user, t.owner);
+        RETURN;
+    END IF;
+    -- or has that run in progress
     IF NOT EXISTS (SELECT 1 FROM ecp.run r WHERE r.id = busy AND r.task_id = t.id
                                              AND r.state IN ('pending', 'running', 'paused')) THEN
         RAISE EXCEPTION 'run % of task "%" is not in progress', busy, t.name
@@ -1903,8 +1941,8 @@ BEGIN
             session_user, t.owner);
 END $$;
 
--- What a pg_cron job calls: a start, unless the task still has a run in
--- progress (then a flow row says the firing was skipped).
+-- What a pg_cron job calls: a start, unless the task is disabled or still
+-- has a run in progress (then a flow row says the firing was skipped).
 CREATE FUNCTION ecp._scheduled_start(task text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
@@ -1915,6 +1953,10 @@ BEGIN
     SELECT * INTO t FROM ecp.task WHERE name = task;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'task "%" does not exist', task USING ERRCODE = 'undefined_object';
+    END IF;
+    IF NOT t.enabled THEN
+        PERFORM ecp._note_cron_skip(t.id, NULL);
+        RETURN NULL;
     END IF;
     SELECT id INTO busy FROM ecp.run WHERE task_id = t.id AND state IN ('pending', 'running', 'paused')
      ORDER BY id LIMIT 1;
@@ -2440,12 +2482,15 @@ COMMENT ON VIEW ecp.migrations IS 'alias swaps: the alias, the index before and 
 -- ===========================================================================
 GRANT USAGE ON SCHEMA ecp TO PUBLIC;
 
--- owners may rotate credentials and drop a consumer no task uses
+-- owners may rotate credentials, rename (ecp.alter_consumer,
+-- ecp.rename_consumer) and drop a consumer no task uses
 GRANT SELECT, INSERT ON ecp.consumer TO PUBLIC;
-GRANT UPDATE (url, options) ON ecp.consumer TO PUBLIC;
--- task options may be changed with a plain UPDATE (checked by check_row)
+GRANT UPDATE (url, options, name) ON ecp.consumer TO PUBLIC;
+-- a task's definition may be changed with a plain UPDATE (ecp.alter_task,
+-- ecp.rename_task do just that; checked by check_row and check_in_use),
+-- never its owner, search_path, ids, file or what ecp stamps
 GRANT SELECT, INSERT ON ecp.task TO PUBLIC;
-GRANT UPDATE (options) ON ecp.task TO PUBLIC;
+GRANT UPDATE (options, query, queries, index_name, consumer_id, name, enabled) ON ecp.task TO PUBLIC;
 -- roles start runs as themselves (ecp.start) and move them as pause,
 -- resume and cancel do
 GRANT SELECT ON ecp.run TO PUBLIC;
@@ -2901,6 +2946,7 @@ BEGIN
               USING HINT = 'SELECT * FROM ecp.followers shows it; ecp.unfollow stops it.';
         RETURN (SELECT f.run_id FROM ecp.follower f WHERE f.task_id = t.id);
     END IF;
+    PERFORM ecp._refuse_disabled(t);
     IF t.query IS NULL AND t.queries IS NULL THEN
         RAISE EXCEPTION 'task "%" has no query: only a task of a query or of queries can be followed', t.name
               USING ERRCODE = 'feature_not_supported',
@@ -3348,9 +3394,10 @@ SELECT t.id, t.name, c.name AS consumer, t.index_name AS index, t.query, t.optio
        -- a presigned URL's signature is a credential
        split_part(t.file, '?', 1) AS file,
        -- since_column: the next run reads from it (less since_overlap)
-       ecp._task_watermark(t.id, cardinality(t.queries)) AS watermark
+       ecp._task_watermark(t.id, cardinality(t.queries)) AS watermark,
+       t.enabled
   FROM ecp.task t JOIN ecp.consumer c ON c.id = t.consumer_id;
-COMMENT ON VIEW ecp.tasks IS 'task definitions, and the watermark of a task with since_column';
+COMMENT ON VIEW ecp.tasks IS 'task definitions, the watermark of a task with since_column, and whether it is enabled';
 GRANT SELECT ON ecp.tasks TO PUBLIC;
 -- (since_column section end)
 
@@ -3715,6 +3762,7 @@ BEGIN
               USING ERRCODE = 'undefined_object',
                     HINT = 'SELECT name FROM ecp.tasks lists the tasks you can see.';
     END IF;
+    PERFORM ecp._refuse_disabled(t);
     PERFORM ecp._check_verify_options(options);
     RETURN ecp._start_verify(t.id, options);
 END $$;
@@ -3922,6 +3970,649 @@ GRANT SELECT ON ecp.drift, ecp.drift_summary TO PUBLIC;
 -- ===========================================================================
 -- Lifecycle of tasks and consumers (issue 24)
 -- ===========================================================================
+-- Owners change, rename, disable and drop their own tasks and consumers.
+-- alter_task, rename_task, alter_consumer and rename_consumer UPDATE the
+-- row as the caller: row-level security picks the rows, check_row checks
+-- the new query with the caller's privileges and the options through the
+-- contract, check_in_use refuses what a run in progress or a follower
+-- depends on.  drop_task deletes as ecp (roles have no DELETE: a
+-- table-level DELETE would let any role LOCK the whole table).  The flow
+-- rows (before and after, secrets masked) and the pg_cron jobs' names
+-- follow from triggers, so a plain UPDATE gets them too.
+
+-- ids of a text, integer or uuid array as text (NULL stays NULL).
+CREATE FUNCTION ecp._ids_as_text(ids anycompatiblearray) RETURNS text[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    element oid := (SELECT ty.typelem FROM pg_type ty WHERE ty.oid = pg_typeof(ids));
+BEGIN
+    IF element NOT IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype, 'uuid'::regtype)
+       AND (SELECT ty.typcategory FROM pg_type ty WHERE ty.oid = element) <> 'S' THEN
+        RAISE EXCEPTION 'ids must be an array of text, integers or uuids, not %', pg_typeof(ids)
+              USING ERRCODE = 'datatype_mismatch',
+                    HINT = 'Pass the ids as the documents'' _id values are written: ids => ARRAY[...]::text[].';
+    END IF;
+    RETURN ids::text[];
+END $$;
+
+-- A disabled task starts no run that reads its source (ecp.start,
+-- ecp.verify, ecp.follow, ecp.retry_failed, ecp.repair: the trigger
+-- prepare calls this; pg_cron firings are skipped by _scheduled_start).
+CREATE FUNCTION ecp._refuse_disabled(t ecp.task) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT t.enabled THEN
+        RAISE EXCEPTION 'task "%" is disabled', t.name
+              USING ERRCODE = 'object_not_in_prerequisite_state',
+                    HINT = format('Enable it first: SELECT ecp.alter_task(%L, enabled => true);', t.name);
+    END IF;
+END $$;
+
+-- A name that another row holds.  Names are unique across roles (why:
+-- doc/lifecycle.md); the error does not say whose the name is.
+CREATE FUNCTION ecp._name_taken(kind text, name text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION '% name "%" is taken', kind, name
+          USING ERRCODE = 'duplicate_object',
+                HINT = CASE kind WHEN 'task' THEN 'Task names are unique across all roles (a name identifies a task in the flow, alerts, metrics and pg_cron jobs); choose another.'
+                                 ELSE 'Consumer names are unique across all roles, like task names; choose another.' END;
+END $$;
+
+-- The task's run that is pending, running or paused (a follower's run
+-- among them), NULL when there is none.
+CREATE FUNCTION ecp._run_in_progress(task_id bigint) RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r.id FROM ecp.run r
+     WHERE r.task_id = _run_in_progress.task_id AND r.state IN ('pending', 'running', 'paused')
+     ORDER BY r.id LIMIT 1
+$$;
+
+-- Refuse a change (what: what is refused) that the task's follower or its
+-- run in progress depends on.
+CREATE FUNCTION ecp._refuse_in_use(t ecp.task, what text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    busy bigint;
+BEGIN
+    IF EXISTS (SELECT 1 FROM ecp.follower f WHERE f.task_id = t.id) THEN
+        RAISE EXCEPTION 'task "%" is followed: %', t.name, what
+              USING ERRCODE = 'object_in_use',
+                    HINT = format('Stop following it first: SELECT ecp.unfollow(%L); follow it again afterwards.', t.name);
+    END IF;
+    busy := ecp._run_in_progress(t.id);
+    IF busy IS NOT NULL THEN
+        RAISE EXCEPTION 'task "%" has run % in progress: %', t.name, busy, what
+              USING ERRCODE = 'object_in_use',
+                    HINT = format('Wait for run %s to end, or SELECT ecp.cancel(%s); first.', busy, busy);
+    END IF;
+END $$;
+
+-- Options changed by a partial object: its keys replace the current ones,
+-- a key given as JSON null is removed.
+CREATE FUNCTION ecp._merge_options(base jsonb, changes jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (base || changes)
+           - ARRAY(SELECT c.key FROM jsonb_each(changes) c WHERE jsonb_typeof(c.value) = 'null')
+$$;
+
+-- The keys two option objects differ in: {"before": {...}, "after": {...}}
+-- (null for a key one side lacks), secrets masked.
+CREATE FUNCTION ecp._options_change(before_options jsonb, after_options jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_build_object(
+               'before', coalesce(jsonb_object_agg(k, coalesce(ecp._mask_secrets(before_options) -> k, 'null')), '{}'),
+               'after', coalesce(jsonb_object_agg(k, coalesce(ecp._mask_secrets(after_options) -> k, 'null')), '{}'))
+      FROM jsonb_object_keys(before_options || after_options) k
+     WHERE before_options -> k IS DISTINCT FROM after_options -> k
+$$;
+
+-- Trigger check_in_use: a task's source, index and consumer stay as they
+-- are while a run reads them or a follower watches them; a followed task
+-- is not disabled (its follower would go on).  Options may change mid-run
+-- (ecp.set_rate, a window: the launcher applies them at once); a rename
+-- may too (runs name their task by id).  Before check_row: triggers fire
+-- in name order.
+CREATE FUNCTION ecp._check_task_in_use() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.query IS DISTINCT FROM OLD.query OR NEW.queries IS DISTINCT FROM OLD.queries
+       OR NEW.index_name IS DISTINCT FROM OLD.index_name OR NEW.consumer_id IS DISTINCT FROM OLD.consumer_id
+       OR NEW.ids IS DISTINCT FROM OLD.ids OR NEW.file IS DISTINCT FROM OLD.file
+       OR NEW.search_path IS DISTINCT FROM OLD.search_path THEN
+        PERFORM ecp._refuse_in_use(OLD, 'its source, index and consumer cannot change');
+    END IF;
+    IF OLD.enabled AND NOT NEW.enabled AND EXISTS (SELECT 1 FROM ecp.follower f WHERE f.task_id = OLD.id) THEN
+        RAISE EXCEPTION 'task "%" is followed: it cannot be disabled', OLD.name
+              USING ERRCODE = 'object_in_use',
+                    HINT = format('Stop following it first: SELECT ecp.unfollow(%L);', OLD.name);
+    END IF;
+    RETURN NEW;
+END $$;
+
+-- Trigger flow_change on task: what changed, before and after (the rate
+-- has its own row, set_rate); rename_task when only the name did.
+CREATE FUNCTION ecp._flow_on_task_change() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    before jsonb := '{}';
+    after jsonb := '{}';
+    option_diff jsonb := ecp._options_change(OLD.options - 'rate_limit', NEW.options - 'rate_limit');
+    action text;
+BEGIN
+    IF NEW.name IS DISTINCT FROM OLD.name THEN
+        before := before || jsonb_build_object('name', OLD.name);
+        after := after || jsonb_build_object('name', NEW.name);
+    END IF;
+    IF NEW.query IS DISTINCT FROM OLD.query THEN
+        before := before || jsonb_build_object('query', OLD.query);
+        after := after || jsonb_build_object('query', NEW.query);
+    END IF;
+    IF NEW.queries IS DISTINCT FROM OLD.queries THEN
+        before := before || jsonb_build_object('queries', OLD.queries);
+        after := after || jsonb_build_object('queries', NEW.queries);
+    END IF;
+    IF NEW.index_name IS DISTINCT FROM OLD.index_name THEN
+        before := before || jsonb_build_object('index', OLD.index_name);
+        after := after || jsonb_build_object('index', NEW.index_name);
+    END IF;
+    IF NEW.consumer_id IS DISTINCT FROM OLD.consumer_id THEN
+        before := before || jsonb_build_object('consumer', (SELECT c.name FROM ecp.consumer c WHERE c.id = OLD.consumer_id));
+        after := after || jsonb_build_object('consumer', (SELECT c.name FROM ecp.consumer c WHERE c.id = NEW.consumer_id));
+    END IF;
+    IF NEW.ids IS DISTINCT FROM OLD.ids THEN
+        before := before || jsonb_build_object('ids', cardinality(OLD.ids));
+        after := after || jsonb_build_object('ids', cardinality(NEW.ids));
+    END IF;
+    IF NEW.file IS DISTINCT FROM OLD.file THEN
+        -- a presigned URL's signature is a credential
+        before := before || jsonb_build_object('file', split_part(OLD.file, '?', 1));
+        after := after || jsonb_build_object('file', split_part(NEW.file, '?', 1));
+    END IF;
+    IF NEW.search_path IS DISTINCT FROM OLD.search_path THEN
+        before := before || jsonb_build_object('search_path', OLD.search_path);
+        after := after || jsonb_build_object('search_path', NEW.search_path);
+    END IF;
+    IF option_diff->'before' <> '{}' OR option_diff->'after' <> '{}' THEN
+        before := before || jsonb_build_object('options', option_diff->'before');
+        after := after || jsonb_build_object('options', option_diff->'after');
+    END IF;
+    IF NEW.enabled IS DISTINCT FROM OLD.enabled THEN
+        before := before || jsonb_build_object('enabled', OLD.enabled);
+        after := after || jsonb_build_object('enabled', NEW.enabled);
+    END IF;
+    IF before = '{}' AND after = '{}' THEN
+        RETURN NULL;
+    END IF;
+    action := CASE WHEN before - 'name' = '{}' AND after - 'name' = '{}' THEN 'rename_task' ELSE 'alter_task' END;
+    INSERT INTO ecp.flow_log (task_id, action, content, operator, owner)
+    VALUES (NEW.id, action, jsonb_build_object('task', NEW.name, 'before', before, 'after', after),
+            NEW.changed_by, NEW.owner);
+    RETURN NULL;
+END $$;
+
+-- Trigger flow_drop on task: its definition, as the flow keeps it (the
+-- task's runs go with it; its flow rows stay).
+CREATE FUNCTION ecp._flow_on_task_drop() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO ecp.flow_log (task_id, action, content, operator, owner)
+    VALUES (OLD.id, 'drop_task',
+            jsonb_build_object('task', OLD.name, 'before', jsonb_strip_nulls(jsonb_build_object(
+                'index', OLD.index_name,
+                'consumer', (SELECT c.name FROM ecp.consumer c WHERE c.id = OLD.consumer_id),
+                'query', OLD.query, 'queries', OLD.queries, 'ids', cardinality(OLD.ids),
+                'file', split_part(OLD.file, '?', 1), 'options', OLD.options, 'enabled', OLD.enabled))),
+            ecp._operator(), OLD.owner);
+    RETURN NULL;
+END $$;
+
+-- Trigger cron_jobs on task: the pg_cron jobs that ecp.schedule made
+-- (ecp:<task>, calling ecp._scheduled_start('<task>')) follow their task:
+-- renamed with it, removed with it, whichever role scheduled them (each
+-- job runs as its role: only ecp, as a superuser, sees them all).
+CREATE FUNCTION ecp._task_cron_jobs() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    job record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron')
+       OR (TG_OP = 'UPDATE' AND NEW.name = OLD.name) THEN
+        RETURN NULL;
+    END IF;
+    FOR job IN EXECUTE 'SELECT jobid, schedule, database, username, active FROM cron.job
+                         WHERE jobname = $1 AND command = $2'
+               USING 'ecp:' || OLD.name, format('SELECT ecp._scheduled_start(%L)', OLD.name)
+    LOOP
+        IF TG_OP = 'UPDATE' THEN
+            EXECUTE 'SELECT cron.schedule_in_database($1, $2, $3, $4, $5, $6)'
+              USING 'ecp:' || NEW.name, job.schedule, format('SELECT ecp._scheduled_start(%L)', NEW.name),
+                    job.database, job.username, job.active;
+        END IF;
+        EXECUTE 'SELECT cron.unschedule($1)' USING job.jobid;
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+-- Trigger flow_change on consumer: what changed, before and after,
+-- secrets masked; rename_consumer when only the name did.
+CREATE FUNCTION ecp._flow_on_consumer_change() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    before jsonb := '{}';
+    after jsonb := '{}';
+    option_diff jsonb := ecp._options_change(OLD.options, NEW.options);
+    action text;
+BEGIN
+    IF NEW.name IS DISTINCT FROM OLD.name THEN
+        before := before || jsonb_build_object('name', OLD.name);
+        after := after || jsonb_build_object('name', NEW.name);
+    END IF;
+    IF NEW.kind IS DISTINCT FROM OLD.kind THEN
+        before := before || jsonb_build_object('kind', OLD.kind);
+        after := after || jsonb_build_object('kind', NEW.kind);
+    END IF;
+    IF NEW.url IS DISTINCT FROM OLD.url THEN
+        -- as create_consumer's row: a URL holds no credentials (_check_url)
+        before := before || jsonb_build_object('url', OLD.url);
+        after := after || jsonb_build_object('url', NEW.url);
+    END IF;
+    IF option_diff->'before' <> '{}' OR option_diff->'after' <> '{}' THEN
+        before := before || jsonb_build_object('options', option_diff->'before');
+        after := after || jsonb_build_object('options', option_diff->'after');
+    END IF;
+    IF before = '{}' AND after = '{}' THEN
+        RETURN NULL;
+    END IF;
+    action := CASE WHEN before - 'name' = '{}' AND after - 'name' = '{}' THEN 'rename_consumer' ELSE 'alter_consumer' END;
+    INSERT INTO ecp.flow_log (action, content, operator, owner)
+    VALUES (action, jsonb_build_object('consumer', NEW.name, 'before', before, 'after', after),
+            NEW.changed_by, NEW.owner);
+    RETURN NULL;
+END $$;
+
+-- Trigger flow_drop on consumer (ecp.drop_consumer, ecp.drop_owned).
+CREATE FUNCTION ecp._flow_on_consumer_drop() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO ecp.flow_log (action, content, operator, owner)
+    VALUES ('drop_consumer',
+            jsonb_build_object('consumer', OLD.name, 'before',
+                               jsonb_build_object('kind', OLD.kind, 'url', OLD.url,
+                                                  'options', ecp._mask_secrets(OLD.options))),
+            ecp._operator(), OLD.owner);
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER check_in_use BEFORE UPDATE ON ecp.task
+    FOR EACH ROW EXECUTE FUNCTION ecp._check_task_in_use();
+CREATE TRIGGER flow_change AFTER UPDATE ON ecp.task
+    FOR EACH ROW WHEN ((OLD.name, OLD.query, OLD.queries, OLD.index_name, OLD.consumer_id, OLD.options,
+                        OLD.enabled, OLD.ids, OLD.file, OLD.search_path)
+                       IS DISTINCT FROM
+                       (NEW.name, NEW.query, NEW.queries, NEW.index_name, NEW.consumer_id, NEW.options,
+                        NEW.enabled, NEW.ids, NEW.file, NEW.search_path))
+    EXECUTE FUNCTION ecp._flow_on_task_change();
+CREATE TRIGGER flow_drop AFTER DELETE ON ecp.task
+    FOR EACH ROW EXECUTE FUNCTION ecp._flow_on_task_drop();
+CREATE TRIGGER cron_jobs AFTER DELETE OR UPDATE OF name ON ecp.task
+    FOR EACH ROW EXECUTE FUNCTION ecp._task_cron_jobs();
+CREATE TRIGGER flow_change AFTER UPDATE ON ecp.consumer
+    FOR EACH ROW WHEN ((OLD.name, OLD.kind, OLD.url, OLD.options) IS DISTINCT FROM (NEW.name, NEW.kind, NEW.url, NEW.options))
+    EXECUTE FUNCTION ecp._flow_on_consumer_change();
+CREATE TRIGGER flow_drop AFTER DELETE ON ecp.consumer
+    FOR EACH ROW EXECUTE FUNCTION ecp._flow_on_consumer_drop();
+
+-- Change what is given (NULL: not given) of a task of your own.
+CREATE FUNCTION ecp.alter_task(task text, query text DEFAULT NULL, queries text[] DEFAULT NULL,
+                               index text DEFAULT NULL, consumer text DEFAULT NULL,
+                               options jsonb DEFAULT NULL, enabled boolean DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t ecp.task;
+    new_consumer bigint;
+BEGIN
+    -- the caller's own tasks (row-level security); locked, as ecp.start locks it
+    SELECT * INTO t FROM ecp.task tk WHERE tk.name = alter_task.task FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', coalesce(alter_task.task, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT name FROM ecp.tasks lists yours.';
+    END IF;
+    IF num_nonnulls(alter_task.query, alter_task.queries, alter_task.index, alter_task.consumer,
+                    alter_task.options, alter_task.enabled) = 0 THEN
+        RAISE NOTICE 'task "%": nothing to change', t.name
+              USING HINT = 'Name what changes: query, queries, index, consumer, options or enabled.';
+        RETURN;
+    END IF;
+    IF alter_task.query IS NOT NULL AND alter_task.queries IS NOT NULL THEN
+        RAISE EXCEPTION 'task "%": give query or queries, not both', t.name
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'A task reads one query, or one part per query of queries; either replaces the other.';
+    END IF;
+    IF jsonb_typeof(alter_task.options) IS DISTINCT FROM 'object' AND alter_task.options IS NOT NULL THEN
+        RAISE EXCEPTION 'options must be a JSON object, not %', jsonb_typeof(alter_task.options)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'E.g. options => ''{"batch_size": 500}''; a key given as null is removed: ''{"rate_limit": null}''.';
+    END IF;
+    -- only enabled changes while a run is in progress (the trigger
+    -- check_in_use refuses the source, index and consumer to a plain UPDATE too)
+    IF num_nonnulls(alter_task.query, alter_task.queries, alter_task.index, alter_task.consumer,
+                    alter_task.options) > 0 THEN
+        PERFORM ecp._refuse_in_use(t, 'only enabled can change');
+    END IF;
+    IF alter_task.consumer IS NOT NULL THEN
+        SELECT c.id INTO new_consumer FROM ecp.consumer c WHERE c.name = alter_task.consumer;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'consumer "%" does not exist', alter_task.consumer
+                  USING ERRCODE = 'undefined_object',
+                        HINT = 'SELECT name FROM ecp.consumers lists yours.';
+        END IF;
+    END IF;
+    -- the triggers check the row as create_task's INSERT is checked, and
+    -- write the flow row
+    UPDATE ecp.task tk
+       SET query = CASE WHEN alter_task.queries IS NOT NULL THEN NULL
+                        ELSE coalesce(alter_task.query, t.query) END,
+           queries = CASE WHEN alter_task.query IS NOT NULL THEN NULL
+                          ELSE coalesce(alter_task.queries, t.queries) END,
+           index_name = coalesce(alter_task.index, t.index_name),
+           consumer_id = coalesce(new_consumer, t.consumer_id),
+           options = CASE WHEN alter_task.options IS NULL THEN t.options
+                          ELSE ecp._merge_options(t.options, alter_task.options) END,
+           enabled = coalesce(alter_task.enabled, t.enabled)
+     WHERE tk.id = t.id;
+END $$;
+COMMENT ON FUNCTION ecp.alter_task(text, text, text[], text, text, jsonb, boolean) IS
+  'change a task of your own: query or queries, index, consumer, options (merged; a key given as null is removed), enabled; checked as create_task checks; refused while a run is in progress, except enabled';
+
+CREATE FUNCTION ecp.rename_task(task text, new_name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t ecp.task;
+BEGIN
+    SELECT * INTO t FROM ecp.task tk WHERE tk.name = rename_task.task FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', coalesce(rename_task.task, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT name FROM ecp.tasks lists yours.';
+    END IF;
+    IF new_name IS NULL OR new_name !~ '^[A-Za-z0-9_.-]{1,63}$' THEN
+        RAISE EXCEPTION 'invalid task name "%"', left(coalesce(new_name, 'NULL'), 100)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Use 1 to 63 letters, digits, "_", "." or "-".';
+    END IF;
+    IF new_name = t.name THEN
+        RAISE NOTICE 'task "%" has that name already', t.name;
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM ecp.task tk WHERE tk.name = new_name) THEN
+        RAISE EXCEPTION 'task "%" already exists', new_name
+              USING ERRCODE = 'duplicate_object',
+                    HINT = 'SELECT name FROM ecp.tasks lists yours; ecp.drop_task drops one.';
+    END IF;
+    -- the trigger cron_jobs renames its pg_cron jobs, flow_change writes the flow row
+    BEGIN
+        UPDATE ecp.task tk SET name = new_name WHERE tk.id = t.id;
+    EXCEPTION WHEN unique_violation THEN
+        PERFORM ecp._name_taken('task', new_name);
+    END;
+END $$;
+COMMENT ON FUNCTION ecp.rename_task(text, text) IS
+  'rename a task of your own (also while it runs); its pg_cron jobs follow; its runs and flow rows keep it by id';
+
+-- A task of your own goes, with its runs (their parts, ids, failed
+-- documents, drift, migrations) and watermarks; its flow rows stay.  As
+-- ecp: roles have no DELETE on ecp.task (see drop_consumer).
+CREATE FUNCTION ecp.drop_task(task text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t ecp.task;
+    runs bigint;
+BEGIN
+    IF NOT ecp._session_user_acts() THEN
+        RAISE EXCEPTION 'tasks are not dropped from inside a query ecp or a maintenance command runs'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT * INTO t FROM ecp.task tk WHERE tk.name = drop_task.task FOR UPDATE;
+    IF NOT FOUND OR NOT pg_has_role(session_user, t.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'task "%" does not exist', coalesce(drop_task.task, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT name FROM ecp.tasks lists yours.';
+    END IF;
+    PERFORM ecp._refuse_in_use(t, 'it cannot be dropped');
+    SELECT count(*) INTO runs FROM ecp.run r WHERE r.task_id = t.id;
+    -- the flow row (trigger flow_drop) names the caller, not this function's
+    -- owner; the trigger cron_jobs removes the task's pg_cron jobs
+    PERFORM set_config('ecp.acting_role', session_user, true);
+    DELETE FROM ecp.task tk WHERE tk.id = t.id;
+    PERFORM set_config('ecp.acting_role', '', true);
+    RAISE NOTICE 'task "%" dropped, with % run(s)', t.name, runs
+          USING HINT = format('Its flow stays: SELECT * FROM ecp.flow WHERE task_id = %s;', t.id);
+END $$;
+COMMENT ON FUNCTION ecp.drop_task(text) IS
+  'drop a task of your own with its runs, parts, ids, drift, watermarks and pg_cron jobs (refused while a run is in progress); its flow rows stay';
+
+-- Change what is given of a consumer of your own: url, options (merged).
+CREATE FUNCTION ecp.alter_consumer(consumer text, url text DEFAULT NULL, options jsonb DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c ecp.consumer;
+    busy record;
+BEGIN
+    SELECT * INTO c FROM ecp.consumer cs WHERE cs.name = alter_consumer.consumer FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'consumer "%" does not exist', coalesce(alter_consumer.consumer, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT name FROM ecp.consumers lists yours.';
+    END IF;
+    IF num_nonnulls(alter_consumer.url, alter_consumer.options) = 0 THEN
+        RAISE NOTICE 'consumer "%": nothing to change', c.name
+              USING HINT = 'Name what changes: url or options.';
+        RETURN;
+    END IF;
+    IF jsonb_typeof(alter_consumer.options) IS DISTINCT FROM 'object' AND alter_consumer.options IS NOT NULL THEN
+        RAISE EXCEPTION 'options must be a JSON object, not %', jsonb_typeof(alter_consumer.options)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'E.g. options => ''{"password": "..."}''; a key given as null is removed: ''{"username": null, "password": null}''.';
+    END IF;
+    SELECT t.name AS task, r.id AS run INTO busy
+      FROM ecp.run r JOIN ecp.task t ON t.id = r.task_id
+     WHERE t.consumer_id = c.id AND r.state IN ('pending', 'running', 'paused')
+     ORDER BY r.id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'consumer "%" is in use: task "%" has run % in progress', c.name, busy.task, busy.run
+              USING ERRCODE = 'object_in_use',
+                    HINT = format('Wait for run %s to end, or SELECT ecp.cancel(%s); first (a followed task: ecp.unfollow).',
+                                  busy.run, busy.run);
+    END IF;
+    -- the trigger check_row checks the row as create_consumer's INSERT (the
+    -- outbound policy included); flow_change writes the flow row
+    UPDATE ecp.consumer cs
+       SET url = coalesce(alter_consumer.url, c.url),
+           options = CASE WHEN alter_consumer.options IS NULL THEN c.options
+                          ELSE ecp._merge_options(c.options, alter_consumer.options) END
+     WHERE cs.id = c.id;
+END $$;
+COMMENT ON FUNCTION ecp.alter_consumer(text, text, jsonb) IS
+  'change a consumer of your own: url, options (merged; a key given as null is removed); checked as create_consumer checks; refused while a task of it has a run in progress';
+
+CREATE FUNCTION ecp.rename_consumer(consumer text, new_name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c ecp.consumer;
+BEGIN
+    SELECT * INTO c FROM ecp.consumer cs WHERE cs.name = rename_consumer.consumer FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'consumer "%" does not exist', coalesce(rename_consumer.consumer, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT name FROM ecp.consumers lists yours.';
+    END IF;
+    IF new_name IS NULL OR new_name !~ '^[A-Za-z0-9_.-]{1,63}$' THEN
+        RAISE EXCEPTION 'invalid consumer name "%"', left(coalesce(new_name, 'NULL'), 100)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Use 1 to 63 letters, digits, "_", "." or "-".';
+    END IF;
+    IF new_name = c.name THEN
+        RAISE NOTICE 'consumer "%" has that name already', c.name;
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM ecp.consumer cs WHERE cs.name = new_name) THEN
+        RAISE EXCEPTION 'consumer "%" already exists', new_name
+              USING ERRCODE = 'duplicate_object',
+                    HINT = 'SELECT name FROM ecp.consumers lists yours.';
+    END IF;
+    BEGIN
+        UPDATE ecp.consumer cs SET name = new_name WHERE cs.id = c.id;
+    EXCEPTION WHEN unique_violation THEN
+        PERFORM ecp._name_taken('consumer', new_name);
+    END;
+END $$;
+COMMENT ON FUNCTION ecp.rename_consumer(text, text) IS
+  'rename a consumer of your own (its tasks keep it by id)';
+
+-- The version of the action line of a document read by query, as a
+-- worker writes it (owner_sql.c): an integer's text, a numeric cut to a
+-- bigint, a date or timestamp in microseconds (NULL: no version_column).
+CREATE FUNCTION ecp._version_sql(t ecp.task, query text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    version_type regtype;
+    expression text;
+BEGIN
+    IF NOT t.options ? 'version_column' THEN
+        RETURN 'NULL::pg_catalog.text';
+    END IF;
+    version_type := ecp._column_type(query, t.search_path, t.options->>'version_column');
+    expression := format(CASE
+        WHEN version_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
+        THEN '(r.%I)::pg_catalog.text'
+        WHEN version_type = 'numeric'::regtype
+        THEN 'pg_catalog.trunc(r.%I)::pg_catalog.int8::pg_catalog.text'
+        WHEN version_type IN ('date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype)
+        THEN '(extract(epoch from r.%I) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8::pg_catalog.text'
+        END, t.options->>'version_column');
+    IF expression IS NULL THEN
+        RAISE EXCEPTION 'version_column "%" of task "%" is of type %', t.options->>'version_column', t.name, version_type
+              USING ERRCODE = 'datatype_mismatch',
+                    HINT = 'A version is an integer, numeric, date or timestamp column that grows with every change of the row, e.g. updated_at.';
+    END IF;
+    RETURN expression;
+END $$;
+
+-- The first n documents of query as a run reads them (key order), each
+-- as text[]: id, document, the document after the transform (sent_sql),
+-- routing, version.  The query runs as the caller under the task's
+-- search_path, which only its own text and the transform see.
+CREATE FUNCTION ecp._preview_rows(t ecp.task, query text, sent_sql text, n integer) RETURNS text[]
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    statement text;
+    rows text[];
+BEGIN
+    PERFORM set_config('search_path', t.search_path, true);
+    statement := ecp._statement_text(query);
+    PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+    statement := format(
+        'SELECT pg_catalog.array_agg(ARRAY[x.id, x.body, %1$s, x.routing, x.version] ORDER BY x.n)'
+        '  FROM (SELECT (r.%2$I)::pg_catalog.text AS id, pg_catalog.row_to_json(r)::pg_catalog.text AS body,'
+        '               %3$s AS routing, %4$s AS version, pg_catalog.row_number() OVER (ORDER BY r.%5$I) AS n'
+        '          FROM (%6$s' || E'\n' || ') AS r WHERE r.%5$I IS NOT NULL %7$s ORDER BY r.%5$I LIMIT %8$s) AS x',
+        sent_sql, t.options->>'id_column',
+        CASE WHEN t.options ? 'routing_column'
+             THEN format('(r.%I)::pg_catalog.text', t.options->>'routing_column') ELSE 'NULL::pg_catalog.text' END,
+        ecp._version_sql(t, query), coalesce(t.options->>'key_column', t.options->>'id_column'), statement,
+        -- a task of ids reads only those
+        CASE WHEN t.ids IS NOT NULL
+             THEN format('AND (r.%I)::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1)', t.options->>'id_column')
+             ELSE '' END,
+        n);
+    PERFORM set_config('search_path', t.search_path, true);
+    EXECUTE statement INTO rows USING t.ids;
+    PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+    RETURN rows;
+END $$;
+
+-- A document's action line and source line as sent (batch.c; a write
+-- service's entry, sink_http.c); NULL, NULL for a document the transform
+-- skipped (sent NULL): nothing is sent.
+CREATE FUNCTION ecp._sent_lines(kind text, op text, id text, sent text, routing text, version text,
+                                OUT action json, OUT document json)
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN sent IS NULL THEN NULL
+                WHEN kind = 'http'
+                THEN ('{"id":' || to_json(id)::text || CASE WHEN op = 'delete' THEN ',"delete":true' ELSE '' END || '}')::json
+                ELSE ('{"' || op || '":{"_id":' || to_json(id)::text
+                      || coalesce(',"routing":' || to_json(routing)::text, '')
+                      || CASE WHEN version IS NOT NULL AND op <> 'delete'
+                              THEN ',"version":' || version || ',"version_type":"external_gte"' ELSE '' END
+                      || '}}')::json END,
+           CASE WHEN sent IS NULL OR op = 'delete' THEN NULL
+                WHEN op = 'update' AND kind <> 'http' THEN ('{"doc":' || sent || ',"doc_as_upsert":true}')::json
+                ELSE sent::json END
+$$;
+
+-- What a run of the task would send, for its first n documents in key
+-- order (the watermark of since_column aside): the _id, the action line
+-- of _bulk (of a write service: the document's entry without "doc") and
+-- the source line, after the task's transform, as text exactly as sent.
+-- The query and the transform run as the caller (a member of the task's
+-- owner: row-level security), under the task's search_path, as
+-- ecp.preview runs a query.
+CREATE FUNCTION ecp.preview_task(task text, n integer DEFAULT 1)
+RETURNS TABLE (_id text, action json, document json)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t ecp.task;
+    kind text;
+    op text;
+    sent_sql text := 'x.body';
+    wanted integer := n;
+    found_rows text[];      -- [document][id, body, sent, routing, version]
+BEGIN
+    IF n IS NULL OR n < 0 OR n > 10000 THEN
+        RAISE EXCEPTION 'n must be between 0 and 10000, not %', coalesce(n::text, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO t FROM ecp.task tk WHERE tk.name = preview_task.task;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', coalesce(preview_task.task, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT name FROM ecp.tasks lists yours; ecp.preview(query) previews any query.';
+    END IF;
+    IF t.query IS NULL AND t.queries IS NULL THEN
+        RAISE EXCEPTION 'task "%" has no query: its documents are the lines of its file (or bare ids), sent as they are', t.name
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'preview_task shows the documents of a task of query or queries.';
+    END IF;
+    SELECT c.kind INTO kind FROM ecp.consumer c WHERE c.id = t.consumer_id;
+    op := coalesce(t.options->>'op', (SELECT oc.default_value #>> '{}' FROM ecp._option_contract() oc
+                                       WHERE oc.kind = 'task' AND oc.name = 'op'));
+    IF t.options ? 'transform' THEN
+        -- the function the task is bound to (transform_fn), by its OID's name
+        SELECT format('%I.%I(x.body::pg_catalog.jsonb)::pg_catalog.text', ns.nspname, p.proname) INTO sent_sql
+          FROM pg_proc p JOIN pg_namespace ns ON ns.oid = p.pronamespace WHERE p.oid = t.transform_fn;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'transform function %(jsonb) of task "%" no longer exists', t.options->>'transform', t.name
+                  USING ERRCODE = 'undefined_function',
+                        HINT = format('A task is bound to its transform when it is written. Create the function, then bind it again: UPDATE ecp.task SET options = options WHERE name = %L.', t.name);
+        END IF;
+    END IF;
+    -- the first query's documents first, as the parts of a task of queries
+    FOR i IN 1 .. coalesce(cardinality(t.queries), 1) LOOP
+        EXIT WHEN wanted <= 0;
+        found_rows := ecp._preview_rows(t, coalesce(t.queries[i], t.query), sent_sql, wanted);
+        FOR j IN 1 .. coalesce(array_length(found_rows, 1), 0) LOOP
+            _id := found_rows[j][1];
+            SELECT l.action, l.document INTO action, document
+              FROM ecp._sent_lines(kind, op, _id, found_rows[j][3], found_rows[j][4], found_rows[j][5]) l;
+            RETURN NEXT;
+        END LOOP;
+        wanted := wanted - coalesce(array_length(found_rows, 1), 0);
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION ecp.preview_task(text, integer) IS
+  'what a run of the task would send for its first n documents: the _id, the action line and the document after the task''s transform, as sent; run with your privileges, as ecp.preview';
 
 -- (lifecycle section end)
 

@@ -54,6 +54,12 @@ const char *const ecp_flow_action_names[ECP_FLOW_NACTIONS] = {
 	[ECP_FLOW_WATERMARK] = "watermark",
 	[ECP_FLOW_DUPLICATE_IDS] = "duplicate ids",
 	[ECP_FLOW_WALK_RESTARTED] = "walk restarted",
+	[ECP_FLOW_ALTER_TASK] = "alter_task",
+	[ECP_FLOW_RENAME_TASK] = "rename_task",
+	[ECP_FLOW_DROP_TASK] = "drop_task",
+	[ECP_FLOW_ALTER_CONSUMER] = "alter_consumer",
+	[ECP_FLOW_RENAME_CONSUMER] = "rename_consumer",
+	[ECP_FLOW_DROP_CONSUMER] = "drop_consumer",
 };
 
 PG_FUNCTION_INFO_V1(ecp_flow_actions);

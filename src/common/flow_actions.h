@@ -52,10 +52,17 @@ typedef enum EcpFlowAction
 	/* written by the workers: an id that two queries of a task return */
 	ECP_FLOW_DUPLICATE_IDS,
 	/* verify and repair */
-	ECP_FLOW_WALK_RESTARTED
+	ECP_FLOW_WALK_RESTARTED,
+	/* the lifecycle of tasks and consumers: triggers on their rows */
+	ECP_FLOW_ALTER_TASK,
+	ECP_FLOW_RENAME_TASK,
+	ECP_FLOW_DROP_TASK,
+	ECP_FLOW_ALTER_CONSUMER,
+	ECP_FLOW_RENAME_CONSUMER,
+	ECP_FLOW_DROP_CONSUMER
 } EcpFlowAction;
 
-#define ECP_FLOW_NACTIONS (ECP_FLOW_WALK_RESTARTED + 1)
+#define ECP_FLOW_NACTIONS (ECP_FLOW_DROP_CONSUMER + 1)
 
 /* ecp.flow_log.action's words, indexed by EcpFlowAction. */
 extern const char *const ecp_flow_action_names[ECP_FLOW_NACTIONS];

@@ -68,8 +68,12 @@ refused(qq{UPDATE ecp.task SET options = '{"max_retries": 2147483647, "retry_max
 	qr/option "max_retries" of a task must be an integer between 0 and 1000/, 'an unbounded max_retries');
 refused(qq{UPDATE ecp.task SET options = '{"rate_limit": 1e400}' WHERE name = 'm'},
 	qr/option "rate_limit" of a task must be a number between 0 and 1000000000/, 'a rate of 1e400');
-refused("UPDATE ecp.task SET query = 'SELECT 1 AS id' WHERE name = 'm'",
-	qr/permission denied/, "changing a task's query in place");
+refused("UPDATE ecp.task SET query = 'DELETE FROM items' WHERE name = 'm'",
+	qr/not a plain SELECT/, "changing a task's query in place to a DELETE (checked as create_task checks)");
+refused("UPDATE ecp.task SET owner = 'victim' WHERE name = 'm'",
+	qr/permission denied/, "changing a task's owner");
+refused("UPDATE ecp.task SET search_path = 'public' WHERE name = 'm'",
+	qr/permission denied/, "changing a task's search_path");
 my ($ok) = as_mallory(qq{UPDATE ecp.task SET options = '{"batch_size": 7}' WHERE name = 'm'});
 ok($ok, 'a plain UPDATE of the options is allowed');
 is($node->safe_psql('postgres', "SELECT options->>'id_column' || ' ' || (options->>'batch_size') FROM ecp.task WHERE name = 'm'"),
