@@ -1591,6 +1591,14 @@ BEGIN
               USING ERRCODE = 'undefined_object',
                     HINT = 'SELECT name FROM ecp.tasks lists yours; ecp.preview(query) previews any query.';
     END IF;
+    -- the task's query and transform run with the caller's privileges: only
+    -- as the owner itself, logged in as itself, or a member (a superuser
+    -- too) would run another role's code with its own rights
+    IF session_user::regrole <> t.owner OR current_user::regrole <> t.owner THEN
+        RAISE EXCEPTION 'task "%" is previewed by its owner % only, in a session of its own', t.name, t.owner
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'preview_task runs the task''s query and transform with the caller''s privileges: connect as ' || t.owner || ', or preview a query of your own with ecp.preview(query).';
+    END IF;
     IF t.query IS NULL AND t.queries IS NULL THEN
         RAISE EXCEPTION 'task "%" has no query: its documents are the lines of its file (or bare ids), sent as they are', t.name
               USING ERRCODE = 'feature_not_supported',
@@ -1623,7 +1631,7 @@ BEGIN
     END LOOP;
 END $$;
 COMMENT ON FUNCTION ecp.preview_task(text, integer) IS
-  'what a run of the task would send for its first n documents: the _id, the action line and the document after the task''s transform, as sent; run with your privileges, as ecp.preview';
+  'what a run of the task would send for its first n documents: the _id, the action line and the document after the task''s transform, as sent; for the task''s owner, in a session of its own';
 
 -- (lifecycle section end)
 

@@ -278,6 +278,13 @@ is($sent, join('', map { "$_\n" } grep { $_ ne 'NULL' } @previewed),
 	'the stand-in received exactly the lines preview_task showed, byte for byte');
 is(ok_as('alice', q{SELECT _id FROM ecp.preview_task('a_pv', 2)}, 'preview of 2'), "1\n2", '... the _id column');
 refused_as('alice', q{SELECT * FROM ecp.preview_task('a_pv', -1)}, '22023', 'n must be between 0 and 10000', 'n below 0');
+# the owner's code runs with the caller's rights: nobody else previews it, a superuser neither
+{
+	my ($rc, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\nSELECT * FROM ecp.preview_task('a_pv')");
+	like($err, qr/ERROR:  42501: task "a_pv" is previewed by its owner alice only/, 'a superuser cannot preview alice\'s task (42501)');
+	($rc, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\nSET ROLE alice; SELECT * FROM ecp.preview_task('a_pv')");
+	like($err, qr/ERROR:  42501: .*in a session of its own/, '... nor with SET ROLE alice');
+}
 
 # --- a dropped task leaves nothing behind ------------------------------------------------------
 ok_as('alice', q{SELECT ecp.create_task('a_drop', 'a_es', 'dropme', query => 'SELECT id, label, updated_at FROM a.items',
