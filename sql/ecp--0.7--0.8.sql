@@ -19,8 +19,15 @@ BEGIN
               WHERE p.pronamespace = 'ecp'::regnamespace AND p.proname LIKE '\_%' LOOP
         EXECUTE pg_catalog.format('ALTER FUNCTION %s SET SCHEMA ecp_internal', f);
     END LOOP;
+    -- the pg_cron jobs of ecp.schedule call the helper by its name
+    IF pg_catalog.to_regclass('cron.job') IS NOT NULL THEN
+        EXECUTE $u$UPDATE cron.job SET command = pg_catalog.replace(command, 'SELECT ecp._scheduled_start(',
+                                                                 'SELECT ecp_internal._scheduled_start(')
+                   WHERE jobname LIKE 'ecp:%'$u$;
+    END IF;
 END $$;
 -- <<< internal schema
+
 
 -- (the complete script calls it first: CREATE EXTENSION ecp in ecp.database_name only)
 CREATE FUNCTION ecp_internal._check_install_database() RETURNS void
