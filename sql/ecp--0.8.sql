@@ -35,12 +35,19 @@
 --    same row types (functions take ecp.task and ecp.run rows).
 \echo Use "CREATE EXTENSION ecp" to load this file. \quit
 
+-- ecp's internal helpers live in a schema of their own, so that \df ecp.*
+-- lists what a user calls.  Roles need USAGE: functions they call run
+-- helpers as the caller; which helpers they may EXECUTE is granted per
+-- function as before.
+CREATE SCHEMA ecp_internal;
+GRANT USAGE ON SCHEMA ecp_internal TO PUBLIC;
+
 -- ecp is created in the database its launcher connects to (see
 -- ecp_check_install_database in src/backend/functions.c).
-CREATE FUNCTION ecp._check_install_database() RETURNS void
+CREATE FUNCTION ecp_internal._check_install_database() RETURNS void
 AS 'MODULE_PATHNAME', 'ecp_check_install_database' LANGUAGE C VOLATILE;
-REVOKE EXECUTE ON FUNCTION ecp._check_install_database() FROM PUBLIC;
-SELECT ecp._check_install_database();
+REVOKE EXECUTE ON FUNCTION ecp_internal._check_install_database() FROM PUBLIC;
+SELECT ecp_internal._check_install_database();
 
 -- ===========================================================================
 -- Tables
@@ -218,7 +225,7 @@ CREATE TABLE ecp.flow_log (
     operator    text NOT NULL DEFAULT current_user,
     owner       regrole NOT NULL DEFAULT current_user::regrole,
     -- EcpFlowAction's names (src/flow_actions.c), in its order: the
-    -- regression tests compare this list with ecp._flow_actions()
+    -- regression tests compare this list with ecp_internal._flow_actions()
     CONSTRAINT flow_log_action_check
         CHECK (action IN ('create_consumer', 'create_task', 'start', 'pause', 'resume',
                           'running', 'cancel', 'finished', 'failed', 'set_rate', 'alert',
@@ -311,34 +318,34 @@ COMMENT ON FUNCTION ecp.launcher_pid() IS 'pid of the running ecp launcher, NULL
 
 -- The run states the C code knows (checked against ecp.run's CHECK
 -- constraint by the regression tests).
-CREATE FUNCTION ecp._run_states() RETURNS text[]
+CREATE FUNCTION ecp_internal._run_states() RETURNS text[]
     AS 'MODULE_PATHNAME', 'ecp_run_states'
     LANGUAGE C IMMUTABLE STRICT;
 
 -- The flow actions the C code knows (checked against ecp.flow_log's CHECK
 -- constraint by the regression tests).
-CREATE FUNCTION ecp._flow_actions() RETURNS text[]
+CREATE FUNCTION ecp_internal._flow_actions() RETURNS text[]
     AS 'MODULE_PATHNAME', 'ecp_flow_actions'
     LANGUAGE C IMMUTABLE STRICT;
 
 -- Wake the launcher, or tell a run's workers to look at its state, when
 -- the transaction commits.  Only ecp calls them.
-CREATE FUNCTION ecp._wake_launcher_at_commit() RETURNS void
+CREATE FUNCTION ecp_internal._wake_launcher_at_commit() RETURNS void
     AS 'MODULE_PATHNAME', 'ecp_wake_launcher_at_commit'
     LANGUAGE C STRICT VOLATILE;
 
-CREATE FUNCTION ecp._signal_run_at_commit(run bigint) RETURNS void
+CREATE FUNCTION ecp_internal._signal_run_at_commit(run bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'ecp_signal_run_at_commit'
     LANGUAGE C STRICT VOLATILE;
 
 -- The rate limiters as they are now (shared memory).
-CREATE FUNCTION ecp._rate_buckets(OUT kind text, OUT id bigint, OUT rate float8,
+CREATE FUNCTION ecp_internal._rate_buckets(OUT kind text, OUT id bigint, OUT rate float8,
                                   OUT effective float8, OUT tokens float8, OUT waiting integer)
 RETURNS SETOF record AS 'MODULE_PATHNAME', 'ecp_rate_buckets' LANGUAGE C STRICT VOLATILE;
 
 -- Runs are carried out only in the launcher's database: say so at once
 -- instead of leaving a run pending without a word.
-CREATE FUNCTION ecp._warn_if_not_launcher_database(run bigint) RETURNS void
+CREATE FUNCTION ecp_internal._warn_if_not_launcher_database(run bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     launcher_db text := current_setting('ecp.database_name', true);
@@ -353,7 +360,7 @@ END $$;
 -- ---------------------------------------------------------------------------
 -- Who acts: stamped by triggers, never taken from the statement.
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION ecp._is_superuser() RETURNS boolean
+CREATE FUNCTION ecp_internal._is_superuser() RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), false)
 $$;
@@ -361,9 +368,9 @@ $$;
 -- The operator of a change: the current role; for a superuser's session
 -- (ecp's workers and launcher) the role it acts for, when it says so in
 -- ecp.acting_role, a setting only superusers can change.
-CREATE FUNCTION ecp._operator() RETURNS text
+CREATE FUNCTION ecp_internal._operator() RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE WHEN ecp._is_superuser()
+    SELECT CASE WHEN ecp_internal._is_superuser()
                 THEN coalesce(nullif(current_setting('ecp.acting_role', true), ''), current_user::text)
                 ELSE current_user::text END
 $$;
@@ -371,19 +378,19 @@ $$;
 -- ---------------------------------------------------------------------------
 -- Options.  Their contract (name, JSON type, bounds, default) is one table
 -- in C, src/option_contract.c, which the worker and the launcher read as
--- well: SELECT * FROM ecp._option_contract().  min and max bound an
+-- well: SELECT * FROM ecp_internal._option_contract().  min and max bound an
 -- integer or number's value, a text or word's bytes (max), an array's
 -- elements, an object's keys; a word is one of words.  Unknown keys, wrong
 -- types and values out of range are errors.
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION ecp._option_contract(OUT kind text, OUT name text, OUT type text,
+CREATE FUNCTION ecp_internal._option_contract(OUT kind text, OUT name text, OUT type text,
                                      OUT min numeric, OUT max numeric, OUT default_value jsonb,
                                      OUT default_setting text, OUT words text[], OUT launcher boolean)
 RETURNS SETOF record AS 'MODULE_PATHNAME', 'ecp_option_contract' LANGUAGE C STABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION ecp._option_contract() IS 'the task and consumer options: JSON type, bounds, default (a GUC may set it), words, whether the launcher reads it';
+COMMENT ON FUNCTION ecp_internal._option_contract() IS 'the task and consumer options: JSON type, bounds, default (a GUC may set it), words, whether the launcher reads it';
 
 -- A spec maps each option of a kind to [type, min, max].
-CREATE FUNCTION ecp._check_options(options jsonb, spec jsonb, what text)
+CREATE FUNCTION ecp_internal._check_options(options jsonb, spec jsonb, what text)
 RETURNS void LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     k text;
@@ -441,28 +448,28 @@ BEGIN
 END $$;
 
 -- The options of a kind (task, consumer) as a spec, from the contract.
-CREATE FUNCTION ecp._option_spec(kind text) RETURNS jsonb
+CREATE FUNCTION ecp_internal._option_spec(kind text) RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_object_agg(c.name, jsonb_build_array(c.type, c.min, c.max))
-      FROM ecp._option_contract() c WHERE c.kind = _option_spec.kind
+      FROM ecp_internal._option_contract() c WHERE c.kind = _option_spec.kind
 $$;
 
-CREATE FUNCTION ecp._task_option_spec() RETURNS jsonb
+CREATE FUNCTION ecp_internal._task_option_spec() RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT ecp._option_spec('task')
+    SELECT ecp_internal._option_spec('task')
 $$;
 
-CREATE FUNCTION ecp._consumer_option_spec() RETURNS jsonb
+CREATE FUNCTION ecp_internal._consumer_option_spec() RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT ecp._option_spec('consumer')
+    SELECT ecp_internal._option_spec('consumer')
 $$;
 
 -- A word option's value (NULL: not set) is one of its words in the
 -- contract.
-CREATE FUNCTION ecp._check_option_word(kind text, name text, value text, hint text)
+CREATE FUNCTION ecp_internal._check_option_word(kind text, name text, value text, hint text)
 RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    words text[] := (SELECT c.words FROM ecp._option_contract() c
+    words text[] := (SELECT c.words FROM ecp_internal._option_contract() c
                       WHERE c.kind = _check_option_word.kind AND c.name = _check_option_word.name);
     wanted text := array_to_string(words[1:cardinality(words) - 1], ', ') || ' or ' || words[cardinality(words)];
 BEGIN
@@ -479,18 +486,18 @@ END $$;
 
 -- The task options that take one of a set of words (mode is checked with
 -- the other options of a migration).
-CREATE FUNCTION ecp._check_task_option_values(options jsonb) RETURNS void
+CREATE FUNCTION ecp_internal._check_task_option_values(options jsonb) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM ecp._check_option_word('task', 'op', options->>'op', NULL);
-    PERFORM ecp._check_option_word('task', 'paging', options->>'paging',
+    PERFORM ecp_internal._check_option_word('task', 'op', options->>'op', NULL);
+    PERFORM ecp_internal._check_option_word('task', 'paging', options->>'paging',
             'auto pages foreign tables by key windows and everything else by keyset.');
-    PERFORM ecp._check_option_word('task', 'format', options->>'format',
+    PERFORM ecp_internal._check_option_word('task', 'format', options->>'format',
             'ids: one id per line, looked up through the query; ndjson: one document per line, sent as it is.');
 END $$;
 
 -- Secrets are replaced by "***" wherever options are shown.
-CREATE FUNCTION ecp._mask_secrets(options jsonb) RETURNS jsonb
+CREATE FUNCTION ecp_internal._mask_secrets(options jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(jsonb_object_agg(key,
                CASE WHEN key IN ('password', 'api_key') THEN '"***"'::jsonb ELSE value END), '{}')
@@ -503,7 +510,7 @@ $$;
 
 -- Elasticsearch index (or alias) name rules; index names also go into the
 -- request path, so % is refused as well.
-CREATE FUNCTION ecp._check_index_name(index text) RETURNS void
+CREATE FUNCTION ecp_internal._check_index_name(index text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF index IS NULL OR index = '' OR index IN ('.', '..')
@@ -517,7 +524,7 @@ END $$;
 
 -- A consumer URL: http(s)://host:port with an optional path prefix, and no
 -- credentials (those go in options).
-CREATE FUNCTION ecp._check_url(url text) RETURNS void
+CREATE FUNCTION ecp_internal._check_url(url text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     port text;
@@ -531,7 +538,7 @@ BEGIN
     -- the port after the host (an IPv6 address is in brackets)
     port := substring(url from '^https?://(?:\[[^]/]*\]|[^/:\[]*):([^/]*)');
     IF port IS NOT NULL AND (port !~ '^[0-9]{1,5}$' OR port::integer NOT BETWEEN 1 AND 65535) THEN
-        RAISE EXCEPTION 'invalid port "%" in consumer URL "%"', port, ecp._url_origin(url)
+        RAISE EXCEPTION 'invalid port "%" in consumer URL "%"', port, ecp_internal._url_origin(url)
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'A port is a number from 1 to 65535, e.g. http://localhost:9200; leave it out for 80 (http) or 443 (https).';
     END IF;
@@ -539,19 +546,19 @@ END $$;
 
 -- scheme://host:port of a URL: what messages and the flow show of an
 -- endpoint (a path may hold a token).
-CREATE FUNCTION ecp._url_origin(url text) RETURNS text
+CREATE FUNCTION ecp_internal._url_origin(url text) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT substring(url from '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]+')
 $$;
 
 -- The outbound policy (ecp.allowed_hosts, ecp.block_private_networks, TLS
 -- options) for the current role.
-CREATE FUNCTION ecp._check_consumer_target(url text, options jsonb) RETURNS void
+CREATE FUNCTION ecp_internal._check_consumer_target(url text, options jsonb) RETURNS void
     AS 'MODULE_PATHNAME', 'ecp_check_consumer_target'
     LANGUAGE C VOLATILE;
 
 -- A tag: sent in a header and used as a key of routes, so a plain token.
-CREATE FUNCTION ecp._check_tag(tag text, what text) RETURNS void
+CREATE FUNCTION ecp_internal._check_tag(tag text, what text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF tag IS NULL OR tag !~ '^[A-Za-z0-9_.:-]{1,64}$' THEN
@@ -563,7 +570,7 @@ END $$;
 
 -- The longest list of ids a task or a run holds (the whole list is one
 -- array value in the row; runs read it in batches).
-CREATE FUNCTION ecp._check_ids(ids text[], what text) RETURNS void
+CREATE FUNCTION ecp_internal._check_ids(ids text[], what text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF ids IS NULL THEN
@@ -590,7 +597,7 @@ END $$;
 -- object-storage URLs carry their signature there) that the owner's
 -- outbound policy allows, or an absolute server path, which needs
 -- pg_read_server_files (as COPY FROM a file does).
-CREATE FUNCTION ecp._check_file(file text, owner regrole) RETURNS void
+CREATE FUNCTION ecp_internal._check_file(file text, owner regrole) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF file ~* '^https?://' THEN
@@ -599,7 +606,7 @@ BEGIN
                   USING ERRCODE = 'invalid_parameter_value',
                         HINT = 'Use http(s)://host[:port]/path[?query], without credentials before the host.';
         END IF;
-        PERFORM ecp._check_consumer_target(file, '{}');
+        PERFORM ecp_internal._check_consumer_target(file, '{}');
     ELSIF file LIKE '/%' THEN
         IF octet_length(file) > 4096 OR file ~ '[[:cntrl:]]' THEN
             RAISE EXCEPTION 'invalid file path "%"', left(file, 300)
@@ -618,27 +625,27 @@ BEGIN
 END $$;
 
 -- A source query: one plain SELECT that the caller may read.
-CREATE FUNCTION ecp._check_query(query text) RETURNS text[]
+CREATE FUNCTION ecp_internal._check_query(query text) RETURNS text[]
     AS 'MODULE_PATHNAME', 'ecp_check_query'
     LANGUAGE C STRICT VOLATILE;
-COMMENT ON FUNCTION ecp._check_query(text) IS
+COMMENT ON FUNCTION ecp_internal._check_query(text) IS
   'parses and checks a source query (one plain SELECT, readable by the caller); returns its column names';
 
 -- The query check with the search_path the task will be read with.
-CREATE FUNCTION ecp._check_query(query text, search_path text) RETURNS text[]
+CREATE FUNCTION ecp_internal._check_query(query text, search_path text) RETURNS text[]
     AS 'MODULE_PATHNAME', 'ecp_check_query_with_path'
     LANGUAGE C VOLATILE;
 
-CREATE FUNCTION ecp._statement_text(query text) RETURNS text
+CREATE FUNCTION ecp_internal._statement_text(query text) RETURNS text
     AS 'MODULE_PATHNAME', 'ecp_statement_text_sql'
     LANGUAGE C STRICT VOLATILE;
-COMMENT ON FUNCTION ecp._statement_text(text) IS
+COMMENT ON FUNCTION ecp_internal._statement_text(text) IS
   'checks a source query like _check_query and returns the statement without trailing ; or comments';
 
 -- What the catalog tells about the uniqueness of the query's columns:
 -- {"table", "primary_key", "unique": [...], "not_unique": [...]} when the
 -- query reads one table, {} when it cannot tell.
-CREATE FUNCTION ecp._column_facts(query text, search_path text) RETURNS jsonb
+CREATE FUNCTION ecp_internal._column_facts(query text, search_path text) RETURNS jsonb
     AS 'MODULE_PATHNAME', 'ecp_column_facts'
     LANGUAGE C VOLATILE;
 
@@ -648,7 +655,7 @@ CREATE FUNCTION ecp._column_facts(query text, search_path text) RETURNS jsonb
 
 -- Further URLs (nodes, the URLs of routes): each checked as the consumer's
 -- own URL is, against the owner's outbound policy.
-CREATE FUNCTION ecp._check_consumer_urls(c ecp.consumer) RETURNS void
+CREATE FUNCTION ecp_internal._check_consumer_urls(c ecp.consumer) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     node jsonb;
@@ -662,19 +669,19 @@ BEGIN
                   USING ERRCODE = 'invalid_parameter_value',
                         HINT = 'E.g. ''{"nodes": ["http://es2:9200", "http://es3:9200"]}''.';
         END IF;
-        PERFORM ecp._check_url(node #>> '{}');
-        PERFORM ecp._check_consumer_target(node #>> '{}', c.options);
+        PERFORM ecp_internal._check_url(node #>> '{}');
+        PERFORM ecp_internal._check_consumer_target(node #>> '{}', c.options);
     END LOOP;
     FOR route IN SELECT * FROM jsonb_each(coalesce(c.options->'routes', '{}')) LOOP
-        PERFORM ecp._check_tag(route.key, 'tag of option "routes"');
+        PERFORM ecp_internal._check_tag(route.key, 'tag of option "routes"');
         IF jsonb_typeof(route.value) <> 'string' THEN
             RAISE EXCEPTION 'consumer "%": the route of tag "%" must be a URL string, not %',
                   c.name, route.key, left(route.value::text, 100)
                   USING ERRCODE = 'invalid_parameter_value',
                         HINT = 'E.g. ''{"routes": {"FLUSH": "http://flush-group:9200"}}''.';
         END IF;
-        PERFORM ecp._check_url(route.value #>> '{}');
-        PERFORM ecp._check_consumer_target(route.value #>> '{}', c.options);
+        PERFORM ecp_internal._check_url(route.value #>> '{}');
+        PERFORM ecp_internal._check_consumer_target(route.value #>> '{}', c.options);
     END LOOP;
     IF header IS NOT NULL AND (header !~ '^[A-Za-z0-9-]{1,64}$'
         OR lower(header) IN ('authorization', 'content-type', 'content-length', 'content-encoding',
@@ -688,7 +695,7 @@ END $$;
 
 -- Trigger check_row: name, kind, URL, options, credentials, outbound
 -- policy; stamps created_at and changed_by.
-CREATE FUNCTION ecp._check_consumer_row() RETURNS trigger
+CREATE FUNCTION ecp_internal._check_consumer_row() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.name IS NULL OR NEW.name !~ '^[A-Za-z0-9_.-]{1,63}$' THEN
@@ -701,9 +708,9 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Supported kinds: elasticsearch (the _bulk API), http (a write service that takes batches as JSON).';
     END IF;
-    PERFORM ecp._check_url(NEW.url);
+    PERFORM ecp_internal._check_url(NEW.url);
     NEW.url := rtrim(NEW.url, '/');
-    PERFORM ecp._check_options(NEW.options, ecp._consumer_option_spec(), 'consumer');
+    PERFORM ecp_internal._check_options(NEW.options, ecp_internal._consumer_option_spec(), 'consumer');
     IF (NEW.options ? 'username') <> (NEW.options ? 'password') THEN
         RAISE EXCEPTION 'options "username" and "password" go together'
               USING ERRCODE = 'invalid_parameter_value';
@@ -712,12 +719,12 @@ BEGIN
         RAISE EXCEPTION 'a consumer authenticates with "username"/"password" or with "api_key", not both'
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM ecp._check_consumer_target(NEW.url, NEW.options);
-    PERFORM ecp._check_consumer_urls(NEW);
+    PERFORM ecp_internal._check_consumer_target(NEW.url, NEW.options);
+    PERFORM ecp_internal._check_consumer_urls(NEW);
     IF TG_OP = 'INSERT' THEN
         NEW.created_at := now();
     END IF;
-    NEW.changed_by := ecp._operator();
+    NEW.changed_by := ecp_internal._operator();
     RETURN NEW;
 END $$;
 
@@ -733,7 +740,7 @@ BEGIN
     BEGIN
         INSERT INTO ecp.consumer (name, kind, url, options) VALUES (name, kind, url, options);
     EXCEPTION WHEN unique_violation THEN
-        PERFORM ecp._name_taken('consumer', name);
+        PERFORM ecp_internal._name_taken('consumer', name);
     END;
 END $$;
 
@@ -747,7 +754,7 @@ DECLARE
     c ecp.consumer;
     users text;
 BEGIN
-    IF NOT ecp._session_user_acts() THEN
+    IF NOT ecp_internal._session_user_acts() THEN
         RAISE EXCEPTION 'consumers are not dropped from inside a query ecp or a maintenance command runs'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -777,18 +784,18 @@ COMMENT ON FUNCTION ecp.drop_consumer(text) IS 'drop a consumer of your own that
 
 -- Whether the task's consumer is a write service (kind http): one may get
 -- bare ids, with no query to look them up.
-CREATE FUNCTION ecp._task_writes_ids(t ecp.task) RETURNS boolean
+CREATE FUNCTION ecp_internal._task_writes_ids(t ecp.task) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM ecp.consumer c WHERE c.id = t.consumer_id AND c.kind = 'http')
 $$;
 
 -- The source of a task: exactly one of query, queries, file; ids go with
 -- query, or alone for a write service.
-CREATE FUNCTION ecp._check_task_source(t ecp.task) RETURNS void
+CREATE FUNCTION ecp_internal._check_task_source(t ecp.task) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     format text := t.options->>'format';
-    bare_ids boolean := ecp._task_writes_ids(t);
+    bare_ids boolean := ecp_internal._task_writes_ids(t);
 BEGIN
     IF t.ids IS NOT NULL AND t.query IS NULL AND NOT bare_ids THEN
         RAISE EXCEPTION 'task "%": ids are looked up through a query', t.name
@@ -814,14 +821,14 @@ BEGIN
         RAISE EXCEPTION 'task "%": ids and file cannot be combined', t.name
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM ecp._check_ids(t.ids, 'ids');
+    PERFORM ecp_internal._check_ids(t.ids, 'ids');
     IF t.file IS NULL THEN
         IF t.options ?| ARRAY['format', 'id_field', 'max_line_bytes'] THEN
             RAISE EXCEPTION 'task "%": options format, id_field and max_line_bytes are for a file source', t.name
                   USING ERRCODE = 'invalid_parameter_value';
         END IF;
     ELSE
-        PERFORM ecp._check_file(t.file, t.owner);
+        PERFORM ecp_internal._check_file(t.file, t.owner);
         IF format = 'ndjson' AND t.query IS NOT NULL THEN
             RAISE EXCEPTION 'task "%": an NDJSON file holds the documents; it has no query', t.name
                   USING ERRCODE = 'invalid_parameter_value',
@@ -848,7 +855,7 @@ END $$;
 -- The output columns of the query (or of every query of queries, which
 -- must each return the id and key columns); an error names the query's
 -- place in the array.
-CREATE FUNCTION ecp._check_task_queries(t ecp.task) RETURNS text[]
+CREATE FUNCTION ecp_internal._check_task_queries(t ecp.task) RETURNS text[]
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     columns text[];
@@ -860,11 +867,11 @@ DECLARE
     hint text;
 BEGIN
     IF t.queries IS NULL THEN
-        RETURN ecp._check_query(t.query, t.search_path);
+        RETURN ecp_internal._check_query(t.query, t.search_path);
     END IF;
     FOR i IN 1 .. cardinality(t.queries) LOOP
         BEGIN
-            columns := ecp._check_query(t.queries[i], t.search_path);
+            columns := ecp_internal._check_query(t.queries[i], t.search_path);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, state = RETURNED_SQLSTATE, hint = PG_EXCEPTION_HINT;
             RAISE EXCEPTION 'queries[%] of task "%": %', i, t.name, message
@@ -891,11 +898,11 @@ END $$;
 -- are the id and the key, and when the catalog shows that the key is not
 -- unique (runs fail at the first value that repeats: pages continue after
 -- the last key sent).
-CREATE FUNCTION ecp._with_key_columns(task text, query text, search_path text, options jsonb,
+CREATE FUNCTION ecp_internal._with_key_columns(task text, query text, search_path text, options jsonb,
                                       columns text[])
 RETURNS jsonb LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    facts jsonb := ecp._column_facts(query, search_path);
+    facts jsonb := ecp_internal._column_facts(query, search_path);
     key text;
 BEGIN
     IF NOT options ? 'id_column' THEN
@@ -917,7 +924,7 @@ END $$;
 -- source (a file's format by default: ids with a query, else ndjson), and
 -- the id and key columns (an NDJSON file has none: its _id is the field
 -- id_field names); stamps created_at and changed_by.
-CREATE FUNCTION ecp._check_task_row() RETURNS trigger
+CREATE FUNCTION ecp_internal._check_task_row() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     columns text[];
@@ -933,14 +940,14 @@ BEGIN
               USING ERRCODE = 'insufficient_privilege',
                     HINT = 'A task runs as its owner and sends with that role''s consumer: create one with ecp.create_consumer as that role.';
     END IF;
-    PERFORM ecp._check_index_name(NEW.index_name);
-    PERFORM ecp._check_options(NEW.options, ecp._task_option_spec(), 'task');
-    PERFORM ecp._check_task_option_values(NEW.options);
+    PERFORM ecp_internal._check_index_name(NEW.index_name);
+    PERFORM ecp_internal._check_options(NEW.options, ecp_internal._task_option_spec(), 'task');
+    PERFORM ecp_internal._check_task_option_values(NEW.options);
     IF NEW.file IS NOT NULL AND NOT NEW.options ? 'format' THEN
         NEW.options := NEW.options || jsonb_build_object('format',
                                                          CASE WHEN NEW.query IS NULL THEN 'ndjson' ELSE 'ids' END);
     END IF;
-    PERFORM ecp._check_task_source(NEW);
+    PERFORM ecp_internal._check_task_source(NEW);
     IF NEW.query IS NULL AND NEW.queries IS NULL THEN
         -- an NDJSON file: documents come whole, their _id from id_field
         NEW.options := NEW.options - 'id_column';
@@ -954,7 +961,7 @@ BEGIN
            OR NEW.search_path IS DISTINCT FROM OLD.search_path
            OR NEW.options -> 'id_column' IS DISTINCT FROM OLD.options -> 'id_column'
            OR NEW.options -> 'key_column' IS DISTINCT FROM OLD.options -> 'key_column' THEN
-            columns := ecp._check_task_queries(NEW);
+            columns := ecp_internal._check_task_queries(NEW);
             FOREACH col IN ARRAY ARRAY[NEW.options->>'id_column', NEW.options->>'key_column'] LOOP
                 IF col IS NOT NULL AND NOT col = ANY (columns) THEN
                     RAISE EXCEPTION 'column "%" is not an output column of the query', col
@@ -962,21 +969,21 @@ BEGIN
                                 HINT = 'The query returns: ' || array_to_string(columns, ', ') || '.';
                 END IF;
             END LOOP;
-            NEW.options := ecp._with_key_columns(NEW.name, coalesce(NEW.query, NEW.queries[1]),
+            NEW.options := ecp_internal._with_key_columns(NEW.name, coalesce(NEW.query, NEW.queries[1]),
                                                  NEW.search_path, NEW.options, columns);
         END IF;
     END IF;
     IF TG_OP = 'INSERT' THEN
         NEW.created_at := now();
     END IF;
-    NEW.changed_by := ecp._operator();
+    NEW.changed_by := ecp_internal._operator();
     RETURN NEW;
 END $$;
 
 -- The function option transform names: schema.name, taking and returning
 -- jsonb, which the task's owner may execute.  Qualified, so that what a
 -- worker calls does not depend on a search_path.
-CREATE FUNCTION ecp._check_transform(transform text, owner regrole) RETURNS void
+CREATE FUNCTION ecp_internal._check_transform(transform text, owner regrole) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     fn regprocedure;
@@ -1008,15 +1015,15 @@ END $$;
 
 -- Options mode (direct, or alias_swap: load a new index, then point the
 -- alias at it), settings, mappings, keep_old and window.
-CREATE FUNCTION ecp._check_migration_options(t ecp.task, kind text) RETURNS void
+CREATE FUNCTION ecp_internal._check_migration_options(t ecp.task, kind text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     mode text := coalesce(t.options->>'mode',
-                          (SELECT c.default_value #>> '{}' FROM ecp._option_contract() c
+                          (SELECT c.default_value #>> '{}' FROM ecp_internal._option_contract() c
                             WHERE c.kind = 'task' AND c.name = 'mode'));
     win text := t.options->>'window';
 BEGIN
-    PERFORM ecp._check_option_word('task', 'mode', left(mode, 100),
+    PERFORM ecp_internal._check_option_word('task', 'mode', left(mode, 100),
             'alias_swap loads a new index and then points the alias (the task''s index) at it.');
     IF mode = 'direct' AND t.options ?| ARRAY['settings', 'mappings', 'keep_old'] THEN
         RAISE EXCEPTION 'task "%": options settings, mappings and keep_old go with mode alias_swap', t.name
@@ -1047,7 +1054,7 @@ END $$;
 -- Trigger check_writes: options that decide how a batch is written and
 -- where, checked against the consumer's kind and the query's columns
 -- (after check_row: triggers fire in name order).
-CREATE FUNCTION ecp._check_task_writes() RETURNS trigger
+CREATE FUNCTION ecp_internal._check_task_writes() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     kind text;
@@ -1057,10 +1064,10 @@ DECLARE
 BEGIN
     SELECT c.kind INTO kind FROM ecp.consumer c WHERE c.id = NEW.consumer_id;
     IF NEW.options ? 'tag' THEN
-        PERFORM ecp._check_tag(NEW.options->>'tag', 'option "tag"');
+        PERFORM ecp_internal._check_tag(NEW.options->>'tag', 'option "tag"');
     END IF;
     IF NEW.options ? 'transform' THEN
-        PERFORM ecp._check_transform(NEW.options->>'transform', NEW.owner);
+        PERFORM ecp_internal._check_transform(NEW.options->>'transform', NEW.owner);
     END IF;
     IF kind = 'http' AND NEW.options ?| es_only THEN
         RAISE EXCEPTION 'task "%": options pipeline, refresh, routing_column and version_column are for an elasticsearch consumer', NEW.name
@@ -1077,14 +1084,14 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Elasticsearch refuses external versions on update and create.';
     END IF;
-    PERFORM ecp._check_migration_options(NEW, kind);
+    PERFORM ecp_internal._check_migration_options(NEW, kind);
     IF NEW.options ?| ARRAY['routing_column', 'version_column'] THEN
         IF NEW.query IS NULL AND NEW.queries IS NULL THEN
             RAISE EXCEPTION 'task "%": options routing_column and version_column name columns of a query', NEW.name
                   USING ERRCODE = 'invalid_parameter_value',
                         HINT = 'An NDJSON file has no columns.';
         END IF;
-        columns := ecp._check_task_queries(NEW);
+        columns := ecp_internal._check_task_queries(NEW);
         FOREACH col IN ARRAY ARRAY[NEW.options->>'routing_column', NEW.options->>'version_column'] LOOP
             IF col IS NOT NULL AND NOT col = ANY (columns) THEN
                 RAISE EXCEPTION 'column "%" is not an output column of the query', col
@@ -1100,7 +1107,7 @@ END $$;
 -- pg_catalog, pg_temp and stored as an OID, which the worker calls.  The
 -- trigger runs last of the BEFORE triggers (by name), so whatever a role
 -- wrote into transform_fn is replaced.
-CREATE FUNCTION ecp._bind_transform() RETURNS trigger
+CREATE FUNCTION ecp_internal._bind_transform() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     NEW.transform_fn := CASE WHEN NEW.options ? 'transform'
@@ -1139,7 +1146,7 @@ BEGIN
         VALUES (name, consumer_row.id, index, query, queries, ids, file, options)
         RETURNING id INTO task_id;
     EXCEPTION WHEN unique_violation THEN
-        PERFORM ecp._name_taken('task', name);
+        PERFORM ecp_internal._name_taken('task', name);
     END;
     RETURN task_id;
 END $$;
@@ -1156,12 +1163,12 @@ BEGIN
         RAISE EXCEPTION 'n must be between 0 and 10000, not %', coalesce(n::pg_catalog.text, 'NULL')
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    columns := ecp._check_query(query, pg_catalog.current_setting('search_path'));
-    facts := ecp._column_facts(query, pg_catalog.current_setting('search_path'));
+    columns := ecp_internal._check_query(query, pg_catalog.current_setting('search_path'));
+    facts := ecp_internal._column_facts(query, pg_catalog.current_setting('search_path'));
     RAISE NOTICE 'a task of this query gets _id from column "%" and pages by it, unless options id_column and key_column say otherwise',
           coalesce(facts OPERATOR(pg_catalog.->>) 'primary_key', columns[1]);
     RETURN QUERY EXECUTE pg_catalog.format(E'SELECT pg_catalog.to_jsonb("ecp:row") FROM (%s\n) AS "ecp:row" LIMIT %s',
-                                           ecp._statement_text(query), n);
+                                           ecp_internal._statement_text(query), n);
 END $$;
 
 -- Change a task's rate limit (documents per second, 0 = unlimited), also
@@ -1174,7 +1181,7 @@ DECLARE
     t ecp.task;
     rate record;
 BEGIN
-    SELECT c.min, c.max INTO rate FROM ecp._option_contract() c WHERE c.kind = 'task' AND c.name = 'rate_limit';
+    SELECT c.min, c.max INTO rate FROM ecp_internal._option_contract() c WHERE c.kind = 'task' AND c.name = 'rate_limit';
     IF docs_per_second IS NULL OR docs_per_second < rate.min OR docs_per_second > rate.max THEN
         RAISE EXCEPTION 'invalid rate % for task "%"', coalesce(docs_per_second::text, 'NULL'), task
               USING ERRCODE = 'invalid_parameter_value',
@@ -1197,7 +1204,7 @@ END $$;
 -- ---------------------------------------------------------------------------
 
 -- Looks a run up for a state change; errors name the run and its state.
-CREATE FUNCTION ecp._run_for_update(run bigint, allowed text[], verb text)
+CREATE FUNCTION ecp_internal._run_for_update(run bigint, allowed text[], verb text)
 RETURNS ecp.run LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
@@ -1222,7 +1229,7 @@ END $$;
 -- runs over them unless ecp.start names others; maintenance runs
 -- (rollback, drop_index) are started only by ecp.rollback and
 -- ecp.cancel(run, drop_index => true).
-CREATE FUNCTION ecp._prepare_run() RETURNS trigger
+CREATE FUNCTION ecp_internal._prepare_run() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t ecp.task;
@@ -1237,7 +1244,7 @@ BEGIN
     END IF;
     -- a disabled task reads its source no more (a rollback or drop_index may go on)
     IF NEW.action IS NULL OR NEW.action IN ('verify', 'follow') THEN
-        PERFORM ecp._refuse_disabled(t);
+        PERFORM ecp_internal._refuse_disabled(t);
     END IF;
     -- a follower's run goes on beside the task's other runs
     SELECT id INTO busy FROM ecp.run
@@ -1253,7 +1260,7 @@ BEGIN
         RAISE EXCEPTION 'run % is not a run of task "%"', NEW.retry_of, t.name
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- only ecp._start_maintenance (SECURITY DEFINER) inserts a maintenance
+    -- only ecp_internal._start_maintenance (SECURITY DEFINER) inserts a maintenance
     -- run, with the superuser-only ecp.starting_maintenance on around it;
     -- roles have no INSERT on action either
     IF NEW.action IS NOT NULL AND current_setting('ecp.starting_maintenance', true) IS DISTINCT FROM 'on' THEN
@@ -1269,15 +1276,15 @@ BEGIN
     END IF;
     -- a task of queries looks ids up in each query (or in the one shard_of names)
     IF NEW.only_ids IS NOT NULL AND t.query IS NULL AND t.queries IS NULL
-       AND NOT ecp._task_writes_ids(t) THEN
+       AND NOT ecp_internal._task_writes_ids(t) THEN
         RAISE EXCEPTION 'task "%" has no query to look ids up with', t.name
               USING ERRCODE = 'feature_not_supported',
                     HINT = 'Id runs need a task with query => ''SELECT ...'' or queries => ARRAY[...].';
     END IF;
-    PERFORM ecp._check_ids(NEW.only_ids, 'ids');
+    PERFORM ecp_internal._check_ids(NEW.only_ids, 'ids');
     NEW.owner := t.owner;
     NEW.state := 'pending';
-    NEW.operator := ecp._operator();
+    NEW.operator := ecp_internal._operator();
     NEW.changed_by := NEW.operator;
     NEW.total := CASE WHEN NEW.action = 'follow' THEN NULL
                       WHEN NEW.action IS NULL OR NEW.action = 'verify' THEN cardinality(NEW.only_ids) ELSE 0 END;
@@ -1301,7 +1308,7 @@ END $$;
 -- stage 0 that creates the publication and the slot, the load parts
 -- (backfill), and the follower (stage 2: it applies what was captured
 -- since capture began, once the load is done).
-CREATE FUNCTION ecp._create_parts() RETURNS trigger
+CREATE FUNCTION ecp_internal._create_parts() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t ecp.task;
@@ -1319,13 +1326,13 @@ BEGIN
         INSERT INTO ecp.part (run_id, part_no, owner, source, stage)
         VALUES (NEW.id, -2, NEW.owner, '{"kind": "follow", "step": "apply"}', 2);
         IF NOT f.backfill THEN
-            PERFORM ecp._wake_launcher_at_commit();
+            PERFORM ecp_internal._wake_launcher_at_commit();
             RETURN NEW;
         END IF;
     ELSIF NEW.action IS NOT NULL AND NEW.action <> 'verify' THEN
         INSERT INTO ecp.part (run_id, part_no, owner, source, stage, total)
         VALUES (NEW.id, -1, NEW.owner, jsonb_build_object('kind', 'migrate', 'step', NEW.action), 0, 0);
-        PERFORM ecp._wake_launcher_at_commit();
+        PERFORM ecp_internal._wake_launcher_at_commit();
         RETURN NEW;
     END IF;
     migrating := t.options->>'mode' = 'alias_swap' AND NEW.only_ids IS NULL AND NEW.action IS NULL;
@@ -1355,19 +1362,19 @@ BEGIN
         INSERT INTO ecp.part (run_id, part_no, owner, source, stage, total)
         VALUES (NEW.id, -1, NEW.owner, '{"kind": "migrate", "step": "create"}', 0, 0),
                (NEW.id, -2, NEW.owner, '{"kind": "migrate", "step": "swap"}', 2, 0);
-        settings := ecp._migration_settings(t.options->'settings');
+        settings := ecp_internal._migration_settings(t.options->'settings');
         INSERT INTO ecp.migration (run_id, task_id, consumer_id, alias, new_index, load_settings,
                                    final_settings, mappings, keep_old, owner)
         VALUES (NEW.id, t.id, t.consumer_id, t.index_name, t.index_name || '-' || NEW.id,
                 settings.load_settings, settings.final_settings, t.options->'mappings',
                 coalesce((t.options->>'keep_old')::boolean, true), NEW.owner);
     END IF;
-    PERFORM ecp._wake_launcher_at_commit();
+    PERFORM ecp_internal._wake_launcher_at_commit();
     RETURN NEW;
 END $$;
 
 -- Trigger store_ids: the ids of an id run as rows (ecp.run_id).
-CREATE FUNCTION ecp._store_run_ids() RETURNS trigger
+CREATE FUNCTION ecp_internal._store_run_ids() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO ecp.run_id (run_id, n, id)
@@ -1378,7 +1385,7 @@ END $$;
 -- Trigger check_transition: legal state changes only (a finished run stays
 -- finished); a role (not ecp) may only pause, resume and cancel.  Sets
 -- finished_at of a cancelled run, clears it on resume; stamps changed_by.
-CREATE FUNCTION ecp._check_run_transition() RETURNS trigger
+CREATE FUNCTION ecp_internal._check_run_transition() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.state IS DISTINCT FROM OLD.state THEN
@@ -1390,7 +1397,7 @@ BEGIN
             RAISE EXCEPTION 'run % cannot go from % to %', OLD.id, OLD.state, NEW.state
                   USING ERRCODE = 'object_not_in_prerequisite_state';
         END IF;
-        IF NOT ecp._is_superuser() AND NOT (
+        IF NOT ecp_internal._is_superuser() AND NOT (
              NEW.state = 'paused' OR NEW.state = 'cancelled' OR
              (NEW.state = 'running' AND OLD.state IN ('paused', 'failed'))) THEN
             RAISE EXCEPTION 'run % cannot be set % by a role: only ecp''s workers do that', OLD.id, NEW.state
@@ -1403,7 +1410,7 @@ BEGIN
             NEW.finished_at := NULL;
         END IF;
     END IF;
-    NEW.changed_by := ecp._operator();
+    NEW.changed_by := ecp_internal._operator();
     RETURN NEW;
 END $$;
 
@@ -1411,7 +1418,7 @@ END $$;
 -- checkpoints (a run whose parts are all done is finished: a pause that
 -- raced its last checkpoint), a paused or cancelled run's workers are told
 -- to stop, a cancelled follow run unfollows its task.
-CREATE FUNCTION ecp._on_run_state() RETURNS trigger
+CREATE FUNCTION ecp_internal._on_run_state() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.state = 'running' AND OLD.state IN ('paused', 'failed') THEN
@@ -1421,9 +1428,9 @@ BEGIN
         IF NOT EXISTS (SELECT 1 FROM ecp.part WHERE run_id = NEW.id AND state <> 'done') THEN
             UPDATE ecp.run SET state = 'succeeded', finished_at = now() WHERE id = NEW.id;
         END IF;
-        PERFORM ecp._wake_launcher_at_commit();
+        PERFORM ecp_internal._wake_launcher_at_commit();
     ELSIF NEW.state IN ('paused', 'cancelled') THEN
-        PERFORM ecp._signal_run_at_commit(NEW.id);
+        PERFORM ecp_internal._signal_run_at_commit(NEW.id);
     END IF;
     -- a cancelled follow run cannot go on: its task is unfollowed (slot,
     -- publication, triggers and queue dropped), as ecp.unfollow does
@@ -1435,7 +1442,7 @@ END $$;
 
 -- Trigger clear_failure: a resumed run has not failed (yet); the error it
 -- recovered from is kept apart, so last_error IS NOT NULL means failed.
-CREATE FUNCTION ecp._clear_failure() RETURNS trigger
+CREATE FUNCTION ecp_internal._clear_failure() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.state = 'running' AND OLD.state = 'failed' THEN
@@ -1449,7 +1456,7 @@ END $$;
 
 -- Trigger clear_paused_reason: a paused run that goes on is no longer
 -- paused for a reason.
-CREATE FUNCTION ecp._clear_paused_reason() RETURNS trigger
+CREATE FUNCTION ecp_internal._clear_paused_reason() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.state <> 'paused' THEN
@@ -1460,7 +1467,7 @@ END $$;
 
 -- A new pending run (the trigger prepare checks the task and decides the
 -- rest): of all the task's rows or of only_ids, maybe the retry of a run.
-CREATE FUNCTION ecp._create_run(task_id bigint, only_ids text[], retry_of bigint)
+CREATE FUNCTION ecp_internal._create_run(task_id bigint, only_ids text[], retry_of bigint)
 RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
@@ -1469,12 +1476,12 @@ BEGIN
     -- the trigger prepare checks the task and decides the rest
     INSERT INTO ecp.run (task_id, only_ids, retry_of) VALUES (task_id, only_ids, retry_of)
     RETURNING id INTO run_id;
-    PERFORM ecp._warn_if_not_launcher_database(run_id);
+    PERFORM ecp_internal._warn_if_not_launcher_database(run_id);
     RETURN run_id;
 END $$;
 
 -- The same, with a start time and a maintenance action.
-CREATE FUNCTION ecp._create_run(task_id bigint, only_ids text[], retry_of bigint,
+CREATE FUNCTION ecp_internal._create_run(task_id bigint, only_ids text[], retry_of bigint,
                                 not_before timestamptz, action text)
 RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
@@ -1482,7 +1489,7 @@ DECLARE
     run_id bigint;
 BEGIN
     -- the trigger prepare checks the task and decides the rest; only the
-    -- extension's owner may name action (ecp._start_maintenance)
+    -- extension's owner may name action (ecp_internal._start_maintenance)
     IF action IS NULL THEN
         INSERT INTO ecp.run (task_id, only_ids, retry_of, not_before)
         VALUES (task_id, only_ids, retry_of, not_before)
@@ -1492,7 +1499,7 @@ BEGIN
         VALUES (task_id, only_ids, retry_of, not_before, action)
         RETURNING id INTO run_id;
     END IF;
-    PERFORM ecp._warn_if_not_launcher_database(run_id);
+    PERFORM ecp_internal._warn_if_not_launcher_database(run_id);
     RETURN run_id;
 END $$;
 
@@ -1504,7 +1511,7 @@ CREATE FUNCTION ecp.start(task text, ids anycompatiblearray DEFAULT NULL::text[]
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t ecp.task;
-    id_texts text[] := ecp._ids_as_text(ids);
+    id_texts text[] := ecp_internal._ids_as_text(ids);
 BEGIN
     SELECT * INTO t FROM ecp.task WHERE name = start.task;
     IF NOT FOUND THEN
@@ -1512,14 +1519,14 @@ BEGIN
               USING ERRCODE = 'undefined_object',
                     HINT = 'Create it with ecp.create_task(name, consumer, index, query => ...).';
     END IF;
-    PERFORM ecp._refuse_disabled(t);
+    PERFORM ecp_internal._refuse_disabled(t);
     IF id_texts IS NOT NULL AND cardinality(id_texts) = 0 THEN
         RAISE EXCEPTION 'ids is empty: nothing to start'
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Pass at least one id, or leave ids out to run the whole task.';
     END IF;
     -- the trigger prepare checks the task (enabled), the ids and decides the rest
-    RETURN ecp._create_run(t.id, id_texts, NULL, at, NULL);
+    RETURN ecp_internal._create_run(t.id, id_texts, NULL, at, NULL);
 END $$;
 COMMENT ON FUNCTION ecp.start(text, anycompatiblearray, timestamptz) IS
   'start a run of a task: all of its source, or only the given ids (text, integer or uuid array) looked up through its query; at => a time: the launcher starts it then';
@@ -1533,7 +1540,7 @@ DECLARE
     r ecp.run;
     ids text[];
 BEGIN
-    r := ecp._run_for_update(run, ARRAY['succeeded', 'failed', 'cancelled'], 'retried');
+    r := ecp_internal._run_for_update(run, ARRAY['succeeded', 'failed', 'cancelled'], 'retried');
     SELECT array_agg(DISTINCT f.doc_id ORDER BY f.doc_id) INTO ids
       FROM ecp.failed_doc f WHERE f.run_id = run AND f.doc_id IS NOT NULL;
     IF ids IS NULL THEN
@@ -1541,19 +1548,19 @@ BEGIN
               USING ERRCODE = 'no_data_found',
                     HINT = 'SELECT * FROM ecp.failed_docs WHERE run_id = ' || run || ' shows what failed.';
     END IF;
-    RETURN ecp._create_run(r.task_id, ids, run);
+    RETURN ecp_internal._create_run(r.task_id, ids, run);
 END $$;
 
 CREATE FUNCTION ecp.retry_failed(task text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN ecp.retry_failed(ecp._latest_run(task));
+    RETURN ecp.retry_failed(ecp_internal._latest_run(task));
 END $$;
 COMMENT ON FUNCTION ecp.retry_failed(text) IS 'a new run over the failed documents of the latest run of a task';
 
 -- A run that is in the state a verb asks for already: a NOTICE, and the
 -- verb does nothing (as pg_cron's are, so a script may repeat them).
-CREATE FUNCTION ecp._already(run bigint, state text) RETURNS boolean
+CREATE FUNCTION ecp_internal._already(run bigint, state text) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 BEGIN
@@ -1566,7 +1573,7 @@ END $$;
 
 -- The run a verb given a task's name acts on: the task's latest run
 -- (maintenance runs aside).
-CREATE FUNCTION ecp._latest_run(task text) RETURNS bigint
+CREATE FUNCTION ecp_internal._latest_run(task text) RETURNS bigint
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
@@ -1596,17 +1603,17 @@ CREATE FUNCTION ecp.pause(run bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 BEGIN
-    IF ecp._already(run, 'paused') THEN
+    IF ecp_internal._already(run, 'paused') THEN
         RETURN;
     END IF;
-    PERFORM ecp._run_for_update(run, ARRAY['pending', 'running'], 'paused');
+    PERFORM ecp_internal._run_for_update(run, ARRAY['pending', 'running'], 'paused');
     UPDATE ecp.run SET state = 'paused' WHERE id = run;
 END $$;
 
 CREATE FUNCTION ecp.pause(task text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM ecp.pause(ecp._latest_run(task));
+    PERFORM ecp.pause(ecp_internal._latest_run(task));
 END $$;
 COMMENT ON FUNCTION ecp.pause(text) IS 'pause the latest run of a task';
 
@@ -1614,19 +1621,19 @@ CREATE FUNCTION ecp.resume(run bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 BEGIN
-    IF ecp._already(run, 'running') THEN
+    IF ecp_internal._already(run, 'running') THEN
         RETURN;
     END IF;
-    PERFORM ecp._run_for_update(run, ARRAY['paused', 'failed'], 'resumed');
+    PERFORM ecp_internal._run_for_update(run, ARRAY['paused', 'failed'], 'resumed');
     -- the trigger on_state puts the parts back from their checkpoints
     UPDATE ecp.run SET state = 'running' WHERE id = run;
-    PERFORM ecp._warn_if_not_launcher_database(run);
+    PERFORM ecp_internal._warn_if_not_launcher_database(run);
 END $$;
 
 CREATE FUNCTION ecp.resume(task text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM ecp.resume(ecp._latest_run(task));
+    PERFORM ecp.resume(ecp_internal._latest_run(task));
 END $$;
 COMMENT ON FUNCTION ecp.resume(text) IS 'resume the latest run of a task';
 
@@ -1634,17 +1641,17 @@ CREATE FUNCTION ecp.cancel(run bigint) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 BEGIN
-    IF ecp._already(run, 'cancelled') THEN
+    IF ecp_internal._already(run, 'cancelled') THEN
         RETURN;
     END IF;
-    PERFORM ecp._run_for_update(run, ARRAY['pending', 'running', 'paused'], 'cancelled');
+    PERFORM ecp_internal._run_for_update(run, ARRAY['pending', 'running', 'paused'], 'cancelled');
     UPDATE ecp.run SET state = 'cancelled' WHERE id = run;
 END $$;
 
 CREATE FUNCTION ecp.cancel(task text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM ecp.cancel(ecp._latest_run(task));
+    PERFORM ecp.cancel(ecp_internal._latest_run(task));
 END $$;
 COMMENT ON FUNCTION ecp.cancel(text) IS 'cancel the latest run of a task';
 
@@ -1656,8 +1663,8 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     m ecp.migration;
 BEGIN
-    IF NOT ecp._already(run, 'cancelled') THEN
-        PERFORM ecp._run_for_update(run, ARRAY['pending', 'running', 'paused'], 'cancelled');
+    IF NOT ecp_internal._already(run, 'cancelled') THEN
+        PERFORM ecp_internal._run_for_update(run, ARRAY['pending', 'running', 'paused'], 'cancelled');
         UPDATE ecp.run SET state = 'cancelled' WHERE id = run;
     END IF;
     IF drop_index THEN
@@ -1667,7 +1674,7 @@ BEGIN
                   USING ERRCODE = 'invalid_parameter_value',
                         HINT = 'drop_index is for a migration (mode alias_swap) cancelled before its swap.';
         END IF;
-        PERFORM ecp._start_maintenance(m.task_id, 'drop_index');
+        PERFORM ecp_internal._start_maintenance(m.task_id, 'drop_index');
     END IF;
 END $$;
 COMMENT ON FUNCTION ecp.cancel(bigint, boolean) IS
@@ -1678,7 +1685,7 @@ COMMENT ON FUNCTION ecp.cancel(bigint, boolean) IS
 -- the first open below and the last open above, so every key (also one
 -- added during the run, or below the minimum) is in exactly one range.
 -- Only ecp's workers call it.
-CREATE FUNCTION ecp._split_part(run bigint, low bigint, high bigint, n integer) RETURNS integer
+CREATE FUNCTION ecp_internal._split_part(run bigint, low bigint, high bigint, n integer) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     bounds numeric[];
@@ -1709,14 +1716,14 @@ BEGIN
            jsonb_build_object('kind', 'range', 'query', 0, 'from', bounds[i]::bigint,
                               'to', CASE WHEN i < n - 1 THEN bounds[i + 1]::bigint END)
       FROM generate_series(1, n - 1) i;
-    PERFORM ecp._wake_launcher_at_commit();
+    PERFORM ecp_internal._wake_launcher_at_commit();
     RETURN n;
 END $$;
 
 -- What a part reads, for people: the query, the key range, the ids or the
 -- file (a URL without its query string: a presigned signature is a
 -- credential); a migration's own parts say their step.
-CREATE FUNCTION ecp._part_source_text(source jsonb, t ecp.task, r ecp.run) RETURNS text
+CREATE FUNCTION ecp_internal._part_source_text(source jsonb, t ecp.task, r ecp.run) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE source->>'kind'
         WHEN 'query' THEN CASE WHEN (source->>'query')::integer > 0
@@ -1739,7 +1746,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- The planner's estimate of the rows a query returns (for ecp.progress.total).
-CREATE FUNCTION ecp._estimate_rows(query text) RETURNS bigint
+CREATE FUNCTION ecp_internal._estimate_rows(query text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     plan jsonb;
@@ -1757,7 +1764,7 @@ END $$;
 -- for, or the defaults (null resets a setting).  Settings may be given
 -- flat ("number_of_replicas"), dotted ("index.number_of_replicas") or
 -- nested ({"index": {...}}): the load values replace each form.
-CREATE FUNCTION ecp._migration_settings(settings jsonb, OUT load_settings jsonb, OUT final_settings jsonb)
+CREATE FUNCTION ecp_internal._migration_settings(settings jsonb, OUT load_settings jsonb, OUT final_settings jsonb)
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     s jsonb := coalesce(settings, '{}');
@@ -1783,7 +1790,7 @@ END $$;
 -- extension's owner: the caller must be a member of the task's owner, and
 -- the migration in the state the action needs.  Roles have no INSERT on
 -- ecp.run.action; ecp.rollback and ecp.cancel(run, drop_index) call this.
-CREATE FUNCTION ecp._start_maintenance(task_id bigint, action text) RETURNS bigint
+CREATE FUNCTION ecp_internal._start_maintenance(task_id bigint, action text) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
@@ -1792,7 +1799,7 @@ DECLARE
     run_id bigint;
     operator text := session_user;
 BEGIN
-    IF NOT ecp._session_user_acts() THEN
+    IF NOT ecp_internal._session_user_acts() THEN
         RAISE EXCEPTION 'maintenance runs are not started from inside a query ecp or a maintenance command runs'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -1821,7 +1828,7 @@ BEGIN
     -- the flow names the caller, not this function's owner
     PERFORM set_config('ecp.acting_role', operator, true);
     PERFORM set_config('ecp.starting_maintenance', 'on', true);
-    run_id := ecp._create_run(t.id, NULL, NULL, NULL, action);
+    run_id := ecp_internal._create_run(t.id, NULL, NULL, NULL, action);
     PERFORM set_config('ecp.starting_maintenance', 'off', true);
     PERFORM set_config('ecp.acting_role', '', true);
     RETURN run_id;
@@ -1858,7 +1865,7 @@ BEGIN
               USING ERRCODE = 'object_not_in_prerequisite_state',
                     HINT = 'keep_old false drops the old index after a swap; run a migration to rebuild one.';
     END IF;
-    run_id := ecp._start_maintenance(t.id, 'rollback');
+    run_id := ecp_internal._start_maintenance(t.id, 'rollback');
     RETURN run_id;
 END $$;
 COMMENT ON FUNCTION ecp.rollback(text) IS
@@ -1866,7 +1873,7 @@ COMMENT ON FUNCTION ecp.rollback(text) IS
 
 -- The new index a run must also write to: the migration of the same alias
 -- through the same consumer that is loading (its index exists), if any.
-CREATE FUNCTION ecp._dual_index(consumer_id bigint, alias text, run bigint) RETURNS text
+CREATE FUNCTION ecp_internal._dual_index(consumer_id bigint, alias text, run bigint) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT m.new_index FROM ecp.migration m JOIN ecp.run r ON r.id = m.run_id
      WHERE m.consumer_id = _dual_index.consumer_id AND m.alias = _dual_index.alias
@@ -1879,7 +1886,7 @@ $$;
 -- ---------------------------------------------------------------------------
 -- Scheduling with pg_cron, and run windows.
 -- ---------------------------------------------------------------------------
-CREATE FUNCTION ecp._require_pg_cron() RETURNS void
+CREATE FUNCTION ecp_internal._require_pg_cron() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
@@ -1893,14 +1900,14 @@ END $$;
 -- Whether session_user is who acts, so a SECURITY DEFINER function may
 -- trust it: not inside a security-restricted operation (an ecp worker
 -- running an owner's query, autovacuum running a role's index function).
-CREATE FUNCTION ecp._session_user_acts() RETURNS boolean
+CREATE FUNCTION ecp_internal._session_user_acts() RETURNS boolean
 AS 'MODULE_PATHNAME', 'ecp_session_user_acts' LANGUAGE C STRICT VOLATILE;
 
 -- A flow row saying a pg_cron firing was skipped because the task still
 -- has a run in progress (busy), or is disabled (busy NULL).  EXECUTE stays
--- granted: a role's own pg_cron job calls it through ecp._scheduled_start,
+-- granted: a role's own pg_cron job calls it through ecp_internal._scheduled_start,
 -- and it writes only a true row about the caller's task.
-CREATE FUNCTION ecp._note_cron_skip(task_id bigint, busy bigint) RETURNS void
+CREATE FUNCTION ecp_internal._note_cron_skip(task_id bigint, busy bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
@@ -1908,8 +1915,8 @@ DECLARE
 BEGIN
     -- session_user is who acts only outside security-restricted code: in an
     -- ecp worker it is the superuser the worker connects as
-    IF NOT ecp._session_user_acts() THEN
-        RAISE EXCEPTION 'ecp._note_cron_skip is called by pg_cron jobs, not from inside a query ecp or a maintenance command runs'
+    IF NOT ecp_internal._session_user_acts() THEN
+        RAISE EXCEPTION 'ecp_internal._note_cron_skip is called by pg_cron jobs, not from inside a query ecp or a maintenance command runs'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
     SELECT * INTO t FROM ecp.task WHERE id = task_id;
@@ -1943,7 +1950,7 @@ END $$;
 
 -- What a pg_cron job calls: a start, unless the task is disabled or still
 -- has a run in progress (then a flow row says the firing was skipped).
-CREATE FUNCTION ecp._scheduled_start(task text) RETURNS bigint
+CREATE FUNCTION ecp_internal._scheduled_start(task text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
@@ -1955,13 +1962,13 @@ BEGIN
         RAISE EXCEPTION 'task "%" does not exist', task USING ERRCODE = 'undefined_object';
     END IF;
     IF NOT t.enabled THEN
-        PERFORM ecp._note_cron_skip(t.id, NULL);
+        PERFORM ecp_internal._note_cron_skip(t.id, NULL);
         RETURN NULL;
     END IF;
     SELECT id INTO busy FROM ecp.run WHERE task_id = t.id AND state IN ('pending', 'running', 'paused')
      ORDER BY id LIMIT 1;
     IF FOUND THEN
-        PERFORM ecp._note_cron_skip(t.id, busy);
+        PERFORM ecp_internal._note_cron_skip(t.id, busy);
         RETURN NULL;
     END IF;
     RETURN ecp.start(task);
@@ -1977,10 +1984,10 @@ BEGIN
         RAISE EXCEPTION 'task "%" does not exist', coalesce(task, 'NULL')
               USING ERRCODE = 'undefined_object';
     END IF;
-    PERFORM ecp._require_pg_cron();
+    PERFORM ecp_internal._require_pg_cron();
     -- pg_cron's job runs as the role that scheduled it, in this database
     EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job
-      USING 'ecp:' || task, cron, format('SELECT ecp._scheduled_start(%L)', task);
+      USING 'ecp:' || task, cron, format('SELECT ecp_internal._scheduled_start(%L)', task);
     RETURN job;
 END $$;
 COMMENT ON FUNCTION ecp.schedule(text, text) IS
@@ -1992,7 +1999,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     found boolean;
 BEGIN
-    PERFORM ecp._require_pg_cron();
+    PERFORM ecp_internal._require_pg_cron();
     EXECUTE 'SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = $1 AND username = current_user)'
        INTO found USING 'ecp:' || task;
     IF NOT found THEN
@@ -2005,7 +2012,7 @@ END $$;
 
 -- A window 'HH:MM-HH:MM' (server time zone; may cross midnight): whether
 -- time t is inside it.
-CREATE FUNCTION ecp._in_window(win text, t time) RETURNS boolean
+CREATE FUNCTION ecp_internal._in_window(win text, t time) RETURNS boolean
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE WHEN split_part(win, '-', 1)::time < split_part(win, '-', 2)::time
                 THEN t >= split_part(win, '-', 1)::time AND t < split_part(win, '-', 2)::time
@@ -2014,7 +2021,7 @@ $$;
 
 -- The launcher pauses a run whose window closed and resumes it when the
 -- window opens (as the run's owner in the flow).
-CREATE FUNCTION ecp._apply_windows() RETURNS integer
+CREATE FUNCTION ecp_internal._apply_windows() RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
@@ -2027,11 +2034,11 @@ BEGIN
                      OR (run.state = 'paused' AND run.paused_reason IS NOT NULL))
               FOR UPDATE OF run SKIP LOCKED LOOP
         PERFORM set_config('ecp.acting_role', r.owner::text, true);
-        IF r.state <> 'paused' AND NOT ecp._in_window(r.win, localtime) THEN
+        IF r.state <> 'paused' AND NOT ecp_internal._in_window(r.win, localtime) THEN
             UPDATE ecp.run SET state = 'paused', paused_reason = 'outside its window ' || r.win
              WHERE id = r.id;
             changed := changed + 1;
-        ELSIF r.state = 'paused' AND ecp._in_window(r.win, localtime) THEN
+        ELSIF r.state = 'paused' AND ecp_internal._in_window(r.win, localtime) THEN
             UPDATE ecp.run SET state = 'running' WHERE id = r.id;
             changed := changed + 1;
         END IF;
@@ -2047,16 +2054,16 @@ END $$;
 
 -- Where a run of the task sends, and why: the route of its tag, or the
 -- consumer's URL (and nodes).  Origins only: a path may hold a token.
-CREATE FUNCTION ecp._run_endpoint(task_id bigint) RETURNS jsonb
+CREATE FUNCTION ecp_internal._run_endpoint(task_id bigint) RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_strip_nulls(jsonb_build_object(
                'tag', t.options->>'tag',
-               'endpoint', ecp._url_origin(CASE WHEN c.options->'routes' ? (t.options->>'tag')
+               'endpoint', ecp_internal._url_origin(CASE WHEN c.options->'routes' ? (t.options->>'tag')
                                                 THEN c.options->'routes'->>(t.options->>'tag')
                                                 ELSE c.url END),
                'nodes', CASE WHEN NOT coalesce(c.options->'routes' ? (t.options->>'tag'), false)
                               AND jsonb_typeof(c.options->'nodes') = 'array'
-                             THEN (SELECT jsonb_agg(ecp._url_origin(n)) FROM jsonb_array_elements_text(c.options->'nodes') n) END,
+                             THEN (SELECT jsonb_agg(ecp_internal._url_origin(n)) FROM jsonb_array_elements_text(c.options->'nodes') n) END,
                'why', CASE WHEN t.options->>'tag' IS NULL THEN 'no tag: default endpoint'
                            WHEN c.options->'routes' ? (t.options->>'tag') THEN 'route ' || (t.options->>'tag')
                            ELSE 'no route for ' || (t.options->>'tag') || ': default endpoint' END,
@@ -2067,14 +2074,14 @@ $$;
 
 -- Trigger flow on consumer and task: the definition, with every source
 -- kind and credentials masked.
-CREATE FUNCTION ecp._flow_on_create() RETURNS trigger
+CREATE FUNCTION ecp_internal._flow_on_create() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_TABLE_NAME = 'consumer' THEN
         INSERT INTO ecp.flow_log (action, content, operator, owner)
         VALUES ('create_consumer',
                 jsonb_build_object('consumer', NEW.name, 'kind', NEW.kind, 'url', NEW.url,
-                                   'options', ecp._mask_secrets(NEW.options)),
+                                   'options', ecp_internal._mask_secrets(NEW.options)),
                 NEW.changed_by, NEW.owner);
     ELSE
         INSERT INTO ecp.flow_log (task_id, action, content, operator, owner)
@@ -2090,7 +2097,7 @@ END $$;
 
 -- Trigger flow on run: start (with where it sends), and each state change
 -- with the run's counters.
-CREATE FUNCTION ecp._flow_on_run() RETURNS trigger
+CREATE FUNCTION ecp_internal._flow_on_run() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     action text;
@@ -2105,7 +2112,7 @@ BEGIN
         ELSIF NEW.only_ids IS NOT NULL THEN
             content := jsonb_build_object('ids', cardinality(NEW.only_ids));
         END IF;
-        content := content || coalesce(ecp._run_endpoint(NEW.task_id), '{}')
+        content := content || coalesce(ecp_internal._run_endpoint(NEW.task_id), '{}')
                    || jsonb_strip_nulls(jsonb_build_object('at', NEW.not_before, 'action', NEW.action,
                                                            'verify', NEW.verify_with,
                                                            'repair_of', NEW.repair_of));
@@ -2165,7 +2172,7 @@ END $$;
 
 -- Trigger flow_rate: a flow row for a new rate, and the launcher pushes
 -- the rate to the workers within a second.
-CREATE FUNCTION ecp._flow_on_rate() RETURNS trigger
+CREATE FUNCTION ecp_internal._flow_on_rate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO ecp.flow_log (task_id, action, content, operator, owner)
@@ -2174,18 +2181,18 @@ BEGIN
                                'old', coalesce((OLD.options->>'rate_limit')::numeric, 0),
                                'new', coalesce((NEW.options->>'rate_limit')::numeric, 0)),
             NEW.changed_by, NEW.owner);
-    PERFORM ecp._wake_launcher_at_commit();
+    PERFORM ecp_internal._wake_launcher_at_commit();
     RETURN NEW;
 END $$;
 
 -- Explicit events of the workers (worker started, retry, ...).  Only ecp
 -- calls it.  The run's column action would make the parameter of the same
 -- name ambiguous: the parameters are qualified.
-CREATE FUNCTION ecp._flow_event(run bigint, action text, content jsonb)
+CREATE FUNCTION ecp_internal._flow_event(run bigint, action text, content jsonb)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO ecp.flow_log (task_id, run_id, action, content, operator, owner)
-    SELECT r.task_id, r.id, _flow_event.action, _flow_event.content, ecp._operator(), r.owner
+    SELECT r.task_id, r.id, _flow_event.action, _flow_event.content, ecp_internal._operator(), r.owner
       FROM ecp.run r WHERE r.id = _flow_event.run;
 END $$;
 
@@ -2194,7 +2201,7 @@ END $$;
 -- LISTEN, so the payload holds no error text, URL or data value, and its
 -- size is fixed, far below NOTIFY's 8000 bytes.  The launcher also POSTs
 -- alerts to ecp.alert_webhook when it is set.
-CREATE FUNCTION ecp._alert(run bigint, class text, attempts integer, error text)
+CREATE FUNCTION ecp_internal._alert(run bigint, class text, attempts integer, error text)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
@@ -2209,7 +2216,7 @@ BEGIN
                                   'owner', r.owner::text, 'class', class, 'kind', class,
                                   'attempts', attempts, 'error', left(error, 2000), 'at', now());
     INSERT INTO ecp.flow_log (task_id, run_id, action, content, operator, owner)
-    VALUES (r.task_id, run, 'alert', details, ecp._operator(), r.owner);
+    VALUES (r.task_id, run, 'alert', details, ecp_internal._operator(), r.owner);
     PERFORM pg_notify('ecp_alert',
                       jsonb_build_object('run', run, 'task_id', r.task_id, 'class', left(class, 40),
                                          'attempts', attempts, 'at', now())::text);
@@ -2217,10 +2224,10 @@ END $$;
 
 -- Trigger alert: every run failure is an alert, of the class the worker
 -- recorded.
-CREATE FUNCTION ecp._alert_on_failure() RETURNS trigger
+CREATE FUNCTION ecp_internal._alert_on_failure() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM ecp._alert(NEW.id, coalesce(NEW.failure_class, 'failed'), NEW.failure_attempts,
+    PERFORM ecp_internal._alert(NEW.id, coalesce(NEW.failure_class, 'failed'), NEW.failure_attempts,
                        NEW.last_error);
     RETURN NEW;
 END $$;
@@ -2235,7 +2242,7 @@ END $$;
 CREATE FUNCTION ecp.drop_owned(role regrole) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF NOT ecp._is_superuser() THEN
+    IF NOT ecp_internal._is_superuser() THEN
         RAISE EXCEPTION 'only a superuser may drop what a role owns in ecp'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -2248,7 +2255,7 @@ BEGIN
     DELETE FROM ecp.task WHERE owner = role;
     DELETE FROM ecp.consumer WHERE owner = role;
     INSERT INTO ecp.flow_log (action, content, operator, owner)
-    VALUES ('drop_owned', jsonb_build_object('role', role::text), ecp._operator(), role);
+    VALUES ('drop_owned', jsonb_build_object('role', role::text), ecp_internal._operator(), role);
 END $$;
 COMMENT ON FUNCTION ecp.drop_owned(regrole) IS
   'superuser only: cancel and delete the runs, tasks and consumers of a role (run it before or after DROP ROLE)';
@@ -2257,40 +2264,40 @@ COMMENT ON FUNCTION ecp.drop_owned(regrole) IS
 -- Triggers.  Triggers of one event fire in name order.
 -- ===========================================================================
 CREATE TRIGGER check_row BEFORE INSERT OR UPDATE ON ecp.consumer
-    FOR EACH ROW EXECUTE FUNCTION ecp._check_consumer_row();
-CREATE TRIGGER flow AFTER INSERT ON ecp.consumer FOR EACH ROW EXECUTE FUNCTION ecp._flow_on_create();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._check_consumer_row();
+CREATE TRIGGER flow AFTER INSERT ON ecp.consumer FOR EACH ROW EXECUTE FUNCTION ecp_internal._flow_on_create();
 
 CREATE TRIGGER check_row BEFORE INSERT OR UPDATE ON ecp.task
-    FOR EACH ROW EXECUTE FUNCTION ecp._check_task_row();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._check_task_row();
 CREATE TRIGGER check_writes BEFORE INSERT OR UPDATE ON ecp.task
-    FOR EACH ROW EXECUTE FUNCTION ecp._check_task_writes();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._check_task_writes();
 CREATE TRIGGER transform_binding BEFORE INSERT OR UPDATE ON ecp.task
-    FOR EACH ROW EXECUTE FUNCTION ecp._bind_transform();
-CREATE TRIGGER flow AFTER INSERT ON ecp.task FOR EACH ROW EXECUTE FUNCTION ecp._flow_on_create();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._bind_transform();
+CREATE TRIGGER flow AFTER INSERT ON ecp.task FOR EACH ROW EXECUTE FUNCTION ecp_internal._flow_on_create();
 CREATE TRIGGER flow_rate AFTER UPDATE OF options ON ecp.task
     FOR EACH ROW WHEN (OLD.options->'rate_limit' IS DISTINCT FROM NEW.options->'rate_limit')
-    EXECUTE FUNCTION ecp._flow_on_rate();
+    EXECUTE FUNCTION ecp_internal._flow_on_rate();
 
 CREATE TRIGGER prepare BEFORE INSERT ON ecp.run
-    FOR EACH ROW EXECUTE FUNCTION ecp._prepare_run();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._prepare_run();
 CREATE TRIGGER check_transition BEFORE UPDATE ON ecp.run
-    FOR EACH ROW EXECUTE FUNCTION ecp._check_run_transition();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._check_run_transition();
 CREATE TRIGGER clear_failure BEFORE UPDATE OF state ON ecp.run
-    FOR EACH ROW EXECUTE FUNCTION ecp._clear_failure();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._clear_failure();
 CREATE TRIGGER clear_paused_reason BEFORE UPDATE OF state ON ecp.run
-    FOR EACH ROW EXECUTE FUNCTION ecp._clear_paused_reason();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._clear_paused_reason();
 CREATE TRIGGER alert AFTER UPDATE OF state ON ecp.run
     FOR EACH ROW WHEN (NEW.state = 'failed' AND OLD.state IS DISTINCT FROM 'failed')
-    EXECUTE FUNCTION ecp._alert_on_failure();
+    EXECUTE FUNCTION ecp_internal._alert_on_failure();
 CREATE TRIGGER create_parts AFTER INSERT ON ecp.run
-    FOR EACH ROW EXECUTE FUNCTION ecp._create_parts();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._create_parts();
 CREATE TRIGGER store_ids AFTER INSERT ON ecp.run
-    FOR EACH ROW WHEN (NEW.only_ids IS NOT NULL) EXECUTE FUNCTION ecp._store_run_ids();
+    FOR EACH ROW WHEN (NEW.only_ids IS NOT NULL) EXECUTE FUNCTION ecp_internal._store_run_ids();
 CREATE TRIGGER flow AFTER INSERT OR UPDATE OF state ON ecp.run
-    FOR EACH ROW EXECUTE FUNCTION ecp._flow_on_run();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._flow_on_run();
 CREATE TRIGGER on_state AFTER UPDATE OF state ON ecp.run
     FOR EACH ROW WHEN (NEW.state IS DISTINCT FROM OLD.state)
-    EXECUTE FUNCTION ecp._on_run_state();
+    EXECUTE FUNCTION ecp_internal._on_run_state();
 
 -- ===========================================================================
 -- Views.  All but launcher are security_invoker: the caller's row-level
@@ -2389,7 +2396,7 @@ COMMENT ON VIEW ecp.progress IS 'one row per run: state, counts, speed, ETA; ret
 CREATE VIEW ecp.parts WITH (security_invoker = true) AS
 SELECT p.run_id,
        p.part_no AS part,
-       ecp._part_source_text(p.source, t, r) AS source,
+       ecp_internal._part_source_text(p.source, t, r) AS source,
        CASE WHEN p.state = 'running' AND p.source->>'kind' = 'follow' AND p.source->>'step' = 'apply'
             THEN 'following' ELSE p.state END AS state,
        p.processed,
@@ -2430,7 +2437,7 @@ SELECT run_id, doc_id, status, error_type, reason, attempts, at
 COMMENT ON VIEW ecp.failed_docs IS 'documents the sink refused';
 
 CREATE VIEW ecp.consumers WITH (security_invoker = true) AS
-SELECT name, kind, url, ecp._mask_secrets(options) AS options, owner, created_at
+SELECT name, kind, url, ecp_internal._mask_secrets(options) AS options, owner, created_at
   FROM ecp.consumer;
 COMMENT ON VIEW ecp.consumers IS 'consumers, with credentials masked';
 
@@ -2445,7 +2452,7 @@ SELECT b.kind,
        round(coalesce(m.docs_per_second, 0)::numeric, 1) AS measured_rate,
        round(b.tokens::numeric, 1) AS tokens,
        b.waiting AS waiting_workers
-  FROM ecp._rate_buckets() b
+  FROM ecp_internal._rate_buckets() b
   LEFT JOIN ecp.task t ON b.kind = 'task' AND t.id = b.id
   LEFT JOIN ecp.consumer c ON b.kind = 'consumer' AND c.id = b.id
   LEFT JOIN LATERAL (
@@ -2502,14 +2509,14 @@ GRANT SELECT ON ecp.launcher, ecp.progress, ecp.parts, ecp.flow, ecp.failed_docs
                 ecp.consumers, ecp.rate_limits, ecp.migrations TO PUBLIC;
 
 -- Internals that only ecp's workers, launcher and triggers call.
-REVOKE EXECUTE ON FUNCTION ecp._signal_run_at_commit(bigint) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION ecp._wake_launcher_at_commit() FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION ecp._flow_event(bigint, text, jsonb) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION ecp._alert(bigint, text, integer, text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION ecp._estimate_rows(text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION ecp._split_part(bigint, bigint, bigint, integer) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION ecp._dual_index(bigint, text, bigint) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION ecp._apply_windows() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._signal_run_at_commit(bigint) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._wake_launcher_at_commit() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._flow_event(bigint, text, jsonb) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._alert(bigint, text, integer, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._estimate_rows(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._split_part(bigint, bigint, bigint, integer) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._dual_index(bigint, text, bigint) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._apply_windows() FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
 -- Every function a user calls says what it does (\df+ ecp.*, \dd ecp.*).
@@ -2604,10 +2611,10 @@ CREATE POLICY owner_only ON ecp.follow_queue USING (pg_has_role(owner, 'MEMBER')
 -- The tables a query reads (views expanded), and the table column its
 -- id column comes from when it is a plain column: read under the task's
 -- search_path, as the caller.
-CREATE FUNCTION ecp._query_tables(query text, search_path text, id_column text,
+CREATE FUNCTION ecp_internal._query_tables(query text, search_path text, id_column text,
                                   OUT relid oid, OUT relkind "char", OUT id_source text)
 RETURNS SETOF record AS 'MODULE_PATHNAME', 'ecp_query_tables' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION ecp._query_tables(text, text, text) IS
+COMMENT ON FUNCTION ecp_internal._query_tables(text, text, text) IS
   'the relations a query reads (views expanded), and for the one its id column comes from, that column';
 
 -- Trigger mode: one AFTER ... FOR EACH STATEMENT trigger per event with
@@ -2615,7 +2622,7 @@ COMMENT ON FUNCTION ecp._query_tables(text, text, text) IS
 -- It runs as the extension's owner (roles cannot write the queue) with
 -- the key column it was installed for, read from ecp.follow_table by the
 -- table it fires on, never from an argument a role could choose.
-CREATE FUNCTION ecp._follow_enqueue() RETURNS trigger
+CREATE FUNCTION ecp_internal._follow_enqueue() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ft ecp.follow_table;
@@ -2646,52 +2653,52 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-REVOKE EXECUTE ON FUNCTION ecp._follow_enqueue() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._follow_enqueue() FROM PUBLIC;
 
 -- The names of a follower's triggers on a table.
-CREATE FUNCTION ecp._follow_trigger_names(task_id bigint) RETURNS text[]
+CREATE FUNCTION ecp_internal._follow_trigger_names(task_id bigint) RETURNS text[]
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT ARRAY['ecp_follow_' || task_id || '_insert', 'ecp_follow_' || task_id || '_update',
                  'ecp_follow_' || task_id || '_delete', 'ecp_follow_' || task_id || '_truncate']
 $$;
 
-CREATE FUNCTION ecp._follow_install_triggers(task_id bigint, relid oid) RETURNS void
+CREATE FUNCTION ecp_internal._follow_install_triggers(task_id bigint, relid oid) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    names text[] := ecp._follow_trigger_names(task_id);
+    names text[] := ecp_internal._follow_trigger_names(task_id);
     rel text := relid::regclass::text;
 BEGIN
     -- CREATE TRIGGER waits for the table's open writers (SHARE ROW
     -- EXCLUSIVE): every write before it is committed (a backfill page
     -- reads it) or aborted, every write after it fires the trigger
     EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS ecp_new '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION ecp._follow_enqueue(%L)', names[1], rel, task_id);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION ecp_internal._follow_enqueue(%L)', names[1], rel, task_id);
     EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS ecp_old NEW TABLE AS ecp_new '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION ecp._follow_enqueue(%L)', names[2], rel, task_id);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION ecp_internal._follow_enqueue(%L)', names[2], rel, task_id);
     EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS ecp_old '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION ecp._follow_enqueue(%L)', names[3], rel, task_id);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION ecp_internal._follow_enqueue(%L)', names[3], rel, task_id);
     EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %s '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION ecp._follow_enqueue(%L)', names[4], rel, task_id);
+                   'FOR EACH STATEMENT EXECUTE FUNCTION ecp_internal._follow_enqueue(%L)', names[4], rel, task_id);
     -- session_replication_role = replica (pg_restore, some tools) must not silence them
     FOR i IN 1..4 LOOP
         EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER %I', rel, names[i]);
     END LOOP;
 END $$;
-REVOKE EXECUTE ON FUNCTION ecp._follow_install_triggers(bigint, oid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._follow_install_triggers(bigint, oid) FROM PUBLIC;
 
 -- What a follower leaves behind, removed: its triggers, its publication
 -- and its slot (a slot retains WAL for ever: none may be left).  Called
 -- when a follower row goes (unfollow, the task deleted, drop_owned) and
 -- before DROP EXTENSION (utility_hook.c).  The slot is dropped once its
 -- follower no longer holds it (it does only for the moment of a read).
-CREATE FUNCTION ecp._follow_cleanup(f ecp.follower) RETURNS void
+CREATE FUNCTION ecp_internal._follow_cleanup(f ecp.follower) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     trg record;
     tries integer := 0;
 BEGIN
     FOR trg IN SELECT tg.tgname, tg.tgrelid::regclass AS rel FROM pg_trigger tg
-                WHERE tg.tgname = ANY (ecp._follow_trigger_names(f.task_id))
+                WHERE tg.tgname = ANY (ecp_internal._follow_trigger_names(f.task_id))
     LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trg.tgname, trg.rel);
     END LOOP;
@@ -2716,28 +2723,28 @@ BEGIN
         END IF;
     END IF;
 END $$;
-REVOKE EXECUTE ON FUNCTION ecp._follow_cleanup(ecp.follower) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._follow_cleanup(ecp.follower) FROM PUBLIC;
 
-CREATE FUNCTION ecp._follower_gone() RETURNS trigger
+CREATE FUNCTION ecp_internal._follower_gone() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM ecp._follow_cleanup(OLD);
+    PERFORM ecp_internal._follow_cleanup(OLD);
     RETURN NULL;
 END $$;
 CREATE TRIGGER cleanup AFTER DELETE ON ecp.follower
-    FOR EACH ROW EXECUTE FUNCTION ecp._follower_gone();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._follower_gone();
 
 -- Every follower's capture removed (DROP EXTENSION ecp: utility_hook.c).
-CREATE FUNCTION ecp._follow_cleanup_all() RETURNS void
+CREATE FUNCTION ecp_internal._follow_cleanup_all() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     f ecp.follower;
 BEGIN
     FOR f IN SELECT * FROM ecp.follower LOOP
-        PERFORM ecp._follow_cleanup(f);
+        PERFORM ecp_internal._follow_cleanup(f);
     END LOOP;
 END $$;
-REVOKE EXECUTE ON FUNCTION ecp._follow_cleanup_all() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._follow_cleanup_all() FROM PUBLIC;
 
 -- How each table the task reads maps to document ids: option
 -- follow_tables names a column ("schema.table": "column"), a column and a
@@ -2746,7 +2753,7 @@ REVOKE EXECUTE ON FUNCTION ecp._follow_cleanup_all() FROM PUBLIC;
 -- another table by its column named like the id column, unless that is
 -- the table's own primary key (its values are that table's ids, not the
 -- documents').  Read as the caller, under the task's search_path.
-CREATE FUNCTION ecp._follow_plan(t ecp.task)
+CREATE FUNCTION ecp_internal._follow_plan(t ecp.task)
 RETURNS TABLE (relid oid, relkind "char", key_column text, ids_query text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -2764,7 +2771,7 @@ BEGIN
                         HINT = 'Name tables as schema.table, as the task''s query reads them.';
         END IF;
     END LOOP;
-    FOR q IN SELECT * FROM ecp._query_tables(t.query, t.search_path, id_col) LOOP
+    FOR q IN SELECT * FROM ecp_internal._query_tables(t.query, t.search_path, id_col) LOOP
         relid := q.relid;
         relkind := q.relkind;
         ids_query := NULL;
@@ -2810,7 +2817,7 @@ END $$;
 -- The follower's tables and mode, created as the extension's owner after
 -- ecp.follow checked them as the caller: checked again here for what the
 -- caller could have changed (a role may call this directly).
-CREATE FUNCTION ecp._follow_create(task_id bigint, mode text, backfill boolean, tables jsonb,
+CREATE FUNCTION ecp_internal._follow_create(task_id bigint, mode text, backfill boolean, tables jsonb,
                                    poll_interval interval DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
@@ -2822,7 +2829,7 @@ DECLARE
     operator text := session_user;
     followed integer;
 BEGIN
-    IF NOT ecp._session_user_acts() THEN
+    IF NOT ecp_internal._session_user_acts() THEN
         RAISE EXCEPTION 'tasks are not followed from inside a query ecp or a maintenance command runs'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -2845,7 +2852,7 @@ BEGIN
                     HINT = 'ecp.unfollow a task first, or ask an administrator to raise ecp.max_followers_per_role.';
     END IF;
     IF mode = 'poll' THEN
-        RETURN ecp._follow_poll_create(t, backfill, poll_interval, operator);
+        RETURN ecp_internal._follow_poll_create(t, backfill, poll_interval, operator);
     END IF;
     IF mode = 'decoding' AND (SELECT count(*) FROM ecp.follower f WHERE f.mode = 'decoding')
                              >= current_setting('ecp.max_follow_slots')::integer THEN
@@ -2880,7 +2887,7 @@ BEGIN
             RAISE EXCEPTION 'table % has no column "%"', tb.relid::regclass, tb.key_column
                   USING ERRCODE = 'undefined_column';
         END IF;
-        IF mode = 'decoding' AND NOT ecp._in_replica_identity(tb.relid, tb.key_column) THEN
+        IF mode = 'decoding' AND NOT ecp_internal._in_replica_identity(tb.relid, tb.key_column) THEN
             RAISE EXCEPTION 'the replica identity of table % does not hold column "%"', tb.relid::regclass, tb.key_column
                   USING ERRCODE = 'object_not_in_prerequisite_state',
                         DETAIL = 'A deleted row is decoded with its replica identity columns only, so its documents could not be found.',
@@ -2890,7 +2897,7 @@ BEGIN
         INSERT INTO ecp.follow_table (task_id, relid, table_name, key_column, ids_query, owner)
         VALUES (t.id, tb.relid, tb.relid::regclass::text, tb.key_column, tb.ids_query, t.owner);
         IF mode = 'trigger' THEN
-            PERFORM ecp._follow_install_triggers(t.id, tb.relid);
+            PERFORM ecp_internal._follow_install_triggers(t.id, tb.relid);
         END IF;
     END LOOP;
     IF NOT EXISTS (SELECT 1 FROM ecp.follow_table ft WHERE ft.task_id = t.id) THEN
@@ -2899,10 +2906,10 @@ BEGIN
     END IF;
     PERFORM set_config('ecp.acting_role', operator, true);
     PERFORM set_config('ecp.starting_maintenance', 'on', true);
-    run_id := ecp._create_run(t.id, NULL, NULL, NULL, 'follow');
+    run_id := ecp_internal._create_run(t.id, NULL, NULL, NULL, 'follow');
     PERFORM set_config('ecp.starting_maintenance', 'off', true);
     UPDATE ecp.follower f SET run_id = run_id WHERE f.task_id = t.id;
-    PERFORM ecp._flow_event(run_id, 'follow',
+    PERFORM ecp_internal._flow_event(run_id, 'follow',
                             jsonb_build_object('mode', mode, 'backfill', backfill,
                                                'tables', (SELECT jsonb_agg(ft.table_name ORDER BY ft.table_name)
                                                             FROM ecp.follow_table ft WHERE ft.task_id = t.id)));
@@ -2912,7 +2919,7 @@ END $$;
 
 -- Whether a table's replica identity carries a column in deletes and
 -- key-changing updates (the primary key by default, an index, or FULL).
-CREATE FUNCTION ecp._in_replica_identity(relid oid, col text) RETURNS boolean
+CREATE FUNCTION ecp_internal._in_replica_identity(relid oid, col text) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE c.relreplident
              WHEN 'f' THEN true
@@ -2946,7 +2953,7 @@ BEGIN
               USING HINT = 'SELECT * FROM ecp.followers shows it; ecp.unfollow stops it.';
         RETURN (SELECT f.run_id FROM ecp.follower f WHERE f.task_id = t.id);
     END IF;
-    PERFORM ecp._refuse_disabled(t);
+    PERFORM ecp_internal._refuse_disabled(t);
     IF t.query IS NULL AND t.queries IS NULL THEN
         RAISE EXCEPTION 'task "%" has no query: only a task of a query or of queries can be followed', t.name
               USING ERRCODE = 'feature_not_supported',
@@ -2957,14 +2964,14 @@ BEGIN
               USING ERRCODE = 'feature_not_supported',
                     HINT = 'A task of mode alias_swap: follow a task of mode direct on the same alias (it writes to both indices while a migration loads).';
     END IF;
-    chosen := ecp._follow_mode(t, mode, poll_interval);
+    chosen := ecp_internal._follow_mode(t, mode, poll_interval);
     IF chosen = 'poll' THEN
-        RETURN ecp._follow_poll(t, coalesce(backfill, true), poll_interval);
+        RETURN ecp_internal._follow_poll(t, coalesce(backfill, true), poll_interval);
     END IF;
     SELECT coalesce(jsonb_agg(jsonb_build_object('relid', p.relid, 'key_column', p.key_column,
                                                  'ids_query', p.ids_query)), '[]')
-      INTO tables FROM ecp._follow_plan(t) p;
-    run_id := ecp._follow_create(t.id, chosen, coalesce(backfill, true), tables);
+      INTO tables FROM ecp_internal._follow_plan(t) p;
+    run_id := ecp_internal._follow_create(t.id, chosen, coalesce(backfill, true), tables);
     RAISE NOTICE 'task "%" is followed in mode % (run %)%', t.name, chosen, run_id,
           CASE chosen WHEN 'decoding' THEN ': logical decoding with pgoutput, slot ecp_follow_' || t.id
                       ELSE ': statement triggers on ' || (SELECT string_agg(ft.table_name, ', ' ORDER BY ft.table_name)
@@ -2985,7 +2992,7 @@ DECLARE
     f ecp.follower;
     operator text := session_user;
 BEGIN
-    IF NOT ecp._session_user_acts() THEN
+    IF NOT ecp_internal._session_user_acts() THEN
         RAISE EXCEPTION 'tasks are not unfollowed from inside a query ecp or a maintenance command runs'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -3005,8 +3012,8 @@ BEGIN
         UPDATE ecp.part SET state = 'done', finished_at = now(), worker_pid = NULL
          WHERE run_id = f.run_id AND part_no = -2 AND state <> 'done';
         UPDATE ecp.run SET state = 'cancelled' WHERE id = f.run_id AND state IN ('pending', 'running', 'paused');
-        PERFORM ecp._signal_run_at_commit(f.run_id);
-        PERFORM ecp._flow_event(f.run_id, 'unfollow', jsonb_build_object('mode', f.mode));
+        PERFORM ecp_internal._signal_run_at_commit(f.run_id);
+        PERFORM ecp_internal._flow_event(f.run_id, 'unfollow', jsonb_build_object('mode', f.mode));
     END IF;
     DELETE FROM ecp.follower WHERE task_id = t.id;     -- trigger cleanup: triggers, publication, slot
     PERFORM set_config('ecp.acting_role', '', true);
@@ -3057,12 +3064,12 @@ SELECT t.name AS task,
 COMMENT ON VIEW ecp.followers IS 'followed tasks: mode, state, lag, queue, changes applied (mode poll: documents sent by all of its poll runs, the overlap''s again each time; lag: since its last successful poll run started; next_poll_at)';
 
 GRANT SELECT ON ecp.follower, ecp.follow_table, ecp.follow_queue, ecp.followers TO PUBLIC;
-REVOKE EXECUTE ON FUNCTION ecp._follow_cleanup(ecp.follower) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._follow_cleanup(ecp.follower) FROM PUBLIC;
 -- The launcher's look at the followers' slots, at every pass: an alert
 -- when a slot retains more WAL than ecp.follow_max_retained_wal (once,
 -- until it falls below again), or was invalidated (wal_status lost: the
 -- follower cannot go on; unfollow and follow again).
-CREATE FUNCTION ecp._watch_followers() RETURNS void
+CREATE FUNCTION ecp_internal._watch_followers() RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     w record;
@@ -3074,7 +3081,7 @@ BEGIN
               WHERE f.mode = 'decoding' AND f.run_id IS NOT NULL
     LOOP
         IF (w.retained > limit_bytes OR w.wal_status = 'lost') AND w.wal_alerted_at IS NULL THEN
-            PERFORM ecp._alert(w.run_id, CASE WHEN w.wal_status = 'lost' THEN 'follow slot lost'
+            PERFORM ecp_internal._alert(w.run_id, CASE WHEN w.wal_status = 'lost' THEN 'follow slot lost'
                                               ELSE 'follow retained wal' END, NULL,
                                CASE WHEN w.wal_status = 'lost'
                                     THEN format('replication slot %s was invalidated (max_slot_wal_keep_size): its follower cannot go on; ecp.unfollow and ecp.follow the task again', w.slot_name)
@@ -3086,7 +3093,7 @@ BEGIN
         END IF;
     END LOOP;
 END $$;
-REVOKE EXECUTE ON FUNCTION ecp._watch_followers() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._watch_followers() FROM PUBLIC;
 -- (follow section end)
 
 -- ===========================================================================
@@ -3128,7 +3135,7 @@ COMMENT ON COLUMN ecp.part.since_type IS 'since_column''s type, in which since_m
 
 -- The type of a query's output column, read under the task's search_path
 -- (NULL: no such column).
-CREATE FUNCTION ecp._column_type(query text, search_path text, column_name text) RETURNS regtype
+CREATE FUNCTION ecp_internal._column_type(query text, search_path text, column_name text) RETURNS regtype
     AS 'MODULE_PATHNAME', 'ecp_column_type'
     LANGUAGE C VOLATILE;
 
@@ -3138,7 +3145,7 @@ CREATE FUNCTION ecp._column_type(query text, search_path text, column_name text)
 -- the whole source into a new index every run, takes neither.  (After
 -- check_row, which checks the options and the query: triggers fire in
 -- name order.)
-CREATE FUNCTION ecp._check_since_column() RETURNS trigger
+CREATE FUNCTION ecp_internal._check_since_column() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     col text := NEW.options->>'since_column';
@@ -3172,12 +3179,12 @@ BEGIN
     END IF;
     FOR i IN 1 .. cardinality(sources) LOOP
         place := CASE WHEN NEW.queries IS NULL THEN 'the query' ELSE format('queries[%s]', i) END;
-        column_type := ecp._column_type(sources[i], NEW.search_path, col);
+        column_type := ecp_internal._column_type(sources[i], NEW.search_path, col);
         IF column_type IS NULL THEN
             RAISE EXCEPTION 'column "%" is not an output column of %', col, place
                   USING ERRCODE = 'undefined_column',
                         HINT = 'The query returns: '
-                               || array_to_string(ecp._check_query(sources[i], NEW.search_path), ', ') || '.';
+                               || array_to_string(ecp_internal._check_query(sources[i], NEW.search_path), ', ') || '.';
         END IF;
         IF column_type NOT IN ('smallint', 'integer', 'bigint', 'date', 'timestamp', 'timestamptz') THEN
             RAISE EXCEPTION 'option "since_column": column "%" of % is of type %', col, place, column_type
@@ -3192,7 +3199,7 @@ END $$;
 -- column's type new_type (never down; one of another type, the column's
 -- type having changed, is replaced); the watermark after.  Called by the
 -- trigger watermark and by ecp's workers, not by roles.
-CREATE FUNCTION ecp._advance_watermark(for_task bigint, for_query integer, new_type regtype,
+CREATE FUNCTION ecp_internal._advance_watermark(for_task bigint, for_query integer, new_type regtype,
                                        new_value text, run bigint) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -3229,7 +3236,7 @@ END $$;
 -- its parts acknowledged (a query the run read nothing of keeps its
 -- own), and a flow row "watermark" says the watermark the run used and
 -- the new one.  (After the trigger flow: the row follows "finished".)
-CREATE FUNCTION ecp._run_watermarks() RETURNS trigger
+CREATE FUNCTION ecp_internal._run_watermarks() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t ecp.task;
@@ -3258,7 +3265,7 @@ BEGIN
             EXECUTE format('SELECT v FROM pg_catalog.unnest($1) v ORDER BY v::%s DESC LIMIT 1',
                            seen.type_oid::regtype)
                INTO largest USING seen.maxima;
-            after := ecp._advance_watermark(t.id, q, seen.type_oid::regtype, largest, NEW.id);
+            after := ecp_internal._advance_watermark(t.id, q, seen.type_oid::regtype, largest, NEW.id);
         END LOOP;
         moves := moves || jsonb_build_object('query', q, 'used', used, 'new', after);
     END LOOP;
@@ -3274,7 +3281,7 @@ END $$;
 -- The watermark ecp.tasks shows: a one-query task's, or the smallest of a
 -- task of queries' (in the column's type); NULL while a query has none
 -- (its next run reads all of its rows).
-CREATE FUNCTION ecp._task_watermark(task bigint, queries integer) RETURNS text
+CREATE FUNCTION ecp_internal._task_watermark(task bigint, queries integer) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n integer;
@@ -3296,7 +3303,7 @@ END $$;
 
 -- Forget a task's watermarks, with a flow row "watermark" that says what
 -- they were and why; what they were (NULL: none).  Its callers run as ecp.
-CREATE FUNCTION ecp._forget_watermarks(t ecp.task, why text, actor text) RETURNS jsonb
+CREATE FUNCTION ecp_internal._forget_watermarks(t ecp.task, why text, actor text) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     was jsonb;
@@ -3315,10 +3322,10 @@ END $$;
 -- Trigger forget_watermark, as ecp: a watermark is a value of the column
 -- that since_column named in the query that was read: another column or
 -- query starts over from the whole source.
-CREATE FUNCTION ecp._forget_watermarks_on_change() RETURNS trigger
+CREATE FUNCTION ecp_internal._forget_watermarks_on_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF ecp._forget_watermarks(NEW, 'since_column or the query changed', NEW.changed_by) IS NOT NULL THEN
+    IF ecp_internal._forget_watermarks(NEW, 'since_column or the query changed', NEW.changed_by) IS NOT NULL THEN
         RAISE NOTICE 'task "%": its watermark is forgotten (since_column or the query changed); the next run reads the whole source', NEW.name;
     END IF;
     RETURN NEW;
@@ -3327,14 +3334,14 @@ END $$;
 -- ecp.reset_watermark: the role must see the task (row-level security);
 -- the reset itself runs as ecp (roles do not write watermarks), for a
 -- caller who is a member of the task's owner.
-CREATE FUNCTION ecp._reset_watermark(task_id bigint) RETURNS void
+CREATE FUNCTION ecp_internal._reset_watermark(task_id bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     t ecp.task;
     was jsonb;
 BEGIN
-    IF NOT ecp._session_user_acts() THEN
+    IF NOT ecp_internal._session_user_acts() THEN
         RAISE EXCEPTION 'watermarks are not reset from inside a query ecp or a maintenance command runs'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -3342,7 +3349,7 @@ BEGIN
     IF NOT FOUND OR NOT pg_has_role(session_user, t.owner, 'MEMBER') THEN
         RAISE EXCEPTION 'task % is not yours', task_id USING ERRCODE = 'insufficient_privilege';
     END IF;
-    was := ecp._forget_watermarks(t, 'ecp.reset_watermark', session_user);
+    was := ecp_internal._forget_watermarks(t, 'ecp.reset_watermark', session_user);
     IF was IS NULL THEN
         RAISE NOTICE 'task "%" has no watermark: its next run reads the whole source', t.name;
     ELSIF jsonb_array_length(was) = 1 THEN
@@ -3366,35 +3373,35 @@ BEGIN
               USING ERRCODE = 'undefined_object',
                     HINT = 'SELECT name FROM ecp.tasks lists the tasks you can see.';
     END IF;
-    PERFORM ecp._reset_watermark(task_id);
+    PERFORM ecp_internal._reset_watermark(task_id);
 END $$;
 COMMENT ON FUNCTION ecp.reset_watermark(text) IS
   'forget the watermark of a task with since_column (owner only): its next run reads the whole source';
 
 CREATE TRIGGER check_since BEFORE INSERT OR UPDATE ON ecp.task
-    FOR EACH ROW EXECUTE FUNCTION ecp._check_since_column();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._check_since_column();
 CREATE TRIGGER forget_watermark AFTER UPDATE ON ecp.task
     FOR EACH ROW WHEN (OLD.options->'since_column' IS DISTINCT FROM NEW.options->'since_column'
                        OR OLD.query IS DISTINCT FROM NEW.query OR OLD.queries IS DISTINCT FROM NEW.queries
                        OR OLD.search_path IS DISTINCT FROM NEW.search_path)
-    EXECUTE FUNCTION ecp._forget_watermarks_on_change();
+    EXECUTE FUNCTION ecp_internal._forget_watermarks_on_change();
 CREATE TRIGGER watermark AFTER UPDATE OF state ON ecp.run
     FOR EACH ROW WHEN (NEW.state = 'succeeded' AND OLD.state IS DISTINCT FROM 'succeeded')
-    EXECUTE FUNCTION ecp._run_watermarks();
+    EXECUTE FUNCTION ecp_internal._run_watermarks();
 
 GRANT SELECT ON ecp.watermark TO PUBLIC;
-REVOKE EXECUTE ON FUNCTION ecp._advance_watermark(bigint, integer, regtype, text, bigint) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION ecp._forget_watermarks(ecp.task, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._advance_watermark(bigint, integer, regtype, text, bigint) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._forget_watermarks(ecp.task, text, text) FROM PUBLIC;
 
 -- ecp.tasks shows each task's watermark, so it is defined here, after
--- ecp.watermark and ecp._task_watermark.
+-- ecp.watermark and ecp_internal._task_watermark.
 CREATE VIEW ecp.tasks WITH (security_invoker = true) AS
 SELECT t.id, t.name, c.name AS consumer, t.index_name AS index, t.query, t.options,
        t.owner, t.created_at, t.queries, t.ids,
        -- a presigned URL's signature is a credential
        split_part(t.file, '?', 1) AS file,
        -- since_column: the next run reads from it (less since_overlap)
-       ecp._task_watermark(t.id, cardinality(t.queries)) AS watermark,
+       ecp_internal._task_watermark(t.id, cardinality(t.queries)) AS watermark,
        t.enabled
   FROM ecp.task t JOIN ecp.consumer c ON c.id = t.consumer_id;
 COMMENT ON VIEW ecp.tasks IS 'task definitions, the watermark of a task with since_column, and whether it is enabled';
@@ -3407,7 +3414,7 @@ GRANT SELECT ON ecp.tasks TO PUBLIC;
 -- A task with since_column whose source is a foreign table (mysql_fdw) or
 -- a task of queries has no WAL to decode and no table to put triggers on:
 -- its follower polls.  The launcher starts an ordinary full run of the
--- task every poll_interval (ecp._poll_followers, at every pass); since_column
+-- task every poll_interval (ecp_internal._poll_followers, at every pass); since_column
 -- makes each run read only what changed since the last successful one,
 -- and the trigger watermark moves the watermark when it succeeds.  The
 -- follower's run_id is its latest poll run; a paused or failed poll run
@@ -3416,7 +3423,7 @@ GRANT SELECT ON ecp.tasks TO PUBLIC;
 
 -- poll_interval, checked: from 1 second (the launcher's pass) to 1 day;
 -- NULL is the default, 1 minute.
-CREATE FUNCTION ecp._check_poll_interval(poll_interval interval) RETURNS interval
+CREATE FUNCTION ecp_internal._check_poll_interval(poll_interval interval) RETURNS interval
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF poll_interval IS NULL THEN
@@ -3434,7 +3441,7 @@ END $$;
 -- poll for a task with since_column that reads a foreign table or is a
 -- task of queries, else decoding (wal_level logical) or trigger.  The
 -- task's tables are read as the caller, under its search_path.
-CREATE FUNCTION ecp._follow_mode(t ecp.task, mode text, poll_interval interval) RETURNS text
+CREATE FUNCTION ecp_internal._follow_mode(t ecp.task, mode text, poll_interval interval) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
@@ -3448,7 +3455,7 @@ BEGIN
     END IF;
     IF t.queries IS NULL THEN
         SELECT string_agg(q.relid::regclass::text, ', ' ORDER BY q.relid::regclass::text) INTO foreign_tables
-          FROM ecp._query_tables(t.query, t.search_path, coalesce(t.options->>'id_column', 'id')) q
+          FROM ecp_internal._query_tables(t.query, t.search_path, coalesce(t.options->>'id_column', 'id')) q
          WHERE q.relkind = 'f';
     END IF;
     IF chosen IS NULL THEN
@@ -3457,8 +3464,8 @@ BEGIN
                        ELSE 'trigger' END;
     END IF;
     IF chosen = 'poll' THEN
-        PERFORM ecp._check_poll_interval(poll_interval);
-        PERFORM ecp._check_pollable(t);
+        PERFORM ecp_internal._check_poll_interval(poll_interval);
+        PERFORM ecp_internal._check_pollable(t);
     ELSIF t.queries IS NOT NULL OR foreign_tables IS NOT NULL THEN
         RAISE EXCEPTION 'task "%" reads %: mode % cannot follow it', t.name,
               CASE WHEN t.queries IS NOT NULL THEN 'queries (shards)' ELSE 'foreign table ' || foreign_tables END, chosen
@@ -3477,7 +3484,7 @@ END $$;
 
 -- What a task needs to be followed in mode poll: since_column (each poll
 -- reads what changed) and no option ids (a run over ids ignores it).
-CREATE FUNCTION ecp._check_pollable(t ecp.task) RETURNS void
+CREATE FUNCTION ecp_internal._check_pollable(t ecp.task) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NOT t.options ? 'since_column' THEN
@@ -3493,49 +3500,49 @@ BEGIN
 END $$;
 
 -- ecp.follow in mode poll, as the caller: the follower and its first
--- poll run (ecp._follow_create checks again, as ecp), a NOTICE.
-CREATE FUNCTION ecp._follow_poll(t ecp.task, backfill boolean, poll_interval interval) RETURNS bigint
+-- poll run (ecp_internal._follow_create checks again, as ecp), a NOTICE.
+CREATE FUNCTION ecp_internal._follow_poll(t ecp.task, backfill boolean, poll_interval interval) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     run_id bigint;
 BEGIN
-    run_id := ecp._follow_create(t.id, 'poll', backfill, '[]', poll_interval);
+    run_id := ecp_internal._follow_create(t.id, 'poll', backfill, '[]', poll_interval);
     RAISE NOTICE 'task "%" is followed in mode poll (run %): a run every % reads the rows whose "%" moved%', t.name, run_id,
-          ecp._check_poll_interval(poll_interval), t.options->>'since_column',
+          ecp_internal._check_poll_interval(poll_interval), t.options->>'since_column',
           CASE WHEN backfill THEN '; this first one reads them all' ELSE '' END
           USING HINT = 'Deletes in the source are not seen by polling. SELECT * FROM ecp.followers shows the follower.';
     RETURN run_id;
 END $$;
 
--- The follower of mode poll, as ecp (called by ecp._follow_create once the
+-- The follower of mode poll, as ecp (called by ecp_internal._follow_create once the
 -- caller's right to the task and ecp.max_followers_per_role are checked):
 -- its row, and its first poll run at once, started for the caller.  With
 -- backfill the task's watermark is forgotten, so that run reads the whole
 -- source; without, it reads from the watermark (all of it if none).
-CREATE FUNCTION ecp._follow_poll_create(t ecp.task, backfill boolean, poll_interval interval, operator text)
+CREATE FUNCTION ecp_internal._follow_poll_create(t ecp.task, backfill boolean, poll_interval interval, operator text)
 RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
     run_id bigint;
 BEGIN
-    PERFORM ecp._check_pollable(t);
+    PERFORM ecp_internal._check_pollable(t);
     INSERT INTO ecp.follower (task_id, mode, backfill, owner, poll_interval)
-    VALUES (t.id, 'poll', backfill, t.owner, ecp._check_poll_interval(poll_interval));
+    VALUES (t.id, 'poll', backfill, t.owner, ecp_internal._check_poll_interval(poll_interval));
     PERFORM set_config('ecp.acting_role', operator, true);
     IF backfill THEN
-        PERFORM ecp._forget_watermarks(t, 'ecp.follow: the backfill reads the whole source', operator);
+        PERFORM ecp_internal._forget_watermarks(t, 'ecp.follow: the backfill reads the whole source', operator);
     END IF;
-    run_id := ecp._create_run(t.id, NULL, NULL, NULL, NULL);
+    run_id := ecp_internal._create_run(t.id, NULL, NULL, NULL, NULL);
     UPDATE ecp.follower f SET run_id = run_id WHERE f.task_id = t.id;
-    PERFORM ecp._flow_event(run_id, 'follow',
+    PERFORM ecp_internal._flow_event(run_id, 'follow',
                             jsonb_build_object('mode', 'poll', 'backfill', backfill,
-                                               'poll_seconds', extract(epoch FROM ecp._check_poll_interval(poll_interval))::float8,
+                                               'poll_seconds', extract(epoch FROM ecp_internal._check_poll_interval(poll_interval))::float8,
                                                'since_column', t.options->>'since_column'));
     PERFORM set_config('ecp.acting_role', '', true);
     RETURN run_id;
 END $$;
-REVOKE EXECUTE ON FUNCTION ecp._follow_poll_create(ecp.task, boolean, interval, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._follow_poll_create(ecp.task, boolean, interval, text) FROM PUBLIC;
 
 -- The launcher's step for the followers of mode poll, at every pass
 -- (src/launcher/follow_poll.c): a new full run of a follower's task once
@@ -3545,7 +3552,7 @@ REVOKE EXECUTE ON FUNCTION ecp._follow_poll_create(ecp.task, boolean, interval, 
 -- A paused or failed poll run keeps it waiting.  The run it replaces adds
 -- its documents to changes_applied and, if it succeeded, its start to
 -- polled_at.  A follower being unfollowed (locked) is skipped.
-CREATE FUNCTION ecp._poll_followers() RETURNS integer
+CREATE FUNCTION ecp_internal._poll_followers() RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     due record;
@@ -3567,7 +3574,7 @@ BEGIN
     LOOP
         BEGIN
             PERFORM set_config('ecp.acting_role', 'ecp follower', true);
-            new_run := ecp._create_run(due.task_id, NULL, NULL, NULL, NULL);
+            new_run := ecp_internal._create_run(due.task_id, NULL, NULL, NULL, NULL);
             PERFORM set_config('ecp.acting_role', '', true);
             UPDATE ecp.follower f
                SET run_id = new_run,
@@ -3589,7 +3596,7 @@ BEGIN
     END LOOP;
     RETURN started;
 END $$;
-REVOKE EXECUTE ON FUNCTION ecp._poll_followers() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._poll_followers() FROM PUBLIC;
 -- (poll section end)
 
 -- ===========================================================================
@@ -3604,14 +3611,14 @@ REVOKE EXECUTE ON FUNCTION ecp._poll_followers() FROM PUBLIC;
 -- id_type when ids compare in it (an integer or a uuid) and else text,
 -- without subqueries, aggregates or volatile functions, of an integer
 -- type, read under search_path.
-CREATE FUNCTION ecp._check_shard_of(expression text, id_type regtype, search_path text) RETURNS void
+CREATE FUNCTION ecp_internal._check_shard_of(expression text, id_type regtype, search_path text) RETURNS void
     AS 'MODULE_PATHNAME', 'ecp_check_shard_of'
     LANGUAGE C VOLATILE;
 
 -- Trigger check_shard_of: option shard_of goes with queries, and is an
 -- expression over the id column of queries[1].  (After check_row, which
 -- checks the options and the queries: triggers fire in name order.)
-CREATE FUNCTION ecp._check_shard_of_option() RETURNS trigger
+CREATE FUNCTION ecp_internal._check_shard_of_option() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     expression text := NEW.options->>'shard_of';
@@ -3630,14 +3637,14 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'shard_of names the query of queries that holds an id; a task of one query looks every id up in it.';
     END IF;
-    PERFORM ecp._check_shard_of(expression,
-                                ecp._column_type(NEW.queries[1], NEW.search_path, NEW.options->>'id_column'),
+    PERFORM ecp_internal._check_shard_of(expression,
+                                ecp_internal._column_type(NEW.queries[1], NEW.search_path, NEW.options->>'id_column'),
                                 NEW.search_path);
     RETURN NEW;
 END $$;
 
 CREATE TRIGGER check_shard_of BEFORE INSERT OR UPDATE ON ecp.task
-    FOR EACH ROW EXECUTE FUNCTION ecp._check_shard_of_option();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._check_shard_of_option();
 -- (ids on sharded tasks section end)
 
 -- ===========================================================================
@@ -3668,7 +3675,7 @@ ALTER TABLE ecp.drift ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_only ON ecp.drift USING (pg_has_role(owner, 'MEMBER'));
 
 -- The options of ecp.verify, checked: extra (boolean), sample (0 < s <= 1).
-CREATE FUNCTION ecp._check_verify_options(given jsonb) RETURNS jsonb
+CREATE FUNCTION ecp_internal._check_verify_options(given jsonb) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     key text;
@@ -3700,7 +3707,7 @@ END $$;
 
 -- What a verify compares with needs an Elasticsearch that holds exactly
 -- what ecp sent: not a write service, not a pipeline's output, not deletes.
-CREATE FUNCTION ecp._check_verifiable(t ecp.task) RETURNS void
+CREATE FUNCTION ecp_internal._check_verifiable(t ecp.task) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF (SELECT c.kind FROM ecp.consumer c WHERE c.id = t.consumer_id) <> 'elasticsearch' THEN
@@ -3722,7 +3729,7 @@ END $$;
 
 -- Start a verify run, as ecp (roles cannot write ecp.run.action): the
 -- caller must be a member of the task's owner.
-CREATE FUNCTION ecp._start_verify(task_id bigint, options jsonb) RETURNS bigint
+CREATE FUNCTION ecp_internal._start_verify(task_id bigint, options jsonb) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
@@ -3730,7 +3737,7 @@ DECLARE
     run_id bigint;
     operator text := session_user;
 BEGIN
-    IF NOT ecp._session_user_acts() THEN
+    IF NOT ecp_internal._session_user_acts() THEN
         RAISE EXCEPTION 'verify runs are not started from inside a query ecp or a maintenance command runs'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -3738,15 +3745,15 @@ BEGIN
     IF NOT FOUND OR NOT pg_has_role(session_user, t.owner, 'MEMBER') THEN
         RAISE EXCEPTION 'task % is not yours', task_id USING ERRCODE = 'insufficient_privilege';
     END IF;
-    PERFORM ecp._check_verifiable(t);
+    PERFORM ecp_internal._check_verifiable(t);
     PERFORM set_config('ecp.acting_role', operator, true);
     PERFORM set_config('ecp.starting_maintenance', 'on', true);
     INSERT INTO ecp.run (task_id, action, verify_with)
-    VALUES (t.id, 'verify', ecp._check_verify_options(options))
+    VALUES (t.id, 'verify', ecp_internal._check_verify_options(options))
     RETURNING id INTO run_id;
     PERFORM set_config('ecp.starting_maintenance', 'off', true);
     PERFORM set_config('ecp.acting_role', '', true);
-    PERFORM ecp._warn_if_not_launcher_database(run_id);
+    PERFORM ecp_internal._warn_if_not_launcher_database(run_id);
     RETURN run_id;
 END $$;
 
@@ -3762,9 +3769,9 @@ BEGIN
               USING ERRCODE = 'undefined_object',
                     HINT = 'SELECT name FROM ecp.tasks lists the tasks you can see.';
     END IF;
-    PERFORM ecp._refuse_disabled(t);
-    PERFORM ecp._check_verify_options(options);
-    RETURN ecp._start_verify(t.id, options);
+    PERFORM ecp_internal._refuse_disabled(t);
+    PERFORM ecp_internal._check_verify_options(options);
+    RETURN ecp_internal._start_verify(t.id, options);
 END $$;
 COMMENT ON FUNCTION ecp.verify(text, jsonb) IS
   'start a verify run: compare the task''s source with its index, page by page, and record what differs in ecp.drift; options {"extra": true} (also find documents whose rows are gone), {"sample": 0.1}';
@@ -3772,7 +3779,7 @@ COMMENT ON FUNCTION ecp.verify(text, jsonb) IS
 -- Start the id run that repairs what a verify run found, as ecp: missing
 -- and stale ids are sent again, extra ones are deleted (the run deletes
 -- the documents of ids its query does not return, as delete_missing).
-CREATE FUNCTION ecp._start_repair(verify_run bigint) RETURNS bigint
+CREATE FUNCTION ecp_internal._start_repair(verify_run bigint) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
@@ -3781,7 +3788,7 @@ DECLARE
     run_id bigint;
     operator text := session_user;
 BEGIN
-    IF NOT ecp._session_user_acts() THEN
+    IF NOT ecp_internal._session_user_acts() THEN
         RAISE EXCEPTION 'repair runs are not started from inside a query ecp or a maintenance command runs'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -3810,14 +3817,14 @@ BEGIN
     INSERT INTO ecp.run (task_id, only_ids, repair_of) VALUES (r.task_id, ids, verify_run)
     RETURNING id INTO run_id;
     PERFORM set_config('ecp.acting_role', '', true);
-    PERFORM ecp._warn_if_not_launcher_database(run_id);
+    PERFORM ecp_internal._warn_if_not_launcher_database(run_id);
     RETURN run_id;
 END $$;
 
 CREATE FUNCTION ecp.repair(verify_run bigint) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN ecp._start_repair(verify_run);
+    RETURN ecp_internal._start_repair(verify_run);
 END $$;
 COMMENT ON FUNCTION ecp.repair(bigint) IS
   'start an id run that repairs what a verify run found: missing and stale documents sent again, extra ones deleted; NULL (and a notice) when it found nothing';
@@ -3859,7 +3866,7 @@ COMMENT ON VIEW ecp.drift_summary IS 'per verify run: documents checked, missing
 -- checks its new index itself) of a task whose index no other task writes
 -- (option count_check true says it is the only writer anyway; false
 -- turns the check off).
-CREATE FUNCTION ecp._count_check_index(run bigint) RETURNS text
+CREATE FUNCTION ecp_internal._count_check_index(run bigint) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT t.index_name
       FROM ecp.run r
@@ -3873,13 +3880,13 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
        AND CASE WHEN t.options ? 'count_check' THEN (t.options->>'count_check')::boolean
                 ELSE NOT EXISTS (SELECT 1 FROM ecp.task o JOIN ecp.consumer oc ON oc.id = o.consumer_id
                                   WHERE o.id <> t.id AND o.index_name = t.index_name
-                                    AND ecp._url_origin(oc.url) = ecp._url_origin(c.url)) END
+                                    AND ecp_internal._url_origin(oc.url) = ecp_internal._url_origin(c.url)) END
 $$;
-REVOKE EXECUTE ON FUNCTION ecp._count_check_index(bigint) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._count_check_index(bigint) FROM PUBLIC;
 
 -- The count check's flow row: the documents the run wrote against the
 -- index's _count, and whether they are equal.
-CREATE FUNCTION ecp._record_count_check(run bigint, index text, index_count bigint) RETURNS boolean
+CREATE FUNCTION ecp_internal._record_count_check(run bigint, index text, index_count bigint) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
 DECLARE
@@ -3903,10 +3910,10 @@ BEGIN
     IF failed > 0 THEN
         content := content || jsonb_build_object('failed', failed);
     END IF;
-    PERFORM ecp._flow_event(run, 'count checked', content);
+    PERFORM ecp_internal._flow_event(run, 'count checked', content);
     RETURN index_count = written;
 END $$;
-REVOKE EXECUTE ON FUNCTION ecp._record_count_check(bigint, text, bigint) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION ecp_internal._record_count_check(bigint, text, bigint) FROM PUBLIC;
 
 -- What ecp knows about a task's source and index: the rows of its latest
 -- run of the whole source, the index's count from the latest count check,
@@ -3981,7 +3988,7 @@ GRANT SELECT ON ecp.drift, ecp.drift_summary TO PUBLIC;
 -- follow from triggers, so a plain UPDATE gets them too.
 
 -- ids of a text, integer or uuid array as text (NULL stays NULL).
-CREATE FUNCTION ecp._ids_as_text(ids anycompatiblearray) RETURNS text[]
+CREATE FUNCTION ecp_internal._ids_as_text(ids anycompatiblearray) RETURNS text[]
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     element oid := (SELECT ty.typelem FROM pg_type ty WHERE ty.oid = pg_typeof(ids));
@@ -3998,7 +4005,7 @@ END $$;
 -- A disabled task starts no run that reads its source (ecp.start,
 -- ecp.verify, ecp.follow, ecp.retry_failed, ecp.repair: the trigger
 -- prepare calls this; pg_cron firings are skipped by _scheduled_start).
-CREATE FUNCTION ecp._refuse_disabled(t ecp.task) RETURNS void
+CREATE FUNCTION ecp_internal._refuse_disabled(t ecp.task) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NOT t.enabled THEN
@@ -4010,7 +4017,7 @@ END $$;
 
 -- A name that another row holds.  Names are unique across roles (why:
 -- doc/lifecycle.md); the error does not say whose the name is.
-CREATE FUNCTION ecp._name_taken(kind text, name text) RETURNS void
+CREATE FUNCTION ecp_internal._name_taken(kind text, name text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RAISE EXCEPTION '% name "%" is taken', kind, name
@@ -4021,7 +4028,7 @@ END $$;
 
 -- The task's run that is pending, running or paused (a follower's run
 -- among them), NULL when there is none.
-CREATE FUNCTION ecp._run_in_progress(task_id bigint) RETURNS bigint
+CREATE FUNCTION ecp_internal._run_in_progress(task_id bigint) RETURNS bigint
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT r.id FROM ecp.run r
      WHERE r.task_id = _run_in_progress.task_id AND r.state IN ('pending', 'running', 'paused')
@@ -4030,7 +4037,7 @@ $$;
 
 -- Refuse a change (what: what is refused) that the task's follower or its
 -- run in progress depends on.
-CREATE FUNCTION ecp._refuse_in_use(t ecp.task, what text) RETURNS void
+CREATE FUNCTION ecp_internal._refuse_in_use(t ecp.task, what text) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     busy bigint;
@@ -4040,7 +4047,7 @@ BEGIN
               USING ERRCODE = 'object_in_use',
                     HINT = format('Stop following it first: SELECT ecp.unfollow(%L); follow it again afterwards.', t.name);
     END IF;
-    busy := ecp._run_in_progress(t.id);
+    busy := ecp_internal._run_in_progress(t.id);
     IF busy IS NOT NULL THEN
         RAISE EXCEPTION 'task "%" has run % in progress: %', t.name, busy, what
               USING ERRCODE = 'object_in_use',
@@ -4050,7 +4057,7 @@ END $$;
 
 -- Options changed by a partial object: its keys replace the current ones,
 -- a key given as JSON null is removed.
-CREATE FUNCTION ecp._merge_options(base jsonb, changes jsonb) RETURNS jsonb
+CREATE FUNCTION ecp_internal._merge_options(base jsonb, changes jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT (base || changes)
            - ARRAY(SELECT c.key FROM jsonb_each(changes) c WHERE jsonb_typeof(c.value) = 'null')
@@ -4058,11 +4065,11 @@ $$;
 
 -- The keys two option objects differ in: {"before": {...}, "after": {...}}
 -- (null for a key one side lacks), secrets masked.
-CREATE FUNCTION ecp._options_change(before_options jsonb, after_options jsonb) RETURNS jsonb
+CREATE FUNCTION ecp_internal._options_change(before_options jsonb, after_options jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object(
-               'before', coalesce(jsonb_object_agg(k, coalesce(ecp._mask_secrets(before_options) -> k, 'null')), '{}'),
-               'after', coalesce(jsonb_object_agg(k, coalesce(ecp._mask_secrets(after_options) -> k, 'null')), '{}'))
+               'before', coalesce(jsonb_object_agg(k, coalesce(ecp_internal._mask_secrets(before_options) -> k, 'null')), '{}'),
+               'after', coalesce(jsonb_object_agg(k, coalesce(ecp_internal._mask_secrets(after_options) -> k, 'null')), '{}'))
       FROM jsonb_object_keys(before_options || after_options) k
      WHERE before_options -> k IS DISTINCT FROM after_options -> k
 $$;
@@ -4073,14 +4080,14 @@ $$;
 -- (ecp.set_rate, a window: the launcher applies them at once); a rename
 -- may too (runs name their task by id).  Before check_row: triggers fire
 -- in name order.
-CREATE FUNCTION ecp._check_task_in_use() RETURNS trigger
+CREATE FUNCTION ecp_internal._check_task_in_use() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.query IS DISTINCT FROM OLD.query OR NEW.queries IS DISTINCT FROM OLD.queries
        OR NEW.index_name IS DISTINCT FROM OLD.index_name OR NEW.consumer_id IS DISTINCT FROM OLD.consumer_id
        OR NEW.ids IS DISTINCT FROM OLD.ids OR NEW.file IS DISTINCT FROM OLD.file
        OR NEW.search_path IS DISTINCT FROM OLD.search_path THEN
-        PERFORM ecp._refuse_in_use(OLD, 'its source, index and consumer cannot change');
+        PERFORM ecp_internal._refuse_in_use(OLD, 'its source, index and consumer cannot change');
     END IF;
     IF OLD.enabled AND NOT NEW.enabled AND EXISTS (SELECT 1 FROM ecp.follower f WHERE f.task_id = OLD.id) THEN
         RAISE EXCEPTION 'task "%" is followed: it cannot be disabled', OLD.name
@@ -4092,12 +4099,12 @@ END $$;
 
 -- Trigger flow_change on task: what changed, before and after (the rate
 -- has its own row, set_rate); rename_task when only the name did.
-CREATE FUNCTION ecp._flow_on_task_change() RETURNS trigger
+CREATE FUNCTION ecp_internal._flow_on_task_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     before jsonb := '{}';
     after jsonb := '{}';
-    option_diff jsonb := ecp._options_change(OLD.options - 'rate_limit', NEW.options - 'rate_limit');
+    option_diff jsonb := ecp_internal._options_change(OLD.options - 'rate_limit', NEW.options - 'rate_limit');
     action text;
 BEGIN
     IF NEW.name IS DISTINCT FROM OLD.name THEN
@@ -4153,7 +4160,7 @@ END $$;
 
 -- Trigger flow_drop on task: its definition, as the flow keeps it (the
 -- task's runs go with it; its flow rows stay).
-CREATE FUNCTION ecp._flow_on_task_drop() RETURNS trigger
+CREATE FUNCTION ecp_internal._flow_on_task_drop() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO ecp.flow_log (task_id, action, content, operator, owner)
@@ -4163,15 +4170,15 @@ BEGIN
                 'consumer', (SELECT c.name FROM ecp.consumer c WHERE c.id = OLD.consumer_id),
                 'query', OLD.query, 'queries', OLD.queries, 'ids', cardinality(OLD.ids),
                 'file', split_part(OLD.file, '?', 1), 'options', OLD.options, 'enabled', OLD.enabled))),
-            ecp._operator(), OLD.owner);
+            ecp_internal._operator(), OLD.owner);
     RETURN NULL;
 END $$;
 
 -- Trigger cron_jobs on task: the pg_cron jobs that ecp.schedule made
--- (ecp:<task>, calling ecp._scheduled_start('<task>')) follow their task:
+-- (ecp:<task>, calling ecp_internal._scheduled_start('<task>')) follow their task:
 -- renamed with it, removed with it, whichever role scheduled them (each
 -- job runs as its role: only ecp, as a superuser, sees them all).
-CREATE FUNCTION ecp._task_cron_jobs() RETURNS trigger
+CREATE FUNCTION ecp_internal._task_cron_jobs() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     job record;
@@ -4182,11 +4189,11 @@ BEGIN
     END IF;
     FOR job IN EXECUTE 'SELECT jobid, schedule, database, username, active FROM cron.job
                          WHERE jobname = $1 AND command = $2'
-               USING 'ecp:' || OLD.name, format('SELECT ecp._scheduled_start(%L)', OLD.name)
+               USING 'ecp:' || OLD.name, format('SELECT ecp_internal._scheduled_start(%L)', OLD.name)
     LOOP
         IF TG_OP = 'UPDATE' THEN
             EXECUTE 'SELECT cron.schedule_in_database($1, $2, $3, $4, $5, $6)'
-              USING 'ecp:' || NEW.name, job.schedule, format('SELECT ecp._scheduled_start(%L)', NEW.name),
+              USING 'ecp:' || NEW.name, job.schedule, format('SELECT ecp_internal._scheduled_start(%L)', NEW.name),
                     job.database, job.username, job.active;
         END IF;
         EXECUTE 'SELECT cron.unschedule($1)' USING job.jobid;
@@ -4196,12 +4203,12 @@ END $$;
 
 -- Trigger flow_change on consumer: what changed, before and after,
 -- secrets masked; rename_consumer when only the name did.
-CREATE FUNCTION ecp._flow_on_consumer_change() RETURNS trigger
+CREATE FUNCTION ecp_internal._flow_on_consumer_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     before jsonb := '{}';
     after jsonb := '{}';
-    option_diff jsonb := ecp._options_change(OLD.options, NEW.options);
+    option_diff jsonb := ecp_internal._options_change(OLD.options, NEW.options);
     action text;
 BEGIN
     IF NEW.name IS DISTINCT FROM OLD.name THEN
@@ -4232,36 +4239,36 @@ BEGIN
 END $$;
 
 -- Trigger flow_drop on consumer (ecp.drop_consumer, ecp.drop_owned).
-CREATE FUNCTION ecp._flow_on_consumer_drop() RETURNS trigger
+CREATE FUNCTION ecp_internal._flow_on_consumer_drop() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO ecp.flow_log (action, content, operator, owner)
     VALUES ('drop_consumer',
             jsonb_build_object('consumer', OLD.name, 'before',
                                jsonb_build_object('kind', OLD.kind, 'url', OLD.url,
-                                                  'options', ecp._mask_secrets(OLD.options))),
-            ecp._operator(), OLD.owner);
+                                                  'options', ecp_internal._mask_secrets(OLD.options))),
+            ecp_internal._operator(), OLD.owner);
     RETURN NULL;
 END $$;
 
 CREATE TRIGGER check_in_use BEFORE UPDATE ON ecp.task
-    FOR EACH ROW EXECUTE FUNCTION ecp._check_task_in_use();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._check_task_in_use();
 CREATE TRIGGER flow_change AFTER UPDATE ON ecp.task
     FOR EACH ROW WHEN ((OLD.name, OLD.query, OLD.queries, OLD.index_name, OLD.consumer_id, OLD.options,
                         OLD.enabled, OLD.ids, OLD.file, OLD.search_path)
                        IS DISTINCT FROM
                        (NEW.name, NEW.query, NEW.queries, NEW.index_name, NEW.consumer_id, NEW.options,
                         NEW.enabled, NEW.ids, NEW.file, NEW.search_path))
-    EXECUTE FUNCTION ecp._flow_on_task_change();
+    EXECUTE FUNCTION ecp_internal._flow_on_task_change();
 CREATE TRIGGER flow_drop AFTER DELETE ON ecp.task
-    FOR EACH ROW EXECUTE FUNCTION ecp._flow_on_task_drop();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._flow_on_task_drop();
 CREATE TRIGGER cron_jobs AFTER DELETE OR UPDATE OF name ON ecp.task
-    FOR EACH ROW EXECUTE FUNCTION ecp._task_cron_jobs();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._task_cron_jobs();
 CREATE TRIGGER flow_change AFTER UPDATE ON ecp.consumer
     FOR EACH ROW WHEN ((OLD.name, OLD.kind, OLD.url, OLD.options) IS DISTINCT FROM (NEW.name, NEW.kind, NEW.url, NEW.options))
-    EXECUTE FUNCTION ecp._flow_on_consumer_change();
+    EXECUTE FUNCTION ecp_internal._flow_on_consumer_change();
 CREATE TRIGGER flow_drop AFTER DELETE ON ecp.consumer
-    FOR EACH ROW EXECUTE FUNCTION ecp._flow_on_consumer_drop();
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._flow_on_consumer_drop();
 
 -- Change what is given (NULL: not given) of a task of your own.
 CREATE FUNCTION ecp.alter_task(task text, query text DEFAULT NULL, queries text[] DEFAULT NULL,
@@ -4299,7 +4306,7 @@ BEGIN
     -- check_in_use refuses the source, index and consumer to a plain UPDATE too)
     IF num_nonnulls(alter_task.query, alter_task.queries, alter_task.index, alter_task.consumer,
                     alter_task.options) > 0 THEN
-        PERFORM ecp._refuse_in_use(t, 'only enabled can change');
+        PERFORM ecp_internal._refuse_in_use(t, 'only enabled can change');
     END IF;
     IF alter_task.consumer IS NOT NULL THEN
         SELECT c.id INTO new_consumer FROM ecp.consumer c WHERE c.name = alter_task.consumer;
@@ -4319,7 +4326,7 @@ BEGIN
            index_name = coalesce(alter_task.index, t.index_name),
            consumer_id = coalesce(new_consumer, t.consumer_id),
            options = CASE WHEN alter_task.options IS NULL THEN t.options
-                          ELSE ecp._merge_options(t.options, alter_task.options) END,
+                          ELSE ecp_internal._merge_options(t.options, alter_task.options) END,
            enabled = coalesce(alter_task.enabled, t.enabled)
      WHERE tk.id = t.id;
 END $$;
@@ -4355,7 +4362,7 @@ BEGIN
     BEGIN
         UPDATE ecp.task tk SET name = new_name WHERE tk.id = t.id;
     EXCEPTION WHEN unique_violation THEN
-        PERFORM ecp._name_taken('task', new_name);
+        PERFORM ecp_internal._name_taken('task', new_name);
     END;
 END $$;
 COMMENT ON FUNCTION ecp.rename_task(text, text) IS
@@ -4370,7 +4377,7 @@ DECLARE
     t ecp.task;
     runs bigint;
 BEGIN
-    IF NOT ecp._session_user_acts() THEN
+    IF NOT ecp_internal._session_user_acts() THEN
         RAISE EXCEPTION 'tasks are not dropped from inside a query ecp or a maintenance command runs'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -4380,7 +4387,7 @@ BEGIN
               USING ERRCODE = 'undefined_object',
                     HINT = 'SELECT name FROM ecp.tasks lists yours.';
     END IF;
-    PERFORM ecp._refuse_in_use(t, 'it cannot be dropped');
+    PERFORM ecp_internal._refuse_in_use(t, 'it cannot be dropped');
     SELECT count(*) INTO runs FROM ecp.run r WHERE r.task_id = t.id;
     -- the flow row (trigger flow_drop) names the caller, not this function's
     -- owner; the trigger cron_jobs removes the task's pg_cron jobs
@@ -4431,7 +4438,7 @@ BEGIN
     UPDATE ecp.consumer cs
        SET url = coalesce(alter_consumer.url, c.url),
            options = CASE WHEN alter_consumer.options IS NULL THEN c.options
-                          ELSE ecp._merge_options(c.options, alter_consumer.options) END
+                          ELSE ecp_internal._merge_options(c.options, alter_consumer.options) END
      WHERE cs.id = c.id;
 END $$;
 COMMENT ON FUNCTION ecp.alter_consumer(text, text, jsonb) IS
@@ -4465,7 +4472,7 @@ BEGIN
     BEGIN
         UPDATE ecp.consumer cs SET name = new_name WHERE cs.id = c.id;
     EXCEPTION WHEN unique_violation THEN
-        PERFORM ecp._name_taken('consumer', new_name);
+        PERFORM ecp_internal._name_taken('consumer', new_name);
     END;
 END $$;
 COMMENT ON FUNCTION ecp.rename_consumer(text, text) IS
@@ -4474,7 +4481,7 @@ COMMENT ON FUNCTION ecp.rename_consumer(text, text) IS
 -- The version of the action line of a document read by query, as a
 -- worker writes it (owner_sql.c): an integer's text, a numeric cut to a
 -- bigint, a date or timestamp in microseconds (NULL: no version_column).
-CREATE FUNCTION ecp._version_sql(t ecp.task, query text) RETURNS text
+CREATE FUNCTION ecp_internal._version_sql(t ecp.task, query text) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     version_type regtype;
@@ -4483,7 +4490,7 @@ BEGIN
     IF NOT t.options ? 'version_column' THEN
         RETURN 'NULL::pg_catalog.text';
     END IF;
-    version_type := ecp._column_type(query, t.search_path, t.options->>'version_column');
+    version_type := ecp_internal._column_type(query, t.search_path, t.options->>'version_column');
     expression := format(CASE
         WHEN version_type IN ('smallint'::regtype, 'integer'::regtype, 'bigint'::regtype)
         THEN '(r.%I)::pg_catalog.text'
@@ -4504,14 +4511,14 @@ END $$;
 -- as text[]: id, document, the document after the transform (sent_sql),
 -- routing, version.  The query runs as the caller under the task's
 -- search_path, which only its own text and the transform see.
-CREATE FUNCTION ecp._preview_rows(t ecp.task, query text, sent_sql text, n integer) RETURNS text[]
+CREATE FUNCTION ecp_internal._preview_rows(t ecp.task, query text, sent_sql text, n integer) RETURNS text[]
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     statement text;
     rows text[];
 BEGIN
     PERFORM set_config('search_path', t.search_path, true);
-    statement := ecp._statement_text(query);
+    statement := ecp_internal._statement_text(query);
     PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
     statement := format(
         'SELECT pg_catalog.array_agg(ARRAY[x.id, x.body, %1$s, x.routing, x.version] ORDER BY x.n)'
@@ -4521,7 +4528,7 @@ BEGIN
         sent_sql, t.options->>'id_column',
         CASE WHEN t.options ? 'routing_column'
              THEN format('(r.%I)::pg_catalog.text', t.options->>'routing_column') ELSE 'NULL::pg_catalog.text' END,
-        ecp._version_sql(t, query), coalesce(t.options->>'key_column', t.options->>'id_column'), statement,
+        ecp_internal._version_sql(t, query), coalesce(t.options->>'key_column', t.options->>'id_column'), statement,
         -- a task of ids reads only those
         CASE WHEN t.ids IS NOT NULL
              THEN format('AND (r.%I)::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1)', t.options->>'id_column')
@@ -4536,7 +4543,7 @@ END $$;
 -- A document's action line and source line as sent (batch.c; a write
 -- service's entry, sink_http.c); NULL, NULL for a document the transform
 -- skipped (sent NULL): nothing is sent.
-CREATE FUNCTION ecp._sent_lines(kind text, op text, id text, sent text, routing text, version text,
+CREATE FUNCTION ecp_internal._sent_lines(kind text, op text, id text, sent text, routing text, version text,
                                 OUT action json, OUT document json)
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE WHEN sent IS NULL THEN NULL
@@ -4594,7 +4601,7 @@ BEGIN
                     HINT = 'preview_task shows the documents of a task of query or queries.';
     END IF;
     SELECT c.kind INTO kind FROM ecp.consumer c WHERE c.id = t.consumer_id;
-    op := coalesce(t.options->>'op', (SELECT oc.default_value #>> '{}' FROM ecp._option_contract() oc
+    op := coalesce(t.options->>'op', (SELECT oc.default_value #>> '{}' FROM ecp_internal._option_contract() oc
                                        WHERE oc.kind = 'task' AND oc.name = 'op'));
     IF t.options ? 'transform' THEN
         -- the function the task is bound to (transform_fn), by its OID's name
@@ -4609,11 +4616,11 @@ BEGIN
     -- the first query's documents first, as the parts of a task of queries
     FOR i IN 1 .. coalesce(cardinality(t.queries), 1) LOOP
         EXIT WHEN wanted <= 0;
-        found_rows := ecp._preview_rows(t, coalesce(t.queries[i], t.query), sent_sql, wanted);
+        found_rows := ecp_internal._preview_rows(t, coalesce(t.queries[i], t.query), sent_sql, wanted);
         FOR j IN 1 .. coalesce(array_length(found_rows, 1), 0) LOOP
             _id := found_rows[j][1];
             SELECT l.action, l.document INTO action, document
-              FROM ecp._sent_lines(kind, op, _id, found_rows[j][3], found_rows[j][4], found_rows[j][5]) l;
+              FROM ecp_internal._sent_lines(kind, op, _id, found_rows[j][3], found_rows[j][4], found_rows[j][5]) l;
             RETURN NEXT;
         END LOOP;
         wanted := wanted - coalesce(array_length(found_rows, 1), 0);
@@ -4633,7 +4640,7 @@ COMMENT ON FUNCTION ecp.preview_task(text, integer) IS
 -- each task and a word for its health), per-minute throughput samples
 -- (ecp.throughput, written by the workers at each checkpoint, and
 -- ecp.throughput_per_minute), ecp.metrics in the shape postgres_exporter
--- reads (doc/postgres_exporter/queries.yaml), and ecp._purge_history,
+-- reads (doc/postgres_exporter/queries.yaml), and ecp_internal._purge_history,
 -- which the launcher calls under ecp.history_days.  The bytes each part
 -- sent are ecp.part.bytes_sent (ecp.progress.bytes_sent), above.
 
@@ -4757,7 +4764,7 @@ COMMENT ON VIEW ecp.throughput_per_minute IS
 CREATE VIEW ecp.metrics WITH (security_invoker = true) AS
 SELECT 'runs'::text AS metric, NULL::text AS task, NULL::text AS consumer, s.state,
        coalesce(c.runs, 0)::double precision AS value
-  FROM unnest(ecp._run_states()) s(state)
+  FROM unnest(ecp_internal._run_states()) s(state)
   LEFT JOIN (SELECT r.state, count(*) AS runs FROM ecp.run r GROUP BY r.state) c ON c.state = s.state
 UNION ALL
 SELECT m.metric, t.name, NULL, NULL, m.value
@@ -4815,7 +4822,7 @@ COMMENT ON VIEW ecp.metrics IS
 -- ecp.rollback and drop_index need).  A run a role holds locked is skipped
 -- until a later call.  `more` says a limit was reached (call again).  The
 -- launcher calls it (ecp.history_days); roles cannot.
-CREATE FUNCTION ecp._purge_history(days integer, max_runs integer,
+CREATE FUNCTION ecp_internal._purge_history(days integer, max_runs integer,
                                    OUT runs bigint, OUT failed_docs bigint, OUT flow_rows bigint,
                                    OUT throughput_rows bigint, OUT more boolean)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -4880,8 +4887,8 @@ BEGIN
     GET DIAGNOSTICS throughput_rows = ROW_COUNT;
     more := more OR throughput_rows >= 100 * max_runs;
 END $$;
-REVOKE EXECUTE ON FUNCTION ecp._purge_history(integer, integer) FROM PUBLIC;
-COMMENT ON FUNCTION ecp._purge_history(integer, integer) IS
+REVOKE EXECUTE ON FUNCTION ecp_internal._purge_history(integer, integer) FROM PUBLIC;
+COMMENT ON FUNCTION ecp_internal._purge_history(integer, integer) IS
   'the retention (ecp.history_days): finished runs older than days, with their parts, dead letters, drift and flow rows, and old flow rows and throughput samples; at most max_runs runs a call; the launcher calls it';
 
 GRANT SELECT ON ecp.throughput, ecp.status, ecp.task_health, ecp.throughput_per_minute, ecp.metrics TO PUBLIC;

@@ -33,7 +33,7 @@ ALTER EXTENSION ecp SET SCHEMA public;
 SET ecp.no_such_setting = 1;
 
 -- the run states of the C code are those of ecp.run's CHECK constraint
-SELECT ecp._run_states() = (
+SELECT ecp_internal._run_states() = (
     SELECT array_agg(r.m[1] ORDER BY r.ord)
       FROM pg_constraint c,
            regexp_matches(pg_get_constraintdef(c.oid), '''([a-z]+)''', 'g') WITH ORDINALITY AS r(m, ord)

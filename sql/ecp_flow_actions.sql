@@ -1,15 +1,15 @@
--- The flow actions are one list: EcpFlowAction in C (ecp._flow_actions()),
+-- The flow actions are one list: EcpFlowAction in C (ecp_internal._flow_actions()),
 -- ecp.flow_log's CHECK constraint, and every action ecp's SQL writes.
 \set VERBOSITY terse
 
 -- the C list is the CHECK's, name for name and in order
-SELECT ecp._flow_actions() = (
+SELECT ecp_internal._flow_actions() = (
     SELECT array_agg(r.m[1] ORDER BY r.ord)
       FROM pg_constraint c,
            regexp_matches(pg_get_constraintdef(c.oid), '''([^'']+)''', 'g') WITH ORDINALITY AS r(m, ord)
      WHERE c.conrelid = 'ecp.flow_log'::regclass AND c.conname = 'flow_log_action_check'
 ) AS flow_actions_agree,
-       cardinality(ecp._flow_actions()) AS actions;
+       cardinality(ecp_internal._flow_actions()) AS actions;
 
 -- the CHECK is validated (a fresh install holds no row it would refuse)
 SELECT convalidated FROM pg_constraint
@@ -22,7 +22,7 @@ INSERT INTO ecp.flow_log (action) VALUES ('no such action');
 -- Every action ecp's SQL functions insert into ecp.flow_log, read from
 -- their source: the action column of each INSERT is a literal, or a
 -- variable whose assignments are read for their literals (a CASE's THEN
--- and ELSE branches).  ecp._flow_event passes on its parameter: the C
+-- and ELSE branches).  ecp_internal._flow_event passes on its parameter: the C
 -- code's EcpFlowAction.  An INSERT whose action is none of these is listed
 -- as unresolved, so a new way of writing one cannot slip past.
 CREATE TEMP VIEW sql_flow_actions AS
@@ -52,11 +52,11 @@ SELECT fn, e, action FROM literal
 UNION ALL
 SELECT fn, e, NULL FROM expr
  WHERE NOT EXISTS (SELECT 1 FROM literal l WHERE l.fn = expr.fn AND l.e = expr.e)
-   AND NOT (fn = 'ecp._flow_event(bigint,text,jsonb)' AND e = '_flow_event.action');
+   AND NOT (fn = 'ecp_internal._flow_event(bigint,text,jsonb)' AND e = '_flow_event.action');
 
 SELECT array_agg(DISTINCT action ORDER BY action) AS written_by_sql FROM sql_flow_actions;
 -- none of them is missing from the C list
 SELECT coalesce(array_agg(DISTINCT action), '{}') AS not_in_c_list
-  FROM sql_flow_actions WHERE action <> ALL (ecp._flow_actions());
+  FROM sql_flow_actions WHERE action <> ALL (ecp_internal._flow_actions());
 -- and no INSERT's action went unread
 SELECT fn, e AS unresolved FROM sql_flow_actions WHERE action IS NULL;

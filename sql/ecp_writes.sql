@@ -88,13 +88,13 @@ SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parce
 SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"window": "04:00-04:00"}');
 SELECT ecp.create_task('t1', 'cluster', 'parcels', query => 'SELECT * FROM parcels', options => '{"window": "4-5"}');
 -- a window may cross midnight
-SELECT w, t, ecp._in_window(w, t::time) AS inside
+SELECT w, t, ecp_internal._in_window(w, t::time) AS inside
   FROM (VALUES ('22:00-04:00', '23:30'), ('22:00-04:00', '03:59'), ('22:00-04:00', '04:00'),
                ('22:00-04:00', '12:00'), ('01:00-06:00', '01:00'), ('01:00-06:00', '06:00')) v(w, t);
 -- the load settings replace the task's replicas and refresh, in every form
-SELECT * FROM ecp._migration_settings('{"index": {"number_of_replicas": 2, "refresh_interval": "30s"}, "number_of_shards": 3}');
-SELECT * FROM ecp._migration_settings('{"index.number_of_replicas": 1}');
-SELECT * FROM ecp._migration_settings(NULL);
+SELECT * FROM ecp_internal._migration_settings('{"index": {"number_of_replicas": 2, "refresh_interval": "30s"}, "number_of_shards": 3}');
+SELECT * FROM ecp_internal._migration_settings('{"index.number_of_replicas": 1}');
+SELECT * FROM ecp_internal._migration_settings(NULL);
 -- a migration run: a part that creates the index, the load, a part that swaps
 SELECT ecp.start('swap') AS swap_run \gset
 SELECT part, source, state FROM ecp.parts WHERE run_id = :swap_run ORDER BY part;
@@ -316,7 +316,7 @@ UPDATE ecp.task SET options = options || '{"since_column": "at_tz"}' WHERE name 
 SELECT watermark FROM ecp.tasks WHERE name = 'since_ts';
 
 -- a role sees only its own watermarks, resets only its own, and writes none
-SELECT ecp._advance_watermark(id, 0, 'integer', '5', NULL) FROM ecp.tasks WHERE name = 'since_int';
+SELECT ecp_internal._advance_watermark(id, 0, 'integer', '5', NULL) FROM ecp.tasks WHERE name = 'since_int';
 SELECT id AS since_int_id FROM ecp.tasks WHERE name = 'since_int' \gset
 CREATE FUNCTION pg_temp.sqlstate_of(sql text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
@@ -329,8 +329,8 @@ CREATE ROLE ecp_regress_since;
 SET SESSION AUTHORIZATION ecp_regress_since;
 SELECT count(*) AS watermarks_seen FROM ecp.watermark;
 SELECT ecp.reset_watermark('since_int');
-SELECT pg_temp.sqlstate_of('SELECT ecp._reset_watermark(' || :since_int_id || ')') AS reset_another_roles;
-SELECT pg_temp.sqlstate_of('SELECT ecp._advance_watermark(' || :since_int_id || ', 0, ''integer'', ''9'', NULL)') AS advance;
+SELECT pg_temp.sqlstate_of('SELECT ecp_internal._reset_watermark(' || :since_int_id || ')') AS reset_another_roles;
+SELECT pg_temp.sqlstate_of('SELECT ecp_internal._advance_watermark(' || :since_int_id || ', 0, ''integer'', ''9'', NULL)') AS advance;
 SELECT pg_temp.sqlstate_of('INSERT INTO ecp.watermark (task_id, query_no, value, value_type, owner) VALUES ('
                            || :since_int_id || ', 1, ''9'', ''integer'', ''ecp_regress_since'')') AS insert;
 SELECT pg_temp.sqlstate_of('UPDATE ecp.watermark SET value = ''9''') AS update;
@@ -358,8 +358,8 @@ SELECT ecp.follow('poll_since', mode => 'polling');
 -- a task of queries is followed only by polling
 SELECT ecp.follow('since_shards', mode => 'trigger');
 -- the internal function checks again, as ecp
-SELECT ecp._follow_create(id, 'poll', true, '[]', '2 days') FROM ecp.task WHERE name = 'poll_since';
-SELECT ecp._follow_create(id, 'poll', true, '[]') FROM ecp.task WHERE name = 'poll_plain';
+SELECT ecp_internal._follow_create(id, 'poll', true, '[]', '2 days') FROM ecp.task WHERE name = 'poll_since';
+SELECT ecp_internal._follow_create(id, 'poll', true, '[]') FROM ecp.task WHERE name = 'poll_plain';
 \set VERBOSITY terse
 SELECT count(*) AS followers FROM ecp.follower;
 -- accepted: a task of queries with since_column polls by default; its

@@ -63,7 +63,7 @@ ecp_commit_signals_install(void)
 	RegisterXactCallback(commit_signals_callback, NULL);
 }
 
-/* ecp._wake_launcher_at_commit() */
+/* ecp_internal._wake_launcher_at_commit() */
 Datum
 ecp_wake_launcher_at_commit(PG_FUNCTION_ARGS)
 {
@@ -72,7 +72,7 @@ ecp_wake_launcher_at_commit(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* ecp._signal_run_at_commit(run bigint) */
+/* ecp_internal._signal_run_at_commit(run bigint) */
 Datum
 ecp_signal_run_at_commit(PG_FUNCTION_ARGS)
 {

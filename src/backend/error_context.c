@@ -4,11 +4,12 @@
  * A user who calls ecp.start('nope') should read "task "nope" does not
  * exist" and its hint.  PL/pgSQL adds a CONTEXT line for every ecp
  * function the error passed through ("PL/pgSQL function
- * ecp._create_run(...) line 12 at RAISE"), and SPI one for every
- * statement such a function ran ("SQL statement "SELECT ecp._create_run
+ * ecp_internal._create_run(...) line 12 at RAISE"), and SPI one for every
+ * statement such a function ran ("SQL statement "SELECT ecp_internal._create_run
  * ..."): 5 to 8 lines of ecp's internals under every message in default
  * psql, which say nothing about what to change.  An emit_log_hook drops
- * those lines: the frames of PL/pgSQL functions in schema ecp, the
+ * those lines: the frames of PL/pgSQL functions in schemas ecp and
+ * ecp_internal, the
  * statement or expression each of them was running, and the line of
  * ecp's install or upgrade script a CREATE or ALTER EXTENSION failed at.  The frames of the
  * user's own functions (a DO block or a function that calls ecp.start, a
@@ -29,6 +30,7 @@ static emit_log_hook_type previous_emit_log_hook = NULL;
 static bool keep_internal_context = false;
 
 #define ECP_FRAME "PL/pgSQL function ecp."
+#define ECP_INTERNAL_FRAME "PL/pgSQL function ecp_internal."
 #define ECP_SCRIPT "extension script file \"ecp--"
 
 /* One entry of a CONTEXT: its text in the context string. */
@@ -57,7 +59,8 @@ next_entry(const char **p, ContextEntry *entry)
 	const char *end = strchr(line, '\n');
 
 	entry->start = line;
-	entry->ecp_frame = starts_with(line, ECP_FRAME) || starts_with(line, ECP_SCRIPT);
+	entry->ecp_frame = starts_with(line, ECP_FRAME) || starts_with(line, ECP_INTERNAL_FRAME) ||
+		starts_with(line, ECP_SCRIPT);
 	entry->statement = starts_with(line, "SQL statement \"") || starts_with(line, "SQL expression \"");
 	while (entry->statement && end != NULL && end > line && end[-1] != '"')
 		end = strchr(end + 1, '\n');
@@ -112,7 +115,8 @@ drop_internal_context(ErrorData *edata)
 	if (previous_emit_log_hook)
 		previous_emit_log_hook(edata);
 	if (keep_internal_context || edata->context == NULL ||
-		(strstr(edata->context, ECP_FRAME) == NULL && strstr(edata->context, ECP_SCRIPT) == NULL))
+		(strstr(edata->context, ECP_FRAME) == NULL && strstr(edata->context, ECP_INTERNAL_FRAME) == NULL &&
+		 strstr(edata->context, ECP_SCRIPT) == NULL))
 		return;
 	/* the error's own memory: freed with it */
 	old = MemoryContextSwitchTo(ErrorContext);

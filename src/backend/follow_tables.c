@@ -2,7 +2,7 @@
  * follow_tables.c: what a follower watches, and what DROP EXTENSION must
  * not leave behind.
  *
- * ecp._query_tables(query, search_path, id_column) lists the tables a
+ * ecp_internal._query_tables(query, search_path, id_column) lists the tables a
  * task's query reads, views expanded (a change to a table under a view
  * changes the view's rows), read as the caller under the task's
  * search_path, like every other look at a task's query.  For the table
@@ -12,7 +12,7 @@
  * Replication slots are not objects of the extension: DROP EXTENSION ecp
  * would leave every follower's slot behind, retaining WAL for ever.  The
  * utility hook calls ecp_follow_drop_extension_cleanup first, which drops
- * them (and the publications and triggers) through ecp._follow_cleanup_all.
+ * them (and the publications and triggers) through ecp_internal._follow_cleanup_all.
  */
 #include "ecp.h"
 
@@ -130,7 +130,7 @@ rewritten_query(const char *query_text)
 }
 
 /*
- * ecp._query_tables(query text, search_path text, id_column text,
+ * ecp_internal._query_tables(query text, search_path text, id_column text,
  *                   OUT relid oid, OUT relkind "char", OUT id_source text)
  */
 Datum
@@ -197,7 +197,7 @@ ecp_follow_drop_extension_cleanup(Node *parsetree)
 	if (!OidIsValid(get_namespace_oid("ecp", true)))
 		return;
 	SPI_connect();
-	if (SPI_execute("SELECT pg_catalog.to_regprocedure('ecp._follow_cleanup_all()') IS NOT NULL",
+	if (SPI_execute("SELECT pg_catalog.to_regprocedure('ecp_internal._follow_cleanup_all()') IS NOT NULL",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 	{
 		bool		isnull;
@@ -205,7 +205,7 @@ ecp_follow_drop_extension_cleanup(Node *parsetree)
 														1, &isnull));
 
 		if (exists && !isnull)
-			SPI_execute("SELECT ecp._follow_cleanup_all()", false, 0);
+			SPI_execute("SELECT ecp_internal._follow_cleanup_all()", false, 0);
 	}
 	SPI_finish();
 }

@@ -38,7 +38,7 @@ ecp_launcher_pid_sql(PG_FUNCTION_ARGS)
 }
 
 /*
- * ecp._run_states(): the run states the C code knows, in order (without
+ * ecp_internal._run_states(): the run states the C code knows, in order (without
  * its own "gone"); pg_regress checks them against ecp.run's CHECK
  * constraint, so the two lists cannot drift apart.
  */
@@ -53,7 +53,7 @@ ecp_run_states(PG_FUNCTION_ARGS)
 }
 
 /*
- * ecp._check_install_database(), the first statement of the install
+ * ecp_internal._check_install_database(), the first statement of the install
  * script: ecp is created in the database its launcher connects to
  * (ecp.database_name), as pg_cron is in cron.database_name.  Anywhere
  * else its runs would stay pending for ever.  A superuser may set

@@ -149,9 +149,9 @@ facts_of(Query *query)
 }
 
 /*
- * ecp._column_facts(query text, search_path text) RETURNS jsonb: what the
+ * ecp_internal._column_facts(query text, search_path text) RETURNS jsonb: what the
  * catalog says about the uniqueness of the query's output columns, read
- * under the task's search_path.  The query has passed ecp._check_query.
+ * under the task's search_path.  The query has passed ecp_internal._check_query.
  */
 Datum
 ecp_column_facts(PG_FUNCTION_ARGS)
@@ -182,11 +182,11 @@ ecp_column_facts(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(ecp_column_type);
 
 /*
- * ecp._column_type(query text, search_path text, column text) RETURNS
+ * ecp_internal._column_type(query text, search_path text, column text) RETURNS
  * regtype: the type of the query's output column of that name (the first
  * one), read under the task's search_path by parse analysis only; NULL
  * when the query has no such column.  The query has passed
- * ecp._check_query.  Task option since_column is checked with it.
+ * ecp_internal._check_query.  Task option since_column is checked with it.
  */
 Datum
 ecp_column_type(PG_FUNCTION_ARGS)

@@ -1,6 +1,6 @@
 /*
  * flow_actions.c: the names of the flow actions (flow_actions.h), and
- * ecp._flow_actions() that shows them to SQL.
+ * ecp_internal._flow_actions() that shows them to SQL.
  */
 #include "ecp.h"
 
@@ -65,7 +65,7 @@ const char *const ecp_flow_action_names[ECP_FLOW_NACTIONS] = {
 PG_FUNCTION_INFO_V1(ecp_flow_actions);
 
 /*
- * ecp._flow_actions(): the flow actions the C code knows, in order;
+ * ecp_internal._flow_actions(): the flow actions the C code knows, in order;
  * pg_regress checks them against ecp.flow_log's CHECK constraint.  A name
  * left out of the list above is an error here, not a NULL in the array.
  */

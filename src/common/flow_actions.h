@@ -1,6 +1,6 @@
 /*
  * flow_actions.h: the actions of ecp.flow_log, as the table's CHECK
- * constraint spells them.  One list for both sides: ecp._flow_actions()
+ * constraint spells them.  One list for both sides: ecp_internal._flow_actions()
  * returns these names, and pg_regress compares them with the CHECK and
  * with every action ecp's SQL functions write, like the run states.
  */
@@ -23,7 +23,7 @@ typedef enum EcpFlowAction
 	ECP_FLOW_ALERT,
 	ECP_FLOW_DROP_OWNED,
 	ECP_FLOW_CRON_SKIPPED,
-	/* written by the workers (run_store.c, through ecp._flow_event) */
+	/* written by the workers (run_store.c, through ecp_internal._flow_event) */
 	ECP_FLOW_WORKER_STARTED,
 	ECP_FLOW_RECOVERED,
 	ECP_FLOW_DUAL_WRITE,

@@ -262,7 +262,7 @@ suggest_entry(const HmUrl *url, const HmAddr *addr, const char *address, char *e
 /*
  * Judge every address host resolves to; false when it does not resolve.
  * The refusal does not quote an address DNS gave (PUBLIC may
- * call ecp._check_consumer_target, which would make it an oracle of
+ * call ecp_internal._check_consumer_target, which would make it an oracle of
  * internal DNS); the server log has it for the administrator.  Roles
  * exempt from the policy never get here.
  */
@@ -397,7 +397,7 @@ check_tls_options(Jsonb *options, const char *role)
 }
 
 /*
- * ecp._check_consumer_target(url text, options jsonb) RETURNS void: refuse
+ * ecp_internal._check_consumer_target(url text, options jsonb) RETURNS void: refuse
  * (42501) a consumer the current user may not use.  NULL options = '{}'.
  */
 Datum

@@ -1,7 +1,7 @@
 /*
  * host_policy.h: which hosts, TLS settings and CA files a role may use for
  * its consumers.  The SQL function
- * ecp._check_consumer_target checks a consumer when it is created; the
+ * ecp_internal._check_consumer_target checks a consumer when it is created; the
  * worker checks every address it connects to (sink_es.c) and the TLS
  * options when it opens the sink.  Superusers, and members of
  * ecp.unrestricted_role, are exempt.

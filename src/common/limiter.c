@@ -454,7 +454,7 @@ ecp_limiter_forget_waits(void)
 
 /*
  * Whether the calling role can see the task or consumer a bucket belongs
- * to: the tables' row-level security decides, so ecp._rate_buckets()
+ * to: the tables' row-level security decides, so ecp_internal._rate_buckets()
  * tells a role about its own limits only, like the view over it.
  */
 static bool
@@ -472,7 +472,7 @@ caller_sees(char kind, int64 id)
 
 PG_FUNCTION_INFO_V1(ecp_rate_buckets);
 
-/* ecp._rate_buckets(): kind, id, rate, effective, tokens, waiting of every bucket. */
+/* ecp_internal._rate_buckets(): kind, id, rate, effective, tokens, waiting of every bucket. */
 Datum
 ecp_rate_buckets(PG_FUNCTION_ARGS)
 {

@@ -1,7 +1,7 @@
 /*
  * option_values.c: the option contract (option_contract.c) in the
  * backend: an option's default, which a GUC may override, and the table
- * as SQL sees it, ecp._option_contract(), which ecp's option checks read.
+ * as SQL sees it, ecp_internal._option_contract(), which ecp's option checks read.
  */
 #include "ecp.h"
 
@@ -62,7 +62,7 @@ words_datum(const char *const *words, bool *isnull)
 }
 
 /*
- * ecp._option_contract(): one row per option (kind, name, type, min, max,
+ * ecp_internal._option_contract(): one row per option (kind, name, type, min, max,
  * default_value, default_setting, words, launcher).
  */
 Datum

@@ -1,5 +1,5 @@
 /*
- * query_check.c: ecp._check_query(query), the gate every source query
+ * query_check.c: ecp_internal._check_query(query), the gate every source query
  * passes before it is stored or previewed.
  *
  * PostgreSQL's own parser decides what the text is: exactly one statement,
@@ -146,7 +146,7 @@ ecp_checked_statement_text(const char *query)
 	return ecp_statement_text(query);
 }
 
-/* ecp._check_query(query text) RETURNS text[] (output column names) */
+/* ecp_internal._check_query(query text) RETURNS text[] (output column names) */
 Datum
 ecp_check_query(PG_FUNCTION_ARGS)
 {
@@ -157,7 +157,7 @@ ecp_check_query(PG_FUNCTION_ARGS)
 	PG_RETURN_ARRAYTYPE_P(output_columns(query));
 }
 
-/* ecp._statement_text(query text) RETURNS text, after the same checks */
+/* ecp_internal._statement_text(query text) RETURNS text, after the same checks */
 Datum
 ecp_statement_text_sql(PG_FUNCTION_ARGS)
 {
@@ -228,7 +228,7 @@ ecp_enter_search_path(const char *search_path)
 }
 
 /*
- * ecp._check_query(query text, search_path text) RETURNS text[]: the same
+ * ecp_internal._check_query(query text, search_path text) RETURNS text[]: the same
  * checks with the search_path the query will be read with (the task's),
  * so the validating trigger can pin its own search_path.  The setting
  * lives in a GUC nest level of its own and is gone when this returns.

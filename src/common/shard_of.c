@@ -6,7 +6,7 @@
  * shard_of is an SQL expression over the placeholder column id that gives
  * the 1-based number of that query (1 for queries[1]), e.g. (id % 16) + 1
  * when queries[1] reads the table of the ids with id % 16 = 0.  It is
- * checked when the task is written (ecp._check_shard_of, as the caller)
+ * checked when the task is written (ecp_internal._check_shard_of, as the caller)
  * and again by the worker before it runs it (as the owner: stored rows
  * are not trusted), and evaluated for a whole batch of ids at once:
  *
@@ -209,7 +209,7 @@ ecp_check_shard_of_expression(const char *expression, Oid column_type)
 }
 
 /*
- * ecp._check_shard_of(expression text, id_type regtype, search_path text)
+ * ecp_internal._check_shard_of(expression text, id_type regtype, search_path text)
  * RETURNS void: the check of task option shard_of at create_task, with
  * the type of the id column of queries[1] and the task's search_path.
  */

@@ -2,7 +2,7 @@
  * alerts.c: the launcher POSTs alerts to ecp.alert_webhook.
  *
  * Alerts are flow rows (action 'alert', written with a NOTIFY by
- * ecp._alert).  Each launcher pass sends the ones it has not sent yet, one
+ * ecp_internal._alert).  Each launcher pass sends the ones it has not sent yet, one
  * JSON object per POST, with short timeouts: best effort, never retried,
  * and never in a worker, so a dead webhook cannot slow a run.  The
  * webhook URL is never logged (it often carries a token).

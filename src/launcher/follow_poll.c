@@ -3,7 +3,7 @@
  *
  * A task over a foreign table (mysql_fdw) or of queries has neither WAL
  * to decode nor a table to put triggers on: ecp.follow follows it by
- * polling.  At every pass ecp._poll_followers() starts an ordinary full
+ * polling.  At every pass ecp_internal._poll_followers() starts an ordinary full
  * run of each poll follower's task whose last poll run finished
  * poll_interval ago (its option since_column makes the run read only
  * what changed); the pass after, woken by that run's commit, starts its
@@ -22,9 +22,9 @@ void
 ecp_poll_followers(void *arg)
 {
 	SPI_connect();
-	if (SPI_execute("SELECT pg_catalog.to_regprocedure('ecp._poll_followers()') IS NOT NULL", true, 1)
+	if (SPI_execute("SELECT pg_catalog.to_regprocedure('ecp_internal._poll_followers()') IS NOT NULL", true, 1)
 		== SPI_OK_SELECT && SPI_processed == 1 &&
 		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0)
-		SPI_execute("SELECT ecp._poll_followers()", false, 0);
+		SPI_execute("SELECT ecp_internal._poll_followers()", false, 0);
 	SPI_finish();
 }

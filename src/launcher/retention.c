@@ -2,7 +2,7 @@
  * retention.c: the launcher purges the history older than
  * ecp.history_days (days; 0 keeps everything): finished runs with their
  * parts, dead letters, drift and flow rows, flow rows whose run is gone,
- * and throughput samples, through ecp._purge_history (which says what it
+ * and throughput samples, through ecp_internal._purge_history (which says what it
  * keeps whatever its age).
  *
  * A pass removes at most PURGE_MAX_RUNS runs in one short transaction of
@@ -39,7 +39,7 @@ static TimestampTz last_purge_at = 0;
 static int	last_purge_days = -1;
 static bool last_purge_had_more = false;
 
-/* What one pass removed (ecp._purge_history's columns). */
+/* What one pass removed (ecp_internal._purge_history's columns). */
 typedef struct PurgeCounts
 {
 	int64		runs;
@@ -79,12 +79,12 @@ purge_step(void *arg)
 
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT runs, failed_docs, flow_rows, throughput_rows, more"
-							  "  FROM ecp._purge_history($1, $2)",
+							  "  FROM ecp_internal._purge_history($1, $2)",
 							  2, types, values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "ecp._purge_history returned no row");
+		elog(ERROR, "ecp_internal._purge_history returned no row");
 	for (int column = 1; column <= 4; column++)
-		ecp_require_column_type(SPI_tuptable->tupdesc, column, INT8OID, "ecp._purge_history");
-	ecp_require_column_type(SPI_tuptable->tupdesc, 5, BOOLOID, "ecp._purge_history");
+		ecp_require_column_type(SPI_tuptable->tupdesc, column, INT8OID, "ecp_internal._purge_history");
+	ecp_require_column_type(SPI_tuptable->tupdesc, 5, BOOLOID, "ecp_internal._purge_history");
 	counts->runs = column_int64(1, &isnull);
 	counts->failed_docs = column_int64(2, &isnull);
 	counts->flow_rows = column_int64(3, &isnull);

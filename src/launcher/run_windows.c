@@ -2,7 +2,7 @@
  * run_windows.c: task option window ('HH:MM-HH:MM', the server's time
  * zone).  At every pass the launcher pauses the runs whose window closed
  * and resumes the runs it paused whose window opened, through
- * ecp._apply_windows (which records why in ecp.run.paused_reason, and the
+ * ecp_internal._apply_windows (which records why in ecp.run.paused_reason, and the
  * flow rows pause and resume say so).  A worker stops at its next batch
  * as for any pause.
  */
@@ -24,6 +24,6 @@ ecp_apply_windows(void *arg)
 					" WHERE n.nspname OPERATOR(pg_catalog.=) 'ecp'"
 					"   AND p.proname OPERATOR(pg_catalog.=) '_apply_windows'", true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
-		SPI_execute("SELECT ecp._apply_windows()", false, 0);
+		SPI_execute("SELECT ecp_internal._apply_windows()", false, 0);
 	SPI_finish();
 }

@@ -1,7 +1,7 @@
 /*
  * option_contract.c: every option of a task and of a consumer, once.
  *
- * Read by the SQL checks (ecp._option_contract(), option_values.c), by
+ * Read by the SQL checks (ecp_internal._option_contract(), option_values.c), by
  * the worker (config_check.c) and by the launcher (launcher_options.c);
  * README's option tables say the same, and pg_regress checks that SQL
  * refuses what lies past each bound.  Plain C: the unit tests load it.
@@ -109,7 +109,7 @@ ecp_option_find(const char *kind, const char *name)
 	return NULL;
 }
 
-/* The type's name as ecp._option_contract() shows it. */
+/* The type's name as ecp_internal._option_contract() shows it. */
 const char *
 ecp_option_type_name(EcpOptionType type)
 {

@@ -2,7 +2,7 @@
  * option_contract.h: the one table of task and consumer options (name,
  * JSON type, bounds, default, who reads it), plain C so that the unit
  * tests can load it.  The SQL checks read it through
- * ecp._option_contract() (option_values.c), the worker through
+ * ecp_internal._option_contract() (option_values.c), the worker through
  * ecp_option_int/_bool/_word (config_check.c), the launcher through
  * ecp_option_find and ecp_option_number (launcher_options.c): no bound
  * of an option is written anywhere else.

@@ -3,7 +3,7 @@
  * documents the run wrote, in the run's flow ("count checked", with
  * "equal"), so "is the index complete?" is one query.
  *
- * ecp._count_check_index decides whether the count can say so (a run of
+ * ecp_internal._count_check_index decides whether the count can say so (a run of
  * the whole source, of a task that is the index's only writer or says it
  * is, through option count_check) and names the index.  The index is
  * refreshed first: documents are counted once they are searchable.  The
@@ -30,7 +30,7 @@ index_to_count(EcpPartConfig *config)
 	char	   *index = NULL;
 
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT ecp._count_check_index($1)", 1, types, values, NULL, true, 1) == SPI_OK_SELECT &&
+	if (SPI_execute_with_args("SELECT ecp_internal._count_check_index($1)", 1, types, values, NULL, true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
 		char	   *value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -52,7 +52,7 @@ record_count(EcpPartConfig *config, const char *index, int64 count)
 	Datum		values[3] = {Int64GetDatum(config->run_id), CStringGetTextDatum(index), Int64GetDatum(count)};
 
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT ecp._record_count_check($1, $2, $3)", 3, types, values, NULL, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_with_args("SELECT ecp_internal._record_count_check($1, $2, $3)", 3, types, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "ecp: could not record the count check of run " INT64_FORMAT, config->run_id);
 	SPI_finish();
 	ecp_commit_bookkeeping(back_to);

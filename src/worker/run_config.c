@@ -207,7 +207,7 @@ load_id_queries(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 }
 
 /* The task's fields, each checked: what a worker acts on. */
-/* Verify option sample: 0 < s <= 1 (ecp._check_verify_options), 1 when absent. */
+/* Verify option sample: 0 < s <= 1 (ecp_internal._check_verify_options), 1 when absent. */
 static double
 verify_sample(const char *text)
 {

@@ -73,7 +73,7 @@ read_dual_index(EcpPartConfig *config)
 
 	if (config->write_service || config->kind == ECP_PART_MIGRATE)
 		return;
-	owner_exec("SELECT ecp._dual_index($1, $2, $3)", 3, types, values, NULL);
+	owner_exec("SELECT ecp_internal._dual_index($1, $2, $3)", 3, types, values, NULL);
 	if (SPI_processed == 1)
 		dual = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if ((dual == NULL && config->dual_index == NULL) ||
@@ -84,7 +84,7 @@ read_dual_index(EcpPartConfig *config)
 	ecp_json_key_string(&content, "new_index", dual ? dual : config->dual_index);
 	ecp_json_end_object(&content);
 	values[1] = CStringGetTextDatum(content.data);
-	owner_exec(psprintf("SELECT ecp._flow_event($3, %s, $2::pg_catalog.jsonb)",
+	owner_exec(psprintf("SELECT ecp_internal._flow_event($3, %s, $2::pg_catalog.jsonb)",
 						quote_literal_cstr(ecp_flow_action_names[dual ? ECP_FLOW_DUAL_WRITE : ECP_FLOW_DUAL_WRITE_ENDED])),
 			   3, types, values, NULL);
 	config->dual_index = dual ? MemoryContextStrdup(TopMemoryContext, dual) : NULL;
@@ -182,13 +182,13 @@ ecp_store_claim(EcpPartConfig *config)
 	if (running)
 		read_dual_index(config);
 	if (running && config->recovering)
-		owner_exec(psprintf("SELECT ecp._flow_event($1, %s, "
+		owner_exec(psprintf("SELECT ecp_internal._flow_event($1, %s, "
 							"  jsonb_build_object('part', $2, 'pid', pg_backend_pid(), "
 							"                     'interrupted_at', $4, 'resume_after_key', nullif($3, '')))",
 							quote_literal_cstr(ecp_flow_action_names[ECP_FLOW_RECOVERED])),
 				   4, types, values, nulls);
 	else if (running)
-		owner_exec(psprintf("SELECT ecp._flow_event($1, %s, "
+		owner_exec(psprintf("SELECT ecp_internal._flow_event($1, %s, "
 							"  jsonb_build_object('part', $2, 'pid', pg_backend_pid(), "
 							"                     'resume_after_key', nullif($3, '')))",
 							quote_literal_cstr(ecp_flow_action_names[ECP_FLOW_WORKER_STARTED])),
@@ -495,7 +495,7 @@ ecp_store_save(EcpPartConfig *config, EcpBatch *batch, EcpDocResult *results,
 }
 
 /*
- * Cut a split part into key ranges (ecp._split_part); the number of parts
+ * Cut a split part into key ranges (ecp_internal._split_part); the number of parts
  * it became.
  */
 int
@@ -510,13 +510,13 @@ ecp_store_split(EcpPartConfig *config, bool has_keys, int64 low, int64 high, int
 
 	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
-	owner_exec("SELECT ecp._split_part($1, $2, $3, $4)", 4, types, values, nulls);
+	owner_exec("SELECT ecp_internal._split_part($1, $2, $3, $4)", 4, types, values, nulls);
 	if (SPI_processed == 1)
 	{
 		bool		isnull;
 		Datum		d;
 
-		ecp_require_column_type(SPI_tuptable->tupdesc, 1, INT4OID, "ecp._split_part");
+		ecp_require_column_type(SPI_tuptable->tupdesc, 1, INT4OID, "ecp_internal._split_part");
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		parts = isnull ? 1 : DatumGetInt32(d);
 	}
@@ -690,7 +690,7 @@ ecp_store_event(EcpPartConfig *config, EcpFlowAction action, const char *content
 	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INT4OID};
 	Datum		values[4];
 	const char *const statements[] = {
-		"SELECT ecp._flow_event($1, $2, pg_catalog.jsonb_build_object('part', $4) || $3::pg_catalog.jsonb)",
+		"SELECT ecp_internal._flow_event($1, $2, pg_catalog.jsonb_build_object('part', $4) || $3::pg_catalog.jsonb)",
 		"UPDATE ecp.part SET heartbeat_at = pg_catalog.now() WHERE run_id = $1 AND part_no = $4",
 		NULL
 	};
@@ -715,7 +715,7 @@ ecp_store_retrying(EcpPartConfig *config, int attempt, long wait_ms, const char 
 	Oid			types[8] = {INT8OID, TEXTOID, TEXTOID, INT4OID, INT4OID, INT8OID, TEXTOID, TEXTOID};
 	Datum		values[8];
 	const char *const statements[] = {
-		"SELECT ecp._flow_event($1, $2, pg_catalog.jsonb_build_object('part', $4) || $3::pg_catalog.jsonb)",
+		"SELECT ecp_internal._flow_event($1, $2, pg_catalog.jsonb_build_object('part', $4) || $3::pg_catalog.jsonb)",
 		"UPDATE ecp.part SET heartbeat_at = pg_catalog.now(), retry_attempt = $5, "
 		"       retry_at = pg_catalog.now() + pg_catalog.make_interval(secs => $6 / 1000.0), "
 		"       retry_error = pg_catalog.\"left\"($7, 2000), retry_class = $8 "
@@ -740,7 +740,7 @@ ecp_store_alert(EcpPartConfig *config, const char *class, int attempts, const ch
 {
 	Oid			types[4] = {INT8OID, TEXTOID, INT4OID, TEXTOID};
 	Datum		values[4];
-	const char *const statements[] = {"SELECT ecp._alert($1, $2, $3, $4)", NULL};
+	const char *const statements[] = {"SELECT ecp_internal._alert($1, $2, $3, $4)", NULL};
 
 	values[0] = Int64GetDatum(config->run_id);
 	values[1] = CStringGetTextDatum(class);

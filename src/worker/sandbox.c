@@ -101,14 +101,14 @@ ecp_sandbox_define_gucs(void)
 							   NULL, NULL, NULL);
 
 	/*
-	 * Set (locally) by ecp._start_maintenance, a SECURITY DEFINER function,
+	 * Set (locally) by ecp_internal._start_maintenance, a SECURITY DEFINER function,
 	 * around the one INSERT of a maintenance run, which the run trigger
 	 * refuses otherwise.  Superuser-only, unlike a placeholder setting
 	 * (up to 0.4 the guard was ecp_internal.maintenance_run, which any
 	 * role could set).
 	 */
 	DefineCustomBoolVariable("ecp.starting_maintenance",
-							 "Whether ecp._start_maintenance is inserting a maintenance run (set by ecp only).",
+							 "Whether ecp_internal._start_maintenance is inserting a maintenance run (set by ecp only).",
 							 NULL, &starting_maintenance, false,
 							 PGC_SUSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							 NULL, NULL, NULL);
@@ -156,7 +156,7 @@ ecp_sandbox_in_owner_code(void)
 }
 
 /*
- * ecp._session_user_acts() RETURNS boolean: whether session_user is who
+ * ecp_internal._session_user_acts() RETURNS boolean: whether session_user is who
  * is acting, so a SECURITY DEFINER function may trust it.  Not inside a
  * security-restricted operation: there (an ecp worker running an owner's
  * query or transform, autovacuum or a maintenance command running a

@@ -19,7 +19,7 @@
  * read.  Each part keeps the largest value it acknowledged in its row
  * (ecp.part.since_max, with each checkpoint), and when the run succeeds
  * the trigger watermark on ecp.run moves each query's watermark up to the
- * largest of its parts' (ecp._advance_watermark: never down).  A failed
+ * largest of its parts' (ecp_internal._advance_watermark: never down).  A failed
  * or cancelled run moves nothing.  Id runs, files and migrations ignore
  * the option.
  *
@@ -45,7 +45,7 @@
 
 #define SECONDS_PER_DAY 86400
 
-/* The types a since_column may have (ecp._check_since_column says the same). */
+/* The types a since_column may have (ecp_internal._check_since_column says the same). */
 bool
 ecp_since_type_allowed(Oid type)
 {
@@ -393,7 +393,7 @@ ecp_since_save(EcpPartConfig *config, const EcpBatch *batch)
 
 /*
  * Move the watermark of the part's query up to the largest value the part
- * acknowledged (ecp._advance_watermark: compared in the column's type,
+ * acknowledged (ecp_internal._advance_watermark: compared in the column's type,
  * never down), in a bookkeeping transaction of its own; the watermark
  * after goes into config, so the next ecp_since_filter starts there.
  * Nothing to do before the part acknowledged a row.  A full run's
@@ -419,10 +419,10 @@ ecp_store_advance_watermark(EcpPartConfig *config)
 	values[4] = Int64GetDatum(config->run_id);
 	back_to = ecp_begin_bookkeeping();
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT ecp._advance_watermark($1, $2, $3, $4, $5)",
+	if (SPI_execute_with_args("SELECT ecp_internal._advance_watermark($1, $2, $3, $4, $5)",
 							  5, types, values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "ecp: could not advance the watermark of task \"%s\"", config->task_name);
-	ecp_require_column_type(SPI_tuptable->tupdesc, 1, TEXTOID, "ecp._advance_watermark");
+	ecp_require_column_type(SPI_tuptable->tupdesc, 1, TEXTOID, "ecp_internal._advance_watermark");
 	after = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	config->since_watermark = after ? MemoryContextStrdup(TopMemoryContext, after) : NULL;
 	config->since_watermark_type = config->progress.since_max_type;

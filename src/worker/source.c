@@ -5,7 +5,7 @@
  * A query task with parallelism > 1 starts with one part of kind "split".
  * Its first worker reads the smallest and largest key as the owner (the
  * query is the owner's: only a worker acting as the owner may run it) and
- * has the part cut into ranges (ecp._split_part): 4 per allowed worker, so
+ * has the part cut into ranges (ecp_internal._split_part): 4 per allowed worker, so
  * a slow range does not hold the run while the other workers are idle.
  * The ranges are from <= key < to, the first open below and the last
  * open above, so every key is in exactly one of them, also keys added

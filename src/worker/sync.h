@@ -19,7 +19,7 @@
 
 /*
  * The states of a run, as ecp.run.state spells them (its CHECK
- * constraint; ecp._run_states() returns these names, and pg_regress
+ * constraint; ecp_internal._run_states() returns these names, and pg_regress
  * compares the two), plus GONE for a run that was deleted.
  */
 typedef enum EcpRunState

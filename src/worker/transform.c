@@ -31,7 +31,7 @@
 
 /*
  * The function the task was bound to when it was written: resolved then
- * under search_path pg_catalog, pg_temp (ecp._bind_transform), never under
+ * under search_path pg_catalog, pg_temp (ecp_internal._bind_transform), never under
  * the task's, and stored as an OID.  Its signature is checked here again
  * from pg_proc, because a jsonb Datum is about to be passed to it: one
  * argument of type jsonb, a plain function returning one jsonb.

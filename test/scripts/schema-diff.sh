@@ -40,7 +40,7 @@ fi
 # is the tables' row type, so it must match as well, but the gaps a DROP
 # COLUMN leaves in attnum on an upgraded install do not count.
 read -r -d '' catalog <<'SQL' || true
-WITH ns AS (SELECT 'ecp'::regnamespace AS oid),
+WITH ns AS (SELECT n.oid FROM pg_namespace n WHERE n.nspname IN ('ecp', 'ecp_internal')),
      ext AS (SELECT e.oid, e.extconfig, e.extcondition FROM pg_extension e WHERE e.extname = 'ecp')
 SELECT kind || '/' || name, coalesce(def, '') FROM (
   SELECT 'function' AS kind, p.oid::regprocedure::text AS name,
@@ -81,7 +81,7 @@ SELECT kind || '/' || name, coalesce(def, '') FROM (
   UNION ALL
   SELECT 'policy', tablename || '.' || policyname,
          permissive || ' ' || cmd || ' ' || roles::text || ' using=' || coalesce(qual, '') || ' check=' || coalesce(with_check, '')
-    FROM pg_policies WHERE schemaname = 'ecp'
+    FROM pg_policies WHERE schemaname IN ('ecp', 'ecp_internal')
   UNION ALL
   SELECT 'view', c.relname, pg_get_viewdef(c.oid) FROM pg_class c, ns WHERE c.relnamespace = ns.oid AND c.relkind = 'v'
   UNION ALL

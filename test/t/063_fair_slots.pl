@@ -126,7 +126,7 @@ ok(EcpTest::poll($node,
 		"SELECT count(*) = $buckets FROM ecp.run r JOIN ecp.task t ON t.id = r.task_id"
 		  . " WHERE t.name LIKE 'quick%' AND r.state = 'succeeded'", 120),
 	"$buckets rate-limited runs succeed");
-ok(EcpTest::poll($node, 'SELECT count(*) = 0 FROM ecp._rate_buckets()', 30),
+ok(EcpTest::poll($node, 'SELECT count(*) = 0 FROM ecp_internal._rate_buckets()', 30),
 	'their buckets are freed once they are done');
 
 $node->safe_psql('postgres',

@@ -100,11 +100,11 @@ refused("INSERT INTO ecp.flow_log (action, content, at, run_id) VALUES ('alert',
 	qr/permission denied for table flow_log/, 'forging an alert in the flow');
 refused("INSERT INTO ecp.failed_doc (run_id, doc_id, owner) VALUES (1, 'x', 'mallory')",
 	qr/permission denied for table failed_doc/, 'forging a failed document');
-refused("SELECT ecp._signal_run_at_commit(1)", qr/permission denied for function _signal_run_at_commit/,
+refused("SELECT ecp_internal._signal_run_at_commit(1)", qr/permission denied for function _signal_run_at_commit/,
 	"signalling another role's run");
-refused("SELECT ecp._flow_event(1, 'finished', '{}')", qr/permission denied for function _flow_event/,
+refused("SELECT ecp_internal._flow_event(1, 'finished', '{}')", qr/permission denied for function _flow_event/,
 	'writing a flow event');
-refused("SELECT ecp._alert(1, 'failed', 1, 'x')", qr/permission denied for function _alert/,
+refused("SELECT ecp_internal._alert(1, 'failed', 1, 'x')", qr/permission denied for function _alert/,
 	'raising an alert');
 
 # A plain INSERT of a run is exactly ecp.start, and a role moves its run

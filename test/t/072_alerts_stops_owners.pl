@@ -105,11 +105,11 @@ sub seconds_until
 $run = alice("SELECT ecp.start('sleepy')");
 my $pid = sleeping_worker();
 ok($pid, 'the worker sits in the 600 s query');
-ok(EcpTest::poll($node, "SELECT count(*) = 1 FROM ecp._rate_buckets() WHERE kind = 'task'", 30),
+ok(EcpTest::poll($node, "SELECT count(*) = 1 FROM ecp_internal._rate_buckets() WHERE kind = 'task'", 30),
 	'its task has a rate bucket');
-is($node->safe_psql('postgres', "SET ROLE alice; SELECT count(*) FROM ecp._rate_buckets() WHERE kind = 'task'"),
+is($node->safe_psql('postgres', "SET ROLE alice; SELECT count(*) FROM ecp_internal._rate_buckets() WHERE kind = 'task'"),
 	'1', 'alice sees her bucket');
-is($node->safe_psql('postgres', "SET ROLE eve; SELECT count(*) FROM ecp._rate_buckets()"),
+is($node->safe_psql('postgres', "SET ROLE eve; SELECT count(*) FROM ecp_internal._rate_buckets()"),
 	'0', 'eve sees no bucket of alice\'s');
 alice("SELECT ecp.pause($run)");
 my $took = seconds_until("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $pid AND wait_event = 'PgSleep'");

@@ -1,7 +1,7 @@
 # The December review's low findings, each from its repro:
 #  L1  a worker reads a run's ids a batch at a time: a long id list does
 #      not grow the worker's memory;
-#  L2  ecp._note_cron_skip refuses inside an ecp worker, where session_user
+#  L2  ecp_internal._note_cron_skip refuses inside an ecp worker, where session_user
 #      is the superuser: a role's query cannot forge "cron skipped" rows in
 #      another tenant's flow;
 #  L3  maintenance runs are started only through ecp.rollback and
@@ -54,7 +54,7 @@ my $alice_run = as('alice', "SELECT ecp.start('alice_t', at => now() + interval 
 as('mallory', qq{
 CREATE FUNCTION m.forge() RETURNS text LANGUAGE plpgsql AS \$\$
 BEGIN
-    PERFORM ecp._note_cron_skip($alice_task, $alice_run);
+    PERFORM ecp_internal._note_cron_skip($alice_task, $alice_run);
     RETURN 'forged';
 EXCEPTION WHEN OTHERS THEN
     RETURN SQLERRM;
@@ -65,22 +65,22 @@ my $run = as('mallory', "SELECT ecp.start('forger')");
 is(EcpTest::wait_for_run($node, $run, 'succeeded', 120), 'succeeded', 'L2: the forger\'s run ends');
 $es->refresh('forger');
 like($es->doc('forger', '1')->{outcome} // '', qr/is called by pg_cron jobs, not from inside a query ecp/,
-	'L2: inside the worker, ecp._note_cron_skip refuses (session_user is the superuser there)');
+	'L2: inside the worker, ecp_internal._note_cron_skip refuses (session_user is the superuser there)');
 is(as('alice', "SELECT count(*) FROM ecp.flow WHERE action = 'cron skipped'"), '0',
 	'L2: alice\'s flow has no forged cron skipped row');
-like(psql_as('mallory', "SELECT ecp._note_cron_skip($alice_task, $alice_run)"), qr/task \d+ is not yours/,
+like(psql_as('mallory', "SELECT ecp_internal._note_cron_skip($alice_task, $alice_run)"), qr/task \d+ is not yours/,
 	'L2: called directly, mallory is refused as before');
 
 # --- L3: maintenance runs ---------------------------------------------------------
 like(psql_as('mallory', qq{SET ecp_internal.maintenance_run = on;
 	INSERT INTO ecp.run (task_id, action) SELECT id, 'drop_index' FROM ecp.task WHERE name = 'forger'}),
 	qr/permission denied for table run/, 'L3: the old guard setting no longer lets a role insert a maintenance run');
-like(psql_as('mallory', "SELECT ecp._start_maintenance($alice_task, 'rollback')"), qr/task \d+ is not yours/,
+like(psql_as('mallory', "SELECT ecp_internal._start_maintenance($alice_task, 'rollback')"), qr/task \d+ is not yours/,
 	'L3: the definer refuses another owner\'s task');
-like(psql_as('mallory', q{SELECT ecp._start_maintenance(id, 'drop_index') FROM ecp.task WHERE name = 'forger'}),
+like(psql_as('mallory', q{SELECT ecp_internal._start_maintenance(id, 'drop_index') FROM ecp.task WHERE name = 'forger'}),
 	qr/has no cancelled migration whose index could be dropped/,
 	'L3: ... and a drop_index without a cancelled migration of the task');
-like(psql_as('mallory', q{SELECT ecp._start_maintenance(id, 'rollback') FROM ecp.task WHERE name = 'forger'}),
+like(psql_as('mallory', q{SELECT ecp_internal._start_maintenance(id, 'rollback') FROM ecp.task WHERE name = 'forger'}),
 	qr/task "forger" has no swap to roll back/, '... and a rollback without a swap');
 like(psql_as('mallory', q{SELECT ecp.rollback('forger')}), qr/task "forger" has no swap to roll back/,
 	'L3: ecp.rollback says the same through its own checks');

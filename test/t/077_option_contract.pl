@@ -2,7 +2,7 @@
 # SQL checks, the worker and the launcher read the same bounds.  pg_regress
 # (ecp_contract) tries every option against the SQL checks; here the
 # worker and the launcher meet the same bounds, taken from
-# ecp._option_contract() and not written down again:
+# ecp_internal._option_contract() and not written down again:
 #   - a task and consumer created through SQL with every numeric option at
 #     its max run, and the launcher has nothing to say about them;
 #   - rows stored past the checks (as a superuser with the triggers off)
@@ -27,7 +27,7 @@ my %file_only = (max_line_bytes => 1);
 
 my @numeric;
 for my $line (split /\n/, $node->safe_psql('postgres',
-		"SELECT kind, name, type, min, max, launcher FROM ecp._option_contract()"
+		"SELECT kind, name, type, min, max, launcher FROM ecp_internal._option_contract()"
 		  . " WHERE type IN ('integer', 'number') ORDER BY kind, name"))
 {
 	my ($kind, $name, $type, $min, $max, $launcher) = split /\|/, $line;

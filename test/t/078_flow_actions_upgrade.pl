@@ -45,9 +45,9 @@ like($err, qr/violates check constraint "flow_log_action_check"/, '... by the CH
 
 # The hint's way out: the rows it lists, removed; then the CHECK validates.
 is($node->safe_psql('odd',
-		'SELECT string_agg(action, \',\') FROM ecp.flow_log WHERE action <> ALL (ecp._flow_actions())'),
+		'SELECT string_agg(action, \',\') FROM ecp.flow_log WHERE action <> ALL (ecp_internal._flow_actions())'),
 	'my own note', "the hint's query lists the row");
-$node->safe_psql('odd', "DELETE FROM ecp.flow_log WHERE action <> ALL (ecp._flow_actions());
+$node->safe_psql('odd', "DELETE FROM ecp.flow_log WHERE action <> ALL (ecp_internal._flow_actions());
                          ALTER TABLE ecp.flow_log VALIDATE CONSTRAINT flow_log_action_check");
 is($node->safe_psql('odd', $validated), 't', 'without it the CHECK validates');
 

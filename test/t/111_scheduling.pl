@@ -67,7 +67,7 @@ sql(qq{
 });
 like($job, qr/^\d+$/, "ecp.schedule returns the job id ($job)");
 is(sql("SELECT jobname || ' | ' || schedule || ' | ' || command FROM cron.job WHERE jobid = $job"),
-	q{ecp:nightly | * * * * * | SELECT ecp._scheduled_start('nightly')}, 'the job is in cron.job');
+	q{ecp:nightly | * * * * * | SELECT ecp_internal._scheduled_start('nightly')}, 'the job is in cron.job');
 ok(EcpTest::poll($node, "SELECT count(*) = 1 FROM ecp.run r JOIN ecp.task t ON t.id = r.task_id WHERE t.name = 'nightly'", 75),
 	'the job started a run within a minute');
 my $cron_run = sql("SELECT r.id FROM ecp.run r JOIN ecp.task t ON t.id = r.task_id WHERE t.name = 'nightly'");

@@ -142,14 +142,14 @@ like($err, qr/task "alice_shop" does not exist/, 'bob cannot unfollow alice\'s t
 my $alice_run = $node->safe_psql('postgres', "SELECT run FROM ecp.followers WHERE task = 'alice_shop'");
 ($rc, undef, $err) = $node->psql('postgres', "SET ROLE bob; SELECT ecp.pause($alice_run)");
 isnt($rc, 0, 'bob cannot pause alice\'s follower');
-($rc, undef, $err) = $node->psql('postgres', "SELECT ecp._follow_create(" .
+($rc, undef, $err) = $node->psql('postgres', "SELECT ecp_internal._follow_create(" .
 	$node->safe_psql('postgres', "SELECT id FROM ecp.task WHERE name = 'alice_shop'") . ", 'decoding', false, '[]')",
 	extra_params => [ '-U', 'bob' ]);
 like($err, qr/is not yours/, 'bob cannot call the internal function for alice\'s task');
 $node->safe_psql('postgres', 'CREATE TABLE public.bobs (id int); ALTER TABLE public.bobs OWNER TO bob');
 ($rc, undef, $err) = $node->psql('postgres', "SET ROLE bob; CREATE TRIGGER t AFTER INSERT ON public.bobs "
-	. "REFERENCING NEW TABLE AS ecp_new FOR EACH STATEMENT EXECUTE FUNCTION ecp._follow_enqueue('$task_id')");
-like($err, qr/permission denied for function ecp._follow_enqueue/, 'bob cannot fire ecp\'s queue trigger from a table of his');
+	. "REFERENCING NEW TABLE AS ecp_new FOR EACH STATEMENT EXECUTE FUNCTION ecp_internal._follow_enqueue('$task_id')");
+like($err, qr/permission denied for function ecp_internal._follow_enqueue/, 'bob cannot fire ecp\'s queue trigger from a table of his');
 $node->safe_psql('postgres', 'REVOKE SELECT ON public.categories FROM alice');
 ($rc, undef, $err) = $node->psql('postgres', "SET ROLE alice; SELECT ecp.unfollow('alice_shop'); SELECT ecp.follow('alice_shop', backfill => false)");
 like($err, qr/permission denied for table categories|may not read table/, 'alice cannot follow once she cannot read a table');

@@ -241,7 +241,7 @@ my $notes_id = q1("SELECT id FROM ecp.task WHERE name = 'notes'");
 ($rc, undef, $err) = $node->psql('postgres', "SET SESSION AUTHORIZATION bob; SELECT ecp.follow('notes', mode => 'poll')");
 like($err, qr/task "notes" does not exist/, 'bob cannot follow alice\'s task');
 ($rc, undef, $err) = $node->psql('postgres',
-	"SET SESSION AUTHORIZATION bob; SELECT ecp._follow_create($notes_id, 'poll', true, '[]', '1 second')");
+	"SET SESSION AUTHORIZATION bob; SELECT ecp_internal._follow_create($notes_id, 'poll', true, '[]', '1 second')");
 like($err, qr/task $notes_id is not yours/, 'nor through the internal function');
 ($rc, $out, $err) = $node->psql('postgres', "SET SESSION AUTHORIZATION alice; SELECT ecp.follow('notes', mode => 'poll', poll_interval => '1 second')");
 like($err, qr/task "notes" is followed in mode poll/, 'alice follows her local table in mode poll');

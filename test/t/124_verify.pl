@@ -189,7 +189,7 @@ sub as_bob
 }
 my (undef, undef, $berr) = as_bob(q{SELECT ecp.verify('products')});
 like($berr, qr/task "products" does not exist/, 'bob cannot verify the superuser\'s task');
-(undef, undef, $berr) = as_bob("SELECT ecp._start_verify((SELECT id FROM ecp.task WHERE name = 'products'), '{}')");
+(undef, undef, $berr) = as_bob("SELECT ecp_internal._start_verify((SELECT id FROM ecp.task WHERE name = 'products'), '{}')");
 like($berr, qr/is not yours/, 'nor through the internal function');
 (undef, undef, $berr) = as_bob("SELECT ecp.repair($verify)");
 like($berr, qr/run $verify does not exist/, 'bob cannot repair another role\'s verify run');

@@ -105,7 +105,7 @@ ok_as('bob', qq{
 # --- a disabled task's pg_cron firing is skipped (polled at the end) -----------------
 ok_as('alice', q{SELECT ecp.rename_task('a_cron', 'a_nightly')}, 'alice renames the scheduled task');
 is(sql(q{SELECT jobname || ' | ' || command || ' | ' || username FROM cron.job}),
-	q{ecp:a_nightly | SELECT ecp._scheduled_start('a_nightly') | alice},
+	q{ecp:a_nightly | SELECT ecp_internal._scheduled_start('a_nightly') | alice},
 	'its pg_cron job is renamed with it, and calls it by its new name, as alice');
 
 # --- alice alters her task ------------------------------------------------------------

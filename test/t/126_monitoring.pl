@@ -137,7 +137,7 @@ is(health_of('slow'), 'paused', 'ecp.task_health: paused');
 # --- ecp.metrics ---------------------------------------------------------------
 is(sql(q{SELECT string_agg(m.state || '=' || m.value, ' ' ORDER BY m.state) FROM ecp.metrics m WHERE metric = 'runs'}),
 	sql(q{SELECT string_agg(s || '=' || (SELECT count(*) FROM ecp.run r WHERE r.state = s), ' ' ORDER BY s)
-	        FROM unnest(ecp._run_states()) s}),
+	        FROM unnest(ecp_internal._run_states()) s}),
 	'ecp.metrics: runs by state, every state');
 is(sql(q{SELECT string_agg(state, ',' ORDER BY state) FROM ecp.metrics WHERE metric = 'runs' AND value > 0}),
 	'cancelled,failed,paused,pending,succeeded', 'the states present here');
@@ -212,9 +212,9 @@ is(sql(q{SET ROLE bob; SELECT (SELECT count(*) FROM ecp.status) + (SELECT count(
           + (SELECT count(*) FROM ecp.throughput) + (SELECT count(*) FROM ecp.throughput_per_minute)
           + (SELECT count(*) FROM ecp.metrics WHERE task IS NOT NULL)}), '0',
 	'a role that owns nothing sees no runs, tasks or samples');
-my ($rc, $out, $err) = $node->psql('postgres', 'SET ROLE bob; SELECT * FROM ecp._purge_history(1, 1)');
+my ($rc, $out, $err) = $node->psql('postgres', 'SET ROLE bob; SELECT * FROM ecp_internal._purge_history(1, 1)');
 like($err, qr/permission denied for function _purge_history/, 'roles cannot purge');
-($rc, $out, $err) = $node->psql('postgres', 'SELECT * FROM ecp._purge_history(0, 1000)');
+($rc, $out, $err) = $node->psql('postgres', 'SELECT * FROM ecp_internal._purge_history(0, 1000)');
 like($err, qr/days must be 1 or more, not 0.*HINT:  ecp.history_days = 0 keeps everything/s,
 	'days 0 is refused, with a hint');
 
