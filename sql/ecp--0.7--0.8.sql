@@ -32,6 +32,7 @@ END $$;
 
 
 
+
 -- (the complete script calls it first: CREATE EXTENSION ecp in ecp.database_name only)
 CREATE FUNCTION ecp_internal._check_install_database() RETURNS void
 AS 'MODULE_PATHNAME', 'ecp_check_install_database' LANGUAGE C VOLATILE;
