@@ -19,10 +19,8 @@ void
 ecp_apply_windows(void *arg)
 {
 	SPI_connect();
-	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n"
-					"    ON n.oid OPERATOR(pg_catalog.=) p.pronamespace"
-					" WHERE n.nspname OPERATOR(pg_catalog.=) 'ecp'"
-					"   AND p.proname OPERATOR(pg_catalog.=) '_apply_windows'", true, 1) == SPI_OK_SELECT &&
+	if (SPI_execute("SELECT 1 WHERE pg_catalog.to_regprocedure('ecp_internal._apply_windows()') IS NOT NULL",
+					true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 		SPI_execute("SELECT ecp_internal._apply_windows()", false, 0);
 	SPI_finish();

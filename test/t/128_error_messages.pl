@@ -49,7 +49,7 @@ unlike($err, qr/CONTEXT/, '... without CONTEXT');
 $err = psql_err(q{DO $$ BEGIN PERFORM ecp.start('nope'); END $$});
 like($err, qr/ERROR:  task "nope" does not exist/, 'from a DO block: the message');
 like($err, qr/CONTEXT:  .*PL\/pgSQL function inline_code_block line 1 at PERFORM/s, '... with the DO block\'s own CONTEXT line');
-unlike($err, qr/PL\/pgSQL function ecp(_internal)?\.|SQL statement "SELECT ecp(_internal)?\./, '... and none of ecp\'s');
+unlike($err, qr/PL\/pgSQL function ecp(_internal)?\.|SQL statement "SELECT ecp_internal\./, '... and none of ecp\'s');
 
 $err = psql_err(qq{SET ecp.internal_context = on;\nSELECT ecp.start('nope')});
 like($err, qr/CONTEXT:  PL\/pgSQL function ecp(_internal)?\./, 'ecp.internal_context = on keeps ecp\'s frames');
