@@ -105,10 +105,10 @@ for my $file (grep { $blocks_of{$_} } @files)
 
 	# the reader's install: the README's block, not new_node's CREATE EXTENSION
 	$node->safe_psql('postgres', 'DROP EXTENSION ecp');
-	my @todo = @{ $blocks_of{$file} };
-	unshift @todo, { %$install, from => 'README.md' } if $install && $file ne 'README.md';
+	my @blocks_to_run = @{ $blocks_of{$file} };
+	unshift @blocks_to_run, { %$install, from => 'README.md' } if $install && $file ne 'README.md';
 
-	for my $block (@todo)
+	for my $block (@blocks_to_run)
 	{
 		my $where = ($block->{from} // $file) . " line $block->{line}";
 		if (has_watch($block->{sql}))
