@@ -38,6 +38,8 @@ include $(PGXS)
 # PGXS tracks no header dependencies: rebuild every object when a header
 # changes, or objects compiled against an old struct layout get linked.
 $(OBJS): $(wildcard src/*.h $(foreach d,$(SRC_DIRS),$(d)/*.h))
+# ECP_VERSION comes from ecp.control: a new version rebuilds everything.
+$(OBJS): ecp.control
 
 # test and demo build the stand-in themselves, after installing the
 # packages it needs; bench expects them installed (make test or make demo).
