@@ -97,6 +97,8 @@ typedef struct EcpWorkerSlot
 	uint64		generation;
 } EcpWorkerSlot;
 
+#define ECP_WAITING_RUNS 8
+
 /* Where in bgw_extra the launcher puts the slot's generation (a uint64). */
 #define ECP_SLOT_GENERATION_OFFSET 120
 
@@ -128,6 +130,17 @@ typedef struct EcpSharedState
 
 	uint64		slot_generations;	/* last generation handed out */
 
+	/*
+	 * The runs whose parts the launcher's last pass could not start for
+	 * want of a free slot (at most ECP_WAITING_RUNS; waiting_overflow:
+	 * more).  A worker whose part ended goes on with the next part of its
+	 * run only when no other run waits, so slots still go round as they
+	 * did when every part had a worker of its own.
+	 */
+	int			nwaiting_runs;
+	bool		waiting_overflow;
+	int64		waiting_runs[ECP_WAITING_RUNS];
+
 	int			nslots;			/* ecp.max_workers at server start */
 	EcpWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } EcpSharedState;
@@ -142,6 +155,9 @@ extern bool ecp_database_is_held(void);
 extern int	ecp_reserve_slot(int64 run_id, int32 part_no);
 extern void ecp_release_slot(int slot);
 extern bool ecp_part_has_slot(int64 run_id, int32 part_no);
+extern bool ecp_move_slot(int slot, int64 run_id, int32 part_no);
+extern void ecp_set_waiting_runs(const int64 *run_ids, int nruns);
+extern bool ecp_other_run_waits(int64 run_id);
 extern void ecp_attach_slot(int slot);
 extern bool ecp_stop_requested(int slot);
 extern void ecp_request_stop(int64 run_id);

@@ -197,10 +197,22 @@ ecp_database_is_held(void)
 	return held;
 }
 
+/* Whether a slot (other than except) holds the part; the caller holds the lock. */
+static bool
+part_held(const EcpSharedState *state, int64 run_id, int32 part_no, int except)
+{
+	for (int i = 0; i < state->nslots; i++)
+		if (i != except && state->slots[i].in_use && state->slots[i].run_id == run_id &&
+			state->slots[i].part_no == part_no)
+			return true;
+	return false;
+}
+
 /*
- * Reserve a free worker slot for a part; -1 when all are taken.  Reserved
- * slots whose worker never attached are reclaimed by the launcher through
- * ecp_release_slot.
+ * Reserve a free worker slot for a part; -1 when all are taken, -2 when a
+ * slot holds the part already (a worker of its run went on with it since
+ * the launcher looked).  Reserved slots whose worker never attached are
+ * reclaimed by the launcher through ecp_reclaim_slot.
  */
 int
 ecp_reserve_slot(int64 run_id, int32 part_no)
@@ -209,7 +221,9 @@ ecp_reserve_slot(int64 run_id, int32 part_no)
 	int			found = -1;
 
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < state->nslots; i++)
+	if (part_held(state, run_id, part_no, -1))
+		found = -2;
+	for (int i = 0; i < state->nslots && found == -1; i++)
 	{
 		EcpWorkerSlot *slot = &state->slots[i];
 
@@ -276,6 +290,56 @@ ecp_release_slot(int slot)
 	if (state->slots[slot].pid == MyProcPid)
 		memset(&state->slots[slot], 0, sizeof(EcpWorkerSlot));
 	LWLockRelease(state->lock);
+}
+
+/*
+ * A worker whose part ended moves its slot to the next part of its run;
+ * false when a slot holds that part already (the launcher started a
+ * worker for it meanwhile): the worker then leaves it alone.
+ */
+bool
+ecp_move_slot(int slot, int64 run_id, int32 part_no)
+{
+	EcpSharedState *state = ecp_shared();
+	bool		moved = false;
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	if (state->slots[slot].pid == MyProcPid && state->slots[slot].run_id == run_id &&
+		!part_held(state, run_id, part_no, slot))
+	{
+		state->slots[slot].part_no = part_no;
+		moved = true;
+	}
+	LWLockRelease(state->lock);
+	return moved;
+}
+
+/* The launcher's pass: the runs that wait for a slot (see nwaiting_runs). */
+void
+ecp_set_waiting_runs(const int64 *run_ids, int nruns)
+{
+	EcpSharedState *state = ecp_shared();
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	state->nwaiting_runs = Min(nruns, ECP_WAITING_RUNS);
+	state->waiting_overflow = nruns > ECP_WAITING_RUNS;
+	memcpy(state->waiting_runs, run_ids, sizeof(int64) * state->nwaiting_runs);
+	LWLockRelease(state->lock);
+}
+
+/* Whether a run other than this one waits for a slot. */
+bool
+ecp_other_run_waits(int64 run_id)
+{
+	EcpSharedState *state = ecp_shared();
+	bool		waits;
+
+	LWLockAcquire(state->lock, LW_SHARED);
+	waits = state->waiting_overflow;
+	for (int i = 0; i < state->nwaiting_runs && !waits; i++)
+		waits = state->waiting_runs[i] != run_id;
+	LWLockRelease(state->lock);
+	return waits;
 }
 
 bool

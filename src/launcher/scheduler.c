@@ -783,6 +783,8 @@ start_worker(const ActivePart *part)
 	uint64		generation;
 	int			slot = ecp_reserve_slot(part->run_id, part->part_no);
 
+	if (slot == -2)
+		return true;			/* a worker of its run went on with it */
 	if (slot < 0)
 		return false;			/* all ecp.max_workers slots busy */
 	generation = ecp_slot_generation(slot);
@@ -862,6 +864,34 @@ limit_to_parallelism(const ActivePart *parts, int count, bool *startable)
 }
 
 /*
+ * The runs with a part that could start but got no slot, every slot
+ * being taken (nchosen -1: a slot is free, none waits): a worker whose part
+ * ends leaves its slot to them instead of going on with its own run
+ * (ecp_other_run_waits).  parts come ordered by run.
+ */
+static void
+publish_waiting_runs(const ActivePart *parts, int count, const bool *startable,
+					 ActivePart **chosen, int nchosen)
+{
+	int64	   *waiting = palloc(sizeof(int64) * Max(count, 1));
+	int			nwaiting = 0;
+
+	for (int i = 0; i < count && nchosen >= 0; i++)
+	{
+		bool		was_chosen = false;
+
+		if (!startable[i] || parts[i].has_slot ||
+			(nwaiting > 0 && waiting[nwaiting - 1] == parts[i].run_id))
+			continue;
+		for (int j = 0; j < nchosen && !was_chosen; j++)
+			was_chosen = chosen[j] == &parts[i];
+		if (!was_chosen)
+			waiting[nwaiting++] = parts[i].run_id;
+	}
+	ecp_set_waiting_runs(waiting, nwaiting);
+}
+
+/*
  * Decide about every active part: fail the runs whose parts keep dying,
  * choose which runnable parts get the free slots, push the rates they
  * need, and start them.
@@ -906,6 +936,8 @@ schedule_parts(ActivePart *parts, int count, const SlotView *slots)
 			break;
 		remember_start(chosen[i], now);
 	}
+	/* with a slot left free, the parts not chosen wait for their role's cap */
+	publish_waiting_runs(parts, count, startable, chosen, nchosen >= slots->nfree ? nchosen : -1);
 }
 
 void

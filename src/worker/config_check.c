@@ -52,11 +52,11 @@ ecp_config_required(const char *value, const char *what, const char *hint)
 }
 
 /*
- * The queries of a task (a text[]), in TopMemoryContext: 1 to 4096, none
+ * The queries of a task (a text[]), in memory: 1 to 4096, none
  * NULL or empty.
  */
 char	  **
-ecp_config_queries(Datum array, const char *task_name, int *nqueries)
+ecp_config_queries(MemoryContext memory, Datum array, const char *task_name, int *nqueries)
 {
 	const char *recreate = "Recreate the task with ecp.create_task.";
 	Datum	   *elements;
@@ -69,10 +69,10 @@ ecp_config_queries(Datum array, const char *task_name, int *nqueries)
 	if (n < 1 || n > 4096)
 		bad_value(psprintf("the number of queries of task \"%s\"", task_name), psprintf("%d", n),
 				  "1 to 4096", recreate);
-	queries = MemoryContextAllocZero(TopMemoryContext, sizeof(char *) * n);
+	queries = MemoryContextAllocZero(memory, sizeof(char *) * n);
 	for (int i = 0; i < n; i++)
 		queries[i] = (char *) ecp_config_required(nulls[i] ? NULL :
-												  MemoryContextStrdup(TopMemoryContext, TextDatumGetCString(elements[i])),
+												  MemoryContextStrdup(memory, TextDatumGetCString(elements[i])),
 												  psprintf("queries[%d] of task \"%s\"", i + 1, task_name), recreate);
 	*nqueries = n;
 	return queries;

@@ -19,19 +19,19 @@
 #include "utils/timestamp.h"
 
 static char *
-copy_text(HeapTuple tuple, TupleDesc desc, const char *column)
+copy_text(MemoryContext memory, HeapTuple tuple, TupleDesc desc, const char *column)
 {
 	char	   *value = SPI_getvalue(tuple, desc, SPI_fnumber(desc, column));
 	char	   *copy;
 
 	if (value == NULL)
 		return NULL;
-	copy = MemoryContextStrdup(TopMemoryContext, value);
+	copy = MemoryContextStrdup(memory, value);
 	return copy;
 }
 
 static char *
-basic_auth(const char *user, const char *password)
+basic_auth(MemoryContext memory, const char *user, const char *password)
 {
 	char	   *plain = psprintf("%s:%s", user, password);
 	int			len = strlen(plain);
@@ -40,7 +40,7 @@ basic_auth(const char *user, const char *password)
 	int			n = pg_b64_encode(plain, len, encoded, enc_len);
 
 	encoded[Max(n, 0)] = '\0';
-	return MemoryContextStrdup(TopMemoryContext, psprintf("Basic %s", encoded));
+	return MemoryContextStrdup(memory, psprintf("Basic %s", encoded));
 }
 
 /*
@@ -147,7 +147,7 @@ load_owner(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("run " INT64_FORMAT " changed owner since its worker was started", config->run_id)));
 	ecp_config_check_owner_login(config->owner, name, value_of(tuple, desc, "owner_can_login"));
-	config->owner_name = MemoryContextStrdup(TopMemoryContext, name);
+	config->owner_name = MemoryContextStrdup(config->memory, name);
 }
 
 static const char *const consumer_kinds[] = {"elasticsearch", "http", NULL};
@@ -158,9 +158,9 @@ static const char *const consumer_kinds[] = {"elasticsearch", "http", NULL};
  * them off), so it cannot add a parameter, a header or SQL.
  */
 static char *
-checked_word(HeapTuple tuple, TupleDesc desc, const char *option, const char *allowed, int max_len)
+checked_word(MemoryContext memory, HeapTuple tuple, TupleDesc desc, const char *option, const char *allowed, int max_len)
 {
-	char	   *value = copy_text(tuple, desc, option);
+	char	   *value = copy_text(memory, tuple, desc, option);
 
 	if (value == NULL)
 		return NULL;
@@ -178,12 +178,12 @@ checked_word(HeapTuple tuple, TupleDesc desc, const char *option, const char *al
 static void
 load_write_options(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 {
-	config->tag = checked_word(tuple, desc, "tag", WORD_CHARS ".:-", 64);
-	config->pipeline = checked_word(tuple, desc, "pipeline", WORD_CHARS ".-", 255);
-	config->transform = copy_text(tuple, desc, "transform");
+	config->tag = checked_word(config->memory, tuple, desc, "tag", WORD_CHARS ".:-", 64);
+	config->pipeline = checked_word(config->memory, tuple, desc, "pipeline", WORD_CHARS ".-", 255);
+	config->transform = copy_text(config->memory, tuple, desc, "transform");
 	config->transform_fn = oid_column(tuple, desc, "transform_fn");
-	config->routing_column = copy_text(tuple, desc, "routing_column");
-	config->version_column = copy_text(tuple, desc, "version_column");
+	config->routing_column = copy_text(config->memory, tuple, desc, "routing_column");
+	config->version_column = copy_text(config->memory, tuple, desc, "version_column");
 	config->refresh = ecp_option_bool("task", "refresh", value_of(tuple, desc, "refresh"));
 }
 
@@ -198,10 +198,10 @@ load_id_queries(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	bool		isnull;
 	Datum		queries;
 
-	config->shard_of = copy_text(tuple, desc, "shard_of");
+	config->shard_of = copy_text(config->memory, tuple, desc, "shard_of");
 	ecp_require_column_type(desc, attno, TEXTARRAYOID, "the task's queries");
 	queries = SPI_getbinval(tuple, desc, attno, &isnull);
-	config->queries = isnull ? NULL : ecp_config_queries(queries, config->task_name, &config->nqueries);
+	config->queries = isnull ? NULL : ecp_config_queries(config->memory, queries, config->task_name, &config->nqueries);
 	if (isnull)
 		config->nqueries = 0;
 }
@@ -231,14 +231,14 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 {
 	const char *recreate = "Recreate the task with ecp.create_task.";
 
-	config->task_name = copy_text(tuple, desc, "task_name");
+	config->task_name = copy_text(config->memory, tuple, desc, "task_name");
 	ecp_config_required(config->task_name, "the run's task", "The task was deleted; start a new run of an existing task.");
 	config->task_id = long_column(tuple, desc, "task_id");
-	config->raw_query = copy_text(tuple, desc, "query");
-	config->index_name = copy_text(tuple, desc, "index_name");
+	config->raw_query = copy_text(config->memory, tuple, desc, "query");
+	config->index_name = copy_text(config->memory, tuple, desc, "index_name");
 	ecp_config_check_index(config->index_name);
 	config->alias = config->index_name;
-	config->new_index = copy_text(tuple, desc, "new_index");
+	config->new_index = copy_text(config->memory, tuple, desc, "new_index");
 	if (config->new_index)
 	{
 		ecp_config_check_index(config->new_index);
@@ -246,9 +246,9 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 			config->index_name = config->new_index;	/* a migration loads its new index */
 	}
 	config->writes_alias = bool_column(tuple, desc, "alias_swap") && config->new_index == NULL;
-	config->search_path = copy_text(tuple, desc, "search_path");
-	config->id_column = copy_text(tuple, desc, "id_column");
-	config->key_column = copy_text(tuple, desc, "key_column");
+	config->search_path = copy_text(config->memory, tuple, desc, "search_path");
+	config->id_column = copy_text(config->memory, tuple, desc, "id_column");
+	config->key_column = copy_text(config->memory, tuple, desc, "key_column");
 	load_id_queries(config, tuple, desc);
 	if (config->nqueries > 0)
 		ecp_config_required(config->id_column, "the task's option \"id_column\"", recreate);
@@ -325,11 +325,11 @@ load_part_source(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	{
 		const char *format;
 
-		config->file = copy_text(tuple, desc, "file");
+		config->file = copy_text(config->memory, tuple, desc, "file");
 		ecp_config_required(config->file, "the task's file", "Recreate the task with ecp.create_task(..., file => ...).");
 		format = ecp_option_word("task", "format", value_of(tuple, desc, "format"));
 		config->ndjson = format != NULL && strcmp(format, "ndjson") == 0;
-		config->id_field = copy_text(tuple, desc, "id_field");
+		config->id_field = copy_text(config->memory, tuple, desc, "id_field");
 		if (config->id_field == NULL)
 			config->id_field = "id";
 		config->max_line_bytes = ecp_option_int("task", "max_line_bytes",
@@ -341,14 +341,14 @@ load_part_source(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 static void
 load_nodes(EcpPartConfig *config, char *node_list)
 {
-	char	   *copy = MemoryContextStrdup(TopMemoryContext, node_list);
+	char	   *copy = MemoryContextStrdup(config->memory, node_list);
 	char	   *line;
 	char	   *save = NULL;
 	int			n = 1;
 
 	for (char *c = copy; *c; c++)
 		n += *c == '\n';
-	config->nodes = MemoryContextAllocZero(TopMemoryContext, sizeof(char *) * n);
+	config->nodes = MemoryContextAllocZero(config->memory, sizeof(char *) * n);
 	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
 		config->nodes[config->nnodes++] = line;
 }
@@ -361,13 +361,13 @@ load_consumer(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	char	   *password = value_of(tuple, desc, "password");
 	char	   *api_key = value_of(tuple, desc, "api_key");
 
-	char	   *route = copy_text(tuple, desc, "route_url");
+	char	   *route = copy_text(config->memory, tuple, desc, "route_url");
 	char	   *node_list = value_of(tuple, desc, "nodes");
 
 	config->consumer_id = long_column(tuple, desc, "consumer_id");
-	config->url = copy_text(tuple, desc, "url");
+	config->url = copy_text(config->memory, tuple, desc, "url");
 	ecp_config_check_url(config->url);
-	config->tag_header = checked_word(tuple, desc, "tag_header", WORD_CHARS "-", 64);
+	config->tag_header = checked_word(config->memory, tuple, desc, "tag_header", WORD_CHARS "-", 64);
 	config->route_why = config->tag == NULL ? "no tag: default endpoint" :
 		route ? psprintf("route %s", config->tag) :
 		psprintf("no route for %s: default endpoint", config->tag);
@@ -375,7 +375,7 @@ load_consumer(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 		config->url = route;	/* the route alone: nodes are the default endpoint's */
 	else if (node_list)
 		load_nodes(config, node_list);
-	config->ca_file = copy_text(tuple, desc, "ca_file");
+	config->ca_file = copy_text(config->memory, tuple, desc, "ca_file");
 	config->insecure = ecp_option_bool("consumer", "insecure", value_of(tuple, desc, "insecure"));
 	config->gzip = ecp_option_bool("consumer", "gzip", value_of(tuple, desc, "gzip"));
 	config->connect_timeout_ms = ecp_option_int("consumer", "connect_timeout_ms",
@@ -383,9 +383,9 @@ load_consumer(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	config->request_timeout_ms = ecp_option_int("consumer", "request_timeout_ms",
 												value_of(tuple, desc, "request_timeout_ms"));
 	if (user && password)
-		config->auth_header = basic_auth(user, password);
+		config->auth_header = basic_auth(config->memory, user, password);
 	else if (api_key)
-		config->auth_header = MemoryContextStrdup(TopMemoryContext, psprintf("ApiKey %s", api_key));
+		config->auth_header = MemoryContextStrdup(config->memory, psprintf("ApiKey %s", api_key));
 }
 
 /*
@@ -416,7 +416,7 @@ ecp_store_load(EcpPartConfig *config)
 	desc = SPI_tuptable->tupdesc;
 	config->progress.run_state = ecp_run_state_of(value_of(tuple, desc, "run_state"));
 	config->progress.has_total = bool_column(tuple, desc, "has_total");
-	config->progress.last_key = copy_text(tuple, desc, "last_key");
+	config->progress.last_key = copy_text(config->memory, tuple, desc, "last_key");
 	config->progress.position = long_column(tuple, desc, "position");
 	config->progress.line_no = long_column(tuple, desc, "line_no");
 	config->progress.processed = long_column(tuple, desc, "processed");

@@ -60,7 +60,7 @@ store_statements(const char *const *statements, int nargs, Oid *types, Datum *va
 /*
  * Whether a migration of this part's index (an alias) is loading through
  * the same consumer: its new index gets every batch too.  Inside an open
- * SPI connection; the name goes to TopMemoryContext.
+ * SPI connection; the name goes to the part's memory.
  */
 static void
 read_dual_index(EcpPartConfig *config)
@@ -87,7 +87,7 @@ read_dual_index(EcpPartConfig *config)
 	owner_exec(psprintf("SELECT ecp_internal._flow_event($3, %s, $2::pg_catalog.jsonb)",
 						quote_literal_cstr(ecp_flow_action_names[dual ? ECP_FLOW_DUAL_WRITE : ECP_FLOW_DUAL_WRITE_ENDED])),
 			   3, types, values, NULL);
-	config->dual_index = dual ? MemoryContextStrdup(TopMemoryContext, dual) : NULL;
+	config->dual_index = dual ? MemoryContextStrdup(config->memory, dual) : NULL;
 }
 
 /*
@@ -200,6 +200,48 @@ ecp_store_claim(EcpPartConfig *config)
 				(errmsg("ecp worker for run " INT64_FORMAT " part %d stands down: another worker claimed the part",
 						config->run_id, config->part_no)));
 	return running;
+}
+
+/*
+ * The parts of the config's run a worker whose part ended may go on with:
+ * pending ones of the run's lowest stage not done (a migration's steps
+ * wait for the stage before), first ones first, at most max, with the
+ * heartbeat each had (the claim compares it).  None unless the run is
+ * running.  Parts a worker died on are the launcher's: they wait their
+ * back-off and count towards failing the run (scheduler.c).
+ */
+int
+ecp_store_next_parts(EcpPartConfig *config, EcpNextPart *next, int max)
+{
+	MemoryContext back_to;
+	Oid			types[2] = {INT8OID, INT4OID};
+	Datum		values[2] = {Int64GetDatum(config->run_id), Int32GetDatum(max)};
+	int			n;
+
+	back_to = ecp_begin_bookkeeping();
+	SPI_connect();
+	owner_exec("SELECT p.part_no, p.heartbeat_at FROM ecp.part p "
+			   "  JOIN ecp.run r ON r.id = p.run_id AND r.state = 'running' "
+			   " WHERE p.run_id = $1 AND p.state = 'pending' "
+			   "   AND p.stage = (SELECT pg_catalog.min(q.stage) FROM ecp.part q "
+			   "                   WHERE q.run_id = $1 AND q.state <> 'done') "
+			   " ORDER BY p.part_no LIMIT $2", 2, types, values, NULL);
+	n = (int) SPI_processed;
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		ecp_require_column_type(desc, 1, INT4OID, "the next parts of a run");
+		ecp_require_column_type(desc, 2, TIMESTAMPTZOID, "the next parts of a run");
+		next[i].part_no = DatumGetInt32(SPI_getbinval(tuple, desc, 1, &isnull));
+		next[i].heartbeat = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 2, &isnull));
+		next[i].has_heartbeat = !isnull;
+	}
+	SPI_finish();
+	ecp_commit_bookkeeping(back_to);
+	return n;
 }
 
 /* The run was paused or cancelled: the part waits, unclaimed. */
@@ -416,7 +458,7 @@ move_position(EcpPartConfig *config, const EcpPosition *end)
 {
 	if (config->progress.last_key)
 		pfree(config->progress.last_key);
-	config->progress.last_key = end->last_key ? MemoryContextStrdup(TopMemoryContext, end->last_key) : NULL;
+	config->progress.last_key = end->last_key ? MemoryContextStrdup(config->memory, end->last_key) : NULL;
 	config->progress.position = end->position;
 	config->progress.line_no = end->line_no;
 }

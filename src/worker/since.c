@@ -253,12 +253,12 @@ ecp_since_load(EcpPartConfig *config)
 	text = SPI_getvalue(row, desc, 1);
 	if (text == NULL)
 		return;
-	config->since_column = MemoryContextStrdup(TopMemoryContext, text);
+	config->since_column = MemoryContextStrdup(config->memory, text);
 	config->since_overlap = ecp_option_int("task", "since_overlap", SPI_getvalue(row, desc, 2));
 	text = SPI_getvalue(row, desc, 3);
 	if (text)
 	{
-		config->since_watermark = MemoryContextStrdup(TopMemoryContext, text);
+		config->since_watermark = MemoryContextStrdup(config->memory, text);
 		config->since_watermark_type = (Oid) strtoul(SPI_getvalue(row, desc, 4), NULL, 10);
 	}
 	text = SPI_getvalue(row, desc, 5);
@@ -424,7 +424,7 @@ ecp_store_advance_watermark(EcpPartConfig *config)
 		elog(ERROR, "ecp: could not advance the watermark of task \"%s\"", config->task_name);
 	ecp_require_column_type(SPI_tuptable->tupdesc, 1, TEXTOID, "ecp_internal._advance_watermark");
 	after = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	config->since_watermark = after ? MemoryContextStrdup(TopMemoryContext, after) : NULL;
+	config->since_watermark = after ? MemoryContextStrdup(config->memory, after) : NULL;
 	config->since_watermark_type = config->progress.since_max_type;
 	SPI_finish();
 	ecp_commit_bookkeeping(back_to);

@@ -116,6 +116,8 @@ struct EcpSink
 	int			large_bodies_lost;	/* in a row (reset by any answer) */
 	int64		bytes_sent;		/* batch request bodies sent since the last
 								 * ecp_sink_take_bytes_sent */
+	char	   *settings;		/* what it was opened with (settings_of):
+								 * a part with the same may reuse it */
 };
 
 
@@ -260,10 +262,45 @@ http_options(EcpSink *sink, EcpPartConfig *config, EcpHttpConfig *http)
 	http->insecure = config->insecure;
 	if (!config->target_unrestricted)
 	{
-		sink->filter.owner_name = config->owner_name;
+		/* the sink outlives the part whose memory holds the config */
+		sink->filter.owner_name = pstrdup(config->owner_name);
 		http->allow_address = ecp_filter_address;
 		http->address_arg = &sink->filter;
 	}
+}
+
+/* How the part's batches are written. */
+static const EcpSinkFormat *
+sink_format_of(const EcpPartConfig *config)
+{
+	return config->write_service ? &ecp_http_format :
+		config->verify ? &ecp_verify_format : &ecp_es_format;
+}
+
+/*
+ * Everything of the config that open_in_context reads, as one string: a
+ * worker that goes on with another part of its run keeps its sink (its
+ * connections, what GET / said) only when the part's is the same.  Among
+ * them the URL of the part's route, the consumer's credentials, the
+ * request path (the index, a dual write) and the batch size (the answer
+ * cap); the run's owner is the same by construction.
+ */
+static char *
+settings_of(EcpPartConfig *config)
+{
+	StringInfoData settings;
+
+	initStringInfo(&settings);
+	appendStringInfo(&settings, "%s\n%s\n%s\n%s\n%s\n%s\n%s\n%ld %ld %d %d %d %d %d %d %d %d",
+					 config->url, config->tag ? config->tag : "", config->tag_header ? config->tag_header : "",
+					 config->auth_header ? config->auth_header : "", config->ca_file ? config->ca_file : "",
+					 config->owner_name, sink_format_of(config)->path(config),
+					 config->connect_timeout_ms, config->request_timeout_ms, config->gzip, config->insecure,
+					 config->target_unrestricted, config->write_service, config->verify,
+					 config->batch_size, config->batch_bytes, config->nnodes);
+	for (int i = 0; i < config->nnodes; i++)
+		appendStringInfo(&settings, "\n%s", config->nodes[i]);
+	return settings.data;
 }
 
 /* Fill a new sink (in its own memory, the current context). */
@@ -278,9 +315,9 @@ open_in_context(EcpSink *sink, EcpPartConfig *config)
 	http_options(sink, config, &http);
 	open_nodes(sink, config);
 	open_tag_header(sink, config);
-	sink->format = config->write_service ? &ecp_http_format :
-		config->verify ? &ecp_verify_format : &ecp_es_format;
+	sink->format = sink_format_of(config);
 	sink->request_path = pstrdup(sink->format->path(config));
+	sink->settings = settings_of(config);
 	/* last: nothing after it may fail, so an error leaks no connection */
 	sink->client = ecp_http_client_create(&http, err, sizeof(err));
 	if (sink->client == NULL)
@@ -329,6 +366,39 @@ ecp_sink_transfer_error(const EcpSink *sink, const char *method, const char *ori
 		return pstrdup(why);
 	return psprintf("%s %s%.*s failed: %s", method, origin,
 					query ? (int) (query - path) : (int) strlen(path), path, why);
+}
+
+/*
+ * The sink of the part before, if this part may go on with it (the same
+ * settings: settings_of), its counters of the part before reset; else
+ * that one closed and a new one opened.  NULL kept: a new one.
+ */
+EcpSink *
+ecp_sink_reopen(EcpSink *kept, EcpPartConfig *config)
+{
+	char	   *settings;
+	bool		same;
+
+	if (kept == NULL)
+		return ecp_sink_open(config);
+	settings = settings_of(config);
+	same = strcmp(settings, kept->settings) == 0;
+	pfree(settings);
+	if (!same)
+	{
+		ecp_sink_close(kept);
+		return ecp_sink_open(config);
+	}
+	check_insecure(config);		/* the policy may have changed since */
+	for (int i = 0; i < kept->nnodes; i++)
+	{
+		kept->nodes[i].requests = 0;
+		kept->nodes[i].failures = 0;
+	}
+	kept->current_node = (int) (config->part_no % kept->nnodes);
+	kept->large_bodies_lost = 0;
+	kept->bytes_sent = 0;
+	return kept;
 }
 
 /* Close the connections and free the sink (NULL: nothing to close). */

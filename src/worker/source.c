@@ -120,7 +120,7 @@ key_is_integer(EcpPartConfig *config)
 
 	back_to = ecp_begin_as_owner(config);
 	if (config->query == NULL)
-		config->query = MemoryContextStrdup(TopMemoryContext,
+		config->query = MemoryContextStrdup(config->memory,
 											ecp_checked_statement_text(config->raw_query));
 	SPI_connect();
 	ecp_source_column_types(config, &key_type, &id_type);

@@ -90,7 +90,7 @@ ecp_ids_prepare(EcpPartConfig *config, MemoryContext context)
 		return lookup;
 	back_to = ecp_begin_as_owner(config);
 	if (config->nqueries == 0 && config->query == NULL)
-		config->query = MemoryContextStrdup(TopMemoryContext,
+		config->query = MemoryContextStrdup(config->memory,
 											ecp_checked_statement_text(config->raw_query));
 	SPI_connect();
 	lookup->nqueries = Max(config->nqueries, 1);

@@ -153,7 +153,7 @@ query_open(EcpPartConfig *config, MemoryContext context)
 
 	back_to = ecp_begin_as_owner(config);
 	if (config->query == NULL)
-		config->query = MemoryContextStrdup(TopMemoryContext,
+		config->query = MemoryContextStrdup(config->memory,
 											ecp_checked_statement_text(config->raw_query));
 	SPI_connect();
 	prepare_pages(qs, config, context);

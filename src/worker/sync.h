@@ -68,8 +68,21 @@ typedef struct EcpPartProgress
 } EcpPartProgress;
 
 /* Everything a worker needs to know about its run, read once at start. */
+/* A pending part of a run, as a worker that goes on with it sees it. */
+typedef struct EcpNextPart
+{
+	int32		part_no;
+	bool		has_heartbeat;
+	TimestampTz heartbeat;		/* the claim's compare-and-set */
+} EcpNextPart;
+
 typedef struct EcpPartConfig
 {
+	/*
+	 * The part's memory: every string and list below lives here, freed
+	 * when the part ends (a worker runs part after part).
+	 */
+	MemoryContext memory;
 	int64		run_id;
 	int32		part_no;
 	Oid			owner;
@@ -455,6 +468,7 @@ extern void ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config
 
 /* sink.c: batches to the consumer (sink_es.c / sink_http.c: its kind) */
 extern EcpSink *ecp_sink_open(EcpPartConfig *config);
+extern EcpSink *ecp_sink_reopen(EcpSink *kept, EcpPartConfig *config);
 extern EcpSendStatus ecp_sink_begin(EcpSink *sink, EcpPartConfig *config, EcpBatch *batch,
 									const int *subset, int nsubset,
 									EcpDocResult *results, char **error);
@@ -478,7 +492,7 @@ extern const char *ecp_config_required(const char *value, const char *what, cons
 extern int	ecp_config_int(const char *value, const char *option, int fallback, int min, int max);
 extern bool ecp_config_bool(const char *value, const char *option, bool fallback);
 extern int64 ecp_config_int64(const char *value, const char *what);
-extern char **ecp_config_queries(Datum array, const char *task_name, int *nqueries);
+extern char **ecp_config_queries(MemoryContext memory, Datum array, const char *task_name, int *nqueries);
 extern const char *ecp_config_word(const char *value, const char *option,
 								   const char *const *words);
 extern int	ecp_option_int(const char *kind, const char *name, const char *value);
@@ -493,6 +507,7 @@ extern void ecp_config_check_owner_login(Oid owner, const char *name, const char
 /* run_store.c: the rows of the run and its parts (every transaction of bookkeeping) */
 extern void ecp_store_load(EcpPartConfig *config);
 extern bool ecp_store_claim(EcpPartConfig *config);
+extern int	ecp_store_next_parts(EcpPartConfig *config, EcpNextPart *next, int max);
 extern void ecp_store_set_total(EcpPartConfig *config, int64 total, bool is_estimate);
 extern EcpRunState ecp_store_save(EcpPartConfig *config, EcpBatch *batch,
 							EcpDocResult *results, double docs_per_second,

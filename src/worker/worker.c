@@ -35,6 +35,17 @@
  */
 static int	my_slot = -1;
 
+/*
+ * A worker goes on with its run's next pending part (take_next_part) at
+ * most this many times, then exits and the launcher starts another: a
+ * bound on whatever parts leave behind in a process (the owner's plans
+ * and types in the caches, the FDW's connections).
+ */
+#define MAX_PARTS_PER_WORKER 1000
+
+/* How many pending parts a worker reads to find one to go on with. */
+#define NEXT_PARTS_READ 8
+
 #define RATE_SAMPLES 16
 #define RATE_WINDOW_MS 10000
 
@@ -103,6 +114,7 @@ typedef struct PartLoop
 	EcpPartConfig *config;
 	EcpSource  *source;			/* NULL until the source is ready */
 	EcpSink    *sink;			/* NULL until the part is claimed */
+	EcpSink    *kept_sink;		/* the worker's part before's, until then */
 	EcpBatch	pages[2];		/* the page sent, and the one read ahead */
 	int			current;		/* pages[current] is the page to send */
 	bool		have_page;		/* pages[current] is read, not yet sent */
@@ -484,13 +496,18 @@ page_loop(PartLoop *loop)
 	}
 }
 
-/* A loop for the loaded part, its pages in memory of their own. */
+/*
+ * A loop for the loaded part, its pages in memory of their own; kept_sink:
+ * the sink of the worker's part before (or NULL), which the part reuses
+ * if it can (ecp_sink_reopen).
+ */
 static PartLoop *
-part_loop_create(EcpPartConfig *config)
+part_loop_create(EcpPartConfig *config, EcpSink *kept_sink)
 {
 	PartLoop   *loop = MemoryContextAllocZero(TopMemoryContext, sizeof(PartLoop));
 
 	loop->config = config;
+	loop->kept_sink = kept_sink;
 	loop->done = config->progress.processed + config->progress.failed;
 	for (int i = 0; i < 2; i++)
 		loop->pages[i].context = AllocSetContextCreate(TopMemoryContext, "ecp page",
@@ -498,12 +515,22 @@ part_loop_create(EcpPartConfig *config)
 	return loop;
 }
 
-/* Close the loop's sink and source, and free its pages (also after an error). */
-static void
-part_loop_close(PartLoop *loop)
+/*
+ * Close the loop's source and free its pages; its sink is returned for
+ * the worker's next part, or closed (NULL returned) after an error, when
+ * a request may still be in flight.
+ */
+static EcpSink *
+part_loop_close(PartLoop *loop, bool keep_sink)
 {
+	EcpSink    *sink = loop->sink ? loop->sink : loop->kept_sink;
+
 	MemoryContextSwitchTo(TopMemoryContext);
-	ecp_sink_close(loop->sink);
+	if (!keep_sink)
+	{
+		ecp_sink_close(sink);
+		sink = NULL;
+	}
 	loop->sink = NULL;
 	ecp_source_close(loop->source);
 	loop->source = NULL;
@@ -511,6 +538,7 @@ part_loop_close(PartLoop *loop)
 		if (loop->pages[i].context)
 			MemoryContextDelete(loop->pages[i].context);
 	pfree(loop);
+	return sink;
 }
 
 static void
@@ -525,7 +553,8 @@ sync_part(PartLoop *loop)
 		ecp_follow_capture_part(config);	/* sends nothing */
 		return;
 	}
-	loop->sink = ecp_sink_open(config);
+	loop->sink = ecp_sink_reopen(loop->kept_sink, config);
+	loop->kept_sink = NULL;
 	if (config->kind == ECP_PART_MIGRATE)
 	{
 		ecp_migrate_part(config, loop->sink);
@@ -571,11 +600,12 @@ error_as_recorded(const ErrorData *edata)
  * its message instead of killing the worker: a worker that died would be
  * started again and die again.
  */
-static void
-run_part_or_fail(EcpPartConfig *config)
+static EcpSink *
+run_part_or_fail(EcpPartConfig *config, EcpSink *kept_sink)
 {
 	MemoryContext context = CurrentMemoryContext;
-	PartLoop   *loop = NULL;
+	PartLoop   *volatile loop = NULL;
+	EcpSink    *volatile sink = kept_sink;
 
 	PG_TRY();
 	{
@@ -583,9 +613,11 @@ run_part_or_fail(EcpPartConfig *config)
 		if (config->progress.run_state == ECP_RUN_PENDING || config->progress.run_state == ECP_RUN_RUNNING)
 		{
 			ecp_sandbox_act_for(config->owner_name);
-			loop = part_loop_create(config);
+			loop = part_loop_create(config, sink);
+			sink = NULL;		/* the loop's now */
 			sync_part(loop);
-			part_loop_close(loop);
+			sink = part_loop_close(loop, true);
+			loop = NULL;
 		}
 	}
 	PG_CATCH();
@@ -597,7 +629,10 @@ run_part_or_fail(EcpPartConfig *config)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		if (loop)
-			part_loop_close(loop);
+			(void) part_loop_close(loop, false);
+		else
+			ecp_sink_close(sink);
+		sink = NULL;
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED && ecp_worker_should_stop(config))
 		{
 			ereport(LOG,
@@ -616,6 +651,58 @@ run_part_or_fail(EcpPartConfig *config)
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+	return sink;
+}
+
+/*
+ * Go on with the next pending part of the run, in this process: its
+ * connections (Elasticsearch's, the FDW's), its caches and its slot stay,
+ * and a part costs a claim instead of a worker start.  Not when a stop
+ * was asked for, when another run waits for a slot (slots go round as
+ * they did with a worker per part), nor past MAX_PARTS_PER_WORKER.  The
+ * slot moves to the part first, so the launcher starts no worker for it;
+ * the claim (a compare-and-set on the heartbeat read here) settles a race
+ * with a worker started before the move all the same.
+ */
+static bool
+take_next_part(EcpPartConfig *config, int parts_taken)
+{
+	EcpNextPart next[NEXT_PARTS_READ];
+	int			n;
+
+	if (parts_taken >= MAX_PARTS_PER_WORKER || ecp_worker_should_stop(config) ||
+		ecp_other_run_waits(config->run_id))
+		return false;
+	n = ecp_store_next_parts(config, next, NEXT_PARTS_READ);
+	for (int i = 0; i < n; i++)
+	{
+		if (!ecp_move_slot(config->slot, config->run_id, next[i].part_no))
+			continue;
+		config->part_no = next[i].part_no;
+		config->recovering = false;
+		config->has_heartbeat = next[i].has_heartbeat;
+		config->heartbeat_seen = next[i].heartbeat;
+		return true;
+	}
+	return false;
+}
+
+/* A config for a part of the run: its identity, nothing of a part before. */
+static void
+config_for_part(EcpPartConfig *config, const EcpPartConfig *identity)
+{
+	EcpPartConfig fresh;
+
+	memset(&fresh, 0, sizeof(fresh));
+	fresh.run_id = identity->run_id;
+	fresh.part_no = identity->part_no;
+	fresh.owner = identity->owner;
+	fresh.slot = identity->slot;
+	fresh.recovering = identity->recovering;
+	fresh.has_heartbeat = identity->has_heartbeat;
+	fresh.heartbeat_seen = identity->heartbeat_seen;
+	fresh.memory = AllocSetContextCreate(TopMemoryContext, "ecp part", ALLOCSET_DEFAULT_SIZES);
+	*config = fresh;
 }
 
 void
@@ -623,6 +710,8 @@ ecp_worker_main(Datum main_arg)
 {
 	EcpWorkerArgs args;
 	EcpPartConfig config;
+	EcpPartConfig next;			/* the identity of the part to take next */
+	EcpSink    *sink = NULL;	/* kept from part to part */
 
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 	my_slot = DatumGetInt32(main_arg);
@@ -638,15 +727,29 @@ ecp_worker_main(Datum main_arg)
 	pgstat_report_appname("ecp worker");
 	ecp_sandbox_init(my_slot);
 
-	memset(&config, 0, sizeof(config));
-	config.run_id = args.run_id;
-	config.part_no = args.part_no;
-	config.owner = args.owner;
-	config.slot = my_slot;
-	config.recovering = args.recovering;
-	config.has_heartbeat = args.has_heartbeat;
-	config.heartbeat_seen = args.heartbeat_seen;
+	memset(&next, 0, sizeof(next));
+	next.run_id = args.run_id;
+	next.part_no = args.part_no;
+	next.owner = args.owner;
+	next.slot = my_slot;
+	next.recovering = args.recovering;
+	next.has_heartbeat = args.has_heartbeat;
+	next.heartbeat_seen = args.heartbeat_seen;
 
-	run_part_or_fail(&config);
+	/*
+	 * One config object for every part: the sink kept from part to part
+	 * points at it (its transfers ask it whether to stop).
+	 */
+	for (int parts_taken = 1;; parts_taken++)
+	{
+		config_for_part(&config, &next);
+		sink = run_part_or_fail(&config, sink);
+		next = config;
+		MemoryContextDelete(config.memory);
+		config.memory = NULL;
+		if (!take_next_part(&next, parts_taken))
+			break;
+	}
+	ecp_sink_close(sink);
 	proc_exit(0);
 }
