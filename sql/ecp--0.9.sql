@@ -238,7 +238,8 @@ CREATE TABLE ecp.flow_log (
                           'follow', 'unfollow', 'capture ready', 'truncate seen', 'watermark',
                           'duplicate ids', 'walk restarted',
                           'alter_task', 'rename_task', 'drop_task',
-                          'alter_consumer', 'rename_consumer', 'drop_consumer'))
+                          'alter_consumer', 'rename_consumer', 'drop_consumer',
+                          'claim lost'))
 );
 CREATE INDEX ON ecp.flow_log (run_id);
 COMMENT ON TABLE ecp.flow_log IS 'audit trail: one row per operation or event';

@@ -152,7 +152,7 @@ extern void ecp_wake_launcher(void);
 extern pid_t ecp_launcher_pid(void);
 extern void ecp_set_database_held(bool held);
 extern bool ecp_database_is_held(void);
-extern int	ecp_reserve_slot(int64 run_id, int32 part_no);
+extern int	ecp_reserve_slot(int64 run_id, int32 part_no, bool even_if_held);
 extern void ecp_release_slot(int slot);
 extern bool ecp_part_has_slot(int64 run_id, int32 part_no);
 extern bool ecp_move_slot(int slot, int64 run_id, int32 part_no);
@@ -199,6 +199,7 @@ extern void ecp_commit_signals_install(void);
 /* scheduler.c */
 extern void ecp_schedule_runs(void);
 extern int	ecp_max_workers_per_role;
+extern bool ecp_test_claim_race;
 extern void ecp_scheduler_define_gucs(void);
 
 /* limiter.c */

@@ -211,17 +211,18 @@ part_held(const EcpSharedState *state, int64 run_id, int32 part_no, int except)
 /*
  * Reserve a free worker slot for a part; -1 when all are taken, -2 when a
  * slot holds the part already (a worker of its run went on with it since
- * the launcher looked).  Reserved slots whose worker never attached are
+ * the launcher looked; even_if_held: a second one all the same, for
+ * ecp.test_claim_race).  Reserved slots whose worker never attached are
  * reclaimed by the launcher through ecp_reclaim_slot.
  */
 int
-ecp_reserve_slot(int64 run_id, int32 part_no)
+ecp_reserve_slot(int64 run_id, int32 part_no, bool even_if_held)
 {
 	EcpSharedState *state = ecp_shared();
 	int			found = -1;
 
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
-	if (part_held(state, run_id, part_no, -1))
+	if (!even_if_held && part_held(state, run_id, part_no, -1))
 		found = -2;
 	for (int i = 0; i < state->nslots && found == -1; i++)
 	{

@@ -55,6 +55,7 @@ StaticAssertDecl(ECP_SLOT_GENERATION_OFFSET + sizeof(uint64) <= BGW_EXTRALEN,
 				 "slot generation outside bgw_extra");
 
 int			ecp_max_workers_per_role = -1;
+bool		ecp_test_claim_race = false;
 
 /* Handles of the workers this launcher started, by slot, with the slot's generation. */
 static BackgroundWorkerHandle **worker_handles = NULL;
@@ -86,6 +87,15 @@ ecp_scheduler_define_gucs(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+	DefineCustomBoolVariable("ecp.test_claim_race",
+							 "Developer option for tests: the launcher starts two workers at once for a part whose worker died.",
+							 "Both claim the part with the heartbeat the launcher saw; the claim's compare-and-set lets one run it "
+							 "and the other stand down (flow row \"claim lost\"). Never useful outside a test.",
+							 &ecp_test_claim_race,
+							 false,
+							 PGC_SIGHUP,
+							 GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
 }
 
 /*
@@ -771,9 +781,12 @@ sync_rates(ActivePart *parts, int count, ActivePart **chosen, int nchosen)
 	}
 }
 
-/* Register one dynamic worker for a part; false when none could be had. */
+/*
+ * Register one dynamic worker for a part; false when none could be had.
+ * second: a second worker for a part that has one (ecp.test_claim_race).
+ */
 static bool
-start_worker(const ActivePart *part)
+start_worker(const ActivePart *part, bool second)
 {
 	BackgroundWorker worker;
 	EcpWorkerArgs args;
@@ -781,7 +794,7 @@ start_worker(const ActivePart *part)
 	MemoryContext old_context;
 	bool		registered;
 	uint64		generation;
-	int			slot = ecp_reserve_slot(part->run_id, part->part_no);
+	int			slot = ecp_reserve_slot(part->run_id, part->part_no, second);
 
 	if (slot == -2)
 		return true;			/* a worker of its run went on with it */
@@ -932,9 +945,11 @@ schedule_parts(ActivePart *parts, int count, const SlotView *slots)
 	sync_rates(parts, count, chosen, nchosen);
 	for (int i = 0; i < nchosen; i++)
 	{
-		if (!start_worker(chosen[i]))
+		if (!start_worker(chosen[i], false))
 			break;
 		remember_start(chosen[i], now);
+		if (ecp_test_claim_race && chosen[i]->part_running)
+			(void) start_worker(chosen[i], true);
 	}
 	/* with a slot left free, the parts not chosen wait for their role's cap */
 	publish_waiting_runs(parts, count, startable, chosen, nchosen >= slots->nfree ? nchosen : -1);

@@ -193,6 +193,15 @@ ecp_store_claim(EcpPartConfig *config)
 							"                     'resume_after_key', nullif($3, '')))",
 							quote_literal_cstr(ecp_flow_action_names[ECP_FLOW_WORKER_STARTED])),
 				   3, types, values, NULL);
+	/*
+	 * The loser of a race says so in the flow: it sends nothing, and the
+	 * winner's claim (a newer heartbeat) is what made it stand down.
+	 */
+	if (!claimed)
+		owner_exec(psprintf("SELECT ecp_internal._flow_event($1, %s, "
+							"  jsonb_build_object('part', $2, 'pid', pg_backend_pid(), 'heartbeat_seen', $4))",
+							quote_literal_cstr(ecp_flow_action_names[ECP_FLOW_CLAIM_LOST])),
+				   4, types, values, nulls);
 	SPI_finish();
 	ecp_commit_bookkeeping(back_to);
 	if (!claimed)
