@@ -48,9 +48,11 @@ my $holder = $node->background_psql('postgres');
 $holder->query_safe('BEGIN; LOCK TABLE ecp.run_id IN ACCESS EXCLUSIVE MODE');
 
 # What a worker that died mid-part leaves: its part running, an old heartbeat.
+# (one transaction, the run first: a resume sets its parts pending)
 $node->safe_psql('postgres',
-	"UPDATE ecp.part SET state = 'running', heartbeat_at = now() - interval '1 hour', worker_pid = 1 WHERE run_id = $run;"
-	  . " UPDATE ecp.run SET state = 'running' WHERE id = $run");
+	"BEGIN; UPDATE ecp.run SET state = 'running' WHERE id = $run;"
+	  . " UPDATE ecp.part SET state = 'running', heartbeat_at = now() - interval '1 hour', worker_pid = 1 WHERE run_id = $run;"
+	  . " COMMIT");
 my $old_heartbeat = $node->safe_psql('postgres', "SELECT heartbeat_at FROM ecp.part WHERE run_id = $run");
 
 ok(EcpTest::poll($node,
