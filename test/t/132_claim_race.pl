@@ -17,6 +17,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time);
 use EcpTest;
 use EsdServer;
 
@@ -89,6 +90,74 @@ ok($es->stats->{bulk_items} <= 20000 + 2 * $batch,
 	  . $es->stats->{bulk_items} . ' documents sent)');
 is($node->safe_psql('postgres', "SELECT processed FROM ecp.progress WHERE run_id = $run"), '20000',
 	'processed counts each document once');
+
+# --- workers that stay: kill -9 between parts and mid-part ----------------
+# 8 queries of 2,500 rows, parallelism 1: one worker runs part after part
+# in one process.  It is killed once right after a part ended (the next
+# not yet claimed, or just claimed), and once mid-part; the run finishes,
+# every id is in the index once, and at most the pages whose asynchronous
+# checkpoints the crash lost are sent twice.
+$node->append_conf('postgresql.conf', "restart_after_crash = on\nwal_writer_delay = 200ms\necp.test_claim_race = off");
+$node->restart;
+$node->safe_psql('postgres',
+	'CREATE TABLE shard_rows AS SELECT g AS id, (g - 1) / 2500 AS shard, md5(g::text) AS label FROM generate_series(1, 20000) g');
+$es->reset;
+$es->set_faults({ delay_ms => 100 });
+$node->safe_psql('postgres',
+	"SELECT ecp.create_task('stay', 'esd', 'stay', queries => (SELECT array_agg(format("
+	  . "'SELECT id, label FROM shard_rows WHERE shard = %s', s)) FROM generate_series(0, 7) s),"
+	  . " options => '{\"batch_size\": $batch, \"key_column\": \"id\", \"parallelism\": 1}')");
+$run = $node->safe_psql('postgres', "SELECT ecp.start('stay')");
+
+# kill -9 of a worker; true once the server is back after its crash restart
+sub kill_and_wait_restart
+{
+	my ($pid) = @_;
+	return 0 unless $pid =~ /^\d+$/ && kill('KILL', $pid);
+	my $deadline = time + 60;
+	select(undef, undef, undef, 0.05) while kill(0, $pid) && time < $deadline;
+	return $node->poll_query_until('postgres', 'SELECT true');
+}
+
+my $worker_sql = "SELECT a.pid FROM pg_stat_activity a WHERE a.backend_type = 'ecp worker'";
+ok(EcpTest::poll($node,
+		"SELECT count(*) FILTER (WHERE state = 'done') >= 2 AND count(*) FILTER (WHERE state = 'running') = 1"
+		  . "  AND (SELECT count(DISTINCT (content->>'pid')) FROM ecp.flow WHERE run_id = $run AND action = 'worker started') = 1"
+		  . "  FROM ecp.part WHERE run_id = $run", 120),
+	'stay: one worker process ran two parts and went on with a third');
+# between parts: the worker that ends a part loads the next one, reading
+# ecp.run_id, which a session holds locked: it waits there, no part running
+my $locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN; LOCK TABLE ecp.run_id IN ACCESS EXCLUSIVE MODE');
+ok(EcpTest::poll($node,
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'ecp worker' AND wait_event_type = 'Lock'", 120),
+	'stay: the worker ended its part and waits to load the next');
+is($node->safe_psql('postgres', "SELECT count(*) FROM ecp.part WHERE run_id = $run AND state = 'running'"), '0',
+	'stay: between parts (none running)');
+my $pid = $node->safe_psql('postgres', $worker_sql);
+ok(kill_and_wait_restart($pid), "stay: the worker ($pid) is killed between parts, the server is back");
+eval { $locker->quit };		# the crash restart ended its session
+ok(EcpTest::poll($node,
+		"SELECT count(*) FILTER (WHERE state = 'done') >= 4 FROM ecp.part WHERE run_id = $run", 120),
+	'stay: the run goes on after the crash');
+# mid-part: a part with some pages acknowledged
+ok(EcpTest::poll($node,
+		"SELECT bool_or(state = 'running' AND processed >= $batch) FROM ecp.parts WHERE run_id = $run", 120),
+	'stay: a part is under way');
+$pid = $node->safe_psql('postgres', $worker_sql);
+ok(kill_and_wait_restart($pid), "stay: the worker ($pid) is killed mid-part, the server is back");
+$es->clear_faults;
+is(EcpTest::wait_for_run($node, $run, 'succeeded', 180), 'succeeded', 'stay: the run finishes by itself');
+$es->refresh('stay');
+is($es->count('stay'), 20000, 'stay: every source id is in the index');
+my $resent = $es->stats->{bulk_items} - 20000;
+# per crash, the pages of the last 600 ms (3 x wal_writer_delay, 100 ms a
+# request: 6) plus the one in flight, as in 041
+ok($resent >= 0 && $resent <= 2 * 7 * $batch, "stay: at most the pages of the crash windows sent twice ($resent documents)");
+is($node->safe_psql('postgres', "SELECT processed FROM ecp.progress WHERE run_id = $run"), '20000',
+	'stay: processed counts each document once');
+is($node->safe_psql('postgres', "SELECT count(*) FROM ecp.part WHERE run_id = $run AND state = 'done'"), '8',
+	'stay: every part done');
 
 $node->stop;
 done_testing();
