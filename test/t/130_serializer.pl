@@ -82,7 +82,7 @@ SELECT g,
   pick(ARRAY['v', 'with "quotes"', E'tab\\there', 'café'], g),
   pick(ARRAY['0', '-0', '1.50', '-1.0e-30', 'NaN', 'Infinity', '-Infinity',
              '123456789012345678901234567890.123456789012345678901234567890',
-             '1e131071', '-1e-16383', '0.000000000000000000001']::numeric[], g),
+             '1e1000', '-1e-1000', '0.000000000000000000001']::numeric[], g),
   pick(ARRAY['0', '-0', '1.5', '3.4e38', '1e-45', 'NaN', 'Infinity', '-Infinity', '0.1']::real[], g),
   pick(ARRAY['0', '-0', '0.1', '1e308', '4.9e-324', 'NaN', 'Infinity', '-Infinity', '2.718281828459045', '-1e-300']::float8[], g),
   pick(ARRAY['2024-02-29', 'infinity', '-infinity', '0001-01-01', '4713-01-01 BC', '5874897-12-31']::date[], g),
@@ -93,8 +93,8 @@ SELECT g,
              '{"dup": 1, "dup": 2}', E'{"spaced" :\\n [ 1 ,\\t2 ]\\r\\n}', '{"esc": "\\u00e9\\n"}']::json[], g),
   pick(ARRAY['{"z": 1, "a": [true, null]}', '"just a string"', '1.0e2', '[]', '{}', '{"u": "\\u0001 é"}']::jsonb[], g),
   md5(g::text)::uuid,
-  pick(ARRAY['{}', '{1,NULL,3}', '{{1,2},{3,4}}']::int[], g),
-  pick(ARRAY['{}', '{"a","b\\"c",NULL}', '{"",""}']::text[], g),
+  (CASE g % 3 WHEN 0 THEN '{}' WHEN 1 THEN '{1,NULL,3}' ELSE '{{1,2},{3,4}}' END)::int[],
+  (CASE g % 4 WHEN 0 THEN '{}' WHEN 1 THEN '{"a","b\\"c",NULL}' WHEN 2 THEN '{"",""}' ELSE '[0:1]={x,y}' END)::text[],
   ARRAY[timestamptz '2020-01-01 00:00+02', NULL, 'infinity'],
   CASE WHEN g % 5 = 0 THEN NULL ELSE ROW(E'Main St. "7"\\n', g::int, ARRAY['x', NULL], timestamptz '2021-05-05 05:05+01')::address END,
   1 + g % 1000,
@@ -203,8 +203,8 @@ sent_documents('sent_float');
 is(sql(q{SELECT count(*) FROM sent_float s JOIN ser_float r ON s.id = r.id::text
           WHERE s.doc IS DISTINCT FROM row_to_json(r)::text}), '0',
 	'floats at extra_float_digits -2: the same text as row_to_json writes there');
-is(sql(q{SELECT count(*) FROM sent_float WHERE doc LIKE '%"f8":2.71828182845905,%'}) > 0 ? 1 : 0, 1,
-	'(15 digits, not the shortest exact form)');
+is(sql(q{SELECT count(*) FROM sent_float WHERE doc LIKE '%"f8":2.718281828459,%'}) > 0 ? 1 : 0, 1,
+	'(13 digits, not the shortest exact form)');
 sql('ALTER SYSTEM RESET extra_float_digits');
 sql('SELECT pg_reload_conf()');
 
