@@ -186,7 +186,7 @@ is(sql(q{SELECT doc FROM sent_ser WHERE id = '1'}),
 		feeling grade bp iv by net nothing), ($hstore ? ('hs') : ()))
 	  =~ s/"id":null/"id":1/r . '}',
 	'a row of NULLs: every key, in the query\'s order, null');
-is(sql(q{SELECT doc::jsonb->>'grade' FROM sent_ser WHERE id = '2'}), '{"grade": "low", "rank": 1}',
+is(sql(q{SELECT doc::jsonb->'grade' = '{"grade": "low", "rank": 1}' FROM sent_ser WHERE id = '2'}), 't',
 	'an enum with a cast to json is written by its cast (the owner\'s function)')
   or diag(sql(q{SELECT doc FROM sent_ser WHERE id = '2'}));
 is(sql(q{SELECT count(*) FROM sent_ser WHERE doc LIKE '%"n":"NaN"%' OR doc LIKE '%"f8":"-Infinity"%'}) > 0 ? 1 : 0, 1,
@@ -227,7 +227,6 @@ sent_documents('sent_since');
 compare_with_oracle('sent_since', 'ser', 2000, 'since_column (a first run reads every row)');
 
 # --- duplicate column names, written twice as row_to_json writes them -----------
-sql(q{CREATE VIEW ser_dup_rows AS SELECT id, t AS x, i4 AS "x", b AS "X", n AS x FROM ser WHERE id <= 40});
 sql(q{SELECT ecp.create_task('ser_dup', 'esd', 'ser_dup',
       query => 'SELECT id, t AS x, i4 AS "x", b AS "X", n AS x FROM ser WHERE id <= 40')});
 run_task("SELECT ecp.start('ser_dup')", 'duplicate column names');
