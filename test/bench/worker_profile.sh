@@ -14,6 +14,9 @@ lines=${3:-25}
 . "$top/test/scripts/throwaway.sh"
 
 throwaway_init profile
+# the library the workers map, kept for perf report (another install may
+# replace the file before the report reads it)
+perf buildid-cache -a "$(pg_config --pkglibdir)/ecp.so" 2>/dev/null || true
 throwaway_start_pg
 throwaway_start_esd --discard
 tpsql -c "CREATE EXTENSION ecp" >/dev/null
