@@ -31,14 +31,16 @@
 /*
  * The alias of the source query's row in every statement ecp builds
  * around it (a user column cannot be captured by it by accident), and the
- * document of that row.  A document is the JSON value of the row:
- * row_to_json writes it about twice as fast as to_jsonb (no jsonb tree
- * is built and printed again), with equal JSON values for every type;
- * only the text differs (columns in the query's order, no spaces, a json
+ * row's own columns a page query selects after ecp's.  A document is the
+ * JSON value of the row, the object row_to_json writes of it, written by
+ * the worker straight from those columns (worker/doc_writer.c): no
+ * composite is formed, and no jsonb tree built and printed again as
+ * to_jsonb would; equal JSON values for every type, only the text differs
+ * from to_jsonb's (columns in the query's order, no spaces, a json
  * column's text as it is stored).
  */
 #define ECP_ROW_ALIAS "\"ecp:row\""
-#define ECP_DOCUMENT_SQL "pg_catalog.row_to_json(" ECP_ROW_ALIAS ")::pg_catalog.text"
+#define ECP_ROW_COLUMNS_SQL ECP_ROW_ALIAS ".*"
 
 /*
  * Every name ecp adds to SQL it runs as a task's owner is schema-qualified,

@@ -7,9 +7,9 @@
  * external version when the task names columns for them.  Versions are
  * external_gte: a document written again with the same version (a batch
  * sent twice after a crash) is accepted, an older one is refused with 409
- * and counted as stale (sink_es.c).  The source line
- * is the row's JSON exactly as PostgreSQL serialised it: jsonb's text
- * form never contains a raw newline.
+ * and counted as stale (sink_es.c).  The source line is the document as
+ * the page reader wrote it (doc_writer.c), a transform's jsonb as
+ * PostgreSQL prints it, or a file's line: none holds a raw newline.
  */
 #include "sync.h"
 

@@ -6,16 +6,20 @@
  * executor's slot is formed into a heap tuple in SPI's memory, and ecp
  * then copies each column out of it.  A page holds thousands of
  * documents of hundreds of bytes, and that copy cost about a tenth of a
- * worker's time; this DestReceiver copies each column once, from the
- * slot into the page's memory, with its length (the NDJSON builder then
- * needs no strlen).
+ * worker's time; this DestReceiver takes each column from the slot into
+ * the page's memory, with its length (the NDJSON builder then needs no
+ * strlen).
  *
- * A page query returns (key text, id text, document text), the routing
- * and version (text) when the task names columns for them, and, last,
- * since_column's value in its own type for an incremental run (since.c).
- * At most capacity rows are kept (the caller asks for one row past the
- * page, to compare keys across its end); more are not expected, as the
- * query has a LIMIT.
+ * A page query returns ecp's own columns first: key and id (text), the
+ * routing and version (text) when the task names columns for them, and
+ * since_column's value in its own type for an incremental run (since.c);
+ * then the row's own columns ("ecp:row".*), which doc_writer.c writes as
+ * the document, the JSON object row_to_json would write of the row (the
+ * executor never forms the row into a composite).  The caller says how
+ * many leading columns are ecp's (EcpPageColumns).  At most capacity rows
+ * are kept (the caller asks for one row past the page, to compare keys
+ * across its end); more are not expected, as the query has a LIMIT.  An
+ * id lookup has no LIMIT: its array grows (ecp_read_all_rows).
  */
 #include "sync.h"
 
@@ -31,9 +35,11 @@ typedef struct PageReceiver
 	DestReceiver pub;
 	EcpDoc	   *docs;
 	int			capacity;
+	bool		grows;			/* an id lookup: docs grows, in its own memory */
 	int			count;
-	MemoryContext context;
-	Oid			since_type;		/* the last column's, or InvalidOid: none */
+	MemoryContext context;		/* the documents' */
+	EcpPageColumns columns;
+	EcpDocWriter *writer;		/* the row's columns (the query's type) */
 } PageReceiver;
 
 /* A text datum as a NUL-terminated copy in context, and its length. */
@@ -60,56 +66,67 @@ static bool
 receive_row(TupleTableSlot *slot, DestReceiver *self)
 {
 	PageReceiver *receiver = (PageReceiver *) self;
+	const EcpPageColumns *columns = &receiver->columns;
+	Datum	   *values;
+	bool	   *isnull;
 	EcpDoc	   *doc;
 	int			ignored;
 
 	if (receiver->count >= receiver->capacity)
-		return true;
+	{
+		if (!receiver->grows)
+			return true;
+		receiver->capacity *= 2;
+		receiver->docs = repalloc(receiver->docs, sizeof(EcpDoc) * receiver->capacity);
+	}
 	slot_getallattrs(slot);
+	values = slot->tts_values;
+	isnull = slot->tts_isnull;
 	doc = &receiver->docs[receiver->count++];
 	memset(doc, 0, sizeof(*doc));
-	doc->key = copy_text(slot->tts_values[0], slot->tts_isnull[0], receiver->context, &ignored);
-	doc->id = copy_text(slot->tts_values[1], slot->tts_isnull[1], receiver->context, &ignored);
-	doc->json = copy_text(slot->tts_values[2], slot->tts_isnull[2], receiver->context, &doc->json_len);
-	if (OidIsValid(receiver->since_type))
-	{
-		int			last = slot->tts_tupleDescriptor->natts - 1;
-
-		doc->has_since = !slot->tts_isnull[last];
-		if (doc->has_since)
-			doc->since = ecp_since_datum_value(receiver->since_type, slot->tts_values[last]);
-	}
-	if (slot->tts_tupleDescriptor->natts - (OidIsValid(receiver->since_type) ? 1 : 0) >= 5)
+	doc->key = copy_text(values[0], isnull[0], receiver->context, &ignored);
+	doc->id = copy_text(values[1], isnull[1], receiver->context, &ignored);
+	if (columns->write_columns)
 	{
 		/* routing_column, version_column (ecp_source_write_columns) */
-		doc->routing = copy_text(slot->tts_values[3], slot->tts_isnull[3], receiver->context, &ignored);
-		doc->version = copy_text(slot->tts_values[4], slot->tts_isnull[4], receiver->context, &ignored);
+		doc->routing = copy_text(values[2], isnull[2], receiver->context, &ignored);
+		doc->version = copy_text(values[3], isnull[3], receiver->context, &ignored);
 	}
+	if (OidIsValid(columns->since_type))
+	{
+		int			since = columns->leading - 1;
+
+		doc->has_since = !isnull[since];
+		if (doc->has_since)
+			doc->since = ecp_since_datum_value(columns->since_type, values[since]);
+	}
+	doc->json = ecp_doc_write(receiver->writer, values, isnull, receiver->context, &doc->json_len);
 	return true;
 }
 
 /*
- * The columns must be the text ecp asked for before any Datum is read as
- * text: 3, or 5 with the routing and version columns; then the since
- * column, of exactly the type asked for, before its Datum is read.
+ * ecp's own columns must be what it asked for before any Datum is read:
+ * text, and last of them the since column of exactly its type; the
+ * row's columns after them are written by their types (doc_writer.c).
  */
 static void
 startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 {
 	PageReceiver *receiver = (PageReceiver *) self;
-	int			since = OidIsValid(receiver->since_type) ? 1 : 0;
-	int			text_columns = typeinfo->natts - since;
+	const EcpPageColumns *columns = &receiver->columns;
+	int			since = OidIsValid(columns->since_type) ? 1 : 0;
 
-	if (text_columns != 3 && text_columns != 5)
+	if (typeinfo->natts < columns->leading)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("a page query of the source returned %d columns, not %d or %d",
-						typeinfo->natts, 3 + since, 5 + since)));
-	for (int attno = 1; attno <= text_columns; attno++)
+				 errmsg("a page query of the source returned %d columns, not at least %d",
+						typeinfo->natts, columns->leading)));
+	for (int attno = 1; attno <= columns->leading - since; attno++)
 		ecp_require_column_type(typeinfo, attno, TEXTOID, "a page query of the source");
 	if (since)
-		ecp_require_column_type(typeinfo, typeinfo->natts, receiver->since_type,
+		ecp_require_column_type(typeinfo, columns->leading, columns->since_type,
 								"a page query of the source (since_column)");
+	receiver->writer = ecp_doc_writer_for(typeinfo, columns->leading);
 }
 
 static void
@@ -122,26 +139,10 @@ destroy(DestReceiver *self)
 {
 }
 
-/*
- * Run sql (nargs parameters of types, values) inside SPI; its rows into
- * docs (at most capacity), copied into context.  The number of rows.
- */
-int
-ecp_read_page_rows(const char *sql, int nargs, Oid *types, Datum *values,
-				   EcpDoc *docs, int capacity, MemoryContext context)
+/* Run sql (nargs parameters of types, values) inside SPI into receiver. */
+static void
+run_page_query(const char *sql, int nargs, Oid *types, Datum *values, PageReceiver *receiver)
 {
-	return ecp_read_page_rows_since(sql, nargs, types, values, InvalidOid, docs, capacity, context);
-}
-
-/*
- * The same for a page query whose last column is since_column's value,
- * of type since_type (InvalidOid: it has none).
- */
-int
-ecp_read_page_rows_since(const char *sql, int nargs, Oid *types, Datum *values,
-						 Oid since_type, EcpDoc *docs, int capacity, MemoryContext context)
-{
-	PageReceiver receiver;
 	SPIExecuteOptions options;
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
 	ParamListInfo params = nargs > 0 ? makeParamList(nargs) : NULL;
@@ -156,24 +157,81 @@ ecp_read_page_rows_since(const char *sql, int nargs, Oid *types, Datum *values,
 		params->params[i].pflags = PARAM_FLAG_CONST;
 		params->params[i].ptype = types[i];
 	}
-	memset(&receiver, 0, sizeof(receiver));
-	receiver.pub.receiveSlot = receive_row;
-	receiver.pub.rStartup = startup;
-	receiver.pub.rShutdown = shutdown_receiver;
-	receiver.pub.rDestroy = destroy;
-	receiver.pub.mydest = DestNone;
-	receiver.docs = docs;
-	receiver.capacity = capacity;
-	receiver.context = context;
-	receiver.since_type = since_type;
+	receiver->pub.receiveSlot = receive_row;
+	receiver->pub.rStartup = startup;
+	receiver->pub.rShutdown = shutdown_receiver;
+	receiver->pub.rDestroy = destroy;
+	receiver->pub.mydest = DestNone;
 
 	memset(&options, 0, sizeof(options));
 	options.params = params;
 	options.read_only = true;
-	options.dest = &receiver.pub;
+	options.dest = &receiver->pub;
 	rc = SPI_execute_plan_extended(plan, &options);
 	if (rc < 0)
 		elog(ERROR, "ecp: reading a page of the source failed (SPI code %d)", rc);
 	SPI_freeplan(plan);
+}
+
+/*
+ * Run the page query sql (nargs parameters of types, values), whose
+ * leading columns are ecp's (columns), inside SPI; its rows into docs (at
+ * most capacity), copied into context.  The number of rows.
+ */
+int
+ecp_read_page_rows(const char *sql, int nargs, Oid *types, Datum *values,
+				   const EcpPageColumns *columns, EcpDoc *docs, int capacity,
+				   MemoryContext context)
+{
+	PageReceiver receiver;
+
+	memset(&receiver, 0, sizeof(receiver));
+	receiver.docs = docs;
+	receiver.capacity = capacity;
+	receiver.context = context;
+	receiver.columns = *columns;
+	run_page_query(sql, nargs, types, values, &receiver);
 	return receiver.count;
+}
+
+/*
+ * Every row of sql (no parameters; its own bounds, an id lookup's list),
+ * into *docs: an array in the caller's current memory that grows with the
+ * rows; the documents in context.  The number of rows.
+ */
+int
+ecp_read_all_rows(const char *sql, const EcpPageColumns *columns, EcpDoc **docs,
+				  MemoryContext context)
+{
+	PageReceiver receiver;
+
+	memset(&receiver, 0, sizeof(receiver));
+	receiver.capacity = 64;
+	receiver.docs = palloc(sizeof(EcpDoc) * receiver.capacity);
+	receiver.grows = true;
+	receiver.context = context;
+	receiver.columns = *columns;
+	run_page_query(sql, 0, NULL, NULL, &receiver);
+	*docs = receiver.docs;
+	return receiver.count;
+}
+
+/*
+ * The select list of a page query over "ecp:row": key_sql and id_sql
+ * (text), the task's routing and version columns when it names either,
+ * since_column's value when since_type is valid (since.c), then the row's
+ * own columns; which of them are ecp's into columns.  Inside SPI, as the
+ * owner (the types are the query's).
+ */
+char *
+ecp_page_select_list(const EcpPartConfig *config, const char *key_sql, const char *id_sql,
+					 Oid since_type, EcpPageColumns *columns)
+{
+	char	   *write_columns = ecp_source_write_columns(config);
+	char	   *since_column = OidIsValid(since_type) ? ecp_since_page_column(config) : "";
+
+	columns->write_columns = write_columns[0] != '\0';
+	columns->since_type = since_column[0] != '\0' ? since_type : InvalidOid;
+	columns->leading = 2 + (columns->write_columns ? 2 : 0) + (OidIsValid(columns->since_type) ? 1 : 0);
+	return psprintf("%s, %s%s%s, " ECP_ROW_COLUMNS_SQL, key_sql, id_sql, write_columns, since_column);
 }

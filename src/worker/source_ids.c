@@ -4,7 +4,7 @@
  * file) reads them batch_size at a time and looks each batch up through
  * the task's query, or through each query of a task of queries:
  *
- *   SELECT key::text, id::text, row_to_json(row)::text   (all pg_catalog.)
+ *   SELECT key::text, id::text, "ecp:row".*   (all pg_catalog.)
  *     FROM (<query>) AS "ecp:row"
  *    WHERE id OPERATOR(pg_catalog.=) ANY ('{...}'::<id type>[])
  *
@@ -23,7 +23,9 @@
  * statement each, in each query's own id type; with task option shard_of
  * (shard_of.c) only in the query that holds each id, and a query that
  * holds none of the batch is not asked.  The ids' own form is that of
- * the first query's id type.  An id that two queries return gets both
+ * the first query's id type.  The rows come through the page reader,
+ * which writes the row's columns as the document (page_reader.c).  An id
+ * that two queries return gets both
  * documents, in the order of the queries (the later one stays in the
  * index), and a flow row "duplicate ids" per batch says which.
  */
@@ -43,6 +45,7 @@ typedef struct IdQuery
 {
 	Oid			id_type;
 	char	   *select;			/* SELECT ... FROM (<query>) AS "ecp:row" */
+	EcpPageColumns columns;		/* ecp's own columns of select */
 } IdQuery;
 
 /* How a part looks its ids up (in the source's memory). */
@@ -64,14 +67,16 @@ prepare_query(IdQuery *id_query, const EcpPartConfig *config, char *query, Memor
 {
 	EcpPartConfig as_read = *config;
 	Oid			key_type;
+	char	   *select_list;
 
 	as_read.query = query;
 	ecp_source_column_types(&as_read, &key_type, &id_query->id_type);
-	id_query->select = MemoryContextStrdup(context,
-										   psprintf("SELECT (%s)" ECP_AS_TEXT ", (%s)" ECP_AS_TEXT ", " ECP_DOCUMENT_SQL "%s FROM (%s\n) AS " ECP_ROW_ALIAS,
-													ecp_source_column_ref(config->key_column),
-													ecp_source_column_ref(config->id_column),
-													ecp_source_write_columns(&as_read), query));
+	select_list = ecp_page_select_list(&as_read,
+									   psprintf("(%s)" ECP_AS_TEXT, ecp_source_column_ref(config->key_column)),
+									   psprintf("(%s)" ECP_AS_TEXT, ecp_source_column_ref(config->id_column)),
+									   InvalidOid, &id_query->columns);
+	id_query->select = MemoryContextStrdup(context, psprintf("SELECT %s FROM (%s\n) AS " ECP_ROW_ALIAS,
+															 select_list, query));
 }
 
 /*
@@ -181,9 +186,13 @@ id_array(char **ids, int nids, Oid type)
 	return psprintf("%s::pg_catalog.text[]", quote_literal_cstr(array.data));
 }
 
-/* The rows of the ids (distinct, in the query's form) into SPI_tuptable. */
-static void
-select_rows(const IdQuery *id_query, const EcpPartConfig *config, char **ids, int nids)
+/*
+ * The rows of the ids (distinct, in the query's form): an array in the
+ * current memory, their documents in context.  The number of rows.
+ */
+static int
+select_rows(const IdQuery *id_query, const EcpPartConfig *config, char **ids, int nids,
+			EcpDoc **rows, MemoryContext context)
 {
 	const char *compare = ecp_id_compared_in_own_type(id_query->id_type)
 		? ecp_source_column_ref(config->id_column)
@@ -191,18 +200,7 @@ select_rows(const IdQuery *id_query, const EcpPartConfig *config, char **ids, in
 	char	   *sql = psprintf("%s WHERE %s OPERATOR(pg_catalog.=) ANY (%s)", id_query->select, compare,
 							   id_array(ids, nids, id_query->id_type));
 
-	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "ecp: looking ids up through the query failed");
-	ecp_require_all_columns(SPI_tuptable->tupdesc, TEXTOID, "the id lookup of the source");
-}
-
-static char *
-text_or_null(HeapTuple tuple, TupleDesc desc, int column)
-{
-	bool		isnull;
-	Datum		value = SPI_getbinval(tuple, desc, column, &isnull);
-
-	return isnull ? NULL : TextDatumGetCString(value);
+	return ecp_read_all_rows(sql, &id_query->columns, rows, context);
 }
 
 /* Distinct canonical ids, sorted; the others are missing. */
@@ -372,6 +370,8 @@ look_up_in_query(const EcpIdLookup *lookup, int q, EcpPartConfig *config, char *
 	char	  **forms;
 	int			nforms = 0;
 	int			nasked;
+	EcpDoc	   *rows;
+	int			nrows;
 
 	MemoryContextSwitchTo(scratch);
 	asked = palloc(sizeof(AskedId) * Max(nwanted, 1));
@@ -382,28 +382,18 @@ look_up_in_query(const EcpIdLookup *lookup, int q, EcpPartConfig *config, char *
 	for (int a = 0; a < nasked; a++)
 		if (a == 0 || strcmp(asked[a].form, asked[a - 1].form) != 0)
 			forms[nforms++] = asked[a].form;
-	select_rows(&lookup->queries[q], config, forms, nforms);
+	nrows = select_rows(&lookup->queries[q], config, forms, nforms, &rows, batch_context);
 	MemoryContextSwitchTo(batch_context);
-	for (uint64 r = 0; r < SPI_processed; r++)
+	for (int r = 0; r < nrows; r++)
 	{
-		HeapTuple	row = SPI_tuptable->vals[r];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		EcpDoc	   *doc = new_doc(found);
 		int			a;
 
-		doc->key = text_or_null(row, desc, 1);
-		doc->id = text_or_null(row, desc, 2);
-		doc->json = text_or_null(row, desc, 3);
-		if (desc->natts >= 5)
-		{
-			doc->routing = text_or_null(row, desc, 4);
-			doc->version = text_or_null(row, desc, 5);
-		}
+		*doc = rows[r];
 		a = doc->id ? first_asked(asked, nasked, doc->id) : -1;
 		for (; a >= 0 && a < nasked && strcmp(asked[a].form, doc->id) == 0; a++)
 			mark_found(found, asked[a].wanted, q + 1, wanted);
 	}
-	SPI_freetuptable(SPI_tuptable);
 }
 
 /*

@@ -3,16 +3,16 @@
  * range of it) in keyset pages, or over foreign tables in key windows
  * (source_window.c).
  *
- *   SELECT key::pg_catalog.text, id::pg_catalog.text,
- *          pg_catalog.row_to_json(row)::pg_catalog.text
+ *   SELECT key::pg_catalog.text, id::pg_catalog.text, "ecp:row".*
  *     FROM (<query>) AS "ecp:row"
  *    WHERE key OPERATOR(s.>) $1::<key type>  -- the checkpoint; IS NOT NULL at first
  *      AND key OPERATOR(s.>=) <from> AND key OPERATOR(s.<) <to>  -- a range part
  *      AND since OPERATOR(s.>=) '<watermark less overlap>'::<its type>  -- since.c
  *    ORDER BY key LIMIT <batch_size + 1>
  *
- * (an incremental run also selects the since column last: since.c keeps
- * the largest value it read)
+ * (routing and version columns, and in an incremental run the since
+ * column, whose largest value since.c keeps, come before the row's own
+ * columns: ecp_page_select_list)
  *
  * (every name ecp adds is qualified, s being the schema of the key type's
  * btree operators: owner_sql.c)
@@ -24,9 +24,11 @@
  * of a short success.
  *
  * Each page runs in its own short transaction as the run's owner, so no
- * snapshot is held for the whole run.  PostgreSQL serialises the row
- * (row_to_json), so every type, FDW types included, is handled once.  The
- * alias "ecp:row" cannot be captured by a user column name by accident.
+ * snapshot is held for the whole run.  The page reader writes each row's
+ * columns as the document (page_reader.c, doc_writer.c: the object
+ * row_to_json would write; types it has no writer of its own for, FDW
+ * types included, through to_json).  The alias "ecp:row" cannot be
+ * captured by a user column name by accident.
  */
 #include "sync.h"
 
@@ -49,7 +51,7 @@ typedef struct QueryReader
 	char	   *part_rows_sql;	/* the part's rows: its total, NULL keys */
 	char	   *since_filter;	/* since.c: " AND ..." or "" */
 	bool		id_is_key;		/* the id is taken from the key */
-	Oid			since_type;		/* the page's last column's type, or InvalidOid */
+	EcpPageColumns columns;		/* ecp's own columns of a page */
 } QueryReader;
 
 #define column_ref ecp_source_column_ref
@@ -114,20 +116,20 @@ prepare_pages(QueryReader *qs, EcpPartConfig *config, MemoryContext context)
 	since = ecp_since_filter(config);
 	qs->since_filter = MemoryContextStrdup(context, since ? since : "");
 	windowed.filter = psprintf("%s%s", range_filter(config, type), qs->since_filter);
-	qs->since_type = config->since_column ? config->since_type : InvalidOid;
 	qs->part_rows_sql = MemoryContextStrdup(context,
 											psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS " WHERE true%s",
 													 config->query, windowed.filter));
 	/* a key that is the id is printed once (the id is taken from the key) */
 	qs->id_is_key = strcmp(config->key_column, config->id_column) == 0;
-	select_list = psprintf("(%s)" ECP_AS_TEXT ", %s, " ECP_DOCUMENT_SQL "%s%s", key,
-						   qs->id_is_key ? "NULL" ECP_AS_TEXT : psprintf("(%s)" ECP_AS_TEXT, column_ref(config->id_column)),
-						   ecp_source_write_columns(config), ecp_since_page_column(config));
+	select_list = ecp_page_select_list(config, psprintf("(%s)" ECP_AS_TEXT, key),
+									   qs->id_is_key ? "NULL" ECP_AS_TEXT : psprintf("(%s)" ECP_AS_TEXT, column_ref(config->id_column)),
+									   config->since_column ? config->since_type : InvalidOid,
+									   &qs->columns);
 	windowed.base_sql = psprintf("SELECT * FROM (%s\n) AS " ROW_ALIAS, config->query);
 	windowed.select_list = select_list;
 	windowed.key = key;
 	windowed.key_type = type;
-	windowed.since_type = qs->since_type;
+	windowed.columns = qs->columns;
 	qs->windows = ecp_source_windows_open(config, &windowed, context);
 	if (qs->windows == NULL)
 	{
@@ -171,11 +173,11 @@ read_keyset_page(const QueryReader *qs, const char *after_key, EcpDoc *docs, int
 	Datum		args[1];
 
 	if (after_key == NULL)
-		return ecp_read_page_rows_since(qs->page_sql_first, 0, NULL, NULL, qs->since_type,
-										docs, capacity, context);
+		return ecp_read_page_rows(qs->page_sql_first, 0, NULL, NULL, &qs->columns,
+								  docs, capacity, context);
 	args[0] = CStringGetTextDatum(after_key);
-	return ecp_read_page_rows_since(qs->page_sql_next, 1, argtypes, args, qs->since_type,
-									docs, capacity, context);
+	return ecp_read_page_rows(qs->page_sql_next, 1, argtypes, args, &qs->columns,
+							  docs, capacity, context);
 }
 
 /*

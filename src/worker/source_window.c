@@ -9,7 +9,8 @@
  * window sends range predicates only, which MySQL answers with a range scan
  * of the primary key; the OFFSET 0 fence keeps ORDER BY and LIMIT local:
  *
- *   SELECT key::text, id::text, row_to_json(row)::text  (all pg_catalog.)
+ *   SELECT key::text, id::text, "ecp:row".*  (all pg_catalog.; the row's
+ *          columns become the document: page_reader.c)
  *     FROM (SELECT * FROM (<query>) AS "ecp:row"
  *            WHERE key > $1 AND key <= $2 OFFSET 0) AS "ecp:row"  (the key's operators)
  *    ORDER BY key LIMIT <batch_size + 1>
@@ -65,7 +66,7 @@ struct EcpKeyWindows
 	char	   *count_sql;		/* how many rows ($1, $2] holds */
 	char	   *next_key_sql;	/* the first key after $1 */
 	char	   *max_after_sql;	/* the last key after $1 */
-	Oid			since_type;		/* window_sql's last column (since.c), or InvalidOid */
+	EcpPageColumns columns;		/* ecp's own columns of window_sql */
 	/* what this worker has read, for the estimate of the total */
 	bool		reading;
 	int64		first_lo;		/* where its first window started */
@@ -211,7 +212,7 @@ prepare_windows(EcpKeyWindows *window, const EcpPartConfig *config, const EcpWin
 								 fence, from, key, gt, key, le, filter);
 	window->next_key_sql = psprintf("%sSELECT pg_catalog.min(%s)" ECP_AS_INT8 " FROM %s WHERE %s %s $1%s",
 									fence, key, from, key, gt, filter);
-	window->since_type = query->since_type;
+	window->columns = query->columns;
 	window->max_after_sql = psprintf("%sSELECT pg_catalog.max(%s)" ECP_AS_INT8 " FROM %s WHERE %s %s $1%s",
 									 fence, key, from, key, gt, filter);
 	MemoryContextSwitchTo(old);
@@ -377,8 +378,8 @@ ecp_source_window_read(EcpKeyWindows *window, const EcpPartConfig *config,
 		}
 		args[0] = Int64GetDatum(lo);
 		args[1] = Int64GetDatum(hi);
-		rows = ecp_read_page_rows_since(window->window_sql, 2, argtypes, args, window->since_type,
-										docs, capacity, context);
+		rows = ecp_read_page_rows(window->window_sql, 2, argtypes, args, &window->columns,
+								  docs, capacity, context);
 		if (rows > 0)
 		{
 			/* the row past the page, if any, is only there to be compared */

@@ -352,12 +352,35 @@ extern char *ecp_source_write_columns(const EcpPartConfig *config);
 extern char *ecp_type_operator(Oid type, int16 strategy, const char *column);
 extern char *ecp_qualified_type(Oid type);
 
-/* page_reader.c: a page query's rows straight into documents */
+/*
+ * page_reader.c: a page query's rows straight into documents.  A page
+ * query selects ecp's own columns first (key, id: text; routing, version:
+ * text, when the task names either; since_column's value, of its type,
+ * in an incremental run), then the row's own (ECP_ROW_COLUMNS_SQL).
+ */
+typedef struct EcpPageColumns
+{
+	int			leading;		/* how many columns are ecp's: 2 to 5 */
+	bool		write_columns;	/* routing and version follow key and id */
+	Oid			since_type;		/* the last of ecp's columns is since_column's
+								 * value, of this type (InvalidOid: none) */
+} EcpPageColumns;
+extern char *ecp_page_select_list(const EcpPartConfig *config, const char *key_sql,
+								  const char *id_sql, Oid since_type, EcpPageColumns *columns);
 extern int	ecp_read_page_rows(const char *sql, int nargs, Oid *types, Datum *values,
-							   EcpDoc *docs, int capacity, MemoryContext context);
-extern int	ecp_read_page_rows_since(const char *sql, int nargs, Oid *types, Datum *values,
-									 Oid since_type, EcpDoc *docs, int capacity,
-									 MemoryContext context);
+							   const EcpPageColumns *columns, EcpDoc *docs, int capacity,
+							   MemoryContext context);
+extern int	ecp_read_all_rows(const char *sql, const EcpPageColumns *columns, EcpDoc **docs,
+							  MemoryContext context);
+
+/*
+ * doc_writer.c: a row's columns as the JSON object row_to_json writes,
+ * by a plan made once per result type (kept while the type is equal).
+ */
+typedef struct EcpDocWriter EcpDocWriter;
+extern EcpDocWriter *ecp_doc_writer_for(TupleDesc desc, int first_column);
+extern char *ecp_doc_write(EcpDocWriter *writer, const Datum *values, const bool *isnull,
+						   MemoryContext context, int *length);
 
 /*
  * since.c: task option since_column, incremental runs.  A part that reads
@@ -414,8 +437,7 @@ typedef struct EcpWindowQuery
 	const char *key;			/* the key column's reference */
 	Oid			key_type;
 	const char *filter;			/* " AND ..." (a range part, since.c) or "" */
-	Oid			since_type;		/* the select list ends with since_column's
-								 * value, of this type (InvalidOid: it does not) */
+	EcpPageColumns columns;		/* ecp's own columns of the select list */
 } EcpWindowQuery;
 extern EcpKeyWindows *ecp_source_windows_open(const EcpPartConfig *config,
 											  const EcpWindowQuery *query,
