@@ -14,7 +14,7 @@ bash test/scripts/install-deps.sh || { echo "0 passed, 1 failed, 0 skipped"; exi
 . "$here/common.sh"
 
 # The suites asked for; each one must write its counts line.
-suites=${ECP_SUITES:-regress tap esd unit examples}
+suites=${ECP_SUITES:-regress tap realmode esd unit examples}
 
 # The install is the system's (one PostgreSQL, one ecp.so): two runs of
 # make test from two trees at once would test each other's build.  One at
