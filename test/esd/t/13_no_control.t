@@ -10,6 +10,9 @@ use warnings;
 use Test::More;
 use JSON::PP;
 use MIME::Base64 qw(encode_base64);
+use File::Basename qw(dirname);
+use File::Spec;
+use File::Temp qw(tempdir);
 use EsdServer;
 
 EsdServer->require_stand_in('the --no-control switch of the stand-in');
@@ -79,5 +82,44 @@ is_deeply([$st, $b], [400, no_handler(GET => '/_esd/stats')], '... with them, 40
 is($st, 413, 'a body over --max-content-length to /_esd/sink is 413 (the sink reads any size)');
 $guarded->stop;
 is($guarded->exit_status, 0, 'exit status 0');
+
+# ---- a test that reaches for a control endpoint fails; one that asks skips --
+# What the realmode suite of make test relies on, through its own harness
+# (test/scripts/tap-run.pl): ECP_ES_URL pointing at a --no-control stand-in.
+my $real = EsdServer->start(extra_args => ['--no-control']);
+my $root = File::Spec->rel2abs(File::Spec->catdir(dirname(__FILE__), '..', '..', '..'));
+my $dir = tempdir('no-control-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+my %probe = (
+    'reach.t' => "use Test::More; use EsdServer; my \$es = EsdServer->start;\n"
+        . "ok(1, 'before'); \$es->stats; ok(1, 'after'); done_testing;\n",
+    'ask.t' => "use Test::More; use EsdServer; EsdServer->require_stand_in('its stats');\n"
+        . "my \$es = EsdServer->start; \$es->stats; ok(1); done_testing;\n",
+    'raw.t' => "use Test::More; use EsdServer; my \$es = EsdServer->start;\n"
+        . "my (\$st) = \$es->get('/_esd/stats'); is(\$st, 200, 'stats'); done_testing;\n",
+);
+for my $name (sort keys %probe) {
+    open(my $fh, '>', "$dir/$name") or die "$dir/$name: $!";
+    print $fh $probe{$name};
+    close $fh or die "$dir/$name: $!";
+}
+my $out = do {
+    local $ENV{ECP_ES_URL} = $real->url;
+    local $ENV{ECP_TAP_LIB} = "$root/test/perl";
+    my @cmd = ($^X, "$root/test/scripts/tap-run.pl", 'probe', map { "$dir/$_" } sort keys %probe);
+    open(my $ph, '-|', join(' ', map { "'$_'" } @cmd) . ' 2>&1') or die "tap-run.pl: $!";
+    local $/;
+    my $o = <$ph>;
+    close $ph;
+    $o // '';
+};
+like($out, qr/^TAP_COUNTS probe 1 2 1$/m,
+    'under ECP_ES_URL: reach.t passes 1 then dies (1 failed), raw.t gets no 200 (1 failed), ask.t skips whole')
+    or diag($out);
+like($out, qr/esd control endpoint needed, but ECP_ES_URL points at a real cluster/,
+    'the file that reached for stats says why it died');
+like($out, qr/^TAP_SKIPPED probe \S*ask\.t: needs the esd stand-in \(its stats\); ECP_ES_URL is set$/m,
+    'the file that asked is listed as skipped with its reason');
+$real->stop;
+is($real->exit_status, 0, 'exit status 0');
 
 done_testing();
