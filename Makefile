@@ -5,7 +5,8 @@
 #   make esd        build the Elasticsearch stand-in (test/esd; needs the
 #                   test-only packages, e.g. libmicrohttpd)
 #   make test       install missing Debian packages, build ecp and the stand-in,
-#                   install, run every suite (pg_regress + TAP + stand-in + unit)
+#                   install, run every suite (pg_regress + real-cluster mode
+#                   + TAP + stand-in + unit)
 #                   as an unprivileged user
 #   make demo       throwaway cluster + stand-in + a real sync, with progress
 #   make bench      benchmarks against baselines measured in the same run

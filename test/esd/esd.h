@@ -75,6 +75,7 @@ typedef struct config {
     bool discard;
     bool auto_create_index;
     bool refresh_timer;
+    bool control;            /* the /_esd/ endpoints; off: routed as a cluster routes them */
     size_t max_content_length;
     size_t max_open_pits;    /* search.max_open_pit_context */
     size_t log_body_max;     /* bytes of each request body kept in /_esd/requests */

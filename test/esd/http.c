@@ -686,8 +686,10 @@ static enum MHD_Result begin_request(struct MHD_Connection *c, const char *url, 
     }
     rc->cs->body.len = 0;
     rc->cs->plain.len = 0;
-    rc->is_control = strncmp(url, "/_esd/", 6) == 0 || strcmp(url, "/_esd") == 0;
-    rc->is_sink = strcmp(url, "/_esd/sink") == 0;
+    /* --no-control: /_esd/ is a path like any other, so a client that
+     * reaches for it gets what a real cluster answers */
+    rc->is_control = g_cfg.control && (strncmp(url, "/_esd/", 6) == 0 || strcmp(url, "/_esd") == 0);
+    rc->is_sink = g_cfg.control && strcmp(url, "/_esd/sink") == 0;
     rc->inflating = !rc->is_control &&
         encoding_inflates(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Encoding"));
     *con_cls = rc;

@@ -13,6 +13,7 @@ config_t g_cfg = {
     .flavor = FLAVOR_ES8,
     .auto_create_index = true,
     .refresh_timer = true,
+    .control = true,
     .max_content_length = 104857600,
     .max_open_pits = 300,
     .log_body_max = 16384,
@@ -39,7 +40,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: esd [--port N] [--port-file PATH] [--discard] [--max-content-length BYTES]\n"
             "           [--flavor es8|es7|opensearch] [--auth basic:USER:PASS|apikey:ENCODED]\n"
-            "           [--faults JSON] [--no-refresh-timer]\n");
+            "           [--faults JSON] [--no-refresh-timer] [--no-control]\n");
 }
 
 static int write_port_file(const char *path, int port)
@@ -80,6 +81,8 @@ static int parse_args(int argc, char **argv, int *port, const char **port_file, 
             g_cfg.discard = true;
         } else if (!strcmp(a, "--no-refresh-timer")) {
             g_cfg.refresh_timer = false;
+        } else if (!strcmp(a, "--no-control")) {
+            g_cfg.control = false;
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             exit(0);

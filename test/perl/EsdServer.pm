@@ -38,6 +38,16 @@ exists and C<GET /> answers, and dies otherwise.
 Options: C<discard>, C<faults> (hash ref), C<auth>, C<flavor>, C<extra_args>
 (array ref), C<max_content_length>.  Returns the server object.
 
+=item EsdServer->require_stand_in($why), EsdServer->external_url
+
+With C<ECP_ES_URL> set (a real cluster, or make test's C<realmode> suite),
+C<start> hands out that URL and starts nothing; C<external_url> returns it.
+C<require_stand_in> then skips the whole file (C<skip_all>) with C<$why>: call
+it before any test in a file that needs the control endpoints or start
+options.  For a part of a file, a C<SKIP> block: C<skip "needs the esd
+stand-in ($why)", $n if EsdServer-E<gt>external_url>.  A control method
+called without asking dies (a failure, not a skip).  See F<doc/testing.md>.
+
 =item $es->port, $es->url
 
 Port number and C<http://127.0.0.1:PORT>.
@@ -117,7 +127,8 @@ sub _binary {
 
 # With ECP_ES_URL set, tests talk to that real Elasticsearch/OpenSearch
 # instead of starting esd; a test that needs esd's control endpoints
-# (faults, stats, request log) is skipped, saying why.
+# (faults, stats, request log) asks for the stand-in and is skipped, saying
+# why; one that reaches for them without asking dies in _ctl.
 sub external_url { return $ENV{ECP_ES_URL} }
 
 sub require_stand_in {

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # make test: install what is missing, build, install, then run every suite
-# (pg_regress, the extension's TAP tests, the stand-in's tests, the unit
-# tests) as an unprivileged user in a copy of the tree, with a throwaway
-# MariaDB.  Prints every skipped file or assertion with its reason, then
-# "N passed, N failed, N skipped" last; exits non-zero on any failure,
-# including a requested suite that never reported its counts.
+# (pg_regress, the real-cluster mode, the extension's TAP tests, the
+# stand-in's tests, the unit tests) as an unprivileged user in a copy of
+# the tree, with a throwaway MariaDB.  Prints every skipped file or
+# assertion with its reason, then "N passed, N failed, N skipped" last;
+# exits non-zero on any failure, including a requested suite that never
+# reported its counts.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -14,7 +15,7 @@ bash test/scripts/install-deps.sh || { echo "0 passed, 1 failed, 0 skipped"; exi
 . "$here/common.sh"
 
 # The suites asked for; each one must write its counts line.
-suites=${ECP_SUITES:-regress tap esd unit examples}
+suites=${ECP_SUITES:-regress realmode tap esd unit examples}
 
 # The install is the system's (one PostgreSQL, one ecp.so): two runs of
 # make test from two trees at once would test each other's build.  One at

@@ -139,9 +139,12 @@ alice("SELECT ecp.cancel($run)");
 # --- a worker reloads settings on SIGHUP ----------------------------------------
 # A worker in a 60 s back-off renews its heartbeat every
 # ecp.heartbeat_interval (5 s here): after a reload to 1 s it renews it
-# every second, without a restart.
-$es->set_faults({ bulk_reject => { status => 503, every => 1 } });
-alice(q{SELECT ecp.create_task('waiting', 'a_es', 'waiting', query => 'SELECT * FROM items',
+# every second, without a restart.  The back-off comes from a consumer
+# nobody listens on (no fault injection: this runs against a real cluster
+# too).
+my $dead_port = PostgreSQL::Test::Cluster::get_free_port();
+alice("SELECT ecp.create_consumer('a_dead', 'http://127.0.0.1:$dead_port')");
+alice(q{SELECT ecp.create_task('waiting', 'a_dead', 'waiting', query => 'SELECT * FROM items',
 	options => '{"retry_base_ms": 60000, "retry_max_ms": 60000}')});
 $run = alice("SELECT ecp.start('waiting')");
 ok(EcpTest::poll($node, "SELECT count(*) = 1 FROM ecp.flow WHERE run_id = $run AND action = 'retry'", 60),
@@ -156,7 +159,6 @@ while (time < $watch_until && keys %beats < 4)
 }
 cmp_ok(scalar(keys %beats), '>=', 4, 'after the reload the heartbeat moves every second');
 alice("SELECT ecp.cancel($run)");
-$es->clear_faults;
 $node->safe_psql('postgres', "ALTER SYSTEM RESET ecp.heartbeat_interval; SELECT pg_reload_conf()");
 
 # --- M8: a pause that raced the last checkpoint ------------------------------
