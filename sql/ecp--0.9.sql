@@ -4911,4 +4911,21 @@ GRANT SELECT ON ecp.throughput, ecp.status, ecp.task_health, ecp.throughput_per_
 -- Ids from a relation, write services' index lists (issue 26)
 -- ===========================================================================
 
+-- The new index a write service's batch must reach too (its "indexes"):
+-- that of a loading migration of the same alias by the same owner, through
+-- any consumer (ecp cannot know which cluster a service writes to; the
+-- owner's own migration of that alias name is the one it means).
+CREATE FUNCTION ecp_internal._service_dual_index(alias text, run bigint) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT m.new_index FROM ecp.migration m
+      JOIN ecp.run r ON r.id = m.run_id
+      JOIN ecp.run mine ON mine.id = _service_dual_index.run
+     WHERE m.alias = _service_dual_index.alias AND m.owner = mine.owner
+       AND m.run_id <> _service_dual_index.run AND m.state = 'loading'
+       AND m.step IN ('load', 'settings', 'count', 'swap')
+       AND r.state IN ('running', 'paused', 'failed')
+     ORDER BY m.run_id DESC LIMIT 1
+$$;
+REVOKE EXECUTE ON FUNCTION ecp_internal._service_dual_index(text, bigint) FROM PUBLIC;
+
 -- (ids_from section end)
