@@ -487,8 +487,8 @@ ok(EcpTest::poll($node, "SELECT processed >= 20 FROM ecp.progress WHERE run_id =
 	'a slow migration of alias shop is loading');
 sql("SELECT ecp.pause($migration)");
 is(EcpTest::wait_for_run($node, $migration, 'paused', 60), 'paused', '... and paused mid-load');
-is(sql("SELECT state || ' ' || step FROM ecp.migrations WHERE run_id = $migration"), 'loading load',
-	'ecp.migrations: loading');
+is(sql("SELECT state || ' ' || step FROM ecp.migrations WHERE run_id = $migration"), 'paused load',
+	'ecp.migrations: paused while loading');
 ws_setup();
 sql(q{SELECT ecp.create_task('shop_ws', 'ws', 'shop', query => 'SELECT * FROM orders WHERE id <= 300',
 	options => '{"batch_size": 100}')});
