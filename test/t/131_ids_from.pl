@@ -84,7 +84,7 @@ sql(q{SELECT ecp.create_task('items_fix', 'es', 'items', query => 'SELECT * FROM
 my $t0 = time;
 my $run = sql(q{SELECT ecp.start('items_fix', ids_from => 'public.my_ids')});
 my $seconds = time - $t0;
-note(sprintf('ecp.start(ids_from) of 200,500 ids took %.2f s', $seconds));
+diag(sprintf('ecp.start(ids_from) of 200,500 ids took %.2f s', $seconds));
 is(sql("SELECT total || ' ' || ids_from || ' ' || only_ids::text FROM ecp.run WHERE id = $run"),
 	'200000 public.my_ids {}', 'the run: total 200,000 (each id once), ids_from kept, only_ids empty');
 is(sql("SELECT content->>'ids' || ' ' || (content->>'ids_from') FROM ecp.flow WHERE run_id = $run AND action = 'start'"),
@@ -158,7 +158,7 @@ is($r->[0], '42501', '... nor through a query');
 $run = sql(q{SELECT ecp.start('b_fix', ids_from => 'SELECT * FROM b.who()')});
 is(sql("SELECT string_agg(id, ',') FROM ecp.run_id WHERE run_id = $run"), 'bob',
 	'bob\'s function, started by a superuser, ran as bob');
-sql("SELECT ecp.cancel($run)");
+run_to_end($run, '... (the id "bob" is missing, counted)');
 $r = fails(q{SELECT ecp.start('b_fix', ids_from => 'SELECT * FROM b.escape()')});
 is($r->[0], '42501', 'the owner\'s code cannot RESET ROLE to the caller (a security-restricted operation)');
 like($r->[1], qr/cannot set parameter "role" within security-restricted operation/, '... says PostgreSQL')
@@ -212,7 +212,7 @@ SKIP:
 	my $took = time - $start;
 	my ($big) = $bg->{stdout} =~ /started (\d+)/;
 	ok($big, sprintf('1,000,000 ids read in %.2f s (%d samples of the backend\'s memory)', $took, $samples));
-	note(sprintf('ecp.start(ids_from) of 1,000,000 ids: %.2f s; RssAnon %d kB before, %d kB at the peak', $took, $base, $peak));
+	diag(sprintf('ecp.start(ids_from) of 1,000,000 ids: %.2f s; RssAnon %d kB before, %d kB at the peak', $took, $base, $peak));
 	cmp_ok($peak - $base, '<', 24 * 1024, "the starting backend's private memory grew by less than 24 MB ("
 		  . ($peak - $base) . ' kB)');
 	is(sql("SELECT total FROM ecp.run WHERE id = " . ($big // 0)), 1000000, 'the run has the 1,000,000 ids');
