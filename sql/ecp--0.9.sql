@@ -4992,6 +4992,11 @@ DECLARE
     copied bigint;
     acting text := current_setting('ecp.acting_role', true);
 BEGIN
+    -- EXECUTE is PUBLIC's (triggers need it): only as ecp.run's own trigger
+    IF TG_RELID IS DISTINCT FROM 'ecp.run'::regclass THEN
+        RAISE EXCEPTION 'ecp_internal._copy_run_ids is the trigger copy_ids of ecp.run only'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
     SELECT t.search_path INTO path FROM ecp.task t WHERE t.id = NEW.task_id;
     copied := ecp_internal._copy_ids_from(NEW.id, NEW.owner, NEW.ids_from, path);
     IF copied = 0 THEN

@@ -165,6 +165,10 @@ like($r->[1], qr/cannot set parameter "role" within security-(definer function|r
   or diag($r->[1]);
 $r = fails(q{SELECT ecp_internal._copy_ids_from(1, 'alice', 'public.secret_ids', 'public')}, 'alice');
 is($r->[0], '42501', 'ecp_internal._copy_ids_from is not for roles');
+$r = fails(q{CREATE TABLE b.fake (id bigint, task_id bigint, owner regrole, ids_from text, changed_by text);
+	CREATE TRIGGER steal AFTER INSERT ON b.fake FOR EACH ROW EXECUTE FUNCTION ecp_internal._copy_run_ids();
+	INSERT INTO b.fake SELECT r.id, r.task_id, 'alice', 'a.alice_ids', 'bob' FROM ecp.run r LIMIT 1}, 'bob');
+is($r->[0], '42501', 'the trigger function copy_ids on a table of bob\'s own: 42501');
 $r = fails(q{INSERT INTO ecp.run (task_id, only_ids, ids_from)
 	SELECT id, '{1}', 'a.alice_ids' FROM ecp.task WHERE name = 'a_fix'}, 'alice');
 is($r->[0], '22023', 'a plain INSERT of a run with ids and ids_from: 22023');
