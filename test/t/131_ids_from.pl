@@ -17,7 +17,8 @@
 #    ecp_internal._copy_ids_from cannot be called by a role;
 #  * memory and time: 1,000,000 ids read while the starting backend's
 #    private memory (RssAnon) is sampled: it grows by less than 24 MB
-#    (the ids as text alone are ~40 MB); the seconds it takes are printed;
+#    (the ids as text alone are ~30 MB), and by less than 12 MB more than
+#    for 100,000 ids; the seconds it takes are printed;
 #  * bad calls, each with its SQLSTATE; the old call forms of ecp.start.
 use strict;
 use warnings;
@@ -232,8 +233,8 @@ SKIP:
 	# 1,000,000 ids as text alone are ~30 MB in memory (varlena and chunk headers)
 	cmp_ok($peak - $base, '<', 24 * 1024, "the starting backend's private memory grew by less than 24 MB ("
 		  . ($peak - $base) . ' kB)');
-	cmp_ok($peak - $small_peak, '<', 8 * 1024,
-		'ten times the ids took less than 8 MB more than 100,000 (' . ($peak - $small_peak) . ' kB): bounded by the batch');
+	cmp_ok($peak - $small_peak, '<', 12 * 1024,
+		'ten times the ids took less than 12 MB more than 100,000 (' . ($peak - $small_peak) . ' kB): bounded by the batch');
 	is(sql("SELECT total FROM ecp.run WHERE id = " . ($big // 0)), 1000000, 'the run has the 1,000,000 ids');
 	sql("SELECT ecp.cancel($big)") if $big;
 }
