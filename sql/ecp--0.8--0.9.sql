@@ -48,4 +48,300 @@ END $$;
 -- Ids from a relation, write services' index lists (issue 26)
 -- ===========================================================================
 
+-- The new index a write service's batch must reach too (its "indexes"):
+-- that of a loading migration of the same alias by the same owner, through
+-- any consumer (ecp cannot know which cluster a service writes to; the
+-- owner's own migration of that alias name is the one it means).
+CREATE FUNCTION ecp_internal._service_dual_index(alias text, run bigint) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT m.new_index FROM ecp.migration m
+      JOIN ecp.run r ON r.id = m.run_id
+      JOIN ecp.run mine ON mine.id = _service_dual_index.run
+     WHERE m.alias = _service_dual_index.alias AND m.owner = mine.owner
+       AND m.run_id <> _service_dual_index.run AND m.state = 'loading'
+       AND m.step IN ('load', 'settings', 'count', 'swap')
+       AND r.state IN ('running', 'paused', 'failed')
+     ORDER BY m.run_id DESC LIMIT 1
+$$;
+REVOKE EXECUTE ON FUNCTION ecp_internal._service_dual_index(text, bigint) FROM PUBLIC;
+
+ALTER TABLE ecp.run ADD COLUMN ids_from text;
+COMMENT ON COLUMN ecp.run.ids_from IS
+  'ecp.start(task, ids_from => ...): the relation or query the ids were read from, as the owner, when the run was started (only_ids is then empty)';
+
+-- ecp.start(task, ids_from => 'schema.table' | 'SELECT ...'): the ids of an
+-- id run read from a relation or a query, as the run's owner, into
+-- ecp.run_id (src/backend/ids_from.c); only_ids is then '{}'.
+CREATE FUNCTION ecp_internal._check_ids_from(r ecp.run) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF r.ids_from IS NULL THEN
+        RETURN;
+    END IF;
+    IF r.only_ids IS NOT NULL THEN
+        RAISE EXCEPTION 'ids and ids_from cannot be combined'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Give the ids (ids => ARRAY[...]) or where to read them (ids_from => ''schema.table'' or a SELECT), not both.';
+    END IF;
+    IF r.action IS NOT NULL OR r.retry_of IS NOT NULL OR r.repair_of IS NOT NULL THEN
+        RAISE EXCEPTION 'ids_from starts an id run of its own, not a % run',
+              coalesce(r.action, CASE WHEN r.retry_of IS NOT NULL THEN 'retry' ELSE 'repair' END)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Start it with ecp.start(task, ids_from => ...).';
+    END IF;
+    IF btrim(r.ids_from, E' \t\r\n') = '' THEN
+        RAISE EXCEPTION 'ids_from is empty'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Name a table of ids (ids_from => ''public.my_ids'') or give a query (ids_from => ''SELECT id FROM ...'').';
+    END IF;
+END $$;
+
+CREATE FUNCTION ecp_internal._copy_ids_from(run bigint, owner regrole, source text, search_path text)
+RETURNS bigint AS 'MODULE_PATHNAME', 'ecp_copy_ids_from' LANGUAGE C VOLATILE;
+REVOKE EXECUTE ON FUNCTION ecp_internal._copy_ids_from(bigint, regrole, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION ecp_internal._copy_ids_from(bigint, regrole, text, text) IS
+  'the ids of run from source (a relation or a query), read as owner with search_path, distinct, into ecp.run_id; returns how many';
+
+-- Trigger copy_ids, as ecp (roles cannot write ecp.run_id): the ids of an
+-- ids_from run, read in the starting session; an empty result refuses the
+-- start, as an empty ids array does.  The run's total says how many; the
+-- operator stays who started it (check_transition stamps changed_by).
+CREATE FUNCTION ecp_internal._copy_run_ids() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    path text;
+    copied bigint;
+    acting text := current_setting('ecp.acting_role', true);
+BEGIN
+    -- EXECUTE is PUBLIC's (triggers need it): only as ecp.run's own trigger
+    IF TG_RELID IS DISTINCT FROM 'ecp.run'::regclass THEN
+        RAISE EXCEPTION 'ecp_internal._copy_run_ids is the trigger copy_ids of ecp.run only'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT t.search_path INTO path FROM ecp.task t WHERE t.id = NEW.task_id;
+    copied := ecp_internal._copy_ids_from(NEW.id, NEW.owner, NEW.ids_from, path);
+    IF copied = 0 THEN
+        RAISE EXCEPTION 'ids_from => % returns no ids: nothing to start', quote_literal(left(NEW.ids_from, 100))
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Fill the table (\copy my_ids FROM ''ids.csv''), or leave ids_from out to run the whole task.';
+    END IF;
+    PERFORM set_config('ecp.acting_role', NEW.changed_by, true);
+    UPDATE ecp.run SET total = copied WHERE id = NEW.id;
+    PERFORM set_config('ecp.acting_role', coalesce(acting, ''), true);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER copy_ids AFTER INSERT ON ecp.run
+    FOR EACH ROW WHEN (NEW.ids_from IS NOT NULL) EXECUTE FUNCTION ecp_internal._copy_run_ids();
+
+-- a plain INSERT of a run is exactly ecp.start, ids_from included
+GRANT INSERT (ids_from) ON ecp.run TO PUBLIC;
+
+-- The run's triggers and its description know ids_from runs.
+CREATE OR REPLACE FUNCTION ecp_internal._prepare_run() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t ecp.task;
+    busy bigint;
+BEGIN
+    -- the task row's lock keeps two starts of one task apart
+    SELECT * INTO t FROM ecp.task WHERE id = NEW.task_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % does not exist', coalesce(NEW.task_id::text, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'SELECT id, name FROM ecp.tasks lists the tasks you can see.';
+    END IF;
+    -- a disabled task reads its source no more (a rollback or drop_index may go on)
+    IF NEW.action IS NULL OR NEW.action IN ('verify', 'follow') THEN
+        PERFORM ecp_internal._refuse_disabled(t);
+    END IF;
+    -- a follower's run goes on beside the task's other runs
+    SELECT id INTO busy FROM ecp.run
+     WHERE task_id = t.id AND state IN ('pending', 'running', 'paused')
+       AND action IS DISTINCT FROM 'follow' LIMIT 1;
+    IF FOUND AND NEW.action IS DISTINCT FROM 'follow' THEN
+        RAISE EXCEPTION 'task "%" already has run % in progress', t.name, busy
+              USING ERRCODE = 'object_in_use',
+                    HINT = 'Wait for it, or ecp.cancel(' || busy || ') first.';
+    END IF;
+    IF NEW.retry_of IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM ecp.run WHERE id = NEW.retry_of AND task_id = t.id) THEN
+        RAISE EXCEPTION 'run % is not a run of task "%"', NEW.retry_of, t.name
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- only ecp_internal._start_maintenance (SECURITY DEFINER) inserts a maintenance
+    -- run, with the superuser-only ecp.starting_maintenance on around it;
+    -- roles have no INSERT on action either
+    IF NEW.action IS NOT NULL AND current_setting('ecp.starting_maintenance', true) IS DISTINCT FROM 'on' THEN
+        RAISE EXCEPTION 'maintenance runs are started by ecp.rollback and ecp.cancel(run, drop_index => true)'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- ids_from: the trigger copy_ids reads them into ecp.run_id after the insert
+    PERFORM ecp_internal._check_ids_from(NEW);
+    NEW.only_ids := CASE WHEN NEW.ids_from IS NOT NULL THEN '{}'
+                         WHEN NEW.action IS NULL OR NEW.action = 'verify'
+                         THEN coalesce(NEW.only_ids, t.ids) END;
+    IF NEW.repair_of IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM ecp.run WHERE id = NEW.repair_of AND task_id = t.id AND action = 'verify') THEN
+        RAISE EXCEPTION 'run % is not a verify run of task "%"', NEW.repair_of, t.name
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- a task of queries looks ids up in each query (or in the one shard_of names)
+    IF NEW.only_ids IS NOT NULL AND t.query IS NULL AND t.queries IS NULL
+       AND NOT ecp_internal._task_writes_ids(t) THEN
+        RAISE EXCEPTION 'task "%" has no query to look ids up with', t.name
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'Id runs need a task with query => ''SELECT ...'' or queries => ARRAY[...].';
+    END IF;
+    PERFORM ecp_internal._check_ids(CASE WHEN NEW.ids_from IS NULL THEN NEW.only_ids END, 'ids');
+    NEW.owner := t.owner;
+    NEW.state := 'pending';
+    NEW.operator := ecp_internal._operator();
+    NEW.changed_by := NEW.operator;
+    NEW.total := CASE WHEN NEW.action = 'follow' THEN NULL
+                      WHEN NEW.action IS NULL OR NEW.action = 'verify' THEN cardinality(NEW.only_ids) ELSE 0 END;
+    NEW.total_is_estimate := CASE WHEN NEW.action = 'follow' THEN NULL
+                                  WHEN NEW.only_ids IS NOT NULL OR NEW.action <> 'verify' THEN false END;
+    NEW.created_at := now();
+    NEW.started_at := NULL;
+    NEW.finished_at := NULL;
+    NEW.last_error := NULL;
+    NEW.paused_reason := NULL;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION ecp_internal._flow_on_run() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    action text;
+    content jsonb := '{}';
+    counts record;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        action := 'start';
+        IF NEW.retry_of IS NOT NULL THEN
+            content := jsonb_build_object('retry_failed_of', NEW.retry_of,
+                                          'ids', cardinality(NEW.only_ids));
+        ELSIF NEW.ids_from IS NOT NULL THEN
+            content := jsonb_build_object('ids', (SELECT max(i.n) FROM ecp.run_id i WHERE i.run_id = NEW.id),
+                                          'ids_from', NEW.ids_from);
+        ELSIF NEW.only_ids IS NOT NULL THEN
+            content := jsonb_build_object('ids', cardinality(NEW.only_ids));
+        END IF;
+        content := content || coalesce(ecp_internal._run_endpoint(NEW.task_id), '{}')
+                   || jsonb_strip_nulls(jsonb_build_object('at', NEW.not_before, 'action', NEW.action,
+                                                           'verify', NEW.verify_with,
+                                                           'repair_of', NEW.repair_of));
+    ELSIF NEW.state IS NOT DISTINCT FROM OLD.state
+          OR (OLD.state = 'pending' AND NEW.state = 'running') THEN
+        -- a worker taking up a pending run records "worker started" itself
+        RETURN NEW;
+    ELSE
+        action := CASE
+            WHEN NEW.state = 'paused' THEN 'pause'
+            WHEN NEW.state = 'running' AND OLD.state IN ('paused', 'failed') THEN 'resume'
+            WHEN NEW.state = 'running' THEN 'running'
+            WHEN NEW.state = 'cancelled' THEN 'cancel'
+            WHEN NEW.state = 'succeeded' THEN 'finished'
+            WHEN NEW.state = 'failed' THEN 'failed'
+            ELSE NEW.state END;
+        SELECT coalesce(sum(p.processed), 0) AS processed, coalesce(sum(p.failed), 0) AS failed,
+               coalesce(sum(p.deleted), 0) AS deleted, coalesce(sum(p.missing), 0) AS missing,
+               coalesce(sum(p.skipped), 0) AS skipped, coalesce(sum(p.skipped_stale), 0) AS skipped_stale,
+               count(*) AS parts
+          INTO counts FROM ecp.part p WHERE p.run_id = NEW.id;
+        content := jsonb_build_object('from', OLD.state, 'to', NEW.state,
+                                      'processed', counts.processed, 'failed', counts.failed);
+        IF counts.deleted > 0 OR counts.missing > 0 THEN
+            content := content || jsonb_build_object('deleted', counts.deleted, 'missing', counts.missing);
+        END IF;
+        IF counts.skipped > 0 OR counts.skipped_stale > 0 THEN
+            content := content || jsonb_build_object('skipped', counts.skipped, 'skipped_stale', counts.skipped_stale);
+        END IF;
+        IF counts.parts > 1 THEN
+            content := content || jsonb_build_object('parts', counts.parts);
+        END IF;
+        IF NEW.state = 'paused' AND NEW.paused_reason IS NOT NULL THEN
+            content := content || jsonb_build_object('why', NEW.paused_reason);
+        ELSIF OLD.state = 'paused' AND OLD.paused_reason IS NOT NULL THEN
+            content := content || jsonb_build_object('why', 'inside its window ' ||
+                (SELECT t.options->>'window' FROM ecp.task t WHERE t.id = NEW.task_id));
+        END IF;
+        IF NEW.action IS NOT NULL THEN
+            content := content || jsonb_build_object('action', NEW.action);
+        END IF;
+        IF NEW.state IN ('succeeded', 'failed', 'cancelled') THEN
+            content := content || jsonb_build_object('duration',
+                (coalesce(NEW.finished_at, now()) - coalesce(NEW.started_at, NEW.created_at))::text);
+        END IF;
+        IF NEW.state = 'failed' THEN
+            content := content || jsonb_build_object('error', left(NEW.last_error, 2000));
+        END IF;
+        IF NEW.state = 'succeeded' AND counts.failed > 0 THEN
+            content := content || jsonb_build_object('partial', true);
+        END IF;
+    END IF;
+    INSERT INTO ecp.flow_log (task_id, run_id, action, content, operator, owner)
+    VALUES (NEW.task_id, NEW.id, action, content, coalesce(NEW.changed_by, NEW.operator), NEW.owner);
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION ecp_internal._part_source_text(source jsonb, t ecp.task, r ecp.run) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE source->>'kind'
+        WHEN 'query' THEN CASE WHEN (source->>'query')::integer > 0
+                               THEN t.queries[(source->>'query')::integer] ELSE t.query END
+        WHEN 'split' THEN 'key ranges of the query (not cut yet)'
+        WHEN 'range' THEN format('%s in [%s, %s)', coalesce(t.options->>'key_column', t.options->>'id_column'),
+                                 coalesce(source->>'from', '-inf'), coalesce(source->>'to', '+inf'))
+        WHEN 'ids' THEN CASE WHEN r.ids_from IS NULL THEN format('%s ids', cardinality(r.only_ids))
+                             ELSE format('%s ids from %s', r.total, r.ids_from) END
+        WHEN 'file' THEN split_part(t.file, '?', 1)
+        WHEN 'migrate' THEN CASE source->>'step'
+            WHEN 'create' THEN 'migration: create the new index'
+            WHEN 'swap' THEN 'migration: settings, count, swap the alias'
+            WHEN 'rollback' THEN 'rollback: the alias back to its old index'
+            WHEN 'drop_index' THEN 'drop a cancelled migration''s new index' END
+        WHEN 'follow' THEN CASE source->>'step'
+            WHEN 'capture' THEN 'follow: create the publication and the replication slot'
+            WHEN 'apply' THEN 'follow: apply the changes captured' END
+        WHEN 'index_ids' THEN 'verify: every id of the index, looked up in the source'
+    END
+$$;
+
+-- ecp.start takes ids_from: a new signature (calls without it resolve as before)
+DROP FUNCTION ecp.start(text, anycompatiblearray, timestamptz);
+CREATE FUNCTION ecp.start(task text, ids anycompatiblearray DEFAULT NULL::text[],
+                          at timestamptz DEFAULT NULL, ids_from text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    t ecp.task;
+    id_texts text[] := ecp_internal._ids_as_text(ids);
+    run_id bigint;
+BEGIN
+    SELECT * INTO t FROM ecp.task WHERE name = start.task;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', coalesce(task, 'NULL')
+              USING ERRCODE = 'undefined_object',
+                    HINT = 'Create it with ecp.create_task(name, consumer, index, query => ...).';
+    END IF;
+    PERFORM ecp_internal._refuse_disabled(t);
+    IF id_texts IS NOT NULL AND cardinality(id_texts) = 0 THEN
+        RAISE EXCEPTION 'ids is empty: nothing to start'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Pass at least one id, or leave ids out to run the whole task.';
+    END IF;
+    IF ids_from IS NULL THEN
+        -- the trigger prepare checks the task (enabled), the ids and decides the rest
+        RETURN ecp_internal._create_run(t.id, id_texts, NULL, at, NULL);
+    END IF;
+    -- the triggers prepare (ids and ids_from not both) and copy_ids
+    INSERT INTO ecp.run (task_id, only_ids, not_before, ids_from) VALUES (t.id, id_texts, at, ids_from)
+    RETURNING id INTO run_id;
+    PERFORM ecp_internal._warn_if_not_launcher_database(run_id);
+    RETURN run_id;
+END $$;
+COMMENT ON FUNCTION ecp.start(text, anycompatiblearray, timestamptz, text) IS
+  'start a run of a task: all of its source, or only the given ids (text, integer or uuid array, or ids_from => a table or query read as the owner) looked up through its query; at => a time: the launcher starts it then';
+
 -- (ids_from section end)

@@ -131,7 +131,8 @@ CREATE TABLE ecp.run (
     paused_reason text,
     recovered_error text,
     verify_with jsonb,
-    repair_of   bigint REFERENCES ecp.run(id) ON DELETE SET NULL
+    repair_of   bigint REFERENCES ecp.run(id) ON DELETE SET NULL,
+    ids_from    text            -- ecp.start(task, ids_from => ...): only_ids is '{}', ecp.run_id holds them
 );
 CREATE INDEX ON ecp.run (task_id);
 CREATE INDEX ON ecp.run (state) WHERE state IN ('pending', 'running');
@@ -145,6 +146,8 @@ COMMENT ON COLUMN ecp.run.last_error IS 'the error the run failed with: set only
 COMMENT ON COLUMN ecp.run.recovered_error IS 'the error of the last failure the run was resumed from';
 COMMENT ON COLUMN ecp.run.verify_with IS 'a verify run''s options (ecp.verify): extra, sample';
 COMMENT ON COLUMN ecp.run.repair_of IS 'the verify run whose drift this id run repairs (ecp.repair)';
+COMMENT ON COLUMN ecp.run.ids_from IS
+  'ecp.start(task, ids_from => ...): the relation or query the ids were read from, as the owner, when the run was started (only_ids is then empty)';
 SELECT pg_catalog.pg_extension_config_dump('ecp.run', '');
 ALTER TABLE ecp.run ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_only ON ecp.run USING (pg_has_role(owner, 'MEMBER'));
@@ -1268,7 +1271,10 @@ BEGIN
         RAISE EXCEPTION 'maintenance runs are started by ecp.rollback and ecp.cancel(run, drop_index => true)'
               USING ERRCODE = 'insufficient_privilege';
     END IF;
-    NEW.only_ids := CASE WHEN NEW.action IS NULL OR NEW.action = 'verify'
+    -- ids_from: the trigger copy_ids reads them into ecp.run_id after the insert
+    PERFORM ecp_internal._check_ids_from(NEW);
+    NEW.only_ids := CASE WHEN NEW.ids_from IS NOT NULL THEN '{}'
+                         WHEN NEW.action IS NULL OR NEW.action = 'verify'
                          THEN coalesce(NEW.only_ids, t.ids) END;
     IF NEW.repair_of IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM ecp.run WHERE id = NEW.repair_of AND task_id = t.id AND action = 'verify') THEN
@@ -1282,7 +1288,7 @@ BEGIN
               USING ERRCODE = 'feature_not_supported',
                     HINT = 'Id runs need a task with query => ''SELECT ...'' or queries => ARRAY[...].';
     END IF;
-    PERFORM ecp_internal._check_ids(NEW.only_ids, 'ids');
+    PERFORM ecp_internal._check_ids(CASE WHEN NEW.ids_from IS NULL THEN NEW.only_ids END, 'ids');
     NEW.owner := t.owner;
     NEW.state := 'pending';
     NEW.operator := ecp_internal._operator();
@@ -1506,13 +1512,16 @@ END $$;
 
 -- ids: an array of text, integers or uuids (ARRAY['a'], ARRAY[1, 2], an
 -- untyped '{1,2}', NULL); anycompatiblearray takes each of them without
--- making a call ambiguous, an untyped literal or NULL as text[].
+-- making a call ambiguous, an untyped literal or NULL as text[].  ids_from:
+-- a relation or a query to read them from (the trigger copy_ids).
 CREATE FUNCTION ecp.start(task text, ids anycompatiblearray DEFAULT NULL::text[],
-                          at timestamptz DEFAULT NULL) RETURNS bigint
+                          at timestamptz DEFAULT NULL, ids_from text DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
 DECLARE
     t ecp.task;
     id_texts text[] := ecp_internal._ids_as_text(ids);
+    run_id bigint;
 BEGIN
     SELECT * INTO t FROM ecp.task WHERE name = start.task;
     IF NOT FOUND THEN
@@ -1526,11 +1535,18 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value',
                     HINT = 'Pass at least one id, or leave ids out to run the whole task.';
     END IF;
-    -- the trigger prepare checks the task (enabled), the ids and decides the rest
-    RETURN ecp_internal._create_run(t.id, id_texts, NULL, at, NULL);
+    IF ids_from IS NULL THEN
+        -- the trigger prepare checks the task (enabled), the ids and decides the rest
+        RETURN ecp_internal._create_run(t.id, id_texts, NULL, at, NULL);
+    END IF;
+    -- the triggers prepare (ids and ids_from not both) and copy_ids
+    INSERT INTO ecp.run (task_id, only_ids, not_before, ids_from) VALUES (t.id, id_texts, at, ids_from)
+    RETURNING id INTO run_id;
+    PERFORM ecp_internal._warn_if_not_launcher_database(run_id);
+    RETURN run_id;
 END $$;
-COMMENT ON FUNCTION ecp.start(text, anycompatiblearray, timestamptz) IS
-  'start a run of a task: all of its source, or only the given ids (text, integer or uuid array) looked up through its query; at => a time: the launcher starts it then';
+COMMENT ON FUNCTION ecp.start(text, anycompatiblearray, timestamptz, text) IS
+  'start a run of a task: all of its source, or only the given ids (text, integer or uuid array, or ids_from => a table or query read as the owner) looked up through its query; at => a time: the launcher starts it then';
 
 -- A new run of the same task over the ids in failed_docs of a finished
 -- run (after fixing the data or the mapping).
@@ -1732,7 +1748,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         WHEN 'split' THEN 'key ranges of the query (not cut yet)'
         WHEN 'range' THEN format('%s in [%s, %s)', coalesce(t.options->>'key_column', t.options->>'id_column'),
                                  coalesce(source->>'from', '-inf'), coalesce(source->>'to', '+inf'))
-        WHEN 'ids' THEN format('%s ids', cardinality(r.only_ids))
+        WHEN 'ids' THEN CASE WHEN r.ids_from IS NULL THEN format('%s ids', cardinality(r.only_ids))
+                             ELSE format('%s ids from %s', r.total, r.ids_from) END
         WHEN 'file' THEN split_part(t.file, '?', 1)
         WHEN 'migrate' THEN CASE source->>'step'
             WHEN 'create' THEN 'migration: create the new index'
@@ -2110,6 +2127,9 @@ BEGIN
         IF NEW.retry_of IS NOT NULL THEN
             content := jsonb_build_object('retry_failed_of', NEW.retry_of,
                                           'ids', cardinality(NEW.only_ids));
+        ELSIF NEW.ids_from IS NOT NULL THEN
+            content := jsonb_build_object('ids', (SELECT max(i.n) FROM ecp.run_id i WHERE i.run_id = NEW.id),
+                                          'ids_from', NEW.ids_from);
         ELSIF NEW.only_ids IS NOT NULL THEN
             content := jsonb_build_object('ids', cardinality(NEW.only_ids));
         END IF;
@@ -4911,5 +4931,89 @@ GRANT SELECT ON ecp.throughput, ecp.status, ecp.task_health, ecp.throughput_per_
 -- ===========================================================================
 -- Ids from a relation, write services' index lists (issue 26)
 -- ===========================================================================
+
+-- The new index a write service's batch must reach too (its "indexes"):
+-- that of a loading migration of the same alias by the same owner, through
+-- any consumer (ecp cannot know which cluster a service writes to; the
+-- owner's own migration of that alias name is the one it means).
+CREATE FUNCTION ecp_internal._service_dual_index(alias text, run bigint) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT m.new_index FROM ecp.migration m
+      JOIN ecp.run r ON r.id = m.run_id
+      JOIN ecp.run mine ON mine.id = _service_dual_index.run
+     WHERE m.alias = _service_dual_index.alias AND m.owner = mine.owner
+       AND m.run_id <> _service_dual_index.run AND m.state = 'loading'
+       AND m.step IN ('load', 'settings', 'count', 'swap')
+       AND r.state IN ('running', 'paused', 'failed')
+     ORDER BY m.run_id DESC LIMIT 1
+$$;
+REVOKE EXECUTE ON FUNCTION ecp_internal._service_dual_index(text, bigint) FROM PUBLIC;
+
+-- ecp.start(task, ids_from => 'schema.table' | 'SELECT ...'): the ids of an
+-- id run read from a relation or a query, as the run's owner, into
+-- ecp.run_id (src/backend/ids_from.c); only_ids is then '{}'.
+CREATE FUNCTION ecp_internal._check_ids_from(r ecp.run) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF r.ids_from IS NULL THEN
+        RETURN;
+    END IF;
+    IF r.only_ids IS NOT NULL THEN
+        RAISE EXCEPTION 'ids and ids_from cannot be combined'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Give the ids (ids => ARRAY[...]) or where to read them (ids_from => ''schema.table'' or a SELECT), not both.';
+    END IF;
+    IF r.action IS NOT NULL OR r.retry_of IS NOT NULL OR r.repair_of IS NOT NULL THEN
+        RAISE EXCEPTION 'ids_from starts an id run of its own, not a % run',
+              coalesce(r.action, CASE WHEN r.retry_of IS NOT NULL THEN 'retry' ELSE 'repair' END)
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Start it with ecp.start(task, ids_from => ...).';
+    END IF;
+    IF btrim(r.ids_from, E' \t\r\n') = '' THEN
+        RAISE EXCEPTION 'ids_from is empty'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Name a table of ids (ids_from => ''public.my_ids'') or give a query (ids_from => ''SELECT id FROM ...'').';
+    END IF;
+END $$;
+
+CREATE FUNCTION ecp_internal._copy_ids_from(run bigint, owner regrole, source text, search_path text)
+RETURNS bigint AS 'MODULE_PATHNAME', 'ecp_copy_ids_from' LANGUAGE C VOLATILE;
+REVOKE EXECUTE ON FUNCTION ecp_internal._copy_ids_from(bigint, regrole, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION ecp_internal._copy_ids_from(bigint, regrole, text, text) IS
+  'the ids of run from source (a relation or a query), read as owner with search_path, distinct, into ecp.run_id; returns how many';
+
+-- Trigger copy_ids, as ecp (roles cannot write ecp.run_id): the ids of an
+-- ids_from run, read in the starting session; an empty result refuses the
+-- start, as an empty ids array does.  The run's total says how many; the
+-- operator stays who started it (check_transition stamps changed_by).
+CREATE FUNCTION ecp_internal._copy_run_ids() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    path text;
+    copied bigint;
+    acting text := current_setting('ecp.acting_role', true);
+BEGIN
+    -- EXECUTE is PUBLIC's (triggers need it): only as ecp.run's own trigger
+    IF TG_RELID IS DISTINCT FROM 'ecp.run'::regclass THEN
+        RAISE EXCEPTION 'ecp_internal._copy_run_ids is the trigger copy_ids of ecp.run only'
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT t.search_path INTO path FROM ecp.task t WHERE t.id = NEW.task_id;
+    copied := ecp_internal._copy_ids_from(NEW.id, NEW.owner, NEW.ids_from, path);
+    IF copied = 0 THEN
+        RAISE EXCEPTION 'ids_from => % returns no ids: nothing to start', quote_literal(left(NEW.ids_from, 100))
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Fill the table (\copy my_ids FROM ''ids.csv''), or leave ids_from out to run the whole task.';
+    END IF;
+    PERFORM set_config('ecp.acting_role', NEW.changed_by, true);
+    UPDATE ecp.run SET total = copied WHERE id = NEW.id;
+    PERFORM set_config('ecp.acting_role', coalesce(acting, ''), true);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER copy_ids AFTER INSERT ON ecp.run
+    FOR EACH ROW WHEN (NEW.ids_from IS NOT NULL) EXECUTE FUNCTION ecp_internal._copy_run_ids();
+
+-- a plain INSERT of a run is exactly ecp.start, ids_from included
+GRANT INSERT (ids_from) ON ecp.run TO PUBLIC;
 
 -- (ids_from section end)

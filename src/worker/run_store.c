@@ -71,9 +71,15 @@ read_dual_index(EcpPartConfig *config)
 	char	   *dual = NULL;
 	StringInfoData content;
 
-	if (config->write_service || config->kind == ECP_PART_MIGRATE)
+	if (config->kind == ECP_PART_MIGRATE)
 		return;
-	owner_exec("SELECT ecp_internal._dual_index($1, $2, $3)", 3, types, values, NULL);
+	/*
+	 * A write service's cluster is not ecp's to know: it is told the new
+	 * index of its owner's migration of the same alias, through any
+	 * consumer (ecp_internal._service_dual_index).
+	 */
+	owner_exec(config->write_service ? "SELECT ecp_internal._service_dual_index($2, $3)" :
+			   "SELECT ecp_internal._dual_index($1, $2, $3)", 3, types, values, NULL);
 	if (SPI_processed == 1)
 		dual = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if ((dual == NULL && config->dual_index == NULL) ||
@@ -110,14 +116,17 @@ ecp_store_refresh_dual_index(EcpPartConfig *config)
 static void
 count_dual_writes(EcpPartConfig *config, int64 written)
 {
-	Oid			types[3] = {INT8OID, TEXTOID, INT8OID};
-	Datum		values[3] = {Int64GetDatum(config->consumer_id),
-	CStringGetTextDatum(config->dual_index ? config->dual_index : ""), Int64GetDatum(written)};
+	Oid			types[4] = {INT8OID, TEXTOID, INT8OID, BOOLOID};
+	Datum		values[4] = {Int64GetDatum(config->consumer_id),
+		CStringGetTextDatum(config->dual_index ? config->dual_index : ""), Int64GetDatum(written),
+	BoolGetDatum(config->write_service)};
 
 	if (config->dual_index == NULL || written == 0)
 		return;
+	/* a write service's batches name the index of a migration of another consumer */
 	owner_exec("UPDATE ecp.migration SET dual_writes = dual_writes + $3 "
-			   " WHERE consumer_id = $1 AND new_index = $2", 3, types, values, NULL);
+			   " WHERE (consumer_id = $1 OR $4) AND new_index = $2",
+			   4, types, values, NULL);
 }
 
 /*

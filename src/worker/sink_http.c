@@ -5,11 +5,15 @@
  * decides how documents are assembled and written.  Each request is
  *
  *   POST <url>   Content-Type: application/json
- *   {"task": "...", "run": 12, "part": 0, "index": "...", "tag": "..."|null,
+ *   {"task": "...", "run": 12, "part": 0, "index": "...",
+ *    "indexes": ["...", "<alias>-<run>"], "tag": "..."|null,
  *    "op": "index", "docs": [{"id": "1", "doc": {...}},
  *                            {"id": "2", "delete": true}, {"id": "3"}]}
  *
- * ({"id"} alone: a task without a lookup query sends bare ids), and the
+ * ({"id"} alone: a task without a lookup query sends bare ids; "indexes":
+ * every index the documents must reach, the task's index first, then the
+ * new index of a migration of that alias while it loads: the dual write
+ * that _bulk does with two actions, left to the service), and the
  * answer is any 2xx with {"failed": [{"id", "retryable", "reason"}]}
  * (empty, {} or no "failed": everything was taken).  Retryable documents
  * are sent again after a back-off; the others are dead letters.  Whole
@@ -55,6 +59,20 @@ http_path(const EcpPartConfig *config)
 	return "";					/* the consumer's URL as it is */
 }
 
+/*
+ * "indexes": where each document of the batch must be written.  A
+ * document the answer does not list in "failed" counts as written to
+ * every one of them (doc/writing.md), as a dual write through _bulk
+ * counts only when both indices took it.
+ */
+static void
+append_indexes(StringInfo body, const EcpPartConfig *config)
+{
+	char	   *indexes[2] = {config->index_name, config->dual_index};
+
+	ecp_json_key_string_array(body, "indexes", indexes, config->dual_index ? 2 : 1);
+}
+
 static void
 http_start_body(StringInfo body, const EcpPartConfig *config)
 {
@@ -63,6 +81,7 @@ http_start_body(StringInfo body, const EcpPartConfig *config)
 	ecp_json_key_int(body, "run", config->run_id);
 	ecp_json_key_int(body, "part", config->part_no);
 	ecp_json_key_string(body, "index", config->index_name);
+	append_indexes(body, config);
 	ecp_json_key_string(body, "tag", config->tag);	/* NULL: null */
 	ecp_json_key_string(body, "op", config->op);
 	ecp_json_key(body, "docs");

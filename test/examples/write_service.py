@@ -3,7 +3,9 @@
 
 ecp POSTs every batch to the consumer's URL as JSON:
 
-    {"task": "orders", "run": 12, "part": 0, "index": "orders", "tag": "FLUSH", "op": "index",
+    {"task": "orders", "run": 12, "part": 0, "index": "orders",
+     "indexes": ["orders"],                   # + "orders-42" while a migration of orders loads
+     "tag": "FLUSH", "op": "index",
      "docs": [{"id": "1", "doc": {...}},      # a document to write
               {"id": "2", "delete": true},    # gone at the source
               {"id": "3"}]}                   # id only: the service builds the document
@@ -13,10 +15,13 @@ and expects a 2xx answer {"failed": [{"id": "7", "retryable": true, "reason": ".
 back-off, the others become dead letters.  429/502/503/504 (and other 5xx) make ecp send the
 whole batch again; 401/403 and other 4xx fail the run.  A batch may come twice (after a crash
 ecp re-sends from its checkpoint), so writes must be idempotent per id: here every write is an
-index or delete by _id.
+index or delete by _id.  Every document must reach every index of "indexes" (a dual write while
+an alias_swap migration loads): a document the answer does not list in "failed" counts as written
+to all of them.
 
 This one assembles the documents its own way (adds "synced_by") and forwards each batch to
-the _bulk endpoint of its own Elasticsearch (the "flush group"), into <index>-flush or --index.
+the _bulk endpoint of its own Elasticsearch (the "flush group"), into <index>-flush for each
+index of "indexes", or into --index alone.
 
     python3 write_service.py --listen 127.0.0.1:8080 --es http://127.0.0.1:9200 \
         [--index NAME] [--port-file FILE] [--max-seconds N] [--expect-auth 'Bearer xyz']
@@ -66,27 +71,37 @@ def write_batch(batch):
     docs = batch["docs"]
     if not docs:
         return []
-    index = ARGS.index or batch["index"] + "-flush"
+    # every index the batch names (a dual write while a migration loads), each to <name>-flush
+    targets = [ARGS.index] if ARGS.index else [name + "-flush" for name in batch.get("indexes", [batch["index"]])]
     lines = []
     for item in docs:
-        if item.get("delete"):
-            lines.append({"delete": {"_index": index, "_id": item["id"]}})
-        else:
-            lines.append({"index": {"_index": index, "_id": item["id"]}})
-            lines.append(assemble(item))
+        for index in targets:
+            if item.get("delete"):
+                lines.append({"delete": {"_index": index, "_id": item["id"]}})
+            else:
+                lines.append({"index": {"_index": index, "_id": item["id"]}})
+                lines.append(assemble(item))
     ndjson = "".join(json.dumps(line) + "\n" for line in lines).encode()
     items = es_bulk(ndjson)
-    if len(items) != len(docs):
-        raise Unavailable(f"_bulk answered {len(items)} items for {len(docs)} actions")
+    if len(items) != len(docs) * len(targets):
+        raise Unavailable(f"_bulk answered {len(items)} items for {len(docs) * len(targets)} actions")
     failed = []
-    for item, result in zip(docs, items):
-        action, r = next(iter(result.items()))
-        status = r.get("status", 500)
-        if status < 300 or (action == "delete" and status == 404):  # deleting a missing doc is fine
-            continue
-        err = r.get("error") or {}
-        reason = f"{err.get('type', 'error')}: {err.get('reason', '')}" if isinstance(err, dict) else str(err)
-        failed.append({"id": item["id"], "retryable": status == 429 or status >= 500, "reason": reason})
+    for n, item in enumerate(docs):
+        # a document is written only when every index took it; retryable if every refusal is
+        refusals = []
+        for result in items[n * len(targets):(n + 1) * len(targets)]:
+            action, r = next(iter(result.items()))
+            status = r.get("status", 500)
+            if status < 300 or (action == "delete" and status == 404):  # deleting a missing doc is fine
+                continue
+            err = r.get("error") or {}
+            reason = f"{err.get('type', 'error')}: {err.get('reason', '')}" if isinstance(err, dict) else str(err)
+            if len(targets) > 1:
+                reason = f"{r.get('_index', '?')}: {reason}"
+            refusals.append((status == 429 or status >= 500, reason))
+        if refusals:
+            failed.append({"id": item["id"], "retryable": all(retry for retry, _ in refusals),
+                           "reason": "; ".join(reason for _, reason in refusals)})
     return failed
 
 

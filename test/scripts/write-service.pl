@@ -25,7 +25,8 @@
 # The protocol (what ecp sends):
 #   POST <the consumer's url, path as configured>
 #   Content-Type: application/json
-#   {"task": "orders", "run": 12, "part": 0, "index": "orders", "tag": "FLUSH",
+#   {"task": "orders", "run": 12, "part": 0, "index": "orders",
+#    "indexes": ["orders"], "tag": "FLUSH",                 -- (+ a loading migration's index)
 #    "op": "index", "docs": [{"id": "1", "doc": {...}},      -- write
 #                            {"id": "2", "delete": true},   -- gone at the source
 #                            {"id": "3"}]}                  -- id only
@@ -35,13 +36,15 @@
 #   - Content-Type must be application/json (else 415) and a
 #     Content-Encoding other than gzip/deflate/identity gets 415;
 #   - the body is validated: an object with exactly task (string), run
-#     (integer >= 0), part (integer >= 0), index (string), tag (string or
-#     null), op (string), docs (array); each doc an object with a non-empty
+#     (integer >= 0), part (integer >= 0), index (string), indexes (an
+#     array of 1 or 2 distinct non-empty strings, the first equal to index),
+#     tag (string or null), op (string), docs (array); each doc an object with a non-empty
 #     string id and either doc (an object), or delete (true), or nothing
 #     else.  Anything else: 400 {"error": "<what is wrong, with its path>"}
 #     (ecp takes a 4xx as a configuration failure: right for a broken client);
 #   - accepted docs are stored in memory by id: doc -> stored (last write
 #     wins), delete -> removed, id only -> stored as {"id_only": true};
+#     and so, apart, in every index the batch's "indexes" lists;
 #   - the answer is 200 {"failed": [...]} (see ok_status/ok_body below).
 # GET / (and HEAD /) answers the configured root (default 404
 # {"error": "not an elasticsearch cluster"}), for ecp's product detection.
@@ -87,8 +90,12 @@
 #                      (the last N with ?n=N).  "conn" numbers the connection
 #                      (1, 2, ...): the same number means a reused connection.
 #   GET  /_ws/docs     {"count": N, "docs": {"<id>": <doc>, ...}}
+#   GET  /_ws/docs?index=NAME  the same, of the documents written to that
+#                      index (as "indexes" listed it): a dual write shows
+#                      in both; an index never listed: count 0
 #   GET  /_ws/stats    {"batches", "docs" (in processed batches), "accepted",
 #                       "failed", "written", "deleted", "id_only",
+#                       "indexes": {"<index>": accepted docs listing it},
 #                       "answered": {"200": n, "429": n, ...} (every
 #                       non-control request), "requests", "connections"
 #                       (accepted since the start/reset), "open_connections"}
@@ -134,7 +141,7 @@ $SIG{PIPE} = 'IGNORE';
 $SIG{TERM} = $SIG{INT} = sub { $stop = 1 };
 
 # ---- state ---------------------------------------------------------------
-my (%docs, @log, $seq, %stats, $config, %fail_seen, @statuses_left, $conn_seq);
+my (%docs, %index_docs, @log, $seq, %stats, $config, %fail_seen, @statuses_left, $conn_seq);
 
 sub default_config
 {
@@ -159,10 +166,11 @@ sub apply_config
 sub reset_state
 {
 	%docs = ();
+	%index_docs = ();
 	@log = ();
 	$seq = 0;
 	%stats = (batches => 0, docs => 0, accepted => 0, failed => 0, written => 0,
-		deleted => 0, id_only => 0, requests => 0, connections => 0, answered => {});
+		deleted => 0, id_only => 0, requests => 0, connections => 0, answered => {}, indexes => {});
 	apply_config(default_config());
 }
 
@@ -741,21 +749,14 @@ sub batch
 			}
 		}
 		$stats{accepted}++;
-		if (exists $d->{doc})
+		$stats{indexes}{$_}++ for @{ $doc->{indexes} };
+		for my $store (\%docs, map { $index_docs{$_} //= {} } @{ $doc->{indexes} })
 		{
-			$docs{$id} = $d->{doc};
-			$stats{written}++;
+			if (exists $d->{doc}) { $store->{$id} = $d->{doc} }
+			elsif (exists $d->{delete}) { delete $store->{$id} }
+			else { $store->{$id} = { id_only => JSON::PP::true } }
 		}
-		elsif (exists $d->{delete})
-		{
-			delete $docs{$id};
-			$stats{deleted}++;
-		}
-		else
-		{
-			$docs{$id} = { id_only => JSON::PP::true };
-			$stats{id_only}++;
-		}
+		$stats{ exists $d->{doc} ? 'written' : exists $d->{delete} ? 'deleted' : 'id_only' }++;
 	}
 	my $status = $config->{ok_status};
 	if (!@failed && $config->{ok_body} eq 'empty')
@@ -809,12 +810,12 @@ sub validate_batch
 	my ($b) = @_;
 	return 'the body must be a JSON object, not ' . describe($b) unless ref $b eq 'HASH';
 	my %want = (task => 'string', run => 'integer', part => 'integer', index => 'string',
-		tag => 'string or null', op => 'string', docs => 'array');
+		indexes => 'array', tag => 'string or null', op => 'string', docs => 'array');
 	for my $k (sort keys %$b)
 	{
 		return "unknown key '$k'" unless $want{$k};
 	}
-	for my $k (qw(task run part index tag op docs))
+	for my $k (qw(task run part index indexes tag op docs))
 	{
 		return "'$k' is missing" unless exists $b->{$k};
 		my $v = $b->{$k};
@@ -826,6 +827,14 @@ sub validate_batch
 		  : "a $want{$k}";
 		return "'$k' must be $what, not " . describe($v) unless $ok;
 	}
+	my @ix = @{ $b->{indexes} };
+	return "'indexes' must hold 1 or 2 names, not " . scalar(@ix) unless @ix == 1 || @ix == 2;
+	for my $n (@ix)
+	{
+		return "'indexes' must hold non-empty strings, not " . describe($n) unless is_string($n) && $n ne '';
+	}
+	return "'indexes' must begin with the index '$b->{index}', not '$ix[0]'" unless $ix[0] eq $b->{index};
+	return "'indexes' names '$ix[0]' twice" if @ix == 2 && $ix[1] eq $ix[0];
 	my $i = 0;
 	for my $d (@{ $b->{docs} })
 	{
@@ -878,7 +887,9 @@ sub control
 	}
 	if ($path eq '/_ws/docs' && $m eq 'GET')
 	{
-		return (200, { count => scalar(keys %docs), docs => \%docs });
+		my ($index) = ($query // '') =~ /(?:^|&)index=([^&]*)/;
+		my $store = defined $index ? $index_docs{ $index =~ s/%([0-9A-Fa-f]{2})/chr(hex($1))/ger } // {} : \%docs;
+		return (200, { count => scalar(keys %$store), docs => $store });
 	}
 	if ($path eq '/_ws/stats' && $m eq 'GET')
 	{

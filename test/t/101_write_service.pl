@@ -31,6 +31,7 @@ use JSON::PP;
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 use EcpTest;
+use EsdServer;
 
 my $J = JSON::PP->new->utf8->canonical->allow_nonref;
 my $dir = PostgreSQL::Test::Utils::tempdir();
@@ -207,14 +208,16 @@ is(scalar @$reqs, 4, '4 requests (2,000 documents in batches of 500)');
 is(join(',', map { "$_->{method} $_->{path} $_->{status}" } @$reqs), join(',', ('POST /ingest 200') x 4),
 	'each a POST to the consumer URL, answered 200 (the service validated its shape; no GET / product check)');
 my $first = $reqs->[0];
-is_deeply([ sort keys %{ $first->{body} } ], [qw(docs index op part run tag task)],
-	'a batch has exactly task, run, part, index, tag, op, docs');
+is_deeply([ sort keys %{ $first->{body} } ], [qw(docs index indexes op part run tag task)],
+	'a batch has exactly task, run, part, index, indexes, tag, op, docs');
 my @bad_heads = grep {
 	my $b = $_->{body};
 	!($b->{task} eq 'ws_orders' && $b->{run} == $run && $b->{part} == 0 && $b->{index} eq 'ws_orders_idx'
+		&& $J->encode($b->{indexes}) eq '["ws_orders_idx"]'
 		&& defined $b->{tag} && $b->{tag} eq 'FLUSH' && $b->{op} eq 'index')
 } @$reqs;
-is(scalar @bad_heads, 0, "every batch: task ws_orders, run $run, part 0, index ws_orders_idx, tag FLUSH, op index")
+is(scalar @bad_heads, 0,
+	"every batch: task ws_orders, run $run, part 0, index ws_orders_idx, indexes [ws_orders_idx] (no migration), tag FLUSH, op index")
   or diag($J->encode({ %{ $bad_heads[0]{body} }, docs => '...' }));
 like($first->{body}{run}, qr/^\d+$/, 'run is a number');
 is(join(',', map { scalar @{ $_->{body}{docs} } } @$reqs), '500,500,500,500', '500 documents in each');
@@ -468,6 +471,67 @@ is(scalar(grep { exists $docs->{docs}{$_} } 1 .. $NORDERS), $NORDERS, 'ids 1..20
 is(progress($run)->{processed}, $NORDERS, 'each counted once');
 is(sql("SELECT string_agg(action, ',' ORDER BY at) FROM ecp.flow WHERE run_id = $run AND action IN ('pause', 'resume', 'finished')"),
 	'pause,resume,finished', 'the flow records pause, resume, finished');
+
+# --- the index list during a migration of the same alias ------------------------------
+# A migration (mode alias_swap, through an elasticsearch consumer) of alias
+# "shop" is loading, paused mid-way; a write service's run of the same
+# owner writing to "shop" names both indexes in every batch, records the
+# dual write in its flow and in ecp.migrations; once the migration is
+# cancelled, batches name "shop" alone again.
+my $es = EsdServer->start();
+sql("SELECT ecp.create_consumer('es', '" . $es->url . "')");
+sql(q{SELECT ecp.create_task('shop_migrate', 'es', 'shop', query => 'SELECT * FROM orders',
+	options => '{"mode": "alias_swap", "batch_size": 100, "rate_limit": 100}')});
+my $migration = start_run('shop_migrate');
+ok(EcpTest::poll($node, "SELECT processed >= 20 FROM ecp.progress WHERE run_id = $migration", 120),
+	'a slow migration of alias shop is loading');
+sql("SELECT ecp.pause($migration)");
+is(EcpTest::wait_for_run($node, $migration, 'paused', 60), 'paused', '... and paused mid-load');
+is(sql("SELECT state || ' ' || step FROM ecp.migrations WHERE run_id = $migration"), 'paused load',
+	'ecp.migrations: paused while loading');
+ws_setup();
+sql(q{SELECT ecp.create_task('shop_ws', 'ws', 'shop', query => 'SELECT * FROM orders WHERE id <= 300',
+	options => '{"batch_size": 100}')});
+$run = start_run('shop_ws');
+is(EcpTest::wait_for_run($node, $run, 'succeeded', 120), 'succeeded', 'the write service run of alias shop succeeds');
+$reqs = ws_requests();
+is(join(' ', map { $J->encode($_->{body}{indexes}) } @$reqs), join(' ', ("[\"shop\",\"shop-$migration\"]") x 3),
+	"each of its 3 batches names shop and the new index shop-$migration");
+is(ws('GET', '/_ws/docs?index=shop-' . $migration)->{count}, 300, '... which the service wrote (300 documents)');
+is(ws('GET', '/_ws/docs?index=shop')->{count}, 300, '... as well as to shop');
+is($J->encode([ map { $_->{new_index} } @{ flow($run, 'dual write') } ]), "[\"shop-$migration\"]",
+	'the run\'s flow: dual write, naming the new index');
+is(sql("SELECT dual_writes FROM ecp.migrations WHERE run_id = $migration"), 300, 'ecp.migrations counts the 300 dual writes');
+sql("SELECT ecp.cancel($migration)");
+ws_setup();
+$run = start_run('shop_ws');
+is(EcpTest::wait_for_run($node, $run, 'succeeded', 120), 'succeeded', 'after the migration is cancelled, a run of shop');
+is(join(' ', map { $J->encode($_->{body}{indexes}) } @{ ws_requests() }), join(' ', ('["shop"]') x 3),
+	'... names shop alone');
+is(scalar @{ flow($run, 'dual write') }, 0, '... with no dual write in its flow');
+
+# bob's run to his own "shop" is not told of the owner's migration (another role's index names)
+$node->safe_psql('postgres', q{
+	CREATE ROLE bob LOGIN;
+	GRANT SELECT ON orders TO bob;
+});
+$migration = start_run('shop_migrate');
+ok(EcpTest::poll($node, "SELECT processed >= 20 FROM ecp.progress WHERE run_id = $migration", 120),
+	'a second migration of shop is loading');
+sql("SELECT ecp.pause($migration)");
+is(EcpTest::wait_for_run($node, $migration, 'paused', 60), 'paused', '... paused');
+$node->safe_psql('postgres', qq{
+	SET ROLE bob;
+	SELECT ecp.create_consumer('bob_ws', '$ws/ingest', kind => 'http');
+	SELECT ecp.create_task('bob_shop', 'bob_ws', 'shop', query => 'SELECT * FROM orders WHERE id <= 100');
+});
+ws_setup();
+$run = $node->safe_psql('postgres', "SET ROLE bob; SELECT ecp.start('bob_shop')");
+is(EcpTest::wait_for_run($node, $run, 'succeeded', 120), 'succeeded', 'bob\'s run to his own shop succeeds');
+is(join(' ', map { $J->encode($_->{body}{indexes}) } @{ ws_requests() }), '["shop"]',
+	'... naming shop alone: another owner\'s migration is not his');
+sql("SELECT ecp.cancel($migration)");
+$es->stop;
 
 $node->stop;
 kill 'TERM', $ws_pid;

@@ -141,8 +141,8 @@ sub ctl
 sub batch
 {
 	my (%o) = @_;
-	return { task => 'orders', run => 12, part => 0, index => 'orders', tag => undef, op => 'index',
-		docs => [], %o };
+	return { task => 'orders', run => 12, part => 0, index => 'orders', indexes => ['orders'], tag => undef,
+		op => 'index', docs => [], %o };
 }
 
 # A raw connection, for keep-alive, pipelining, chunked and framing checks.
@@ -257,7 +257,6 @@ ok($ws->{port}, "write-service.pl listens on $ws->{port}");
 	is($docs->{count}, 2, 'two documents stored');
 	is_deeply($docs->{docs}, { 1 => { id => 1, total => 10 }, 3 => { id_only => JSON::PP::true } },
 		'last write wins, delete removes, id-only is stored as {"id_only": true}');
-
 	my $log = ctl($ws, 'GET', '/_ws/requests')->{requests};
 	is(scalar @$log, 2, 'the log has the two batches (no control requests)');
 	my $e = $log->[0];
@@ -284,6 +283,16 @@ ok($ws->{port}, "write-service.pl listens on $ws->{port}");
 	is_deeply($stats->{answered}, { 200 => 2 }, 'stats: answered');
 	is($stats->{written} . '/' . $stats->{deleted} . '/' . $stats->{id_only}, '3/1/1', 'stats: written/deleted/id_only');
 
+	is_deeply(ctl($ws, 'GET', '/_ws/docs?index=orders')->{docs}, ctl($ws, 'GET', '/_ws/docs')->{docs}, '?index=orders: the same documents');
+	($st) = req($ws, 'POST', '/sink/orders', batch(indexes => [qw(orders orders-9)], docs => [
+		{ id => '1', delete => JSON::PP::true }, { id => '4', doc => { id => 4 } }]));
+	is($st, 200, 'a batch for two indexes (a dual write): 200');
+	is_deeply(ctl($ws, 'GET', '/_ws/docs?index=orders')->{docs}, { 3 => { id_only => JSON::PP::true }, 4 => { id => 4 } },
+		'?index=orders: the dual write applied there');
+	is_deeply(ctl($ws, 'GET', '/_ws/docs?index=orders-9')->{docs}, { 4 => { id => 4 } }, '... and to orders-9 (its one write)');
+	is(ctl($ws, 'GET', '/_ws/docs?index=never')->{count}, 0, 'an index never listed: count 0');
+	is_deeply(ctl($ws, 'GET', '/_ws/stats')->{indexes}, { orders => 7, 'orders-9' => 2 }, 'stats: accepted documents per index');
+
 	ctl($ws, 'POST', '/_ws/reset');
 	is(ctl($ws, 'GET', '/_ws/docs')->{count}, 0, 'reset clears the documents');
 	is(scalar @{ ctl($ws, 'GET', '/_ws/requests')->{requests} }, 0, 'reset clears the log');
@@ -301,9 +310,16 @@ ok($ws->{port}, "write-service.pl listens on $ws->{port}");
 		[ 'tag missing', do { my $b = batch(); delete $b->{tag}; $b }, qr/'tag' is missing/ ],
 		[ 'task a number', batch(task => 5), qr/'task' must be a string, not a number/ ],
 		[ 'run a string', batch(run => '12'), qr/'run' must be an integer >= 0, not a string/ ],
-		[ 'run a float', '{"task":"t","run":1.5,"part":0,"index":"i","tag":null,"op":"index","docs":[]}', qr/'run' must be an integer/ ],
+		[ 'run a float', '{"task":"t","run":1.5,"part":0,"index":"i","indexes":["i"],"tag":null,"op":"index","docs":[]}', qr/'run' must be an integer/ ],
 		[ 'part negative', batch(part => -1), qr/'part' must be an integer >= 0/ ],
 		[ 'index null', batch(index => undef), qr/'index' must be a string, not null/ ],
+		[ 'indexes missing', do { my $b = batch(); delete $b->{indexes}; $b }, qr/'indexes' is missing/ ],
+		[ 'indexes a string', batch(indexes => 'orders'), qr/'indexes' must be an array, not a string/ ],
+		[ 'indexes empty', batch(indexes => []), qr/'indexes' must hold 1 or 2 names, not 0/ ],
+		[ 'indexes of 3', batch(indexes => [qw(orders a b)]), qr/'indexes' must hold 1 or 2 names, not 3/ ],
+		[ 'indexes not first', batch(indexes => [qw(other orders)]), qr/'indexes' must begin with the index 'orders', not 'other'/ ],
+		[ 'indexes twice', batch(indexes => [qw(orders orders)]), qr/'indexes' names 'orders' twice/ ],
+		[ 'indexes a number', batch(indexes => ['orders', 5]), qr/'indexes' must hold non-empty strings, not a number/ ],
 		[ 'tag a number', batch(tag => 3), qr/'tag' must be a string or null, not a number/ ],
 		[ 'op missing', do { my $b = batch(); delete $b->{op}; $b }, qr/'op' is missing/ ],
 		[ 'docs an object', batch(docs => {}), qr/'docs' must be an array, not an object/ ],
@@ -631,6 +647,20 @@ SKIP:
 	is_deeply($d, { failed => [] }, 'example: a batch sent twice is accepted twice (idempotent)');
 	$es->refresh('orders-flush');
 	is($es->count('orders-flush'), 3, '... and changes nothing');
+
+	# A dual write: every index of "indexes" gets every document.
+	($st, $d) = req($ex, 'POST', '/write', batch(indexes => [qw(orders orders-9)], docs => [
+		{ id => 'm1', doc => { n => 1 } }, { id => 'm2', doc => { n => 'x' } }, { id => '3', delete => JSON::PP::true }]));
+	is($st, 200, 'example: a batch for two indexes');
+	is_deeply([ map { $_->{id} } @{ $d->{failed} } ], ['m2'], '... the doc esd refuses in both is the one failed entry');
+	like($d->{failed}[0]{reason} // '', qr/^orders-flush: .*; orders-9-flush: /, '... its reason names each index');
+	$es->refresh('orders-flush');
+	$es->refresh('orders-9-flush');
+	is_deeply($es->doc('orders-9-flush', 'm1'), { n => 1, synced_by => 'write-service' }, '... m1 written to orders-9-flush');
+	is_deeply($es->doc('orders-flush', 'm1'), { n => 1, synced_by => 'write-service' }, '... and to orders-flush');
+	ok(!defined $es->doc('orders-flush', '3'), '... 3 deleted from orders-flush');
+	($st, $d) = req($ex, 'POST', '/write', batch(docs => [{ id => 'm1', delete => JSON::PP::true }, { id => '3', doc => { n => 3 } }]));
+	is_deeply($d, { failed => [] }, '... (orders-flush as it was)');
 
 	# gzip body.
 	my $plain = $J->encode(batch(docs => [ map { { id => "z$_", doc => { n => $_ } } } 1 .. 50 ]));
