@@ -15,7 +15,8 @@
  * since_column's value in its own type for an incremental run (since.c).
  * At most capacity rows are kept (the caller asks for one row past the
  * page, to compare keys across its end); more are not expected, as the
- * query has a LIMIT.
+ * query has a LIMIT.  A held cursor's rows (paging cursor, source_cursor.c)
+ * come through the same receiver, fetched a page at a time.
  */
 #include "sync.h"
 
@@ -24,6 +25,7 @@
 #include "executor/tuptable.h"
 #include "nodes/params.h"
 #include "tcop/dest.h"
+#include "tcop/pquery.h"
 #include "utils/builtins.h"
 
 typedef struct PageReceiver
@@ -122,6 +124,23 @@ destroy(DestReceiver *self)
 {
 }
 
+/* A receiver that keeps at most capacity rows in docs, copied into context. */
+static void
+init_receiver(PageReceiver *receiver, Oid since_type, EcpDoc *docs, int capacity,
+			  MemoryContext context)
+{
+	memset(receiver, 0, sizeof(*receiver));
+	receiver->pub.receiveSlot = receive_row;
+	receiver->pub.rStartup = startup;
+	receiver->pub.rShutdown = shutdown_receiver;
+	receiver->pub.rDestroy = destroy;
+	receiver->pub.mydest = DestNone;
+	receiver->docs = docs;
+	receiver->capacity = capacity;
+	receiver->context = context;
+	receiver->since_type = since_type;
+}
+
 /*
  * Run sql (nargs parameters of types, values) inside SPI; its rows into
  * docs (at most capacity), copied into context.  The number of rows.
@@ -156,17 +175,7 @@ ecp_read_page_rows_since(const char *sql, int nargs, Oid *types, Datum *values,
 		params->params[i].pflags = PARAM_FLAG_CONST;
 		params->params[i].ptype = types[i];
 	}
-	memset(&receiver, 0, sizeof(receiver));
-	receiver.pub.receiveSlot = receive_row;
-	receiver.pub.rStartup = startup;
-	receiver.pub.rShutdown = shutdown_receiver;
-	receiver.pub.rDestroy = destroy;
-	receiver.pub.mydest = DestNone;
-	receiver.docs = docs;
-	receiver.capacity = capacity;
-	receiver.context = context;
-	receiver.since_type = since_type;
-
+	init_receiver(&receiver, since_type, docs, capacity, context);
 	memset(&options, 0, sizeof(options));
 	options.params = params;
 	options.read_only = true;
@@ -175,5 +184,21 @@ ecp_read_page_rows_since(const char *sql, int nargs, Oid *types, Datum *values,
 	if (rc < 0)
 		elog(ERROR, "ecp: reading a page of the source failed (SPI code %d)", rc);
 	SPI_freeplan(plan);
+	return receiver.count;
+}
+
+/*
+ * The next count rows of an open cursor (source_cursor.c: a page query's
+ * columns, held), into docs through the same receiver: at most capacity,
+ * copied into context.  The number of rows (fewer than count: its end).
+ */
+int
+ecp_read_portal_rows(Portal portal, long count, EcpDoc *docs, int capacity,
+					 MemoryContext context)
+{
+	PageReceiver receiver;
+
+	init_receiver(&receiver, InvalidOid, docs, capacity, context);
+	(void) PortalRunFetch(portal, FETCH_FORWARD, count, &receiver.pub);
 	return receiver.count;
 }

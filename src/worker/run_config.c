@@ -262,6 +262,9 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	}
 	config->op = (char *) ecp_option_word("task", "op", value_of(tuple, desc, "op"));
 	config->paging = (char *) ecp_option_word("task", "paging", value_of(tuple, desc, "paging"));
+	config->reads_cursor = strcmp(config->paging, "cursor") == 0 && config->kind == ECP_PART_QUERY;
+	/* id_column '': documents without _id (checked with the task: paging cursor, op create) */
+	config->no_id = config->id_column != NULL && config->id_column[0] == '\0';
 	config->batch_size = ecp_option_int("task", "batch_size", value_of(tuple, desc, "batch_size"));
 	config->batch_bytes = ecp_option_int("task", "batch_bytes", value_of(tuple, desc, "batch_bytes"));
 	config->exact_total = ecp_option_bool("task", "exact_total", value_of(tuple, desc, "exact_total"));

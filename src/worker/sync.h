@@ -88,7 +88,11 @@ typedef struct EcpPartConfig
 	char	   *index_name;
 	char	   *id_column;
 	char	   *key_column;
-	char	   *paging;			/* auto | keyset | window */
+	char	   *paging;			/* auto | keyset | window | cursor */
+	bool		reads_cursor;	/* paging cursor: a query part reads its
+								 * query through one held cursor */
+	bool		no_id;			/* id_column '' (paging cursor, op create):
+								 * documents go without _id */
 	char	   *op;				/* index | create | update | delete */
 	int			batch_size;
 	int			batch_bytes;
@@ -342,6 +346,9 @@ extern char *ecp_qualified_type(Oid type);
 /* page_reader.c: a page query's rows straight into documents */
 extern int	ecp_read_page_rows(const char *sql, int nargs, Oid *types, Datum *values,
 							   EcpDoc *docs, int capacity, MemoryContext context);
+struct PortalData;
+extern int	ecp_read_portal_rows(struct PortalData *portal, long count, EcpDoc *docs, int capacity,
+								 MemoryContext context);
 extern int	ecp_read_page_rows_since(const char *sql, int nargs, Oid *types, Datum *values,
 									 Oid since_type, EcpDoc *docs, int capacity,
 									 MemoryContext context);
@@ -371,6 +378,9 @@ extern void ecp_store_advance_watermark(EcpPartConfig *config);
 /* source_query.c: keyset pages (or key windows) of a query */
 extern const EcpSourceOps ecp_query_source;
 extern void ecp_source_column_types(const EcpPartConfig *config, Oid *key_type, Oid *id_type);
+
+/* source_cursor.c: a query read whole through one held cursor (paging cursor) */
+extern const EcpSourceOps ecp_cursor_source;
 
 /* source_ids.c: the run's ids, looked up through the query (or queries) */
 extern const EcpSourceOps ecp_ids_source;
@@ -508,6 +518,7 @@ extern void ecp_store_retrying(EcpPartConfig *config, int attempt, long wait_ms,
 							   const char *content_json);
 extern void ecp_store_alert(EcpPartConfig *config, const char *class, int attempts,
 								 const char *error);
+extern void ecp_store_restart_part(EcpPartConfig *config, int64 total, const char *why);
 extern void ecp_store_event(EcpPartConfig *config, EcpFlowAction action,
 								 const char *content_json);
 extern void ecp_store_drift(EcpPartConfig *config, const char *id, const char *kind,
