@@ -41,21 +41,27 @@ CREATE TABLE sales AS
 CREATE TABLE regions AS SELECT r AS region, 'region ' || r AS name FROM generate_series(0, 36) r;
 });
 
-# Every document of an index (sorted by _id, search_after: bounded
-# pages) into table $table (id text, doc jsonb).
+# Every document of an index (a point in time, walked in _shard_doc
+# order with search_after: bounded pages) into table $table (id text,
+# doc jsonb).
 sub load_index_into
 {
 	my ($table, $index) = @_;
 	$es->refresh($index);
+	my (undef, $pit) = $es->post("/$index/_pit?keep_alive=1m");
+	my $pit_id = $pit->{id} // die "no point in time on $index";
 	my ($lines, $after) = ('', undef);
 	for (1 .. 1000)
 	{
-		my $query = { size => 10000, sort => [ { _id => 'asc' } ], query => { match_all => {} },
+		my $query = { size => 10000, sort => [ { _shard_doc => 'asc' } ], query => { match_all => {} },
+			pit => { id => $pit_id, keep_alive => '1m' },
 			(defined $after ? (search_after => $after) : ()) };
-		my $res = HTTP::Tiny->new->post("$url/$index/_search",
+		my $res = HTTP::Tiny->new->post("$url/_search",
 			{ headers => { 'Content-Type' => 'application/json' }, content => encode_json($query) });
 		die "search failed: $res->{status} $res->{content}" unless $res->{success};
-		my $hits = $json->decode($res->{content})->{hits}{hits};
+		my $answer = $json->decode($res->{content});
+		$pit_id = $answer->{pit_id} // $pit_id;
+		my $hits = $answer->{hits}{hits};
 		last unless @$hits;
 		for my $hit (@$hits)
 		{
@@ -65,6 +71,7 @@ sub load_index_into
 		}
 		$after = $hits->[-1]{sort};
 	}
+	$es->request('DELETE', '/_pit', { id => $pit_id });
 	$node->safe_psql('postgres',
 		"DROP TABLE IF EXISTS $table; CREATE TABLE $table (id text, doc jsonb);\n"
 		  . "COPY $table FROM STDIN;\n$lines\\.\n");
