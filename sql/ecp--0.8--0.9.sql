@@ -96,8 +96,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF coalesce(t.options->>'id_column' = '', false)
        AND (r.only_ids IS NOT NULL OR r.repair_of IS NOT NULL OR r.action IN ('verify', 'follow')) THEN
-        RAISE EXCEPTION 'task "%" sends documents without _id (id_column ''''): a % run finds documents by _id', t.name,
-              CASE WHEN r.action IS NOT NULL THEN r.action WHEN r.repair_of IS NOT NULL THEN 'repair' ELSE 'ids' END
+        RAISE EXCEPTION 'task "%" sends documents without _id (id_column ''''): % finds documents by _id', t.name,
+              CASE WHEN r.action IS NOT NULL THEN 'a ' || r.action || ' run' WHEN r.repair_of IS NOT NULL THEN 'a repair'
+                   ELSE 'an id run' END
               USING ERRCODE = 'feature_not_supported',
                     HINT = 'Start a full run (ecp.start(task)), or give the task an id column.';
     END IF;

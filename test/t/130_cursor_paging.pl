@@ -315,7 +315,7 @@ is(sqlstate_of(q{UPDATE ecp.task SET options = options || '{"parallelism": 3}' W
 is(sqlstate_of(q{SELECT ecp.start('joined', ids => ARRAY['1'])}),
 	'0A000', 'refused: an id run of a task without _id (0A000)');
 like((($node->psql('postgres', q{SELECT ecp.start('joined', ids => ARRAY['1'])}))[2]),
-	qr/task "joined" sends documents without _id \(id_column ''\): a ids run finds documents by _id/,
+	qr/task "joined" sends documents without _id \(id_column ''\): an id run finds documents by _id/,
 	'... saying why');
 
 # --- the query runs only as the owner, inside the sandbox -------------------------
