@@ -242,7 +242,7 @@ CREATE TABLE ecp.flow_log (
                           'duplicate ids', 'walk restarted',
                           'alter_task', 'rename_task', 'drop_task',
                           'alter_consumer', 'rename_consumer', 'drop_consumer',
-                          'claim lost'))
+                          'claim lost', 'cursor restarted'))
 );
 CREATE INDEX ON ecp.flow_log (run_id);
 COMMENT ON TABLE ecp.flow_log IS 'audit trail: one row per operation or event';
@@ -495,7 +495,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM ecp_internal._check_option_word('task', 'op', options->>'op', NULL);
     PERFORM ecp_internal._check_option_word('task', 'paging', options->>'paging',
-            'auto pages foreign tables by key windows and everything else by keyset.');
+            'auto pages foreign tables by key windows and everything else by keyset; cursor reads any query through one cursor.');
     PERFORM ecp_internal._check_option_word('task', 'format', options->>'format',
             'ids: one id per line, looked up through the query; ndjson: one document per line, sent as it is.');
 END $$;
@@ -914,12 +914,20 @@ BEGIN
                                                  coalesce(facts->>'primary_key', columns[1]));
     END IF;
     key := coalesce(options->>'key_column', options->>'id_column');
+    IF options->>'paging' = 'cursor' THEN
+        RAISE NOTICE 'task "%": %, the query read whole through one cursor (paging cursor: no key)', task,
+              CASE WHEN options->>'id_column' = '' THEN 'documents without _id'
+                   ELSE format('_id from column "%s"', options->>'id_column') END
+              USING HINT = 'A part that starts again (its worker died, its run was paused or resumed) reads the query again from the beginning.';
+        RETURN options;
+    END IF;
     RAISE NOTICE 'task "%": _id from column "%", pages ordered by column "%"',
           task, options->>'id_column', key;
     IF facts->'not_unique' ? key THEN
         RAISE NOTICE 'column "%" of table % has no unique index or primary key', key, facts->>'table'
               USING HINT = 'Pages continue after the last key sent, so a run fails at the first value of "'
-                           || key || '" that repeats; choose a unique key_column (the primary key) if values can repeat.';
+                           || key || '" that repeats; choose a unique key_column (the primary key) if values can repeat, '
+                           || 'or set option paging to ''cursor'' to read the query through one cursor, with no key.';
     END IF;
     RETURN options;
 END $$;
@@ -952,6 +960,7 @@ BEGIN
                                                          CASE WHEN NEW.query IS NULL THEN 'ndjson' ELSE 'ids' END);
     END IF;
     PERFORM ecp_internal._check_task_source(NEW);
+    PERFORM ecp_internal._check_cursor_paging(NEW);
     IF NEW.query IS NULL AND NEW.queries IS NULL THEN
         -- an NDJSON file: documents come whole, their _id from id_field
         NEW.options := NEW.options - 'id_column';
@@ -966,7 +975,8 @@ BEGIN
            OR NEW.options -> 'id_column' IS DISTINCT FROM OLD.options -> 'id_column'
            OR NEW.options -> 'key_column' IS DISTINCT FROM OLD.options -> 'key_column' THEN
             columns := ecp_internal._check_task_queries(NEW);
-            FOREACH col IN ARRAY ARRAY[NEW.options->>'id_column', NEW.options->>'key_column'] LOOP
+            -- id_column '': no _id (_check_cursor_paging)
+            FOREACH col IN ARRAY ARRAY[nullif(NEW.options->>'id_column', ''), NEW.options->>'key_column'] LOOP
                 IF col IS NOT NULL AND NOT col = ANY (columns) THEN
                     RAISE EXCEPTION 'column "%" is not an output column of the query', col
                           USING ERRCODE = 'undefined_column',
@@ -1288,6 +1298,7 @@ BEGIN
               USING ERRCODE = 'feature_not_supported',
                     HINT = 'Id runs need a task with query => ''SELECT ...'' or queries => ARRAY[...].';
     END IF;
+    PERFORM ecp_internal._check_run_without_id(t, NEW);
     PERFORM ecp_internal._check_ids(CASE WHEN NEW.ids_from IS NULL THEN NEW.only_ids END, 'ids');
     NEW.owner := t.owner;
     NEW.state := 'pending';
@@ -4925,6 +4936,68 @@ GRANT SELECT ON ecp.throughput, ecp.status, ecp.task_health, ecp.throughput_per_
 -- ===========================================================================
 -- Cursor paging (issue 26)
 -- ===========================================================================
+
+-- Task option paging 'cursor' (src/worker/source_cursor.c): the query is
+-- read whole through one held cursor, so the task has one part (no key
+-- ranges), no since_column filter and no run window (a cursor part
+-- starts its query again at every resume).  id_column '' (documents
+-- without _id) goes with it and op create only.
+CREATE FUNCTION ecp_internal._check_cursor_paging(t ecp.task) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cursor_paging boolean := coalesce(t.options->>'paging' = 'cursor', false);
+    no_id boolean := coalesce(t.options->>'id_column' = '', false);
+BEGIN
+    IF no_id AND NOT (cursor_paging AND coalesce(t.options->>'op' = 'create', false)) THEN
+        RAISE EXCEPTION 'task "%": id_column '''' (documents without _id) needs options paging ''cursor'' and op ''create''', t.name
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Elasticsearch makes an _id up only for a document it creates: add "paging": "cursor", "op": "create", or name an id column.';
+    END IF;
+    IF NOT cursor_paging THEN
+        RETURN;
+    END IF;
+    IF t.query IS NULL THEN
+        RAISE EXCEPTION 'task "%": paging ''cursor'' reads one query, not queries or a file', t.name
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'Pass query => ''SELECT ...'', or leave option paging out.';
+    END IF;
+    IF coalesce((t.options->>'parallelism')::integer, 1) > 1 THEN
+        RAISE EXCEPTION 'task "%": paging ''cursor'' reads the query through one cursor, in one part; parallelism must be 1, not %',
+              t.name, t.options->>'parallelism'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Leave parallelism out; parallel parts cut the query into ranges of a unique integer key_column (paging keyset).';
+    END IF;
+    IF t.options ? 'since_column' THEN
+        RAISE EXCEPTION 'task "%": paging ''cursor'' has no since_column filter', t.name
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'Leave since_column out (every run reads the whole query), or page by a unique key_column (paging keyset).';
+    END IF;
+    IF t.options ? 'window' THEN
+        RAISE EXCEPTION 'task "%": paging ''cursor'' cannot run in a window', t.name
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'A window pauses the run and resumes it, and a cursor part starts its query again from the beginning at every resume: leave window out, or page by a unique key_column.';
+    END IF;
+    IF no_id AND t.ids IS NOT NULL THEN
+        RAISE EXCEPTION 'task "%": a task of ids finds documents by _id; id_column '''' sends them without one', t.name
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Name the id column, or leave ids out.';
+    END IF;
+END $$;
+
+-- A task whose documents have no _id (id_column '') has full runs only:
+-- id runs, verify, repair and follow find documents by _id.
+CREATE FUNCTION ecp_internal._check_run_without_id(t ecp.task, r ecp.run) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce(t.options->>'id_column' = '', false)
+       AND (r.only_ids IS NOT NULL OR r.repair_of IS NOT NULL OR r.action IN ('verify', 'follow')) THEN
+        RAISE EXCEPTION 'task "%" sends documents without _id (id_column ''''): % finds documents by _id', t.name,
+              CASE WHEN r.action IS NOT NULL THEN 'a ' || r.action || ' run' WHEN r.repair_of IS NOT NULL THEN 'a repair'
+                   ELSE 'an id run' END
+              USING ERRCODE = 'feature_not_supported',
+                    HINT = 'Start a full run (ecp.start(task)), or give the task an id column.';
+    END IF;
+END $$;
 
 -- (cursor section end)
 

@@ -61,6 +61,7 @@ const char *const ecp_flow_action_names[ECP_FLOW_NACTIONS] = {
 	[ECP_FLOW_RENAME_CONSUMER] = "rename_consumer",
 	[ECP_FLOW_DROP_CONSUMER] = "drop_consumer",
 	[ECP_FLOW_CLAIM_LOST] = "claim lost",
+	[ECP_FLOW_CURSOR_RESTARTED] = "cursor restarted",
 };
 
 PG_FUNCTION_INFO_V1(ecp_flow_actions);

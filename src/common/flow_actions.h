@@ -60,10 +60,12 @@ typedef enum EcpFlowAction
 	ECP_FLOW_ALTER_CONSUMER,
 	ECP_FLOW_RENAME_CONSUMER,
 	ECP_FLOW_DROP_CONSUMER,
-	ECP_FLOW_CLAIM_LOST
+	ECP_FLOW_CLAIM_LOST,
+	/* paging cursor: a part that starts its query again from the beginning */
+	ECP_FLOW_CURSOR_RESTARTED
 } EcpFlowAction;
 
-#define ECP_FLOW_NACTIONS (ECP_FLOW_CLAIM_LOST + 1)
+#define ECP_FLOW_NACTIONS (ECP_FLOW_CURSOR_RESTARTED + 1)
 
 /* ecp.flow_log.action's words, indexed by EcpFlowAction. */
 extern const char *const ecp_flow_action_names[ECP_FLOW_NACTIONS];

@@ -32,7 +32,7 @@
 	{kind, name, ECP_OPTION_WORD, NONE, TEXT_BYTES, "\"" dflt "\"", NULL, words, false}
 
 static const char *const op_words[] = {"index", "create", "update", "delete", NULL};
-static const char *const paging_words[] = {"auto", "keyset", "window", NULL};
+static const char *const paging_words[] = {"auto", "keyset", "window", "cursor", NULL};
 static const char *const format_words[] = {"ids", "ndjson", NULL};
 static const char *const mode_words[] = {"direct", "alias_swap", NULL};
 

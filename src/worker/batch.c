@@ -26,26 +26,39 @@ ecp_batch_append_ndjson(StringInfo body, const EcpPartConfig *config, const EcpD
 {
 	const char *op = doc->is_delete ? "delete" : config->op;
 	bool		is_update = strcmp(op, "update") == 0;
+	const char *comma = "";		/* before the action's next field */
 
 	appendStringInfo(body, "{\"%s\":{", op);
 	if (index)
 	{
 		appendStringInfoString(body, "\"_index\":");
 		escape_json(body, index);
-		appendStringInfoChar(body, ',');
+		comma = ",";
 	}
-	appendStringInfoString(body, "\"_id\":");
-	escape_json(body, doc->id);
+	/* no _id (id_column '', op create): Elasticsearch makes one up */
+	if (doc->id)
+	{
+		appendStringInfoString(body, comma);
+		appendStringInfoString(body, "\"_id\":");
+		escape_json(body, doc->id);
+		comma = ",";
+	}
 	/* through an alias_swap task's alias: never auto-create an index of its name */
 	if (config->writes_alias && (index == NULL || strcmp(index, config->alias) == 0))
-		appendStringInfoString(body, ",\"require_alias\":true");
+	{
+		appendStringInfoString(body, comma);
+		appendStringInfoString(body, "\"require_alias\":true");
+		comma = ",";
+	}
 	if (doc->routing)
 	{
-		appendStringInfoString(body, ",\"routing\":");
+		appendStringInfoString(body, comma);
+		appendStringInfoString(body, "\"routing\":");
 		escape_json(body, doc->routing);
+		comma = ",";
 	}
 	if (doc->version && !doc->is_delete)
-		appendStringInfo(body, ",\"version\":%s,\"version_type\":\"external_gte\"", doc->version);
+		appendStringInfo(body, "%s\"version\":%s,\"version_type\":\"external_gte\"", comma, doc->version);
 	appendStringInfoString(body, "}}\n");
 
 	if (strcmp(op, "delete") == 0)

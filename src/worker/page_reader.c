@@ -19,7 +19,9 @@
  * many leading columns are ecp's (EcpPageColumns).  At most capacity rows
  * are kept (the caller asks for one row past the page, to compare keys
  * across its end); more are not expected, as the query has a LIMIT.  An
- * id lookup has no LIMIT: its array grows (ecp_read_all_rows).
+ * id lookup has no LIMIT: its array grows (ecp_read_all_rows).  A held
+ * cursor's rows (paging cursor, source_cursor.c) come through the same
+ * receiver, fetched a page at a time (ecp_read_portal_rows).
  */
 #include "sync.h"
 
@@ -28,6 +30,7 @@
 #include "executor/tuptable.h"
 #include "nodes/params.h"
 #include "tcop/dest.h"
+#include "tcop/pquery.h"
 #include "utils/builtins.h"
 
 typedef struct PageReceiver
@@ -139,6 +142,17 @@ destroy(DestReceiver *self)
 {
 }
 
+/* A receiver's callbacks (its rows, columns and memory are the caller's). */
+static void
+init_receiver(PageReceiver *receiver)
+{
+	receiver->pub.receiveSlot = receive_row;
+	receiver->pub.rStartup = startup;
+	receiver->pub.rShutdown = shutdown_receiver;
+	receiver->pub.rDestroy = destroy;
+	receiver->pub.mydest = DestNone;
+}
+
 /* Run sql (nargs parameters of types, values) inside SPI into receiver. */
 static void
 run_page_query(const char *sql, int nargs, Oid *types, Datum *values, PageReceiver *receiver)
@@ -157,12 +171,7 @@ run_page_query(const char *sql, int nargs, Oid *types, Datum *values, PageReceiv
 		params->params[i].pflags = PARAM_FLAG_CONST;
 		params->params[i].ptype = types[i];
 	}
-	receiver->pub.receiveSlot = receive_row;
-	receiver->pub.rStartup = startup;
-	receiver->pub.rShutdown = shutdown_receiver;
-	receiver->pub.rDestroy = destroy;
-	receiver->pub.mydest = DestNone;
-
+	init_receiver(receiver);
 	memset(&options, 0, sizeof(options));
 	options.params = params;
 	options.read_only = true;
@@ -234,4 +243,25 @@ ecp_page_select_list(const EcpPartConfig *config, const char *key_sql, const cha
 	columns->since_type = since_column[0] != '\0' ? since_type : InvalidOid;
 	columns->leading = 2 + (columns->write_columns ? 2 : 0) + (OidIsValid(columns->since_type) ? 1 : 0);
 	return psprintf("%s, %s%s%s, " ECP_ROW_COLUMNS_SQL, key_sql, id_sql, write_columns, since_column);
+}
+
+/*
+ * The next count rows of an open cursor (source_cursor.c: a page query's
+ * columns, held), into docs through the same receiver: at most capacity,
+ * copied into context.  The number of rows (fewer than count: its end).
+ */
+int
+ecp_read_portal_rows(Portal portal, long count, const EcpPageColumns *columns, EcpDoc *docs,
+					 int capacity, MemoryContext context)
+{
+	PageReceiver receiver;
+
+	memset(&receiver, 0, sizeof(receiver));
+	receiver.docs = docs;
+	receiver.capacity = capacity;
+	receiver.context = context;
+	receiver.columns = *columns;
+	init_receiver(&receiver);
+	(void) PortalRunFetch(portal, FETCH_FORWARD, count, &receiver.pub);
+	return receiver.count;
 }

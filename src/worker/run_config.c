@@ -249,6 +249,8 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	config->search_path = copy_text(config->memory, tuple, desc, "search_path");
 	config->id_column = copy_text(config->memory, tuple, desc, "id_column");
 	config->key_column = copy_text(config->memory, tuple, desc, "key_column");
+	/* id_column '': documents without _id (checked with the task: paging cursor, op create) */
+	config->no_id = config->id_column != NULL && config->id_column[0] == '\0';
 	load_id_queries(config, tuple, desc);
 	if (config->nqueries > 0)
 		ecp_config_required(config->id_column, "the task's option \"id_column\"", recreate);
@@ -258,10 +260,12 @@ load_task(EcpPartConfig *config, HeapTuple tuple, TupleDesc desc)
 	{
 		/* everything but an NDJSON file (or bare ids for a write service) is read through a query */
 		ecp_config_required(config->raw_query, "the task's query", recreate);
-		ecp_config_required(config->id_column, "the task's option \"id_column\"", recreate);
+		if (!config->no_id)
+			ecp_config_required(config->id_column, "the task's option \"id_column\"", recreate);
 	}
 	config->op = (char *) ecp_option_word("task", "op", value_of(tuple, desc, "op"));
 	config->paging = (char *) ecp_option_word("task", "paging", value_of(tuple, desc, "paging"));
+	config->reads_cursor = strcmp(config->paging, "cursor") == 0 && config->kind == ECP_PART_QUERY;
 	config->batch_size = ecp_option_int("task", "batch_size", value_of(tuple, desc, "batch_size"));
 	config->batch_bytes = ecp_option_int("task", "batch_bytes", value_of(tuple, desc, "batch_bytes"));
 	config->exact_total = ecp_option_bool("task", "exact_total", value_of(tuple, desc, "exact_total"));

@@ -151,6 +151,9 @@ ecp_store_claim(EcpPartConfig *config)
 																	 config->progress.line_no, config->progress.position) : ""));
 	if (config->kind == ECP_PART_IDS && config->progress.position > 0)
 		values[2] = CStringGetTextDatum(psprintf(INT64_FORMAT " ids done", config->progress.position));
+	if (config->reads_cursor && config->progress.position > 0)
+		values[2] = CStringGetTextDatum(psprintf(INT64_FORMAT " rows done (paging cursor: the query starts again)",
+												 config->progress.position));
 	values[3] = TimestampTzGetDatum(config->heartbeat_seen);
 
 	back_to = ecp_begin_bookkeeping();
@@ -761,6 +764,51 @@ ecp_store_event(EcpPartConfig *config, EcpFlowAction action, const char *content
 	values[2] = CStringGetTextDatum(content_json);
 	values[3] = Int32GetDatum(config->part_no);
 	store_statements(statements, 4, types, values, NULL);
+}
+
+/*
+ * A part of paging cursor starts its query again from the beginning (the
+ * held result went with the worker that died, or was paused, or broke):
+ * the flow row "cursor restarted" says how far the part had come, and its
+ * counters count again from 0, its total the new result's, in the same
+ * transaction, so ecp.progress never counts a row twice.  Batches and
+ * bytes sent stay: they are work done.
+ */
+void
+ecp_store_restart_part(EcpPartConfig *config, int64 total, const char *why)
+{
+	Oid			types[5] = {INT8OID, INT4OID, INT8OID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	const char *const statements[] = {
+		"SELECT ecp_internal._flow_event($1, $4, pg_catalog.jsonb_build_object("
+		"         'part', $2, 'why', $5, 'rows', $3, 'rows_done_before', p.position, "
+		"         'processed_before', p.processed, 'failed_before', p.failed)) "
+		"  FROM ecp.part p WHERE p.run_id = $1 AND p.part_no = $2",
+		"UPDATE ecp.part SET processed = 0, failed = 0, deleted = 0, missing = 0, skipped = 0, "
+		"       skipped_stale = 0, position = 0, last_key = NULL, total = $3, "
+		"       heartbeat_at = pg_catalog.now() "
+		" WHERE run_id = $1 AND part_no = $2",
+		"UPDATE ecp.run SET total = (SELECT pg_catalog.sum(total) FROM ecp.part WHERE run_id = $1) "
+		" WHERE id = $1",
+		NULL
+	};
+
+	values[0] = Int64GetDatum(config->run_id);
+	values[1] = Int32GetDatum(config->part_no);
+	values[2] = Int64GetDatum(total);
+	values[3] = CStringGetTextDatum(ecp_flow_action_names[ECP_FLOW_CURSOR_RESTARTED]);
+	values[4] = CStringGetTextDatum(why);
+	store_statements(statements, 5, types, values, NULL);
+	ereport(LOG,
+			(errmsg("ecp worker for run " INT64_FORMAT " part %d starts its query again from the beginning (paging cursor): %s",
+					config->run_id, config->part_no, why)));
+	if (config->progress.last_key)
+		pfree(config->progress.last_key);
+	config->progress.last_key = NULL;
+	config->progress.position = 0;
+	config->progress.processed = 0;
+	config->progress.failed = 0;
+	config->progress.has_total = true;
 }
 
 /*

@@ -780,7 +780,7 @@ judged_before_sending(const EcpPartConfig *config, const EcpDoc *doc, EcpDocResu
 		result->error_type = "transform";
 		result->reason = doc->refused;
 	}
-	else if (doc->id == NULL)
+	else if (doc->id == NULL && !config->no_id)
 	{
 		result->outcome = ECP_DOC_FAILED;
 		result->error_type = "null_id";

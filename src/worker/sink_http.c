@@ -94,7 +94,10 @@ http_append(StringInfo body, const EcpPartConfig *config, const EcpDoc *doc, boo
 	if (!first)
 		appendStringInfoChar(body, ',');
 	appendStringInfoString(body, "{\"id\":");
-	escape_json(body, doc->id);
+	if (doc->id)
+		escape_json(body, doc->id);
+	else
+		appendStringInfoString(body, "null");	/* no _id: id_column '' */
 	if (doc->is_delete || strcmp(config->op, "delete") == 0)
 		appendStringInfoString(body, ",\"delete\":true");
 	else if (doc->json)

@@ -50,6 +50,9 @@ source_of(const EcpPartConfig *config)
 		case ECP_PART_FOLLOW:
 			return &ecp_follow_source;
 		case ECP_PART_QUERY:
+			if (config->reads_cursor)
+				return &ecp_cursor_source;
+			break;
 		case ECP_PART_RANGE:
 		case ECP_PART_SPLIT:
 		case ECP_PART_MIGRATE:	/* reads nothing: migrate.c runs it */
@@ -251,6 +254,12 @@ open_with_total(EcpPartConfig *config)
 EcpSource *
 ecp_source_open(EcpPartConfig *config)
 {
+	if (config->kind == ECP_PART_SPLIT && strcmp(config->paging, "cursor") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("task \"%s\" reads its query through one cursor (paging cursor), which cannot be cut into key ranges",
+						config->task_name),
+				 errhint("Set option parallelism to 1 (a task of paging cursor has one part), then start a new run.")));
 	if (config->kind == ECP_PART_SPLIT)
 	{
 		config->kind = ECP_PART_QUERY;

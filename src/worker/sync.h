@@ -101,7 +101,11 @@ typedef struct EcpPartConfig
 	char	   *index_name;
 	char	   *id_column;
 	char	   *key_column;
-	char	   *paging;			/* auto | keyset | window */
+	char	   *paging;			/* auto | keyset | window | cursor */
+	bool		reads_cursor;	/* paging cursor: a query part reads its
+								 * query through one held cursor */
+	bool		no_id;			/* id_column '' (paging cursor, op create):
+								 * documents go without _id */
 	char	   *op;				/* index | create | update | delete */
 	int			batch_size;
 	int			batch_bytes;
@@ -372,6 +376,9 @@ extern int	ecp_read_page_rows(const char *sql, int nargs, Oid *types, Datum *val
 							   MemoryContext context);
 extern int	ecp_read_all_rows(const char *sql, const EcpPageColumns *columns, EcpDoc **docs,
 							  MemoryContext context);
+struct PortalData;
+extern int	ecp_read_portal_rows(struct PortalData *portal, long count, const EcpPageColumns *columns,
+								 EcpDoc *docs, int capacity, MemoryContext context);
 
 /*
  * doc_writer.c: a row's columns as the JSON object row_to_json writes,
@@ -407,6 +414,9 @@ extern void ecp_store_advance_watermark(EcpPartConfig *config);
 /* source_query.c: keyset pages (or key windows) of a query */
 extern const EcpSourceOps ecp_query_source;
 extern void ecp_source_column_types(const EcpPartConfig *config, Oid *key_type, Oid *id_type);
+
+/* source_cursor.c: a query read whole through one held cursor (paging cursor) */
+extern const EcpSourceOps ecp_cursor_source;
 
 /* source_ids.c: the run's ids, looked up through the query (or queries) */
 extern const EcpSourceOps ecp_ids_source;
@@ -545,6 +555,7 @@ extern void ecp_store_retrying(EcpPartConfig *config, int attempt, long wait_ms,
 							   const char *content_json);
 extern void ecp_store_alert(EcpPartConfig *config, const char *class, int attempts,
 								 const char *error);
+extern void ecp_store_restart_part(EcpPartConfig *config, int64 total, const char *why);
 extern void ecp_store_event(EcpPartConfig *config, EcpFlowAction action,
 								 const char *content_json);
 extern void ecp_store_drift(EcpPartConfig *config, const char *id, const char *kind,
