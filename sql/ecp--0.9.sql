@@ -5090,3 +5090,24 @@ CREATE TRIGGER copy_ids AFTER INSERT ON ecp.run
 GRANT INSERT (ids_from) ON ecp.run TO PUBLIC;
 
 -- (ids_from section end)
+
+-- ===========================================================================
+-- Trigger functions: nobody's to attach (closes a class, ecp 0.9)
+-- ===========================================================================
+-- ecp's trigger functions are SECURITY DEFINER or write ecp's tables: a
+-- role that could attach one to a table of its own (CREATE TRIGGER needs
+-- EXECUTE on the function) would have it write as ecp, e.g. ids into
+-- another role's run.  ecp's own triggers keep firing: PostgreSQL checks
+-- EXECUTE when a trigger is created, never when it fires.  Every trigger
+-- and event trigger function of both schemas, present and future (this
+-- block runs last in every version's scripts).
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace IN ('ecp'::regnamespace, 'ecp_internal'::regnamespace)
+                AND p.prorettype IN ('pg_catalog.trigger'::regtype, 'pg_catalog.event_trigger'::regtype) LOOP
+        EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END $$;

@@ -152,5 +152,21 @@ SELECT ecp.cancel(:run2);
 SELECT ecp.create_task('no_retries', 'es', 'orders', query => 'SELECT * FROM orders',
                        options => '{"max_retries": 0}') > 0 AS created;
 
+-- no trigger function of ecp's may be attached by a role: none is
+-- executable by PUBLIC, and CREATE TRIGGER with one is refused
+SELECT p.oid::regprocedure AS trigger_function_public_may_attach
+  FROM pg_proc p
+ WHERE p.pronamespace IN ('ecp'::regnamespace, 'ecp_internal'::regnamespace)
+   AND p.prorettype IN ('trigger'::regtype, 'event_trigger'::regtype)
+   AND (p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a
+                                     WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'));
+CREATE TABLE public.alice_runs (LIKE ecp.run);
+ALTER TABLE public.alice_runs OWNER TO ecp_regress_alice;
+SET ROLE ecp_regress_alice;
+CREATE TRIGGER steal AFTER INSERT ON public.alice_runs
+    FOR EACH ROW EXECUTE FUNCTION ecp_internal._store_run_ids();
+RESET ROLE;
+DROP TABLE public.alice_runs;
+
 REVOKE USAGE ON SCHEMA public FROM ecp_regress_alice;
 DROP ROLE ecp_regress_alice;
