@@ -230,8 +230,30 @@ BEGIN
     RETURN options;
 END $$;
 
--- (ecp_internal._prepare_run, which refuses runs a task without _id cannot do,
--- is re-created once, in the ids_from section below)
+-- (ecp_internal._prepare_run, which now also refuses the runs a task
+-- without _id cannot do, is re-created once, in the ids_from section below)
+
+-- (cursor section end)
+
+-- ===========================================================================
+-- Ids from a relation, write services' index lists (issue 26)
+-- ===========================================================================
+
+-- The new index a write service's batch must reach too (its "indexes"):
+-- that of a loading migration of the same alias by the same owner, through
+-- any consumer (ecp cannot know which cluster a service writes to; the
+-- owner's own migration of that alias name is the one it means).
+CREATE FUNCTION ecp_internal._service_dual_index(alias text, run bigint) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT m.new_index FROM ecp.migration m
+      JOIN ecp.run r ON r.id = m.run_id
+      JOIN ecp.run mine ON mine.id = _service_dual_index.run
+     WHERE m.alias = _service_dual_index.alias AND m.owner = mine.owner
+       AND m.run_id <> _service_dual_index.run AND m.state = 'loading'
+       AND m.step IN ('load', 'settings', 'count', 'swap')
+       AND r.state IN ('running', 'paused', 'failed')
+     ORDER BY m.run_id DESC LIMIT 1
+$$;
 REVOKE EXECUTE ON FUNCTION ecp_internal._service_dual_index(text, bigint) FROM PUBLIC;
 
 ALTER TABLE ecp.run ADD COLUMN ids_from text;
@@ -379,442 +401,83 @@ BEGIN
     RETURN NEW;
 END $$;
 
--- Trigger create_parts, as ecp (roles cannot write parts): one part per
--- query of queries; one to be split into key ranges (a query with
--- parallelism > 1); one for ids or a file; else one.  A migration run
--- (alias_swap, no ids, no action) also has a part of stage 0 that creates
--- the new index and a part of stage 2 that sets the final settings,
--- checks the count and swaps the alias.  A maintenance run has one part
--- for its action.  A follow run (ecp.follow): in mode decoding a part of
--- stage 0 that creates the publication and the slot, the load parts
--- (backfill), and the follower (stage 2: it applies what was captured
--- since capture began, once the load is done).
-CREATE FUNCTION ecp_internal._create_parts() RETURNS trigger
+CREATE OR REPLACE FUNCTION ecp_internal._flow_on_run() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    t ecp.task;
-    migrating boolean;
-    settings record;
-    f ecp.follower;
+    action text;
+    content jsonb := '{}';
+    counts record;
 BEGIN
-    SELECT * INTO t FROM ecp.task WHERE id = NEW.task_id;
-    IF NEW.action = 'follow' THEN
-        SELECT * INTO f FROM ecp.follower WHERE task_id = t.id;
-        IF f.mode = 'decoding' THEN
-            INSERT INTO ecp.part (run_id, part_no, owner, source, stage, total)
-            VALUES (NEW.id, -1, NEW.owner, '{"kind": "follow", "step": "capture"}', 0, 0);
+    IF TG_OP = 'INSERT' THEN
+        action := 'start';
+        IF NEW.retry_of IS NOT NULL THEN
+            content := jsonb_build_object('retry_failed_of', NEW.retry_of,
+                                          'ids', cardinality(NEW.only_ids));
+        ELSIF NEW.ids_from IS NOT NULL THEN
+            content := jsonb_build_object('ids', (SELECT max(i.n) FROM ecp.run_id i WHERE i.run_id = NEW.id),
+                                          'ids_from', NEW.ids_from);
+        ELSIF NEW.only_ids IS NOT NULL THEN
+            content := jsonb_build_object('ids', cardinality(NEW.only_ids));
         END IF;
-        INSERT INTO ecp.part (run_id, part_no, owner, source, stage)
-        VALUES (NEW.id, -2, NEW.owner, '{"kind": "follow", "step": "apply"}', 2);
-        IF NOT f.backfill THEN
-            PERFORM ecp_internal._wake_launcher_at_commit();
-            RETURN NEW;
-        END IF;
-    ELSIF NEW.action IS NOT NULL AND NEW.action <> 'verify' THEN
-        INSERT INTO ecp.part (run_id, part_no, owner, source, stage, total)
-        VALUES (NEW.id, -1, NEW.owner, jsonb_build_object('kind', 'migrate', 'step', NEW.action), 0, 0);
-        PERFORM ecp_internal._wake_launcher_at_commit();
+        content := content || coalesce(ecp_internal._run_endpoint(NEW.task_id), '{}')
+                   || jsonb_strip_nulls(jsonb_build_object('at', NEW.not_before, 'action', NEW.action,
+                                                           'verify', NEW.verify_with,
+                                                           'repair_of', NEW.repair_of));
+    ELSIF NEW.state IS NOT DISTINCT FROM OLD.state
+          OR (OLD.state = 'pending' AND NEW.state = 'running') THEN
+        -- a worker taking up a pending run records "worker started" itself
         RETURN NEW;
-    END IF;
-    migrating := t.options->>'mode' = 'alias_swap' AND NEW.only_ids IS NULL AND NEW.action IS NULL;
-    IF NEW.only_ids IS NOT NULL THEN
-        INSERT INTO ecp.part (run_id, part_no, owner, source)
-        VALUES (NEW.id, 0, NEW.owner, '{"kind": "ids"}');
-    ELSIF t.file IS NOT NULL THEN
-        INSERT INTO ecp.part (run_id, part_no, owner, source, position, line_no)
-        VALUES (NEW.id, 0, NEW.owner, '{"kind": "file"}', 0, 0);
-    ELSIF t.queries IS NOT NULL THEN
-        INSERT INTO ecp.part (run_id, part_no, owner, source)
-        SELECT NEW.id, i - 1, NEW.owner, jsonb_build_object('kind', 'query', 'query', i)
-          FROM generate_series(1, cardinality(t.queries)) i;
-    ELSIF coalesce((t.options->>'parallelism')::integer, 1) > 1 THEN
-        INSERT INTO ecp.part (run_id, part_no, owner, source)
-        VALUES (NEW.id, 0, NEW.owner, '{"kind": "split"}');
     ELSE
-        INSERT INTO ecp.part (run_id, part_no, owner, source)
-        VALUES (NEW.id, 0, NEW.owner, '{"kind": "query", "query": 0}');
+        action := CASE
+            WHEN NEW.state = 'paused' THEN 'pause'
+            WHEN NEW.state = 'running' AND OLD.state IN ('paused', 'failed') THEN 'resume'
+            WHEN NEW.state = 'running' THEN 'running'
+            WHEN NEW.state = 'cancelled' THEN 'cancel'
+            WHEN NEW.state = 'succeeded' THEN 'finished'
+            WHEN NEW.state = 'failed' THEN 'failed'
+            ELSE NEW.state END;
+        SELECT coalesce(sum(p.processed), 0) AS processed, coalesce(sum(p.failed), 0) AS failed,
+               coalesce(sum(p.deleted), 0) AS deleted, coalesce(sum(p.missing), 0) AS missing,
+               coalesce(sum(p.skipped), 0) AS skipped, coalesce(sum(p.skipped_stale), 0) AS skipped_stale,
+               count(*) AS parts
+          INTO counts FROM ecp.part p WHERE p.run_id = NEW.id;
+        content := jsonb_build_object('from', OLD.state, 'to', NEW.state,
+                                      'processed', counts.processed, 'failed', counts.failed);
+        IF counts.deleted > 0 OR counts.missing > 0 THEN
+            content := content || jsonb_build_object('deleted', counts.deleted, 'missing', counts.missing);
+        END IF;
+        IF counts.skipped > 0 OR counts.skipped_stale > 0 THEN
+            content := content || jsonb_build_object('skipped', counts.skipped, 'skipped_stale', counts.skipped_stale);
+        END IF;
+        IF counts.parts > 1 THEN
+            content := content || jsonb_build_object('parts', counts.parts);
+        END IF;
+        IF NEW.state = 'paused' AND NEW.paused_reason IS NOT NULL THEN
+            content := content || jsonb_build_object('why', NEW.paused_reason);
+        ELSIF OLD.state = 'paused' AND OLD.paused_reason IS NOT NULL THEN
+            content := content || jsonb_build_object('why', 'inside its window ' ||
+                (SELECT t.options->>'window' FROM ecp.task t WHERE t.id = NEW.task_id));
+        END IF;
+        IF NEW.action IS NOT NULL THEN
+            content := content || jsonb_build_object('action', NEW.action);
+        END IF;
+        IF NEW.state IN ('succeeded', 'failed', 'cancelled') THEN
+            content := content || jsonb_build_object('duration',
+                (coalesce(NEW.finished_at, now()) - coalesce(NEW.started_at, NEW.created_at))::text);
+        END IF;
+        IF NEW.state = 'failed' THEN
+            content := content || jsonb_build_object('error', left(NEW.last_error, 2000));
+        END IF;
+        IF NEW.state = 'succeeded' AND counts.failed > 0 THEN
+            content := content || jsonb_build_object('partial', true);
+        END IF;
     END IF;
-    -- a verify run with option extra also walks the index's ids
-    IF NEW.action = 'verify' AND coalesce((NEW.verify_with->>'extra')::boolean, false) THEN
-        INSERT INTO ecp.part (run_id, part_no, owner, source)
-        VALUES (NEW.id, -1, NEW.owner, '{"kind": "index_ids"}');
-    END IF;
-    IF migrating THEN
-        INSERT INTO ecp.part (run_id, part_no, owner, source, stage, total)
-        VALUES (NEW.id, -1, NEW.owner, '{"kind": "migrate", "step": "create"}', 0, 0),
-               (NEW.id, -2, NEW.owner, '{"kind": "migrate", "step": "swap"}', 2, 0);
-        settings := ecp_internal._migration_settings(t.options->'settings');
-        INSERT INTO ecp.migration (run_id, task_id, consumer_id, alias, new_index, load_settings,
-                                   final_settings, mappings, keep_old, owner)
-        VALUES (NEW.id, t.id, t.consumer_id, t.index_name, t.index_name || '-' || NEW.id,
-                settings.load_settings, settings.final_settings, t.options->'mappings',
-                coalesce((t.options->>'keep_old')::boolean, true), NEW.owner);
-    END IF;
-    PERFORM ecp_internal._wake_launcher_at_commit();
+    INSERT INTO ecp.flow_log (task_id, run_id, action, content, operator, owner)
+    VALUES (NEW.task_id, NEW.id, action, content, coalesce(NEW.changed_by, NEW.operator), NEW.owner);
     RETURN NEW;
 END $$;
 
--- Trigger store_ids: the ids of an id run as rows (ecp.run_id).
-CREATE FUNCTION ecp_internal._store_run_ids() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    INSERT INTO ecp.run_id (run_id, n, id)
-    SELECT NEW.id, u.n, u.id FROM unnest(NEW.only_ids) WITH ORDINALITY AS u(id, n);
-    RETURN NULL;
-END $$;
-
--- Trigger check_transition: legal state changes only (a finished run stays
--- finished); a role (not ecp) may only pause, resume and cancel.  Sets
--- finished_at of a cancelled run, clears it on resume; stamps changed_by.
-CREATE FUNCTION ecp_internal._check_run_transition() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF NEW.state IS DISTINCT FROM OLD.state THEN
-        IF NOT (
-             (OLD.state = 'pending'  AND NEW.state IN ('running', 'paused', 'cancelled', 'failed', 'succeeded')) OR
-             (OLD.state = 'running'  AND NEW.state IN ('paused', 'cancelled', 'failed', 'succeeded')) OR
-             (OLD.state = 'paused'   AND NEW.state IN ('running', 'cancelled')) OR
-             (OLD.state = 'failed'   AND NEW.state = 'running')) THEN
-            RAISE EXCEPTION 'run % cannot go from % to %', OLD.id, OLD.state, NEW.state
-                  USING ERRCODE = 'object_not_in_prerequisite_state';
-        END IF;
-        IF NOT ecp_internal._is_superuser() AND NOT (
-             NEW.state = 'paused' OR NEW.state = 'cancelled' OR
-             (NEW.state = 'running' AND OLD.state IN ('paused', 'failed'))) THEN
-            RAISE EXCEPTION 'run % cannot be set % by a role: only ecp''s workers do that', OLD.id, NEW.state
-                  USING ERRCODE = 'insufficient_privilege',
-                        HINT = 'Use ecp.pause, ecp.resume and ecp.cancel.';
-        END IF;
-        IF NEW.state = 'cancelled' THEN
-            NEW.finished_at := now();
-        ELSIF NEW.state = 'running' AND OLD.state IN ('paused', 'failed') THEN
-            NEW.finished_at := NULL;
-        END IF;
-    END IF;
-    NEW.changed_by := ecp_internal._operator();
-    RETURN NEW;
-END $$;
-
--- Trigger on_state, as ecp: a resumed run's parts go on from their
--- checkpoints (a run whose parts are all done is finished: a pause that
--- raced its last checkpoint), a paused or cancelled run's workers are told
--- to stop, a cancelled follow run unfollows its task.
-CREATE FUNCTION ecp_internal._on_run_state() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF NEW.state = 'running' AND OLD.state IN ('paused', 'failed') THEN
-        UPDATE ecp.part SET state = 'pending', recoveries = 0, last_error = NULL,
-                            retry_attempt = NULL, retry_at = NULL, retry_error = NULL, retry_class = NULL
-         WHERE run_id = NEW.id AND state IN ('failed', 'running');
-        IF NOT EXISTS (SELECT 1 FROM ecp.part WHERE run_id = NEW.id AND state <> 'done') THEN
-            UPDATE ecp.run SET state = 'succeeded', finished_at = now() WHERE id = NEW.id;
-        END IF;
-        PERFORM ecp_internal._wake_launcher_at_commit();
-    ELSIF NEW.state IN ('paused', 'cancelled') THEN
-        PERFORM ecp_internal._signal_run_at_commit(NEW.id);
-    END IF;
-    -- a cancelled follow run cannot go on: its task is unfollowed (slot,
-    -- publication, triggers and queue dropped), as ecp.unfollow does
-    IF NEW.state = 'cancelled' AND NEW.action = 'follow' THEN
-        DELETE FROM ecp.follower WHERE run_id = NEW.id;
-    END IF;
-    RETURN NEW;
-END $$;
-
--- Trigger clear_failure: a resumed run has not failed (yet); the error it
--- recovered from is kept apart, so last_error IS NOT NULL means failed.
-CREATE FUNCTION ecp_internal._clear_failure() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF NEW.state = 'running' AND OLD.state = 'failed' THEN
-        NEW.failure_class := NULL;
-        NEW.failure_attempts := NULL;
-        NEW.recovered_error := OLD.last_error;
-        NEW.last_error := NULL;
-    END IF;
-    RETURN NEW;
-END $$;
-
--- Trigger clear_paused_reason: a paused run that goes on is no longer
--- paused for a reason.
-CREATE FUNCTION ecp_internal._clear_paused_reason() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF NEW.state <> 'paused' THEN
-        NEW.paused_reason := NULL;
-    END IF;
-    RETURN NEW;
-END $$;
-
--- A new pending run (the trigger prepare checks the task and decides the
--- rest): of all the task's rows or of only_ids, maybe the retry of a run.
-CREATE FUNCTION ecp_internal._create_run(task_id bigint, only_ids text[], retry_of bigint)
-RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_variable
-DECLARE
-    run_id bigint;
-BEGIN
-    -- the trigger prepare checks the task and decides the rest
-    INSERT INTO ecp.run (task_id, only_ids, retry_of) VALUES (task_id, only_ids, retry_of)
-    RETURNING id INTO run_id;
-    PERFORM ecp_internal._warn_if_not_launcher_database(run_id);
-    RETURN run_id;
-END $$;
-
--- The same, with a start time and a maintenance action.
-CREATE FUNCTION ecp_internal._create_run(task_id bigint, only_ids text[], retry_of bigint,
-                                not_before timestamptz, action text)
-RETURNS bigint LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_variable
-DECLARE
-    run_id bigint;
-BEGIN
-    -- the trigger prepare checks the task and decides the rest; only the
-    -- extension's owner may name action (ecp_internal._start_maintenance)
-    IF action IS NULL THEN
-        INSERT INTO ecp.run (task_id, only_ids, retry_of, not_before)
-        VALUES (task_id, only_ids, retry_of, not_before)
-        RETURNING id INTO run_id;
-    ELSE
-        INSERT INTO ecp.run (task_id, only_ids, retry_of, not_before, action)
-        VALUES (task_id, only_ids, retry_of, not_before, action)
-        RETURNING id INTO run_id;
-    END IF;
-    PERFORM ecp_internal._warn_if_not_launcher_database(run_id);
-    RETURN run_id;
-END $$;
-
--- ids: an array of text, integers or uuids (ARRAY['a'], ARRAY[1, 2], an
--- untyped '{1,2}', NULL); anycompatiblearray takes each of them without
--- making a call ambiguous, an untyped literal or NULL as text[].  ids_from:
--- a relation or a query to read them from (the trigger copy_ids).
-CREATE FUNCTION ecp.start(task text, ids anycompatiblearray DEFAULT NULL::text[],
-                          at timestamptz DEFAULT NULL, ids_from text DEFAULT NULL) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_variable
-DECLARE
-    t ecp.task;
-    id_texts text[] := ecp_internal._ids_as_text(ids);
-    run_id bigint;
-BEGIN
-    SELECT * INTO t FROM ecp.task WHERE name = start.task;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'task "%" does not exist', coalesce(task, 'NULL')
-              USING ERRCODE = 'undefined_object',
-                    HINT = 'Create it with ecp.create_task(name, consumer, index, query => ...).';
-    END IF;
-    PERFORM ecp_internal._refuse_disabled(t);
-    IF id_texts IS NOT NULL AND cardinality(id_texts) = 0 THEN
-        RAISE EXCEPTION 'ids is empty: nothing to start'
-              USING ERRCODE = 'invalid_parameter_value',
-                    HINT = 'Pass at least one id, or leave ids out to run the whole task.';
-    END IF;
-    IF ids_from IS NULL THEN
-        -- the trigger prepare checks the task (enabled), the ids and decides the rest
-        RETURN ecp_internal._create_run(t.id, id_texts, NULL, at, NULL);
-    END IF;
-    -- the triggers prepare (ids and ids_from not both) and copy_ids
-    INSERT INTO ecp.run (task_id, only_ids, not_before, ids_from) VALUES (t.id, id_texts, at, ids_from)
-    RETURNING id INTO run_id;
-    PERFORM ecp_internal._warn_if_not_launcher_database(run_id);
-    RETURN run_id;
-END $$;
-COMMENT ON FUNCTION ecp.start(text, anycompatiblearray, timestamptz, text) IS
-  'start a run of a task: all of its source, or only the given ids (text, integer or uuid array, or ids_from => a table or query read as the owner) looked up through its query; at => a time: the launcher starts it then';
-
--- A new run of the same task over the ids in failed_docs of a finished
--- run (after fixing the data or the mapping).
-CREATE FUNCTION ecp.retry_failed(run bigint) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_variable
-DECLARE
-    r ecp.run;
-    ids text[];
-BEGIN
-    r := ecp_internal._run_for_update(run, ARRAY['succeeded', 'failed', 'cancelled'], 'retried');
-    SELECT array_agg(DISTINCT f.doc_id ORDER BY f.doc_id) INTO ids
-      FROM ecp.failed_doc f WHERE f.run_id = run AND f.doc_id IS NOT NULL;
-    IF ids IS NULL THEN
-        RAISE EXCEPTION 'run % has no failed documents with an id to retry', run
-              USING ERRCODE = 'no_data_found',
-                    HINT = 'SELECT * FROM ecp.failed_docs WHERE run_id = ' || run || ' shows what failed.';
-    END IF;
-    RETURN ecp_internal._create_run(r.task_id, ids, run);
-END $$;
-
-CREATE FUNCTION ecp.retry_failed(task text) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    RETURN ecp.retry_failed(ecp_internal._latest_run(task));
-END $$;
-COMMENT ON FUNCTION ecp.retry_failed(text) IS 'a new run over the failed documents of the latest run of a task';
-
--- A run that is in the state a verb asks for already: a NOTICE, and the
--- verb does nothing (as pg_cron's are, so a script may repeat them).
-CREATE FUNCTION ecp_internal._already(run bigint, state text) RETURNS boolean
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_variable
-BEGIN
-    IF EXISTS (SELECT 1 FROM ecp.run r WHERE r.id = run AND r.state = state) THEN
-        RAISE NOTICE 'run % is already %', run, state;
-        RETURN true;
-    END IF;
-    RETURN false;
-END $$;
-
--- The run a verb given a task's name acts on: the task's latest run
--- (maintenance runs aside).
-CREATE FUNCTION ecp_internal._latest_run(task text) RETURNS bigint
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_variable
-DECLARE
-    task_id bigint;
-    run bigint;
-BEGIN
-    SELECT t.id INTO task_id FROM ecp.task t WHERE t.name = task;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'task "%" does not exist', coalesce(task, 'NULL')
-              USING ERRCODE = 'undefined_object',
-                    HINT = 'SELECT name FROM ecp.tasks lists the tasks you can see; a run id works too.';
-    END IF;
-    SELECT max(r.id) INTO run FROM ecp.run r WHERE r.task_id = task_id
-       AND (r.action IS NULL OR r.action = 'verify');
-    IF run IS NULL THEN
-        RAISE EXCEPTION 'task "%" has no run', task
-              USING ERRCODE = 'no_data_found',
-                    HINT = 'Start one with SELECT ecp.start(' || quote_literal(task) || ').';
-    END IF;
-    RETURN run;
-END $$;
-
--- The state changes a role may make; the triggers check_transition and
--- on_state do the rest.  Each takes a run id or a task's name (its latest
--- run).
-CREATE FUNCTION ecp.pause(run bigint) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_variable
-BEGIN
-    IF ecp_internal._already(run, 'paused') THEN
-        RETURN;
-    END IF;
-    PERFORM ecp_internal._run_for_update(run, ARRAY['pending', 'running'], 'paused');
-    UPDATE ecp.run SET state = 'paused' WHERE id = run;
-END $$;
-
-CREATE FUNCTION ecp.pause(task text) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM ecp.pause(ecp_internal._latest_run(task));
-END $$;
-COMMENT ON FUNCTION ecp.pause(text) IS 'pause the latest run of a task';
-
-CREATE FUNCTION ecp.resume(run bigint) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_variable
-BEGIN
-    IF ecp_internal._already(run, 'running') THEN
-        RETURN;
-    END IF;
-    PERFORM ecp_internal._run_for_update(run, ARRAY['paused', 'failed'], 'resumed');
-    -- the trigger on_state puts the parts back from their checkpoints
-    UPDATE ecp.run SET state = 'running' WHERE id = run;
-    PERFORM ecp_internal._warn_if_not_launcher_database(run);
-END $$;
-
-CREATE FUNCTION ecp.resume(task text) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM ecp.resume(ecp_internal._latest_run(task));
-END $$;
-COMMENT ON FUNCTION ecp.resume(text) IS 'resume the latest run of a task';
-
-CREATE FUNCTION ecp.cancel(run bigint) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_variable
-BEGIN
-    IF ecp_internal._already(run, 'cancelled') THEN
-        RETURN;
-    END IF;
-    PERFORM ecp_internal._run_for_update(run, ARRAY['pending', 'running', 'paused'], 'cancelled');
-    UPDATE ecp.run SET state = 'cancelled' WHERE id = run;
-END $$;
-
-CREATE FUNCTION ecp.cancel(task text) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM ecp.cancel(ecp_internal._latest_run(task));
-END $$;
-COMMENT ON FUNCTION ecp.cancel(text) IS 'cancel the latest run of a task';
-
--- ecp.cancel can drop a cancelled migration's half-built index (by a
--- maintenance run: only a worker talks to the cluster).
-CREATE FUNCTION ecp.cancel(run bigint, drop_index boolean) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_variable
-DECLARE
-    m ecp.migration;
-BEGIN
-    IF NOT ecp_internal._already(run, 'cancelled') THEN
-        PERFORM ecp_internal._run_for_update(run, ARRAY['pending', 'running', 'paused'], 'cancelled');
-        UPDATE ecp.run SET state = 'cancelled' WHERE id = run;
-    END IF;
-    IF drop_index THEN
-        SELECT * INTO m FROM ecp.migration WHERE run_id = run;
-        IF NOT FOUND OR m.state <> 'loading' THEN
-            RAISE EXCEPTION 'run % has no half-built index to drop', run
-                  USING ERRCODE = 'invalid_parameter_value',
-                        HINT = 'drop_index is for a migration (mode alias_swap) cancelled before its swap.';
-        END IF;
-        PERFORM ecp_internal._start_maintenance(m.task_id, 'drop_index');
-    END IF;
-END $$;
-COMMENT ON FUNCTION ecp.cancel(bigint, boolean) IS
-  'stop a run for good; drop_index => true also drops the new index of a migration cancelled before its swap';
-
--- Cut a split part into key ranges, from the key's smallest and largest
--- value that its worker read as the owner: n ranges, from <= key < to,
--- the first open below and the last open above, so every key (also one
--- added during the run, or below the minimum) is in exactly one range.
--- Only ecp's workers call it.
-CREATE FUNCTION ecp_internal._split_part(run bigint, low bigint, high bigint, n integer) RETURNS integer
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    bounds numeric[];
-    width numeric;
-    owner regrole;
-BEGIN
-    SELECT p.owner INTO owner FROM ecp.part p
-     WHERE p.run_id = run AND p.part_no = 0 AND p.source->>'kind' = 'split' FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN 0;                       -- split already (a worker that came back)
-    END IF;
-    IF low IS NOT NULL THEN
-        n := least(n::numeric, high::numeric - low::numeric + 1)::integer;
-    END IF;
-    IF low IS NULL OR n <= 1 THEN
-        UPDATE ecp.part SET source = '{"kind": "query", "query": 0}'
-         WHERE run_id = run AND part_no = 0;
-        RETURN 1;
-    END IF;
-    width := (high::numeric - low::numeric + 1) / n;
-    SELECT array_agg(floor(low + width * i) ORDER BY i) INTO bounds
-      FROM generate_series(1, n - 1) i;
-    UPDATE ecp.part
-       SET source = jsonb_build_object('kind', 'range', 'query', 0, 'from', NULL, 'to', bounds[1]::bigint)
-     WHERE run_id = run AND part_no = 0;
-    INSERT INTO ecp.part (run_id, part_no, owner, source)
-    SELECT run, i, owner,
-           jsonb_build_object('kind', 'range', 'query', 0, 'from', bounds[i]::bigint,
-                              'to', CASE WHEN i < n - 1 THEN bounds[i + 1]::bigint END)
-      FROM generate_series(1, n - 1) i;
-    PERFORM ecp_internal._wake_launcher_at_commit();
-    RETURN n;
-END $$;
-
--- What a part reads, for people: the query, the key range, the ids or the
--- file (a URL without its query string: a presigned signature is a
--- credential); a migration's own parts say their step.
-CREATE FUNCTION ecp_internal._part_source_text(source jsonb, t ecp.task, r ecp.run) RETURNS text
+CREATE OR REPLACE FUNCTION ecp_internal._part_source_text(source jsonb, t ecp.task, r ecp.run) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE source->>'kind'
         WHEN 'query' THEN CASE WHEN (source->>'query')::integer > 0
