@@ -186,7 +186,7 @@ $es->clear_faults;
 is($es->count('big'), 100000, 'big: every row is a document');
 # the result is about 56 MB of JSON text; a worker that held it in memory
 # would show it.  Its own memory: work_mem of the held result, two pages.
-ok($samples > 10 && $max_anon < 40 * 1024,
+ok($samples > 10 && $max_anon < 32 * 1024,
 	"big: the worker's own memory stays bounded (RssAnon at most $max_anon kB in $samples samples)");
 # (the worker reports its temporary files when it drops them, at the part's end)
 ok(EcpTest::poll($node,
@@ -199,7 +199,7 @@ $node->safe_psql('postgres',
 my $items = 'SELECT id, label FROM items';
 
 # A run of $name (options $options) slowed to 100 ms a request, seen while
-# between 3,000 and 14,000 of 20,000 rows are done: the run and its worker.
+# between 6,000 and 14,000 of 20,000 rows are done: the run and its worker.
 sub start_slow_run
 {
 	my ($name, $options) = @_;
@@ -208,7 +208,7 @@ sub start_slow_run
 	create_task($name, $items, $options);
 	my $run = $node->safe_psql('postgres', "SELECT ecp.start('$name')");
 	my $pid = poll_value(part_worker_sql($run)
-		  . " AND (SELECT processed BETWEEN 3000 AND 14000 FROM ecp.progress WHERE run_id = $run)", 60);
+		  . " AND (SELECT processed BETWEEN 6000 AND 14000 FROM ecp.progress WHERE run_id = $run)", 60);
 	ok($pid =~ /^\d+$/, "$name: the run is under way, its worker is $pid");
 	return ($run, $pid);
 }
@@ -223,10 +223,11 @@ sub kill_and_wait_restart
 	return 1;
 }
 
-# Percent never past 100 while the restarted part runs again.
+# Percent never past 100 while the restarted part runs again; the part had
+# come at least $min_done rows far.
 sub check_restarted
 {
-	my ($name, $run, $why) = @_;
+	my ($name, $run, $why, $min_done) = @_;
 	my $over = 0;
 	for (1 .. 3000)
 	{
@@ -242,7 +243,7 @@ sub check_restarted
 	my ($why_seen, $done_before) = split /\|/, $node->safe_psql('postgres',
 		"SELECT content->>'why', content->>'rows_done_before' FROM ecp.flow WHERE run_id = $run AND action = 'cursor restarted'");
 	like($why_seen, $why, "$name: saying why ($why_seen)");
-	ok($done_before >= 3000, "$name: and how far the part had come ($done_before rows)");
+	ok($done_before >= $min_done, "$name: and how far the part had come ($done_before rows, at least $min_done)");
 	is($node->safe_psql('postgres', "SELECT processed || ' ' || total FROM ecp.progress WHERE run_id = $run"),
 		'20000 20000', "$name: the counters counted again from 0: each row once");
 	return $done_before;
@@ -251,7 +252,8 @@ sub check_restarted
 (my $killed_run, $pid) = start_slow_run('killed', '{"paging": "cursor", "id_column": "id", "batch_size": 500}');
 ok(kill_and_wait_restart($pid), 'killed: the worker is killed, the server is back');
 $es->clear_faults;
-check_restarted('killed', $killed_run, qr/worker died/);
+# (a crash loses the checkpoints of the last 600 ms at most: 7 pages here)
+check_restarted('killed', $killed_run, qr/worker died/, 6000 - 7 * 500);
 is(differences('killed', $items, 'id'), '0', 'killed: the index equals the query');
 ok($es->stats->{bulk_items} > 20000, 'killed: documents were sent again (idempotent by _id)');
 
@@ -262,7 +264,7 @@ ok(EcpTest::poll($node, "SELECT count(*) = 0 FROM (" . part_worker_sql($paused_r
 	'paused: the worker leaves');
 $es->clear_faults;
 $node->safe_psql('postgres', "SELECT ecp.resume($paused_run)");
-check_restarted('paused', $paused_run, qr/pause/);
+check_restarted('paused', $paused_run, qr/pause/, 6000);
 is(differences('paused', $items, 'id'), '0', 'paused: the index equals the query');
 
 # --- without _id, a restart creates the documents sent before again -----------
@@ -272,7 +274,7 @@ ok(EcpTest::poll($node, "SELECT count(*) = 0 FROM (" . part_worker_sql($dup_run)
 	'dups: the worker leaves');
 $es->clear_faults;
 $node->safe_psql('postgres', "SELECT ecp.resume($dup_run)");
-my $done_before = check_restarted('dups', $dup_run, qr/pause/);
+my $done_before = check_restarted('dups', $dup_run, qr/pause/, 6000);
 $es->refresh('dups');
 my $count = $es->count('dups');
 # every row once more, plus the pages acknowledged before the pause, plus
