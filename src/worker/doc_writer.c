@@ -13,13 +13,15 @@
  * over the columns as they are, and each row is written in one pass.
  *
  * The writers for the common built-in types write exactly what row_to_json
- * writes (integers without their output function, text escaped from the
- * datum, numeric and float by their output functions so that NaN and
- * Infinity are quoted and extra_float_digits counts as it does there,
- * dates and timestamps through JsonEncodeDateTime, json as it is, jsonb
- * and uuid as their output functions print them).  Every other type
- * (arrays, composites, domains, enums, bpchar, types with a cast to json,
- * an FDW's types ...) goes through pg_catalog.to_json itself, which
+ * writes: integers without their output function; text, varchar and
+ * char(n) escaped from the datum (their output functions return it as
+ * stored, char(n)'s padding included); numeric and float by their output
+ * functions, so that NaN and Infinity are quoted and extra_float_digits
+ * counts as it does there; dates and timestamps through
+ * JsonEncodeDateTime; json as it is; jsonb and uuid as their output
+ * functions print them.  Every other type
+ * (arrays, composites, domains, enums, types with a cast to json, an
+ * FDW's types ...) goes through pg_catalog.to_json itself, which
  * serialises a value exactly as row_to_json does its columns: right by
  * construction, and the owner's code behind those types (output
  * functions, casts) runs where the page runs, in the sandbox.
@@ -56,7 +58,7 @@ typedef enum ColumnKind
 	COLUMN_INT4,
 	COLUMN_INT8,
 	COLUMN_BOOL,
-	COLUMN_TEXT,				/* text, varchar: the bytes, escaped */
+	COLUMN_TEXT,				/* text, varchar, char(n): the bytes, escaped */
 	COLUMN_NUMBER,				/* numeric, float4, float8: output function */
 	COLUMN_DATETIME,			/* date, timestamp, timestamptz */
 	COLUMN_JSON,
@@ -159,6 +161,7 @@ column_kind(Oid type, PGFunction *output)
 			return COLUMN_BOOL;
 		case TEXTOID:
 		case VARCHAROID:
+		case BPCHAROID:			/* bpcharout prints the stored value, padding too */
 			return COLUMN_TEXT;
 		case NUMERICOID:
 			*output = numeric_out;
