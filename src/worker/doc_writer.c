@@ -97,6 +97,24 @@ struct EcpDocWriter
 static EcpDocWriter *plans[PLANS_KEPT];
 static uint64 plan_uses;
 
+/*
+ * Appends n bytes: a document takes many short appends, and the buffer
+ * has room for nearly all of them (it grows to the largest document and
+ * stays), so the common case is a copy without a call.
+ */
+static inline void
+append_bytes(StringInfo out, const char *data, int n)
+{
+	if (out->maxlen - out->len > n)
+	{
+		memcpy(out->data + out->len, data, n);
+		out->len += n;
+		out->data[out->len] = '\0';
+	}
+	else
+		appendBinaryStringInfo(out, data, n);
+}
+
 /* Appends s (len bytes) as a JSON string, escaped as escape_json does. */
 static void
 append_json_string(StringInfo out, const char *s, int len)
@@ -111,36 +129,36 @@ append_json_string(StringInfo out, const char *s, int len)
 
 		if (c >= 0x20 && c != '"' && c != '\\')
 			continue;
-		appendBinaryStringInfo(out, run, p - run);
+		append_bytes(out, run, p - run);
 		run = p + 1;
 		switch (c)
 		{
 			case '\b':
-				appendBinaryStringInfo(out, "\\b", 2);
+				append_bytes(out, "\\b", 2);
 				break;
 			case '\f':
-				appendBinaryStringInfo(out, "\\f", 2);
+				append_bytes(out, "\\f", 2);
 				break;
 			case '\n':
-				appendBinaryStringInfo(out, "\\n", 2);
+				append_bytes(out, "\\n", 2);
 				break;
 			case '\r':
-				appendBinaryStringInfo(out, "\\r", 2);
+				append_bytes(out, "\\r", 2);
 				break;
 			case '\t':
-				appendBinaryStringInfo(out, "\\t", 2);
+				append_bytes(out, "\\t", 2);
 				break;
 			case '"':
-				appendBinaryStringInfo(out, "\\\"", 2);
+				append_bytes(out, "\\\"", 2);
 				break;
 			case '\\':
-				appendBinaryStringInfo(out, "\\\\", 2);
+				append_bytes(out, "\\\\", 2);
 				break;
 			default:
 				appendStringInfo(out, "\\u%04x", (int) c);
 		}
 	}
-	appendBinaryStringInfo(out, run, end - run);
+	append_bytes(out, run, end - run);
 	appendStringInfoCharMacro(out, '"');
 }
 
@@ -282,7 +300,7 @@ write_number(StringInfo out, PGFunction output, Datum value)
 	int			len = strlen(printed);
 
 	if (IsValidJsonNumber(printed, len))
-		appendBinaryStringInfo(out, printed, len);
+		append_bytes(out, printed, len);
 	else
 		append_json_string(out, printed, len);
 }
@@ -304,7 +322,7 @@ write_uuid(StringInfo out, Datum value)
 		printed[at++] = hex[uuid->data[i] & 0x0F];
 	}
 	printed[at++] = '"';
-	appendBinaryStringInfo(out, printed, at);
+	append_bytes(out, printed, at);
 }
 
 /* One non-NULL value of column, as row_to_json writes it. */
@@ -318,21 +336,21 @@ write_value(StringInfo out, ColumnPlan *column, Datum value)
 	{
 		case COLUMN_INT2:
 			len = pg_itoa(DatumGetInt16(value), printed);
-			appendBinaryStringInfo(out, printed, len);
+			append_bytes(out, printed, len);
 			break;
 		case COLUMN_INT4:
 			len = pg_ltoa(DatumGetInt32(value), printed);
-			appendBinaryStringInfo(out, printed, len);
+			append_bytes(out, printed, len);
 			break;
 		case COLUMN_INT8:
 			len = pg_lltoa(DatumGetInt64(value), printed);
-			appendBinaryStringInfo(out, printed, len);
+			append_bytes(out, printed, len);
 			break;
 		case COLUMN_BOOL:
 			if (DatumGetBool(value))
-				appendBinaryStringInfo(out, "true", 4);
+				append_bytes(out, "true", 4);
 			else
-				appendBinaryStringInfo(out, "false", 5);
+				append_bytes(out, "false", 5);
 			break;
 		case COLUMN_TEXT:
 			{
@@ -354,7 +372,7 @@ write_value(StringInfo out, ColumnPlan *column, Datum value)
 			{
 				text	   *t = DatumGetTextPP(value);
 
-				appendBinaryStringInfo(out, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+				append_bytes(out, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 				break;
 			}
 		case COLUMN_JSONB:
@@ -371,7 +389,7 @@ write_value(StringInfo out, ColumnPlan *column, Datum value)
 			{
 				text	   *t = DatumGetTextPP(FunctionCall1(&column->to_json, value));
 
-				appendBinaryStringInfo(out, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+				append_bytes(out, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 				break;
 			}
 	}
@@ -423,9 +441,9 @@ ecp_doc_write(EcpDocWriter *writer, const Datum *values, const bool *isnull,
 		ColumnPlan *column = &writer->columns[i];
 		int			at = writer->first_column + i;
 
-		appendBinaryStringInfo(out, column->key, column->key_len);
+		append_bytes(out, column->key, column->key_len);
 		if (isnull[at])
-			appendBinaryStringInfo(out, "null", 4);
+			append_bytes(out, "null", 4);
 		else
 			write_value(out, column, values[at]);
 	}
