@@ -13,13 +13,15 @@
  * over the columns as they are, and each row is written in one pass.
  *
  * The writers for the common built-in types write exactly what row_to_json
- * writes (integers without their output function, text escaped from the
- * datum, numeric and float by their output functions so that NaN and
- * Infinity are quoted and extra_float_digits counts as it does there,
- * dates and timestamps through JsonEncodeDateTime, json as it is, jsonb
- * and uuid as their output functions print them).  Every other type
- * (arrays, composites, domains, enums, bpchar, types with a cast to json,
- * an FDW's types ...) goes through pg_catalog.to_json itself, which
+ * writes: integers without their output function; text, varchar and
+ * char(n) escaped from the datum (their output functions return it as
+ * stored, char(n)'s padding included); numeric and float by their output
+ * functions, so that NaN and Infinity are quoted and extra_float_digits
+ * counts as it does there; dates and timestamps through
+ * JsonEncodeDateTime; json as it is; jsonb and uuid as their output
+ * functions print them.  Every other type
+ * (arrays, composites, domains, enums, types with a cast to json, an
+ * FDW's types ...) goes through pg_catalog.to_json itself, which
  * serialises a value exactly as row_to_json does its columns: right by
  * construction, and the owner's code behind those types (output
  * functions, casts) runs where the page runs, in the sandbox.
@@ -56,7 +58,7 @@ typedef enum ColumnKind
 	COLUMN_INT4,
 	COLUMN_INT8,
 	COLUMN_BOOL,
-	COLUMN_TEXT,				/* text, varchar: the bytes, escaped */
+	COLUMN_TEXT,				/* text, varchar, char(n): the bytes, escaped */
 	COLUMN_NUMBER,				/* numeric, float4, float8: output function */
 	COLUMN_DATETIME,			/* date, timestamp, timestamptz */
 	COLUMN_JSON,
@@ -95,6 +97,24 @@ struct EcpDocWriter
 static EcpDocWriter *plans[PLANS_KEPT];
 static uint64 plan_uses;
 
+/*
+ * Appends n bytes: a document takes many short appends, and the buffer
+ * has room for nearly all of them (it grows to the largest document and
+ * stays), so the common case is a copy without a call.
+ */
+static inline void
+append_bytes(StringInfo out, const char *data, int n)
+{
+	if (out->maxlen - out->len > n)
+	{
+		memcpy(out->data + out->len, data, n);
+		out->len += n;
+		out->data[out->len] = '\0';
+	}
+	else
+		appendBinaryStringInfo(out, data, n);
+}
+
 /* Appends s (len bytes) as a JSON string, escaped as escape_json does. */
 static void
 append_json_string(StringInfo out, const char *s, int len)
@@ -109,36 +129,36 @@ append_json_string(StringInfo out, const char *s, int len)
 
 		if (c >= 0x20 && c != '"' && c != '\\')
 			continue;
-		appendBinaryStringInfo(out, run, p - run);
+		append_bytes(out, run, p - run);
 		run = p + 1;
 		switch (c)
 		{
 			case '\b':
-				appendBinaryStringInfo(out, "\\b", 2);
+				append_bytes(out, "\\b", 2);
 				break;
 			case '\f':
-				appendBinaryStringInfo(out, "\\f", 2);
+				append_bytes(out, "\\f", 2);
 				break;
 			case '\n':
-				appendBinaryStringInfo(out, "\\n", 2);
+				append_bytes(out, "\\n", 2);
 				break;
 			case '\r':
-				appendBinaryStringInfo(out, "\\r", 2);
+				append_bytes(out, "\\r", 2);
 				break;
 			case '\t':
-				appendBinaryStringInfo(out, "\\t", 2);
+				append_bytes(out, "\\t", 2);
 				break;
 			case '"':
-				appendBinaryStringInfo(out, "\\\"", 2);
+				append_bytes(out, "\\\"", 2);
 				break;
 			case '\\':
-				appendBinaryStringInfo(out, "\\\\", 2);
+				append_bytes(out, "\\\\", 2);
 				break;
 			default:
 				appendStringInfo(out, "\\u%04x", (int) c);
 		}
 	}
-	appendBinaryStringInfo(out, run, end - run);
+	append_bytes(out, run, end - run);
 	appendStringInfoCharMacro(out, '"');
 }
 
@@ -159,6 +179,7 @@ column_kind(Oid type, PGFunction *output)
 			return COLUMN_BOOL;
 		case TEXTOID:
 		case VARCHAROID:
+		case BPCHAROID:			/* bpcharout prints the stored value, padding too */
 			return COLUMN_TEXT;
 		case NUMERICOID:
 			*output = numeric_out;
@@ -279,7 +300,7 @@ write_number(StringInfo out, PGFunction output, Datum value)
 	int			len = strlen(printed);
 
 	if (IsValidJsonNumber(printed, len))
-		appendBinaryStringInfo(out, printed, len);
+		append_bytes(out, printed, len);
 	else
 		append_json_string(out, printed, len);
 }
@@ -301,7 +322,7 @@ write_uuid(StringInfo out, Datum value)
 		printed[at++] = hex[uuid->data[i] & 0x0F];
 	}
 	printed[at++] = '"';
-	appendBinaryStringInfo(out, printed, at);
+	append_bytes(out, printed, at);
 }
 
 /* One non-NULL value of column, as row_to_json writes it. */
@@ -315,21 +336,21 @@ write_value(StringInfo out, ColumnPlan *column, Datum value)
 	{
 		case COLUMN_INT2:
 			len = pg_itoa(DatumGetInt16(value), printed);
-			appendBinaryStringInfo(out, printed, len);
+			append_bytes(out, printed, len);
 			break;
 		case COLUMN_INT4:
 			len = pg_ltoa(DatumGetInt32(value), printed);
-			appendBinaryStringInfo(out, printed, len);
+			append_bytes(out, printed, len);
 			break;
 		case COLUMN_INT8:
 			len = pg_lltoa(DatumGetInt64(value), printed);
-			appendBinaryStringInfo(out, printed, len);
+			append_bytes(out, printed, len);
 			break;
 		case COLUMN_BOOL:
 			if (DatumGetBool(value))
-				appendBinaryStringInfo(out, "true", 4);
+				append_bytes(out, "true", 4);
 			else
-				appendBinaryStringInfo(out, "false", 5);
+				append_bytes(out, "false", 5);
 			break;
 		case COLUMN_TEXT:
 			{
@@ -351,7 +372,7 @@ write_value(StringInfo out, ColumnPlan *column, Datum value)
 			{
 				text	   *t = DatumGetTextPP(value);
 
-				appendBinaryStringInfo(out, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+				append_bytes(out, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 				break;
 			}
 		case COLUMN_JSONB:
@@ -368,7 +389,7 @@ write_value(StringInfo out, ColumnPlan *column, Datum value)
 			{
 				text	   *t = DatumGetTextPP(FunctionCall1(&column->to_json, value));
 
-				appendBinaryStringInfo(out, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+				append_bytes(out, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 				break;
 			}
 	}
@@ -420,9 +441,9 @@ ecp_doc_write(EcpDocWriter *writer, const Datum *values, const bool *isnull,
 		ColumnPlan *column = &writer->columns[i];
 		int			at = writer->first_column + i;
 
-		appendBinaryStringInfo(out, column->key, column->key_len);
+		append_bytes(out, column->key, column->key_len);
 		if (isnull[at])
-			appendBinaryStringInfo(out, "null", 4);
+			append_bytes(out, "null", 4);
 		else
 			write_value(out, column, values[at]);
 	}
