@@ -169,7 +169,7 @@ verdict "16x16 slot time per empty part" "$(stats <"$work/empty_slot_ms")" "<=" 
 awk -v l="$launcher_ms" -v e="$empty_part_ms" -v f="$first_med $first_lo $first_hi $first_parts $interval" \
 	-v kB="$(awk '$1 > m { m = $1 } END { print m + 0 }' "$work/ecp_rss")" -v procs="$(awk '$2 > m { m = $2 } END { print m + 0 }' "$work/ecp_rss")" 'BEGIN {
 	split(l, a, " "); split(e, b, " "); split(f, c, " ")
-	printf "per part  claim (started_at) to first checkpoint %.1f ms median (%.1f to %.1f, %d parts); then %.1f ms between checkpoints\n", c[1], c[2], c[3], c[4], c[5]
+	printf "per part  claim (started_at) to first checkpoint %.1f ms median (%.1f to %.1f, %d parts); then %.1f ms between checkpoints (no target)\n", c[1], c[2], c[3], c[4], c[5]
 	printf "empty     a part of no row: %.1f ms median from its claim to its end (%.1f to %.1f)\n", b[1], b[2], b[3]
 	printf "launcher  ecp.start to the first part'"'"'s claim: %.1f ms median (%.1f to %.1f)\n", a[1], a[2], a[3]
 	printf "memory    worker peak RssAnon over the runs: %.1f MB (up to %d worker processes seen a run)\n", kB / 1024, procs

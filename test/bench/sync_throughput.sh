@@ -238,7 +238,7 @@ else
 	printf '%-44s %8s  target >= 5x  MISS  (%s)\n' "ecp parallelism 1 / Node.js peer" "n/a" "node peer skipped: $node_skip"
 fi
 read -r first_med first_lo first_hi first_parts interval <<<"$(part_overhead "$(paste -sd, "$work/runs.p2")")"
-echo "per part, ecp p2 ($first_parts parts in $rounds runs): claim (started_at) to first checkpoint ${first_med} ms median (${first_lo} to ${first_hi}); a page after that: ${interval} ms median between checkpoints"
+echo "per part, ecp p2 ($first_parts parts in $rounds runs): claim (started_at) to first checkpoint ${first_med} ms median (${first_lo} to ${first_hi}); a page after that: ${interval:-n/a} ms median between checkpoints (no target)"
 verdict "slot time per empty part (local, p2)" "$(stats <"$work/empty_slot_ms")" "<=" 5 " ms" \
 	"(wall x 2 / $empty_parts parts, $rounds runs)" "%.1f"
 p1_kB=$(awk '$1 > m { m = $1 } END { print m + 0 }' "$work/rss.p1")
