@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the benchmarks after test/scripts/throwaway.sh: what more than
 # one of them measures with.  Everything here reads the running throwaway
 # cluster ($work, tpsql): it measures whatever ecp is installed.
