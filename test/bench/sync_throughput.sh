@@ -160,7 +160,7 @@ DO \$\$ DECLARE cols text; BEGIN
 	SELECT string_agg(CASE attname WHEN 'id' THEN 'id + \$1' ELSE quote_ident(attname) END, ', ' ORDER BY attnum)
 	  INTO cols FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attnum > 0 AND NOT attisdropped;
 	FOR k IN 0 .. ($big_rows - 1) / $rows LOOP
-		EXECUTE 'INSERT INTO big_orders SELECT ' || cols || ' FROM orders WHERE id + \$1 <= $big_rows ORDER BY id'
+		EXECUTE 'INSERT INTO big_orders SELECT ' || cols || ' FROM orders WHERE id + \$1 <= $big_rows'
 		  USING k::bigint * $rows;
 	END LOOP;
 END \$\$;
