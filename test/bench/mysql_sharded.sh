@@ -12,7 +12,7 @@
 #         tables>) o) TO '/dev/null'
 # i.e. one backend streaming every row through mysql_fdw once, nothing sent.
 #
-# $rounds rounds (ECP_BENCH_SHARDED_ROUNDS, 2), the COPY and ecp in
+# $rounds rounds (ECP_BENCH_SHARDED_ROUNDS, 3), the COPY and ecp in
 # alternating order.  Prints: seconds and rows/s of each (medians, min to
 # max), the median of the rounds' ratios ecp / COPY against its target
 # (<= 0.8, issue 25); per part: a slot's time per empty part (a second
@@ -34,7 +34,7 @@ top=$(cd "$here/../.." && pwd)
 rows=${1:-2000000}
 batch=${2:-5000}
 par=${3:-2}
-rounds=${ECP_BENCH_SHARDED_ROUNDS:-2}
+rounds=${ECP_BENCH_SHARDED_ROUNDS:-3}
 DBS=16
 TABLES=256
 WAIT=${ECP_BENCH_TIMEOUT:-1800}    # seconds, for each run and statement

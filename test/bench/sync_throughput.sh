@@ -31,14 +31,14 @@
 # Usage: test/bench/sync_throughput.sh [rows] [batch_size]
 #   batch_size: for the limiter runs (default 5000) and, when given, for the
 #   ecp contenders too (else they run with ecp's defaults).
-#   ECP_BENCH_ROUNDS: rounds of the contenders (3).
+#   ECP_BENCH_ROUNDS: rounds of the contenders (5).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 rows=${1:-1000000}
 batch=${2:-5000}
 ecp_opt=${2:+"\"batch_size\": $2, "}
-rounds=${ECP_BENCH_ROUNDS:-3}
+rounds=${ECP_BENCH_ROUNDS:-5}
 big_rows=${ECP_BENCH_BIG_ROWS:-10000000}
 empty_parts=256
 . "$top/test/scripts/throwaway.sh"
