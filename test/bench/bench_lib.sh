@@ -40,7 +40,7 @@ verdict() {
 		m = v[1] + 0
 		ok = (op == ">=") ? m >= t : (op == "<=") ? m <= t : m < t
 		spread = n >= 3 ? sprintf(" (" fmt " to " fmt ")", v[2], v[3]) : ""
-		printf "%-44s " fmt "%s%-18s target %s %s%s  %s%s\n", name, m, unit, spread, op, t, unit,
+		printf "%-46s " fmt "%s%-18s target %s %s%s  %s%s\n", name, m, unit, spread, op, t, unit,
 			ok ? "PASS" : "MISS", note != "" ? "  " note : ""
 	}'
 }

@@ -18,7 +18,9 @@ cc -O2 -I "$src" -o "${TMPDIR:-/tmp}/ecp_bulk_parse" "$here/bulk_parse.c" "$src/
 	"$src/bulk_scan.c" "$src/error_summary.c" -ljansson
 "${TMPDIR:-/tmp}/ecp_bulk_parse" 5000 200
 rm -f "${TMPDIR:-/tmp}/ecp_bulk_parse"
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+# what is measured: the ecp that is installed (make test installs it)
+so="$(pg_config --pkglibdir)/ecp.so"
+echo "ecp.so installed $(stat -c %y "$so" | cut -c 1-19), sha256 $(sha256sum "$so" | cut -c 1-12); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 step bash "$here/esd_throughput.sh"
 step bash "$here/sync_throughput.sh"
 step bash "$here/mysql_paging.sh"

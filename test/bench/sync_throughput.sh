@@ -235,7 +235,7 @@ if [ -s "$work/fig.node" ]; then
 	verdict "ecp parallelism 1 / Node.js peer" "$(round_ratios p1 node | stats)" ">=" 5 x
 	echo "(ecp parallelism 2 / Node.js peer: $(round_ratios p2 node | stats | awk '{ printf "%.2f (%.2f to %.2f)", $1, $2, $3 }')x)"
 else
-	printf '%-44s %8s  target >= 5x  MISS  (%s)\n' "ecp parallelism 1 / Node.js peer" "n/a" "node peer skipped: $node_skip"
+	printf '%-46s %8s  target >= 5x  MISS  (%s)\n' "ecp parallelism 1 / Node.js peer" "n/a" "node peer skipped: $node_skip"
 fi
 read -r first_med first_lo first_hi first_parts interval <<<"$(part_overhead "$(paste -sd, "$work/runs.p2")")"
 echo "per part, ecp p2 ($first_parts parts in $rounds runs): claim (started_at) to first checkpoint ${first_med} ms median (${first_lo} to ${first_hi}); a page after that: ${interval:-n/a} ms median between checkpoints (no target)"
