@@ -84,8 +84,16 @@ q_high="COPY (SELECT row_to_json(o) FROM orders o WHERE ctid >= '($half,0)') TO 
 json_bytes=$(tpsql -At -c "SELECT sum(octet_length(row_to_json(o)::text)) FROM orders o")
 [ "$(tpsql -At -c "SELECT count(*) FILTER (WHERE ctid < '($half,0)') > 0 AND count(*) FILTER (WHERE ctid >= '($half,0)') > 0 AND count(*) = $rows FROM orders")" = t ] ||
 	{ echo "the TID halves of orders do not cover its $rows rows" >&2; exit 1; }
-limit_1() { record limit1 "$(tpsql -At -c "SELECT bench.sessions(ARRAY[\$q\$$q_all\$q\$])")" "$rows" "$json_bytes"; }
-limit_2() { record limit2 "$(tpsql -At -c "SELECT bench.sessions(ARRAY[\$q\$$q_low\$q\$, \$q\$$q_high\$q\$])")" "$rows" "$json_bytes"; }
+limit_n() { # figure, statements... (each in a session of its own, at once)
+	local name=$1 list="" q ms
+	shift
+	for q in "$@"; do list="$list${list:+, }\$q\$$q\$q\$"; done
+	ms=$(tpsql -At -c "SELECT bench.sessions(ARRAY[$list])")
+	[ -n "$ms" ] || { echo "the $name COPY gave no time" >&2; exit 1; }
+	record "$name" "$ms" "$rows" "$json_bytes"
+}
+limit_1() { limit_n limit1 "$q_all"; }
+limit_2() { limit_n limit2 "$q_low" "$q_high"; }
 
 tpsql -At -c "SET client_min_messages = warning" -c "SELECT ecp.create_consumer('bench', '$es_url')" >/dev/null
 tpsql -At -c "SET client_min_messages = warning" -c "SELECT ecp.create_task('orders_p1', 'bench', 'orders_p1', query => 'SELECT * FROM orders', options => '{${ecp_opt%, }}')" >/dev/null
@@ -125,7 +133,9 @@ node_peer() {
 		[ "$(jq -r .docs <<<"$out")" = "$rows" ]; then
 		record node "$(jq -r .ms <<<"$out")" "$(esd_stat bulk_items)" "$(esd_stat bulk_bytes)"
 	else
+		# a figure per round or none: the ratios pair the rounds
 		node_skip="the peer failed: $(tail -n 1 "$work/node.log")${out:+ $out}"
+		rm -f "$work/fig.node"
 	fi
 }
 
