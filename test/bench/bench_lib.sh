@@ -7,6 +7,7 @@
 #   stats <lines               "median min max" of numbers, one a line
 #   verdict NAME VALUE OP T    one figure with its target: PASS or MISS
 #   bench_wait_run START_SQL   a psql script: start a run, wait for its end
+#   bench_sampled_run TASK S Q a run waited for, its workers' peak RssAnon
 #   rss_sampler STOP SECONDS   peak RssAnon of ecp workers until STOP exists
 #   bench_sessions_install     bench.sessions(queries): N statements in N
 #                              sessions at once (dblink), wall milliseconds
@@ -31,14 +32,18 @@ stats() {
 
 # One figure against its target, one line:
 #   verdict "ecp p1 / limit" "0.82 0.78 0.85" ">=" 0.9 [unit] [note] [format]
-# (value: "median min max" or one number; op: >=, <=, <; format: printf's,
-# %.2f by default)
+# (value: "median min max" or one number, anything else: nothing measured;
+# op: >=, <=, <; format: printf's, %.2f by default)
 verdict() {
 	local name=$1 value=$2 op=$3 target=$4 unit=${5:-} note=${6:-} fmt=${7:-%.2f}
 	awk -v name="$name" -v value="$value" -v op="$op" -v t="$target" -v unit="$unit" -v note="$note" -v fmt="$fmt" 'BEGIN {
 		n = split(value, v, " ")
 		m = v[1] + 0
 		ok = (op == ">=") ? m >= t : (op == "<=") ? m <= t : m < t
+		if (v[1] !~ /^[-+]?[0-9.]+$/) {   # nothing measured: never a PASS
+			printf "%-46s %8s  target %s %s%s  MISS  (nothing measured)%s\n", name, "n/a", op, t, unit, note != "" ? "  " note : ""
+			exit
+		}
 		spread = n >= 3 ? sprintf(" (" fmt " to " fmt ")", v[2], v[3]) : ""
 		printf "%-46s " fmt "%s%-18s target %s %s%s  %s%s\n", name, m, unit, spread, op, t, unit,
 			ok ? "PASS" : "MISS", note != "" ? "  " note : ""
@@ -61,6 +66,21 @@ DO \$\$ BEGIN
 	END LOOP;
 END \$\$;
 SQL
+}
+
+# Start a run of task $1 and wait for it in one psql session (at most $2
+# seconds), its workers' peak RssAnon sampled meanwhile; then query $3
+# over :run (the run's id).  Prints "peak_kB processes" and $3's row, or
+# "peak_kB processes failed" when psql failed.
+bench_sampled_run() {
+	local stop="$work/rss.$1" sampler out
+	rm -f "$stop" "$stop.out"
+	rss_sampler "$stop" "$2" &
+	sampler=$!
+	out=$({ bench_wait_run "ecp.start('$1')" "$2"; echo "$3"; } | tpsql -At -F ' ') || true
+	touch "$stop"
+	wait "$sampler" || true
+	echo "$(cat "$stop.out" 2>/dev/null || echo "0 0") ${out:-failed}"
 }
 
 # Peak RssAnon (kB) of the ecp workers, sampled every 0.2 s until $1 exists

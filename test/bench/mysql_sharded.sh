@@ -103,27 +103,21 @@ union=$(tpsql -At -c "SELECT string_agg(format('SELECT * FROM shard_%s.orders_%s
 copy_sql="COPY (SELECT row_to_json(o) FROM ($union) o) TO '/dev/null'"
 part_events_install
 
-# One run of task $1, waited for inside one psql session and checked;
-# prints "run_id ms peak_kB worker_processes" (ms: ecp.start, the run's
-# created_at, to its finished_at; the peak RssAnon of its workers).
+# One run of task $1, bounded and checked: "run_id ms peak_kB
+# worker_processes" (ms: ecp.start, the run's created_at, to its
+# finished_at; the peak RssAnon of its workers).
 ecp_run() {
-	local stop="$work/rss.$1" sampler out state r ms
-	rm -f "$stop" "$stop.out"
-	rss_sampler "$stop" "$WAIT" &
-	sampler=$!
-	out=$({ bench_wait_run "ecp.start('$1')" "$WAIT"; echo "SELECT id, state,
-		round(extract(epoch FROM finished_at - created_at) * 1000), coalesce(last_error, '') FROM ecp.run WHERE id = :run;"; } |
-		tpsql -At -F ' ') || true
-	touch "$stop"
-	wait "$sampler" || true
-	read -r r state ms _ <<<"$out"
-	[ "${state:-}" = succeeded ] || { echo "the $1 run: ${out:-did not finish in ${WAIT}s}" >&2; exit 1; }
-	echo "$r $ms $(cat "$stop.out")"
+	local kB procs r state ms err
+	read -r kB procs r state ms err <<<"$(bench_sampled_run "$1" "$WAIT" "SELECT id, state,
+		round(extract(epoch FROM finished_at - created_at) * 1000), coalesce(last_error, '') FROM ecp.run WHERE id = :run;")"
+	[ "${state:-}" = succeeded ] || { echo "the $1 run: ${state:-did not finish in ${WAIT}s} $err" >&2; exit 1; }
+	echo "$r $ms $kB $procs"
 }
 ecp_sharded() { # a run of task sharded, checked: every row processed and sent
-	local r ms kB procs processed nparts sent
+	local out r ms kB procs processed nparts sent
 	curl -fsS -X DELETE "$es_url/_esd/stats" >/dev/null
-	read -r r ms kB procs <<<"$(ecp_run sharded)"
+	out=$(ecp_run sharded)
+	read -r r ms kB procs <<<"$out"
 	read -r processed nparts <<<"$(tpsql -At -F ' ' -c "SELECT sum(processed), count(*) FROM ecp.part WHERE run_id = $r")"
 	sent=$(curl -fsS "$es_url/_esd/stats" | sed 's/.*"bulk_items":\([0-9]*\).*/\1/')
 	[ "$processed" = "$rows" ] && [ "$sent" = "$rows" ] && [ "$nparts" = "$TABLES" ] ||
@@ -140,7 +134,8 @@ for round in $(seq 1 "$rounds"); do
 	if [ $((round % 2)) = 1 ]; then copy_union; ecp_sharded; else ecp_sharded; copy_union; fi
 done
 for _ in $(seq 1 "$rounds"); do
-	read -r r ms _ <<<"$(ecp_run empty)"
+	out=$(ecp_run empty)
+	read -r r ms _ <<<"$out"
 	[ "$(tpsql -At -c "SELECT count(*) FROM ecp.part WHERE run_id = $r AND processed = 0")" = "$TABLES" ] ||
 		{ echo "the empty task: not $TABLES parts with no row" >&2; exit 1; }
 	awk -v ms="$ms" -v par="$par" -v n="$TABLES" 'BEGIN { print ms * par / n }' >>"$work/empty_slot_ms"

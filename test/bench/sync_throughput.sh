@@ -59,20 +59,12 @@ part_events_install
 esd_stat() { curl -fsS --max-time 10 "$es_url/_esd/stats" | jq -r ".$1"; }
 esd_reset_stats() { curl -fsS --max-time 10 -X DELETE "$es_url/_esd/stats" >/dev/null; }
 
-# One ecp run of task $1, waited for inside one psql session, bounded.
-# Prints "state processed ms_from_start run_id peak_kB worker_processes".
+# One ecp run of task $1, bounded: "peak_kB worker_processes state
+# processed ms_from_start run_id".
 ecp_run() {
-	local stop="$work/rss.$1" sampler out
-	rm -f "$stop" "$stop.out"
-	rss_sampler "$stop" 7200 &
-	sampler=$!
-	out=$({ bench_wait_run "ecp.start('$1')"; echo "SELECT r.state, p.processed,
+	bench_sampled_run "$1" 7200 "SELECT r.state, p.processed,
 		       round(extract(epoch FROM r.finished_at - r.created_at) * 1000), r.id
-		  FROM ecp.run r JOIN ecp.progress p ON p.run_id = r.id WHERE r.id = :run;"; } |
-		tpsql -At -F ' ') || true
-	touch "$stop"
-	wait "$sampler" || true
-	echo "${out:-failed 0 0 0} $(cat "$stop.out" 2>/dev/null || echo "0 0")"
+		  FROM ecp.run r JOIN ecp.progress p ON p.run_id = r.id WHERE r.id = :run;"
 }
 
 # --- the contenders: each adds "ms docs bytes" to $work/fig.<name> --------
@@ -102,7 +94,7 @@ tpsql -At -c "SET client_min_messages = warning" -c "SELECT ecp.create_task('ord
 ecp_contender() { # task name -> a figure; the run's id into runs.<name>, its peak into rss.<name>
 	local state processed ms run peak_kB procs
 	esd_reset_stats
-	read -r state processed ms run peak_kB procs <<<"$(ecp_run "$1")"
+	read -r peak_kB procs state processed ms run <<<"$(ecp_run "$1")"
 	if [ "$state" != succeeded ] || [ "$processed" != "$rows" ]; then
 		echo "ecp run of $1: $state, $processed of $rows rows" >&2; exit 1
 	fi
@@ -155,7 +147,7 @@ tpsql -At -c "SET client_min_messages = warning" -c "SELECT ecp.create_task('emp
 	options => '{$ecp_opt\"parallelism\": 2}')" >/dev/null
 : >"$work/empty_slot_ms"
 for _ in $(seq 1 "$rounds"); do
-	read -r state _ ms _ <<<"$(ecp_run empty)"
+	read -r _ _ state _ ms _ <<<"$(ecp_run empty)"
 	[ "$state" = succeeded ] || { echo "the empty task: $state" >&2; exit 1; }
 	awk -v ms="$ms" -v n="$empty_parts" 'BEGIN { print ms * 2 / n }' >>"$work/empty_slot_ms"
 done
@@ -179,7 +171,7 @@ ANALYZE big_orders;
 SQL
 	tpsql -At -c "SET client_min_messages = warning" -c "SELECT ecp.create_task('orders_big', 'bench', 'orders_big', query => 'SELECT * FROM big_orders', options => '{$ecp_opt\"parallelism\": 2}')" >/dev/null
 	esd_reset_stats
-	read -r state processed big_ms _ big_kB big_procs <<<"$(ecp_run orders_big)"
+	read -r big_kB big_procs state processed big_ms _ <<<"$(ecp_run orders_big)"
 	[ "$state" = succeeded ] && [ "$processed" = "$big_rows" ] ||
 		{ echo "ecp run over $big_rows rows: $state, $processed" >&2; exit 1; }
 	big_line="$big_ms $big_kB $big_procs"
@@ -254,14 +246,14 @@ verdict "slot time per empty part (local, p2)" "$(stats <"$work/empty_slot_ms")"
 p1_kB=$(awk '$1 > m { m = $1 } END { print m + 0 }' "$work/rss.p1")
 p2_kB=$(awk '$1 > m { m = $1 } END { print m + 0 }' "$work/rss.p2")
 p2_procs=$(awk '$2 > m { m = $2 } END { print m + 0 }' "$work/rss.p2")
-verdict "worker peak RssAnon, $rows rows, p1" "$(awk -v k="$p1_kB" 'BEGIN { printf "%.1f", k / 1024 }')" "<" 64 " MB" "" "%.1f"
-verdict "worker peak RssAnon, $rows rows, p2" "$(awk -v k="$p2_kB" 'BEGIN { printf "%.1f", k / 1024 }')" "<" 64 " MB" \
+verdict "worker peak RssAnon, $rows rows, p1" "$(awk -v k="$p1_kB" 'BEGIN { if (k > 0) printf "%.1f", k / 1024; else print "n/a" }')" "<" 64 " MB" "" "%.1f"
+verdict "worker peak RssAnon, $rows rows, p2" "$(awk -v k="$p2_kB" 'BEGIN { if (k > 0) printf "%.1f", k / 1024; else print "n/a" }')" "<" 64 " MB" \
 	"(max of $rounds runs, up to $p2_procs worker processes seen a run)" "%.1f"
 if [ -n "$big_line" ]; then
 	read -r big_ms big_kB big_procs <<<"$big_line"
-	verdict "worker peak RssAnon, $big_rows rows, p2" "$(awk -v k="$big_kB" 'BEGIN { printf "%.1f", k / 1024 }')" "<" 64 " MB" \
+	verdict "worker peak RssAnon, $big_rows rows, p2" "$(awk -v k="$big_kB" 'BEGIN { if (k > 0) printf "%.1f", k / 1024; else print "n/a" }')" "<" 64 " MB" \
 		"($big_procs worker processes seen, $(awk -v ms="$big_ms" -v r="$big_rows" 'BEGIN { printf "%.1f s, %.0f docs/s", ms / 1000, r / (ms / 1000) }'))" "%.1f"
-	verdict "RssAnon $big_rows rows - $rows rows, p2" "$(awk -v a="$big_kB" -v b="$p2_kB" 'BEGIN { printf "%+.1f", (a - b) / 1024 }')" "<=" 4 " MB" \
+	verdict "RssAnon $big_rows rows - $rows rows, p2" "$(awk -v a="$big_kB" -v b="$p2_kB" 'BEGIN { if (a > 0 && b > 0) printf "%+.1f", (a - b) / 1024; else print "n/a" }')" "<=" 4 " MB" \
 		"(flat: within a few MB)" "%+.1f"
 fi
 echo "$limiter_line"
