@@ -51,6 +51,7 @@ batch_count=${ECP_BENCH_BATCHES:-10}
 batch_rows=10000
 poll_ms=5
 . "$top/test/scripts/throwaway.sh"
+. "$here/bench_lib.sh"
 make -s -C "$top" all >/dev/null
 
 throwaway_init followbench
@@ -130,20 +131,9 @@ wait_for() { # SQL that must return t, seconds
 # One full run of task items; prints its milliseconds (created_at to finished_at).
 full_run_ms() {
 	local out
-	out=$(tpsql -At -F ' ' <<SQL
-SELECT ecp.start('items') AS run \\gset
-SELECT set_config('bench.run', :'run', false) \\g /dev/null
-DO \$\$ BEGIN
-	WHILE NOT EXISTS (SELECT FROM ecp.run WHERE id = current_setting('bench.run')::bigint
-	                  AND state IN ('succeeded', 'failed', 'cancelled')) LOOP
-		IF clock_timestamp() - now() > interval '10 minutes' THEN RAISE EXCEPTION 'the run did not finish'; END IF;
-		PERFORM pg_sleep(0.02);
-	END LOOP;
-END \$\$;
-SELECT r.state, p.processed, round(extract(epoch FROM r.finished_at - r.created_at) * 1000)
-  FROM ecp.run r JOIN ecp.progress p ON p.run_id = r.id WHERE r.id = :run;
-SQL
-)
+	out=$({ bench_wait_run "ecp.start('items')" 600
+		echo "SELECT r.state, p.processed, round(extract(epoch FROM r.finished_at - r.created_at) * 1000)
+		        FROM ecp.run r JOIN ecp.progress p ON p.run_id = r.id WHERE r.id = :run;"; } | tpsql -At -F ' ')
 	read -r state processed ms <<<"$out"
 	[ "$state" = succeeded ] && [ "$processed" = $((rows + 1)) ] ||
 		fail "full run: $state, $processed of $((rows + 1)) rows"
@@ -211,13 +201,6 @@ latencies() {
 		}'
 }
 
-# Median, min and max of ratios (one per line): "median min max".
-ratio_stats() {
-	sort -g | awk '{ r[++n] = $1 } END {
-		med = n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
-		printf "%.2f %.2f %.2f\n", med, r[1], r[n] }'
-}
-
 # Paired runs of one workload on items (with) and items_plain (without),
 # alternating which goes first: "median min max with_avg without_avg".
 paired() { # script, pgbench options...
@@ -234,7 +217,7 @@ paired() { # script, pgbench options...
 		sum_w=$(awk -v a="$sum_w" -v b="$with" 'BEGIN { print a + b }')
 		sum_o=$(awk -v a="$sum_o" -v b="$without" 'BEGIN { print a + b }')
 	done
-	echo "$(printf '%s' "$pairs" | ratio_stats) $(awk -v w="$sum_w" -v o="$sum_o" -v n="$cost_rounds" \
+	echo "$(printf '%s' "$pairs" | stats) $(awk -v w="$sum_w" -v o="$sum_o" -v n="$cost_rounds" \
 		'BEGIN { printf "%.1f %.1f", w / n, o / n }')"
 }
 

@@ -12,21 +12,11 @@ top=$(cd "$here/../.." && pwd)
 rows=${1:-200000}
 batch=${2:-5000}
 . "$top/test/scripts/throwaway.sh"
+. "$here/bench_lib.sh"
 make -s -C "$top" all >/dev/null
 
 throwaway_init mysqlbench
-mysql_dir="$work/mariadb"
-mkdir -p "$mysql_dir"
-[ "$(id -u)" = 0 ] && chown "$ECP_TEST_USER" "$mysql_dir"
-stop_all() {
-	as_test_user bash "$top/test/scripts/mariadb.sh" stop "$mysql_dir" >/dev/null 2>&1 || true
-	throwaway_cleanup
-}
-trap stop_all EXIT
-as_test_user bash "$top/test/scripts/mariadb.sh" start "$mysql_dir" >/dev/null
-set -a; . "$mysql_dir/env"; set +a
-my() { as_test_user mariadb --no-defaults --protocol=socket --socket="$ECP_MYSQL_SOCKET" \
-	-u"$ECP_MYSQL_USER" -p"$ECP_MYSQL_PASSWORD" "$ECP_MYSQL_DB" "$@"; }
+bench_mariadb_start
 my -e "DROP TABLE IF EXISTS orders;
 	CREATE TABLE orders (id BIGINT PRIMARY KEY, customer VARCHAR(64) NOT NULL,
 	  amount DECIMAL(12,2) NOT NULL, created_at DATETIME NOT NULL, note VARCHAR(100) NULL)
@@ -52,9 +42,6 @@ SELECT ecp.create_task('keyset', 'bench', 'keyset', query => 'SELECT * FROM orde
                        options => '{"batch_size": $batch, "paging": "keyset"}');
 SQL
 
-ms_of() { # milliseconds psql's \timing reports for one statement
-	tpsql -At -c '\timing on' -c "$1" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n 1
-}
 run_ms() { # task -> milliseconds of its run
 	local r state
 	r=$(tpsql -At -c "SELECT ecp.start('$1')")

@@ -12,12 +12,17 @@
 #         tables>) o) TO '/dev/null'
 # i.e. one backend streaming every row through mysql_fdw once, nothing sent.
 #
-# Prints: seconds, rows/s and the ratio ecp / COPY; the launcher's overhead
-# (ecp.start to the first part's started_at) and what a part costs when it
-# reads no row (a second task of 256 queries ... WHERE id < 0); and an
-# extrapolation to 10^9 rows from the measured rows/s, assuming time
-# linear in rows (same per-row cost, 256 parts, per-part overhead as
-# measured here and so negligible at that size).
+# $rounds rounds (ECP_BENCH_SHARDED_ROUNDS, 3), the COPY and ecp in
+# alternating order.  Prints: seconds and rows/s of each (medians, min to
+# max), the median of the rounds' ratios ecp / COPY against its target
+# (<= 0.8, issue 25); per part: a slot's time per empty part (a second
+# task of 256 queries ... WHERE id < 0, $rounds runs: wall x parallelism /
+# 256, target <= 5 ms), a part's claim (started_at) to its first
+# checkpoint (bench.part_event, bench_lib.sh), an empty part's claim to
+# its end, the launcher's ecp.start to the first claim; the workers' peak
+# RssAnon; and an extrapolation to 10^9 rows from the median rows/s,
+# assuming time linear in rows (same per-row cost, 256 parts, per-part
+# overhead as measured here and so negligible at that size).
 #
 # Uses the installed ecp (no build here: the extension must be installed).
 # Servers listen on 127.0.0.1 only; every wait is bounded; MariaDB,
@@ -29,24 +34,15 @@ top=$(cd "$here/../.." && pwd)
 rows=${1:-2000000}
 batch=${2:-5000}
 par=${3:-2}
+rounds=${ECP_BENCH_SHARDED_ROUNDS:-3}
 DBS=16
 TABLES=256
 WAIT=${ECP_BENCH_TIMEOUT:-1800}    # seconds, for each run and statement
 . "$top/test/scripts/throwaway.sh"
+. "$here/bench_lib.sh"
 
 throwaway_init mysqlsharded
-mysql_dir="$work/mariadb"
-mkdir -p "$mysql_dir"
-[ "$(id -u)" = 0 ] && chown "$ECP_TEST_USER" "$mysql_dir"
-stop_all() {
-	as_test_user bash "$top/test/scripts/mariadb.sh" stop "$mysql_dir" >/dev/null 2>&1 || true
-	throwaway_cleanup
-}
-trap stop_all EXIT
-as_test_user bash "$top/test/scripts/mariadb.sh" start "$mysql_dir" >/dev/null
-set -a; . "$mysql_dir/env"; set +a
-my() { as_test_user mariadb --no-defaults --protocol=socket --socket="$ECP_MYSQL_SOCKET" \
-	-u"$ECP_MYSQL_USER" -p"$ECP_MYSQL_PASSWORD" "$ECP_MYSQL_DB" "$@"; }
+bench_mariadb_start
 
 # --- MariaDB: 16 databases x 16 tables, loaded from seq_0_to_N --------------
 # (a larger buffer pool than mariadb.sh's 64M, so that neither side reads
@@ -105,51 +101,76 @@ ntables=$(tpsql -At -c "SELECT count(*) FROM information_schema.foreign_tables W
 union=$(tpsql -At -c "SELECT string_agg(format('SELECT * FROM shard_%s.orders_%s', i / 16, i), ' UNION ALL ' ORDER BY i)
 	FROM generate_series(0, $((TABLES - 1))) i")
 copy_sql="COPY (SELECT row_to_json(o) FROM ($union) o) TO '/dev/null'"
-ms_of() { # milliseconds psql's \timing reports for one statement
-	tpsql -At -c "SET statement_timeout = '${WAIT}s'" -c '\timing on' -c "$1" |
-		sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n 1
+part_events_install
+
+# One run of task $1, bounded and checked: "run_id ms peak_kB
+# worker_processes" (ms: ecp.start, the run's created_at, to its
+# finished_at; the peak RssAnon of its workers).
+ecp_run() {
+	local kB procs r state ms err
+	read -r kB procs r state ms err <<<"$(bench_sampled_run "$1" "$WAIT" "SELECT id, state,
+		round(extract(epoch FROM finished_at - created_at) * 1000), coalesce(last_error, '') FROM ecp.run WHERE id = :run;")"
+	[ "${state:-}" = succeeded ] || { echo "the $1 run: ${state:-did not finish in ${WAIT}s} $err" >&2; exit 1; }
+	echo "$r $ms $kB $procs"
 }
-run_of() { # task -> run id, once it succeeded
-	local r state
-	r=$(tpsql -At -c "SELECT ecp.start('$1')")
-	tpsql_wait "SELECT state IN ('succeeded', 'failed', 'cancelled') FROM ecp.run WHERE id = $r" "$WAIT" ||
-		{ echo "the $1 run did not finish in ${WAIT}s" >&2; exit 1; }
-	state=$(tpsql -At -c "SELECT state FROM ecp.run WHERE id = $r")
-	[ "$state" = succeeded ] || { echo "the $1 run $state: $(tpsql -At -c "SELECT last_error FROM ecp.run WHERE id = $r")" >&2; exit 1; }
-	echo "$r"
+ecp_sharded() { # a run of task sharded, checked: every row processed and sent
+	local out r ms kB procs processed nparts sent
+	curl -fsS -X DELETE "$es_url/_esd/stats" >/dev/null
+	out=$(ecp_run sharded)
+	read -r r ms kB procs <<<"$out"
+	read -r processed nparts <<<"$(tpsql -At -F ' ' -c "SELECT sum(processed), count(*) FROM ecp.part WHERE run_id = $r")"
+	sent=$(curl -fsS "$es_url/_esd/stats" | sed 's/.*"bulk_items":\([0-9]*\).*/\1/')
+	[ "$processed" = "$rows" ] && [ "$sent" = "$rows" ] && [ "$nparts" = "$TABLES" ] ||
+		{ echo "ecp: $processed processed, $sent sent in $nparts parts, for $rows rows in $TABLES tables" >&2; exit 1; }
+	echo "$ms" >>"$work/ecp_ms"; echo "$r" >>"$work/ecp_runs"; echo "$kB $procs" >>"$work/ecp_rss"
 }
+copy_union() { ms_of "$copy_sql" "$WAIT" >>"$work/copy_ms"; }
 
-ms_of "$copy_sql" >/dev/null
-copy_ms=$(ms_of "$copy_sql")
-run=$(run_of sharded)
-empty=$(run_of empty)
+# $rounds rounds, the COPY and ecp in alternating order, after a warm-up
+# of the COPY; then the empty task $rounds times.
+ms_of "$copy_sql" "$WAIT" >/dev/null
+: >"$work/copy_ms" >"$work/ecp_ms" >"$work/ecp_runs" >"$work/ecp_rss" >"$work/empty_slot_ms"
+for round in $(seq 1 "$rounds"); do
+	if [ $((round % 2)) = 1 ]; then copy_union; ecp_sharded; else ecp_sharded; copy_union; fi
+done
+for _ in $(seq 1 "$rounds"); do
+	out=$(ecp_run empty)
+	read -r r ms _ <<<"$out"
+	[ "$(tpsql -At -c "SELECT count(*) FROM ecp.part WHERE run_id = $r AND processed = 0")" = "$TABLES" ] ||
+		{ echo "the empty task: not $TABLES parts with no row" >&2; exit 1; }
+	awk -v ms="$ms" -v par="$par" -v n="$TABLES" 'BEGIN { print ms * par / n }' >>"$work/empty_slot_ms"
+	empty_runs="${empty_runs:+$empty_runs,}$r"
+done
 
-# ecp: from ecp.start (the run's created_at) to its end; the launcher's
-# overhead up to the first part's start; every row processed, and sent
-read -r ecp_ms first_ms processed nparts <<<"$(tpsql -At -F ' ' -c "
-	SELECT round(extract(epoch FROM r.finished_at - r.created_at) * 1000),
-	       round(extract(epoch FROM min(p.started_at) - r.created_at) * 1000, 1),
-	       sum(p.processed), count(*)
-	  FROM ecp.run r JOIN ecp.parts p ON p.run_id = r.id WHERE r.id = $run GROUP BY r.id")"
-sent=$(curl -fsS "$es_url/_esd/stats" | sed 's/.*"bulk_items":\([0-9]*\).*/\1/')
-[ "$processed" = "$rows" ] && [ "$sent" = "$rows" ] && [ "$nparts" = "$TABLES" ] ||
-	{ echo "ecp: $processed processed, $sent sent in $nparts parts, for $rows rows in $TABLES tables" >&2; exit 1; }
-read -r empty_ms empty_first_ms empty_part_ms empty_parts <<<"$(tpsql -At -F ' ' -c "
-	SELECT round(extract(epoch FROM r.finished_at - r.created_at) * 1000),
-	       round(extract(epoch FROM min(p.started_at) - r.created_at) * 1000, 1),
-	       round(avg(extract(epoch FROM p.finished_at - p.started_at)) * 1000, 1),
-	       count(*) FILTER (WHERE p.processed = 0)
-	  FROM ecp.run r JOIN ecp.parts p ON p.run_id = r.id WHERE r.id = $empty GROUP BY r.id")"
-[ "$empty_parts" = "$TABLES" ] || { echo "the empty task: $empty_parts parts with no row, not $TABLES" >&2; exit 1; }
+# the launcher: ecp.start (created_at) to the first part's claim, per run
+launcher_ms=$(tpsql -At -c "SELECT extract(epoch FROM min(p.started_at) - r.created_at) * 1000
+	FROM ecp.run r JOIN ecp.part p ON p.run_id = r.id WHERE r.id IN ($(paste -sd, "$work/ecp_runs")) GROUP BY r.id" | stats)
+empty_part_ms=$(tpsql -At -c "SELECT extract(epoch FROM finished_at - started_at) * 1000 FROM ecp.part WHERE run_id IN ($empty_runs)" | stats)
+read -r first_med first_lo first_hi first_parts interval <<<"$(part_overhead "$(paste -sd, "$work/ecp_runs")")"
+copy_med=$(stats <"$work/copy_ms" | cut -d' ' -f1)
+ecp_med=$(stats <"$work/ecp_ms" | cut -d' ' -f1)
+empty_med=$(stats <"$work/empty_slot_ms" | cut -d' ' -f1)
 
-awk -v rows="$rows" -v batch="$batch" -v par="$par" -v tables="$TABLES" -v dbs="$DBS" -v loadsec="$load_s" \
-	-v copy="$copy_ms" -v ecp="$ecp_ms" -v first="$first_ms" \
-	-v empty="$empty_ms" -v efirst="$empty_first_ms" -v epart="$empty_part_ms" 'BEGIN {
-	printf "MariaDB %d databases x %d tables, %d rows (loaded in %d s), mysql_fdw, batch_size %d, parallelism %d\n", dbs, tables / dbs, rows, loadsec, batch, par
-	printf "baseline  COPY row_to_json over the UNION ALL of the %d foreign tables: %7.1f s  %9.0f rows/s\n", tables, copy / 1000, rows / (copy / 1000)
-	printf "ecp       %d parts -> esd --discard (ecp.start to finished):        %7.1f s  %9.0f rows/s  ratio ecp/COPY %.2f\n", tables, ecp / 1000, rows / (ecp / 1000), ecp / copy
-	printf "launcher  ecp.start to the first part'"'"'s started_at:                    %7.1f ms\n", first
-	printf "empty     %d parts of no row: %.1f s in all, %.1f ms per part per worker slot (%d slots), mean part %.1f ms from started_at to finished_at, first part after %.1f ms\n", tables, empty / 1000, empty * par / tables, par, epart, efirst
+echo "== 16 x 16 MariaDB shards: $DBS databases x $((TABLES / DBS)) tables, $rows rows (loaded in $load_s s), mysql_fdw, batch_size $batch, parallelism $par, $rounds rounds in alternating order: medians (min to max) =="
+awk -v rows="$rows" -v tables="$TABLES" -v copy="$(stats <"$work/copy_ms")" -v ecp="$(stats <"$work/ecp_ms")" 'BEGIN {
+	split(copy, c, " "); split(ecp, e, " ")
+	printf "baseline  COPY row_to_json over the UNION ALL of the %d foreign tables: %6.1f s (%.1f-%.1f)  %9.0f rows/s\n", tables, c[1] / 1000, c[2] / 1000, c[3] / 1000, rows / (c[1] / 1000)
+	printf "ecp       %d parts -> esd --discard (ecp.start to finished):        %6.1f s (%.1f-%.1f)  %9.0f rows/s\n", tables, e[1] / 1000, e[2] / 1000, e[3] / 1000, rows / (e[1] / 1000)
+}'
+verdict "16x16 ecp parallelism $par / COPY over UNION ALL" \
+	"$(paste -d ' ' "$work/ecp_ms" "$work/copy_ms" | awk '{ print $1 / $2 }' | stats)" "<=" 0.8 x "(time ratio, each round's own)"
+verdict "16x16 slot time per empty part" "$(stats <"$work/empty_slot_ms")" "<=" 5 " ms" \
+	"(wall x $par / $TABLES parts, $rounds runs)" "%.1f"
+awk -v l="$launcher_ms" -v e="$empty_part_ms" -v f="$first_med $first_lo $first_hi $first_parts $interval" \
+	-v kB="$(awk '$1 > m { m = $1 } END { print m + 0 }' "$work/ecp_rss")" -v procs="$(awk '$2 > m { m = $2 } END { print m + 0 }' "$work/ecp_rss")" 'BEGIN {
+	split(l, a, " "); split(e, b, " "); split(f, c, " ")
+	printf "per part  claim (started_at) to first checkpoint %.1f ms median (%.1f to %.1f, %d parts); then %.1f ms between checkpoints (no target)\n", c[1], c[2], c[3], c[4], c[5]
+	printf "empty     a part of no row: %.1f ms median from its claim to its end (%.1f to %.1f)\n", b[1], b[2], b[3]
+	printf "launcher  ecp.start to the first part'"'"'s claim: %.1f ms median (%.1f to %.1f)\n", a[1], a[2], a[3]
+	printf "memory    worker peak RssAnon over the runs: %.1f MB (up to %d worker processes seen a run)\n", kB / 1024, procs
+}'
+# an extrapolation to 10^9 rows from the median run
+awk -v rows="$rows" -v tables="$TABLES" -v copy="$copy_med" -v ecp="$ecp_med" -v empty="$(awk -v m="$empty_med" -v n="$TABLES" -v par="$par" 'BEGIN { print m * n / par }')" 'BEGIN {
 	s = 1e9 / (rows / (ecp / 1000))
 	printf "10^9 rows at %.0f rows/s (assumes time linear in rows: same per-row cost, %d parts): %.0f s = %.1f h (COPY: %.1f h)\n", rows / (ecp / 1000), tables, s, s / 3600, 1e9 / (rows / (copy / 1000)) / 3600
 	if (ecp > empty) {

@@ -19,6 +19,7 @@ top=$(cd "$here/../.." && pwd)
 rows=${1:-1000000}
 rounds=${2:-3}
 . "$top/test/scripts/throwaway.sh"
+. "$here/bench_lib.sh"
 make -s -C "$top" all >/dev/null
 
 fail() { echo "verify benchmark: $*" >&2; exit 1; }
@@ -42,21 +43,10 @@ SQL
 # "milliseconds drift" (drift: missing + stale + extra, 0 for a sync).
 run_ms() {
 	local out state ms drift
-	out=$(tpsql -At -F ' ' <<SQL
-SELECT $1 AS run \\gset
-SELECT set_config('bench.run', :'run', false) \\g /dev/null
-DO \$\$ BEGIN
-	WHILE NOT EXISTS (SELECT FROM ecp.run WHERE id = current_setting('bench.run')::bigint
-	                  AND state IN ('succeeded', 'failed', 'cancelled')) LOOP
-		IF clock_timestamp() - now() > interval '20 minutes' THEN RAISE EXCEPTION 'the run did not finish'; END IF;
-		PERFORM pg_sleep(0.02);
-	END LOOP;
-END \$\$;
-SELECT r.state, round(extract(epoch FROM r.finished_at - r.created_at) * 1000),
-       coalesce((SELECT missing + stale + extra FROM ecp.drift_summary s WHERE s.run_id = r.id), 0)
-  FROM ecp.run r WHERE r.id = :run;
-SQL
-)
+	out=$({ bench_wait_run "$1" 1200
+		echo "SELECT r.state, round(extract(epoch FROM r.finished_at - r.created_at) * 1000),
+		             coalesce((SELECT missing + stale + extra FROM ecp.drift_summary s WHERE s.run_id = r.id), 0)
+		        FROM ecp.run r WHERE r.id = :run;"; } | tpsql -At -F ' ')
 	read -r state ms drift <<<"$out"
 	[ "$state" = succeeded ] || fail "run of '$1': $state"
 	[ "$drift" = 0 ] || fail "run of '$1' found $drift drifted documents in an index equal to its source"
@@ -69,7 +59,7 @@ extra='ecp.verify('"'"'items'"'"', '"'"'{"extra": true}'"'"')'
 run_ms "$sync" >/dev/null   # the first load (the index is empty before it)
 curl -fsS -X POST "$es_url/items/_refresh" >/dev/null
 
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { stats | cut -d' ' -f1; }
 : >"$work/sync" >"$work/verify" >"$work/extra" >"$work/r_verify" >"$work/r_extra"
 for round in $(seq 1 "$rounds"); do
 	if [ $((round % 2)) = 1 ]; then
