@@ -142,10 +142,19 @@ destroy(DestReceiver *self)
 {
 }
 
-/* A receiver's callbacks (its rows, columns and memory are the caller's). */
+/*
+ * A receiver of at most capacity rows into docs, copied into context,
+ * whose leading columns are ecp's (columns).
+ */
 static void
-init_receiver(PageReceiver *receiver)
+init_receiver(PageReceiver *receiver, const EcpPageColumns *columns, EcpDoc *docs, int capacity,
+			  MemoryContext context)
 {
+	memset(receiver, 0, sizeof(*receiver));
+	receiver->docs = docs;
+	receiver->capacity = capacity;
+	receiver->context = context;
+	receiver->columns = *columns;
 	receiver->pub.receiveSlot = receive_row;
 	receiver->pub.rStartup = startup;
 	receiver->pub.rShutdown = shutdown_receiver;
@@ -171,7 +180,6 @@ run_page_query(const char *sql, int nargs, Oid *types, Datum *values, PageReceiv
 		params->params[i].pflags = PARAM_FLAG_CONST;
 		params->params[i].ptype = types[i];
 	}
-	init_receiver(receiver);
 	memset(&options, 0, sizeof(options));
 	options.params = params;
 	options.read_only = true;
@@ -194,11 +202,7 @@ ecp_read_page_rows(const char *sql, int nargs, Oid *types, Datum *values,
 {
 	PageReceiver receiver;
 
-	memset(&receiver, 0, sizeof(receiver));
-	receiver.docs = docs;
-	receiver.capacity = capacity;
-	receiver.context = context;
-	receiver.columns = *columns;
+	init_receiver(&receiver, columns, docs, capacity, context);
 	run_page_query(sql, nargs, types, values, &receiver);
 	return receiver.count;
 }
@@ -214,12 +218,8 @@ ecp_read_all_rows(const char *sql, const EcpPageColumns *columns, EcpDoc **docs,
 {
 	PageReceiver receiver;
 
-	memset(&receiver, 0, sizeof(receiver));
-	receiver.capacity = 64;
-	receiver.docs = palloc(sizeof(EcpDoc) * receiver.capacity);
+	init_receiver(&receiver, columns, palloc(sizeof(EcpDoc) * 64), 64, context);
 	receiver.grows = true;
-	receiver.context = context;
-	receiver.columns = *columns;
 	run_page_query(sql, 0, NULL, NULL, &receiver);
 	*docs = receiver.docs;
 	return receiver.count;
@@ -256,12 +256,7 @@ ecp_read_portal_rows(Portal portal, long count, const EcpPageColumns *columns, E
 {
 	PageReceiver receiver;
 
-	memset(&receiver, 0, sizeof(receiver));
-	receiver.docs = docs;
-	receiver.capacity = capacity;
-	receiver.context = context;
-	receiver.columns = *columns;
-	init_receiver(&receiver);
+	init_receiver(&receiver, columns, docs, capacity, context);
 	(void) PortalRunFetch(portal, FETCH_FORWARD, count, &receiver.pub);
 	return receiver.count;
 }
