@@ -277,7 +277,7 @@ like($node->safe_psql('postgres', "SELECT last_error FROM ecp.progress WHERE run
 
 my ($rc, $out, $err) = $node->psql('postgres', q{
 	UPDATE ecp.task SET options = options || '{"paging": "windows"}' WHERE name = 'win'});
-like($err, qr/option "paging" must be auto, keyset or window, not "windows"/,
+like($err, qr/option "paging" must be auto, keyset, window or cursor, not "windows"/,
 	'an UPDATE to an unknown paging value is refused');
 
 # --- windows over a local table: negative keys, gaps, a NULL key ------------
